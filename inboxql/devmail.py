@@ -1,0 +1,346 @@
+"""A private Dovecot IMAP server for the demo, the tests and the benchmarks.
+
+It runs Debian's ``dovecot-imapd`` from a configuration file of ours, in a folder of ours, on loopback
+ports of ours: nothing under /etc is read or changed. Users live in a passwd-file that Dovecot re-reads on every login
+(``auth_cache_size = 0``), so a user added while the server runs can log in at once.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+DOVECOT = "/usr/sbin/dovecot"
+DOVEADM = "/usr/bin/doveadm"
+
+_SPECIAL_USE = {
+    "Sent": "\\Sent",
+    "Drafts": "\\Drafts",
+    "Trash": "\\Trash",
+    "Junk": "\\Junk",
+    "Archive": "\\Archive",
+}
+
+
+class DevMailError(RuntimeError):
+    """The local Dovecot could not be installed, started or fed."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ensure_dovecot_installed() -> None:
+    """Install Debian's dovecot-imapd when it is missing (the demo and the tests need it)."""
+    if Path(DOVECOT).exists():
+        return
+    if os.geteuid() != 0:
+        raise DevMailError("dovecot is not installed: run `sudo apt-get install dovecot-imapd`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
+        check=True,
+        env=env,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Accounts:
+    """Which system users Dovecot's processes run as."""
+
+    mail_user: str
+    mail_group: str
+    login_user: str
+    internal_user: str
+
+
+def _process_users() -> _Accounts:
+    if os.geteuid() == 0:
+        return _Accounts("nobody", "nogroup", "dovenull", "dovecot")
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    return _Accounts(me, str(os.getegid()), me, me)
+
+
+class DovecotServer:
+    """One Dovecot on 127.0.0.1 with a plaintext port and an implicit-TLS port (self-signed CA)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, root_dir: Path, port: int | None = None, tls_port: int | None = None):
+        self.root = Path(root_dir).resolve()
+        self.port = port or free_port()
+        self.tls_port = tls_port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "dovecot.conf"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "tls" / "cert.pem"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "dovecot.log"
+
+    @property
+    def passwd_file(self) -> Path:
+        return self.root / "passwd"
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self, timeout: float = 15.0) -> None:
+        ensure_dovecot_installed()
+        self._prepare()
+        self._proc = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(self.config_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "dovecot.stderr", "ab"),  # noqa: SIM115 - the child keeps it
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise DevMailError(f"dovecot exited at start: {self._tail_logs()}")
+            if _port_open(self.host, self.port) and _port_open(self.host, self.tls_port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise DevMailError(f"dovecot did not open its ports in {timeout}s: {self._tail_logs()}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> DovecotServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- users and mail -----------------------------------------------------------------------
+    def add_user(self, name: str, password: str) -> None:
+        if ":" in name or ":" in password or "\n" in name + password:
+            raise ValueError("user names and passwords in the passwd-file cannot hold ':' or newlines")
+        home = self.root / "home" / name
+        home.mkdir(parents=True, exist_ok=True)
+        _chown_tree(home, _process_users())
+        with self.passwd_file.open("a") as out:
+            out.write(f"{name}:{{PLAIN}}{password}::::::\n")
+
+    def users(self) -> list[str]:
+        if not self.passwd_file.exists():
+            return []
+        return [line.split(":", 1)[0] for line in self.passwd_file.read_text().splitlines() if line]
+
+    def doveadm(self, *args: str, input: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            [DOVEADM, "-c", str(self.config_file), *args],
+            input=input,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise DevMailError(f"doveadm {' '.join(args)}: {done.stderr.decode(errors='replace')}")
+        return done.stdout
+
+    def append(
+        self,
+        user: str,
+        password: str,
+        mailbox: str,
+        messages: Iterable[bytes | tuple[bytes, tuple[str, ...]]],
+    ) -> int:
+        """Append messages over IMAP, pipelined with LITERAL+ (fast seeding; mailbox is ASCII)."""
+        return append_pipelined(self.host, self.port, user, password, mailbox, messages)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        who = _process_users()
+        for sub in ("run", "state", "tls", "home"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        # Dovecot's unprivileged processes must be able to reach the homes below this folder.
+        for folder in [self.root, *self.root.parents]:
+            if folder == Path("/"):
+                break
+            mode = folder.stat().st_mode
+            if not mode & 0o001:
+                folder.chmod(mode | 0o001)
+        (self.root / "home").chmod(0o755)
+        self.passwd_file.touch()
+        if not self.ca_file.exists():
+            _self_signed_cert(self.root / "tls")
+        self.config_file.write_text(_config(self, who))
+
+
+def _config(server: DovecotServer, who: _Accounts) -> str:
+    root = server.root
+    mailboxes = "\n".join(
+        f"  mailbox {name} {{\n    special_use = {use}\n    auto = subscribe\n  }}"
+        for name, use in _SPECIAL_USE.items()
+    )
+    return f"""# Written by inboxql's devmail: a private loopback Dovecot for tests and the demo.
+protocols = imap
+listen = {server.host}
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {server.log_file}
+info_log_path = {server.log_file}
+ssl = yes
+ssl_cert = <{root}/tls/cert.pem
+ssl_key = <{root}/tls/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_cache_size = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {server.passwd_file}
+}}
+userdb {{
+  driver = passwd-file
+  args = {server.passwd_file}
+  default_fields = uid={who.mail_user} gid={who.mail_group} home={root}/home/%u
+}}
+mail_location = maildir:~/Maildir
+mail_fsync = never
+first_valid_uid = 1
+default_internal_user = {who.internal_user}
+default_login_user = {who.login_user}
+mail_max_userip_connections = 200
+service imap-login {{
+  inet_listener imap {{
+    address = {server.host}
+    port = {server.port}
+  }}
+  inet_listener imaps {{
+    address = {server.host}
+    port = {server.tls_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+{mailboxes}
+}}
+"""
+
+
+def _self_signed_cert(folder: Path) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(folder / "key.pem"),
+            "-out",
+            str(folder / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _chown_tree(path: Path, who: _Accounts) -> None:
+    if os.geteuid() != 0:
+        return
+    shutil.chown(path, user=who.mail_user, group=who.mail_group)
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def append_pipelined(
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    mailbox: str,
+    messages: Iterable[bytes | tuple[bytes, tuple[str, ...]]],
+) -> int:
+    """APPEND every message in one pipelined burst (RFC 7888 LITERAL+); returns how many."""
+    with socket.create_connection((host, port), timeout=60) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()  # greeting
+        sock.sendall(f"a LOGIN {_quote(user)} {_quote(password)}\r\n".encode())
+        _expect_tagged(reader, b"a")
+        count = 0
+        chunk: list[bytes] = []
+        for item in messages:
+            raw, flags = (item, ()) if isinstance(item, bytes) else item
+            flag_list = f" ({' '.join(flags)})" if flags else ""
+            head = f"m{count} APPEND {_quote(mailbox)}{flag_list} {{{len(raw)}+}}\r\n".encode()
+            chunk.extend((head, raw, b"\r\n"))
+            count += 1
+            if len(chunk) >= 300:
+                sock.sendall(b"".join(chunk))
+                chunk.clear()
+        sock.sendall(b"".join(chunk) + b"z LOGOUT\r\n")
+        failures = []
+        for line in reader:
+            if line.startswith(b"m") and not line.split(b" ", 2)[1].startswith(b"OK"):
+                failures.append(line)
+            if line.startswith(b"z "):
+                break
+        if failures:
+            raise DevMailError(f"{len(failures)} appends failed, first: {failures[0]!r}")
+        return count
+
+
+def _expect_tagged(reader: BinaryIO, tag: bytes) -> None:
+    while True:
+        line: bytes = reader.readline()
+        if not line:
+            raise DevMailError("connection closed")
+        if line.startswith(tag + b" "):
+            if not line.startswith(tag + b" OK"):
+                raise DevMailError(f"IMAP login failed: {line!r}")
+            return

@@ -1,0 +1,58 @@
+"""Accounts: creation with sealed credentials, and the sync state a client can see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from schema.changelog import ObjectType, Op
+from schema.crypto import CredentialBox
+from schema.models import Account
+from schema.unit import Store, UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class ImapEndpoint:
+    host: str
+    port: int
+    security: str  # "tls", "starttls" or "none"
+    username: str
+    tls_ca_file: str | None = None
+
+
+async def create(store: Store, box: CredentialBox, address: str, imap: ImapEndpoint, password: str) -> int:
+    async with store.unit(0) as uow:
+        account = Account(
+            address=address,
+            imap_host=imap.host,
+            imap_port=imap.port,
+            imap_security=imap.security,
+            imap_username=imap.username,
+            imap_password=box.seal(password),
+            tls_ca_file=imap.tls_ca_file,
+            sync_state="pending",
+        )
+        uow.session.add(account)
+        await uow.session.flush()
+        uow.account_id = account.id
+        uow.record(ObjectType.ACCOUNT, Op.CREATE, [account.id])
+    return account.id
+
+
+async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> None:
+    before = await uow.session.scalar(select(Account.sync_state).where(Account.id == uow.account_id))
+    await uow.session.execute(
+        update(Account).where(Account.id == uow.account_id).values(sync_state=state, sync_error=error)
+    )
+    if before != state:
+        uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
+
+
+async def set_password(store: Store, box: CredentialBox, account_id: int, password: str) -> None:
+    """New credentials clear an authentication failure: the sync core tries again."""
+    async with store.unit(account_id) as uow:
+        await uow.session.execute(
+            update(Account).where(Account.id == account_id).values(imap_password=box.seal(password))
+        )
+        await set_state(uow, "pending")

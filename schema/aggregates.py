@@ -1,0 +1,213 @@
+"""Derived values kept current inside a unit of work: message flags over places, threads, folder counts.
+
+Each refresh reads what it derives from in a few set-wise statements, writes only what changed and logs
+an UPDATE (or DELETE) for it, so the change log carries every visible change and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import case, delete, func, select, update
+
+from schema import labels
+from schema.changelog import ObjectType, Op
+from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, utcnow
+
+if TYPE_CHECKING:
+    from schema.unit import UnitOfWork
+
+SEEN, FLAGGED, ANSWERED, DRAFT = "\\Seen", "\\Flagged", "\\Answered", "\\Draft"
+MAX_PARTICIPANTS = 50
+
+
+def keywords_of(flags: Iterable[str]) -> set[str]:
+    """IMAP keywords (not system flags): they become labels on generic servers."""
+    return {f for f in flags if not f.startswith("\\")}
+
+
+def _chunks(ids: Sequence[int], size: int = 1000) -> list[Sequence[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """Recompute flags and labels of messages whose places changed; orphan those with no place left."""
+    s = uow.session
+    for chunk in _chunks(ids):
+        places: dict[int, list[set[str]]] = defaultdict(list)
+        for mid, flags in await s.execute(
+            select(MessagePlace.message_id, MessagePlace.flags).where(MessagePlace.message_id.in_(chunk))
+        ):
+            places[mid].append(set(flags.split()))
+        current_labels: dict[int, set[int]] = defaultdict(set)
+        for mid, lid in await s.execute(
+            select(MessageLabel.message_id, MessageLabel.label_id).where(MessageLabel.message_id.in_(chunk))
+        ):
+            current_labels[mid].add(lid)
+        wanted_names = {mid: set().union(*map(keywords_of, fl)) for mid, fl in places.items()}
+        label_ids = await labels.ensure(uow, set().union(*wanted_names.values()) if wanted_names else set())
+        rows = (
+            await s.execute(
+                select(
+                    Message.id,
+                    Message.thread_id,
+                    Message.unread,
+                    Message.starred,
+                    Message.answered,
+                    Message.draft,
+                    Message.orphaned_at,
+                ).where(Message.id.in_(chunk))
+            )
+        ).all()
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        add_links: list[dict[str, int]] = []
+        drop_links: list[tuple[int, int]] = []
+        now = utcnow()
+        for row in rows:
+            flag_sets = places.get(row.id, [])
+            if flag_sets:
+                values: tuple[Any, ...] = (
+                    any(SEEN not in f for f in flag_sets),
+                    any(FLAGGED in f for f in flag_sets),
+                    any(ANSWERED in f for f in flag_sets),
+                    any(DRAFT in f for f in flag_sets),
+                    None,
+                )
+            else:
+                values = (row.unread, row.starred, row.answered, row.draft, row.orphaned_at or now)
+            if values != (row.unread, row.starred, row.answered, row.draft, row.orphaned_at):
+                groups[values].append(row.id)
+            want = {label_ids[name] for name in wanted_names.get(row.id, set())}
+            have = current_labels.get(row.id, set())
+            add_links += [{"message_id": row.id, "label_id": lid} for lid in want - have]
+            drop_links += [(row.id, lid) for lid in have - want]
+            uow.dirty_threads.add(row.thread_id)
+        for (unread, starred, answered, draft, orphaned_at), mids in groups.items():
+            await s.execute(
+                update(Message)
+                .where(Message.id.in_(mids))
+                .values(unread=unread, starred=starred, answered=answered, draft=draft, orphaned_at=orphaned_at)
+            )
+        if add_links:
+            await s.execute(MessageLabel.__table__.insert(), add_links)
+        for mid, lid in drop_links:
+            await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
+        uow.record(ObjectType.MESSAGE, Op.UPDATE, [row.id for row in rows])
+
+
+def _participants(rows: Sequence[Any]) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for row in rows:
+        for group in (row.from_addrs, row.to_addrs, row.cc_addrs):
+            for addr in group or ():
+                key = (addr.get("address") or addr.get("name") or "").lower()
+                if key and key not in seen:
+                    seen[key] = {"name": addr.get("name", ""), "address": addr.get("address", "")}
+                if len(seen) >= MAX_PARTICIPANTS:
+                    return list(seen.values())
+    return list(seen.values())
+
+
+def _when(row: Any) -> datetime:
+    value: datetime = row.date or row.received_at
+    return value
+
+
+async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    s = uow.session
+    for chunk in _chunks(ids, 500):
+        members: dict[int, list[Any]] = defaultdict(list)
+        orphans: set[int] = set()
+        for row in await s.execute(
+            select(
+                Message.id,
+                Message.thread_id,
+                Message.subject,
+                Message.snippet,
+                Message.from_addrs,
+                Message.to_addrs,
+                Message.cc_addrs,
+                Message.date,
+                Message.received_at,
+                Message.unread,
+                Message.starred,
+                Message.orphaned_at,
+            ).where(Message.thread_id.in_(chunk))
+        ):
+            if row.orphaned_at is None:
+                members[row.thread_id].append(row)
+            else:
+                orphans.add(row.thread_id)
+        folders: dict[int, set[int]] = defaultdict(set)
+        for tid, fid in await s.execute(
+            select(Message.thread_id, MessagePlace.folder_id)
+            .join(MessagePlace, MessagePlace.message_id == Message.id)
+            .where(Message.thread_id.in_(chunk))
+            .distinct()
+        ):
+            folders[tid].add(fid)
+        thread_labels: dict[int, set[int]] = defaultdict(set)
+        for tid, lid in await s.execute(
+            select(Message.thread_id, MessageLabel.label_id)
+            .join(MessageLabel, MessageLabel.message_id == Message.id)
+            .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
+            .distinct()
+        ):
+            thread_labels[tid].add(lid)
+        current = {t.id: t for t in await s.scalars(select(Thread).where(Thread.id.in_(chunk)))}
+        gone = [tid for tid in current if tid not in members and tid not in orphans]
+        if gone:
+            await s.execute(delete(Thread).where(Thread.id.in_(gone)))
+            uow.record(ObjectType.THREAD, Op.DELETE, gone)
+        changed = []
+        for tid, thread in current.items():
+            if tid in gone:
+                continue
+            rows = sorted(members.get(tid, []), key=lambda r: (_when(r), r.id))
+            values: dict[str, Any] = {
+                "subject": rows[0].subject if rows else thread.subject,
+                "snippet": rows[-1].snippet if rows else "",
+                "participants": _participants(rows),
+                "message_count": len(rows),
+                "unread_count": sum(1 for r in rows if r.unread),
+                "starred": any(r.starred for r in rows),
+                "first_message_at": _when(rows[0]) if rows else None,
+                "last_message_at": _when(rows[-1]) if rows else None,
+                "folder_ids": sorted(folders.get(tid, set())),
+                "label_ids": sorted(thread_labels.get(tid, set())),
+            }
+            if any(getattr(thread, k) != v for k, v in values.items()):
+                for k, v in values.items():
+                    setattr(thread, k, v)
+                changed.append(tid)
+        await s.flush()
+        uow.record(ObjectType.THREAD, Op.UPDATE, changed)
+
+
+async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    s = uow.session
+    if not ids:
+        return
+    counts = {
+        fid: (total, int(unread or 0))
+        for fid, total, unread in await s.execute(
+            select(
+                MessagePlace.folder_id,
+                func.count(),
+                func.sum(case((MessagePlace.flags.like("%\\\\Seen%"), 0), else_=1)),
+            )
+            .where(MessagePlace.folder_id.in_(ids))
+            .group_by(MessagePlace.folder_id)
+        )
+    }
+    changed = []
+    for folder in await s.scalars(select(Folder).where(Folder.id.in_(ids))):
+        total, unread = counts.get(folder.id, (0, 0))
+        if (folder.total_count, folder.unread_count) != (total, unread):
+            folder.total_count, folder.unread_count = total, unread
+            changed.append(folder.id)
+    await s.flush()
+    uow.record(ObjectType.FOLDER, Op.UPDATE, changed)

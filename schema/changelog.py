@@ -1,0 +1,164 @@
+"""The change log: every create, update and delete of a mirrored object, in commit order per account.
+
+Why a counter row and not an auto-increment id: two transactions may take ids 7 and 8, and 8 may commit
+first; a reader that saw 8 and moved its cursor past 7 would never see 7. Here a transaction allocates its
+sequence numbers by updating the account's ``change_seq`` row as the very last thing before COMMIT. The row
+lock is held until COMMIT, so the next writer of that account reads the counter only after this one has
+committed: per account, seq order is commit order, and a reader at seq N has seen everything before N.
+
+Taking the counter last keeps the lock short and rules out deadlocks with it: a transaction that holds the
+counter touches no other row before it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.models import ChangeLog, ChangeSeq, utcnow
+
+
+class ObjectType(StrEnum):
+    ACCOUNT = "account"
+    FOLDER = "folder"
+    LABEL = "label"
+    THREAD = "thread"
+    MESSAGE = "message"
+
+
+class Op(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+# Parents before children for creates and updates; children before parents for deletes.
+_ORDER = [ObjectType.ACCOUNT, ObjectType.FOLDER, ObjectType.LABEL, ObjectType.THREAD, ObjectType.MESSAGE]
+
+
+def doorbell_channel(account_id: int) -> str:
+    return f"inboxql:doorbell:{account_id}"
+
+
+DOORBELL_PATTERN = "inboxql:doorbell:*"
+
+
+class ChangeSet:
+    """The changes of one transaction, coalesced per object (create then update is one create)."""
+
+    def __init__(self) -> None:
+        self._ops: dict[tuple[ObjectType, int], Op] = {}
+
+    def record(self, object_type: ObjectType, op: Op, ids: Iterable[int]) -> None:
+        for object_id in ids:
+            key = (object_type, object_id)
+            before = self._ops.get(key)
+            if before is None:
+                self._ops[key] = op
+            elif before is Op.CREATE and op is Op.DELETE:
+                # Never visible outside this transaction: nothing to tell anyone.
+                del self._ops[key]
+            elif op is Op.DELETE:
+                self._ops[key] = Op.DELETE
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    def ids(self, object_type: ObjectType, *, live: bool = True) -> list[int]:
+        """Ids of that type that still exist after this transaction (or, with live=False, deleted ones)."""
+        return [oid for (kind, oid), op in self._ops.items() if kind is object_type and (op is not Op.DELETE) == live]
+
+    def ordered(self) -> list[tuple[ObjectType, int, Op]]:
+        rank = {kind: i for i, kind in enumerate(_ORDER)}
+        living = sorted(
+            ((k, i, op) for (k, i), op in self._ops.items() if op is not Op.DELETE),
+            key=lambda e: (rank[e[0]], e[1]),
+        )
+        dead = sorted(
+            ((k, i, op) for (k, i), op in self._ops.items() if op is Op.DELETE),
+            key=lambda e: (-rank[e[0]], e[1]),
+        )
+        return living + dead
+
+
+async def append(
+    session: AsyncSession,
+    account_id: int,
+    changes: ChangeSet,
+    states: Mapping[tuple[ObjectType, int], dict[str, Any]],
+) -> int | None:
+    """Write the log rows of a transaction; must be its last statement before COMMIT. Returns the newest seq."""
+    entries = changes.ordered()
+    if not entries:
+        return None
+    n = len(entries)
+    result = await session.execute(
+        update(ChangeSeq).where(ChangeSeq.account_id == account_id).values(last_seq=ChangeSeq.last_seq + n)
+    )
+    if getattr(result, "rowcount", 0) == 0:
+        # The account's first change (its creation): nobody else can know the account yet.
+        session.add(ChangeSeq(account_id=account_id, last_seq=n))
+        await session.flush()
+        last = n
+    else:
+        found = await session.scalar(select(ChangeSeq.last_seq).where(ChangeSeq.account_id == account_id))
+        assert found is not None
+        last = found
+    first = last - n + 1
+    now = utcnow()
+    await session.execute(
+        insert(ChangeLog),
+        [
+            {
+                "account_id": account_id,
+                "seq": first + i,
+                "object_type": kind.value,
+                "object_id": oid,
+                "op": op.value,
+                "data": None if op is Op.DELETE else states.get((kind, oid)),
+                "created_at": now,
+            }
+            for i, (kind, oid, op) in enumerate(entries)
+        ],
+    )
+    return last
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    seq: int
+    object_type: ObjectType
+    object_id: int
+    op: Op
+    data: dict[str, Any] | None
+    created_at: datetime
+
+
+async def read(
+    session: AsyncSession,
+    account_id: int,
+    after: int,
+    limit: int = 500,
+    types: Sequence[ObjectType] | None = None,
+) -> list[Change]:
+    query = (
+        select(ChangeLog)
+        .where(ChangeLog.account_id == account_id, ChangeLog.seq > after)
+        .order_by(ChangeLog.seq)
+        .limit(limit)
+    )
+    if types:
+        query = query.where(ChangeLog.object_type.in_([t.value for t in types]))
+    rows = (await session.scalars(query)).all()
+    return [Change(r.seq, ObjectType(r.object_type), r.object_id, Op(r.op), r.data, r.created_at) for r in rows]
+
+
+async def newest_seq(session: AsyncSession, account_id: int) -> int:
+    found = await session.scalar(select(ChangeSeq.last_seq).where(ChangeSeq.account_id == account_id))
+    return found or 0

@@ -1,0 +1,75 @@
+"""Folders (IMAP mailboxes): discovery, rename, delete and the sync cursor kept on each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+
+from schema import messages
+from schema.changelog import ObjectType, Op
+from schema.models import Folder
+
+if TYPE_CHECKING:
+    from schema.unit import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered:
+    name: str
+    delimiter: str | None
+    attributes: tuple[str, ...]
+    role: str | None
+
+
+async def create(uow: UnitOfWork, found: Discovered) -> Folder:
+    folder = Folder(
+        account_id=uow.account_id,
+        name=found.name,
+        delimiter=found.delimiter,
+        role=found.role,
+        attributes=" ".join(found.attributes)[:512],
+        sync_state="initial",
+        total_count=0,
+        unread_count=0,
+    )
+    uow.session.add(folder)
+    await uow.session.flush()
+    uow.record(ObjectType.FOLDER, Op.CREATE, [folder.id])
+    return folder
+
+
+async def update_listing(uow: UnitOfWork, folder_id: int, found: Discovered) -> None:
+    await uow.session.execute(
+        update(Folder)
+        .where(Folder.id == folder_id)
+        .values(delimiter=found.delimiter, role=found.role, attributes=" ".join(found.attributes)[:512])
+    )
+    uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+
+
+async def rename(uow: UnitOfWork, folder_id: int, new_name: str) -> None:
+    await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(name=new_name))
+    uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+
+
+async def remove(uow: UnitOfWork, folder_id: int) -> None:
+    """The folder is gone from the server: its places go; messages found nowhere else become orphans."""
+    await messages.remove_places(uow, folder_id)
+    uow.dirty_folders.discard(folder_id)
+    await uow.session.execute(delete(Folder).where(Folder.id == folder_id))
+    uow.record(ObjectType.FOLDER, Op.DELETE, [folder_id])
+
+
+async def set_cursor(uow: UnitOfWork, folder_id: int, **values: Any) -> None:
+    """Sync bookkeeping (uidvalidity, uidnext, highestmodseq, progress); logged only when sync_state moves."""
+    if "sync_state" in values:
+        before = await uow.session.scalar(select(Folder.sync_state).where(Folder.id == folder_id))
+        if before != values["sync_state"]:
+            uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+    await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(**values))
+
+
+async def of_account(uow: UnitOfWork) -> list[Folder]:
+    return list(await uow.session.scalars(select(Folder).where(Folder.account_id == uow.account_id)))

@@ -1,0 +1,273 @@
+"""Messages and their places: what the sync core writes when mail arrives, changes flags, moves or vanishes."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema import blobs, threads
+from schema.changelog import ObjectType, Op
+from schema.mime import Address, ParsedMessage, normalize_subject
+from schema.models import Attachment, Message, MessagePlace, MimeBlob, utcnow
+
+if TYPE_CHECKING:
+    from schema.unit import UnitOfWork
+
+MAX_TEXT_CHARS = 1_000_000
+_REPLY_PREFIXES = ("re:", "re ", "aw:", "sv:", "antw:", "fwd:", "fw:", "wg:", "tr:", "r:")
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One message as a folder reported it. raw and parsed are needed only for an identity not yet known."""
+
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int | None
+    identity: str
+    internaldate: datetime | None = None
+    raw: bytes | None = None
+    parsed: ParsedMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceFlags:
+    uid: int
+    flags: tuple[str, ...]
+    modseq: int | None
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def _addresses(addrs: Sequence[Address]) -> list[dict[str, str]]:
+    return [{"name": a.name, "address": a.address} for a in addrs]
+
+
+async def known_identities(session: AsyncSession, account_id: int, identities: Iterable[str]) -> dict[str, int]:
+    wanted = list(set(identities))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 1000):
+        query = select(Message.identity, Message.id).where(
+            Message.account_id == account_id, Message.identity.in_(wanted[start : start + 1000])
+        )
+        found.update({ident: mid for ident, mid in await session.execute(query)})
+    return found
+
+
+async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
+    """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
+    if not fetched:
+        return []
+    s = uow.session
+    ids = await known_identities(s, uow.account_id, (f.identity for f in fetched))
+    new: dict[str, Fetched] = {}
+    for f in fetched:
+        if f.identity not in ids and f.identity not in new:
+            if f.raw is None or f.parsed is None:
+                raise ValueError(f"message {f.identity} is new here, its raw bytes are needed")
+            new[f.identity] = f
+    if new:
+        ids.update(await _create(uow, list(new.values())))
+    stmt = mysql_insert(MessagePlace)
+    await s.execute(
+        stmt.on_duplicate_key_update(
+            message_id=stmt.inserted.message_id, flags=stmt.inserted.flags, modseq=stmt.inserted.modseq
+        ),
+        [
+            {
+                "account_id": uow.account_id,
+                "message_id": ids[f.identity],
+                "folder_id": folder_id,
+                "uidvalidity": uidvalidity,
+                "uid": f.uid,
+                "flags": flags_text(f.flags),
+                "modseq": f.modseq,
+            }
+            for f in fetched
+        ],
+    )
+    touched = sorted({ids[f.identity] for f in fetched})
+    uow.dirty_messages.update(touched)
+    uow.dirty_folders.add(folder_id)
+    return touched
+
+
+async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
+    s = uow.session
+    await blobs.put_many(s, (f.raw for f in items if f.raw is not None))
+    keys = []
+    for f in items:
+        p = f.parsed
+        assert p is not None
+        when = _naive_utc(p.date) or _naive_utc(f.internaldate) or utcnow()
+        keys.append(
+            threads.ThreadKey(
+                message_id=p.message_id,
+                references=tuple(p.references) + ((p.in_reply_to,) if p.in_reply_to else ()),
+                subject=p.subject,
+                normalized_subject=normalize_subject(p.subject),
+                is_reply=p.subject.strip().lower().startswith(_REPLY_PREFIXES),
+                when=when,
+            )
+        )
+    thread_ids = await threads.assign(uow, keys)
+    rows: list[dict[str, Any]] = []
+    for f, tid in zip(items, thread_ids, strict=True):
+        p, raw = f.parsed, f.raw
+        assert p is not None and raw is not None
+        rows.append(
+            {
+                "account_id": uow.account_id,
+                "identity": f.identity,
+                "thread_id": tid,
+                "blob_sha256": blobs.digest(raw),
+                "size": len(raw),
+                "message_id_header": (p.message_id or "")[:191] or None,
+                "in_reply_to": (p.in_reply_to or "")[:255] or None,
+                "references": " ".join(p.references),
+                "subject": p.subject,
+                "from_addrs": _addresses(p.from_),
+                "to_addrs": _addresses(p.to),
+                "cc_addrs": _addresses(p.cc),
+                "bcc_addrs": _addresses(p.bcc),
+                "reply_to_addrs": _addresses(p.reply_to),
+                "date": _naive_utc(p.date),
+                "received_at": _naive_utc(f.internaldate) or _naive_utc(p.date) or utcnow(),
+                "snippet": p.snippet[:255],
+                "text_body": p.text_body[:MAX_TEXT_CHARS],
+                "html_body": zlib.compress(p.html_body.encode(), 1) if p.html_body else None,
+                "has_attachments": p.has_attachments,
+                "malformed": p.malformed,
+                "defects": " ".join(p.defects)[:1024],
+                "unread": "\\Seen" not in f.flags,
+                "starred": "\\Flagged" in f.flags,
+                "answered": "\\Answered" in f.flags,
+                "draft": "\\Draft" in f.flags,
+            }
+        )
+    created = list(
+        (await s.execute(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)).scalars()
+    )
+    attachments = [
+        {
+            "message_id": mid,
+            "part_id": a.part_id[:64],
+            "filename": a.filename[:512] if a.filename else None,
+            "content_type": a.content_type[:255],
+            "size": a.size,
+            "content_id": a.content_id[:255] if a.content_id else None,
+            "inline": a.inline,
+        }
+        for f, mid in zip(items, created, strict=True)
+        if f.parsed is not None
+        for a in f.parsed.attachments
+    ]
+    if attachments:
+        await s.execute(insert(Attachment), attachments)
+    uow.record(ObjectType.MESSAGE, Op.CREATE, created)
+    return {f.identity: mid for f, mid in zip(items, created, strict=True)}
+
+
+async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: Sequence[PlaceFlags]) -> int:
+    """Apply flag changes the server reported; returns how many places really changed."""
+    if not changes:
+        return 0
+    s = uow.session
+    by_uid = {c.uid: c for c in changes}
+    changed: list[dict[str, Any]] = []
+    for start in range(0, len(changes), 1000):
+        uids = list(by_uid)[start : start + 1000]
+        for row in await s.execute(
+            select(MessagePlace).where(
+                MessagePlace.folder_id == folder_id,
+                MessagePlace.uidvalidity == uidvalidity,
+                MessagePlace.uid.in_(uids),
+            )
+        ):
+            place = row[0]
+            c = by_uid[place.uid]
+            flags = flags_text(c.flags)
+            if flags != place.flags or (c.modseq is not None and c.modseq != place.modseq):
+                changed.append(
+                    {
+                        "id": place.id,
+                        "account_id": place.account_id,
+                        "message_id": place.message_id,
+                        "folder_id": folder_id,
+                        "uidvalidity": uidvalidity,
+                        "uid": place.uid,
+                        "flags": flags,
+                        "modseq": c.modseq,
+                    }
+                )
+                if flags != place.flags:
+                    uow.dirty_messages.add(place.message_id)
+    if changed:
+        stmt = mysql_insert(MessagePlace)
+        await s.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags, modseq=stmt.inserted.modseq), changed)
+        uow.dirty_folders.add(folder_id)
+    return len(changed)
+
+
+async def remove_places(uow: UnitOfWork, folder_id: int, uids: Sequence[int] | None = None) -> int:
+    """Forget places (expunged, or every place of a folder when uids is None)."""
+    s = uow.session
+    query = select(MessagePlace.id, MessagePlace.message_id).where(MessagePlace.folder_id == folder_id)
+    rows: list[Any] = []
+    if uids is None:
+        rows = list(await s.execute(query))
+    else:
+        for start in range(0, len(uids), 1000):
+            rows += list(await s.execute(query.where(MessagePlace.uid.in_(uids[start : start + 1000]))))
+    if not rows:
+        return 0
+    place_ids = [r.id for r in rows]
+    for start in range(0, len(place_ids), 1000):
+        await s.execute(delete(MessagePlace).where(MessagePlace.id.in_(place_ids[start : start + 1000])))
+    uow.dirty_messages.update(r.message_id for r in rows)
+    uow.dirty_folders.add(folder_id)
+    return len(rows)
+
+
+async def collect_orphans(uow: UnitOfWork, before: datetime) -> int:
+    """Delete messages that have had no place since before `before` (a full pass did not find them)."""
+    s = uow.session
+    rows = list(
+        await s.execute(
+            select(Message.id, Message.thread_id, Message.blob_sha256).where(
+                Message.account_id == uow.account_id,
+                Message.orphaned_at.is_not(None),
+                Message.orphaned_at < before,
+            )
+        )
+    )
+    if not rows:
+        return 0
+    ids = [r.id for r in rows]
+    await s.execute(delete(Message).where(Message.id.in_(ids)))
+    uow.record(ObjectType.MESSAGE, Op.DELETE, ids)
+    uow.dirty_messages.difference_update(ids)
+    uow.dirty_threads.update(r.thread_id for r in rows)
+    shas = list({r.blob_sha256 for r in rows})
+    still = set(await s.scalars(select(Message.blob_sha256).where(Message.blob_sha256.in_(shas))))
+    unused = [h for h in shas if h not in still]
+    if unused:
+        await s.execute(delete(MimeBlob).where(MimeBlob.sha256.in_(unused)))
+    return len(ids)

@@ -1,0 +1,277 @@
+"""The tables of the mirror (SQLAlchemy 2, typed). MariaDB/MySQL with utf8mb4.
+
+Identity of a message survives moves: ``messages`` holds one row per message as a user sees it, and
+``message_places`` holds where the server keeps it (folder, uidvalidity, uid, flags, modseq). A move changes a
+place, never the message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BINARY,
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.mysql import DATETIME, LONGBLOB, MEDIUMBLOB, MEDIUMTEXT
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TABLE_ARGS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_unicode_ci",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC, as stored in DATETIME columns."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+Timestamp = DATETIME(fsp=6)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    imap_host: Mapped[str] = mapped_column(String(255))
+    imap_port: Mapped[int] = mapped_column(Integer)
+    # "tls" (implicit, imaps://), "starttls", or "none" (loopback or explicitly allowed only)
+    imap_security: Mapped[str] = mapped_column(String(16))
+    imap_username: Mapped[str] = mapped_column(String(320))
+    imap_password: Mapped[bytes] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
+    tls_ca_file: Mapped[str | None] = mapped_column(String(1024))
+    # pending -> syncing -> ready; auth_failed stops retries until credentials change
+    sync_state: Mapped[str] = mapped_column(String(32), default="pending")
+    sync_error: Mapped[str | None] = mapped_column(Text)
+    capabilities: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class ChangeSeq(Base):
+    """The per-account change counter. Locking its row orders commits (see schema.changelog)."""
+
+    __tablename__ = "change_seq"
+    __table_args__ = TABLE_ARGS
+
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ChangeLog(Base):
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_created", "created_at"), TABLE_ARGS)
+
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[int] = mapped_column(BigInteger)
+    op: Mapped[str] = mapped_column(String(8))
+    # The object's logged state after the change (None for a delete): folding the log rebuilds the mirror.
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Folder(Base):
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folders_name"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(512, collation="utf8mb4_bin"))
+    delimiter: Mapped[str | None] = mapped_column(String(8))
+    role: Mapped[str | None] = mapped_column(String(16))
+    attributes: Mapped[str] = mapped_column(String(512), default="")
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    uidnext: Mapped[int | None] = mapped_column(BigInteger)
+    highestmodseq: Mapped[int | None] = mapped_column(BigInteger)
+    # initial | follow | resync
+    sync_state: Mapped[str] = mapped_column(String(16), default="initial")
+    # Initial sync goes newest first: every UID in [sync_low_uid, sync_top_uid] is mirrored.
+    sync_low_uid: Mapped[int | None] = mapped_column(BigInteger)
+    sync_top_uid: Mapped[int | None] = mapped_column(BigInteger)
+    total_count: Mapped[int] = mapped_column(Integer, default=0)
+    unread_count: Mapped[int] = mapped_column(Integer, default=0)
+    synced_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class Label(Base):
+    __tablename__ = "labels"
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_labels_name"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(255, collation="utf8mb4_bin"))
+    # "keyword" (an IMAP keyword on a generic server) or "gmail" (X-GM-LABELS)
+    kind: Mapped[str] = mapped_column(String(16), default="keyword")
+
+
+class MimeBlob(Base):
+    """Raw MIME, content-addressed by the SHA-256 of the raw bytes, stored compressed."""
+
+    __tablename__ = "mime_blobs"
+    __table_args__ = TABLE_ARGS
+
+    sha256: Mapped[bytes] = mapped_column(BINARY(32), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    codec: Mapped[str] = mapped_column(String(8))  # "zlib" or "raw"
+    data: Mapped[bytes] = mapped_column(LONGBLOB)
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+    __table_args__ = (
+        Index("ix_threads_account_last", "account_id", "last_message_at", "id"),
+        Index("ix_threads_subject", "account_id", "normalized_subject"),
+        TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    normalized_subject: Mapped[str] = mapped_column(String(191), default="")
+    snippet: Mapped[str] = mapped_column(String(255), default="")
+    participants: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    unread_count: Mapped[int] = mapped_column(Integer, default=0)
+    starred: Mapped[bool] = mapped_column(Boolean, default=False)
+    first_message_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_message_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    folder_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    label_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class ThreadRef(Base):
+    """Every Message-ID a thread has seen (its messages' own and the ones they reference): JWZ containers."""
+
+    __tablename__ = "thread_refs"
+    __table_args__ = (Index("ix_thread_refs_thread", "thread_id"), TABLE_ARGS)
+
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ref_hash: Mapped[bytes] = mapped_column(BINARY(16), primary_key=True)
+    thread_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("threads.id", ondelete="CASCADE"))
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("account_id", "identity", name="uq_messages_identity"),
+        Index("ix_messages_thread", "thread_id"),
+        Index("ix_messages_account_received", "account_id", "received_at", "id"),
+        Index("ix_messages_msgid", "account_id", "message_id_header"),
+        Index("ix_messages_blob", "blob_sha256"),
+        Index("ix_messages_orphaned", "account_id", "orphaned_at"),
+        TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    # "guid:<X-GUID>", "objectid:<EMAILID>", "gm:<X-GM-MSGID>", or "hash:<sha256(Message-ID, raw)>"
+    identity: Mapped[str] = mapped_column(String(128, collation="ascii_bin"))
+    thread_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("threads.id"))
+    blob_sha256: Mapped[bytes] = mapped_column(BINARY(32))
+    size: Mapped[int] = mapped_column(Integer)
+    message_id_header: Mapped[str | None] = mapped_column(String(191))
+    in_reply_to: Mapped[str | None] = mapped_column(String(255))
+    references: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    to_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    cc_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    bcc_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    reply_to_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    date: Mapped[datetime | None] = mapped_column(Timestamp)
+    received_at: Mapped[datetime] = mapped_column(Timestamp)
+    snippet: Mapped[str] = mapped_column(String(255), default="")
+    text_body: Mapped[str] = mapped_column(MEDIUMTEXT, default="")
+    html_body: Mapped[bytes | None] = mapped_column(MEDIUMBLOB)  # zlib-compressed UTF-8
+    has_attachments: Mapped[bool] = mapped_column(Boolean, default=False)
+    malformed: Mapped[bool] = mapped_column(Boolean, default=False)
+    defects: Mapped[str] = mapped_column(String(1024), default="")
+    # Aggregates over the places: unread if any copy is unseen, starred if any copy is flagged.
+    unread: Mapped[bool] = mapped_column(Boolean, default=True)
+    starred: Mapped[bool] = mapped_column(Boolean, default=False)
+    answered: Mapped[bool] = mapped_column(Boolean, default=False)
+    draft: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the last place vanished: a move shows up as an expunge here before the arrival there, so
+    # the message waits (keeping its id) until a full pass over the folders has not found it again.
+    orphaned_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class MessagePlace(Base):
+    __tablename__ = "message_places"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uidvalidity", "uid", name="uq_places_uid"),
+        Index("ix_places_message", "message_id"),
+        TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"))
+    folder_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("folders.id", ondelete="CASCADE"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    # System flags and keywords as the server reports them, sorted, space separated.
+    flags: Mapped[str] = mapped_column(String(1024, collation="utf8mb4_bin"), default="")
+    modseq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class MessageLabel(Base):
+    __tablename__ = "message_labels"
+    __table_args__ = (Index("ix_message_labels_label", "label_id"), TABLE_ARGS)
+
+    message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_message", "message_id"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("messages.id", ondelete="CASCADE"))
+    part_id: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(String(512))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    content_id: Mapped[str | None] = mapped_column(String(255))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+__all__ = [
+    "Account",
+    "Attachment",
+    "Base",
+    "ChangeLog",
+    "ChangeSeq",
+    "Folder",
+    "Label",
+    "Message",
+    "MessageLabel",
+    "MessagePlace",
+    "MimeBlob",
+    "Thread",
+    "ThreadRef",
+    "utcnow",
+]

@@ -1,0 +1,126 @@
+"""The logged state of each object type: what a change-log entry carries and what folding it rebuilds.
+
+Bodies and raw MIME are not part of it (they never change once mirrored); everything a client caches is.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.changelog import ObjectType
+from schema.models import Account, Folder, Label, Message, MessageLabel, MessagePlace, Thread
+
+State = dict[str, Any]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def account_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    rows = await session.scalars(select(Account).where(Account.id.in_(ids)))
+    return {a.id: {"address": a.address, "sync_state": a.sync_state} for a in rows}
+
+
+async def folder_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    rows = await session.scalars(select(Folder).where(Folder.id.in_(ids)))
+    return {
+        f.id: {
+            "name": f.name,
+            "role": f.role,
+            "delimiter": f.delimiter,
+            "total_count": f.total_count,
+            "unread_count": f.unread_count,
+            "sync_state": f.sync_state,
+        }
+        for f in rows
+    }
+
+
+async def label_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    rows = await session.scalars(select(Label).where(Label.id.in_(ids)))
+    return {lb.id: {"name": lb.name, "kind": lb.kind} for lb in rows}
+
+
+async def thread_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    rows = await session.scalars(select(Thread).where(Thread.id.in_(ids)))
+    return {
+        t.id: {
+            "subject": t.subject,
+            "snippet": t.snippet,
+            "participants": t.participants,
+            "message_count": t.message_count,
+            "unread_count": t.unread_count,
+            "starred": t.starred,
+            "last_message_at": _iso(t.last_message_at),
+            "folder_ids": t.folder_ids,
+            "label_ids": t.label_ids,
+        }
+        for t in rows
+    }
+
+
+async def message_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    cols = (
+        Message.id,
+        Message.thread_id,
+        Message.subject,
+        Message.from_addrs,
+        Message.date,
+        Message.unread,
+        Message.starred,
+        Message.answered,
+        Message.draft,
+        Message.malformed,
+        Message.message_id_header,
+    )
+    folders: dict[int, set[int]] = defaultdict(set)
+    for mid, fid in await session.execute(
+        select(MessagePlace.message_id, MessagePlace.folder_id).where(MessagePlace.message_id.in_(ids))
+    ):
+        folders[mid].add(fid)
+    labels: dict[int, set[int]] = defaultdict(set)
+    for mid, lid in await session.execute(
+        select(MessageLabel.message_id, MessageLabel.label_id).where(MessageLabel.message_id.in_(ids))
+    ):
+        labels[mid].add(lid)
+    out: dict[int, State] = {}
+    for row in await session.execute(select(*cols).where(Message.id.in_(ids))):
+        out[row.id] = {
+            "thread_id": row.thread_id,
+            "subject": row.subject,
+            "from": row.from_addrs,
+            "date": _iso(row.date),
+            "unread": row.unread,
+            "starred": row.starred,
+            "answered": row.answered,
+            "draft": row.draft,
+            "malformed": row.malformed,
+            "message_id": row.message_id_header,
+            "folder_ids": sorted(folders[row.id]),
+            "label_ids": sorted(labels[row.id]),
+        }
+    return out
+
+
+_READERS = {
+    ObjectType.ACCOUNT: account_states,
+    ObjectType.FOLDER: folder_states,
+    ObjectType.LABEL: label_states,
+    ObjectType.THREAD: thread_states,
+    ObjectType.MESSAGE: message_states,
+}
+
+
+async def states(session: AsyncSession, object_type: ObjectType, ids: Sequence[int]) -> dict[int, State]:
+    """The current logged state of the given objects (missing ids are left out)."""
+    out: dict[int, State] = {}
+    for start in range(0, len(ids), 1000):
+        out.update(await _READERS[object_type](session, ids[start : start + 1000]))
+    return out

@@ -1,0 +1,107 @@
+"""The one way mirrored rows are written: a unit of work per account and transaction.
+
+```
+async with store.unit(account_id) as uow:
+    await messages.add(uow, folder, fetched)
+```
+
+On leaving the block the unit brings the aggregates it touched up to date (message flags over their places,
+thread aggregates, folder counts), writes the change log rows of everything it changed with the objects'
+states, commits, and then rings the account's doorbell in Redis. Redis only rings: a lost PUBLISH loses
+nothing, because readers re-read the log from their cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from types import TracebackType
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from schema import aggregates, changelog, states
+from schema.changelog import ChangeSet, ObjectType, Op
+from schema.db import session_factory
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """What a process needs to write the mirror: the engine, and Redis for the doorbell (optional)."""
+
+    def __init__(self, engine: AsyncEngine, redis: Redis | None = None) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.sessions = session_factory(engine)
+
+    def unit(self, account_id: int) -> UnitOfWork:
+        return UnitOfWork(self, account_id)
+
+    async def ring(self, account_id: int, seq: int) -> None:
+        if self.redis is None:
+            return
+        try:
+            await self.redis.publish(changelog.doorbell_channel(account_id), str(seq))
+        except Exception as exc:  # Redis is only the doorbell; readers fall back to polling the log.
+            log.warning("doorbell for account %s not rung: %s", account_id, exc)
+
+
+class UnitOfWork:
+    def __init__(self, store: Store, account_id: int) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.changes = ChangeSet()
+        self.dirty_messages: set[int] = set()
+        self.dirty_threads: set[int] = set()
+        self.dirty_folders: set[int] = set()
+        self.last_seq: int | None = None
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("the unit of work is not open")
+        return self._session
+
+    def record(self, object_type: ObjectType, op: Op, ids: Iterable[int]) -> None:
+        self.changes.record(object_type, op, ids)
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._session = self.store.sessions()
+        await self._session.begin()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        session = self.session
+        try:
+            if exc_type is not None:
+                await session.rollback()
+                return
+            await self._settle()
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        finally:
+            await session.close()
+            self._session = None
+        if self.last_seq is not None:
+            await self.store.ring(self.account_id, self.last_seq)
+
+    async def _settle(self) -> None:
+        await aggregates.refresh_messages(self, sorted(self.dirty_messages))
+        await aggregates.refresh_threads(self, sorted(self.dirty_threads))
+        await aggregates.refresh_folder_counts(self, sorted(self.dirty_folders))
+        logged: dict[tuple[ObjectType, int], states.State] = {}
+        for kind in ObjectType:
+            ids = self.changes.ids(kind)
+            if ids:
+                for oid, state in (await states.states(self.session, kind, ids)).items():
+                    logged[(kind, oid)] = state
+        self.last_seq = await changelog.append(self.session, self.account_id, self.changes, logged)
