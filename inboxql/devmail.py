@@ -1,8 +1,9 @@
 """A private Dovecot IMAP server for the demo, the tests and the benchmarks.
 
 It runs Debian's ``dovecot-imapd`` from a configuration file of ours, in a folder of ours, on loopback
-ports of ours: nothing under /etc is read or changed. Users live in a passwd-file that Dovecot re-reads on every login
-(``auth_cache_size = 0``), so a user added while the server runs can log in at once.
+ports of ours: nothing under /etc is read or changed. Logins are not cached
+(``auth_cache_size = 0``) and each user has a passwd-file of its own, so a user added while the server
+runs can log in at once.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class DovecotServer:
 
     @property
     def passwd_file(self) -> Path:
-        return self.root / "passwd"
+        """Dovecot's passdb path; %u stands for the user name."""
+        return self.root / "users" / "%u"
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, timeout: float = 15.0) -> None:
@@ -121,6 +123,13 @@ class DovecotServer:
             time.sleep(0.05)
         self.stop()
         raise DevMailError(f"dovecot did not open its ports in {timeout}s: {self._tail_logs()}")
+
+    def _tail_logs(self, lines: int = 20) -> str:
+        text = ""
+        for path in (self.root / "dovecot.stderr", self.log_file):
+            if path.exists():
+                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text.strip()
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -151,13 +160,31 @@ class DovecotServer:
         home = self.root / "home" / name
         home.mkdir(parents=True, exist_ok=True)
         _chown_tree(home, _process_users())
-        with self.passwd_file.open("a") as out:
-            out.write(f"{name}:{{PLAIN}}{password}::::::\n")
+        self._write_user(name, password)
+
+    def set_password(self, name: str, password: str) -> None:
+        self._write_user(name, password)
+        # Dovecot looks at a passwd-file at most once a second: let that second pass.
+        time.sleep(1.1)
+
+    def _write_user(self, name: str, password: str) -> None:
+        # One passwd-file per user (Dovecot expands %u in the path): a new user is a new file, read at its
+        # first login. Editing one shared file does not work: Dovecot notices changes by mtime, in seconds.
+        users = self.root / "users"
+        users.mkdir(exist_ok=True)
+        staged = users / f".{name}.new"
+        staged.write_text(f"{name}:{{PLAIN}}{password}::::::\n")
+        staged.chmod(0o644)
+        target = users / name
+        if target.exists():
+            # A changed password may leave size and mtime (whole seconds) as they were: move the mtime on.
+            stamp = max(time.time(), target.stat().st_mtime + 1)
+            os.utime(staged, (stamp, stamp))
+        staged.replace(target)
 
     def users(self) -> list[str]:
-        if not self.passwd_file.exists():
-            return []
-        return [line.split(":", 1)[0] for line in self.passwd_file.read_text().splitlines() if line]
+        folder = self.root / "users"
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
 
     def doveadm(self, *args: str, input: bytes | None = None) -> bytes:
         done = subprocess.run(
@@ -193,7 +220,7 @@ class DovecotServer:
             if not mode & 0o001:
                 folder.chmod(mode | 0o001)
         (self.root / "home").chmod(0o755)
-        self.passwd_file.touch()
+        (self.root / "users").mkdir(exist_ok=True)
         if not self.ca_file.exists():
             _self_signed_cert(self.root / "tls")
         self.config_file.write_text(_config(self, who))

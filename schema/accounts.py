@@ -40,6 +40,11 @@ async def create(store: Store, box: CredentialBox, address: str, imap: ImapEndpo
     return account.id
 
 
+async def get_state(uow: UnitOfWork) -> str | None:
+    state: str | None = await uow.session.scalar(select(Account.sync_state).where(Account.id == uow.account_id))
+    return state
+
+
 async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> None:
     before = await uow.session.scalar(select(Account.sync_state).where(Account.id == uow.account_id))
     await uow.session.execute(

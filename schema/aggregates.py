@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 
 from schema import labels
 from schema.changelog import ObjectType, Op
@@ -92,7 +92,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 .values(unread=unread, starred=starred, answered=answered, draft=draft, orphaned_at=orphaned_at)
             )
         if add_links:
-            await s.execute(MessageLabel.__table__.insert(), add_links)
+            await s.execute(insert(MessageLabel), add_links)
         for mid, lid in drop_links:
             await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
         uow.record(ObjectType.MESSAGE, Op.UPDATE, [row.id for row in rows])

@@ -75,12 +75,13 @@ class ChangeSet:
         return [oid for (kind, oid), op in self._ops.items() if kind is object_type and (op is not Op.DELETE) == live]
 
     def ordered(self) -> list[tuple[ObjectType, int, Op]]:
+        """Creates and updates parents first, then deletes children first."""
         rank = {kind: i for i, kind in enumerate(_ORDER)}
-        living = sorted(
+        living: list[tuple[ObjectType, int, Op]] = sorted(
             ((k, i, op) for (k, i), op in self._ops.items() if op is not Op.DELETE),
             key=lambda e: (rank[e[0]], e[1]),
         )
-        dead = sorted(
+        dead: list[tuple[ObjectType, int, Op]] = sorted(
             ((k, i, op) for (k, i), op in self._ops.items() if op is Op.DELETE),
             key=lambda e: (-rank[e[0]], e[1]),
         )

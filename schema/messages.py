@@ -131,7 +131,8 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     rows: list[dict[str, Any]] = []
     for f, tid in zip(items, thread_ids, strict=True):
         p, raw = f.parsed, f.raw
-        assert p is not None and raw is not None
+        assert p is not None
+        assert raw is not None
         rows.append(
             {
                 "account_id": uow.account_id,

@@ -1,0 +1,157 @@
+"""The `inboxql` command line.
+
+    inboxql db upgrade
+    inboxql account add --imap-url imap[s]://USER@HOST:PORT --password-stdin [--starttls] [--tls-ca-file F]
+    inboxql sync [--once] [--account ID ...]
+    inboxql verify ACCOUNT_ID
+    inboxql gateway [--host H] [--port P]
+    inboxql token create --account ID [--account ID ...]
+    inboxql demo
+
+Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from schema.settings import Settings
+
+log = logging.getLogger("inboxql")
+
+
+class UsageError(Exception):
+    """A command was given something it cannot use; the message says what."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImapUrl:
+    host: str
+    port: int
+    security: str
+    username: str
+
+
+def parse_imap_url(url: str) -> ImapUrl:
+    parts = urlsplit(url)
+    if parts.scheme not in ("imap", "imaps"):
+        raise UsageError(f"--imap-url must start with imap:// or imaps://, not {parts.scheme or url!r}")
+    if not parts.hostname or not parts.username:
+        raise UsageError("--imap-url needs a user and a host: imap://USER@HOST:PORT")
+    if parts.password:
+        raise UsageError("put the password on standard input (--password-stdin), never in the URL")
+    security = "tls" if parts.scheme == "imaps" else "none"
+    default_port = 993 if parts.scheme == "imaps" else 143
+    return ImapUrl(parts.hostname, parts.port or default_port, security, unquote(parts.username))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="inboxql", description="Mirror IMAP mailboxes into MySQL; serve GraphQL.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="the database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="create the database if missing and migrate it to the newest revision")
+
+    account = commands.add_parser("account", help="accounts").add_subparsers(dest="account_command", required=True)
+    add = account.add_parser("add", help="add an IMAP account (the login is checked first)")
+    add.add_argument("--imap-url", required=True, help="imap://USER@HOST:PORT or imaps://USER@HOST:PORT")
+    add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    add.add_argument("--address", help="the account's email address (default: the user name)")
+    add.add_argument("--tls-ca-file", help="trust this CA file instead of the system's (a private server)")
+    add.add_argument("--starttls", action="store_true", help="with imap://, upgrade to TLS with STARTTLS")
+    add.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="allow a plaintext login (imap:// without --starttls) to a non-loopback address",
+    )
+
+    sync = commands.add_parser("sync", help="run the sync core")
+    sync.add_argument("--once", action="store_true", help="sync until every folder is caught up, then exit")
+    sync.add_argument("--account", type=int, action="append", help="only this account (repeatable)")
+    sync.add_argument("--poll-interval", type=float, default=30.0, help="seconds between passes over folders")
+
+    verify = commands.add_parser("verify", help="compare the mirror with the live server")
+    verify.add_argument("account_id", type=int)
+
+    gateway = commands.add_parser("gateway", help="serve the GraphQL API")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8000)
+
+    token = commands.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = token.add_parser("create", help="print a new API token for the given accounts")
+    create.add_argument("--account", type=int, action="append", required=True)
+
+    demo = commands.add_parser("demo", help="a local Dovecot with sample mail, synced and served")
+    demo.add_argument("--dir", help="where the demo keeps its Dovecot (default: ~/.local/share/inboxql/demo)")
+    demo.add_argument("--port", type=int, default=8000, help="the gateway's port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("sqlalchemy", "aiomysql", "asyncio", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    try:
+        return _dispatch(args, settings)
+    except UsageError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from inboxql import commands
+
+    if args.command == "db":
+        return asyncio.run(commands.db_upgrade(settings))
+    if args.command == "account":
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("no password on standard input")
+        url = parse_imap_url(args.imap_url)
+        if args.starttls and url.security == "none":
+            url = ImapUrl(url.host, url.port, "starttls", url.username)
+        return asyncio.run(
+            commands.account_add(
+                settings,
+                url.host,
+                url.port,
+                url.security,
+                url.username,
+                password,
+                address=args.address,
+                tls_ca_file=args.tls_ca_file,
+                allow_insecure=args.allow_insecure,
+            )
+        )
+    if args.command == "sync":
+        return asyncio.run(commands.sync(settings, once=args.once, accounts=args.account, poll=args.poll_interval))
+    if args.command == "verify":
+        return asyncio.run(commands.verify(settings, args.account_id))
+    if args.command == "gateway":
+        return commands.gateway(settings, args.host, args.port)
+    if args.command == "token":
+        return asyncio.run(commands.token_create(settings, args.account))
+    if args.command == "demo":
+        from inboxql import demo
+
+        return demo.run(settings, args.dir, args.port)
+    raise UsageError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""What the command line runs: each returns a process exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from schema import accounts
+from schema.crypto import CredentialBox
+from schema.db import create_database, create_engine
+from schema.migrate import upgrade
+from schema.settings import Settings
+from schema.unit import Store
+from synccore.account import Tuning
+from synccore.connection import Endpoint, InsecureConnection, open_client
+from synccore.imap import AuthenticationFailed, ImapError
+from synccore.supervisor import Supervisor
+from synccore.verify import verify as verify_account
+
+log = logging.getLogger("inboxql")
+
+
+async def db_upgrade(settings: Settings) -> int:
+    if await create_database(settings.database_url):
+        log.info("created the database")
+    # Alembic's env.py runs its own event loop: give it a thread of its own.
+    await asyncio.to_thread(upgrade, settings.database_url)
+    log.info("the database is at the newest revision")
+    return 0
+
+
+async def account_add(
+    settings: Settings,
+    host: str,
+    port: int,
+    security: str,
+    username: str,
+    password: str,
+    *,
+    address: str | None,
+    tls_ca_file: str | None,
+    allow_insecure: bool,
+) -> int:
+    endpoint = Endpoint(host, port, security, username, password, tls_ca_file)
+    try:
+        client = await open_client(endpoint, allow_insecure=allow_insecure)
+    except InsecureConnection as exc:
+        print(f"inboxql: {exc} (or pass --allow-insecure)", file=sys.stderr)
+        return 2
+    except AuthenticationFailed:
+        print(f"inboxql: the server refused the login of {username!r}; nothing was stored", file=sys.stderr)
+        return 1
+    except (ImapError, OSError) as exc:
+        print(f"inboxql: cannot reach {host}:{port}: {exc}; nothing was stored", file=sys.stderr)
+        return 1
+    await client.logout()
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        store = Store(engine, Redis.from_url(settings.redis_url))
+        if address is None:
+            address = username if "@" in username else f"{username}@{host}"
+        imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)
+        account_id = await accounts.create(store, CredentialBox(settings.secret_key), address, imap, password)
+        if store.redis is not None:
+            await store.redis.aclose()
+    finally:
+        await engine.dispose()
+    print(account_id)
+    return 0
+
+
+async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None, poll: float) -> int:
+    supervisor = Supervisor(settings, Tuning(poll_interval=poll))
+    try:
+        if once:
+            return await supervisor.run_once(accounts)
+        await supervisor.run_forever(accounts)
+        return 0
+    finally:
+        await supervisor.close()
+
+
+async def verify(settings: Settings, account_id: int) -> int:
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        diffs = await verify_account(Store(engine), CredentialBox(settings.secret_key), account_id)
+    finally:
+        await engine.dispose()
+    for line in diffs:
+        print(line)
+    if diffs:
+        print(f"{len(diffs)} differences", file=sys.stderr)
+        return 1
+    print("identical", file=sys.stderr)
+    return 0
+
+
+def gateway(settings: Settings, host: str, port: int) -> int:
+    from gateway.server import serve
+
+    serve(settings, host, port)
+    return 0
+
+
+async def token_create(settings: Settings, account_ids: Sequence[int]) -> int:
+    from gateway.tokens import create_token_cli
+
+    print(await create_token_cli(settings, list(account_ids)))
+    return 0

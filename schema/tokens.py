@@ -1,0 +1,133 @@
+"""API tokens of the gateway: a token grants read access to a set of accounts.
+
+Only the SHA-256 of a token is stored; the plaintext is shown once, when the token is created. Tokens carry
+a recognisable prefix (``iqt_``) so secret scanners can find a leaked one, and 256 random bits, so a fast
+unsalted hash is enough (nothing to brute-force, unlike a password).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import BINARY, BigInteger, ForeignKey, Index, String, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from schema.models import TABLE_ARGS, Account, Base, Timestamp, utcnow
+
+PREFIX = "iqt_"
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    token_hash: Mapped[bytes] = mapped_column(BINARY(32), unique=True)
+    # The first characters of the token (prefix included), so an operator can tell tokens apart.
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ApiTokenAccount(Base):
+    __tablename__ = "api_token_accounts"
+    __table_args__ = (Index("ix_api_token_accounts_account", "account_id"), TABLE_ARGS)
+
+    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token may see."""
+
+    token_id: int
+    account_ids: frozenset[int]
+
+
+class UnknownAccounts(ValueError):
+    """A token was asked for accounts that do not exist."""
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+async def create_token(session: AsyncSession, account_ids: Iterable[int]) -> str:
+    """Create a token for these accounts and return its plaintext (the only time it exists)."""
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        raise UnknownAccounts("a token needs at least one account")
+    found = set(await session.scalars(select(Account.id).where(Account.id.in_(wanted))))
+    missing = [a for a in wanted if a not in found]
+    if missing:
+        raise UnknownAccounts(f"no such account: {', '.join(map(str, missing))}")
+    token = PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(token_hash=token_hash(token), hint=token[:10])
+    session.add(row)
+    await session.flush()
+    session.add_all(ApiTokenAccount(token_id=row.id, account_id=a) for a in wanted)
+    await session.flush()
+    return token
+
+
+async def lookup(session: AsyncSession, token: str) -> Grant | None:
+    """The grant of a live token; None for an unknown, malformed or revoked one."""
+    if not token.startswith(PREFIX) or len(token) > 128:
+        return None
+    row = (
+        await session.execute(select(ApiToken.id, ApiToken.revoked_at).where(ApiToken.token_hash == token_hash(token)))
+    ).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    accounts = await session.scalars(select(ApiTokenAccount.account_id).where(ApiTokenAccount.token_id == row.id))
+    return Grant(token_id=row.id, account_ids=frozenset(accounts))
+
+
+async def lookup_id(session: AsyncSession, token_id: int) -> Grant | None:
+    """The grant of a live token by its id (signed download links name the token by id)."""
+    revoked = (await session.execute(select(ApiToken.revoked_at).where(ApiToken.id == token_id))).first()
+    if revoked is None or revoked.revoked_at is not None:
+        return None
+    accounts = await session.scalars(select(ApiTokenAccount.account_id).where(ApiTokenAccount.token_id == token_id))
+    return Grant(token_id=token_id, account_ids=frozenset(accounts))
+
+
+async def accounts_for_token(session: AsyncSession, token: str) -> set[int] | None:
+    grant = await lookup(session, token)
+    return None if grant is None else set(grant.account_ids)
+
+
+async def touch(session: AsyncSession, token_id: int) -> None:
+    await session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))
+
+
+async def revoke(session: AsyncSession, token: str) -> bool:
+    result = await session.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == token_hash(token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+__all__ = [
+    "PREFIX",
+    "ApiToken",
+    "ApiTokenAccount",
+    "Grant",
+    "UnknownAccounts",
+    "accounts_for_token",
+    "create_token",
+    "lookup",
+    "lookup_id",
+    "revoke",
+    "token_hash",
+    "touch",
+]

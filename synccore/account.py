@@ -1,0 +1,280 @@
+"""One account's sync: folder discovery, full passes, IDLE on the inbox, polling elsewhere, reconnects.
+
+Connection budget: one connection for passes over the folders, one that IDLEs on the inbox (RFC 2177:
+re-issued before the server's 29-minute limit). A lost connection reconnects with jittered exponential
+backoff; a refused login marks the account `auth_failed` and stops until its credentials change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from schema import accounts, folders, messages
+from schema.crypto import CredentialBox
+from schema.folders import Discovered
+from schema.models import Account, Folder, Message, utcnow
+from schema.unit import Store
+from synccore import planning
+from synccore.backoff import Backoff
+from synccore.connection import Endpoint, open_client
+from synccore.folder import FolderContext, FolderSync
+from synccore.identity import IdentityMode, detect
+from synccore.imap import AuthenticationFailed, ImapClient
+from synccore.retry import retry_deadlocks
+from synccore.roles import assign_roles
+
+log = logging.getLogger(__name__)
+
+# Folders whose role makes them least urgent are synced last.
+_LAST = {"trash": 2, "junk": 2, "all": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    poll_interval: float = 30.0
+    idle_restart: float = 25 * 60.0  # RFC 2177: clients re-issue IDLE at least every 29 minutes
+    backoff_base: float = 1.0
+    backoff_cap: float = 300.0
+
+
+class AuthStopped(Exception):
+    """The server refused the credentials: the account waits for new ones."""
+
+
+class AccountSync:
+    def __init__(self, store: Store, box: CredentialBox, account_id: int, tuning: Tuning | None = None) -> None:
+        self.store = store
+        self.box = box
+        self.account_id = account_id
+        self.tuning = tuning or Tuning()
+        self.mode: IdentityMode | None = None
+        self.passes = 0
+
+    # -- entry points ------------------------------------------------------------------------------
+    async def run_once(self) -> None:
+        """Sync until every folder is caught up, then return."""
+        client = await self._connect()
+        try:
+            first = utcnow()
+            await self._state("syncing", keep_ready=True)
+            await self.full_pass(client)
+            if await self._has_orphans():
+                # A move seen as an expunge before its arrival: a second pass finds where it went.
+                second = utcnow()
+                await self.full_pass(client)
+                await self._collect_orphans(second)
+            else:
+                await self._collect_orphans(first)
+            await self._state("ready")
+        finally:
+            await _quietly_logout(client)
+
+    async def run_forever(self) -> None:
+        backoff = Backoff(self.tuning.backoff_base, self.tuning.backoff_cap)
+        while True:
+            try:
+                await self._follow_forever(backoff)
+            except AuthStopped:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("account %s: %s; reconnecting in %.1f s", self.account_id, _describe(exc), delay)
+                await self._state("error", _describe(exc))
+                await asyncio.sleep(delay)
+
+    # -- the steady state ------------------------------------------------------------------------
+    async def _follow_forever(self, backoff: Backoff) -> None:
+        client = await self._connect()
+        idler: ImapClient | None = None
+        try:
+            await self._state("syncing", keep_ready=True)
+            pass_start = utcnow()
+            await self.full_pass(client)
+            await self._state("ready")
+            backoff.reset()
+            idler = await self._connect()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._idle_inbox(idler))
+                group.create_task(self._poll_others(client, pass_start))
+        except* AuthStopped:
+            raise AuthStopped() from None
+        finally:
+            await _quietly_logout(client)
+            if idler is not None:
+                await _quietly_logout(idler)
+
+    async def _idle_inbox(self, client: ImapClient) -> None:
+        inbox = await self._folder_by_role("inbox")
+        if inbox is None or not client.has("IDLE"):
+            return
+        sync = FolderSync(self._ctx(), inbox)
+        while True:
+            await sync.run(client)
+            async with client.idle() as events:
+                await events.next(self.tuning.idle_restart)
+
+    async def _poll_others(self, client: ImapClient, previous_pass: datetime) -> None:
+        last_start = previous_pass
+        while True:
+            await asyncio.sleep(self.tuning.poll_interval)
+            start = utcnow()
+            await self.full_pass(client, skip_roles={"inbox"})
+            # Orphans from before the previous pass were looked for in every folder since: gone for good.
+            await self._collect_orphans(last_start)
+            last_start = start
+
+    # -- passes --------------------------------------------------------------------------------------
+    async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> None:
+        if self.mode is None:
+            self.mode = await detect(client)
+        for folder in await self.discover(client):
+            if folder.role in skip_roles:
+                continue
+            try:
+                await FolderSync(self._ctx(), folder).run(client)
+            except planning.FolderGone:
+                log.info("folder %s went away during its sync", folder.name)
+        self.passes += 1
+
+    async def discover(self, client: ImapClient) -> list[Folder]:
+        """LIST the server's folders and mirror creations, renames and deletions."""
+        listing = [m for m in await client.list_folders() if not _unselectable(m.flags)]
+        roles = assign_roles([(m.name, m.flags, m.delimiter) for m in listing])
+        found = {m.name: Discovered(m.name, m.delimiter, tuple(sorted(m.flags)), roles.get(m.name)) for m in listing}
+        async with self.store.sessions() as s:
+            known = {f.name: f for f in await s.scalars(select(Folder).where(Folder.account_id == self.account_id))}
+        gone = [f for name, f in known.items() if name not in found]
+        arrived = [d for name, d in found.items() if name not in known]
+        relisted = [
+            (f, found[name])
+            for name, f in known.items()
+            if name in found and _listing(found[name]) != (f.role, f.delimiter, f.attributes)
+        ]
+        renames = await self._match_renames(client, gone, arrived) if gone and arrived else {}
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                for new_name, folder in renames.items():
+                    await folders.rename(uow, folder.id, new_name)
+                    await folders.update_listing(uow, folder.id, found[new_name])
+                for folder in gone:
+                    if folder not in renames.values():
+                        await folders.remove(uow, folder.id)
+                for d in arrived:
+                    if d.name not in renames:
+                        await folders.create(uow, d)
+                for folder, d in relisted:
+                    await folders.update_listing(uow, folder.id, d)
+
+        if gone or arrived or relisted:
+            await retry_deadlocks(step)
+        async with self.store.sessions() as s:
+            rows = list(await s.scalars(select(Folder).where(Folder.account_id == self.account_id)))
+        return sorted(rows, key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name))
+
+    async def _match_renames(
+        self, client: ImapClient, gone: list[Folder], arrived: list[Discovered]
+    ) -> dict[str, Folder]:
+        """A folder that vanished and one that appeared with its UIDVALIDITY and UIDNEXT is a rename.
+
+        Dovecot (and most servers) keep both on RENAME. Two folders created in the same second can share a
+        UIDVALIDITY, so UIDNEXT must match too; the folder's next sync compares every UID's identity anyway.
+        """
+        by_validity: dict[tuple[int | None, int | None], Folder] = {
+            (f.uidvalidity, f.uidnext): f for f in gone if f.uidvalidity and f.uidnext
+        }
+        matches: dict[str, Folder] = {}
+        for d in arrived:
+            status = await client.status(d.name, ("UIDVALIDITY", "UIDNEXT"))
+            folder = by_validity.pop((status.get("UIDVALIDITY"), status.get("UIDNEXT")), None)
+            if folder is not None:
+                matches[d.name] = folder
+        return matches
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _ctx(self) -> FolderContext:
+        assert self.mode is not None
+        return FolderContext(self.store, self.account_id, self.mode)
+
+    async def _connect(self) -> ImapClient:
+        async with self.store.sessions() as s:
+            account = await s.get(Account, self.account_id)
+        if account is None:
+            raise AuthStopped(f"account {self.account_id} no longer exists")
+        endpoint = Endpoint(
+            account.imap_host,
+            account.imap_port,
+            account.imap_security,
+            account.imap_username,
+            self.box.open(account.imap_password),
+            account.tls_ca_file,
+        )
+        try:
+            return await open_client(endpoint, allow_insecure=True)
+        except AuthenticationFailed as exc:
+            log.warning("account %s: login refused; waiting for new credentials", self.account_id)
+            await self._state("auth_failed", str(exc))
+            raise AuthStopped(str(exc)) from exc
+
+    async def _state(self, state: str, error: str | None = None, *, keep_ready: bool = False) -> None:
+        """Set the sync state clients see; with keep_ready a caught-up account stays "ready" (catching up
+        again after a reconnect is not an initial sync)."""
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                if keep_ready and await accounts.get_state(uow) == "ready":
+                    return
+                await accounts.set_state(uow, state, error)
+
+        await retry_deadlocks(step)
+
+    async def _folder_by_role(self, role: str) -> Folder | None:
+        async with self.store.sessions() as s:
+            found: Folder | None = await s.scalar(
+                select(Folder).where(Folder.account_id == self.account_id, Folder.role == role)
+            )
+            return found
+
+    async def _has_orphans(self) -> bool:
+        async with self.store.sessions() as s:
+            found = await s.scalar(
+                select(Message.id)
+                .where(Message.account_id == self.account_id, Message.orphaned_at.is_not(None))
+                .limit(1)
+            )
+            return found is not None
+
+    async def _collect_orphans(self, before: datetime) -> None:
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await messages.collect_orphans(uow, before)
+
+        await retry_deadlocks(step)
+
+
+def _listing(d: Discovered) -> tuple[str | None, str | None, str]:
+    return d.role, d.delimiter, " ".join(d.attributes)[:512]
+
+
+def _unselectable(flags: frozenset[str]) -> bool:
+    lowered = {f.lower() for f in flags}
+    return "\\noselect" in lowered or "\\nonexistent" in lowered
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def _quietly_logout(client: ImapClient) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await client.logout()
+    except Exception:
+        await client.close()

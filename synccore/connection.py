@@ -1,0 +1,67 @@
+"""Opening an authenticated IMAP connection for an account: TLS verified, secrets never logged."""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from dataclasses import dataclass
+
+from synccore.imap import ImapClient, Security
+
+IMAP_TIMEOUT = 60.0
+
+
+class InsecureConnection(Exception):
+    """Plaintext login to a non-loopback host was refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    security: str
+    username: str
+    password: str
+    tls_ca_file: str | None = None
+
+    def __repr__(self) -> str:  # never show the password
+        return f"Endpoint({self.security}://{self.username}@{self.host}:{self.port})"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """Verified TLS: the system's trust store, or only the given CA (a private server's)."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
+async def open_client(endpoint: Endpoint, *, allow_insecure: bool = False) -> ImapClient:
+    security: Security
+    if endpoint.security == "tls":
+        security = "tls"
+    elif endpoint.security == "starttls":
+        security = "starttls"
+    else:
+        security = "none"
+        if not allow_insecure and not is_loopback(endpoint.host):
+            raise InsecureConnection(f"refusing a plaintext login to {endpoint.host}: use imaps:// or STARTTLS")
+    client = ImapClient(timeout=IMAP_TIMEOUT)
+    context = tls_context(endpoint.tls_ca_file) if security != "none" else None
+    await client.connect(endpoint.host, endpoint.port, security=security, ssl_context=context)
+    try:
+        await client.login(endpoint.username, endpoint.password)
+        for wanted in ("QRESYNC", "CONDSTORE"):
+            if client.has(wanted) and client.has("ENABLE"):
+                await client.enable(wanted)
+                break
+    except BaseException:
+        await client.close()
+        raise
+    return client

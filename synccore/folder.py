@@ -1,0 +1,244 @@
+"""One folder's sync, a small state machine:
+
+    INITIAL  downloading history, newest first, in bounded batches; resumable, since every batch commits
+             its places and a restart only fetches what has no place yet
+    FOLLOW   caught up: QRESYNC (VANISHED + changed flags in SELECT), else CONDSTORE CHANGEDSINCE, else a
+             full UID and flag diff
+    RESYNC   UIDVALIDITY changed: forget the folder's places (their messages wait as orphans, keeping
+             their ids) and download again, matching known messages by identity instead of body
+
+The decisions are in `synccore.planning` (pure); this module does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from schema import folders, messages
+from schema.messages import Fetched, PlaceFlags
+from schema.mime import parse_message
+from schema.models import Folder, Message, MessagePlace
+from schema.unit import Store
+from synccore import planning
+from synccore.identity import IdentityMode, identity_of, metadata_items
+from synccore.imap import FetchItem, ImapClient, SelectedMailbox
+from synccore.retry import retry_deadlocks
+
+log = logging.getLogger(__name__)
+
+BODY_BATCH = 250
+
+
+@dataclass(frozen=True, slots=True)
+class FolderContext:
+    store: Store
+    account_id: int
+    mode: IdentityMode
+
+
+class FolderSync:
+    def __init__(self, ctx: FolderContext, folder: Folder) -> None:
+        self.ctx = ctx
+        self.folder = folder
+
+    async def run(self, client: ImapClient) -> None:
+        await self._reload()
+        sel = await self._select(client)
+        if sel.uidvalidity is None:
+            raise planning.SyncError(f"{self.folder.name}: the server reported no UIDVALIDITY")
+        if planning.uidvalidity_changed(self.folder.uidvalidity, sel.uidvalidity):
+            log.info(
+                "folder %s: UIDVALIDITY %s -> %s, resyncing", self.folder.id, self.folder.uidvalidity, sel.uidvalidity
+            )
+            await self._resync(sel.uidvalidity)
+            sel = await self._select(client)
+        if self.folder.sync_state == "follow":
+            await self._follow(client, sel)
+        else:
+            await self._initial(client, sel)
+
+    # -- states ----------------------------------------------------------------------------------
+    async def _initial(self, client: ImapClient, sel: SelectedMailbox) -> None:
+        assert sel.uidvalidity is not None
+        await self._set_cursor(uidvalidity=sel.uidvalidity, sync_state="initial")
+        remote = await self._remote_listing(client)
+        await self._reconcile(client, sel.uidvalidity, remote)
+        top = max(remote, default=0)
+        await self._set_cursor(
+            uidnext=max(sel.uidnext or 0, top + 1),
+            highestmodseq=sel.highestmodseq,
+            sync_state="follow",
+        )
+
+    async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
+        f = self.folder
+        assert sel.uidvalidity is not None
+        uidnext = f.uidnext or 1
+        if planning.nothing_changed(
+            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, f.total_count
+        ):
+            return
+        if client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
+            if sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)
+                vanished, changed = sel.vanished, sel.changed
+            elif "QRESYNC" in client.enabled:
+                vanished, changed = [], []
+            else:
+                result = await client.uid_fetch("1:*", "(UID FLAGS)", changedsince=f.highestmodseq)
+                vanished, changed = [], result.items
+            fresh = await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))
+            new_items = {i.uid: i for i in fresh.items if i.uid is not None and i.uid >= uidnext}
+            flag_items = [i for i in changed if i.uid is not None and i.uid < uidnext]
+            await self._apply_changes(sel.uidvalidity, flag_items, vanished)
+            if new_items:
+                await self._fetch_new(client, sel.uidvalidity, list(new_items.values()))
+            local_count = await self._local_count(sel.uidvalidity)
+            if local_count != sel.exists:
+                # Expunges CONDSTORE alone cannot report, or a race with the server: compare everything.
+                await self._reconcile(client, sel.uidvalidity, await self._remote_listing(client))
+            top = max(new_items, default=0)
+        else:
+            remote = await self._remote_listing(client)
+            await self._reconcile(client, sel.uidvalidity, remote)
+            top = max(remote, default=0)
+        await self._set_cursor(uidnext=max(sel.uidnext or 0, top + 1, uidnext), highestmodseq=sel.highestmodseq)
+
+    async def _resync(self, uidvalidity: int) -> None:
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await messages.remove_places(uow, self.folder.id)
+                await folders.set_cursor(
+                    uow, self.folder.id, uidvalidity=uidvalidity, uidnext=None, highestmodseq=None, sync_state="initial"
+                )
+
+        await retry_deadlocks(step)
+        await self._reload()
+
+    # -- pieces ----------------------------------------------------------------------------------
+    async def _select(self, client: ImapClient) -> SelectedMailbox:
+        f = self.folder
+        if "QRESYNC" in client.enabled and f.sync_state == "follow" and f.uidvalidity and f.highestmodseq:
+            return await client.select(f.name, qresync=(f.uidvalidity, f.highestmodseq, None))
+        return await client.select(f.name, condstore=client.has("CONDSTORE"))
+
+    async def _remote_listing(self, client: ImapClient) -> dict[int, FetchItem]:
+        result = await client.uid_fetch("1:*", metadata_items(client, self.ctx.mode))
+        return {i.uid: i for i in result.items if i.uid is not None}
+
+    async def _local(self, uidvalidity: int) -> dict[int, tuple[str, str]]:
+        async with self.ctx.store.sessions() as s:
+            rows = await s.execute(
+                select(MessagePlace.uid, MessagePlace.flags, Message.identity)
+                .join(Message, Message.id == MessagePlace.message_id)
+                .where(MessagePlace.folder_id == self.folder.id, MessagePlace.uidvalidity == uidvalidity)
+            )
+            return {uid: (flags, identity) for uid, flags, identity in rows}
+
+    async def _local_count(self, uidvalidity: int) -> int:
+        return len(await self._local(uidvalidity))
+
+    async def _reconcile(self, client: ImapClient, uidvalidity: int, remote: dict[int, FetchItem]) -> None:
+        local = await self._local(uidvalidity)
+        plan = planning.plan_reconcile(
+            {uid: (flags, identity) for uid, (flags, identity) in local.items()},
+            {uid: (planning.flags_text(i.flags or ()), identity_of(self.ctx.mode, i)) for uid, i in remote.items()},
+        )
+        await self._apply_changes(
+            uidvalidity,
+            [remote[uid] for uid in plan.flag_changes],
+            plan.removed,
+        )
+        if plan.new:
+            await self._fetch_new(client, uidvalidity, [remote[uid] for uid in plan.new])
+
+    async def _apply_changes(self, uidvalidity: int, flag_items: Sequence[FetchItem], removed: Sequence[int]) -> None:
+        if not flag_items and not removed:
+            return
+        changes = [
+            PlaceFlags(i.uid, planning.clean_flags(i.flags or ()), i.modseq) for i in flag_items if i.uid is not None
+        ]
+
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await messages.remove_places(uow, self.folder.id, list(removed))
+                await messages.set_flags(uow, self.folder.id, uidvalidity, changes)
+
+        await retry_deadlocks(step)
+
+    async def _fetch_new(self, client: ImapClient, uidvalidity: int, items: list[FetchItem]) -> None:
+        """Place known messages at once; download the others newest first, one batch ahead."""
+        items.sort(key=lambda i: i.uid or 0, reverse=True)
+        with_identity = [i for i in items if identity_of(self.ctx.mode, i)]
+        async with self.ctx.store.sessions() as s:
+            known = await messages.known_identities(
+                s, self.ctx.account_id, (identity_of(self.ctx.mode, i) or "" for i in with_identity)
+            )
+        placed = [i for i in with_identity if identity_of(self.ctx.mode, i) in known]
+        if placed:
+            await self._write(uidvalidity, [self._fetched(i) for i in placed])
+        placed_uids = {i.uid for i in placed}
+        todo = [i for i in items if i.uid not in placed_uids]
+        batches = [todo[n : n + BODY_BATCH] for n in range(0, len(todo), BODY_BATCH)]
+        pending = asyncio.ensure_future(self._bodies(client, batches[0])) if batches else None
+        for n in range(len(batches)):
+            assert pending is not None
+            bodies = await pending
+            pending = asyncio.ensure_future(self._bodies(client, batches[n + 1])) if n + 1 < len(batches) else None
+            fetched = []
+            for meta in batches[n]:
+                body = bodies.get(meta.uid or 0)
+                if body is None:
+                    continue  # expunged since the listing: the next follow reports it
+                identity = identity_of(self.ctx.mode, meta) or identity_of(IdentityMode.HASH, body)
+                assert identity is not None
+                fetched.append(self._fetched(meta, identity=identity, body=body))
+            await self._write(uidvalidity, fetched)
+
+    async def _bodies(self, client: ImapClient, batch: Sequence[FetchItem]) -> dict[int, FetchItem]:
+        uids = [i.uid for i in batch if i.uid is not None]
+        result = await client.uid_fetch(uids, "(UID BODY.PEEK[])")
+        return {i.uid: i for i in result.items if i.uid is not None and i.body is not None}
+
+    def _fetched(self, meta: FetchItem, *, identity: str | None = None, body: FetchItem | None = None) -> Fetched:
+        raw = body.body if body is not None else None
+        ident = identity or identity_of(self.ctx.mode, meta)
+        assert ident is not None
+        return Fetched(
+            uid=meta.uid or 0,
+            flags=planning.clean_flags(meta.flags or ()),
+            modseq=meta.modseq,
+            identity=ident,
+            internaldate=meta.internaldate,
+            raw=raw,
+            parsed=parse_message(raw) if raw is not None else None,
+        )
+
+    async def _write(self, uidvalidity: int, fetched: list[Fetched]) -> None:
+        if not fetched:
+            return
+
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await messages.add(uow, self.folder.id, uidvalidity, fetched)
+
+        await retry_deadlocks(step)
+
+    async def _set_cursor(self, **values: object) -> None:
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await folders.set_cursor(uow, self.folder.id, **values)
+
+        await retry_deadlocks(step)
+        await self._reload()
+
+    async def _reload(self) -> None:
+        async with self.ctx.store.sessions() as s:
+            fresh = await s.get(Folder, self.folder.id)
+            if fresh is None:
+                raise planning.FolderGone(self.folder.name)
+            self.folder = fresh

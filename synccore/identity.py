@@ -1,0 +1,60 @@
+"""A message's identity, which survives moves: the server's own id where it has one, else the content.
+
+RFC 8474 OBJECTID's EMAILID, Gmail's X-GM-MSGID and Dovecot's X-GUID each stay the same when a message is
+moved or copied. Elsewhere the SHA-256 of the raw message (which holds its Message-ID) stands in: a moved
+message keeps its bytes, so it keeps its identity too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+
+from synccore.imap import CommandFailed, FetchItem, ImapClient
+
+
+class IdentityMode(StrEnum):
+    OBJECTID = "objectid"
+    GMAIL = "gmail"
+    XGUID = "xguid"
+    HASH = "hash"
+
+
+_ITEM = {
+    IdentityMode.OBJECTID: " EMAILID",
+    IdentityMode.GMAIL: " X-GM-MSGID X-GM-THRID X-GM-LABELS",
+    IdentityMode.XGUID: " X-GUID",
+    IdentityMode.HASH: "",
+}
+
+
+async def detect(client: ImapClient) -> IdentityMode:
+    if client.has("OBJECTID"):
+        return IdentityMode.OBJECTID
+    if client.has("X-GM-EXT-1"):
+        return IdentityMode.GMAIL
+    # Dovecot does not advertise X-GUID: ask for it on a UID that cannot exist. A server that knows the
+    # item answers OK with no data; one that does not answers BAD.
+    await client.select("INBOX", readonly=True)
+    try:
+        await client.uid_fetch("4294967295", "(UID X-GUID)")
+    except CommandFailed:
+        return IdentityMode.HASH
+    return IdentityMode.XGUID
+
+
+def metadata_items(client: ImapClient, mode: IdentityMode) -> str:
+    modseq = " MODSEQ" if client.has("CONDSTORE") else ""
+    return f"(UID FLAGS INTERNALDATE RFC822.SIZE{modseq}{_ITEM[mode]})"
+
+
+def identity_of(mode: IdentityMode, item: FetchItem) -> str | None:
+    if mode is IdentityMode.OBJECTID and item.email_id:
+        return f"oid:{item.email_id}"
+    if mode is IdentityMode.GMAIL and item.gm_msgid is not None:
+        return f"gm:{item.gm_msgid}"
+    if mode is IdentityMode.XGUID and item.x_guid:
+        return f"guid:{item.x_guid}"
+    if item.body is not None and mode is IdentityMode.HASH:
+        return "sha:" + hashlib.sha256(item.body).hexdigest()
+    return None

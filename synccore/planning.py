@@ -1,0 +1,82 @@
+"""Pure decisions of the folder sync: no I/O, tested with tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class SyncError(Exception):
+    """The server answered something the sync cannot work with."""
+
+
+class FolderGone(SyncError):
+    """The folder was deleted (here or on the server) while it was being synced."""
+
+
+# RFC 3501 §2.3.2: \Recent is a session flag, never stored or compared.
+_SESSION_FLAGS = {"\\recent"}
+
+
+def clean_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({f for f in flags if f.lower() not in _SESSION_FLAGS}))
+
+
+def flags_text(flags: Iterable[str]) -> str:
+    return " ".join(clean_flags(flags))
+
+
+def uidvalidity_changed(stored: int | None, reported: int) -> bool:
+    # RFC 3501 §2.3.1.1: UIDs hold only under one UIDVALIDITY.
+    return stored is not None and stored != reported
+
+
+def nothing_changed(
+    stored_modseq: int | None,
+    stored_uidnext: int | None,
+    modseq: int | None,
+    uidnext: int | None,
+    exists: int,
+    local_count: int,
+) -> bool:
+    """CONDSTORE's cheapest answer: same HIGHESTMODSEQ, same UIDNEXT and as many messages as we hold."""
+    return (
+        stored_modseq is not None
+        and stored_modseq == modseq
+        and stored_uidnext is not None
+        and stored_uidnext == uidnext
+        and exists == local_count
+    )
+
+
+@dataclass(slots=True)
+class ReconcilePlan:
+    new: list[int] = field(default_factory=list)  # UIDs to place (newest first)
+    removed: list[int] = field(default_factory=list)  # UIDs gone from the server
+    flag_changes: list[int] = field(default_factory=list)  # UIDs whose flags differ
+
+
+def plan_reconcile(
+    local: Mapping[int, tuple[str, str]],
+    remote: Mapping[int, tuple[str, str | None]],
+) -> ReconcilePlan:
+    """Compare places (uid -> (flags, identity)) with the server's listing (uid -> (flags, identity|None)).
+
+    A UID whose identity differs from what we hold is a different message (the server broke the UID
+    promise, or a bug of ours): it is removed and placed again.
+    """
+    plan = ReconcilePlan()
+    for uid, (flags, identity) in local.items():
+        seen = remote.get(uid)
+        if seen is None:
+            plan.removed.append(uid)
+        elif seen[1] is not None and seen[1] != identity:
+            plan.removed.append(uid)
+            plan.new.append(uid)
+        elif seen[0] != flags:
+            plan.flag_changes.append(uid)
+    plan.new.extend(uid for uid in remote if uid not in local)
+    plan.new.sort(reverse=True)
+    plan.removed.sort()
+    plan.flag_changes.sort()
+    return plan

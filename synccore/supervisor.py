@@ -1,0 +1,153 @@
+"""The sync process: owns accounts through leases in MySQL and runs one task per account.
+
+A lease names its owner as host:pid:nonce and lasts LEASE_SECONDS unless renewed. A lease whose owner ran
+on this host and is dead (killed, crashed) is taken over at once, so a restart does not wait it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Sequence
+from datetime import timedelta
+
+from redis.asyncio import Redis
+from sqlalchemy import or_, select, update
+
+from schema.crypto import CredentialBox
+from schema.db import create_engine
+from schema.models import Account, utcnow
+from schema.settings import Settings
+from schema.unit import Store
+from synccore.account import AccountSync, Tuning
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60
+RENEW_SECONDS = 20
+RESCAN_SECONDS = 10
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another machine's: trust its expiry
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, tuning: Tuning | None = None) -> None:
+        self.settings = settings
+        self.tuning = tuning or Tuning()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.engine = create_engine(settings.database_url)
+        self.redis: Redis = Redis.from_url(settings.redis_url)
+        self.store = Store(self.engine, self.redis)
+        self.box = CredentialBox(settings.secret_key)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._release(list(self._tasks))
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
+        async with self.store.sessions() as s:
+            query = select(Account).order_by(Account.id)
+            if only:
+                query = query.where(Account.id.in_(only))
+            return list(await s.scalars(query))
+
+    async def acquire(self, account_id: int) -> bool:
+        now = utcnow()
+        async with self.store.sessions() as s, s.begin():
+            row = (
+                await s.execute(
+                    select(Account.lease_owner, Account.lease_expires_at)
+                    .where(Account.id == account_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return False
+            owner, expires = row
+            free = owner is None or owner == self.owner or expires is None or expires < now or not _owner_alive(owner)
+            if not free:
+                return False
+            await s.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
+            )
+            return True
+
+    async def _renew(self) -> None:
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                update(Account)
+                .where(Account.lease_owner == self.owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
+            )
+
+    async def _release(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        async with self.store.sessions() as s, s.begin():
+            await s.execute(
+                update(Account)
+                .where(Account.id.in_(ids), or_(Account.lease_owner == self.owner))
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def run_once(self, only: Sequence[int] | None = None) -> int:
+        """Sync the accounts until caught up; returns a process exit code."""
+        failures = 0
+        for account in await self.accounts(only):
+            if account.sync_state == "auth_failed":
+                log.warning("account %s: skipped, its login was refused (set new credentials)", account.id)
+                failures += 1
+                continue
+            if not await self.acquire(account.id):
+                log.error("account %s is being synced by another process", account.id)
+                failures += 1
+                continue
+            try:
+                await AccountSync(self.store, self.box, account.id, self.tuning).run_once()
+            except Exception as exc:
+                log.error("account %s: %s: %s", account.id, type(exc).__name__, exc)
+                failures += 1
+            finally:
+                await self._release([account.id])
+        return 1 if failures else 0
+
+    async def run_forever(self, only: Sequence[int] | None = None) -> None:
+        renew_due = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            for account in await self.accounts(only):
+                task = self._tasks.get(account.id)
+                if task is not None and not task.done():
+                    continue
+                if account.sync_state == "auth_failed":
+                    continue
+                if await self.acquire(account.id):
+                    sync = AccountSync(self.store, self.box, account.id, self.tuning)
+                    self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+                    log.info("account %s: syncing", account.id)
+            if loop.time() >= renew_due:
+                await self._renew()
+                renew_due = loop.time() + RENEW_SECONDS
+            await asyncio.sleep(RESCAN_SECONDS if not only else min(RESCAN_SECONDS, RENEW_SECONDS))

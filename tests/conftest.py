@@ -1,0 +1,91 @@
+"""Shared fixtures: real MariaDB (a fresh database per test run), real Redis, a real Dovecot.
+
+Services are reached at INBOXQL_TEST_DATABASE_SERVER (default mysql+aiomysql://root@127.0.0.1:3306) and
+INBOXQL_REDIS_URL (default redis://127.0.0.1:6379/0); `scripts/test` starts them when they are down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inboxql.devmail import DovecotServer
+from schema.crypto import CredentialBox
+from schema.db import create_database, create_engine, drop_database
+from schema.migrate import upgrade
+from schema.settings import Settings
+from schema.unit import Store
+
+SERVER = os.environ.get("INBOXQL_TEST_DATABASE_SERVER", "mysql+aiomysql://root@127.0.0.1:3306")
+REDIS_URL = os.environ.get("INBOXQL_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def fresh_database_url(prefix: str = "inboxql_test") -> str:
+    return f"{SERVER}/{prefix}_{os.getpid()}_{secrets.token_hex(4)}?charset=utf8mb4"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this test run, migrated to the newest revision, dropped at the end."""
+    url = fresh_database_url()
+    asyncio.run(create_database(url))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, redis_url=REDIS_URL, secret_key=secrets.token_urlsafe(32))
+
+
+@pytest.fixture(scope="session")
+def credential_box(settings: Settings) -> CredentialBox:
+    return CredentialBox(settings.secret_key)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def store(engine: AsyncEngine, redis: Redis) -> Store:
+    return Store(engine, redis)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    root = Path(tempfile.mkdtemp(prefix="inboxql-dovecot-"))
+    server = DovecotServer(root)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def mail_user(dovecot: DovecotServer) -> tuple[str, str]:
+    """A fresh Dovecot user with an empty mailbox (and the special-use folders)."""
+    user = f"u{secrets.token_hex(5)}"
+    password = secrets.token_urlsafe(12)
+    dovecot.add_user(user, password)
+    return user, password

@@ -1,0 +1,69 @@
+"""Whatever other clients do while the sync runs, the mirror ends identical to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from sqlalchemy import select
+
+from bench.mailgen import generate
+from inboxql.devmail import DovecotServer
+from schema.crypto import CredentialBox
+from schema.models import Message
+from schema.unit import Store
+from synccore.account import AccountSync, Tuning
+from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+from tests.sync.workload import Workload
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_random_workload_during_sync_converges(
+    seed: int, store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(120, seed=100 + seed)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    other = await connect(dovecot, user, password)
+    workload = Workload(other, seed)
+    sync = asyncio.create_task(AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.3)).run_forever())
+    try:
+        for _ in range(120):
+            await workload.step()
+            await asyncio.sleep(workload.rng.uniform(0, 0.03))
+    finally:
+        sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sync
+        await other.logout()
+
+    await sync_once(store, credential_box, account_id)
+
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id), workload.log
+
+
+async def test_moves_and_copies_keep_message_ids(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(30, seed=5)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        before = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
+
+    other = await connect(dovecot, user, password)
+    await other.select("INBOX")
+    uids = await other.uid_search("ALL")
+    await other.uid_move(uids[:10], "Archive")
+    await other.uid_copy(uids[10:15], "Sent")
+    await other.logout()
+    await sync_once(store, credential_box, account_id)
+
+    await assert_identical(store, credential_box, account_id)
+    async with store.sessions() as s:
+        after = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
+    assert after == before

@@ -1,0 +1,74 @@
+"""A sync killed at any point of an initial sync resumes where it was: identical, no duplicate rows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bench.mailgen import generate
+from inboxql.devmail import DovecotServer
+from schema.crypto import CredentialBox
+from schema.models import Message, MessagePlace
+from schema.settings import Settings
+from schema.unit import Store
+from tests.sync.support import add_account, assert_identical, fold_log, mirror_objects
+
+INBOXQL = str(Path(sys.executable).with_name("inboxql"))
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "INBOXQL_DATABASE_URL": settings.database_url,
+        "INBOXQL_REDIS_URL": settings.redis_url,
+        "INBOXQL_SECRET_KEY": settings.secret_key,
+    }
+
+
+@pytest.mark.slow
+async def test_sigkill_during_initial_sync_resumes_without_duplicates(
+    settings: Settings,
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+) -> None:
+    user, password = mail_user
+    mail = list(generate(2400, seed=42))
+    dovecot.append(user, password, "INBOX", mail[:1800])
+    dovecot.append(user, password, "Archive", mail[1800:])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    rng = random.Random(7)
+    command = [INBOXQL, "sync", "--once", "--account", str(account_id)]
+
+    kills = 0
+    for _ in range(4):
+        proc = await asyncio.create_subprocess_exec(*command, env=_env(settings), stderr=asyncio.subprocess.DEVNULL)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=rng.uniform(1.0, 3.0))
+        except TimeoutError:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            kills += 1
+        else:
+            break
+    assert kills >= 1, "the sync finished before it could be killed: make the mailbox larger"
+
+    proc = await asyncio.create_subprocess_exec(*command, env=_env(settings))
+    assert await asyncio.wait_for(proc.wait(), timeout=300) == 0
+
+    await assert_identical(store, credential_box, account_id)
+    async with store.sessions() as s:
+        messages = await s.scalar(select(func.count()).select_from(Message).where(Message.account_id == account_id))
+        places = await s.scalar(
+            select(func.count()).select_from(MessagePlace).where(MessagePlace.account_id == account_id)
+        )
+    assert (messages, places) == (2400, 2400)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)

@@ -1,0 +1,82 @@
+"""RFC 3501 §2.3.1.1: a new UIDVALIDITY voids every UID of a folder; messages still there keep their ids."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bench.mailgen import generate
+from inboxql.devmail import DovecotServer
+from schema.crypto import CredentialBox
+from schema.models import Folder, Message, MessagePlace
+from schema.unit import Store
+from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+
+
+async def _ids(store: Store, account_id: int) -> dict[str, int]:
+    async with store.sessions() as s:
+        rows = await s.execute(select(Message.identity, Message.id).where(Message.account_id == account_id))
+        return dict(rows.tuples().all())
+
+
+async def test_uidvalidity_change_keeps_message_ids(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(40, seed=21)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    before = await _ids(store, account_id)
+
+    dovecot.doveadm("mailbox", "update", "-u", user, "--uid-validity", "4242", "INBOX")
+    await sync_once(store, credential_box, account_id)
+
+    await assert_identical(store, credential_box, account_id)
+    assert await _ids(store, account_id) == before
+    async with store.sessions() as s:
+        validities = set(await s.scalars(select(MessagePlace.uidvalidity).where(MessagePlace.account_id == account_id)))
+    assert validities == {4242}
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_folder_deleted_and_recreated_under_the_same_name(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    other = await connect(dovecot, user, password)
+    await other.create("Projects")
+    for raw in generate(20, seed=22):
+        await other.append("Projects", raw)
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    before = await _ids(store, account_id)
+    async with store.sessions() as s:
+        old_validity = await s.scalar(
+            select(Folder.uidvalidity).where(Folder.account_id == account_id, Folder.name == "Projects")
+        )
+
+    # Keep 12 of the 20 (copies keep Dovecot's X-GUID), drop the folder, make it anew, bring them back.
+    await other.select("Projects")
+    uids = await other.uid_search("ALL")
+    await other.uid_copy(uids[:12], "INBOX")
+    await other.unselect()
+    await other.delete("Projects")
+    await other.create("Projects")
+    await other.select("INBOX")
+    await other.uid_move(await other.uid_search("ALL"), "Projects")
+    for raw in generate(5, seed=23):
+        await other.append("Projects", raw)
+    await other.logout()
+    await sync_once(store, credential_box, account_id)
+
+    await assert_identical(store, credential_box, account_id)
+    after = await _ids(store, account_id)
+    kept = {identity for identity in before if identity in after}
+    assert len(kept) == 12
+    assert all(after[identity] == before[identity] for identity in kept)
+    assert len(after) == 17
+    async with store.sessions() as s:
+        new_validity = await s.scalar(
+            select(Folder.uidvalidity).where(Folder.account_id == account_id, Folder.name == "Projects")
+        )
+    assert new_validity != old_validity
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
