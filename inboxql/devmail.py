@@ -80,8 +80,18 @@ class DovecotServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, root_dir: Path, port: int | None = None, tls_port: int | None = None):
+    def __init__(
+        self,
+        root_dir: Path,
+        port: int | None = None,
+        tls_port: int | None = None,
+        *,
+        capabilities: str | None = None,
+    ):
+        """`capabilities` replaces what Dovecot advertises after login (its `imap_capability`), so tests can
+        play a server without CONDSTORE or QRESYNC."""
         self.root = Path(root_dir).resolve()
+        self.capabilities = capabilities
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -260,6 +270,7 @@ first_valid_uid = 1
 default_internal_user = {who.internal_user}
 default_login_user = {who.login_user}
 mail_max_userip_connections = 200
+{f"imap_capability = {server.capabilities}" if server.capabilities else ""}
 service imap-login {{
   inet_listener imap {{
     address = {server.host}

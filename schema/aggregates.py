@@ -65,6 +65,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         add_links: list[dict[str, int]] = []
         drop_links: list[tuple[int, int]] = []
+        visible: list[int] = []
         now = utcnow()
         for row in rows:
             flag_sets = places.get(row.id, [])
@@ -84,7 +85,19 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             have = current_labels.get(row.id, set())
             add_links += [{"message_id": row.id, "label_id": lid} for lid in want - have]
             drop_links += [(row.id, lid) for lid in have - want]
-            uow.dirty_threads.add(row.thread_id)
+            if (
+                want != have
+                or row.id in uow.moved_messages
+                or values[:4]
+                != (
+                    row.unread,
+                    row.starred,
+                    row.answered,
+                    row.draft,
+                )
+            ):
+                visible.append(row.id)
+                uow.dirty_threads.add(row.thread_id)
         for (unread, starred, answered, draft, orphaned_at), mids in groups.items():
             await s.execute(
                 update(Message)
@@ -95,7 +108,8 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             await s.execute(insert(MessageLabel), add_links)
         for mid, lid in drop_links:
             await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
-        uow.record(ObjectType.MESSAGE, Op.UPDATE, [row.id for row in rows])
+        # A change no client can see (\\Deleted, \\Recent, a flag on one of two copies) is not logged.
+        uow.record(ObjectType.MESSAGE, Op.UPDATE, visible)
 
 
 def _participants(rows: Sequence[Any]) -> list[dict[str, str]]:

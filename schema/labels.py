@@ -24,14 +24,18 @@ async def ensure(uow: UnitOfWork, names: Iterable[str], kind: str = "keyword") -
     query = select(Label.name, Label.id).where(Label.account_id == uow.account_id, Label.name.in_(wanted))
     found: dict[str, int] = {name: lid for name, lid in await s.execute(query)}
     missing = sorted(wanted - found.keys())
-    if missing:
-        # INSERT IGNORE: a concurrent writer may create the same label; its row is as good as ours.
-        await s.execute(
-            insert(Label).prefix_with("IGNORE"),
-            [{"account_id": uow.account_id, "name": n, "kind": kind} for n in missing],
+    created = []
+    for name in missing:
+        # INSERT IGNORE: a concurrent writer may create the same label; its row is as good as ours, and
+        # only the writer whose row it is logs the creation.
+        result = await s.execute(
+            insert(Label).prefix_with("IGNORE").values(account_id=uow.account_id, name=name, kind=kind)
         )
+        if getattr(result, "rowcount", 0) == 1:
+            created.append(name)
+    if missing:
         query = select(Label.name, Label.id).where(Label.account_id == uow.account_id, Label.name.in_(missing))
-        created = {name: lid for name, lid in await s.execute(query)}
-        uow.record(ObjectType.LABEL, Op.CREATE, created.values())
-        found.update(created)
+        ids = {name: lid for name, lid in await s.execute(query)}
+        uow.record(ObjectType.LABEL, Op.CREATE, [ids[name] for name in created])
+        found.update(ids)
     return found

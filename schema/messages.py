@@ -105,6 +105,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     )
     touched = sorted({ids[f.identity] for f in fetched})
     uow.dirty_messages.update(touched)
+    uow.moved_messages.update(touched)
     uow.dirty_folders.add(folder_id)
     return touched
 
@@ -243,6 +244,7 @@ async def remove_places(uow: UnitOfWork, folder_id: int, uids: Sequence[int] | N
     for start in range(0, len(place_ids), 1000):
         await s.execute(delete(MessagePlace).where(MessagePlace.id.in_(place_ids[start : start + 1000])))
     uow.dirty_messages.update(r.message_id for r in rows)
+    uow.moved_messages.update(r.message_id for r in rows)
     uow.dirty_folders.add(folder_id)
     return len(rows)
 

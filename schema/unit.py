@@ -52,7 +52,8 @@ class UnitOfWork:
         self.store = store
         self.account_id = account_id
         self.changes = ChangeSet()
-        self.dirty_messages: set[int] = set()
+        self.dirty_messages: set[int] = set()  # their places changed: recompute flags and labels
+        self.moved_messages: set[int] = set()  # a place was added or removed: their folders changed
         self.dirty_threads: set[int] = set()
         self.dirty_folders: set[int] = set()
         self.last_seq: int | None = None

@@ -40,6 +40,9 @@ class Tuning:
     idle_restart: float = 25 * 60.0  # RFC 2177: clients re-issue IDLE at least every 29 minutes
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
+    # Connections per account: one for passes over the folders, one to IDLE on the inbox. With a budget of
+    # one, the inbox is polled like every other folder.
+    connections: int = 2
 
 
 class AuthStopped(Exception):
@@ -99,10 +102,12 @@ class AccountSync:
             await self.full_pass(client)
             await self._state("ready")
             backoff.reset()
+            if self.tuning.connections < 2 or not client.has("IDLE"):
+                await self._poll(client, pass_start, skip_roles=frozenset())
             idler = await self._connect()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._idle_inbox(idler))
-                group.create_task(self._poll_others(client, pass_start))
+                group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
         except* AuthStopped:
             raise AuthStopped() from None
         finally:
@@ -112,7 +117,7 @@ class AccountSync:
 
     async def _idle_inbox(self, client: ImapClient) -> None:
         inbox = await self._folder_by_role("inbox")
-        if inbox is None or not client.has("IDLE"):
+        if inbox is None:
             return
         sync = FolderSync(self._ctx(), inbox)
         while True:
@@ -120,12 +125,12 @@ class AccountSync:
             async with client.idle() as events:
                 await events.next(self.tuning.idle_restart)
 
-    async def _poll_others(self, client: ImapClient, previous_pass: datetime) -> None:
+    async def _poll(self, client: ImapClient, previous_pass: datetime, skip_roles: frozenset[str]) -> None:
         last_start = previous_pass
         while True:
             await asyncio.sleep(self.tuning.poll_interval)
             start = utcnow()
-            await self.full_pass(client, skip_roles={"inbox"})
+            await self.full_pass(client, skip_roles=skip_roles)
             # Orphans from before the previous pass were looked for in every folder since: gone for good.
             await self._collect_orphans(last_start)
             last_start = start

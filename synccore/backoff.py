@@ -13,7 +13,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
+        ceiling = min(self.cap, self.base * 2 ** min(self.attempt, 62))
         self.attempt += 1
         return self._rng.uniform(ceiling / 2, ceiling)
 

@@ -72,20 +72,48 @@ async def store(engine: AsyncEngine, redis: Redis) -> Store:
     return Store(engine, redis)
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[DovecotServer]:
+# What Dovecot 2.3 advertises after login, less the extensions a plainer server would lack.
+_BASE_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS "
+    "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED "
+    "I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SPECIAL-USE LITERAL+"
+)
+SERVER_KINDS = {
+    "qresync": None,
+    "condstore": _BASE_CAPABILITIES + " CONDSTORE",
+    "plain": _BASE_CAPABILITIES,
+}
+
+
+def _start_dovecot(capabilities: str | None) -> Iterator[DovecotServer]:
     root = Path(tempfile.mkdtemp(prefix="inboxql-dovecot-"))
-    server = DovecotServer(root)
+    server = DovecotServer(root, capabilities=capabilities)
     server.start()
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def mail_user(dovecot: DovecotServer) -> tuple[str, str]:
-    """A fresh Dovecot user with an empty mailbox (and the special-use folders)."""
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    """Dovecot as it comes: CONDSTORE, QRESYNC, IDLE, MOVE, X-GUID."""
+    yield from _start_dovecot(None)
+
+
+@pytest.fixture(scope="session", params=sorted(SERVER_KINDS))
+def any_dovecot(request: pytest.FixtureRequest) -> Iterator[DovecotServer]:
+    """Dovecot as it comes, and advertising neither QRESYNC, nor QRESYNC and CONDSTORE (older servers)."""
+    yield from _start_dovecot(SERVER_KINDS[request.param])
+
+
+def new_user(server: DovecotServer) -> tuple[str, str]:
+    """A fresh user with an empty mailbox (and the special-use folders)."""
     user = f"u{secrets.token_hex(5)}"
     password = secrets.token_urlsafe(12)
-    dovecot.add_user(user, password)
+    server.add_user(user, password)
     return user, password
+
+
+@pytest.fixture
+def mail_user(dovecot: DovecotServer) -> tuple[str, str]:
+    return new_user(dovecot)

@@ -1,0 +1,391 @@
+"""The change log: per account, seq order is commit order; every unit logs exactly what it changed.
+
+Runs against the session's MariaDB and Redis (the `store` fixture). Each test makes an account of its own,
+so the seqs it sees are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from sqlalchemy import func, select
+
+from schema import accounts, changelog, folders, labels, messages
+from schema.changelog import Change, ObjectType, Op
+from schema.crypto import CredentialBox
+from schema.mime import parse_message
+from schema.models import ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Thread
+from schema.unit import Store, UnitOfWork
+
+ACCOUNT, FOLDER, LABEL, THREAD, MESSAGE = (
+    ObjectType.ACCOUNT,
+    ObjectType.FOLDER,
+    ObjectType.LABEL,
+    ObjectType.THREAD,
+    ObjectType.MESSAGE,
+)
+CREATE, UPDATE, DELETE = Op.CREATE, Op.UPDATE, Op.DELETE
+UIDVALIDITY = 1700
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+async def new_account(store: Store, box: CredentialBox) -> int:
+    user = f"cl{secrets.token_hex(4)}"
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", user)
+    return await accounts.create(store, box, f"{user}@example.org", endpoint, "password")
+
+
+async def new_folder(store: Store, account_id: int, name: str = "INBOX") -> int:
+    async with store.unit(account_id) as uow:
+        folder = await folders.create(uow, folders.Discovered(name, "/", (), None))
+    return folder.id
+
+
+async def newest(store: Store, account_id: int) -> int:
+    async with store.sessions() as s:
+        return await changelog.newest_seq(s, account_id)
+
+
+async def log_after(store: Store, account_id: int, after: int) -> list[Change]:
+    async with store.sessions() as s:
+        return await changelog.read(s, account_id, after=after, limit=10_000)
+
+
+def entries(changes: Sequence[Change]) -> list[tuple[ObjectType, int, Op]]:
+    return [(c.object_type, c.object_id, c.op) for c in changes]
+
+
+def mail(message_id: str, subject: str, *, when: datetime, sender: str = "ann@example.org") -> bytes:
+    return (
+        f"Message-ID: <{message_id}>\r\n"
+        f"Date: {format_datetime(when)}\r\n"
+        f"From: Ann <{sender}>\r\n"
+        f"To: bob@example.org\r\n"
+        f"Subject: {subject}\r\n"
+        f"\r\n"
+        f"Body of {subject}.\r\n"
+    ).encode()
+
+
+def fetched(uid: int, raw: bytes, flags: tuple[str, ...] = (), modseq: int | None = None) -> messages.Fetched:
+    parsed = parse_message(raw)
+    return messages.Fetched(
+        uid=uid,
+        flags=flags,
+        modseq=modseq,
+        identity=f"hash:{hashlib.sha256(raw).hexdigest()}",
+        internaldate=parsed.date,
+        raw=raw,
+        parsed=parsed,
+    )
+
+
+async def next_doorbell(pubsub: PubSub, timeout: float) -> bytes | None:
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        message: dict[str, Any] | None = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if message is not None and message["type"] == "message":
+            data: bytes = message["data"]
+            return data
+    return None
+
+
+@asynccontextmanager
+async def subscribed(redis: Redis, account_id: int) -> AsyncIterator[PubSub]:
+    pubsub = redis.pubsub()
+    close: Callable[[], Awaitable[None]] = pubsub.aclose  # redis-py leaves PubSub untyped
+    try:
+        await pubsub.subscribe(changelog.doorbell_channel(account_id))
+        # Wait for the confirmation, so no PUBLISH can race ahead of the subscription.
+        deadline = time.monotonic() + 5
+        while True:
+            assert time.monotonic() < deadline, "no subscribe confirmation from Redis"
+            confirmation = await pubsub.get_message(timeout=1.0)
+            if confirmation is not None and confirmation["type"] == "subscribe":
+                break
+        yield pubsub
+    finally:
+        await close()
+
+
+def state_of(changes: Sequence[Change], object_type: ObjectType, object_id: int) -> dict[str, Any]:
+    """The logged state of that object in these changes (which must hold one, and not a delete)."""
+    [data] = [c.data for c in changes if (c.object_type, c.object_id) == (object_type, object_id)]
+    assert data is not None
+    return data
+
+
+# --- (a) commit order -------------------------------------------------------------------------------
+
+
+async def test_concurrent_writers_never_leave_a_gap_behind_a_readers_cursor(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    start = await newest(store, account_id)
+    writers, units_each = 8, 25
+    done = asyncio.Event()
+    seen: list[int] = []
+    pages: list[list[int]] = []
+
+    async def writer(w: int) -> None:
+        rng = random.Random(w)
+        for u in range(units_each):
+            async with store.unit(account_id) as uow:
+                if u % 2:
+                    await labels.ensure(uow, [f"w{w}-u{u}"])
+                else:
+                    await folders.create(uow, folders.Discovered(f"w{w}/u{u}", "/", (), None))
+                # Inside the unit, after its writes: transactions overlap and commit in a shuffled order.
+                await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def reader() -> None:
+        cursor = start
+        while True:
+            finished = done.is_set()
+            async with store.sessions() as s:
+                page = await changelog.read(s, account_id, after=cursor, limit=16)
+            if page:
+                seqs = [c.seq for c in page]
+                pages.append(seqs)
+                assert seqs == list(range(cursor + 1, cursor + 1 + len(seqs))), f"gap after {cursor}: {seqs}"
+                seen.extend(seqs)
+                cursor = seqs[-1]
+            elif finished:
+                return
+            else:
+                await asyncio.sleep(0.002)
+
+    async def writers_then_done() -> None:
+        try:
+            await asyncio.gather(*(writer(w) for w in range(writers)))
+        finally:
+            done.set()
+
+    await asyncio.wait_for(asyncio.gather(reader(), writers_then_done()), timeout=120)
+
+    total = writers * units_each
+    assert seen == list(range(start + 1, start + total + 1))
+    assert await newest(store, account_id) == start + total
+    assert len(pages) > 1  # the reader really read while the writers wrote
+    logged = await log_after(store, account_id, start)
+    label_units = writers * sum(1 for u in range(units_each) if u % 2)
+    assert sorted((c.object_type, c.op) for c in logged) == sorted(
+        [(LABEL, CREATE)] * label_units + [(FOLDER, CREATE)] * (total - label_units)
+    )
+    assert len({(c.object_type, c.object_id) for c in logged}) == total
+
+
+# --- (c) exact rows ---------------------------------------------------------------------------------
+
+
+async def test_each_unit_logs_exactly_the_objects_it_changed(store: Store, credential_box: CredentialBox) -> None:
+    account_id = await new_account(store, credential_box)
+    created = await log_after(store, account_id, 0)
+    assert entries(created) == [(ACCOUNT, account_id, CREATE)]
+    assert created[0].seq == 1
+    assert created[0].data is not None
+    assert created[0].data["sync_state"] == "pending"
+
+    folder_id = await new_folder(store, account_id)
+    cursor = await newest(store, account_id)
+    assert entries(await log_after(store, account_id, 1)) == [(FOLDER, folder_id, CREATE)]
+
+    # Two unrelated messages arrive: two messages, two threads, the folder's counts.
+    when = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    raw_a = mail(f"a.{secrets.token_hex(4)}@example.org", "First", when=when)
+    raw_b = mail(f"b.{secrets.token_hex(4)}@example.org", "Second", when=when + timedelta(hours=1))
+    async with store.unit(account_id) as uow:
+        ids = await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw_a, ("\\Flagged",)), fetched(2, raw_b)])
+    m1, m2 = ids
+    async with store.sessions() as s:
+        t1, t2 = [await s.scalar(select(Message.thread_id).where(Message.id == m)) for m in (m1, m2)]
+    assert t1 is not None
+    assert t2 is not None
+    assert t1 != t2
+    added = await log_after(store, account_id, cursor)
+    assert entries(added) == [
+        (FOLDER, folder_id, UPDATE),
+        *sorted([(THREAD, t1, CREATE), (THREAD, t2, CREATE)]),
+        (MESSAGE, m1, CREATE),
+        (MESSAGE, m2, CREATE),
+    ]
+    assert [c.seq for c in added] == list(range(cursor + 1, cursor + 6))
+    assert state_of(added, FOLDER, folder_id)["total_count"] == 2
+    assert state_of(added, FOLDER, folder_id)["unread_count"] == 2
+    message_a = state_of(added, MESSAGE, m1)
+    assert message_a["thread_id"] == t1
+    assert message_a["subject"] == "First"
+    assert message_a["starred"] is True
+    assert message_a["unread"] is True
+    assert message_a["folder_ids"] == [folder_id]
+    assert state_of(added, THREAD, t1)["message_count"] == 1
+    assert state_of(added, THREAD, t1)["starred"] is True
+    cursor = added[-1].seq
+
+    # A flag change the server reported: the message, its thread, the folder's unread count.
+    async with store.unit(account_id) as uow:
+        assert await messages.set_flags(uow, folder_id, UIDVALIDITY, [messages.PlaceFlags(1, ("\\Seen",), 7)]) == 1
+    flagged = await log_after(store, account_id, cursor)
+    assert entries(flagged) == [(FOLDER, folder_id, UPDATE), (THREAD, t1, UPDATE), (MESSAGE, m1, UPDATE)]
+    assert state_of(flagged, MESSAGE, m1) == {**message_a, "unread": False, "starred": False}
+    assert state_of(flagged, THREAD, t1)["unread_count"] == 0
+    assert state_of(flagged, THREAD, t1)["starred"] is False
+    assert state_of(flagged, FOLDER, folder_id)["unread_count"] == 1
+    cursor = flagged[-1].seq
+
+    # Expunged: the message waits as an orphan (a move shows up as an expunge first).
+    async with store.unit(account_id) as uow:
+        assert await messages.remove_places(uow, folder_id, [1]) == 1
+    removed = await log_after(store, account_id, cursor)
+    assert entries(removed) == [(FOLDER, folder_id, UPDATE), (THREAD, t1, UPDATE), (MESSAGE, m1, UPDATE)]
+    assert state_of(removed, MESSAGE, m1)["folder_ids"] == []
+    assert state_of(removed, THREAD, t1)["message_count"] == 0
+    assert state_of(removed, FOLDER, folder_id)["total_count"] == 1
+    cursor = removed[-1].seq
+
+    # Not found again: the orphan and its now empty thread are deleted, children before parents.
+    async with store.unit(account_id) as uow:
+        assert await messages.collect_orphans(uow, before=datetime.now(UTC).replace(tzinfo=None) + timedelta(1)) == 1
+    collected = await log_after(store, account_id, cursor)
+    assert entries(collected) == [(MESSAGE, m1, DELETE), (THREAD, t1, DELETE)]
+    assert all(c.data is None for c in collected)
+    async with store.sessions() as s:
+        assert await s.get(Message, m1) is None
+        assert await s.get(Thread, t1) is None
+        assert await s.get(MimeBlob, hashlib.sha256(raw_a).digest()) is None
+        assert await s.get(Message, m2) is not None
+    assert all(c.data is not None for c in [*created, *added, *flagged, *removed])
+
+
+async def test_a_flag_change_no_client_can_see_logs_nothing(store: Store, credential_box: CredentialBox) -> None:
+    # schema.aggregates: "the change log carries every visible change and nothing else". \Deleted is not
+    # part of any logged state (states.message_states), so setting it must not log a message update.
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    raw = mail(f"d.{secrets.token_hex(4)}@example.org", "Invisible", when=datetime(2026, 11, 1, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw, ("\\Seen",))])
+    cursor = await newest(store, account_id)
+    async with store.unit(account_id) as uow:
+        flags = ("\\Deleted", "\\Seen")
+        assert await messages.set_flags(uow, folder_id, UIDVALIDITY, [messages.PlaceFlags(1, flags, None)]) == 1
+    assert entries(await log_after(store, account_id, cursor)) == []
+    assert uow.last_seq is None
+
+
+async def test_unchanged_flags_change_nothing_and_log_nothing(store: Store, credential_box: CredentialBox) -> None:
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    raw = mail(f"u.{secrets.token_hex(4)}@example.org", "Same", when=datetime(2026, 11, 1, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw, ("\\Seen",), 3)])
+    cursor = await newest(store, account_id)
+    async with store.unit(account_id) as uow:
+        assert await messages.set_flags(uow, folder_id, UIDVALIDITY, [messages.PlaceFlags(1, ("\\Seen",), 3)]) == 0
+    assert uow.last_seq is None
+    assert await log_after(store, account_id, cursor) == []
+
+
+# --- (d) the doorbell -------------------------------------------------------------------------------
+
+
+async def test_doorbell_carries_the_units_newest_seq_after_commit(
+    store: Store, redis: Redis, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    async with subscribed(redis, account_id) as pubsub:
+        async with store.unit(account_id) as uow:
+            await labels.ensure(uow, ["one", "two", "three"])
+        assert uow.last_seq is not None
+        rung = await next_doorbell(pubsub, timeout=5)
+        assert rung == str(uow.last_seq).encode()
+        assert uow.last_seq == await newest(store, account_id)
+        # Rung after COMMIT: a reader woken by it finds the rows in a fresh session.
+        logged = await log_after(store, account_id, uow.last_seq - 3)
+        assert [(c.seq, c.object_type, c.op) for c in logged] == [
+            (uow.last_seq - 2, LABEL, CREATE),
+            (uow.last_seq - 1, LABEL, CREATE),
+            (uow.last_seq, LABEL, CREATE),
+        ]
+        assert await next_doorbell(pubsub, timeout=0.3) is None  # one unit, one ring
+
+
+async def test_a_unit_without_changes_neither_logs_nor_rings(
+    store: Store, redis: Redis, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    async with store.unit(account_id) as uow:
+        await labels.ensure(uow, ["existing"])
+    before = await newest(store, account_id)
+    async with subscribed(redis, account_id) as pubsub:
+        async with store.unit(account_id) as empty:
+            pass
+        async with store.unit(account_id) as again:
+            assert set(await labels.ensure(again, ["existing"])) == {"existing"}  # found, not created
+        assert empty.last_seq is None
+        assert again.last_seq is None
+        assert await next_doorbell(pubsub, timeout=0.5) is None
+        assert await newest(store, account_id) == before
+        assert await log_after(store, account_id, before) == []
+
+
+# --- (e) rollback -----------------------------------------------------------------------------------
+
+
+async def test_a_rolled_back_unit_logs_nothing_and_leaves_no_rows(
+    store: Store, redis: Redis, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    before = await newest(store, account_id)
+    raw = mail(f"r.{secrets.token_hex(4)}@example.org", "Never", when=datetime(2026, 11, 2, tzinfo=UTC))
+
+    async def doomed_unit() -> None:
+        async with store.unit(account_id) as uow:
+            await labels.ensure(uow, ["doomed"])
+            await folders.create(uow, folders.Discovered("Doomed", "/", (), None))
+            await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw, ("$Doomed",))])
+            units.append(uow)
+            raise RuntimeError("server went away")
+
+    units: list[UnitOfWork] = []
+    async with subscribed(redis, account_id) as pubsub:
+        with pytest.raises(RuntimeError, match="server went away"):
+            await doomed_unit()
+        assert units[0].last_seq is None
+        assert await next_doorbell(pubsub, timeout=0.5) is None
+    assert await newest(store, account_id) == before
+    assert await log_after(store, account_id, before) == []
+    async with store.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Label).where(Label.account_id == account_id)) == 0
+        assert await s.scalar(select(func.count()).select_from(Folder).where(Folder.account_id == account_id)) == 1
+        assert await s.scalar(select(func.count()).select_from(Message).where(Message.account_id == account_id)) == 0
+        assert await s.scalar(select(func.count()).select_from(Thread).where(Thread.account_id == account_id)) == 0
+        assert (
+            await s.scalar(select(func.count()).select_from(MessagePlace).where(MessagePlace.account_id == account_id))
+            == 0
+        )
+        assert await s.get(MimeBlob, hashlib.sha256(raw).digest()) is None
+        assert (
+            await s.scalar(select(func.count()).select_from(ChangeLog).where(ChangeLog.account_id == account_id))
+            == before
+        )
+    # The next unit continues the sequence without a hole.
+    async with store.unit(account_id) as uow:
+        await labels.ensure(uow, ["after"])
+    assert uow.last_seq == before + 1

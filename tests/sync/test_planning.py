@@ -1,0 +1,135 @@
+"""The folder sync's pure decisions, as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from synccore.planning import (
+    ReconcilePlan,
+    clean_flags,
+    flags_text,
+    nothing_changed,
+    plan_reconcile,
+    uidvalidity_changed,
+)
+
+Local = dict[int, tuple[str, str]]
+Remote = dict[int, tuple[str, str | None]]
+
+
+@pytest.mark.parametrize(
+    ("local", "remote", "expected"),
+    [
+        pytest.param({}, {}, ReconcilePlan(), id="nothing-anywhere"),
+        pytest.param(
+            {1: ("\\Seen", "a"), 2: ("", "b")},
+            {1: ("\\Seen", "a"), 2: ("", "b")},
+            ReconcilePlan(),
+            id="in-step",
+        ),
+        pytest.param(
+            {},
+            {3: ("", None), 1: ("", None), 7: ("\\Seen", None)},
+            ReconcilePlan(new=[7, 3, 1]),
+            id="new-uids-newest-first",
+        ),
+        pytest.param(
+            {5: ("", "e"), 2: ("", "b"), 9: ("", "i")},
+            {2: ("", "b")},
+            ReconcilePlan(removed=[5, 9]),
+            id="vanished-uids-sorted",
+        ),
+        pytest.param(
+            {4: ("", "d"), 1: ("\\Seen", "a"), 2: ("\\Seen", "b")},
+            {4: ("\\Flagged", "d"), 1: ("", "a"), 2: ("\\Seen", "b")},
+            ReconcilePlan(flag_changes=[1, 4]),
+            id="flag-changes-sorted",
+        ),
+        pytest.param(
+            {1: ("", "a")},
+            {1: ("", "z")},
+            ReconcilePlan(new=[1], removed=[1]),
+            id="other-identity-under-same-uid-is-replaced",
+        ),
+        pytest.param(
+            {1: ("\\Seen", "a")},
+            {1: ("", "z")},
+            ReconcilePlan(new=[1], removed=[1]),
+            id="replaced-uid-is-not-also-a-flag-change",
+        ),
+        pytest.param(
+            {1: ("", "a")},
+            {1: ("\\Seen", None)},
+            ReconcilePlan(flag_changes=[1]),
+            id="unknown-remote-identity-trusts-the-uid",
+        ),
+        pytest.param(
+            {1: ("", "a"), 2: ("", "b"), 3: ("", "c")},
+            {2: ("\\Seen", "b"), 3: ("", "x"), 4: ("", None), 10: ("", None)},
+            ReconcilePlan(new=[10, 4, 3], removed=[1, 3], flag_changes=[2]),
+            id="everything-at-once",
+        ),
+    ],
+)
+def test_plan_reconcile(local: Local, remote: Remote, expected: ReconcilePlan) -> None:
+    assert plan_reconcile(local, remote) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ()),
+        (["\\Seen"], ("\\Seen",)),
+        (["\\Seen", "\\Recent"], ("\\Seen",)),
+        (["\\RECENT", "\\recent"], ()),
+        (["\\Seen", "\\Seen", "\\Flagged"], ("\\Flagged", "\\Seen")),
+        (["\\Seen", "$Label1", "\\Answered"], ("$Label1", "\\Answered", "\\Seen")),
+        (["Work", "work"], ("Work", "work")),
+    ],
+)
+def test_clean_flags_drops_session_flags_dedups_and_sorts(flags: list[str], expected: tuple[str, ...]) -> None:
+    assert clean_flags(flags) == expected
+
+
+def test_flags_text_is_clean_flags_joined() -> None:
+    assert flags_text(["\\Seen", "\\Recent", "$A", "\\Seen"]) == "$A \\Seen"
+    assert flags_text([]) == ""
+
+
+@pytest.mark.parametrize(
+    ("stored", "reported", "expected"),
+    [
+        (None, 1, False),  # never selected before: nothing to compare
+        (1, 1, False),
+        (1, 2, True),
+        (3857529045, 3857529045, False),
+        (3857529045, 1, True),
+    ],
+)
+def test_uidvalidity_changed(stored: int | None, reported: int, expected: bool) -> None:
+    assert uidvalidity_changed(stored, reported) is expected
+
+
+@pytest.mark.parametrize(
+    ("stored_modseq", "stored_uidnext", "modseq", "uidnext", "exists", "local_count", "expected"),
+    [
+        pytest.param(10, 5, 10, 5, 4, 4, True, id="same-everything"),
+        pytest.param(10, 5, 11, 5, 4, 4, False, id="modseq-moved"),
+        pytest.param(10, 5, 10, 6, 4, 4, False, id="uidnext-moved"),
+        pytest.param(10, 5, 10, 5, 3, 4, False, id="an-expunge"),
+        pytest.param(10, 5, 10, 5, 5, 4, False, id="more-on-server"),
+        pytest.param(None, 5, None, 5, 4, 4, False, id="no-condstore"),
+        pytest.param(10, None, 10, None, 4, 4, False, id="no-stored-uidnext"),
+        pytest.param(None, None, None, None, 0, 0, False, id="never-synced"),
+    ],
+)
+def test_nothing_changed(
+    stored_modseq: int | None,
+    stored_uidnext: int | None,
+    modseq: int | None,
+    uidnext: int | None,
+    exists: int,
+    local_count: int,
+    expected: bool,
+) -> None:
+    assert nothing_changed(stored_modseq, stored_uidnext, modseq, uidnext, exists, local_count) is expected

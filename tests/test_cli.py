@@ -1,0 +1,338 @@
+"""The `inboxql` console script, run as a user runs it: a subprocess with the configuration in its environment.
+
+Every run carries a guard (a sitecustomize on PYTHONPATH) that refuses socket connections to non-loopback
+addresses and says so on stderr, so no test can send traffic off this machine, and a test can tell whether
+the command tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from inboxql.devmail import DovecotServer
+from schema.crypto import CredentialBox
+from schema.db import create_engine, drop_database
+from schema.models import Account, Base
+from schema.settings import Settings
+from tests.conftest import fresh_database_url
+
+INBOXQL = Path(sys.executable).with_name("inboxql")
+GUARD_MARKER = "inboxql-test-guard: blocked a connection to"
+GUARD = f'''
+import errno
+import ipaddress
+import socket
+import sys
+
+_connect = socket.socket.connect
+_connect_ex = socket.socket.connect_ex
+
+
+def _loopback(address):
+    if not isinstance(address, tuple) or not address:
+        return True  # a unix socket
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _refuse(address):
+    sys.stderr.write("{GUARD_MARKER} %r\\n" % (address,))
+    sys.stderr.flush()
+    return OSError(errno.ENETUNREACH, "the test guard refused a non-loopback connection")
+
+
+def connect(self, address):
+    if not _loopback(address):
+        raise _refuse(address)
+    return _connect(self, address)
+
+
+def connect_ex(self, address):
+    if not _loopback(address):
+        _refuse(address)
+        return errno.ENETUNREACH
+    return _connect_ex(self, address)
+
+
+socket.socket.connect = connect
+socket.socket.connect_ex = connect_ex
+'''
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def guard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli-guard")
+    (folder / "sitecustomize.py").write_text(GUARD)
+    # The guard must really be loaded by the console script's interpreter, or it guards nothing.
+    interpreter = INBOXQL.read_text().splitlines()[0].removeprefix("#!").split()
+    probe = subprocess.run(
+        [*interpreter, "-c", "import socket; print(socket.socket.connect.__module__)"],
+        env={**os.environ, "PYTHONPATH": str(folder)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "sitecustomize"
+    return folder
+
+
+@pytest.fixture
+def cli_env(settings: Settings, guard_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXQL_")}
+    env.update(
+        INBOXQL_DATABASE_URL=settings.database_url,
+        INBOXQL_SECRET_KEY=settings.secret_key,
+        INBOXQL_REDIS_URL=settings.redis_url,
+        PYTHONPATH=os.pathsep.join([str(guard_dir), *filter(None, [env.get("PYTHONPATH")])]),
+    )
+    return env
+
+
+async def inboxql(env: dict[str, str], *args: str, stdin: str = "", timeout: float = 120) -> Done:
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        str(INBOXQL),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Done(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+async def accounts_of(engine: AsyncEngine, username: str) -> Sequence[Account]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(Account).where(Account.imap_username == username))
+        return [Account(**row._asdict()) for row in rows]
+
+
+def assert_unguarded(done: Done) -> None:
+    assert GUARD_MARKER not in done.stderr, done.stderr
+
+
+# --- account add ------------------------------------------------------------------------------------
+
+
+async def test_account_add_prints_only_the_new_id_and_stores_the_password_sealed(
+    cli_env: dict[str, str],
+    engine: AsyncEngine,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+) -> None:
+    user, password = mail_user
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imap://{user}@127.0.0.1:{dovecot.port}", "--password-stdin",
+        stdin=password + "\n",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert re.fullmatch(r"\d+\n", done.stdout), repr(done.stdout)
+    account_id = int(done.stdout)
+    stored = await accounts_of(engine, user)
+    assert [a.id for a in stored] == [account_id]
+    account = stored[0]
+    assert (account.imap_host, account.imap_port, account.imap_security) == ("127.0.0.1", dovecot.port, "none")
+    assert account.imap_password != password.encode()
+    assert password.encode() not in account.imap_password
+    assert credential_box.open(account.imap_password) == password
+    assert password not in done.stderr
+    assert_unguarded(done)
+
+
+async def test_account_add_with_a_wrong_password_fails_clearly_and_stores_nothing(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    wrong = password + "-wrong"
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imap://{user}@127.0.0.1:{dovecot.port}", "--password-stdin",
+        stdin=wrong + "\n",
+    )  # fmt: skip
+    assert done.code != 0
+    assert done.stdout == ""
+    assert "refused the login" in done.stderr
+    assert "nothing was stored" in done.stderr
+    assert wrong not in done.stderr
+    assert await accounts_of(engine, user) == []
+
+
+async def test_imaps_without_the_servers_ca_fails_verification_and_stores_nothing(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imaps://{user}@127.0.0.1:{dovecot.tls_port}", "--password-stdin",
+        stdin=password + "\n",
+    )  # fmt: skip
+    assert done.code != 0
+    assert done.stdout == ""
+    assert "certificate" in done.stderr.lower()
+    assert "nothing was stored" in done.stderr
+    assert await accounts_of(engine, user) == []
+
+
+async def test_imaps_with_the_servers_ca_file_works(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imaps://{user}@127.0.0.1:{dovecot.tls_port}", "--password-stdin",
+        "--tls-ca-file", str(dovecot.ca_file),
+        stdin=password + "\n",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    assert re.fullmatch(r"\d+\n", done.stdout), repr(done.stdout)
+    [account] = await accounts_of(engine, user)
+    assert account.id == int(done.stdout)
+    assert (account.imap_port, account.imap_security, account.tls_ca_file) == (
+        dovecot.tls_port,
+        "tls",
+        str(dovecot.ca_file),
+    )
+
+
+async def test_plaintext_login_to_a_non_loopback_host_is_refused_before_connecting(
+    cli_env: dict[str, str], engine: AsyncEngine
+) -> None:
+    # 192.0.2.10 is TEST-NET-1 (RFC 5737): never routed. The guard would report (and block) any attempt.
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", "imap://nobody-cli@192.0.2.10:143", "--password-stdin",
+        stdin="not-a-real-password\n", timeout=30,
+    )  # fmt: skip
+    assert_unguarded(done)
+    assert done.code == 2, done.stderr
+    assert done.stdout == ""
+    assert "TLS" in done.stderr or "--allow-insecure" in done.stderr
+    assert "--allow-insecure" in done.stderr
+    assert done.seconds < 15
+    assert await accounts_of(engine, "nobody-cli") == []
+
+
+async def test_a_password_in_the_url_is_refused(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    done = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imap://{user}:{password}@127.0.0.1:{dovecot.port}",
+        "--password-stdin", stdin=password + "\n",
+    )  # fmt: skip
+    assert done.code == 2
+    assert done.stdout == ""
+    assert "password" in done.stderr
+    assert password not in done.stderr
+    assert await accounts_of(engine, user) == []
+    assert_unguarded(done)
+
+
+# --- db upgrade -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def missing_database_url() -> AsyncIterator[str]:
+    url = fresh_database_url("inboxql_cli")
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+async def _tables_and_version(url: str) -> tuple[set[str], str | None]:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+            version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            return tables, version
+    finally:
+        await engine.dispose()
+
+
+async def _database_exists(url: str) -> bool:
+    from sqlalchemy import make_url
+
+    name = make_url(url).database
+    server = create_engine(make_url(url).set(database="").render_as_string(hide_password=False), pool_size=1)
+    try:
+        async with server.connect() as conn:
+            found = await conn.scalar(
+                text("SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = :n"), {"n": name}
+            )
+            return bool(found)
+    finally:
+        await server.dispose()
+
+
+async def test_db_upgrade_creates_a_missing_database_and_is_idempotent(
+    cli_env: dict[str, str], missing_database_url: str
+) -> None:
+    env = {**cli_env, "INBOXQL_DATABASE_URL": missing_database_url}
+    assert not await _database_exists(missing_database_url)
+
+    first = await inboxql(env, "db", "upgrade")
+    assert first.code == 0, first.stderr
+    assert first.stdout == ""
+    assert "created the database" in first.stderr
+    tables, version = await _tables_and_version(missing_database_url)
+    assert set(Base.metadata.tables) <= tables
+    assert version is not None
+
+    second = await inboxql(env, "db", "upgrade")
+    assert second.code == 0, second.stderr
+    assert "created the database" not in second.stderr
+    assert await _tables_and_version(missing_database_url) == (tables, version)
+
+
+# --- sync and verify --------------------------------------------------------------------------------
+
+
+async def test_verify_of_a_synced_empty_account_prints_nothing_and_exits_zero(
+    cli_env: dict[str, str], dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    added = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imap://{user}@127.0.0.1:{dovecot.port}", "--password-stdin",
+        stdin=password + "\n",
+    )  # fmt: skip
+    assert added.code == 0, added.stderr
+    account_id = added.stdout.strip()
+
+    synced = await inboxql(cli_env, "sync", "--once", "--account", account_id)
+    assert synced.code == 0, synced.stderr
+
+    verified = await inboxql(cli_env, "verify", account_id)
+    assert verified.code == 0, verified.stderr
+    assert verified.stdout == ""
+    assert_unguarded(verified)
