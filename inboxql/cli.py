@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("sqlalchemy", "aiomysql", "asyncio", "alembic"):
+    for noisy in ("sqlalchemy", "asyncmy", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings.from_env()
     try:

@@ -108,6 +108,12 @@ def gateway(settings: Settings, host: str, port: int) -> int:
 
 async def token_create(settings: Settings, account_ids: Sequence[int]) -> int:
     from gateway.tokens import create_token_cli
+    from schema.tokens import UnknownAccounts
 
-    print(await create_token_cli(settings, list(account_ids)))
+    try:
+        token = await create_token_cli(settings, list(account_ids))
+    except UnknownAccounts as exc:
+        print(f"inboxql: {exc}; no token was created", file=sys.stderr)
+        return 1
+    print(token)
     return 0

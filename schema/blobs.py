@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema.models import MimeBlob
+from schema.models import MimeBlob, table
 
 
 class BlobCorrupt(Exception):
@@ -33,14 +33,15 @@ def unpack(codec: str, data: bytes) -> bytes:
     return zlib.decompress(data) if codec == "zlib" else data
 
 
-async def put_many(session: AsyncSession, raws: Iterable[bytes]) -> None:
+async def put_many(session: AsyncSession, raws: Iterable[tuple[bytes, tuple[str, bytes] | None]]) -> None:
+    """Store raw messages, each with its packed form when the caller has it already."""
     rows = []
-    for raw in raws:
-        codec, data = pack(raw)
+    for raw, packed in raws:
+        codec, data = packed or pack(raw)
         rows.append({"sha256": digest(raw), "size": len(raw), "codec": codec, "data": data})
     if rows:
         # Same bytes, same name: a second writer of the same blob changes nothing.
-        await session.execute(insert(MimeBlob).prefix_with("IGNORE"), rows)
+        await session.execute(insert(table(MimeBlob)).prefix_with("IGNORE"), rows)
 
 
 async def get(session: AsyncSession, sha256: bytes) -> bytes | None:

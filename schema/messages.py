@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from schema import blobs, threads
 from schema.changelog import ObjectType, Op
 from schema.mime import Address, ParsedMessage, normalize_subject
-from schema.models import Attachment, Message, MessagePlace, MimeBlob, utcnow
+from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -35,6 +35,8 @@ class Fetched:
     internaldate: datetime | None = None
     raw: bytes | None = None
     parsed: ParsedMessage | None = None
+    # The raw message as stored (schema.blobs.pack), when the caller packed it already.
+    packed: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,10 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
             new[f.identity] = f
     if new:
         ids.update(await _create(uow, list(new.values())))
-    stmt = mysql_insert(MessagePlace)
+    # A UID already placed with another message (the server broke the UID promise, or an earlier listing
+    # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
+    displaced = await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
+    stmt = mysql_insert(table(MessagePlace))
     await s.execute(
         stmt.on_duplicate_key_update(
             message_id=stmt.inserted.message_id, flags=stmt.inserted.flags, modseq=stmt.inserted.modseq
@@ -103,16 +108,33 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
             for f in fetched
         ],
     )
+    by_uid = {f.uid: f for f in fetched}
     touched = sorted({ids[f.identity] for f in fetched})
-    uow.dirty_messages.update(touched)
-    uow.moved_messages.update(touched)
+    left = {mid for uid, mid in displaced.items() if mid != ids[by_uid[uid].identity]}
+    uow.dirty_messages.update(touched, left)
+    uow.moved_messages.update(touched, left)
     uow.dirty_folders.add(folder_id)
     return touched
 
 
+async def _holders(s: AsyncSession, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> dict[int, int]:
+    """uid -> message id of the places that already exist among these UIDs."""
+    found: dict[int, int] = {}
+    for start in range(0, len(uids), 1000):
+        rows = await s.execute(
+            select(MessagePlace.uid, MessagePlace.message_id).where(
+                MessagePlace.folder_id == folder_id,
+                MessagePlace.uidvalidity == uidvalidity,
+                MessagePlace.uid.in_(uids[start : start + 1000]),
+            )
+        )
+        found.update({uid: mid for uid, mid in rows})
+    return found
+
+
 async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     s = uow.session
-    await blobs.put_many(s, (f.raw for f in items if f.raw is not None))
+    await blobs.put_many(s, [(f.raw, f.packed) for f in items if f.raw is not None])
     keys = []
     for f in items:
         p = f.parsed
@@ -150,6 +172,7 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "cc_addrs": _addresses(p.cc),
                 "bcc_addrs": _addresses(p.bcc),
                 "reply_to_addrs": _addresses(p.reply_to),
+                "search_addresses": " ".join(f"{a.name} {a.address}".strip() for a in (*p.from_, *p.to, *p.cc)),
                 "date": _naive_utc(p.date),
                 "received_at": _naive_utc(f.internaldate) or _naive_utc(p.date) or utcnow(),
                 "snippet": p.snippet[:255],
@@ -165,7 +188,9 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
             }
         )
     created = list(
-        (await s.execute(insert(Message).returning(Message.id, sort_by_parameter_order=True), rows)).scalars()
+        (
+            await s.execute(insert(table(Message)).returning(table(Message).c.id, sort_by_parameter_order=True), rows)
+        ).scalars()
     )
     attachments = [
         {
@@ -182,7 +207,7 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
         for a in f.parsed.attachments
     ]
     if attachments:
-        await s.execute(insert(Attachment), attachments)
+        await s.execute(insert(table(Attachment)), attachments)
     uow.record(ObjectType.MESSAGE, Op.CREATE, created)
     return {f.identity: mid for f, mid in zip(items, created, strict=True)}
 
@@ -222,7 +247,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                 if flags != place.flags:
                     uow.dirty_messages.add(place.message_id)
     if changed:
-        stmt = mysql_insert(MessagePlace)
+        stmt = mysql_insert(table(MessagePlace))
         await s.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags, modseq=stmt.inserted.modseq), changed)
         uow.dirty_folders.add(folder_id)
     return len(changed)

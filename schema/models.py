@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -31,6 +32,14 @@ TABLE_ARGS: dict[str, Any] = {
     "mysql_charset": "utf8mb4",
     "mysql_collate": "utf8mb4_unicode_ci",
 }
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model: statements on it skip the ORM's bulk paths (which drop NULL keys and then
+    split a multi-row INSERT into one statement per shape of row)."""
+    found = model.__table__
+    assert isinstance(found, Table)
+    return found
 
 
 def utcnow() -> datetime:
@@ -130,9 +139,12 @@ class MimeBlob(Base):
     """Raw MIME, content-addressed by the SHA-256 of the raw bytes, stored compressed."""
 
     __tablename__ = "mime_blobs"
-    __table_args__ = TABLE_ARGS
+    __table_args__ = (UniqueConstraint("sha256", name="uq_mime_blobs_sha256"), TABLE_ARGS)
 
-    sha256: Mapped[bytes] = mapped_column(BINARY(32), primary_key=True)
+    # InnoDB clusters rows by primary key: keyed by a random hash, the pages of large rows split and stay
+    # half empty; keyed by arrival, they fill up. The hash is a unique secondary key.
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    sha256: Mapped[bytes] = mapped_column(BINARY(32))
     size: Mapped[int] = mapped_column(Integer)
     codec: Mapped[str] = mapped_column(String(8))  # "zlib" or "raw"
     data: Mapped[bytes] = mapped_column(LONGBLOB)
@@ -181,6 +193,8 @@ class Message(Base):
         Index("ix_messages_msgid", "account_id", "message_id_header"),
         Index("ix_messages_blob", "blob_sha256"),
         Index("ix_messages_orphaned", "account_id", "orphaned_at"),
+        # Local full-text search over subject, addresses and body text (the gateway's `search`).
+        Index("ft_messages_search", "subject", "search_addresses", "text_body", mysql_prefix="FULLTEXT"),
         TABLE_ARGS,
     )
 
@@ -200,6 +214,9 @@ class Message(Base):
     cc_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     bcc_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     reply_to_addrs: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # Names and addresses of From, To and Cc as plain text, for the FULLTEXT index (MariaDB cannot index
+    # JSON, and JSON would hide non-ASCII names behind escapes).
+    search_addresses: Mapped[str] = mapped_column(Text, default="")
     date: Mapped[datetime | None] = mapped_column(Timestamp)
     received_at: Mapped[datetime] = mapped_column(Timestamp)
     snippet: Mapped[str] = mapped_column(String(255), default="")
@@ -259,8 +276,33 @@ class Attachment(Base):
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class ApiToken(Base):
+    """A gateway API token; only its SHA-256 is stored (see schema.tokens)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = TABLE_ARGS
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    token_hash: Mapped[bytes] = mapped_column(BINARY(32), unique=True)
+    # The first characters of the token (prefix included), so an operator can tell tokens apart.
+    hint: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class ApiTokenAccount(Base):
+    __tablename__ = "api_token_accounts"
+    __table_args__ = (Index("ix_api_token_accounts_account", "account_id"), TABLE_ARGS)
+
+    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+
+
 __all__ = [
     "Account",
+    "ApiToken",
+    "ApiTokenAccount",
     "Attachment",
     "Base",
     "ChangeLog",

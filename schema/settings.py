@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DATABASE_URL = "mysql+aiomysql://root@127.0.0.1:3306/inboxql?charset=utf8mb4"
+DEFAULT_DATABASE_URL = "mysql+asyncmy://root@127.0.0.1:3306/inboxql?charset=utf8mb4"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from schema.changelog import ObjectType, Op
-from schema.models import Message, Thread, ThreadRef
+from schema.models import Message, Thread, ThreadRef, table
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -121,7 +121,10 @@ async def assign(uow: UnitOfWork, keys: Sequence[ThreadKey]) -> list[int]:
                     "label_ids": [],
                 }
             )
-        created = (await s.execute(insert(Thread).returning(Thread.id, sort_by_parameter_order=True), rows)).scalars()
+        threads_table = table(Thread)
+        created = (
+            await s.execute(insert(threads_table).returning(threads_table.c.id, sort_by_parameter_order=True), rows)
+        ).scalars()
         for root, tid in zip(fresh, created, strict=True):
             for i in members[root]:
                 result[i] = tid
@@ -130,7 +133,7 @@ async def assign(uow: UnitOfWork, keys: Sequence[ThreadKey]) -> list[int]:
 
     refs = {(h, result[i]) for i, hs in enumerate(hashes) for h in hs}
     if refs:
-        stmt = mysql_insert(ThreadRef)
+        stmt = mysql_insert(table(ThreadRef))
         await s.execute(
             stmt.on_duplicate_key_update(thread_id=stmt.inserted.thread_id),
             [{"account_id": uow.account_id, "ref_hash": h, "thread_id": t} for h, t in refs],

@@ -11,36 +11,13 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import BINARY, BigInteger, ForeignKey, Index, String, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
-from schema.models import TABLE_ARGS, Account, Base, Timestamp, utcnow
+from schema.models import Account, ApiToken, ApiTokenAccount, utcnow
 
 PREFIX = "iqt_"
-
-
-class ApiToken(Base):
-    __tablename__ = "api_tokens"
-    __table_args__ = TABLE_ARGS
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    token_hash: Mapped[bytes] = mapped_column(BINARY(32), unique=True)
-    # The first characters of the token (prefix included), so an operator can tell tokens apart.
-    hint: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
-
-
-class ApiTokenAccount(Base):
-    __tablename__ = "api_token_accounts"
-    __table_args__ = (Index("ix_api_token_accounts_account", "account_id"), TABLE_ARGS)
-
-    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
-    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from synccore.connection import Endpoint, open_client
 from synccore.folder import FolderContext, FolderSync
 from synccore.identity import IdentityMode, detect
 from synccore.imap import AuthenticationFailed, ImapClient
+from synccore.parsing import ParsePool
 from synccore.retry import retry_deadlocks
 from synccore.roles import assign_roles
 
@@ -50,8 +51,16 @@ class AuthStopped(Exception):
 
 
 class AccountSync:
-    def __init__(self, store: Store, box: CredentialBox, account_id: int, tuning: Tuning | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        box: CredentialBox,
+        account_id: int,
+        tuning: Tuning | None = None,
+        parser: ParsePool | None = None,
+    ) -> None:
         self.store = store
+        self.parser = parser or ParsePool(0)
         self.box = box
         self.account_id = account_id
         self.tuning = tuning or Tuning()
@@ -206,7 +215,7 @@ class AccountSync:
     # -- helpers -------------------------------------------------------------------------------------
     def _ctx(self) -> FolderContext:
         assert self.mode is not None
-        return FolderContext(self.store, self.account_id, self.mode)
+        return FolderContext(self.store, self.account_id, self.mode, self.parser)
 
     async def _connect(self) -> ImapClient:
         async with self.store.sessions() as s:

@@ -13,20 +13,21 @@ The decisions are in `synccore.planning` (pure); this module does the I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from schema import folders, messages
 from schema.messages import Fetched, PlaceFlags
-from schema.mime import parse_message
 from schema.models import Folder, Message, MessagePlace
 from schema.unit import Store
 from synccore import planning
-from synccore.identity import IdentityMode, identity_of, metadata_items
+from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import FetchItem, ImapClient, SelectedMailbox
+from synccore.parsing import ParsePool, Prepared
 from synccore.retry import retry_deadlocks
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,37 @@ class FolderContext:
     store: Store
     account_id: int
     mode: IdentityMode
+    parser: ParsePool
+
+
+def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
+    """FETCH responses by UID, merged: a server may send a message's data in several responses (RFC 3501
+    §7.4.2), e.g. an unsolicited FLAGS change of a message in the middle of our own FETCH of it."""
+    merged: dict[int, FetchItem] = {}
+    for item in items:
+        if item.uid is None:
+            continue
+        seen = merged.get(item.uid)
+        if seen is None:
+            merged[item.uid] = item
+        else:
+            merged[item.uid] = replace(
+                seen, **{f.name: getattr(item, f.name) for f in fields(item) if getattr(item, f.name) not in (None, {})}
+            )
+    return merged
+
+
+async def _put(
+    queue: asyncio.Queue[list[Fetched] | None], item: list[Fetched] | None, writer: asyncio.Task[None]
+) -> None:
+    """Hand a batch to the writer, or raise the writer's error if it has failed."""
+    put = asyncio.ensure_future(queue.put(item))
+    await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+    if not put.done():
+        put.cancel()
+    failure = writer.exception() if writer.done() else None
+    if failure is not None:
+        raise failure
 
 
 class FolderSync:
@@ -92,7 +124,7 @@ class FolderSync:
                 result = await client.uid_fetch("1:*", "(UID FLAGS)", changedsince=f.highestmodseq)
                 vanished, changed = [], result.items
             fresh = await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))
-            new_items = {i.uid: i for i in fresh.items if i.uid is not None and i.uid >= uidnext}
+            new_items = {uid: i for uid, i in by_uid(fresh.items).items() if uid >= uidnext}
             flag_items = [i for i in changed if i.uid is not None and i.uid < uidnext]
             await self._apply_changes(sel.uidvalidity, flag_items, vanished)
             if new_items:
@@ -128,7 +160,7 @@ class FolderSync:
 
     async def _remote_listing(self, client: ImapClient) -> dict[int, FetchItem]:
         result = await client.uid_fetch("1:*", metadata_items(client, self.ctx.mode))
-        return {i.uid: i for i in result.items if i.uid is not None}
+        return by_uid(result.items)
 
     async def _local(self, uidvalidity: int) -> dict[int, tuple[str, str]]:
         async with self.ctx.store.sessions() as s:
@@ -140,7 +172,13 @@ class FolderSync:
             return {uid: (flags, identity) for uid, flags, identity in rows}
 
     async def _local_count(self, uidvalidity: int) -> int:
-        return len(await self._local(uidvalidity))
+        async with self.ctx.store.sessions() as s:
+            found = await s.scalar(
+                select(func.count())
+                .select_from(MessagePlace)
+                .where(MessagePlace.folder_id == self.folder.id, MessagePlace.uidvalidity == uidvalidity)
+            )
+        return found or 0
 
     async def _reconcile(self, client: ImapClient, uidvalidity: int, remote: dict[int, FetchItem]) -> None:
         local = await self._local(uidvalidity)
@@ -148,11 +186,15 @@ class FolderSync:
             {uid: (flags, identity) for uid, (flags, identity) in local.items()},
             {uid: (planning.flags_text(i.flags or ()), identity_of(self.ctx.mode, i)) for uid, i in remote.items()},
         )
-        await self._apply_changes(
-            uidvalidity,
-            [remote[uid] for uid in plan.flag_changes],
-            plan.removed,
-        )
+        if plan.removed or plan.new:
+            log.info(
+                "folder %s: %d new, %d gone, %d with new flags",
+                self.folder.name,
+                len(plan.new),
+                len(plan.removed),
+                len(plan.flag_changes),
+            )
+        await self._apply_changes(uidvalidity, [remote[uid] for uid in plan.flag_changes], plan.removed)
         if plan.new:
             await self._fetch_new(client, uidvalidity, [remote[uid] for uid in plan.new])
 
@@ -184,38 +226,60 @@ class FolderSync:
         placed_uids = {i.uid for i in placed}
         todo = [i for i in items if i.uid not in placed_uids]
         batches = [todo[n : n + BODY_BATCH] for n in range(0, len(todo), BODY_BATCH)]
-        pending = asyncio.ensure_future(self._bodies(client, batches[0])) if batches else None
-        for n in range(len(batches)):
-            assert pending is not None
-            bodies = await pending
-            pending = asyncio.ensure_future(self._bodies(client, batches[n + 1])) if n + 1 < len(batches) else None
-            fetched = []
-            for meta in batches[n]:
-                body = bodies.get(meta.uid or 0)
-                if body is None:
-                    continue  # expunged since the listing: the next follow reports it
-                identity = identity_of(self.ctx.mode, meta) or identity_of(IdentityMode.HASH, body)
-                assert identity is not None
-                fetched.append(self._fetched(meta, identity=identity, body=body))
+        if not batches:
+            return
+        # Three stages overlap: batch n+1 downloads while batch n is parsed (in a worker process when the
+        # pool has one) and batch n-1 is written. Writes stay in order, one at a time.
+        writes: asyncio.Queue[list[Fetched] | None] = asyncio.Queue(maxsize=1)
+        writer = asyncio.create_task(self._write_queue(uidvalidity, writes))
+        pending: asyncio.Future[dict[int, FetchItem]] | None = asyncio.ensure_future(self._bodies(client, batches[0]))
+        try:
+            for n in range(len(batches)):
+                assert pending is not None
+                bodies = await pending
+                pending = asyncio.ensure_future(self._bodies(client, batches[n + 1])) if n + 1 < len(batches) else None
+                metas = [m for m in batches[n] if m.uid in bodies]
+                if len(metas) < len(batches[n]):
+                    log.info("folder %s: %d expunged before download", self.folder.name, len(batches[n]) - len(metas))
+                raws = [bodies[m.uid or 0].body or b"" for m in metas]
+                prepared = await self.ctx.parser.prepare(raws)
+                fetched = [
+                    self._fetched(meta, body=raw, prepared=p)
+                    for meta, raw, p in zip(metas, raws, prepared, strict=True)
+                ]
+                await _put(writes, fetched, writer)
+            await _put(writes, None, writer)
+            await writer
+        finally:
+            for task in (writer, pending):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def _write_queue(self, uidvalidity: int, writes: asyncio.Queue[list[Fetched] | None]) -> None:
+        while (fetched := await writes.get()) is not None:
             await self._write(uidvalidity, fetched)
 
     async def _bodies(self, client: ImapClient, batch: Sequence[FetchItem]) -> dict[int, FetchItem]:
         uids = [i.uid for i in batch if i.uid is not None]
         result = await client.uid_fetch(uids, "(UID BODY.PEEK[])")
-        return {i.uid: i for i in result.items if i.uid is not None and i.body is not None}
+        return {uid: i for uid, i in by_uid(result.items).items() if i.body is not None}
 
-    def _fetched(self, meta: FetchItem, *, identity: str | None = None, body: FetchItem | None = None) -> Fetched:
-        raw = body.body if body is not None else None
-        ident = identity or identity_of(self.ctx.mode, meta)
-        assert ident is not None
+    def _fetched(self, meta: FetchItem, *, body: bytes | None = None, prepared: Prepared | None = None) -> Fetched:
+        identity = identity_of(self.ctx.mode, meta)
+        if identity is None and prepared is not None:
+            identity = content_identity(prepared.digest)
+        assert identity is not None
         return Fetched(
             uid=meta.uid or 0,
             flags=planning.clean_flags(meta.flags or ()),
             modseq=meta.modseq,
-            identity=ident,
+            identity=identity,
             internaldate=meta.internaldate,
-            raw=raw,
-            parsed=parse_message(raw) if raw is not None else None,
+            raw=body,
+            parsed=prepared.parsed if prepared is not None else None,
+            packed=(prepared.codec, prepared.packed) if prepared is not None else None,
         )
 
     async def _write(self, uidvalidity: int, fetched: list[Fetched]) -> None:

@@ -7,7 +7,6 @@ message keeps its bytes, so it keeps its identity too.
 
 from __future__ import annotations
 
-import hashlib
 from enum import StrEnum
 
 from synccore.imap import CommandFailed, FetchItem, ImapClient
@@ -55,6 +54,9 @@ def identity_of(mode: IdentityMode, item: FetchItem) -> str | None:
         return f"gm:{item.gm_msgid}"
     if mode is IdentityMode.XGUID and item.x_guid:
         return f"guid:{item.x_guid}"
-    if item.body is not None and mode is IdentityMode.HASH:
-        return "sha:" + hashlib.sha256(item.body).hexdigest()
     return None
+
+
+def content_identity(digest: bytes) -> str:
+    """The identity of a message by its content: the SHA-256 of the raw bytes (which hold its Message-ID)."""
+    return "sha:" + digest.hex()

@@ -23,6 +23,7 @@ from schema.models import Account, utcnow
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.parsing import ParsePool, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Supervisor:
         self.redis: Redis = Redis.from_url(settings.redis_url)
         self.store = Store(self.engine, self.redis)
         self.box = CredentialBox(settings.secret_key)
+        self.parser = ParsePool(default_workers())
         self._tasks: dict[int, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -63,6 +65,7 @@ class Supervisor:
         await self._release(list(self._tasks))
         await self.redis.aclose()
         await self.engine.dispose()
+        self.parser.close()
 
     async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
         async with self.store.sessions() as s:
@@ -125,7 +128,7 @@ class Supervisor:
                 failures += 1
                 continue
             try:
-                await AccountSync(self.store, self.box, account.id, self.tuning).run_once()
+                await AccountSync(self.store, self.box, account.id, self.tuning, self.parser).run_once()
             except Exception as exc:
                 log.error("account %s: %s: %s", account.id, type(exc).__name__, exc)
                 failures += 1
@@ -144,7 +147,7 @@ class Supervisor:
                 if account.sync_state == "auth_failed":
                     continue
                 if await self.acquire(account.id):
-                    sync = AccountSync(self.store, self.box, account.id, self.tuning)
+                    sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser)
                     self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
                     log.info("account %s: syncing", account.id)
             if loop.time() >= renew_due:

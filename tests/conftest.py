@@ -1,6 +1,6 @@
 """Shared fixtures: real MariaDB (a fresh database per test run), real Redis, a real Dovecot.
 
-Services are reached at INBOXQL_TEST_DATABASE_SERVER (default mysql+aiomysql://root@127.0.0.1:3306) and
+Services are reached at INBOXQL_TEST_DATABASE_SERVER (default mysql+asyncmy://root@127.0.0.1:3306) and
 INBOXQL_REDIS_URL (default redis://127.0.0.1:6379/0); `scripts/test` starts them when they are down.
 """
 
@@ -25,7 +25,7 @@ from schema.migrate import upgrade
 from schema.settings import Settings
 from schema.unit import Store
 
-SERVER = os.environ.get("INBOXQL_TEST_DATABASE_SERVER", "mysql+aiomysql://root@127.0.0.1:3306")
+SERVER = os.environ.get("INBOXQL_TEST_DATABASE_SERVER", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("INBOXQL_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

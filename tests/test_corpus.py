@@ -19,7 +19,7 @@ from email.utils import getaddresses
 
 import pytest
 
-from bench.mailgen import generate
+from inboxql.mailgen import generate
 from schema.mime import (
     MALFORMING_DEFECTS,
     ParsedMessage,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.mailgen import generate
+from inboxql.mailgen import generate
 from schema.mime import Address, ParsedMessage, extract_part, normalize_subject, parse_message
 
 

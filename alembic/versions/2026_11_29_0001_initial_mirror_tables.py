@@ -1,8 +1,8 @@
-"""initial mirror tables
+"""The mirror's tables, the change log and the gateway's API tokens.
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 01:12:52.465295
+Create Date: 2026-11-29 02:13:49.978094
 """
 
 from collections.abc import Sequence
@@ -41,6 +41,20 @@ def upgrade() -> None:
         mysql_engine="InnoDB",
     )
     op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("token_hash", sa.BINARY(length=32), nullable=False),
+        sa.Column("hint", sa.String(length=16), nullable=False),
+        sa.Column("created_at", mysql.DATETIME(fsp=6), nullable=False),
+        sa.Column("last_used_at", mysql.DATETIME(fsp=6), nullable=True),
+        sa.Column("revoked_at", mysql.DATETIME(fsp=6), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("token_hash"),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
+        mysql_engine="InnoDB",
+    )
+    op.create_table(
         "change_log",
         sa.Column("account_id", sa.BigInteger(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
@@ -57,15 +71,29 @@ def upgrade() -> None:
     op.create_index("ix_change_log_created", "change_log", ["created_at"], unique=False)
     op.create_table(
         "mime_blobs",
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("sha256", sa.BINARY(length=32), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("codec", sa.String(length=8), nullable=False),
         sa.Column("data", mysql.LONGBLOB(), nullable=False),
-        sa.PrimaryKeyConstraint("sha256"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("sha256", name="uq_mime_blobs_sha256"),
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_unicode_ci",
         mysql_engine="InnoDB",
     )
+    op.create_table(
+        "api_token_accounts",
+        sa.Column("token_id", sa.BigInteger(), nullable=False),
+        sa.Column("account_id", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["token_id"], ["api_tokens.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("token_id", "account_id"),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
+        mysql_engine="InnoDB",
+    )
+    op.create_index("ix_api_token_accounts_account", "api_token_accounts", ["account_id"], unique=False)
     op.create_table(
         "change_seq",
         sa.Column("account_id", sa.BigInteger(), nullable=False),
@@ -155,6 +183,7 @@ def upgrade() -> None:
         sa.Column("cc_addrs", sa.JSON(), nullable=False),
         sa.Column("bcc_addrs", sa.JSON(), nullable=False),
         sa.Column("reply_to_addrs", sa.JSON(), nullable=False),
+        sa.Column("search_addresses", sa.Text(), nullable=False),
         sa.Column("date", mysql.DATETIME(fsp=6), nullable=True),
         sa.Column("received_at", mysql.DATETIME(fsp=6), nullable=False),
         sa.Column("snippet", sa.String(length=255), nullable=False),
@@ -178,6 +207,13 @@ def upgrade() -> None:
         mysql_charset="utf8mb4",
         mysql_collate="utf8mb4_unicode_ci",
         mysql_engine="InnoDB",
+    )
+    op.create_index(
+        "ft_messages_search",
+        "messages",
+        ["subject", "search_addresses", "text_body"],
+        unique=False,
+        mysql_prefix="FULLTEXT",
     )
     op.create_index("ix_messages_account_received", "messages", ["account_id", "received_at", "id"], unique=False)
     op.create_index("ix_messages_blob", "messages", ["blob_sha256"], unique=False)
@@ -257,6 +293,8 @@ def downgrade() -> None:
     op.drop_table("labels")
     op.drop_table("folders")
     op.drop_table("change_seq")
+    op.drop_table("api_token_accounts")
     op.drop_table("mime_blobs")
     op.drop_table("change_log")
+    op.drop_table("api_tokens")
     op.drop_table("accounts")

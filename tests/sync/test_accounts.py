@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema import accounts
 from schema.crypto import CredentialBox
 from schema.models import Account

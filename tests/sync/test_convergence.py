@@ -8,8 +8,8 @@ import contextlib
 import pytest
 from sqlalchemy import select
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.models import Message
 from schema.unit import Store

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.models import Message, MessagePlace
 from schema.settings import Settings

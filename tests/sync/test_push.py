@@ -9,8 +9,8 @@ import time
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.changelog import doorbell_channel
 from schema.crypto import CredentialBox
 from schema.models import Message

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.models import Account, utcnow
 from schema.settings import Settings

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bench.mailgen import generate
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.models import Folder, Message, MessagePlace
 from schema.unit import Store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from bench.mailgen import generate
+from inboxql.mailgen import generate
 from synccore.imap import CommandFailed, ImapClient, StoreAction
 
 KEYWORDS = ("$Label1", "$Important", "work", "urgent")

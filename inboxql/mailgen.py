@@ -12,7 +12,7 @@ first. The mix is meant to look like a working person's inbox rather than like a
 * every Message-ID is distinct.
 
 Stdlib only, so it runs wherever the benchmarks do:
-`python -m bench.mailgen 10000 --seed 1 > mailbox.mbox` writes an mbox.
+`python -m inboxql.mailgen 10000 --seed 1 > mailbox.mbox` writes an mbox.
 """
 
 from __future__ import annotations
