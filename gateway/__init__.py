@@ -1,0 +1,1 @@
+"""The GraphQL gateway: reads the mirror through Strawberry on Starlette (see gateway.app.create_app)."""

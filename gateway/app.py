@@ -1,0 +1,97 @@
+"""The gateway's ASGI app: `create_app(settings)` builds it; `inboxql gateway` serves it with uvicorn.
+
+Routes:
+    /graphql                   GraphQL over HTTP (GET, POST) and websockets; GraphiQL for browsers
+    /graphiql/static/...       GraphiQL's own assets (see gateway.graphiql)
+    /attachments/{id}          an attachment's decoded bytes
+    /messages/{id}/raw         a message's raw RFC 5322 bytes
+    /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from gateway.auth import TokenCache
+from gateway.config import GatewayConfig
+from gateway.downloads import Downloads
+from gateway.graph import build_schema
+from gateway.graphiql import STATIC_DIR, STATIC_URL
+from gateway.http import GatewayView
+from gateway.limits import RateLimiter
+from gateway.signing import Signer
+from schema.db import create_engine
+from schema.settings import Settings
+
+READY_TIMEOUT = 2.0
+
+
+def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starlette:
+    config = config or GatewayConfig()
+    engine = create_engine(settings.database_url)
+    redis = Redis.from_url(settings.redis_url)
+    tokens = TokenCache(engine, config.token_cache_seconds)
+    signer = Signer(settings.secret_key, config.download_link_seconds)
+    limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
+    view = GatewayView(
+        build_schema(config, limiter),
+        engine=engine,
+        tokens=tokens,
+        config=config,
+        signer=signer,
+        graphql_ide="graphiql",
+    )
+    downloads = Downloads(engine, tokens, signer)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            async with asyncio.timeout(READY_TIMEOUT), engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = type(exc).__name__
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = type(exc).__name__
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await redis.aclose()
+        await engine.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/graphql", view, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", view),
+        Route("/attachments/{id}", downloads.attachment),
+        Route("/messages/{id}/raw", downloads.raw),
+        Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.engine = engine
+    app.state.redis = redis
+    app.state.config = config
+    return app

@@ -1,0 +1,41 @@
+"""Gateway settings next to the process-wide `schema.settings.Settings`: limits and switches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    max_depth: int = 12
+    max_tokens: int = 5000
+    max_aliases: int = 30
+    max_cost: int = 5000
+    # Each token may spend this many cost points per window (GitHub-style: cost, not request count).
+    rate_limit_points: int = 100_000
+    rate_limit_window_seconds: int = 60
+    introspection: bool = True
+    # A token's grant is cached this long in the process: a revocation takes effect within it.
+    token_cache_seconds: float = 10.0
+    download_link_seconds: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
+        env = os.environ if env is None else env
+        base = cls()
+        return cls(
+            max_depth=int(env.get("INBOXQL_GATEWAY_MAX_DEPTH", base.max_depth)),
+            max_tokens=int(env.get("INBOXQL_GATEWAY_MAX_TOKENS", base.max_tokens)),
+            max_aliases=int(env.get("INBOXQL_GATEWAY_MAX_ALIASES", base.max_aliases)),
+            max_cost=int(env.get("INBOXQL_GATEWAY_MAX_COST", base.max_cost)),
+            rate_limit_points=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_POINTS", base.rate_limit_points)),
+            rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
+            introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
+            token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
+        )

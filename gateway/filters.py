@@ -1,0 +1,165 @@
+"""Filter inputs and the SQL conditions they become, and the full-text search expression.
+
+Address filters match a substring of any name or address in the JSON list (JSON_SEARCH walks the values,
+never the keys). Ids of other accounts' folders or labels simply match nothing: they read like missing ids.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy import ColumnElement, exists, func, literal, or_, select
+from sqlalchemy.dialects.mysql import match
+from sqlalchemy.orm import QueryableAttribute
+
+from gateway.errors import BadUserInput
+from gateway.ids import pk_of
+from schema.models import Message, MessageLabel, MessagePlace, Thread
+
+MAX_NEEDLE = 200
+MAX_SEARCH_WORDS = 16
+# The columns of the FULLTEXT index the search runs on (the same list, in the same order as the index).
+SEARCH_COLUMNS: tuple[ColumnElement[str], ...] = (
+    Message.subject.expression,
+    Message.search_addresses.expression,
+    Message.text_body.expression,
+)
+SEARCH_INDEX = "ft_messages_search"
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def _like_pattern(needle: str) -> str:
+    if not needle or len(needle) > MAX_NEEDLE:
+        raise BadUserInput(f"a filter text must have 1 to {MAX_NEEDLE} characters")
+    escaped = needle.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def address_matches(column: Any, needle: str) -> ColumnElement[bool]:
+    return func.json_search(func.lower(column), literal("one"), literal(_like_pattern(needle))).is_not(None)
+
+
+def _subject_matches(column: QueryableAttribute[str], needle: str) -> ColumnElement[bool]:
+    return column.like(_like_pattern(needle), escape="\\")
+
+
+@strawberry.input(description="Conditions on messages; all given conditions must hold.")
+class MessageFilter:
+    folder_id: strawberry.ID | None = None
+    label_id: strawberry.ID | None = None
+    thread_id: strawberry.ID | None = None
+    unread: bool | None = None
+    starred: bool | None = None
+    has_attachment: bool | None = None
+    from_: str | None = strawberry.field(name="from", default=None, description="Substring of a From name or address.")
+    to: str | None = None
+    cc: str | None = None
+    address: str | None = strawberry.field(default=None, description="Substring of any From, To, Cc or Bcc.")
+    subject: str | None = strawberry.field(default=None, description="Substring of the subject (any case).")
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+
+
+@strawberry.input(description="Conditions on threads; all given conditions must hold.")
+class ThreadFilter:
+    folder_id: strawberry.ID | None = None
+    label_id: strawberry.ID | None = None
+    unread: bool | None = None
+    starred: bool | None = None
+    has_attachment: bool | None = None
+    participant: str | None = strawberry.field(
+        default=None, description="Substring of a participant's name or address."
+    )
+    subject: str | None = None
+    received_after: datetime | None = strawberry.field(default=None, description="Last message after this time.")
+    received_before: datetime | None = strawberry.field(default=None, description="Last message before this time.")
+
+
+def message_conditions(f: MessageFilter | None) -> list[ColumnElement[bool]]:
+    if f is None:
+        return []
+    found: list[ColumnElement[bool]] = []
+    if f.folder_id is not None:
+        folder = pk_of(f.folder_id, "Folder")
+        found.append(exists(select(1).where(MessagePlace.message_id == Message.id, MessagePlace.folder_id == folder)))
+    if f.label_id is not None:
+        label = pk_of(f.label_id, "Label")
+        found.append(exists(select(1).where(MessageLabel.message_id == Message.id, MessageLabel.label_id == label)))
+    if f.thread_id is not None:
+        found.append(Message.thread_id == pk_of(f.thread_id, "Thread"))
+    if f.unread is not None:
+        found.append(Message.unread.is_(f.unread))
+    if f.starred is not None:
+        found.append(Message.starred.is_(f.starred))
+    if f.has_attachment is not None:
+        found.append(Message.has_attachments.is_(f.has_attachment))
+    if f.from_ is not None:
+        found.append(address_matches(Message.from_addrs, f.from_))
+    if f.to is not None:
+        found.append(address_matches(Message.to_addrs, f.to))
+    if f.cc is not None:
+        found.append(address_matches(Message.cc_addrs, f.cc))
+    if f.address is not None:
+        groups = (Message.from_addrs, Message.to_addrs, Message.cc_addrs, Message.bcc_addrs)
+        found.append(or_(*(address_matches(g, f.address) for g in groups)))
+    if f.subject is not None:
+        found.append(_subject_matches(Message.subject, f.subject))
+    if f.received_after is not None:
+        found.append(Message.received_at > _naive_utc(f.received_after))
+    if f.received_before is not None:
+        found.append(Message.received_at < _naive_utc(f.received_before))
+    return found
+
+
+def thread_conditions(f: ThreadFilter | None) -> list[ColumnElement[bool]]:
+    if f is None:
+        return []
+    found: list[ColumnElement[bool]] = []
+    if f.folder_id is not None:
+        folder = pk_of(f.folder_id, "Folder")
+        found.append(func.json_contains(Thread.folder_ids, literal(str(folder))) == 1)
+    if f.label_id is not None:
+        label = pk_of(f.label_id, "Label")
+        found.append(func.json_contains(Thread.label_ids, literal(str(label))) == 1)
+    if f.unread is not None:
+        found.append(Thread.unread_count > 0 if f.unread else Thread.unread_count == 0)
+    if f.starred is not None:
+        found.append(Thread.starred.is_(f.starred))
+    if f.has_attachment is not None:
+        has = exists(
+            select(1).where(
+                Message.thread_id == Thread.id, Message.has_attachments.is_(True), Message.orphaned_at.is_(None)
+            )
+        )
+        found.append(has if f.has_attachment else ~has)
+    if f.participant is not None:
+        found.append(address_matches(Thread.participants, f.participant))
+    if f.subject is not None:
+        found.append(_subject_matches(Thread.subject, f.subject))
+    if f.received_after is not None:
+        found.append(Thread.last_message_at > _naive_utc(f.received_after))
+    if f.received_before is not None:
+        found.append(Thread.last_message_at < _naive_utc(f.received_before))
+    return found
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def search_expression(query: str) -> ColumnElement[Any]:
+    """The relevance of a message to `query`: every word must occur (as a word prefix), ranked by InnoDB.
+
+    Only words reach MySQL's boolean syntax (operators in the query are dropped), so no input can change
+    the meaning of the search.
+    """
+    words = _WORD.findall(query)[:MAX_SEARCH_WORDS]
+    if not words:
+        raise BadUserInput("a search needs at least one word")
+    against = " ".join(f"+{w}*" for w in words)
+    return match(*SEARCH_COLUMNS, against=literal(against)).in_boolean_mode()

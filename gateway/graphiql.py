@@ -1,0 +1,83 @@
+"""GraphiQL served from the app itself, so the explorer works on a machine without internet.
+
+Strawberry's page loads React and GraphiQL from a public CDN. Ours loads the same npm releases from
+``gateway/static/graphiql/``, which ``scripts/vendor-graphiql`` fills at build time (they are not committed).
+When they are missing the page says so and how to fix it, instead of hanging on "Loading...".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.responses import HTMLResponse
+
+STATIC_DIR = Path(__file__).parent / "static" / "graphiql"
+STATIC_URL = "/graphiql/static"
+ASSETS = (
+    "react.production.min.js",
+    "react-dom.production.min.js",
+    "js.cookie.min.js",
+    "graphiql.min.js",
+    "graphiql.min.css",
+    "plugin-explorer.umd.js",
+    "plugin-explorer.css",
+)
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>inboxql GraphiQL</title>
+<link rel="stylesheet" href="{static}/graphiql.min.css">
+<link rel="stylesheet" href="{static}/plugin-explorer.css">
+<style>body {{ margin: 0; }} #graphiql {{ height: 100vh; }}</style>
+</head>
+<body>
+<div id="graphiql">Loading…</div>
+<script src="{static}/react.production.min.js"></script>
+<script src="{static}/react-dom.production.min.js"></script>
+<script src="{static}/js.cookie.min.js"></script>
+<script src="{static}/graphiql.min.js"></script>
+<script src="{static}/plugin-explorer.umd.js"></script>
+<script>
+(function () {{
+  var params = new URLSearchParams(window.location.search);
+  var url = window.location.origin + window.location.pathname;
+  var wsUrl = url.replace(/^http/, "ws");
+  var fetcher = GraphiQL.createFetcher({{ url: url, subscriptionUrl: wsUrl }});
+  var explorer = GraphiQLPluginExplorer.explorerPlugin();
+  function App() {{
+    return React.createElement(GraphiQL, {{
+      fetcher: fetcher,
+      plugins: [explorer],
+      defaultQuery: params.get("q") || "{{ accounts(first: 10) {{ edges {{ node {{ id address }} }} }} }}",
+      headers: params.get("headers") || undefined,
+      isHeadersEditorEnabled: true,
+      shouldPersistHeaders: false,
+    }});
+  }}
+  ReactDOM.createRoot(document.getElementById("graphiql")).render(React.createElement(App));
+}})();
+</script>
+</body>
+</html>
+"""
+
+_MISSING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>GraphiQL is not installed</title></head>
+<body><h1>GraphiQL is not installed</h1>
+<p>The GraphiQL assets are missing from <code>{path}</code> ({missing}).
+Run <code>scripts/vendor-graphiql</code> once (it installs them from npm) and reload.</p>
+<p>GraphQL itself works: POST queries to this URL.</p></body></html>
+"""
+
+
+def missing_assets() -> list[str]:
+    return [name for name in ASSETS if not (STATIC_DIR / name).is_file()]
+
+
+def graphiql_page() -> HTMLResponse:
+    missing = missing_assets()
+    if missing:
+        return HTMLResponse(_MISSING.format(path=STATIC_DIR, missing=", ".join(missing)), status_code=503)
+    return HTMLResponse(_PAGE.format(static=STATIC_URL))

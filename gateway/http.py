@@ -1,0 +1,176 @@
+"""Strawberry's ASGI view, made to follow GraphQL over HTTP to the letter.
+
+What it adds to the stock view:
+
+* ``application/graphql-response+json`` when the client accepts it (the spec's media type), with 4xx status
+  codes for requests that fail before execution; ``application/json`` and status 200 otherwise;
+* no ``data`` entry in a response to a request that failed before execution;
+* one context per request (viewer, connection, loaders), closed when the response is ready;
+* 401 for a token that is present but not valid; without a token only introspection and ``__typename``
+  answer, and every field says UNAUTHENTICATED.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from cross_web import HTTPException
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
+
+from gateway.auth import TokenCache, bearer
+from gateway.config import GatewayConfig
+from gateway.context import Context, Reader, Viewer
+from gateway.errors import UNAUTHENTICATED, coded, http_status, is_request_error
+from gateway.graphiql import graphiql_page
+from gateway.loaders import Loaders
+from gateway.signing import Signer
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+ACK = cast(UnsetType, UNSET)  # connection_ack without a payload
+JSON = "application/json"
+
+
+def preferred_media_type(accept: str | None) -> str:
+    """The response type: graphql-response+json when the client accepts it at least as well as json."""
+    if not accept:
+        return JSON
+    best: tuple[float, int, str] | None = None
+    for index, item in enumerate(accept.split(",")):
+        kind, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if kind in (GRAPHQL_RESPONSE, JSON) and q > 0 and (best is None or (q, -index) > (best[0], best[1])):
+            best = (q, -index, kind)
+    return best[2] if best is not None else JSON
+
+
+def unauthenticated_response(message: str) -> JSONResponse:
+    body = {"errors": [{"message": message, "extensions": {"code": UNAUTHENTICATED}}]}
+    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="inboxql"'})
+
+
+class GatewayView(GraphQL[Context, None]):
+    def __init__(self, *args: Any, engine: Any, tokens: TokenCache, config: GatewayConfig, signer: Signer, **kw: Any):
+        super().__init__(*args, **kw)
+        self.engine = engine
+        self.tokens = tokens
+        self.config = config
+        self.signer = signer
+
+    def new_context(self, request: Any, viewer: Viewer | None) -> Context:
+        db = Reader(self.engine)
+        accounts = viewer.account_ids if viewer is not None else frozenset()
+        return Context(
+            request=request,
+            response=None,
+            viewer=viewer,
+            db=db,
+            loaders=Loaders(db, accounts),
+            config=self.config,
+            signer=self.signer,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(WebSocket(scope, receive=receive, send=send))
+            return
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        token = bearer(request.headers)
+        viewer = None
+        if token is not None:
+            viewer = await self.tokens.viewer(token) if token else None
+            if viewer is None:
+                await unauthenticated_response("the API token is not valid")(scope, receive, send)
+                return
+        context = self.new_context(request, viewer)
+        request.state.media_type = preferred_media_type(request.headers.get("accept"))
+        request.state.status = 200
+        try:
+            try:
+                response = await self.run(request, context=context)
+            except HTTPException as e:
+                response = PlainTextResponse(e.reason, status_code=e.status_code)
+        finally:
+            await context.close()
+        if response.media_type == JSON or response.headers.get("content-type", "").startswith(JSON):
+            response.headers["content-type"] = f"{request.state.media_type}; charset=utf-8"
+            response.status_code = request.state.status
+            retry = getattr(request.state, "retry_after", None)
+            if retry is not None:
+                response.headers["retry-after"] = str(retry)
+        await response(scope, receive, send)
+
+    async def _websocket(self, ws: WebSocket) -> None:
+        """graphql-transport-ws on /graphql: authenticated by connection_init, one context per connection.
+
+        Subscriptions are a later issue; this already authenticates, answers queries and gives the
+        connection's database connection back when the socket closes.
+        """
+        context = self.new_context(ws, None)
+        try:
+            await self.run(ws, context=context)
+        finally:
+            await context.close()
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = params.get("Authorization") or params.get("authorization")
+        token = bearer({"authorization": header}) if isinstance(header, str) else None
+        if token is None:
+            return ACK  # anonymous: like HTTP without a token, only introspection answers
+        viewer = await self.tokens.viewer(token) if token else None
+        if viewer is None:
+            raise ConnectionRejectionError({"reason": "the API token is not valid"})
+        context.viewer = viewer
+        context.loaders = Loaders(context.db, viewer.account_ids)
+        return ACK
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # A JSON body that is not an object (a bare string, a number) would crash Strawberry's parser: a 500.
+        value = super().parse_json(data)
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "The request body must be a JSON object")
+        return value
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        # Websockets (subscriptions, a later issue) authenticate in connection_init; until then, anonymous.
+        return self.new_context(request, None)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return graphiql_page()
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        errors: list[GraphQLError] = [coded(e) for e in result.errors or ()]
+        response: GraphQLHTTPResponse = {}
+        if is_request_error(errors, result.data):
+            status = http_status(errors)
+            if status == 429 or request.state.media_type == GRAPHQL_RESPONSE:
+                request.state.status = status
+            for e in errors:
+                retry = (e.extensions or {}).get("retryAfter")
+                if retry is not None:
+                    request.state.retry_after = retry
+        else:
+            response["data"] = result.data
+        if errors:
+            response["errors"] = [e.formatted for e in errors]
+        if result.extensions:
+            response["extensions"] = result.extensions
+        return response

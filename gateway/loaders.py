@@ -1,0 +1,202 @@
+"""DataLoaders, built per request: each turns the keys one execution step asks for into one statement.
+
+Every statement is scoped to the viewer's accounts, so an id of another account loads as None, exactly like
+an id that does not exist. The number of statements of a query thus follows its shape (one per loader per
+level), never its page size.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.engine import Row
+from sqlalchemy.orm import QueryableAttribute
+from strawberry.dataloader import DataLoader
+
+from gateway import pages
+from gateway.context import Reader
+from schema.models import Account, Attachment, Folder, Label, Message, MessageLabel, MessagePlace, Thread
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+# A message as lists show it: everything but the bodies, which only `textBody`/`htmlBody` load.
+MESSAGE_COLUMNS = tuple(c for c in Message.__table__.c if c.name not in {"text_body", "html_body"})
+ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in {"imap_password"})
+
+# A thread's messages read oldest first, by the same time the thread's aggregates use.
+MESSAGE_TIME = func.coalesce(Message.date, Message.received_at)
+THREAD_MESSAGE_KEYS = (pages.Key(MESSAGE_TIME, False, "sort_at"), pages.Key(Message.id, False, "id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    folders: int
+    folders_synced: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bodies:
+    text: str
+    html: str | None
+
+
+def _by_id(rows: Iterable[Row[Any]], keys: Sequence[int], attr: str = "id") -> list[Row[Any] | None]:
+    found = {getattr(r, attr): r for r in rows}
+    return [found.get(k) for k in keys]
+
+
+def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
+    return DataLoader(load_fn=fn, max_batch_size=1000)
+
+
+class Loaders:
+    def __init__(self, db: Reader, account_ids: frozenset[int]) -> None:
+        self.db = db
+        self.account_ids = account_ids
+        self.accounts: DataLoader[int, Row[Any] | None] = _loader(self._accounts)
+        self.folders: DataLoader[int, Row[Any] | None] = _loader(self._folders)
+        self.labels: DataLoader[int, Row[Any] | None] = _loader(self._labels)
+        self.threads: DataLoader[int, Row[Any] | None] = _loader(self._threads)
+        self.messages: DataLoader[int, Row[Any] | None] = _loader(self._messages)
+        self.attachments: DataLoader[int, Row[Any] | None] = _loader(self._attachments)
+        self.bodies: DataLoader[int, Bodies | None] = _loader(self._bodies)
+        self.message_folder_ids: DataLoader[int, list[int]] = _loader(self._message_folder_ids)
+        self.message_label_ids: DataLoader[int, list[int]] = _loader(self._message_label_ids)
+        self.message_attachments: DataLoader[int, list[Row[Any]]] = _loader(self._message_attachments)
+        self.thread_messages: DataLoader[tuple[int, pages.PageArgs], pages.Window] = _loader(self._thread_messages)
+        self.progress: DataLoader[int, Progress] = _loader(self._progress)
+
+    def _mine(self, column: QueryableAttribute[int]) -> ColumnElement[bool]:
+        return column.in_(sorted(self.account_ids))
+
+    async def _accounts(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(*ACCOUNT_COLUMNS).where(Account.id.in_(keys), self._mine(Account.id)))
+        return _by_id(rows, keys)
+
+    async def _folders(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(Folder.__table__).where(Folder.id.in_(keys), self._mine(Folder.account_id)))
+        return _by_id(rows, keys)
+
+    async def _labels(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(Label.__table__).where(Label.id.in_(keys), self._mine(Label.account_id)))
+        return _by_id(rows, keys)
+
+    async def _threads(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(Thread.__table__).where(Thread.id.in_(keys), self._mine(Thread.account_id)))
+        return _by_id(rows, keys)
+
+    async def _messages(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(*MESSAGE_COLUMNS).where(Message.id.in_(keys), self._mine(Message.account_id)))
+        return _by_id(rows, keys)
+
+    async def _attachments(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(
+            select(Attachment.__table__, Message.account_id)
+            .join(Message, Message.id == Attachment.message_id)
+            .where(Attachment.id.in_(keys), self._mine(Message.account_id))
+        )
+        return _by_id(rows, keys)
+
+    async def _bodies(self, keys: list[int]) -> list[Bodies | None]:
+        rows = await self.db.rows(
+            select(Message.id, Message.text_body, Message.html_body).where(
+                Message.id.in_(keys), self._mine(Message.account_id)
+            )
+        )
+        found = {
+            r.id: Bodies(
+                r.text_body or "", zlib.decompress(r.html_body).decode("utf-8", "replace") if r.html_body else None
+            )
+            for r in rows
+        }
+        return [found.get(k) for k in keys]
+
+    async def _message_folder_ids(self, keys: list[int]) -> list[list[int]]:
+        rows = await self.db.rows(
+            select(MessagePlace.message_id, MessagePlace.folder_id)
+            .where(MessagePlace.message_id.in_(keys), self._mine(MessagePlace.account_id))
+            .distinct()
+            .order_by(MessagePlace.message_id, MessagePlace.folder_id)
+        )
+        found: dict[int, list[int]] = defaultdict(list)
+        for r in rows:
+            found[r.message_id].append(r.folder_id)
+        return [found.get(k, []) for k in keys]
+
+    async def _message_label_ids(self, keys: list[int]) -> list[list[int]]:
+        rows = await self.db.rows(
+            select(MessageLabel.message_id, MessageLabel.label_id)
+            .join(Message, Message.id == MessageLabel.message_id)
+            .where(MessageLabel.message_id.in_(keys), self._mine(Message.account_id))
+            .order_by(MessageLabel.message_id, MessageLabel.label_id)
+        )
+        found: dict[int, list[int]] = defaultdict(list)
+        for r in rows:
+            found[r.message_id].append(r.label_id)
+        return [found.get(k, []) for k in keys]
+
+    async def _message_attachments(self, keys: list[int]) -> list[list[Row[Any]]]:
+        rows = await self.db.rows(
+            select(Attachment.__table__, Message.account_id)
+            .join(Message, Message.id == Attachment.message_id)
+            .where(Attachment.message_id.in_(keys), self._mine(Message.account_id))
+            .order_by(Attachment.message_id, Attachment.id)
+        )
+        found: dict[int, list[Row[Any]]] = defaultdict(list)
+        for r in rows:
+            found[r.message_id].append(r)
+        return [found.get(k, []) for k in keys]
+
+    async def _thread_messages(self, keys: list[tuple[int, pages.PageArgs]]) -> list[pages.Window]:
+        """Pages of messages of many threads: one windowed statement per distinct page argument."""
+        groups: dict[pages.PageArgs, list[int]] = defaultdict(list)
+        for thread_id, page in keys:
+            groups[page].append(thread_id)
+        found: dict[tuple[int, pages.PageArgs], pages.Window] = {}
+        for page, thread_ids in groups.items():
+            numbered = (
+                select(
+                    *MESSAGE_COLUMNS,
+                    MESSAGE_TIME.label("sort_at"),
+                    func.row_number()
+                    .over(partition_by=Message.thread_id, order_by=pages.ordering(THREAD_MESSAGE_KEYS, page))
+                    .label("rn"),
+                )
+                .where(
+                    Message.thread_id.in_(thread_ids),
+                    self._mine(Message.account_id),
+                    Message.orphaned_at.is_(None),
+                    *pages.conditions(THREAD_MESSAGE_KEYS, page),
+                )
+                .subquery()
+            )
+            rows = await self.db.rows(
+                select(numbered).where(numbered.c.rn <= page.size + 1).order_by(numbered.c.thread_id, numbered.c.rn)
+            )
+            per_thread: dict[int, list[Row[Any]]] = defaultdict(list)
+            for r in rows:
+                per_thread[r.thread_id].append(r)
+            for thread_id in thread_ids:
+                found[(thread_id, page)] = pages.cut(per_thread.get(thread_id, []), THREAD_MESSAGE_KEYS, page)
+        return [found[k] for k in keys]
+
+    async def _progress(self, keys: list[int]) -> list[Progress]:
+        rows = await self.db.rows(
+            select(
+                Folder.account_id,
+                func.count().label("folders"),
+                func.sum(func.if_(Folder.sync_state == "follow", 1, 0)).label("synced"),
+                func.sum(Folder.total_count).label("messages"),
+            )
+            .where(Folder.account_id.in_(keys), self._mine(Folder.account_id))
+            .group_by(Folder.account_id)
+        )
+        found = {r.account_id: Progress(int(r.folders), int(r.synced or 0), int(r.messages or 0)) for r in rows}
+        return [found.get(k, Progress(0, 0, 0)) for k in keys]

@@ -1,0 +1,104 @@
+"""Keyset pagination: a page is the rows strictly after (or before) a cursor in a fixed total order.
+
+Every order ends in the primary key, so it is total and a cursor names exactly one position. The cursor
+condition is spelled out as ``a < x OR (a = x AND id < y)`` rather than a row comparison, which InnoDB turns
+into a range on the index the order follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, or_
+from sqlalchemy.orm import QueryableAttribute
+
+from gateway.errors import BadUserInput
+from gateway.ids import decode_cursor, encode_cursor
+
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class PageArgs:
+    """A validated first/after/last/before: `size` rows, forward unless `backward`."""
+
+    size: int
+    backward: bool
+    after: str | None
+    before: str | None
+
+    @classmethod
+    def of(
+        cls, first: int | None = None, after: str | None = None, last: int | None = None, before: str | None = None
+    ) -> PageArgs:
+        if first is not None and last is not None:
+            raise BadUserInput("pass first or last, not both")
+        for name, value in (("first", first), ("last", last)):
+            if value is not None and not 1 <= value <= MAX_PAGE:
+                raise BadUserInput(f"{name} must be between 1 and {MAX_PAGE}")
+        if last is not None:
+            return cls(last, True, after, before)
+        return cls(first if first is not None else DEFAULT_PAGE, False, after, before)
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One column of a sort order: the SQL expression, its direction, and the result column holding it."""
+
+    expr: ColumnElement[Any] | QueryableAttribute[Any]
+    descending: bool
+    name: str
+
+
+def _beyond(keys: Sequence[Key], values: Sequence[Any], forward: bool) -> ColumnElement[bool]:
+    """Rows that come after `values` in the order of `keys` (before them when not `forward`)."""
+    clauses: list[ColumnElement[bool]] = []
+    for i, key in enumerate(keys):
+        later = key.expr < values[i] if key.descending == forward else key.expr > values[i]
+        equal = [keys[j].expr == values[j] for j in range(i)]
+        clauses.append(and_(*equal, later) if equal else later)
+    return or_(*clauses) if clauses else false()
+
+
+def conditions(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[bool]]:
+    """The cursor conditions of a page (none for a first page)."""
+    found = []
+    if page.after is not None:
+        found.append(_beyond(keys, decode_cursor(page.after, len(keys)), True))
+    if page.before is not None:
+        found.append(_beyond(keys, decode_cursor(page.before, len(keys)), False))
+    return found
+
+
+def ordering(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[Any]]:
+    """The order to read a page in: the sort order, reversed for a backward page."""
+    return [k.expr.desc() if k.descending != page.backward else k.expr.asc() for k in keys]
+
+
+def apply(stmt: Select[Any], keys: Sequence[Key], page: PageArgs) -> Select[Any]:
+    """Add the cursor conditions, the order and a limit of size + 1 (the extra row tells hasNext/hasPrevious)."""
+    return stmt.where(*conditions(keys, page)).order_by(*ordering(keys, page)).limit(page.size + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The rows of one page in display order, their cursors, and whether more lie beyond either end."""
+
+    rows: list[Any]
+    cursors: list[str]
+    has_next: bool
+    has_previous: bool
+
+
+def cut(rows: Sequence[Any], keys: Sequence[Key], page: PageArgs) -> Window:
+    more = len(rows) > page.size
+    kept = list(rows[: page.size])
+    if page.backward:
+        kept.reverse()
+    cursors = [encode_cursor([getattr(r, k.name) for k in keys]) for r in kept]
+    if page.backward:
+        return Window(kept, cursors, has_next=page.before is not None, has_previous=more)
+    return Window(kept, cursors, has_next=more, has_previous=page.after is not None)

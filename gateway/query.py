@@ -1,0 +1,210 @@
+"""The root Query: lists of one account's objects (keyset connections), search, and node lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import strawberry
+from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy.engine import Row
+
+from gateway import pages
+from gateway.context import Context
+from gateway.errors import BadUserInput, not_found
+from gateway.filters import MessageFilter, ThreadFilter, message_conditions, search_expression, thread_conditions
+from gateway.ids import from_global, pk_of
+from gateway.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS
+from gateway.nodes import (
+    NODE_CLASSES,
+    Account,
+    Connection,
+    Folder,
+    Label,
+    Message,
+    Node,
+    Thread,
+    connection,
+    described,
+    prefetch_threads,
+)
+from schema.models import Account as AccountRow
+from schema.models import Folder as FolderRow
+from schema.models import Label as LabelRow
+from schema.models import Message as MessageRow
+from schema.models import Thread as ThreadRow
+
+T = TypeVar("T")
+Info = strawberry.Info[Context, None]
+MAX_NODES = 100
+
+ACCOUNT_KEYS = (pages.Key(AccountRow.id, False, "id"),)
+FOLDER_KEYS = (pages.Key(FolderRow.name, False, "name"), pages.Key(FolderRow.id, False, "id"))
+LABEL_KEYS = (pages.Key(LabelRow.name, False, "name"), pages.Key(LabelRow.id, False, "id"))
+THREAD_KEYS = (pages.Key(ThreadRow.last_message_at, True, "last_message_at"), pages.Key(ThreadRow.id, True, "id"))
+MESSAGE_KEYS = (pages.Key(MessageRow.received_at, True, "received_at"), pages.Key(MessageRow.id, True, "id"))
+
+
+def _account_pk(info: Info, account_id: strawberry.ID) -> int:
+    pk = pk_of(account_id, "Account")
+    if pk not in info.context.account_ids:
+        raise not_found("Account")
+    return pk
+
+
+async def _page(
+    info: Info,
+    stmt: Select[Any],
+    conditions: Sequence[ColumnElement[bool]],
+    keys: Sequence[pages.Key],
+    page: pages.PageArgs,
+    make: Callable[[Row[Any]], T],
+) -> Connection[T]:
+    db = info.context.db
+    rows = await db.rows(pages.apply(stmt.where(*conditions), keys, page))
+
+    async def count() -> int:
+        return int(await db.scalar(select(func.count()).select_from(stmt.where(*conditions).subquery())) or 0)
+
+    return connection(pages.cut(rows, keys, page), make, count)
+
+
+@strawberry.type
+class Query:
+    @described("The accounts the token may read.")
+    async def accounts(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Account]:
+        page = pages.PageArgs.of(first, after, last, before)
+        mine = AccountRow.id.in_(sorted(info.context.account_ids))
+        return await _page(info, select(*ACCOUNT_COLUMNS), [mine], ACCOUNT_KEYS, page, Account.of)
+
+    @described("An account's folders, by name.")
+    async def folders(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Folder]:
+        page = pages.PageArgs.of(first, after, last, before)
+        pk = _account_pk(info, account_id)
+        stmt = select(FolderRow.__table__)
+        return await _page(info, stmt, [FolderRow.account_id == pk], FOLDER_KEYS, page, Folder.of)
+
+    @described("An account's labels (or IMAP keywords), by name.")
+    async def labels(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Label]:
+        page = pages.PageArgs.of(first, after, last, before)
+        pk = _account_pk(info, account_id)
+        stmt = select(LabelRow.__table__)
+        return await _page(info, stmt, [LabelRow.account_id == pk], LABEL_KEYS, page, Label.of)
+
+    @described("An account's threads, newest activity first.")
+    async def threads(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        filter: ThreadFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Thread]:
+        page = pages.PageArgs.of(first, after, last, before)
+        pk = _account_pk(info, account_id)
+        conditions = [
+            ThreadRow.account_id == pk,
+            ThreadRow.message_count > 0,
+            ThreadRow.last_message_at.is_not(None),
+            *thread_conditions(filter),
+        ]
+        found = await _page(info, select(ThreadRow.__table__), conditions, THREAD_KEYS, page, Thread.of)
+        await prefetch_threads(info, [edge.node for edge in found.edges])
+        return found
+
+    @described("An account's messages, newest first (messages being moved are left out).")
+    async def messages(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        filter: MessageFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Message]:
+        page = pages.PageArgs.of(first, after, last, before)
+        pk = _account_pk(info, account_id)
+        conditions = [MessageRow.account_id == pk, MessageRow.orphaned_at.is_(None), *message_conditions(filter)]
+        return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
+
+    @described("Full-text search over subject, addresses and body text of the local mirror, best match first.")
+    async def search(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        query: str,
+        filter: MessageFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[Message]:
+        page = pages.PageArgs.of(first, after, last, before)
+        pk = _account_pk(info, account_id)
+        score = search_expression(query)
+        keys = (pages.Key(score, True, "score"), pages.Key(MessageRow.id, True, "id"))
+        conditions = [
+            score,
+            MessageRow.account_id == pk,
+            MessageRow.orphaned_at.is_(None),
+            *message_conditions(filter),
+        ]
+        stmt = select(*MESSAGE_COLUMNS, score.label("score"))
+        return await _page(info, stmt, conditions, keys, page, Message.of)
+
+    @described("Any object by its global id; null when it does not exist or is not yours.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        found = await _nodes(info, [id])
+        return found[0]
+
+    @described(f"Objects by global id (at most {MAX_NODES}), in the order asked; null for misses.")
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        if len(ids) > MAX_NODES:
+            raise BadUserInput(f"at most {MAX_NODES} ids")
+        return await _nodes(info, ids)
+
+
+async def _nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
+    info.context.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
+    decoded = [from_global(gid) for gid in ids]
+    loaders = info.context.loaders
+    by_type = {
+        "Account": loaders.accounts,
+        "Folder": loaders.folders,
+        "Label": loaders.labels,
+        "Thread": loaders.threads,
+        "Message": loaders.messages,
+        "Attachment": loaders.attachments,
+    }
+    rows = [by_type[kind].load(pk) for kind, pk in decoded]
+    found: list[Node | None] = []
+    for (kind, _), pending in zip(decoded, rows, strict=True):
+        row = await pending
+        found.append(None if row is None else NODE_CLASSES[kind](row))
+    return found

@@ -1,0 +1,70 @@
+"""DataLoaders: the statements a query runs follow its shape, never its page size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from gateway.ids import to_global
+from gateway.testing import Client, ServerThread, World
+
+PAGE_OF_THREADS = """query($a: ID!, $n: Int!) { threads(accountId: $a, first: $n) { edges { cursor node {
+    id subject snippet unread starred lastMessageAt participants { name address }
+    labels { id name } folders { id name role }
+    lastMessage { id subject date from { name address } to { address } unread
+        attachments { filename contentType size } folders { name } labels { name } }
+} } pageInfo { hasNextPage endCursor } } }"""
+
+
+class Statements:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.seen.append(statement)
+
+
+@pytest.fixture
+def statements(gateway: ServerThread) -> Iterator[Statements]:
+    counter = Statements()
+    engine = gateway.app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", counter)
+    yield counter
+    event.remove(engine, "before_cursor_execute", counter)
+
+
+async def count(client: Client, statements: Statements, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+    await client.data(query, variables)  # warm: the token's grant is cached after its first use
+    statements.seen.clear()
+    data = await client.data(query, variables)
+    return len(statements.seen), data
+
+
+async def test_a_page_of_threads_costs_the_same_statements_at_any_size(
+    alice: Client, world: World, statements: Statements
+) -> None:
+    account = to_global("Account", world.alice.id)
+    counts = {}
+    for n in (1, 10, 50):
+        counts[n], data = await count(alice, statements, PAGE_OF_THREADS, {"a": account, "n": n})
+        assert len(data["threads"]["edges"]) == n
+        assert all(e["node"]["lastMessage"] for e in data["threads"]["edges"])
+    # threads, thread labels, thread folders, last messages, their attachments, folders and labels, and the
+    # folder and label rows behind the messages' ids: one statement each, whatever the page size (the first
+    # thread alone has no labels, so its page skips the label statements).
+    assert counts[10] == counts[50] <= 8, statements.seen
+    assert counts[1] <= counts[50]
+
+
+async def test_nested_connections_batch_across_parents(alice: Client, world: World, statements: Statements) -> None:
+    query = """query($a: ID!, $n: Int!) { threads(accountId: $a, first: $n) { nodes {
+        messages(first: 2) { totalCount nodes { subject textBody attachments { filename } } pageInfo { hasNextPage } }
+    } } }"""
+    account = to_global("Account", world.alice.id)
+    small, _ = await count(alice, statements, query, {"a": account, "n": 5})
+    large, data = await count(alice, statements, query, {"a": account, "n": 50})
+    assert small == large <= 4, statements.seen
+    assert sum(t["messages"]["totalCount"] for t in data["threads"]["nodes"]) >= 50

@@ -1,0 +1,104 @@
+"""Fuzzing by schema (hypothesis-graphql) against the running gateway: no 5xx, no traceback, and every error
+carries one of our codes, never INTERNAL (an INTERNAL here is a bug the fuzzer found)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis_graphql import Mode, from_schema, nodes
+
+from gateway.config import GatewayConfig
+from gateway.errors import CODES
+from gateway.ids import NODE_TYPES, to_global
+from gateway.sdl import current_sdl
+from gateway.testing import ServerThread, World, start_gateway
+from schema import tokens
+from schema.settings import Settings
+from schema.unit import Store
+
+SDL = current_sdl()
+# Fixed examples by default, so CI is repeatable; INBOXQL_FUZZ_RANDOM=1 (and more examples) to hunt.
+RANDOM = os.environ.get("INBOXQL_FUZZ_RANDOM") == "1"
+EXAMPLES = int(os.environ.get("INBOXQL_FUZZ_EXAMPLES", "150"))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    server = start_gateway(gw_settings, GatewayConfig(rate_limit_points=10**12))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+async def fuzz_token(world: World, gw_store: Store) -> str:
+    """A token of its own: the fuzzer's spending must not use up the budget of the other tests' tokens."""
+    async with gw_store.sessions() as session, session.begin():
+        return await tokens.create_token(session, [world.alice.id])
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(fuzz_server: ServerThread, fuzz_token: str) -> Iterator[httpx.Client]:
+    headers = {"authorization": f"Bearer {fuzz_token}"}
+    with httpx.Client(base_url=fuzz_server.url, timeout=30, headers=headers) as client:
+        yield client
+
+
+def ids(world: World) -> st.SearchStrategy[Any]:
+    """Real ids of both accounts, ids that do not exist, and junk."""
+    real = [to_global("Account", world.alice.id), to_global("Account", world.bob.id)]
+    real += [to_global(t, pk) for t in NODE_TYPES for pk in (1, 2, 3, 10**12)]
+    return st.one_of(st.sampled_from(real), st.text(max_size=20)).map(nodes.String)
+
+
+def scalars(world: World) -> dict[str, st.SearchStrategy[Any]]:
+    return {
+        "ID": ids(world),
+        "DateTime": st.one_of(
+            st.datetimes(timezones=st.sampled_from([None])).map(lambda d: nodes.String(d.isoformat())),
+            st.text(max_size=10).map(nodes.String),
+        ),
+    }
+
+
+def check(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+    assert 'File "' not in response.text
+    if response.status_code in (200, 400, 429):
+        body = response.json()
+        for error in body.get("errors") or ():
+            code = error["extensions"]["code"]
+            assert code in CODES
+            assert code != "INTERNAL", body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [Mode.POSITIVE, Mode.NEGATIVE], ids=["valid", "invalid"])
+def test_fuzzed_queries_never_fail_the_server(fuzz_client: httpx.Client, world: World, mode: Mode) -> None:
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=not RANDOM,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        database=None,
+    )
+    @given(query=from_schema(SDL, custom_scalars=scalars(world), mode=mode))
+    def run(query: object) -> None:
+        check(fuzz_client.post("/graphql", json={"query": query}))
+
+    run()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"query": 1}', b'{"query": "{ __typename }", "variables": []}', b"\xff\xfe", b'"x"'],
+)
+def test_malformed_http_bodies_are_4xx(fuzz_client: httpx.Client, body: bytes) -> None:
+    response = fuzz_client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500

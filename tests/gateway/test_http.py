@@ -1,0 +1,130 @@
+"""GraphQL over HTTP as a client sees it: media types, status codes, auth, health."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway import graphiql
+from gateway.http import GRAPHQL_RESPONSE, preferred_media_type
+from gateway.testing import Client, World
+from schema.unit import Store
+
+TYPENAME = {"query": "{ __typename }"}
+
+
+async def test_health_and_readiness(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/healthz")).json() == {"status": "ok"}
+    ready = await http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "database": "ok", "redis": "ok"}
+
+
+async def test_answers_graphql_response_json_when_accepted(http: httpx.AsyncClient) -> None:
+    r = await http.post("/graphql", json=TYPENAME, headers={"accept": f"{GRAPHQL_RESPONSE}, application/json"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    assert r.json()["data"] == {"__typename": "Query"}
+
+
+async def test_answers_json_to_legacy_clients(http: httpx.AsyncClient) -> None:
+    r = await http.post("/graphql", json=TYPENAME, headers={"accept": "application/json"})
+    assert r.headers["content-type"].startswith("application/json")
+    r = await http.post("/graphql", json=TYPENAME, headers={"accept": "*/*"})
+    assert r.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "application/json"),
+        ("application/json", "application/json"),
+        (GRAPHQL_RESPONSE, GRAPHQL_RESPONSE),
+        (f"application/json;q=0.9, {GRAPHQL_RESPONSE}", GRAPHQL_RESPONSE),
+        (f"application/json, {GRAPHQL_RESPONSE};q=0.5", "application/json"),
+        (f"{GRAPHQL_RESPONSE};q=0, application/json", "application/json"),
+        ("text/html", "application/json"),
+    ],
+)
+def test_negotiates_the_media_type(accept: str | None, expected: str) -> None:
+    assert preferred_media_type(accept) == expected
+
+
+async def test_a_request_error_has_no_data_and_a_4xx_status(http: httpx.AsyncClient) -> None:
+    r = await http.post("/graphql", json={"query": "{ nope "}, headers={"accept": GRAPHQL_RESPONSE})
+    assert r.status_code == 400
+    body = r.json()
+    assert "data" not in body
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    r = await http.post("/graphql", json={"query": "{ nope }"}, headers={"accept": "application/json"})
+    assert r.status_code == 200
+    assert "data" not in r.json()
+    assert r.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_queries_over_get(http: httpx.AsyncClient) -> None:
+    r = await http.get("/graphql", params={"query": "{ __typename }"}, headers={"accept": "application/json"})
+    assert r.json()["data"] == {"__typename": "Query"}
+
+
+async def test_an_invalid_token_is_refused_with_401(http: httpx.AsyncClient) -> None:
+    for header in ("Bearer iqt_not-a-real-token", "Bearer", "Basic dXNlcjpwdw=="):
+        r = await http.post("/graphql", json=TYPENAME, headers={"authorization": header})
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_without_a_token_data_fields_say_unauthenticated(anonymous: Client) -> None:
+    answer = await anonymous.run("{ __typename accounts { totalCount } }")
+    assert answer["data"] is None
+    assert [e["extensions"]["code"] for e in answer["errors"]] == ["UNAUTHENTICATED"]
+    answer = await anonymous.run('{ node(id: "QWNjb3VudDox") { id } }')
+    assert answer["data"] == {"node": None}
+    assert answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_revoked_token_stops_working(http: httpx.AsyncClient, world: World, gw_store: Store) -> None:
+    from schema import tokens
+
+    async with gw_store.sessions() as session, session.begin():
+        token = await tokens.create_token(session, [world.alice.id])
+    async with gw_store.sessions() as session, session.begin():
+        assert await tokens.revoke(session, token)
+    r = await http.post("/graphql", json=TYPENAME, headers={"authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+
+
+async def test_stores_tokens_only_as_hashes(world: World, gw_store: Store) -> None:
+    from sqlalchemy import select
+
+    from schema.tokens import ApiToken, accounts_for_token, token_hash
+
+    async with gw_store.sessions() as session:
+        rows = (await session.execute(select(ApiToken.token_hash, ApiToken.hint))).all()
+        assert token_hash(world.token_alice) in {r.token_hash for r in rows}
+        assert all(world.token_alice not in (r.hint, r.token_hash.hex()) for r in rows)
+        assert await accounts_for_token(session, world.token_both) == {world.alice.id, world.bob.id}
+        assert await accounts_for_token(session, world.token_alice + "x") is None
+
+
+async def test_the_browser_gets_graphiql(http: httpx.AsyncClient) -> None:
+    r = await http.get("/graphql", headers={"accept": "text/html"})
+    if graphiql.missing_assets():
+        assert r.status_code == 503
+        assert "scripts/vendor-graphiql" in r.text
+    else:
+        assert r.status_code == 200
+        assert "/graphiql/static/graphiql.min.js" in r.text
+        assert "unpkg.com" not in r.text
+        assert "cdn" not in r.text.lower()
+
+
+def test_graphiql_says_clearly_when_its_assets_are_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    monkeypatch.setattr(graphiql, "STATIC_DIR", tmp_path)
+    page = graphiql.graphiql_page()
+    assert page.status_code == 503
+    assert b"scripts/vendor-graphiql" in page.body

@@ -1,0 +1,137 @@
+"""Limits and errors: depth, tokens, aliases, computed cost, the Redis rate limit, codes and masking."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from graphql import GraphQLError
+
+from gateway.config import GatewayConfig
+from gateway.errors import INTERNAL_MESSAGE, NotFound, coded
+from gateway.graph import build_schema
+from gateway.ids import to_global
+from gateway.limits import query_cost
+from gateway.testing import Client, World, start_gateway
+from schema import tokens
+from schema.settings import Settings
+from schema.unit import Store
+
+
+def codes(answer: dict[str, object]) -> list[str]:
+    errors = answer.get("errors")
+    assert isinstance(errors, list)
+    return [e["extensions"]["code"] for e in errors]
+
+
+async def test_too_deep_a_query_is_refused_before_it_runs(alice: Client, world: World) -> None:
+    nested = "id"
+    for _ in range(8):
+        nested = f"thread {{ lastMessage {{ {nested} }} }}"
+    answer = await alice.run(f'{{ node(id: "{to_global("Message", 1)}") {{ ... on Message {{ {nested} }} }} }}')
+    assert codes(answer) == ["BAD_USER_INPUT"]
+    assert "data" not in answer
+    assert "exceeds maximum operation depth" in str(answer["errors"])
+
+
+async def test_too_many_aliases_are_refused(alice: Client) -> None:
+    query = "{ " + " ".join(f"a{i}: __typename" for i in range(40)) + " }"
+    answer = await alice.run(query)
+    assert codes(answer) == ["BAD_USER_INPUT"]
+
+
+async def test_too_many_tokens_are_refused(alice: Client) -> None:
+    query = "{ " + " ".join("__typename" for _ in range(6000)) + " }"
+    answer = await alice.run(query)
+    assert codes(answer) == ["BAD_USER_INPUT"]
+    assert "token" in str(answer["errors"]).lower()
+
+
+async def test_the_cost_is_reported_and_a_costly_query_refused(alice: Client, world: World) -> None:
+    account = to_global("Account", world.alice.id)
+    cheap = await alice.run(
+        "query($a: ID!) { threads(accountId: $a, first: 10) { nodes { subject } } }", {"a": account}
+    )
+    assert cheap["extensions"]["cost"]["requested"] == 2 + 10 * 1
+    assert cheap["extensions"]["cost"]["maximum"] == GatewayConfig().max_cost
+    costly = await alice.run(
+        """query($a: ID!) { threads(accountId: $a, first: 100) { nodes {
+            messages(first: 100) { nodes { subject attachments { filename } } } } } }""",
+        {"a": account},
+    )
+    assert codes(costly) == ["BAD_USER_INPUT"]
+    assert "data" not in costly
+    assert costly["extensions"]["cost"]["requested"] == 2 + 100 * (1 + 2 + 100 * (1 + 1))
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "expected"),
+    [
+        ("{ __typename }", {}, 0),
+        ("{ accounts { totalCount } }", {}, 3),
+        ("{ accounts(first: 5) { edges { node { id progress { folders } } } } }", {}, 2 + 5 * 2),
+        ("query($n: Int) { accounts(last: $n) { nodes { id } } }", {"n": 7}, 2 + 7),
+        ('{ nodes(ids: ["a", "b", "c"]) { id ... on Message { thread { id } } } }', {}, 3 * 2),
+        ("fragment F on Account { progress { folders } } { accounts(first: 2) { nodes { ...F } } }", {}, 2 + 2 * 2),
+    ],
+)
+def test_the_cost_model(query: str, variables: dict[str, object], expected: int) -> None:
+    from graphql import parse
+
+    schema = build_schema()._schema
+    assert query_cost(schema, parse(query), None, variables) == expected
+
+
+# An hour's window: six quick requests will not straddle two windows.
+TIGHT = GatewayConfig(rate_limit_points=60, rate_limit_window_seconds=3600, introspection=False)
+
+
+@pytest.fixture
+async def tight(gw_settings: Settings, world: World) -> AsyncIterator[httpx.AsyncClient]:
+    server = start_gateway(gw_settings, TIGHT)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+async def test_the_rate_limit_answers_rate_limited(tight: httpx.AsyncClient, world: World, gw_store: Store) -> None:
+    async with gw_store.sessions() as session, session.begin():
+        client = Client(tight, await tokens.create_token(session, [world.bob.id]))
+    query = "{ accounts(first: 10) { nodes { id } } }"  # costs 12: the sixth request is over 60
+    answers = [await client.post(query) for _ in range(6)]
+    assert [r.status_code for r in answers] == [200] * 5 + [429]
+    assert answers[4].json()["extensions"]["cost"]["remaining"] == 0
+    limited = answers[5].json()
+    assert codes(limited) == ["RATE_LIMITED"]
+    assert "data" not in limited
+    assert 0 < int(answers[5].headers["retry-after"]) <= TIGHT.rate_limit_window_seconds + 1
+
+
+async def test_introspection_can_be_switched_off(tight: httpx.AsyncClient, world: World) -> None:
+    client = Client(tight, world.token_alice)
+    answer = await client.run("{ __schema { types { name } } }")
+    assert codes(answer) == ["FORBIDDEN"]
+    assert (await client.data("{ __typename }")) == {"__typename": "Query"}
+
+
+def test_unexpected_errors_are_masked_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    try:
+        raise RuntimeError("connection string mysql://root:hunter2@db")
+    except RuntimeError as exc:
+        error = GraphQLError("connection string mysql://root:hunter2@db", path=["threads"], original_error=exc)
+    with caplog.at_level(logging.ERROR, logger="gateway.errors"):
+        masked = coded(error)
+    assert masked.message == INTERNAL_MESSAGE
+    assert masked.extensions == {"code": "INTERNAL"}
+    assert "hunter2" not in str(masked.formatted)
+    assert any(r.exc_info and "hunter2" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_our_own_errors_keep_their_message_and_code() -> None:
+    error = GraphQLError("x", path=["node"], original_error=NotFound("Thread not found"))
+    assert coded(error).formatted["message"] == "Thread not found"
+    assert coded(error).extensions == {"code": "NOT_FOUND"}

@@ -1,0 +1,201 @@
+"""Tenancy, walked by introspection: with Alice's token nothing of Bob's is ever returned, and an id of
+Bob's reads exactly like an id that does not exist. New root fields, filters or node types are picked up
+by the walk (and fail it until it knows how to call them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gateway.ids import NODE_TYPES, to_global
+from gateway.testing import Client, World
+
+INTROSPECTION = """{ __schema { queryType { name } types { name kind
+    fields { name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
+             type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
+    inputFields { name type { kind name ofType { kind name } } }
+    possibleTypes { name } } } }"""
+LEAF = {"SCALAR", "ENUM"}
+MISSING_PK = 10**12
+BOB_MARKERS = ("zanzibar", "bob@other.test", "eve@other.test", "secret.txt", "Secret")
+
+
+def named(t: dict[str, Any]) -> str:
+    while t.get("ofType"):
+        t = t["ofType"]
+    return str(t["name"])
+
+
+def spelled(t: dict[str, Any]) -> str:
+    """A type reference as a query spells it: [ID!]!"""
+    if t["kind"] == "NON_NULL":
+        return spelled(t["ofType"]) + "!"
+    if t["kind"] == "LIST":
+        return f"[{spelled(t['ofType'])}]"
+    return str(t["name"])
+
+
+def required(arg: dict[str, Any]) -> bool:
+    return bool(arg["type"]["kind"] == "NON_NULL")
+
+
+class Schema:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.types = {t["name"]: t for t in data["__schema"]["types"]}
+        self.query = self.types[data["__schema"]["queryType"]["name"]]
+
+    def kind(self, name: str) -> str:
+        return str(self.types[name]["kind"])
+
+    def selection(self, type_name: str, depth: int) -> str:
+        """Every field callable without arguments (connections with first: 2), `depth` objects deep."""
+        t = self.types[type_name]
+        parts = ["__typename"]
+        if t["kind"] in ("INTERFACE", "UNION"):
+            for possible in t["possibleTypes"]:
+                parts.append(f"... on {possible['name']} {{ {self.selection(possible['name'], depth)} }}")
+            return " ".join(parts)
+        for f in t["fields"]:
+            if any(required(a) for a in f["args"]):
+                continue
+            target = named(f["type"])
+            if self.kind(target) in LEAF:
+                parts.append(f["name"])
+            elif depth > 0:
+                args = "(first: 2)" if any(a["name"] == "first" for a in f["args"]) else ""
+                parts.append(f"{f['name']}{args} {{ {self.selection(target, depth - 1)} }}")
+        return " ".join(parts)
+
+
+@pytest.fixture(scope="module")
+async def schema(alice: Client) -> Schema:
+    return Schema(await alice.data(INTROSPECTION))
+
+
+@pytest.fixture(scope="module")
+async def bobs_ids(bob: Client, world: World) -> dict[str, list[str]]:
+    """Every id of every type that Bob's token can see."""
+    account = to_global("Account", world.bob.id)
+    data = await bob.data(
+        """query($a: ID!) {
+            folders(accountId: $a) { nodes { id } } labels(accountId: $a) { nodes { id } }
+            threads(accountId: $a) { nodes { id } }
+            messages(accountId: $a) { nodes { id attachments { id } } } }""",
+        {"a": account},
+    )
+    ids = {
+        "Account": [account],
+        "Folder": [n["id"] for n in data["folders"]["nodes"]],
+        "Label": [n["id"] for n in data["labels"]["nodes"]],
+        "Thread": [n["id"] for n in data["threads"]["nodes"]],
+        "Message": [n["id"] for n in data["messages"]["nodes"]],
+        "Attachment": [a["id"] for n in data["messages"]["nodes"] for a in n["attachments"]],
+    }
+    assert all(ids.values()), ids
+    return ids
+
+
+def without_cost(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k != "extensions"}
+
+
+async def test_every_node_type_is_covered(schema: Schema, bobs_ids: dict[str, list[str]]) -> None:
+    node_types = {t["name"] for t in schema.types["Node"]["possibleTypes"]}
+    assert node_types == set(NODE_TYPES) == set(bobs_ids)
+
+
+async def test_node_with_a_foreign_id_reads_like_a_missing_one(
+    alice: Client, schema: Schema, bobs_ids: dict[str, list[str]]
+) -> None:
+    for type_name, ids in bobs_ids.items():
+        query = f"query($id: ID!) {{ node(id: $id) {{ ... on {type_name} {{ {schema.selection(type_name, 2)} }} }} }}"
+        missing = without_cost(await alice.run(query, {"id": to_global(type_name, MISSING_PK)}))
+        assert missing == {"data": {"node": None}}
+        for gid in ids:
+            assert without_cost(await alice.run(query, {"id": gid})) == missing, (type_name, gid)
+    every = [gid for ids in bobs_ids.values() for gid in ids]
+    answer = await alice.data("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": every})
+    assert answer == {"nodes": [None] * len(every)}
+
+
+async def test_root_fields_with_a_foreign_account_read_like_a_missing_one(
+    alice: Client, schema: Schema, bobs_ids: dict[str, list[str]]
+) -> None:
+    walked = 0
+    for field in schema.query["fields"]:
+        names = {a["name"] for a in field["args"]}
+        if "accountId" not in names:
+            continue
+        extra = ', query: "zanzibar"' if "query" in names else ""
+        query = f"query($a: ID!) {{ {field['name']}(accountId: $a{extra}) {{ totalCount nodes {{ __typename }} }} }}"
+        missing = without_cost(await alice.run(query, {"a": to_global("Account", MISSING_PK)}))
+        foreign = without_cost(await alice.run(query, {"a": bobs_ids["Account"][0]}))
+        assert foreign == missing, field["name"]
+        assert missing["data"] is None
+        assert [e["extensions"]["code"] for e in missing["errors"]] == ["NOT_FOUND"]
+        walked += 1
+    assert walked >= 5
+
+
+async def test_filters_with_foreign_ids_read_like_missing_ones(
+    alice: Client, schema: Schema, world: World, bobs_ids: dict[str, list[str]]
+) -> None:
+    mine = to_global("Account", world.alice.id)
+    walked = 0
+    for field in schema.query["fields"]:
+        filter_arg = next((a for a in field["args"] if a["name"] == "filter"), None)
+        if filter_arg is None:
+            continue
+        input_type = named(filter_arg["type"])
+        extra = ', query: "quarterly"' if any(a["name"] == "query" for a in field["args"]) else ""
+        for input_field in schema.types[input_type]["inputFields"]:
+            if named(input_field["type"]) != "ID":
+                continue
+            type_name = input_field["name"].removesuffix("Id").capitalize()
+            assert type_name in bobs_ids, input_field["name"]
+            call = f"{field['name']}(accountId: $a, filter: $f{extra}, first: 100)"
+            query = f"query($a: ID!, $f: {input_type}) {{ {call} {{ totalCount nodes {{ id }} }} }}"
+            missing = without_cost(
+                await alice.run(query, {"a": mine, "f": {input_field["name"]: to_global(type_name, MISSING_PK)}})
+            )
+            assert missing == {"data": {field["name"]: {"totalCount": 0, "nodes": []}}}
+            for gid in bobs_ids[type_name]:
+                foreign = without_cost(await alice.run(query, {"a": mine, "f": {input_field["name"]: gid}}))
+                assert foreign == missing, (field["name"], input_field["name"], gid)
+                walked += 1
+    assert walked >= 8
+
+
+async def test_the_whole_schema_walked_with_alices_token_shows_nothing_of_bobs(
+    alice: Client, schema: Schema, world: World, bobs_ids: dict[str, list[str]]
+) -> None:
+    mine = to_global("Account", world.alice.id)
+    every_foreign = [gid for ids in bobs_ids.values() for gid in ids]
+    values: dict[str, Any] = {"accountId": mine, "query": "zanzibar quarterly", "id": every_foreign[0]}
+    values["ids"] = every_foreign
+    walked = []
+    messages_seen = 0
+    for field in schema.query["fields"]:
+        args = [a for a in field["args"] if required(a)]
+        for a in args:
+            assert a["name"] in values, f"the walk does not know how to call {field['name']}({a['name']}:)"
+        declared = ", ".join(f"${a['name']}: {spelled(a['type'])}" for a in args)
+        call = ", ".join(f"{a['name']}: ${a['name']}" for a in args)
+        if any(a["name"] == "first" for a in field["args"]):
+            call = f"{call}, first: 5" if call else "first: 5"
+        selection = schema.selection(named(field["type"]), 3)
+        head = f"query({declared})" if declared else "query"
+        query = f"{head} {{ {field['name']}{f'({call})' if call else ''} {{ {selection} }} }}"
+        answer = await alice.run(query, {a["name"]: values[a["name"]] for a in args})
+        assert "errors" not in answer, (field["name"], answer.get("errors"))
+        text = json.dumps(answer, ensure_ascii=False)
+        for gid in every_foreign:
+            assert gid not in text, (field["name"], gid)
+        for marker in BOB_MARKERS:
+            assert marker.lower() not in text.lower(), (field["name"], marker)
+        walked.append(field["name"])
+        messages_seen += text.count('"__typename": "Message"')
+    assert messages_seen > 20  # the walk read real data, not only empty lists
+    assert {"accounts", "folders", "labels", "threads", "messages", "search", "node", "nodes"} <= set(walked)
