@@ -1,0 +1,137 @@
+"""`inboxql demo`: the whole product on one machine with no configuration.
+
+It starts a private Dovecot (kept under ~/.local/share/inboxql/demo) with a user whose mailbox is seeded with
+generated sample mail, creates and migrates the database, adds the account, syncs it, and then keeps
+following it (IDLE on the inbox) while serving GraphQL, until interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import select
+
+from inboxql import commands
+from inboxql.devmail import DovecotServer, free_port
+from inboxql.mailgen import generate
+from schema import accounts
+from schema.crypto import CredentialBox
+from schema.db import create_engine
+from schema.models import Account
+from schema.settings import Settings
+from schema.unit import Store
+from synccore.account import Tuning
+from synccore.supervisor import Supervisor
+
+log = logging.getLogger("inboxql.demo")
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo-password"
+SAMPLE_MESSAGES = 500
+
+
+def _demo_dir(given: str | None) -> Path:
+    if given:
+        return Path(given).resolve()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "inboxql" / "demo"
+
+
+def _start_dovecot(root: Path) -> DovecotServer:
+    """The demo's Dovecot keeps its ports across runs, so the stored account stays valid."""
+    state = root / "ports.json"
+    ports = json.loads(state.read_text()) if state.exists() else {"imap": free_port(), "imaps": free_port()}
+    root.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps(ports))
+    server = DovecotServer(root / "dovecot", port=ports["imap"], tls_port=ports["imaps"])
+    server.start()
+    if DEMO_USER not in server.users():
+        server.add_user(DEMO_USER, DEMO_PASSWORD)
+        mail = list(generate(SAMPLE_MESSAGES, seed=2026))
+        inbox = [(raw, ("\\Seen",) if i % 3 else ()) for i, raw in enumerate(mail[:400])]
+        server.append(DEMO_USER, DEMO_PASSWORD, "INBOX", inbox)
+        server.append(DEMO_USER, DEMO_PASSWORD, "Archive", [(raw, ("\\Seen",)) for raw in mail[400:460]])
+        server.append(DEMO_USER, DEMO_PASSWORD, "Sent", [(raw, ("\\Seen",)) for raw in mail[460:]])
+    return server
+
+
+async def _ensure_account(settings: Settings, server: DovecotServer) -> int:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        store = Store(engine)
+        async with store.sessions() as s:
+            found = await s.scalar(
+                select(Account.id).where(
+                    Account.imap_host == server.host,
+                    Account.imap_port == server.port,
+                    Account.imap_username == DEMO_USER,
+                )
+            )
+        if found is not None:
+            return found
+        endpoint = accounts.ImapEndpoint(server.host, server.port, "none", DEMO_USER)
+        return await accounts.create(
+            store, CredentialBox(settings.secret_key), "demo@inboxql.test", endpoint, DEMO_PASSWORD
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _run(settings: Settings, server: DovecotServer, port: int) -> int:
+    from gateway.ids import to_global
+    from gateway.server import server as gateway_server
+    from gateway.tokens import create_token_cli
+
+    await commands.db_upgrade(settings)
+    account_id = await _ensure_account(settings, server)
+    say(f"Dovecot: imap://{DEMO_USER}@{server.host}:{server.port} (password {DEMO_PASSWORD})")
+    say(f"Account {account_id}: initial sync...")
+    supervisor = Supervisor(settings, Tuning(poll_interval=10.0))
+    try:
+        code = await supervisor.run_once([account_id])
+        if code != 0:
+            return code
+        token = await create_token_cli(settings, [account_id])
+        graphql = f"http://127.0.0.1:{port}/graphql"
+        headers = quote(json.dumps({"Authorization": f"Bearer {token}"}))
+        account = json.dumps(to_global("Account", account_id))
+        query = quote(f"{{ threads(accountId: {account}, first: 10) {{ edges {{ node {{ subject unread }} }} }} }}")
+        say(f"Synced: inboxql verify {account_id} compares the mirror with Dovecot.")
+        say(f"GraphiQL: {graphql}?headers={headers}&q={query}")
+        say(f"API token (shown once): {token}")
+        say("Following the mailbox (IDLE on the inbox) and serving GraphQL; Ctrl-C stops.")
+        web = gateway_server(settings, "127.0.0.1", port)
+        tasks = {
+            asyncio.create_task(supervisor.run_forever([account_id])),
+            asyncio.create_task(web.serve()),
+        }
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for task in done:
+            task.result()
+    finally:
+        await supervisor.close()
+    return 0
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(settings: Settings, directory: str | None, port: int) -> int:
+    server = _start_dovecot(_demo_dir(directory))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(_run(settings, server, port))
+        return 0
+    finally:
+        server.stop()
