@@ -79,6 +79,9 @@ class FolderSync:
         self.folder = folder
 
     async def run(self, client: ImapClient) -> None:
+        # What the server said in passing (EXISTS, EXPUNGE, FETCH of other folders or of earlier passes) is
+        # not needed: SELECT and the fetches below ask for the folder's state.
+        client.drain_unsolicited()
         await self._reload()
         sel = await self._select(client)
         if sel.uidvalidity is None:
@@ -181,9 +184,8 @@ class FolderSync:
         return found or 0
 
     async def _reconcile(self, client: ImapClient, uidvalidity: int, remote: dict[int, FetchItem]) -> None:
-        local = await self._local(uidvalidity)
         plan = planning.plan_reconcile(
-            {uid: (flags, identity) for uid, (flags, identity) in local.items()},
+            await self._local(uidvalidity),
             {uid: (planning.flags_text(i.flags or ()), identity_of(self.ctx.mode, i)) for uid, i in remote.items()},
         )
         if plan.removed or plan.new:
