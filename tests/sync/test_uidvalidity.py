@@ -15,7 +15,7 @@ from tests.sync.support import add_account, assert_identical, connect, fold_log,
 async def _ids(store: Store, account_id: int) -> dict[str, int]:
     async with store.sessions() as s:
         rows = await s.execute(select(Message.identity, Message.id).where(Message.account_id == account_id))
-        return dict(rows.tuples().all())
+        return {identity: mid for identity, mid in rows}
 
 
 async def test_uidvalidity_change_keeps_message_ids(
