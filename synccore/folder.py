@@ -128,7 +128,7 @@ class FolderSync:
                 vanished, changed = [], result.items
             fresh = await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))
             new_items = {uid: i for uid, i in by_uid(fresh.items).items() if uid >= uidnext}
-            flag_items = [i for i in changed if i.uid is not None and i.uid < uidnext]
+            flag_items = [i for uid, i in by_uid(changed).items() if uid < uidnext]
             await self._apply_changes(sel.uidvalidity, flag_items, vanished)
             if new_items:
                 await self._fetch_new(client, sel.uidvalidity, list(new_items.values()))
