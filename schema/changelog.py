@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.models import ChangeLog, ChangeSeq, utcnow
@@ -163,3 +163,34 @@ async def read(
 async def newest_seq(session: AsyncSession, account_id: int) -> int:
     found = await session.scalar(select(ChangeSeq.last_seq).where(ChangeSeq.account_id == account_id))
     return found or 0
+
+
+async def cursor_valid(session: AsyncSession, account_id: int, after: int) -> bool:
+    """Whether a reader at `after` can still be told every change after it.
+
+    It can when it is at the newest seq, or when the log still holds entry after+1: expiry deletes from the
+    oldest end, so then nothing between `after` and what is kept was deleted. Check *after* reading the
+    entries (an expiry between the read and the check then errs on the side of the error).
+    """
+    if after < 0:
+        return False
+    newest = await newest_seq(session, account_id)
+    if after == newest:
+        return True
+    if after > newest:
+        return False
+    found = await session.scalar(
+        select(ChangeLog.seq).where(ChangeLog.account_id == account_id, ChangeLog.seq == after + 1)
+    )
+    return found is not None
+
+
+async def expire(session: AsyncSession, account_id: int | None, before: datetime) -> int:
+    """Delete the entries written before `before` (of one account, or of all), always keeping each account's
+    newest entry, so that a reader at the newest seq stays valid. Returns how many were deleted."""
+    newest = select(ChangeSeq.last_seq).where(ChangeSeq.account_id == ChangeLog.account_id).scalar_subquery()
+    stmt = delete(ChangeLog).where(ChangeLog.created_at < before, ChangeLog.seq < newest)
+    if account_id is not None:
+        stmt = stmt.where(ChangeLog.account_id == account_id)
+    result = await session.execute(stmt)
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -14,14 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import blobs, threads
 from schema.changelog import ObjectType, Op
-from schema.mime import Address, ParsedMessage, normalize_subject
+from schema.mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 MAX_TEXT_CHARS = 1_000_000
-_REPLY_PREFIXES = ("re:", "re ", "aw:", "sv:", "antw:", "fwd:", "fw:", "wg:", "tr:", "r:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +145,7 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 references=tuple(p.references) + ((p.in_reply_to,) if p.in_reply_to else ()),
                 subject=p.subject,
                 normalized_subject=normalize_subject(p.subject),
-                is_reply=p.subject.strip().lower().startswith(_REPLY_PREFIXES),
+                is_reply=is_reply(p.subject),
                 when=when,
             )
         )

@@ -40,6 +40,7 @@ __all__ = [
     "decode_words",
     "extract_part",
     "html_to_text",
+    "is_reply",
     "normalize_subject",
     "parse_message",
 ]
@@ -986,12 +987,18 @@ def extract_part(raw: bytes, part_id: str) -> tuple[bytes, str, str | None] | No
 
 # RFC 5322 §3.6.5 "Re: ", plus what localized clients write (AW: German, SV: Nordic, ...), counted
 # forms (Re[2]:, Re(2):, Re^2:) and mailing-list tags ([list-name]).
-_SUBJECT_PREFIX = re.compile(
-    r"^(?:(?:re|fwd?|aw|sv|vs|wg|antw|antwort|tr|rif|odp|res|enc|ynt|atb|vl)"
-    r"\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:\uff1a]|\[[^\]]*\])\s*",
-    re.I,
+_REPLY_PREFIX = (
+    r"(?:re|fwd?|aw|sv|vs|wg|antw|antwort|tr|rif|odp|res|enc|ynt|atb|vl)\s*(?:\[\d+\]|\(\d+\)|\^\d+)?\s*[:\uff1a]"
 )
+_SUBJECT_PREFIX = re.compile(rf"^(?:{_REPLY_PREFIX}|\[[^\]]*\])\s*", re.I)
+# A reply or forward, perhaps behind list tags: "[list] Re: ...".
+_IS_REPLY = re.compile(rf"^\s*(?:\[[^\]]*\]\s*)*{_REPLY_PREFIX}", re.I)
 _SUBJECT_SUFFIX = re.compile(r"\s*\((?:fwd|fw)\)$", re.I)
+
+
+def is_reply(subject: str) -> bool:
+    """Whether a subject says it answers or forwards another message (Re:, AW:, Fwd:, ...)."""
+    return _IS_REPLY.match(subject) is not None
 
 
 def normalize_subject(subject: str) -> str:

@@ -299,6 +299,47 @@ class ApiTokenAccount(Base):
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
 
 
+class Webhook(Base):
+    """An HTTP endpoint that receives an account's change log, signed (see schema.webhooks)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (Index("ix_webhooks_account", "account_id"), Index("ix_webhooks_state", "state"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    # Object types ("message"), type.op ("message.create"), or ["*"].
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[bytes] = mapped_column(LargeBinary(1024))  # sealed by schema.crypto
+    # The newest change-log seq this hook has been given (or skipped because it did not subscribe to it).
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # active | disabled
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    failing_since: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Consecutive failed attempts of the event at the cursor, and when to try it again (backoff survives restarts).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The delivery log: one row per HTTP attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_hook", "webhook_id", "id"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("webhooks.id", ondelete="CASCADE"))
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 __all__ = [
     "Account",
     "ApiToken",
@@ -315,5 +356,7 @@ __all__ = [
     "MimeBlob",
     "Thread",
     "ThreadRef",
+    "Webhook",
+    "WebhookDelivery",
     "utcnow",
 ]

@@ -1,0 +1,196 @@
+"""Webhooks: an account's change log, POSTed to an HTTP endpoint, signed, in seq order, durably.
+
+A hook keeps a cursor: the newest change-log seq it has been given. Delivery reads the log after the cursor,
+and the cursor advances in the same transaction that records the successful attempt in the delivery log, so a
+restarted process resumes exactly where the last one stopped. A hook is held (``SELECT ... FOR UPDATE SKIP
+LOCKED``) for the length of one attempt, so two gateway processes never send the same event at once.
+
+The HMAC secret is sealed at rest (schema.crypto) and shown to its creator once.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema import changelog
+from schema.changelog import Change, ObjectType, Op
+from schema.crypto import CredentialBox
+from schema.models import Account, Webhook, WebhookDelivery, utcnow
+
+ACTIVE = "active"
+DISABLED = "disabled"
+SECRET_PREFIX = "whsec_"
+ALL = "*"
+MAX_EVENTS = 32
+
+
+class BadEvents(ValueError):
+    """An event filter names an object type or operation that does not exist."""
+
+
+def normalise_events(events: Sequence[str]) -> list[str]:
+    """Validated, deduplicated event names: "*", an object type ("message") or type.op ("message.create")."""
+    if not events:
+        raise BadEvents('name at least one event (or "*")')
+    if len(events) > MAX_EVENTS:
+        raise BadEvents(f"at most {MAX_EVENTS} events")
+    found: list[str] = []
+    kinds = {k.value for k in ObjectType}
+    ops = {o.value for o in Op}
+    for event in events:
+        kind, dot, op = event.partition(".")
+        if event != ALL and (kind not in kinds or (dot and op not in ops)):
+            raise BadEvents(f"unknown event {event[:64]!r}")
+        if event not in found:
+            found.append(event)
+    return [ALL] if ALL in found else found
+
+
+def wants(events: Sequence[str], change: Change) -> bool:
+    return (
+        ALL in events or change.object_type.value in events or f"{change.object_type.value}.{change.op.value}" in events
+    )
+
+
+async def create(
+    session: AsyncSession, box: CredentialBox, account_id: int, url: str, events: Sequence[str]
+) -> tuple[Webhook, str]:
+    """A new active hook that starts after the account's current newest change; returns it and its secret."""
+    wanted = normalise_events(events)
+    if await session.scalar(select(Account.id).where(Account.id == account_id)) is None:
+        raise LookupError("no such account")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    hook = Webhook(
+        account_id=account_id,
+        url=url,
+        events=wanted,
+        secret=box.seal(secret),
+        cursor=await changelog.newest_seq(session, account_id),
+        state=ACTIVE,
+        failures=0,
+    )
+    session.add(hook)
+    await session.flush()
+    return hook, secret
+
+
+async def get(session: AsyncSession, hook_id: int, account_ids: Sequence[int] | frozenset[int]) -> Webhook | None:
+    hook = await session.get(Webhook, hook_id)
+    return hook if hook is not None and hook.account_id in account_ids else None
+
+
+async def remove(session: AsyncSession, hook_id: int) -> bool:
+    result = await session.execute(delete(Webhook).where(Webhook.id == hook_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def enable(session: AsyncSession, hook_id: int) -> None:
+    """Re-enable a hook: it resumes at its cursor, with a fresh failure clock."""
+    await session.execute(
+        update(Webhook)
+        .where(Webhook.id == hook_id)
+        .values(state=ACTIVE, disabled_reason=None, failing_since=None, failures=0, next_attempt_at=None)
+    )
+
+
+async def due(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
+    """Active hooks whose backoff has run out (they may or may not have anything to send)."""
+    found = await session.scalars(
+        select(Webhook.id)
+        .where(Webhook.state == ACTIVE, or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now))
+        .order_by(Webhook.id)
+        .limit(limit)
+    )
+    return list(found)
+
+
+async def hold(session: AsyncSession, hook_id: int) -> Webhook | None:
+    """Lock an active hook for one attempt; None when another process holds it or it is gone or disabled."""
+    return await session.scalar(
+        select(Webhook).where(Webhook.id == hook_id, Webhook.state == ACTIVE).with_for_update(skip_locked=True)
+    )
+
+
+async def next_event(session: AsyncSession, hook: Webhook, scan: int = 500) -> Change | None:
+    """The first change after the cursor this hook subscribed to; moves the cursor over the ones it did not."""
+    while True:
+        changes = await changelog.read(session, hook.account_id, hook.cursor, limit=scan)
+        if not changes:
+            return None
+        for change in changes:
+            if wants(hook.events, change):
+                return change
+            hook.cursor = change.seq
+        await session.flush()
+
+
+def record(
+    session: AsyncSession,
+    hook: Webhook,
+    change: Change,
+    *,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: int,
+    ok: bool,
+    now: datetime,
+    retry_in: timedelta,
+    disable_after: timedelta,
+) -> None:
+    """Log one attempt and move the hook on: the cursor on success, the backoff (or disabling) on failure."""
+    session.add(
+        WebhookDelivery(
+            webhook_id=hook.id,
+            first_seq=change.seq,
+            last_seq=change.seq,
+            attempt=hook.failures + 1,
+            status_code=status_code,
+            error=error,
+            duration_ms=duration_ms,
+            created_at=now,
+        )
+    )
+    if ok:
+        hook.cursor = change.seq
+        hook.failures = 0
+        hook.failing_since = None
+        hook.next_attempt_at = None
+        return
+    hook.failures += 1
+    hook.failing_since = hook.failing_since or now
+    if now - hook.failing_since >= disable_after:
+        hook.state = DISABLED
+        hook.next_attempt_at = None
+        hook.disabled_reason = (
+            f"deliveries failed for {int((now - hook.failing_since).total_seconds())}s "
+            f"({hook.failures} attempts; last: {error or status_code})"
+        )
+    else:
+        hook.next_attempt_at = now + retry_in
+
+
+def now() -> datetime:
+    return utcnow()
+
+
+__all__ = [
+    "ACTIVE",
+    "ALL",
+    "DISABLED",
+    "BadEvents",
+    "create",
+    "due",
+    "enable",
+    "get",
+    "hold",
+    "next_event",
+    "normalise_events",
+    "record",
+    "remove",
+    "wants",
+]
