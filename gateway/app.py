@@ -6,6 +6,8 @@ Routes:
     /attachments/{id}          an attachment's decoded bytes
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+
+The lifespan also runs webhook delivery (gateway.delivery) unless GatewayConfig.webhooks is off.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
+from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
+from gateway.fanout import Fanout
 from gateway.graph import build_schema
 from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter
 from gateway.signing import Signer
+from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.settings import Settings
 
@@ -52,6 +57,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         graphql_ide="graphiql",
     )
     downloads = Downloads(engine, tokens, signer)
+    fanout = Fanout(engine, settings.redis_url)
+    view.fanout = fanout
+    box = CredentialBox(settings.secret_key)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -77,7 +85,10 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
+        async with running(Deliverer(engine, box, config) if config.webhooks else None):
+            yield
+        await fanout.stop()
         await redis.aclose()
         await engine.dispose()
 
@@ -94,4 +105,6 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     app.state.engine = engine
     app.state.redis = redis
     app.state.config = config
+    app.state.fanout = fanout
+    app.state.box = box
     return app

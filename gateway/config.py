@@ -24,6 +24,18 @@ class GatewayConfig:
     # A token's grant is cached this long in the process: a revocation takes effect within it.
     token_cache_seconds: float = 10.0
     download_link_seconds: int = 3600
+    # Webhooks (gateway.delivery): delivered by this process unless switched off.
+    webhooks: bool = True
+    webhook_allow_private: bool = False
+    webhook_allow_loopback: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_poll_seconds: float = 1.0
+    # Hooks delivered at once by one process (each attempt holds a database connection).
+    webhook_concurrency: int = 4
+    webhook_backoff_base_seconds: float = 1.0
+    webhook_backoff_cap_seconds: float = 3600.0
+    # A hook failing continuously for this long is disabled (3 days).
+    webhook_disable_after_seconds: float = 3 * 24 * 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -38,4 +50,10 @@ class GatewayConfig:
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
+            webhooks=_flag(env.get("INBOXQL_WEBHOOKS", "1")),
+            webhook_allow_private=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_PRIVATE", "0")),
+            webhook_allow_loopback=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_LOOPBACK", "0")),
+            webhook_disable_after_seconds=float(
+                env.get("INBOXQL_WEBHOOK_DISABLE_AFTER_SECONDS", base.webhook_disable_after_seconds)
+            ),
         )

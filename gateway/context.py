@@ -69,6 +69,8 @@ class Context:
     cost: dict[str, int] = field(default_factory=dict)
     # graphql-transport-ws: the payload of connection_init (where a websocket client sends its token).
     connection_params: Any = None
+    # The process's doorbell fan-out (gateway.fanout.Fanout), which subscriptions wait on.
+    fanout: Any = None
 
     @property
     def account_ids(self) -> frozenset[int]:

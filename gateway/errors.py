@@ -7,6 +7,7 @@ GatewayError                 (never raised itself)
 ├── NotFound                 NOT_FOUND        missing, or belongs to an account the token does not cover
 ├── BadUserInput             BAD_USER_INPUT   malformed ids, cursors, arguments; parse and validation errors
 │   └── CostExceeded         BAD_USER_INPUT   the query's computed cost is above the maximum
+├── CursorExpired            CURSOR_EXPIRED   a change cursor older than the change log keeps: re-read
 └── RateLimited              RATE_LIMITED     the token spent its budget for the current window
 anything else                INTERNAL         masked to "Internal server error" and logged with its traceback
 ```
@@ -29,6 +30,7 @@ NOT_FOUND = "NOT_FOUND"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 RATE_LIMITED = "RATE_LIMITED"
 INTERNAL = "INTERNAL"
+CURSOR_EXPIRED = "CURSOR_EXPIRED"
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -62,6 +64,10 @@ class CostExceeded(BadUserInput):
     pass
 
 
+class CursorExpired(GatewayError):
+    code = CURSOR_EXPIRED
+
+
 class RateLimited(GatewayError):
     code = RATE_LIMITED
 
@@ -70,7 +76,7 @@ def not_found(kind: str) -> NotFound:
     return NotFound(f"{kind} not found")
 
 
-CODES = frozenset({UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, RATE_LIMITED, INTERNAL})
+CODES = frozenset({UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, RATE_LIMITED, INTERNAL, CURSOR_EXPIRED})
 _CLIENT_FAULTS = (ValueError, TypeError, OverflowError)
 
 

@@ -26,6 +26,8 @@ from gateway.errors import FORBIDDEN, coded
 from gateway.limits import CostLimiter, RateLimiter
 from gateway.nodes import Account, Attachment, Folder, Label, Message, Thread
 from gateway.query import Query
+from gateway.subscriptions import Subscription
+from gateway.webhooks import Mutation
 
 
 class ErrorCodes(SchemaExtension):
@@ -78,4 +80,4 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         partial(CostLimiter, config=config, limiter=limiter),
     ]
     types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment]
-    return GatewaySchema(query=Query, types=types, extensions=extensions)
+    return GatewaySchema(query=Query, mutation=Mutation, subscription=Subscription, types=types, extensions=extensions)

@@ -64,8 +64,18 @@ def unauthenticated_response(message: str) -> JSONResponse:
 
 
 class GatewayView(GraphQL[Context, None]):
-    def __init__(self, *args: Any, engine: Any, tokens: TokenCache, config: GatewayConfig, signer: Signer, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        engine: Any,
+        tokens: TokenCache,
+        config: GatewayConfig,
+        signer: Signer,
+        fanout: Any = None,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
+        self.fanout = fanout
         self.engine = engine
         self.tokens = tokens
         self.config = config
@@ -82,6 +92,7 @@ class GatewayView(GraphQL[Context, None]):
             loaders=Loaders(db, accounts),
             config=self.config,
             signer=self.signer,
+            fanout=self.fanout,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,6 +9,7 @@ import strawberry
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.engine import Row
 
+from gateway import changes as feed
 from gateway import pages
 from gateway.context import Context
 from gateway.errors import BadUserInput, not_found
@@ -28,6 +29,7 @@ from gateway.nodes import (
     described,
     prefetch_threads,
 )
+from gateway.webhooks import Webhook, list_webhooks
 from schema.models import Account as AccountRow
 from schema.models import Folder as FolderRow
 from schema.models import Label as LabelRow
@@ -177,6 +179,30 @@ class Query:
         ]
         stmt = select(*MESSAGE_COLUMNS, score.label("score"))
         return await _page(info, stmt, conditions, keys, page, Message.of)
+
+    @described(
+        "An account's changes after a cursor, oldest first (the delta feed). Without `after`: from the oldest kept."
+        " A cursor older than the log keeps fails with CURSOR_EXPIRED: re-read, then start from changesCursor."
+    )
+    async def changes(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        after: str | None = None,
+        first: int | None = None,
+        types: list[feed.ChangeObjectType] | None = None,
+    ) -> feed.ChangePage:
+        return await feed.read_page(info, _account_pk(info, account_id), after, first, types)
+
+    @described("The account's newest change cursor: read the current state, then follow changes from here.")
+    async def changes_cursor(self, info: Info, account_id: strawberry.ID) -> str:
+        return await feed.current_cursor(info, _account_pk(info, account_id))
+
+    @described("An account's webhooks, oldest first.")
+    async def webhooks(
+        self, info: Info, account_id: strawberry.ID, first: int | None = None, after: str | None = None
+    ) -> Connection[Webhook]:
+        return await list_webhooks(info, account_id, first, after)
 
     @described("Any object by its global id; null when it does not exist or is not yours.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import changelog
@@ -27,6 +27,11 @@ DISABLED = "disabled"
 SECRET_PREFIX = "whsec_"
 ALL = "*"
 MAX_EVENTS = 32
+MAX_HOOKS_PER_ACCOUNT = 25
+
+
+class TooManyHooks(ValueError):
+    """An account has as many hooks as it may have."""
 
 
 class BadEvents(ValueError):
@@ -62,8 +67,12 @@ async def create(
 ) -> tuple[Webhook, str]:
     """A new active hook that starts after the account's current newest change; returns it and its secret."""
     wanted = normalise_events(events)
-    if await session.scalar(select(Account.id).where(Account.id == account_id)) is None:
+    if await session.scalar(select(Account.id).where(Account.id == account_id).with_for_update()) is None:
         raise LookupError("no such account")
+    if (
+        await session.scalar(select(func.count()).where(Webhook.account_id == account_id)) or 0
+    ) >= MAX_HOOKS_PER_ACCOUNT:
+        raise TooManyHooks(f"an account may have at most {MAX_HOOKS_PER_ACCOUNT} webhooks")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     hook = Webhook(
         account_id=account_id,
@@ -117,16 +126,32 @@ async def hold(session: AsyncSession, hook_id: int) -> Webhook | None:
 
 
 async def next_event(session: AsyncSession, hook: Webhook, scan: int = 500) -> Change | None:
-    """The first change after the cursor this hook subscribed to; moves the cursor over the ones it did not."""
+    """The first change after the cursor this hook subscribed to; moves the cursor over the ones it did not.
+
+    Seqs are contiguous per account, so a hole after the cursor means the log expired events this hook never
+    got: it is disabled and says so, with its cursor past the hole, so re-enabling resumes with what is kept.
+    """
     while True:
         changes = await changelog.read(session, hook.account_id, hook.cursor, limit=scan)
         if not changes:
+            return None
+        if changes[0].seq > hook.cursor + 1:
+            lost = f"{hook.cursor + 1}..{changes[0].seq - 1}"
+            disable(hook, f"change-log entries {lost} expired before they were delivered", utcnow())
+            hook.cursor = changes[0].seq - 1
             return None
         for change in changes:
             if wants(hook.events, change):
                 return change
             hook.cursor = change.seq
         await session.flush()
+
+
+def disable(hook: Webhook, reason: str, now: datetime) -> None:
+    hook.state = DISABLED
+    hook.disabled_reason = reason
+    hook.next_attempt_at = None
+    hook.failing_since = hook.failing_since or now
 
 
 def record(
@@ -164,12 +189,8 @@ def record(
     hook.failures += 1
     hook.failing_since = hook.failing_since or now
     if now - hook.failing_since >= disable_after:
-        hook.state = DISABLED
-        hook.next_attempt_at = None
-        hook.disabled_reason = (
-            f"deliveries failed for {int((now - hook.failing_since).total_seconds())}s "
-            f"({hook.failures} attempts; last: {error or status_code})"
-        )
+        failing = int((now - hook.failing_since).total_seconds())
+        disable(hook, f"deliveries failed for {failing}s ({hook.failures} attempts; last: {error or status_code})", now)
     else:
         hook.next_attempt_at = now + retry_in
 
@@ -183,7 +204,9 @@ __all__ = [
     "ALL",
     "DISABLED",
     "BadEvents",
+    "TooManyHooks",
     "create",
+    "disable",
     "due",
     "enable",
     "get",

@@ -17,6 +17,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from sqlalchemy import or_, select, update
 
+from schema import changelog
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account, utcnow
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 60
 RENEW_SECONDS = 20
 RESCAN_SECONDS = 10
+# Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
+EXPIRE_SECONDS = 3600
 
 
 def _owner_alive(owner: str) -> bool:
@@ -57,6 +60,7 @@ class Supervisor:
         self.box = CredentialBox(settings.secret_key)
         self.parser = ParsePool(default_workers())
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
         for task in self._tasks.values():
@@ -115,6 +119,12 @@ class Supervisor:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
+    async def expire_changes(self) -> int:
+        """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
+        before = utcnow() - timedelta(days=self.change_log_days)
+        async with self.store.sessions() as s, s.begin():
+            return await changelog.expire(s, None, before)
+
     async def run_once(self, only: Sequence[int] | None = None) -> int:
         """Sync the accounts until caught up; returns a process exit code."""
         failures = 0
@@ -137,7 +147,7 @@ class Supervisor:
         return 1 if failures else 0
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
-        renew_due = 0.0
+        renew_due = expire_due = 0.0
         loop = asyncio.get_running_loop()
         while True:
             for account in await self.accounts(only):
@@ -153,4 +163,10 @@ class Supervisor:
             if loop.time() >= renew_due:
                 await self._renew()
                 renew_due = loop.time() + RENEW_SECONDS
+            if loop.time() >= expire_due:
+                try:
+                    log.info("change log: %s entries expired", await self.expire_changes())
+                except Exception as exc:  # the next round tries again
+                    log.warning("change log expiry failed: %s", exc)
+                expire_due = loop.time() + EXPIRE_SECONDS
             await asyncio.sleep(RESCAN_SECONDS if not only else min(RESCAN_SECONDS, RENEW_SECONDS))

@@ -1,0 +1,184 @@
+"""One Redis subscription per gateway process, fanned out to the process's subscribers.
+
+```
+Redis PSUBSCRIBE inboxql:doorbell:*  ──►  Fanout.run  ──►  _Bell(account) ──► subscribers wake, each re-reads
+                                                                               the log from its own cursor
+```
+
+The doorbell only says "account A has changes up to seq N"; the change log is the truth. So memory per
+subscriber is one waiter on its account's bell (an asyncio.Event shared by all of them, replaced on each ring),
+not a queue of events; and subscribers of one account at the same cursor share one SQL read (`read`).
+
+When Redis is gone, nothing is lost: `wait` times out after `poll_seconds` while the doorbell is down (every
+subscriber then re-reads the log on that timer), and `run` reconnects with backoff. Even while Redis is up, a
+subscriber re-reads every `safety_seconds`, because a doorbell rung while its writer could not reach Redis is
+simply lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from schema import changelog
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MAX = 5.0
+
+
+class _Bell:
+    __slots__ = ("event", "listeners", "newest")
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.newest = 0
+        self.listeners = 0
+
+    def ring(self, seq: int) -> None:
+        self.newest = max(self.newest, seq)
+        event, self.event = self.event, asyncio.Event()
+        event.set()
+
+
+class Fanout:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis_url: str,
+        *,
+        poll_seconds: float = 1.0,
+        safety_seconds: float = 10.0,
+        read_limit: int = 200,
+    ) -> None:
+        self.engine = engine
+        self.redis_url = redis_url
+        self.poll_seconds = poll_seconds
+        self.safety_seconds = safety_seconds
+        self.read_limit = read_limit
+        self.connected = False
+        self.rings = 0
+        self.reads = 0
+        self._bells: dict[int, _Bell] = {}
+        self._reads: dict[tuple[int, int], asyncio.Task[list[changelog.Change]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="doorbell-fanout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            redis: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=5)
+            try:
+                pubsub = redis.pubsub(ignore_subscribe_messages=True)
+                await pubsub.psubscribe(changelog.DOORBELL_PATTERN)
+                self.connected = True
+                backoff = 0.1
+                # Anything rung while we were away or subscribing: every subscriber re-reads once.
+                self._ring_all()
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        await pubsub.ping()
+                        continue
+                    self._on_message(message.get("channel"), message.get("data"))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.connected:
+                    log.warning("doorbell subscription lost (%s); subscribers poll the change log", exc)
+                self.connected = False
+                self._ring_all()  # wake waiters so they switch to the short poll timeout at once
+            finally:
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _on_message(self, channel: object, data: object) -> None:
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if isinstance(data, bytes):
+            data = data.decode()
+        if not isinstance(channel, str):
+            return
+        account = channel.rsplit(":", 1)[-1]
+        if not account.isdigit():
+            return
+        bell = self._bells.get(int(account))
+        if bell is not None:
+            self.rings += 1
+            bell.ring(int(data) if isinstance(data, str) and data.isdigit() else 0)
+
+    def _ring_all(self) -> None:
+        for bell in self._bells.values():
+            bell.ring(0)
+
+    # -- subscribers --------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def listen(self, account_id: int) -> AsyncIterator[None]:
+        """Keep the account's bell while a subscriber follows it (bells of unfollowed accounts are dropped)."""
+        bell = self._bells.get(account_id)
+        if bell is None:
+            bell = self._bells[account_id] = _Bell()
+        bell.listeners += 1
+        try:
+            yield
+        finally:
+            bell.listeners -= 1
+            if bell.listeners == 0 and self._bells.get(account_id) is bell:
+                del self._bells[account_id]
+
+    async def wait(self, account_id: int, after: int) -> None:
+        """Until the account's doorbell rings past `after`, or the poll timer fires (short while Redis is down)."""
+        bell = self._bells.get(account_id)
+        if bell is None or bell.newest > after:
+            return
+        timeout = self.safety_seconds if self.connected else self.poll_seconds
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await bell.event.wait()
+
+    async def read(self, account_id: int, after: int) -> list[changelog.Change]:
+        """The entries after `after`, read once for all subscribers of that account at that cursor.
+
+        The read runs in a task of its own, so a subscriber that leaves mid-read does not cancel it for the
+        others who wait on the same one.
+        """
+        key = (account_id, after)
+        pending = self._reads.get(key)
+        if pending is None:
+            pending = self._reads[key] = asyncio.create_task(self._read(account_id, after))
+            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _read(self, account_id: int, after: int) -> list[changelog.Change]:
+        self.reads += 1
+        async with AsyncSession(self.engine) as session:
+            return await changelog.read(session, account_id, after, self.read_limit)
+
+    async def cursor_valid(self, account_id: int, after: int) -> bool:
+        async with AsyncSession(self.engine) as session:
+            return await changelog.cursor_valid(session, account_id, after)
+
+    async def newest(self, account_id: int) -> int:
+        async with AsyncSession(self.engine) as session:
+            return await changelog.newest_seq(session, account_id)

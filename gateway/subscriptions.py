@@ -1,0 +1,206 @@
+"""Subscriptions (graphql-transport-ws on /graphql): the change feed, live, and thin filters over it.
+
+`changes(accountId:, after:)` replays the log after the cursor, then follows it live. Every event carries its
+cursor, so a client that reconnects with the last cursor it saw gets every change exactly once. The
+convenience subscriptions (`messageAdded`, `threadUpdated`, `folderCountsChanged`, `syncProgress`) read the
+same feed and carry a cursor too (resume them with `after` like `changes`).
+
+Each subscriber waits on its account's doorbell (gateway.fanout) and re-reads the log from its own cursor;
+objects are loaded with loaders made per batch, so a long-lived subscription never serves a cached row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar, cast
+
+import strawberry
+from sqlalchemy import select
+
+from gateway.changes import Change, ChangeOperation, decode_cursor, expired
+from gateway.context import Context
+from gateway.errors import not_found
+from gateway.fanout import Fanout
+from gateway.ids import pk_of, to_global
+from gateway.loaders import Loaders
+from gateway.nodes import Account, Folder, Message, SyncProgress, Thread
+from schema.changelog import ObjectType, Op
+from schema.models import Folder as FolderRow
+
+Info = strawberry.Info[Context, None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def subscribed(description: str) -> Callable[[F], F]:
+    """`@strawberry.subscription(description=...)`, typed."""
+    return cast("Callable[[F], F]", strawberry.subscription(description=description))
+
+
+def _account_pk(info: Info, account_id: strawberry.ID) -> int:
+    pk = pk_of(account_id, "Account")
+    if pk not in info.context.account_ids:
+        raise not_found("Account")
+    return pk
+
+
+def _fanout(info: Info) -> Fanout:
+    fanout = info.context.fanout
+    if not isinstance(fanout, Fanout):
+        raise RuntimeError("the change fan-out is not running")
+    return fanout
+
+
+async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerator[Change, None]:
+    """Every change after the cursor (or, without one, from now on), in order, each once; never ends."""
+    fanout = _fanout(info)
+    context = info.context
+    async with fanout.listen(account_id):
+        if after is None:
+            seq = await fanout.newest(account_id)
+        else:
+            seq = decode_cursor(after, account_id)
+            if not await fanout.cursor_valid(account_id, seq):
+                raise expired()
+        while True:
+            entries = await fanout.read(account_id, seq)
+            if not entries:
+                await fanout.wait(account_id, seq)
+                continue
+            if entries[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
+                raise expired()  # expired while the subscriber lagged behind
+            # Fresh loaders per batch: the connection's own would keep serving the rows of the first event.
+            loaders = Loaders(context.db, context.account_ids)
+            context.loaders = loaders
+            try:
+                for entry in entries:
+                    seq = entry.seq
+                    yield Change.of(account_id, entry, loaders)
+            finally:
+                # Hand the database connection back between batches: thousands of idle subscribers hold none.
+                await context.db.close()
+
+
+@strawberry.type(description="A message arrived in the account (or in the folder asked for).")
+class MessageAdded:
+    cursor: str
+    message: Message
+
+
+@strawberry.type(description="A thread was created, changed (flags, new messages) or deleted.")
+class ThreadUpdated:
+    cursor: str
+    operation: ChangeOperation
+    thread_id: strawberry.ID
+    thread: Thread | None = strawberry.field(description="The thread now; null once deleted.")
+
+
+@strawberry.type(description="A folder's message or unread count changed.")
+class FolderCountsChanged:
+    cursor: str
+    folder: Folder
+
+
+@strawberry.type(description="The account's sync made progress (an account's or a folder's sync state changed).")
+class SyncProgressChanged:
+    cursor: str
+    account: Account
+    progress: SyncProgress
+
+
+def _folder_matches(state: dict[str, Any] | None, folder_ids: set[int] | None) -> bool:
+    if folder_ids is None:
+        return True
+    found = (state or {}).get("folder_ids")
+    return isinstance(found, list) and any(f in folder_ids for f in found)
+
+
+async def _role_folders(info: Info, account_id: int, role: str) -> set[int]:
+    rows = await info.context.db.rows(
+        select(FolderRow.id).where(FolderRow.account_id == account_id, FolderRow.role == role)
+    )
+    await info.context.db.close()
+    return {r.id for r in rows}
+
+
+@strawberry.type
+class Subscription:
+    @subscribed("The account's changes after `after` (without it: from now on), then live; each once, in order.")
+    async def changes(
+        self, info: Info, account_id: strawberry.ID, after: str | None = None
+    ) -> AsyncGenerator[Change, None]:
+        pk = _account_pk(info, account_id)
+        async for change in follow(info, pk, after):
+            yield change
+
+    @subscribed("New messages of the account, or of one folder (by id or by role).")
+    async def message_added(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        folder_id: strawberry.ID | None = None,
+        role: str | None = None,
+        after: str | None = None,
+    ) -> AsyncGenerator[MessageAdded, None]:
+        pk = _account_pk(info, account_id)
+        folders: set[int] | None = None
+        if folder_id is not None:
+            folders = {pk_of(folder_id, "Folder")}
+        if role is not None:
+            by_role = await _role_folders(info, pk, role)
+            folders = by_role if folders is None else folders & by_role
+        async for change in follow(info, pk, after):
+            if change.kind is ObjectType.MESSAGE and change.operation.value == Op.CREATE.value:
+                if not _folder_matches(change.data, folders):
+                    continue
+                row = await change.loaders.messages.load(change.pk)
+                if row is not None:
+                    yield MessageAdded(cursor=change.cursor, message=Message.of(row))
+
+    @subscribed("Threads of the account created, changed or deleted.")
+    async def thread_updated(
+        self, info: Info, account_id: strawberry.ID, after: str | None = None
+    ) -> AsyncGenerator[ThreadUpdated, None]:
+        pk = _account_pk(info, account_id)
+        async for change in follow(info, pk, after):
+            if change.kind is ObjectType.THREAD:
+                row = None
+                if change.operation is not ChangeOperation.DELETE:
+                    row = await change.loaders.threads.load(change.pk)
+                yield ThreadUpdated(
+                    cursor=change.cursor,
+                    operation=change.operation,
+                    thread_id=strawberry.ID(to_global("Thread", change.pk)),
+                    thread=None if row is None else Thread.of(row),
+                )
+
+    @subscribed("Folders of the account whose message or unread counts changed.")
+    async def folder_counts_changed(
+        self, info: Info, account_id: strawberry.ID, after: str | None = None
+    ) -> AsyncGenerator[FolderCountsChanged, None]:
+        pk = _account_pk(info, account_id)
+        counts: dict[int, tuple[object, object]] = {}
+        async for change in follow(info, pk, after):
+            if change.kind is not ObjectType.FOLDER or change.data is None:
+                continue
+            now = (change.data.get("total_count"), change.data.get("unread_count"))
+            if counts.get(change.pk) == now:
+                continue
+            counts[change.pk] = now
+            row = await change.loaders.folders.load(change.pk)
+            if row is not None:
+                yield FolderCountsChanged(cursor=change.cursor, folder=Folder.of(row))
+
+    @subscribed("The account's sync progress, whenever an account or folder sync state moves.")
+    async def sync_progress(
+        self, info: Info, account_id: strawberry.ID, after: str | None = None
+    ) -> AsyncGenerator[SyncProgressChanged, None]:
+        pk = _account_pk(info, account_id)
+        async for change in follow(info, pk, after):
+            if change.kind not in (ObjectType.ACCOUNT, ObjectType.FOLDER):
+                continue
+            row = await change.loaders.accounts.load(pk)
+            if row is None:
+                continue
+            p = await change.loaders.progress.load(pk)
+            progress = SyncProgress(folders=p.folders, folders_synced=p.folders_synced, messages=p.messages)
+            yield SyncProgressChanged(cursor=change.cursor, account=Account.of(row), progress=progress)

@@ -1,0 +1,193 @@
+"""Webhooks over GraphQL: create, delete and re-enable hooks; list them and their delivery log.
+
+Scope: there is no admin token yet, so a token manages the hooks of the accounts it grants, and a hook of
+another account reads exactly like a missing one (NOT_FOUND). A refused URL is BAD_USER_INPUT.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy import func, select
+from sqlalchemy.engine import Row
+
+from gateway import pages
+from gateway.context import Context
+from gateway.delivery import RefusedURL, check_url
+from gateway.errors import BadUserInput, not_found
+from gateway.ids import pk_of, to_global
+from gateway.nodes import Connection, connection, described, utc
+from schema import webhooks
+from schema.crypto import CredentialBox
+from schema.db import session_factory
+from schema.models import Webhook as WebhookRow
+from schema.models import WebhookDelivery as DeliveryRow
+
+Info = strawberry.Info[Context, None]
+
+HOOK_KEYS = (pages.Key(WebhookRow.id, False, "id"),)
+DELIVERY_KEYS = (pages.Key(DeliveryRow.id, True, "id"),)
+
+
+def _hook_pk(gid: strawberry.ID) -> int:
+    """Webhook ids are global ids of their own kind (not Relay nodes: `node(id:)` does not serve them)."""
+    try:
+        kind, _, number = base64.urlsafe_b64decode(str(gid) + "=" * (-len(gid) % 4)).decode().partition(":")
+        pk = int(number)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadUserInput("not a valid webhook id") from None
+    if kind != "Webhook" or pk <= 0 or number != str(pk):
+        raise BadUserInput("not a valid webhook id")
+    return pk
+
+
+@strawberry.type(description="One HTTP attempt to deliver change-log events to a webhook.")
+class WebhookDelivery:
+    id: strawberry.ID
+    first_seq: int = strawberry.field(description="The first change-log seq the attempt carried.")
+    last_seq: int
+    attempt: int = strawberry.field(description="1 for the first attempt at these events, then 2, 3, ...")
+    status_code: int | None = strawberry.field(description="The receiver's HTTP status; null when none came.")
+    error: str | None
+    duration_ms: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> WebhookDelivery:
+        created = utc(row.created_at)
+        assert created is not None
+        return cls(
+            id=strawberry.ID(to_global("WebhookDelivery", row.id)),
+            first_seq=row.first_seq,
+            last_seq=row.last_seq,
+            attempt=row.attempt,
+            status_code=row.status_code,
+            error=row.error,
+            duration_ms=row.duration_ms,
+            created_at=created,
+        )
+
+
+@strawberry.type(description="An HTTP endpoint that receives an account's changes, signed (Inboxql-Signature).")
+class Webhook:
+    id: strawberry.ID
+    account_id: strawberry.ID
+    url: str
+    events: list[str]
+    state: str = strawberry.field(description="active or disabled")
+    disabled_reason: str | None
+    failing_since: datetime | None
+    cursor: int = strawberry.field(description="The newest change-log seq delivered (or skipped as not wanted).")
+    created_at: datetime
+    pk: strawberry.Private[int]
+
+    @classmethod
+    def of(cls, row: Row[Any] | WebhookRow) -> Webhook:
+        created = utc(row.created_at)
+        assert created is not None
+        return cls(
+            id=strawberry.ID(to_global("Webhook", row.id)),
+            account_id=strawberry.ID(to_global("Account", row.account_id)),
+            url=row.url,
+            events=list(row.events),
+            state=row.state,
+            disabled_reason=row.disabled_reason,
+            failing_since=utc(row.failing_since),
+            cursor=row.cursor,
+            created_at=created,
+            pk=row.id,
+        )
+
+    @described("The delivery log, newest attempt first.")
+    async def deliveries(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[WebhookDelivery]:
+        page = pages.PageArgs.of(first, after)
+        db = info.context.db
+        mine = DeliveryRow.webhook_id == self.pk
+        rows = await db.rows(pages.apply(select(DeliveryRow.__table__).where(mine), DELIVERY_KEYS, page))
+
+        async def count() -> int:
+            return int(await db.scalar(select(func.count()).where(mine)) or 0)
+
+        return connection(pages.cut(rows, DELIVERY_KEYS, page), WebhookDelivery.of, count)
+
+
+@strawberry.type
+class CreatedWebhook:
+    webhook: Webhook
+    secret: str = strawberry.field(description="The HMAC-SHA256 signing secret: shown this once, keep it.")
+
+
+async def list_webhooks(
+    info: Info, account_id: strawberry.ID, first: int | None, after: str | None
+) -> Connection[Webhook]:
+    pk = _account_pk(info, account_id)
+    page = pages.PageArgs.of(first, after)
+    db = info.context.db
+    mine = WebhookRow.account_id == pk
+    rows = await db.rows(pages.apply(select(WebhookRow.__table__).where(mine), HOOK_KEYS, page))
+
+    async def count() -> int:
+        return int(await db.scalar(select(func.count()).where(mine)) or 0)
+
+    return connection(pages.cut(rows, HOOK_KEYS, page), Webhook.of, count)
+
+
+def _account_pk(info: Info, account_id: strawberry.ID) -> int:
+    pk = pk_of(account_id, "Account")
+    if pk not in info.context.account_ids:
+        raise not_found("Account")
+    return pk
+
+
+def _box(info: Info) -> CredentialBox:
+    box: CredentialBox = info.context.request.app.state.box
+    return box
+
+
+@strawberry.type
+class Mutation:
+    @described('Send the account\'s changes to `url` (events: object types, type.op, or "*"). Admin-scoped.')
+    async def create_webhook(
+        self, info: Info, account_id: strawberry.ID, url: str, events: list[str]
+    ) -> CreatedWebhook:
+        pk = _account_pk(info, account_id)
+        if len(url) > 2048:
+            raise BadUserInput("the URL is too long")
+        try:
+            await check_url(url, info.context.config)
+        except RefusedURL as exc:
+            raise BadUserInput(str(exc)) from None
+        async with session_factory(info.context.db.engine)() as session, session.begin():
+            try:
+                row, secret = await webhooks.create(session, _box(info), pk, url, events)
+            except (webhooks.BadEvents, webhooks.TooManyHooks) as exc:
+                raise BadUserInput(str(exc)) from None
+            hook = Webhook.of(row)
+        return CreatedWebhook(webhook=hook, secret=secret)
+
+    @described("Delete a webhook and its delivery log; true when it existed.")
+    async def delete_webhook(self, info: Info, id: strawberry.ID) -> bool:
+        hook_id = _hook_pk(id)
+        async with session_factory(info.context.db.engine)() as session, session.begin():
+            if await webhooks.get(session, hook_id, info.context.account_ids) is None:
+                raise not_found("Webhook")
+            return await webhooks.remove(session, hook_id)
+
+    @described("Re-enable a disabled webhook: delivery resumes at its cursor.")
+    async def enable_webhook(self, info: Info, id: strawberry.ID) -> Webhook:
+        hook_id = _hook_pk(id)
+        async with session_factory(info.context.db.engine)() as session, session.begin():
+            if await webhooks.get(session, hook_id, info.context.account_ids) is None:
+                raise not_found("Webhook")
+            await webhooks.enable(session, hook_id)
+        async with session_factory(info.context.db.engine)() as session:
+            row = await session.get(WebhookRow, hook_id)
+            if row is None:
+                raise not_found("Webhook")
+            return Webhook.of(row)

@@ -1,0 +1,238 @@
+"""Subscriptions over graphql-transport-ws, through real clients (Python's gql, npm's graphql-ws): replay from a
+cursor then live, in order and each once; CURSOR_EXPIRED; tenancy; the convenience filters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gql import Client as GqlClient
+from gql.graphql_request import GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
+
+from gateway.testing import ServerThread, add_folder, deliver
+from schema import changelog
+from schema.crypto import CredentialBox
+from schema.models import utcnow
+from schema.unit import Store
+from tests.gateway.test_changes import CURSOR, Fresh, fresh_account, mail
+
+NODE_DIR = Path(__file__).parent / "node"
+FOLLOW = """
+subscription($acc: ID!, $after: String) {
+  changes(accountId: $acc, after: $after) {
+    cursor operation objectType objectId state
+    object { __typename ... on Message { subject } }
+  }
+}"""
+
+
+def seq_of(cursor: str) -> int:
+    return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().rsplit(":", 1)[1])
+
+
+def ws_url(gateway: ServerThread) -> str:
+    return gateway.url.replace("http://", "ws://") + "/graphql"
+
+
+def transport(gateway: ServerThread, token: str, connect_args: dict[str, Any] | None = None) -> WebsocketsTransport:
+    return WebsocketsTransport(
+        url=ws_url(gateway),
+        init_payload={"authorization": f"Bearer {token}"},
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        connect_args=connect_args or {},
+    )
+
+
+async def follow(gateway: ServerThread, token: str, query: str, variables: dict[str, Any]) -> AsyncIterator[Any]:
+    async with GqlClient(transport=transport(gateway, token)) as session:
+        async for result in session.subscribe(GraphQLRequest(query, variable_values=variables)):
+            yield result
+
+
+async def take(stream: AsyncIterator[Any], n: int, timeout: float = 15) -> list[Any]:
+    out: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(await anext(stream))
+    return out
+
+
+@pytest.fixture
+async def fresh(gw_store: Store, credential_box: CredentialBox, http: httpx.AsyncClient) -> Fresh:
+    return await fresh_account(gw_store, credential_box, http)
+
+
+async def cursor_now(fresh: Fresh) -> str:
+    cursor: str = (await fresh.client.data(CURSOR, {"acc": fresh.gid}))["changesCursor"]
+    return cursor
+
+
+async def test_changes_replay_after_the_cursor_then_follow_live(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("before 1"), []), (mail("before 2"), [])])
+    backlog = seq_of(await cursor_now(fresh)) - seq_of(start)
+    stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start})
+    try:
+        replayed = await take(stream, backlog)
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("live"), [])], first_uid=3)
+        live_total = seq_of(await cursor_now(fresh)) - seq_of(start) - backlog
+        live = await take(stream, live_total)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    events = [r["changes"] for r in replayed + live]
+    seqs = [seq_of(e["cursor"]) for e in events]
+    assert seqs == list(range(seq_of(start) + 1, seq_of(start) + 1 + len(events)))
+    subjects = [e["object"]["subject"] for e in events if e["objectType"] == "MESSAGE"]
+    assert sorted(subjects[:2]) == ["before 1", "before 2"]
+    assert subjects[2:] == ["live"]
+
+
+async def test_without_a_cursor_a_subscriber_gets_only_what_comes_after(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("old"), [])])
+    stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid})
+    try:
+        first = asyncio.ensure_future(take(stream, 3))
+        await asyncio.sleep(0.5)  # the subscription is set up: it starts at the then newest cursor
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("new"), [])], first_uid=2)
+        events = [r["changes"] for r in await first]
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert events[0]["objectType"] != "ACCOUNT"
+    assert "old" not in [e["state"].get("subject") for e in events if e["state"]]
+
+
+async def test_an_expired_cursor_ends_the_subscription_with_cursor_expired(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    old = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("x"), [])])
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("y"), [])], first_uid=2)
+    async with gw_store.sessions() as session, session.begin():
+        await changelog.expire(session, fresh.id, utcnow() + timedelta(days=1))
+    stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": old})
+    with pytest.raises(TransportQueryError) as failed:
+        await take(stream, 1)
+    assert failed.value.errors is not None
+    assert failed.value.errors[0]["extensions"]["code"] == "CURSOR_EXPIRED"
+
+
+async def test_a_foreign_account_reads_like_a_missing_one(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, credential_box: CredentialBox, http: httpx.AsyncClient
+) -> None:
+    other = await fresh_account(gw_store, credential_box, http)
+    stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": other.gid})
+    with pytest.raises(TransportQueryError) as failed:
+        await take(stream, 1)
+    assert failed.value.errors is not None
+    assert failed.value.errors[0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_message_added_by_role_and_thread_updated(gateway: ServerThread, fresh: Fresh, gw_store: Store) -> None:
+    start = await cursor_now(fresh)
+    archive = await add_folder(gw_store, fresh.id, "Archive", "archive")
+    await deliver(gw_store, fresh.id, archive, [(mail("archived"), [])])
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("inboxed"), [])])
+    token = fresh.client.token or ""
+    added = follow(
+        gateway,
+        token,
+        'subscription($acc: ID!, $after: String) { messageAdded(accountId: $acc, role: "inbox", after: $after)'
+        " { cursor message { subject folders { role } } } }",
+        {"acc": fresh.gid, "after": start},
+    )
+    threads = follow(
+        gateway,
+        token,
+        "subscription($acc: ID!, $after: String) { threadUpdated(accountId: $acc, after: $after)"
+        " { cursor operation thread { subject } } }",
+        {"acc": fresh.gid, "after": start},
+    )
+    try:
+        [message] = await take(added, 1)
+        updated = await take(threads, 2)
+    finally:
+        await added.aclose()  # type: ignore[attr-defined]
+        await threads.aclose()  # type: ignore[attr-defined]
+    assert message["messageAdded"]["message"]["subject"] == "inboxed"
+    assert seq_of(message["messageAdded"]["cursor"]) > seq_of(start)
+    assert sorted(u["threadUpdated"]["thread"]["subject"] for u in updated) == ["archived", "inboxed"]
+
+
+async def test_folder_counts_and_sync_progress_carry_cursors(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("counted"), [])])
+    token = fresh.client.token or ""
+    counts = follow(
+        gateway,
+        token,
+        "subscription($acc: ID!, $after: String) { folderCountsChanged(accountId: $acc, after: $after)"
+        " { cursor folder { name messageCount unreadCount } } }",
+        {"acc": fresh.gid, "after": start},
+    )
+    try:
+        [event] = await take(counts, 1)
+    finally:
+        await counts.aclose()  # type: ignore[attr-defined]
+    assert event["folderCountsChanged"]["folder"] == {"name": "INBOX", "messageCount": 1, "unreadCount": 1}
+    assert seq_of(event["folderCountsChanged"]["cursor"]) > seq_of(start)
+
+
+def node_ready() -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("the graphql-ws client test needs Node.js and npm (Debian: apt-get install nodejs npm)")
+    if not (NODE_DIR / "node_modules" / "graphql-ws").is_dir():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
+
+
+async def test_the_npm_graphql_ws_client_follows_changes(gateway: ServerThread, fresh: Fresh, gw_store: Store) -> None:
+    node_ready()
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("for node"), [])])
+    backlog = seq_of(await cursor_now(fresh)) - seq_of(start)
+    proc = await asyncio.create_subprocess_exec(
+        "node",
+        str(NODE_DIR / "subscribe.mjs"),
+        ws_url(gateway),
+        fresh.client.token or "",
+        FOLLOW,
+        json.dumps({"acc": fresh.gid, "after": start}),
+        str(backlog + 1),
+        cwd=NODE_DIR,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(30):
+            lines.append(json.loads(await proc.stdout.readline()))  # ready
+            for _ in range(backlog):
+                lines.append(json.loads(await proc.stdout.readline()))
+            await deliver(gw_store, fresh.id, fresh.inbox, [(mail("live for node"), [])], first_uid=2)
+            lines.append(json.loads(await proc.stdout.readline()))
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    events = [line["data"]["changes"] for line in lines[1:]]
+    assert [seq_of(e["cursor"]) for e in events] == list(range(seq_of(start) + 1, seq_of(start) + 1 + len(events)))
+    assert events[-1]["objectType"] in ("MESSAGE", "THREAD", "FOLDER")
+    subjects = [e["object"]["subject"] for e in events if e["objectType"] == "MESSAGE"]
+    assert subjects == ["for node"]
