@@ -55,6 +55,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         config=config,
         signer=signer,
         graphql_ide="graphiql",
+        allowed_origins=config.allowed_origins,
+        max_subscriptions_per_connection=config.max_subscriptions_per_connection,
     )
     downloads = Downloads(engine, tokens, signer)
     fanout = Fanout(engine, settings.redis_url)

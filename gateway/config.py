@@ -25,6 +25,10 @@ class GatewayConfig:
     token_cache_seconds: float = 10.0
     download_link_seconds: int = 3600
     # Webhooks (gateway.delivery): delivered by this process unless switched off.
+    # Websockets: browsers on other origins are refused unless listed here (non-browser clients send no
+    # Origin); each connection may hold this many subscriptions at once.
+    allowed_origins: tuple[str, ...] = ()
+    max_subscriptions_per_connection: int = 50
     webhooks: bool = True
     webhook_allow_private: bool = False
     webhook_allow_loopback: bool = False
@@ -50,6 +54,12 @@ class GatewayConfig:
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
+            allowed_origins=tuple(
+                o.strip() for o in env.get("INBOXQL_GATEWAY_ALLOWED_ORIGINS", "").split(",") if o.strip()
+            ),
+            max_subscriptions_per_connection=int(
+                env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS", base.max_subscriptions_per_connection)
+            ),
             webhooks=_flag(env.get("INBOXQL_WEBHOOKS", "1")),
             webhook_allow_private=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_PRIVATE", "0")),
             webhook_allow_loopback=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_LOOPBACK", "0")),

@@ -1,5 +1,5 @@
-"""The websocket route speaks graphql-transport-ws (subscriptions come in a later issue): the token rides in
-connection_init, a bad one is refused with 4403, and operations run as the token's viewer."""
+"""The websocket route speaks graphql-transport-ws: the token rides in connection_init, a bad one is refused
+with 4403, operations run as the token's viewer, and browsers on other origins are turned away."""
 
 from __future__ import annotations
 
@@ -53,3 +53,26 @@ async def test_a_bad_token_is_refused_with_4403(gateway: ServerThread) -> None:
             await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+async def test_a_browser_page_on_another_origin_cannot_open_the_websocket(gateway: ServerThread) -> None:
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with websockets.connect(
+            ws_url(gateway),
+            subprotocols=[websockets.Subprotocol(PROTOCOL)],
+            origin=websockets.Origin("https://evil.example"),
+        ):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_a_page_of_the_gateways_own_origin_may(gateway: ServerThread, world: World) -> None:
+    async with websockets.connect(
+        ws_url(gateway),
+        subprotocols=[websockets.Subprotocol(PROTOCOL)],
+        origin=websockets.Origin(gateway.url),
+    ) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {world.token_alice}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
