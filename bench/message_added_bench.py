@@ -1,0 +1,365 @@
+"""Subscription latency: from APPEND's tagged OK to a bare IDLE client's EXISTS and to `messageAdded`'s `next`.
+
+    .venv/bin/python -m bench.message_added_bench [--messages 500] [--appends 50]
+
+A private Dovecot gets a small generated mailbox; a fresh database gets the account; `inboxql sync --once`
+does the initial sync; then `inboxql sync --account ID` follows (IDLE on INBOX) and `inboxql gateway`
+serves GraphQL. Alongside them: a bare IDLE client on INBOX (its own connection, raw asyncio socket) and a
+graphql-transport-ws client subscribed to `messageAdded(accountId, role: "inbox")`. Then, `--appends`
+times (1.0-1.5 s apart), another connection APPENDs a message to INBOX and we record, from the APPEND's
+tagged OK:
+
+    (a) the bare IDLE client's `* n EXISTS`;
+    (b) the subscription's `next` message;
+
+and (b) - (a) per append: what inboxql adds on top of Dovecot's own notification delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from bench import common
+from bench.common import BenchError
+from bench.push_bench import _EXISTS, RawImap, _scalar, _wait_ready
+from gateway.ids import to_global
+from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
+
+STEP_TIMEOUT = 20.0  # seconds to wait for each of (a), (b) before counting a miss
+SUBSCRIPTION = 'subscription($a: ID!) { messageAdded(accountId: $a, role: "inbox") { cursor } }'
+
+
+@dataclass
+class Observations:
+    exists: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, n) of each `* n EXISTS`
+    nexts: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, cursor) of each `next`
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def idle_watcher(server: DovecotServer, user: str, password: str, seen: Observations) -> None:
+    conn = await RawImap.open(server, user, password)
+    try:
+        for line in await conn.command(b"SELECT INBOX"):
+            if m := _EXISTS.match(line):
+                seen.exists.append((time.monotonic(), int(m.group(1))))
+        conn.writer.write(b"idle IDLE\r\n")
+        await conn.writer.drain()
+        while True:
+            line = await conn.reader.readline()
+            now = time.monotonic()
+            if not line:
+                raise BenchError("the bare IDLE connection closed")
+            if m := _EXISTS.match(line):
+                seen.exists.append((now, int(m.group(1))))
+                seen.changed.set()
+    finally:
+        await conn.close()
+
+
+async def _recv_json(ws: ClientConnection, timeout: float) -> dict[str, object]:
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    message = json.loads(raw)
+    if not isinstance(message, dict):
+        raise BenchError(f"the gateway sent a non-object websocket message: {raw!r:.200}")
+    return message
+
+
+async def subscription_watcher(
+    port: int, token: str, account_gid: str, seen: Observations, subscribed: asyncio.Event
+) -> None:
+    async with connect(
+        f"ws://127.0.0.1:{port}/graphql",
+        subprotocols=[Subprotocol("graphql-transport-ws")],
+        open_timeout=10,
+        close_timeout=5,
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+        ack = await _recv_json(ws, 10)
+        if ack.get("type") != "connection_ack":
+            raise BenchError(f"expected connection_ack, got {ack!r:.300}")
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION, "variables": {"a": account_gid}}}
+            )
+        )
+        subscribed.set()
+        while True:
+            raw = await ws.recv()
+            now = time.monotonic()
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise BenchError(f"the gateway sent a non-object websocket message: {raw!r:.200}")
+            kind = message.get("type")
+            if kind == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+            elif kind == "next":
+                payload = message.get("payload")
+                if not isinstance(payload, dict) or payload.get("errors") or not payload.get("data"):
+                    raise BenchError(f"the subscription answered with errors: {payload!r:.500}")
+                data = payload["data"]
+                cursor = data["messageAdded"]["cursor"] if isinstance(data, dict) else ""
+                seen.nexts.append((now, str(cursor)))
+                seen.changed.set()
+            elif kind in ("error", "complete"):
+                raise BenchError(f"the subscription ended: {message!r:.500}")
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    idle: float | None
+    sub: float | None
+
+
+async def _wait_for(seen: Observations, check: Callable[[], float | None], deadline: float) -> float | None:
+    while True:
+        found = check()
+        if found is not None:
+            return found
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        seen.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(seen.changed.wait(), min(remaining, 0.05))
+
+
+async def measure(
+    server: DovecotServer, user: str, password: str, seen: Observations, messages: Sequence[bytes], pause: float
+) -> list[Sample]:
+    appender = await RawImap.open(server, user, password)
+    samples: list[Sample] = []
+    try:
+        for raw in messages:
+            before_exists = max((n for _, n in seen.exists), default=0)
+            before_nexts = len(seen.nexts)
+            await appender.command(b"APPEND INBOX", raw)
+            t0 = time.monotonic()
+            deadline = t0 + STEP_TIMEOUT
+
+            def idle_check(count: int = before_exists) -> float | None:
+                return next((t for t, n in seen.exists if n > count), None)
+
+            def sub_check(index: int = before_nexts) -> float | None:
+                return seen.nexts[index][0] if len(seen.nexts) > index else None
+
+            idle_at = await _wait_for(seen, idle_check, deadline)
+            sub_at = await _wait_for(seen, sub_check, deadline)
+            samples.append(Sample(None if idle_at is None else idle_at - t0, None if sub_at is None else sub_at - t0))
+            if sub_at is None:
+                # A missing `next` would shift every later one onto the wrong append: skip past stragglers.
+                await asyncio.sleep(2.0)
+            await asyncio.sleep(pause * random.uniform(1.0, 1.5))
+    finally:
+        await appender.close()
+    return samples
+
+
+# -- the gateway process -------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _healthz(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def _wait_healthy(port: int, gateway: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gateway.poll() is not None:
+            raise BenchError(f"inboxql gateway exited {gateway.returncode} while starting")
+        if await asyncio.to_thread(_healthz, port):
+            return
+        await asyncio.sleep(0.1)
+    raise BenchError(f"the gateway did not answer /healthz in {timeout} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _errors(name: str, log: IO[bytes]) -> None:
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    log.close()
+    errors = [line for line in lines if " ERROR " in line or "Traceback" in line]
+    if errors:
+        print(f"{name} logged {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+
+
+def _ms(values: Sequence[float], p: float) -> str:
+    return f"{1000 * common.percentile(values, p):7.0f}" if values else "      -"
+
+
+def report(samples: Sequence[Sample], elapsed: float) -> None:
+    idle = [s.idle for s in samples if s.idle is not None]
+    sub = [s.sub for s in samples if s.sub is not None]
+    diff = [s.sub - s.idle for s in samples if s.sub is not None and s.idle is not None]
+    print()
+    print(f"== {len(samples)} APPENDs to INBOX in {elapsed:.0f} s, ms from the tagged OK ==")
+    print(f"{'':44} {'p50':>7} {'p99':>7} {'max':>7} {'seen':>5}")
+    for name, values in (
+        ("(a) bare IDLE client: * n EXISTS", idle),
+        ("(b) messageAdded subscription: next", sub),
+        ("(b) - (a), per append", diff),
+    ):
+        print(f"{name:44} {_ms(values, 50)} {_ms(values, 99)} {_ms(values, 100)} {len(values):5d}")
+    if idle and sub:
+        p50 = 1000 * (common.percentile(sub, 50) - common.percentile(idle, 50))
+        p99 = 1000 * (common.percentile(sub, 99) - common.percentile(idle, 99))
+        print(f"{'p(b) - p(a)':44} {p50:7.0f} {p99:7.0f}")
+    misses = len(samples) - min(len(idle), len(sub))
+    if misses:
+        print(f"   {misses} appends missed an event within {STEP_TIMEOUT:.0f} s")
+
+
+async def run_async(
+    server: DovecotServer, user: str, password: str, url: str, account_id: int, appends: int, pause: float
+) -> None:
+    env = common.cli_env(url)
+    engine: AsyncEngine = create_async_engine(url, pool_size=1)
+    seen = Observations()
+    subscribed = asyncio.Event()
+    follower_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    gateway_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    follower = subprocess.Popen(
+        [*common.inboxql_command(), "sync", "--account", str(account_id)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower_log,
+        stderr=follower_log,
+    )
+    port = _free_port()
+    gateway = subprocess.Popen(
+        [*common.inboxql_command(), "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=gateway_log,
+        stderr=gateway_log,
+    )
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await _wait_ready(engine, account_id, follower, 120)
+        found = await _scalar(
+            engine, "SELECT id FROM folders WHERE account_id = :a AND role = 'inbox'", {"a": account_id}
+        )
+        if not isinstance(found, int):
+            raise BenchError("the mirror has no inbox folder")
+        await _wait_healthy(port, gateway, 60)
+        token = await asyncio.to_thread(common.run_cli, ["token", "create", "--account", str(account_id)], env)
+        token = token.strip().splitlines()[-1]
+        tasks.append(asyncio.create_task(idle_watcher(server, user, password, seen)))
+        sub_task = asyncio.create_task(
+            subscription_watcher(port, token, to_global("Account", account_id), seen, subscribed)
+        )
+        tasks.append(sub_task)
+        done, _ = await asyncio.wait({sub_task, asyncio.create_task(subscribed.wait())}, timeout=15)
+        if sub_task in done:
+            sub_task.result()  # raises what went wrong
+        if not subscribed.is_set():
+            raise BenchError("the websocket client did not subscribe in 15 s")
+        pool = list(generate(appends + 3, 99))
+        # Warm-up: the follower IDLE on INBOX and the subscription live before the clock starts.
+        warm = await measure(server, user, password, seen, pool[:3], 0.5)
+        if any(s.sub is None for s in warm):
+            raise BenchError("the subscription did not deliver the warm-up messages")
+        start = time.monotonic()
+        samples = await measure(server, user, password, seen, pool[3:], pause)
+        elapsed = time.monotonic() - start
+        for task in tasks:
+            if task.done():
+                task.result()
+        report(samples, elapsed)
+        print()
+        print("baseline (FIELD-NOTES): bare IDLE client p50 481 ms, p99 482 ms")
+        if follower.poll() is not None:
+            raise BenchError(f"inboxql sync exited {follower.returncode} during the benchmark")
+        if gateway.poll() is not None:
+            raise BenchError(f"inboxql gateway exited {gateway.returncode} during the benchmark")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(_stop, gateway)
+        await asyncio.to_thread(_stop, follower)
+        _errors("the gateway", gateway_log)
+        _errors("the follower", follower_log)
+        await engine.dispose()
+
+
+def run(messages: int, appends: int, pause: float, timeout: float) -> None:
+    common.check_services()
+    print(f"machine: {common.machine()}")
+    print(f"load average at start: {common.load_average()}")
+    with common.private_dovecot() as server:
+        user, password = common.new_user(server)
+        seeded = common.seed_mailbox(server, user, password, messages, 3)
+        print(f"seeded {sum(seeded.counts.values())} messages: {seeded.counts}")
+        with common.throwaway_database("inboxql_subbench") as url:
+            env = common.cli_env(url)
+            account_id = common.add_account(server, user, password, env)
+            initial = common.timed_run([*common.inboxql_command(), "sync", "--once"], env=env, timeout=300)
+            if initial.returncode != 0:
+                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
+            print(f"initial sync: {initial.wall:.1f} s")
+            asyncio.run(asyncio.wait_for(run_async(server, user, password, url, account_id, appends, pause), timeout))
+    print(f"load average at the end: {common.load_average()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=500, help="size of the mailbox synced first")
+    parser.add_argument("--appends", type=int, default=50, help="APPENDs measured")
+    parser.add_argument(
+        "--pause", type=float, default=1.0, help="seconds (x1-1.5, random) from one append's last event to the next"
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    args = parser.parse_args(argv)
+    try:
+        run(args.messages, args.appends, args.pause, args.timeout)
+    except (BenchError, TimeoutError) as exc:
+        print(f"message_added_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
