@@ -38,9 +38,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from bench import common
+from bench import common, push_bench
 from bench.common import BenchError
-from bench.push_bench import _EXISTS, RawImap, _scalar, _wait_ready
+from bench.push_bench import RawImap, _scalar, _wait_ready, idle_watcher
 from gateway.ids import to_global
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
@@ -50,30 +50,10 @@ SUBSCRIPTION = 'subscription($a: ID!) { messageAdded(accountId: $a, role: "inbox
 
 
 @dataclass
-class Observations:
-    exists: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, n) of each `* n EXISTS`
+class Observations(push_bench.Observations):
+    """The push bench's observations (the bare IDLE client's EXISTS), plus the subscription's `next`s."""
+
     nexts: list[tuple[float, str]] = field(default_factory=list)  # (monotonic, cursor) of each `next`
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-async def idle_watcher(server: DovecotServer, user: str, password: str, seen: Observations) -> None:
-    conn = await RawImap.open(server, user, password)
-    try:
-        for line in await conn.command(b"SELECT INBOX"):
-            if m := _EXISTS.match(line):
-                seen.exists.append((time.monotonic(), int(m.group(1))))
-        conn.writer.write(b"idle IDLE\r\n")
-        await conn.writer.drain()
-        while True:
-            line = await conn.reader.readline()
-            now = time.monotonic()
-            if not line:
-                raise BenchError("the bare IDLE connection closed")
-            if m := _EXISTS.match(line):
-                seen.exists.append((now, int(m.group(1))))
-                seen.changed.set()
-    finally:
-        await conn.close()
 
 
 async def _recv_json(ws: ClientConnection, timeout: float) -> dict[str, object]:
@@ -119,7 +99,7 @@ async def subscription_watcher(
                 data = payload["data"]
                 cursor = data["messageAdded"]["cursor"] if isinstance(data, dict) else ""
                 seen.nexts.append((now, str(cursor)))
-                seen.changed.set()
+                seen.note()
             elif kind in ("error", "complete"):
                 raise BenchError(f"the subscription ended: {message!r:.500}")
 
