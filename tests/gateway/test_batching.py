@@ -19,12 +19,18 @@ PAGE_OF_THREADS = """query($a: ID!, $n: Int!) { threads(accountId: $a, first: $n
 } } pageInfo { hasNextPage endCursor } } }"""
 
 
+# The gateway's own background work runs on the same engine (the webhook deliverer polls its due hooks,
+# subscribers re-read the change log): its statements are not the query's.
+BACKGROUND = ("webhooks", "webhook_deliveries", "change_log", "change_seq")
+
+
 class Statements:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
     def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.seen.append(statement)
+        if not any(f"FROM {table}" in statement or f"UPDATE {table}" in statement for table in BACKGROUND):
+            self.seen.append(statement)
 
 
 @pytest.fixture
