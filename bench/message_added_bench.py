@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
 import signal
@@ -30,7 +29,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -40,7 +39,7 @@ from websockets.typing import Subprotocol
 
 from bench import common, push_bench
 from bench.common import BenchError
-from bench.push_bench import RawImap, _scalar, _wait_ready, idle_watcher
+from bench.push_bench import RawImap, _scalar, _wait_for, _wait_ready, idle_watcher
 from gateway.ids import to_global
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
@@ -108,19 +107,6 @@ async def subscription_watcher(
 class Sample:
     idle: float | None
     sub: float | None
-
-
-async def _wait_for(seen: Observations, check: Callable[[], float | None], deadline: float) -> float | None:
-    while True:
-        found = check()
-        if found is not None:
-            return found
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return None
-        seen.changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(seen.changed.wait(), min(remaining, 0.05))
 
 
 async def measure(

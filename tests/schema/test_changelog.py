@@ -22,12 +22,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
 
-from schema import accounts, changelog, folders, labels, messages
+from schema import changelog, folders, labels, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.mime import parse_message
 from schema.models import ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Thread
 from schema.unit import Store, UnitOfWork
+from tests.schema.support import new_account, new_folder
 
 ACCOUNT, FOLDER, LABEL, THREAD, MESSAGE = (
     ObjectType.ACCOUNT,
@@ -41,18 +42,6 @@ UIDVALIDITY = 1700
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-async def new_account(store: Store, box: CredentialBox) -> int:
-    user = f"cl{secrets.token_hex(4)}"
-    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", user)
-    return await accounts.create(store, box, f"{user}@example.org", endpoint, "password")
-
-
-async def new_folder(store: Store, account_id: int, name: str = "INBOX") -> int:
-    async with store.unit(account_id) as uow:
-        folder = await folders.create(uow, folders.Discovered(name, "/", (), None))
-    return folder.id
 
 
 async def newest(store: Store, account_id: int) -> int:

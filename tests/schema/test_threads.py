@@ -13,30 +13,19 @@ from email.utils import format_datetime
 
 from sqlalchemy import select
 
-from schema import accounts, changelog, folders, messages
+from schema import changelog, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.mime import parse_message
 from schema.models import Label, Message, Thread
 from schema.unit import Store
+from tests.schema.support import new_account, new_folder
 
 UIDVALIDITY = 42
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-async def new_account(store: Store, box: CredentialBox) -> int:
-    user = f"th{secrets.token_hex(4)}"
-    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", user)
-    return await accounts.create(store, box, f"{user}@example.org", endpoint, "password")
-
-
-async def new_folder(store: Store, account_id: int, name: str = "INBOX") -> int:
-    async with store.unit(account_id) as uow:
-        folder = await folders.create(uow, folders.Discovered(name, "/", (), None))
-    return folder.id
 
 
 def msgid(tag: str) -> str:
