@@ -1,4 +1,4 @@
-"""Bearer tokens: `Authorization: Bearer iqt_...` -> the accounts the request may read.
+"""Bearer tokens: `Authorization: Bearer iqt_...` -> the accounts the request may read, and its admin scope.
 
 Grants are cached in the process for `token_cache_seconds` (a revocation takes effect within that time), so
 a busy client costs no token query per request. The cache is keyed by the token's hash: no plaintext token
@@ -47,7 +47,7 @@ class TokenCache:
             grant = await tokens.lookup(session, token)
             if grant is not None:
                 await tokens.touch(session, grant.token_id)
-        found = None if grant is None else Viewer(grant.token_id, grant.account_ids, key.hex()[:32])
+        found = None if grant is None else Viewer(grant.token_id, grant.account_ids, key.hex()[:32], admin=grant.admin)
         if len(self._grants) >= MAX_CACHED:
             self._grants.clear()
         self._grants[key] = (now + self.ttl, found)
@@ -56,4 +56,4 @@ class TokenCache:
     async def viewer_by_id(self, token_id: int) -> Viewer | None:
         async with self.sessions() as session:
             grant = await tokens.lookup_id(session, token_id)
-        return None if grant is None else Viewer(grant.token_id, grant.account_ids, f"id{token_id}")
+        return None if grant is None else Viewer(grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin)

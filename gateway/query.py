@@ -198,7 +198,7 @@ class Query:
     async def changes_cursor(self, info: Info, account_id: strawberry.ID) -> str:
         return await feed.current_cursor(info, _account_pk(info, account_id))
 
-    @described("An account's webhooks, oldest first.")
+    @described("An account's webhooks, oldest first (needs a token with the admin scope).")
     async def webhooks(
         self, info: Info, account_id: strawberry.ID, first: int | None = None, after: str | None = None
     ) -> Connection[Webhook]:

@@ -290,12 +290,16 @@ async def seed_bob(store: Store, box: CredentialBox) -> SeededAccount:
 
 
 async def seed_world(store: Store, box: CredentialBox) -> World:
-    """Alice's and Bob's mail, and a token for each and one for both."""
+    """Alice's and Bob's mail, and a token for each and one for both.
+
+    Alice's and Bob's tokens have the admin scope, so tenancy checks walk the webhook fields too (the scope
+    never widens the accounts a token reaches).
+    """
     alice = await seed_alice(store, box)
     bob = await seed_bob(store, box)
     async with store.sessions() as session, session.begin():
-        token_alice = await tokens.create_token(session, [alice.id])
-        token_bob = await tokens.create_token(session, [bob.id])
+        token_alice = await tokens.create_token(session, [alice.id], admin=True)
+        token_bob = await tokens.create_token(session, [bob.id], admin=True)
         token_both = await tokens.create_token(session, [alice.id, bob.id])
     return World(alice, bob, token_alice, token_bob, token_both)
 

@@ -1,7 +1,11 @@
 """Webhooks over GraphQL: create, delete and re-enable hooks; list them and their delivery log.
 
-Scope: there is no admin token yet, so a token manages the hooks of the accounts it grants, and a hook of
-another account reads exactly like a missing one (NOT_FOUND). A refused URL is BAD_USER_INPUT.
+Scope: every one of these needs a token with the admin scope (`inboxql token create --admin`), because a hook
+sends an account's changes to a URL of the caller's choosing and the list shows those URLs. Checked in order:
+no token is UNAUTHENTICATED; a token without the admin scope is FORBIDDEN, before any argument is looked at
+(so it learns nothing about ids); an admin token manages the hooks of the accounts it grants and no others:
+another account's hook, or an account it does not grant, reads exactly like a missing one (NOT_FOUND).
+A refused URL is BAD_USER_INPUT.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqlalchemy.engine import Row
 from gateway import pages
 from gateway.context import Context
 from gateway.delivery import RefusedURL, check_url
-from gateway.errors import BadUserInput, not_found
+from gateway.errors import BadUserInput, Forbidden, not_found
 from gateway.ids import pk_of, to_global
 from gateway.nodes import Connection, connection, described, utc
 from schema import webhooks
@@ -31,6 +35,17 @@ Info = strawberry.Info[Context, None]
 
 HOOK_KEYS = (pages.Key(WebhookRow.id, False, "id"),)
 DELIVERY_KEYS = (pages.Key(DeliveryRow.id, True, "id"),)
+NOT_ADMIN = "managing webhooks needs a token with the admin scope (inboxql token create --admin)"
+
+
+def _admin_accounts(info: Info) -> frozenset[int]:
+    """The accounts whose hooks this request may manage: UNAUTHENTICATED without a token, FORBIDDEN without
+    the admin scope. Admin never widens the accounts: they are the token's grant."""
+    accounts = info.context.account_ids
+    viewer = info.context.viewer
+    if viewer is None or not viewer.admin:
+        raise Forbidden(NOT_ADMIN)
+    return accounts
 
 
 def _hook_pk(gid: strawberry.ID) -> int:
@@ -102,10 +117,11 @@ class Webhook:
             pk=row.id,
         )
 
-    @described("The delivery log, newest attempt first.")
+    @described("The delivery log, newest attempt first. Admin-scoped.")
     async def deliveries(
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[WebhookDelivery]:
+        _admin_accounts(info)  # only admin paths lead here; the log stays admin-only if one ever does not
         page = pages.PageArgs.of(first, after)
         db = info.context.db
         mine = DeliveryRow.webhook_id == self.pk
@@ -139,8 +155,9 @@ async def list_webhooks(
 
 
 def _account_pk(info: Info, account_id: strawberry.ID) -> int:
+    accounts = _admin_accounts(info)
     pk = pk_of(account_id, "Account")
-    if pk not in info.context.account_ids:
+    if pk not in accounts:
         raise not_found("Account")
     return pk
 
@@ -171,19 +188,21 @@ class Mutation:
             hook = Webhook.of(row)
         return CreatedWebhook(webhook=hook, secret=secret)
 
-    @described("Delete a webhook and its delivery log; true when it existed.")
+    @described("Delete a webhook and its delivery log; true when it existed. Admin-scoped.")
     async def delete_webhook(self, info: Info, id: strawberry.ID) -> bool:
+        accounts = _admin_accounts(info)
         hook_id = _hook_pk(id)
         async with session_factory(info.context.db.engine)() as session, session.begin():
-            if await webhooks.get(session, hook_id, info.context.account_ids) is None:
+            if await webhooks.get(session, hook_id, accounts) is None:
                 raise not_found("Webhook")
             return await webhooks.remove(session, hook_id)
 
-    @described("Re-enable a disabled webhook: delivery resumes at its cursor.")
+    @described("Re-enable a disabled webhook: delivery resumes at its cursor. Admin-scoped.")
     async def enable_webhook(self, info: Info, id: strawberry.ID) -> Webhook:
+        accounts = _admin_accounts(info)
         hook_id = _hook_pk(id)
         async with session_factory(info.context.db.engine)() as session, session.begin():
-            if await webhooks.get(session, hook_id, info.context.account_ids) is None:
+            if await webhooks.get(session, hook_id, accounts) is None:
                 raise not_found("Webhook")
             await webhooks.enable(session, hook_id)
         async with session_factory(info.context.db.engine)() as session:

@@ -5,7 +5,7 @@
     inboxql sync [--once] [--account ID ...]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
-    inboxql token create --account ID [--account ID ...]
+    inboxql token create --account ID [--account ID ...] [--admin]
     inboxql demo
 
 Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY.
@@ -87,6 +87,11 @@ def _build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="print a new API token for the given accounts")
     create.add_argument("--account", type=int, action="append", required=True)
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="the admin scope: the token may also manage these accounts' webhooks (never other accounts)",
+    )
 
     demo = commands.add_parser("demo", help="a local Dovecot with sample mail, synced and served")
     demo.add_argument("--dir", help="where the demo keeps its Dovecot (default: ~/.local/share/inboxql/demo)")
@@ -147,7 +152,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "gateway":
         return commands.gateway(settings, args.host, args.port)
     if args.command == "token":
-        return asyncio.run(commands.token_create(settings, args.account))
+        return asyncio.run(commands.token_create(settings, args.account, admin=args.admin))
     if args.command == "demo":
         from inboxql import demo
 

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from schema import accounts
 from schema.crypto import CredentialBox
-from schema.db import create_database, create_engine
+from schema.db import create_database, create_engine, session_factory
 from schema.migrate import upgrade
 from schema.settings import Settings
 from schema.unit import Store
@@ -106,12 +106,26 @@ def gateway(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-async def token_create(settings: Settings, account_ids: Sequence[int]) -> int:
-    from gateway.tokens import create_token_cli
+async def new_token(settings: Settings, account_ids: Sequence[int], *, admin: bool = False) -> str:
+    """A new token for these accounts (admin: it may also manage their webhooks); its plaintext, shown once.
+
+    Raises schema.tokens.UnknownAccounts when an account does not exist.
+    """
+    from schema import tokens
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            return await tokens.create_token(session, account_ids, admin=admin)
+    finally:
+        await engine.dispose()
+
+
+async def token_create(settings: Settings, account_ids: Sequence[int], *, admin: bool = False) -> int:
     from schema.tokens import UnknownAccounts
 
     try:
-        token = await create_token_cli(settings, list(account_ids))
+        token = await new_token(settings, account_ids, admin=admin)
     except UnknownAccounts as exc:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1

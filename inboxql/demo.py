@@ -86,7 +86,6 @@ async def _ensure_account(settings: Settings, server: DovecotServer) -> int:
 async def _run(settings: Settings, server: DovecotServer, port: int) -> int:
     from gateway.ids import to_global
     from gateway.server import server as gateway_server
-    from gateway.tokens import create_token_cli
 
     await commands.db_upgrade(settings)
     account_id = await _ensure_account(settings, server)
@@ -97,14 +96,16 @@ async def _run(settings: Settings, server: DovecotServer, port: int) -> int:
         code = await supervisor.run_once([account_id])
         if code != 0:
             return code
-        token = await create_token_cli(settings, [account_id])
+        # Admin: the demo is a local playground on sample mail, and the token grants only the demo account, so
+        # the newcomer may try webhooks too (admin widens what a token may do, never which accounts it reaches).
+        token = await commands.new_token(settings, [account_id], admin=True)
         graphql = f"http://127.0.0.1:{port}/graphql"
         headers = quote(json.dumps({"Authorization": f"Bearer {token}"}))
         account = json.dumps(to_global("Account", account_id))
         query = quote(f"{{ threads(accountId: {account}, first: 10) {{ edges {{ node {{ subject unread }} }} }} }}")
         say(f"Synced: inboxql verify {account_id} compares the mirror with Dovecot.")
         say(f"GraphiQL: {graphql}?headers={headers}&q={query}")
-        say(f"API token (shown once): {token}")
+        say(f"API token (shown once; admin: it may also manage the account's webhooks): {token}")
         say("Following the mailbox (IDLE on the inbox) and serving GraphQL; Ctrl-C stops.")
         web = gateway_server(settings, "127.0.0.1", port)
         tasks = {

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.mysql import DATETIME, LONGBLOB, MEDIUMBLOB, MEDIUMTEXT
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -289,6 +290,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The admin scope: the token may also manage the webhooks of the accounts it grants, and only of those.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiTokenAccount(Base):

@@ -16,16 +16,19 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inboxql.devmail import DovecotServer
+from schema import accounts, tokens
 from schema.crypto import CredentialBox
-from schema.db import create_engine, drop_database
-from schema.models import Account, Base
+from schema.db import create_engine, drop_database, session_factory
+from schema.models import Account, ApiToken, Base
 from schema.settings import Settings
+from schema.unit import Store
 from tests.conftest import fresh_database_url
 
 INBOXQL = Path(sys.executable).with_name("inboxql")
@@ -313,6 +316,52 @@ async def test_db_upgrade_creates_a_missing_database_and_is_idempotent(
     assert second.code == 0, second.stderr
     assert "created the database" not in second.stderr
     assert await _tables_and_version(missing_database_url) == (tables, version)
+
+
+# --- token create -----------------------------------------------------------------------------------
+
+
+async def _grant_of(engine: AsyncEngine, token: str) -> tokens.Grant | None:
+    async with session_factory(engine)() as session:
+        return await tokens.lookup(session, token)
+
+
+async def _token_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(ApiToken)) or 0)
+
+
+async def test_token_create_prints_only_a_token_and_admin_only_with_admin(
+    cli_env: dict[str, str], engine: AsyncEngine, credential_box: CredentialBox
+) -> None:
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "cli-token")
+    account = await accounts.create(Store(engine), credential_box, "cli-token@example.test", endpoint, "pw")
+
+    plain = await inboxql(cli_env, "token", "create", "--account", str(account))
+    admin = await inboxql(cli_env, "token", "create", "--account", str(account), "--admin")
+
+    for done in (plain, admin):
+        assert done.code == 0, done.stderr
+        assert re.fullmatch(rf"{tokens.PREFIX}[A-Za-z0-9_-]{{43}}\n", done.stdout), repr(done.stdout)
+        assert_unguarded(done)
+    assert await _grant_of(engine, plain.stdout.strip()) == tokens.Grant(
+        token_id=ANY, account_ids=frozenset({account}), admin=False
+    )
+    assert await _grant_of(engine, admin.stdout.strip()) == tokens.Grant(
+        token_id=ANY, account_ids=frozenset({account}), admin=True
+    )
+
+
+async def test_token_create_for_an_unknown_account_fails_and_creates_nothing(
+    cli_env: dict[str, str], engine: AsyncEngine
+) -> None:
+    before = await _token_count(engine)
+    done = await inboxql(cli_env, "token", "create", "--account", "987654321", "--admin")
+    assert done.code == 1
+    assert done.stdout == ""
+    assert "no such account: 987654321" in done.stderr
+    assert "no token was created" in done.stderr
+    assert await _token_count(engine) == before
 
 
 # --- sync and verify --------------------------------------------------------------------------------

@@ -1,18 +1,24 @@
-"""`inboxql token create`: the function the CLI calls."""
+"""`inboxql token create [--admin]`: what the CLI calls (inboxql.commands.new_token), and the admin scope as
+the gateway sees it."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from gateway.auth import TokenCache
+from gateway.ids import to_global
 from gateway.testing import Client, World
-from gateway.tokens import create_token_cli
+from inboxql.commands import new_token
+from schema.db import create_engine, session_factory
+from schema.models import ApiToken
 from schema.settings import Settings
-from schema.tokens import PREFIX, UnknownAccounts
+from schema.tokens import PREFIX, UnknownAccounts, lookup, lookup_id, token_hash
 
 
 async def test_a_created_token_reads_its_accounts(gw_settings: Settings, world: World, http: httpx.AsyncClient) -> None:
-    token = await create_token_cli(gw_settings, [world.bob.id])
+    token = await new_token(gw_settings, [world.bob.id])
     assert token.startswith(PREFIX)
     data = await Client(http, token).data("{ accounts { nodes { address } } }")
     assert data == {"accounts": {"nodes": [{"address": world.bob.address}]}}
@@ -20,6 +26,76 @@ async def test_a_created_token_reads_its_accounts(gw_settings: Settings, world: 
 
 async def test_unknown_accounts_get_no_token(gw_settings: Settings, world: World) -> None:
     with pytest.raises(UnknownAccounts, match="999999"):
-        await create_token_cli(gw_settings, [world.alice.id, 999999])
+        await new_token(gw_settings, [world.alice.id, 999999])
     with pytest.raises(UnknownAccounts):
-        await create_token_cli(gw_settings, [])
+        await new_token(gw_settings, [])
+
+
+# --- the admin scope --------------------------------------------------------------------------------
+
+HOOKS = "query($a: ID!) { webhooks(accountId: $a) { totalCount } }"
+
+
+async def test_a_token_is_not_admin_unless_asked_and_lookups_say_which(gw_settings: Settings, world: World) -> None:
+    plain = await new_token(gw_settings, [world.bob.id])
+    admin = await new_token(gw_settings, [world.bob.id], admin=True)
+    engine = create_engine(gw_settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            plain_grant = await lookup(session, plain)
+            admin_grant = await lookup(session, admin)
+            assert plain_grant is not None
+            assert admin_grant is not None
+            assert (plain_grant.account_ids, plain_grant.admin) == (frozenset({world.bob.id}), False)
+            assert (admin_grant.account_ids, admin_grant.admin) == (frozenset({world.bob.id}), True)
+            assert await lookup_id(session, plain_grant.token_id) == plain_grant
+            assert await lookup_id(session, admin_grant.token_id) == admin_grant
+            stored = await session.scalar(select(ApiToken.admin).where(ApiToken.token_hash == token_hash(admin)))
+            assert stored is True
+        cache = TokenCache(engine, ttl=60)
+        plain_viewer = await cache.viewer(plain)
+        admin_viewer = await cache.viewer(admin)
+        assert plain_viewer is not None
+        assert not plain_viewer.admin
+        assert admin_viewer is not None
+        assert admin_viewer.admin
+        by_id = await cache.viewer_by_id(admin_grant.token_id)  # signed download links name the token by id
+        assert by_id is not None
+        assert by_id.admin
+    finally:
+        await engine.dispose()
+
+
+async def test_the_admin_scope_opens_webhooks_of_the_tokens_own_accounts_only(
+    gw_settings: Settings, world: World, http: httpx.AsyncClient
+) -> None:
+    plain = Client(http, await new_token(gw_settings, [world.bob.id]))
+    admin = Client(http, await new_token(gw_settings, [world.bob.id], admin=True))
+    bob = {"a": to_global("Account", world.bob.id)}
+    alice = {"a": to_global("Account", world.alice.id)}
+    reads = "{ accounts { nodes { address } } }"
+    expected = {"accounts": {"nodes": [{"address": world.bob.address}]}}
+    assert await plain.data(reads) == expected
+    assert await admin.data(reads) == expected  # admin reads the same accounts, no more
+
+    assert await admin.data(HOOKS, bob) == {"webhooks": {"totalCount": 0}}
+    refused = await plain.run(HOOKS, bob)
+    assert refused["data"] is None
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    foreign = await admin.run(HOOKS, alice)
+    assert foreign["data"] is None
+    assert foreign["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert await admin.data("query($a: ID!) { node(id: $a) { id } }", alice) == {"node": None}
+
+
+async def test_token_create_admin_on_an_unknown_account_creates_nothing(gw_settings: Settings, world: World) -> None:
+    engine = create_engine(gw_settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            before = await session.scalar(select(func.count()).select_from(ApiToken))
+        with pytest.raises(UnknownAccounts, match="999999"):
+            await new_token(gw_settings, [world.bob.id, 999999], admin=True)
+        async with session_factory(engine)() as session:
+            assert await session.scalar(select(func.count()).select_from(ApiToken)) == before
+    finally:
+        await engine.dispose()

@@ -1,4 +1,5 @@
-"""Webhooks: every change reaches a flaky receiver once, in order, signed; a dead one is disabled; no SSRF.
+"""Webhooks: every change reaches a flaky receiver once, in order, signed; a dead one is disabled; no SSRF;
+managing hooks takes a token with the admin scope, and an admin token reaches only its own accounts' hooks.
 
 These tests run gateways of their own on a database of their own (their delivery settings are fast, and they
 allow loopback receivers), with a real receiver: a small Starlette app on a loopback port.
@@ -18,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, update
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,7 +34,8 @@ from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, drop_database
 from schema.migrate import upgrade
-from schema.models import ChangeLog
+from schema.models import ChangeLog, WebhookDelivery
+from schema.models import Webhook as WebhookRow
 from schema.settings import Settings
 from schema.unit import Store
 from tests.conftest import REDIS_URL, fresh_database_url
@@ -41,6 +43,7 @@ from tests.conftest import REDIS_URL, fresh_database_url
 FAST = GatewayConfig(
     webhook_allow_loopback=True,
     webhook_poll_seconds=0.05,
+    webhook_safety_seconds=0.05,
     webhook_backoff_base_seconds=0.05,
     webhook_backoff_cap_seconds=0.2,
     webhook_timeout_seconds=5,
@@ -113,7 +116,8 @@ async def wh_store(wh_settings: Settings) -> AsyncIterator[Store]:
 class Tenant:
     account: int
     gid: str
-    token: str
+    token: str  # with the admin scope: it manages the account's hooks
+    reader: str  # the same account without the admin scope
 
 
 async def new_tenant(store: Store, settings: Settings) -> Tenant:
@@ -121,8 +125,9 @@ async def new_tenant(store: Store, settings: Settings) -> Tenant:
     endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", address)
     account = await accounts.create(store, CredentialBox(settings.secret_key), address, endpoint, "pw")
     async with store.sessions() as session, session.begin():
-        token = await tokens.create_token(session, [account])
-    return Tenant(account, to_global("Account", account), token)
+        token = await tokens.create_token(session, [account], admin=True)
+        reader = await tokens.create_token(session, [account])
+    return Tenant(account, to_global("Account", account), token, reader)
 
 
 def serve(app: Starlette) -> ServerThread:
@@ -366,10 +371,96 @@ async def test_link_local_and_metadata_urls_are_refused_also_by_name_and_after_d
     assert "metadata.test" in resolved
 
 
-async def test_a_token_cannot_see_or_touch_another_accounts_hooks(wh_settings: Settings, wh_store: Store) -> None:
+async def stored_hooks(store: Store, account: int) -> list[dict[str, Any]]:
+    """Every column of the account's hooks as the database holds them, and the size of each delivery log."""
+    async with store.sessions() as session:
+        rows = await session.scalars(select(WebhookRow).where(WebhookRow.account_id == account).order_by(WebhookRow.id))
+        found = []
+        for row in rows.all():
+            logged = await session.scalar(
+                select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.webhook_id == row.id)
+            )
+            found.append({**{c.key: getattr(row, c.key) for c in WebhookRow.__table__.columns}, "deliveries": logged})
+        return found
+
+
+async def disable_directly(store: Store, account: int) -> None:
+    """Disable the account's hooks in the database, so that re-enabling one is visible there."""
+    async with store.sessions() as session, session.begin():
+        await session.execute(
+            update(WebhookRow)
+            .where(WebhookRow.account_id == account)
+            .values(state="disabled", disabled_reason="disabled by the test")
+        )
+
+
+MUTATIONS = {
+    "deleteWebhook": "mutation($id: ID!) { deleteWebhook(id: $id) }",
+    "enableWebhook": "mutation($id: ID!) { enableWebhook(id: $id) { id state } }",
+}
+
+
+async def test_a_token_without_the_admin_scope_is_forbidden_every_webhook_operation(
+    wh_settings: Settings, wh_store: Store
+) -> None:
+    tenant = await new_tenant(wh_store, wh_settings)
+    other = await new_tenant(wh_store, wh_settings)
+    url = "http://127.0.0.1:9/hook"  # never called: the gateway delivers nothing here
+    gateway = start_gateway(wh_settings, replace(FAST, webhooks=False))
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            admin = Client(http, tenant.token)
+            reader = Client(http, tenant.reader)
+            hook = (await admin.data(CREATE, {"a": tenant.gid, "u": url, "e": ["*"]}))["createWebhook"]["webhook"]
+            await disable_directly(wh_store, tenant.account)
+            before = await stored_hooks(wh_store, tenant.account)
+            assert [to_global("Webhook", row["id"]) for row in before] == [hook["id"]]
+            assert before[0]["state"] == "disabled"
+
+            # The reader reads the account's mail as before...
+            assert (await reader.data("{ accounts { totalCount } }")) == {"accounts": {"totalCount": 1}}
+            # ...but every webhook operation is refused, before its arguments are looked at: another account's
+            # id and a malformed hook id are FORBIDDEN too, not NOT_FOUND or BAD_USER_INPUT (nothing to learn).
+            attempts: list[tuple[str, dict[str, Any]]] = [
+                (CREATE, {"a": tenant.gid, "u": url, "e": ["*"]}),
+                (CREATE, {"a": other.gid, "u": url, "e": ["*"]}),
+                (CREATE, {"a": tenant.gid, "u": "file:///etc/passwd", "e": ["nonsense"]}),
+                (HOOKS, {"a": tenant.gid}),
+                (HOOKS, {"a": other.gid}),
+                (MUTATIONS["deleteWebhook"], {"id": hook["id"]}),
+                (MUTATIONS["enableWebhook"], {"id": hook["id"]}),
+                (MUTATIONS["deleteWebhook"], {"id": "not-a-hook"}),
+            ]
+            for query, variables in attempts:
+                response = await reader.post(query, variables)
+                assert response.status_code == 200, response.text
+                answer = response.json()
+                assert answer["data"] is None, (query, variables)
+                (error,) = answer["errors"]
+                assert error["extensions"]["code"] == "FORBIDDEN", (query, variables)
+                assert "admin scope" in error["message"]
+
+            assert await stored_hooks(wh_store, tenant.account) == before
+            assert await stored_hooks(wh_store, other.account) == []
+
+            # The same operations with the admin token of the same account do what they say.
+            (listed,) = await hooks_of(admin, tenant)
+            assert (listed["id"], listed["state"], listed["url"]) == (hook["id"], "disabled", url)
+            enabled = await admin.data(MUTATIONS["enableWebhook"], {"id": hook["id"]})
+            assert enabled == {"enableWebhook": {"id": hook["id"], "state": "active"}}
+            assert [row["state"] for row in await stored_hooks(wh_store, tenant.account)] == ["active"]
+            assert await admin.data(MUTATIONS["deleteWebhook"], {"id": hook["id"]}) == {"deleteWebhook": True}
+            assert await stored_hooks(wh_store, tenant.account) == []
+    finally:
+        gateway.stop()
+
+
+async def test_an_admin_token_cannot_see_or_touch_another_accounts_hooks(
+    wh_settings: Settings, wh_store: Store
+) -> None:
     mine = await new_tenant(wh_store, wh_settings)
     theirs = await new_tenant(wh_store, wh_settings)
-    gateway = start_gateway(wh_settings, FAST)
+    gateway = start_gateway(wh_settings, replace(FAST, webhooks=False))
     try:
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
             me = Client(http, mine.token)
@@ -378,23 +469,27 @@ async def test_a_token_cannot_see_or_touch_another_accounts_hooks(wh_settings: S
             theirs_hook = (await them.data(CREATE, {"a": theirs.gid, "u": url, "e": ["message.create"]}))[
                 "createWebhook"
             ]["webhook"]
+            await disable_directly(wh_store, theirs.account)
+            before = await stored_hooks(wh_store, theirs.account)
 
             answer = await me.run(CREATE, {"a": theirs.gid, "u": url, "e": ["*"]})
             assert answer["errors"][0]["extensions"]["code"] == "NOT_FOUND"
             answer = await me.run(HOOKS, {"a": theirs.gid})
             assert answer["errors"][0]["extensions"]["code"] == "NOT_FOUND"
-            for mutation in ("deleteWebhook(id: $id)", "enableWebhook(id: $id) { id }"):
-                answer = await me.run(f"mutation($id: ID!) {{ {mutation} }}", {"id": theirs_hook["id"]})
-                assert answer["errors"][0]["extensions"]["code"] == "NOT_FOUND", mutation
+            for name, mutation in MUTATIONS.items():
+                answer = await me.run(mutation, {"id": theirs_hook["id"]})
+                assert answer["errors"][0]["extensions"]["code"] == "NOT_FOUND", name
+                assert answer["errors"][0]["message"] == "Webhook not found", name
             assert await hooks_of(me, mine) == []
-            assert len(await hooks_of(them, theirs)) == 1
+            assert await stored_hooks(wh_store, theirs.account) == before
+            assert await stored_hooks(wh_store, mine.account) == []
 
             answer = await Client(http, None).run(CREATE, {"a": mine.gid, "u": url, "e": ["*"]})
             assert answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
             answer = await them.run(CREATE, {"a": theirs.gid, "u": url, "e": ["mesage"]})
             assert answer["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
-            deleted = await them.data("mutation($id: ID!) { deleteWebhook(id: $id) }", {"id": theirs_hook["id"]})
+            deleted = await them.data(MUTATIONS["deleteWebhook"], {"id": theirs_hook["id"]})
             assert deleted == {"deleteWebhook": True}
             assert await hooks_of(them, theirs) == []
     finally:
