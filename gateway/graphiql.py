@@ -3,6 +3,10 @@
 Strawberry's page loads React and GraphiQL from a public CDN. Ours loads the same npm releases from
 ``gateway/static/graphiql/``, which ``scripts/vendor-graphiql`` fills at build time (they are not committed).
 When they are missing the page says so and how to fix it, instead of hanging on "Loading...".
+
+Subscriptions run over graphql-transport-ws on the same path with graphql-ws's own browser client: the page sends
+the Authorization of GraphiQL's headers editor in connection_init as ``{"authorization": "Bearer ..."}`` (the way
+the gateway authenticates a socket) and does not retry a socket the gateway refused, so GraphiQL shows the refusal.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ ASSETS = (
     "graphiql.min.css",
     "plugin-explorer.umd.js",
     "plugin-explorer.css",
+    "graphql-ws.min.js",
 )
 
 _PAGE = """<!doctype html>
@@ -39,12 +44,51 @@ _PAGE = """<!doctype html>
 <script src="{static}/js.cookie.min.js"></script>
 <script src="{static}/graphiql.min.js"></script>
 <script src="{static}/plugin-explorer.umd.js"></script>
+<script src="{static}/graphql-ws.min.js"></script>
 <script>
 (function () {{
   var params = new URLSearchParams(window.location.search);
   var url = window.location.origin + window.location.pathname;
+  // Subscriptions: graphql-transport-ws on the same path, ws:// beside http:// and wss:// beside https://.
   var wsUrl = url.replace(/^http/, "ws");
-  var fetcher = GraphiQL.createFetcher({{ url: url, subscriptionUrl: wsUrl }});
+  var authorization = null;  // the Authorization of the headers editor, at the latest run
+  var wsClient = null;
+  var fetchWith = null;  // GraphiQL's own fetcher: HTTP for queries and mutations, wsClient for subscriptions
+
+  function authorizationOf(headers) {{
+    var found = null;
+    Object.keys(headers || {{}}).forEach(function (name) {{
+      if (name.toLowerCase() === "authorization" && typeof headers[name] === "string") found = headers[name];
+    }});
+    return found;
+  }}
+
+  function connect() {{
+    if (wsClient !== null) wsClient.dispose();
+    wsClient = graphqlWs.createClient({{
+      url: wsUrl,
+      // Read when the socket (re)connects; the gateway authenticates the socket by this connection_init payload.
+      connectionParams: function () {{
+        return authorization === null ? {{}} : {{ authorization: authorization }};
+      }},
+      // 4403: the gateway refused the token. Retrying cannot help: let GraphiQL show the refusal at once.
+      shouldRetry: function (e) {{
+        return typeof e === "object" && e !== null && "code" in e && e.code !== 4403;
+      }},
+    }});
+    fetchWith = GraphiQL.createFetcher({{ url: url, wsClient: wsClient }});
+  }}
+
+  function fetcher(graphQLParams, opts) {{
+    var next = authorizationOf(opts && opts.headers);
+    // A changed token gets a socket of its own (GraphiQL runs one operation at a time, so none is cut short).
+    if (fetchWith === null || (next !== authorization && graphQLParams.operationName !== "IntrospectionQuery")) {{
+      authorization = next;
+      connect();
+    }}
+    return fetchWith(graphQLParams, opts);
+  }}
+
   var explorer = GraphiQLPluginExplorer.explorerPlugin();
   function App() {{
     return React.createElement(GraphiQL, {{
