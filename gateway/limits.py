@@ -17,14 +17,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLError,
     GraphQLInterfaceType,
     GraphQLNamedType,
     GraphQLObjectType,
@@ -36,7 +35,6 @@ from graphql import (
     is_leaf_type,
     value_from_ast_untyped,
 )
-from graphql import ExecutionResult as GraphQLExecutionResult
 from redis.asyncio import Redis
 from strawberry.extensions import SchemaExtension
 
@@ -175,10 +173,9 @@ class CostLimiter(SchemaExtension):
         self.limiter = limiter
         self.report: dict[str, int] | None = None
 
-    def _refuse(self, error: Exception) -> None:
-        self.execution_context.result = GraphQLExecutionResult(
-            data=None, errors=[GraphQLError(str(error), original_error=error)]
-        )
+    def _refuse(self, error: Exception) -> NoReturn:
+        # Raised, not set as the result: Strawberry's subscription path ignores a result set in on_execute.
+        raise error
 
     async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
