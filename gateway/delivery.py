@@ -5,6 +5,10 @@ what the gateway already does (it depends on schema, never on synccore); the syn
 for IMAP connections and hold account leases, while any number of gateways may run, each delivering the hooks
 it can lock (schema.webhooks.hold: one attempt per hook at a time across processes). No new process to deploy.
 
+When to try: the account's doorbell (the process's one subscription, gateway.fanout) wakes the deliverer for
+that account's due hooks within milliseconds; a slower poll of the database covers lost doorbells, and the
+usual one while the doorbell is down (see `Deliverer`).
+
 Per hook, events go out one per POST in seq order, and event N+1 is never sent before N succeeded (2xx).
 A failure is retried after an exponential backoff with full jitter, kept in the database so it survives a
 restart; a hook failing for longer than `webhook_disable_after` is disabled and says why.
@@ -22,15 +26,17 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import random
 import socket
 import time
-from collections.abc import AsyncIterator
-from datetime import timedelta
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewayConfig
@@ -38,7 +44,7 @@ from schema import webhooks
 from schema.changelog import Change
 from schema.crypto import CredentialBox, CredentialError
 from schema.db import session_factory
-from schema.models import Webhook
+from schema.models import ChangeSeq, Webhook
 
 log = logging.getLogger(__name__)
 
@@ -156,86 +162,250 @@ def payload(hook: Webhook, change: Change) -> bytes:
     return json.dumps({"webhookId": hook.id, "event": event}, separators=(",", ":"), default=str).encode()
 
 
-class Deliverer:
-    """Delivers every active hook's events: `run` until `stopping` is set."""
+def active_hooks() -> Select[int, int, datetime | None, bool]:
+    """Every active hook: id, account, end of its backoff, and whether its account logged changes after its cursor
+    (what the deliverer keeps in memory to choose from; a plain read, it waits on no writer's lock)."""
+    behind = func.coalesce(ChangeSeq.last_seq, 0) > Webhook.cursor
+    return (
+        select(Webhook.id, Webhook.account_id, Webhook.next_attempt_at, behind)
+        .outerjoin(ChangeSeq, ChangeSeq.account_id == Webhook.account_id)
+        .where(Webhook.state == webhooks.ACTIVE)
+    )
 
-    def __init__(self, engine: AsyncEngine, box: CredentialBox, config: GatewayConfig) -> None:
+
+class Doorbells(Protocol):
+    """The process's doorbell subscription as the deliverer uses it (gateway.fanout.Fanout offers it).
+
+    `on_ring(callback)` calls `callback(account_id)` for every doorbell the subscription hears, whoever else
+    listens, and `callback(None)` when the subscription is made or lost (rings may have gone unheard: look at
+    everything); it returns a function that takes the callback off. Callbacks run in the event loop and must
+    neither block nor raise. `connected` tells whether rings can be heard right now.
+    """
+
+    @property
+    def connected(self) -> bool: ...
+
+    def on_ring(self, callback: Callable[[int | None], None]) -> Callable[[], None]: ...
+
+
+class Deliverer:
+    """Delivers every active hook's events: `run` until `stopping` is set.
+
+    What to try when, in one loop (`run`); the database decides whether an attempt may go out (`attempt`):
+    - a doorbell of an account with active hooks makes its due hooks ready at once;
+    - a full round re-reads the active hooks and makes the due ones with changes to send ready, every
+      `webhook_safety_seconds` while the doorbell is heard (a ring whose PUBLISH failed is lost), every
+      `webhook_poll_seconds` while it is not (or when there is no doorbell), and at once when the subscription
+      is made or lost;
+    - a ring of an account with no hook known here re-reads the hooks, at most every `webhook_discover_seconds`
+      (a hook created or re-enabled since the last read);
+    - a hook in backoff becomes ready when its backoff ends, not before: doorbells do not shorten it;
+    - ready hooks are drained, `webhook_concurrency` at a time; a hook rung while it drains drains once more
+      (its last read may predate the commit that rang).
+    What this process knows of the hooks (`hooks`, `waiting`) only chooses what to try: a stale entry costs one
+    short transaction, and `attempt` checks the hook under its lock.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, box: CredentialBox, config: GatewayConfig, doorbells: Doorbells | None = None
+    ) -> None:
         self.sessions = session_factory(engine)
         self.box = box
         self.config = config
+        self.doorbells = doorbells
         self.busy: dict[int, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
         self.http = httpx.AsyncClient(timeout=config.webhook_timeout_seconds, follow_redirects=False)
+        self.hooks: dict[int, set[int]] = {}  # account -> its active hooks, as last read
+        self.waiting: dict[int, datetime] = {}  # hook -> when its backoff ends
+        self.ready: set[int] = set()  # hooks to drain when a slot is free (if due then)
+        self.again: set[int] = set()  # hooks rung while draining: drain once more
+        self.rung: set[int] = set()  # accounts with hooks rung since the loop last looked
+        self.unknown: set[int] = set()  # accounts rung with no hook known here
+        self.full_at = 0.0  # time.monotonic() of the next full round
+        self.read_at = -math.inf  # ... of the last read of the hooks
+        self.wakeup = asyncio.Event()
+        self.rounds = 0  # full rounds so far
+        self.attempts = 0  # attempt transactions so far
+
+    def ring(self, account_id: int | None) -> None:
+        """The doorbell callback (`Doorbells.on_ring`): note the account and wake the loop; never blocks."""
+        if account_id is None:
+            self.full_at = 0.0
+        elif account_id in self.hooks:
+            self.rung.add(account_id)
+        elif account_id not in self.unknown:
+            self.unknown.add(account_id)
+        else:
+            return
+        self.wakeup.set()
+
+    def interval(self) -> float:
+        heard = self.doorbells is not None and self.doorbells.connected
+        return self.config.webhook_safety_seconds if heard else self.config.webhook_poll_seconds
 
     async def run(self) -> None:
         """Deliver until `stopping` is set, then let the attempts in flight finish (a cancel rolls one back)."""
+        off = self.doorbells.on_ring(self.ring) if self.doorbells is not None else None
         try:
             while not self.stopping.is_set():
+                self.wakeup.clear()  # before the round: a ring during its awaits wakes the next one at once
                 try:
-                    await self.tick()
+                    await self.round()
                 except Exception:
                     log.exception("webhook delivery round failed")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), self.config.webhook_poll_seconds)
+                await self.sleep(self.until_next())
             await asyncio.gather(*list(self.busy.values()), return_exceptions=True)
         finally:
+            if off is not None:
+                off()
             for task in list(self.busy.values()):
                 task.cancel()
             await asyncio.gather(*list(self.busy.values()), return_exceptions=True)
             await self.http.aclose()
 
-    async def tick(self) -> None:
+    async def round(self) -> None:
+        clock = time.monotonic()
+        if clock >= self.full_at:
+            self.full_at = clock + self.interval()
+            self.rounds += 1
+            self.rung.clear()
+            self.unknown.clear()
+            self.ready.update(await self.read_hooks())
+        elif self.unknown and clock >= self.read_at + self.config.webhook_discover_seconds:
+            unknown, self.unknown = self.unknown, set()
+            await self.read_hooks()
+            self.rung.update(unknown & self.hooks.keys())
+        for account_id in self.rung:
+            self.ready.update(self.hooks.get(account_id, ()))
+        self.rung.clear()
+        now = webhooks.now()
+        for hook_id, until in list(self.waiting.items()):
+            if until <= now:
+                del self.waiting[hook_id]
+                self.ready.add(hook_id)
+        self.start(now)
+
+    async def read_hooks(self) -> set[int]:
+        """Re-read the active hooks; returns those behind their account's log (the others have nothing to send)."""
+        self.read_at = time.monotonic()
         async with self.sessions() as session:
-            due = await webhooks.due(session, webhooks.now())
-        for hook_id in due:
+            rows = (await session.execute(active_hooks())).all()
+        self.hooks = {}
+        self.waiting = {}
+        behind: set[int] = set()
+        for hook_id, account_id, next_attempt_at, late in rows:
+            self.hooks.setdefault(account_id, set()).add(hook_id)
+            if next_attempt_at is not None:
+                self.waiting[hook_id] = next_attempt_at
+            if late:
+                behind.add(hook_id)
+        return behind
+
+    def start(self, now: datetime) -> None:
+        """Drain the ready hooks that are due, lowest id first, while slots are free."""
+        for hook_id in sorted(self.ready):
             if len(self.busy) >= self.config.webhook_concurrency:
-                break  # each attempt holds a pooled connection: the rest wait for the next round
-            if hook_id not in self.busy:
+                return  # each attempt holds a pooled connection: the rest start as drains end
+            self.ready.discard(hook_id)
+            if hook_id in self.busy:
+                self.again.add(hook_id)
+            elif self.due(hook_id, now):
                 self.busy[hook_id] = asyncio.create_task(self.drain(hook_id), name=f"webhook-{hook_id}")
+
+    def due(self, hook_id: int, now: datetime) -> bool:
+        until = self.waiting.get(hook_id)
+        return until is None or until <= now
+
+    def until_next(self) -> float:
+        """Seconds until the loop must look again without being woken: a full round, a re-read, a backoff's end."""
+        clock = time.monotonic()
+        deadline = self.full_at
+        if self.unknown:
+            deadline = min(deadline, self.read_at + self.config.webhook_discover_seconds)
+        if self.waiting:
+            deadline = min(deadline, clock + (min(self.waiting.values()) - webhooks.now()).total_seconds())
+        return max(0.0, deadline - clock)
+
+    async def sleep(self, seconds: float) -> None:
+        """Until woken, stopped, or `seconds` passed."""
+        waiters = {asyncio.ensure_future(self.wakeup.wait()), asyncio.ensure_future(self.stopping.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def drain(self, hook_id: int) -> None:
         """Send this hook's events until it is caught up, fails, or another process holds it."""
         try:
-            while not self.stopping.is_set() and await self.attempt(hook_id):
-                pass
+            while True:
+                self.again.discard(hook_id)
+                while not self.stopping.is_set() and await self.attempt(hook_id):
+                    pass
+                if self.stopping.is_set() or hook_id not in self.again or not self.due(hook_id, webhooks.now()):
+                    break
         except Exception:
             log.exception("webhook %s: delivery failed unexpectedly", hook_id)
         finally:
             self.busy.pop(hook_id, None)
+            self.again.discard(hook_id)
+            self.wakeup.set()  # a slot is free for the hooks still ready
 
     async def attempt(self, hook_id: int) -> bool:
         """One attempt in one transaction; True when it succeeded and more may follow."""
+        self.attempts += 1
         async with self.sessions() as session, session.begin():
             hook = await webhooks.hold(session, hook_id)
             if hook is None:
                 return False
             now = webhooks.now()
             if hook.next_attempt_at is not None and hook.next_attempt_at > now:
+                self.waiting[hook_id] = hook.next_attempt_at  # another process failed it: wait as it does
                 return False
             change = await webhooks.next_event(session, hook)
             if change is None:
-                return False
-            status, error, elapsed = await self.post(hook, change)
-            ok = error is None and status is not None and 200 <= status < 300
-            if not ok and error is None:
-                error = f"HTTP {status}"
-            webhooks.record(
-                session,
-                hook,
-                change,
-                status_code=status,
-                error=error,
-                duration_ms=elapsed,
-                ok=ok,
-                now=webhooks.now(),
-                retry_in=timedelta(
-                    seconds=backoff(
-                        hook.failures, self.config.webhook_backoff_base_seconds, self.config.webhook_backoff_cap_seconds
-                    )
-                ),
-                disable_after=timedelta(seconds=self.config.webhook_disable_after_seconds),
-            )
-            return ok
+                ok = False
+            else:
+                status, error, elapsed = await self.post(hook, change)
+                ok = error is None and status is not None and 200 <= status < 300
+                if not ok and error is None:
+                    error = f"HTTP {status}"
+                webhooks.record(
+                    session,
+                    hook,
+                    change,
+                    status_code=status,
+                    error=error,
+                    duration_ms=elapsed,
+                    ok=ok,
+                    now=webhooks.now(),
+                    retry_in=timedelta(
+                        seconds=backoff(
+                            hook.failures,
+                            self.config.webhook_backoff_base_seconds,
+                            self.config.webhook_backoff_cap_seconds,
+                        )
+                    ),
+                    disable_after=timedelta(seconds=self.config.webhook_disable_after_seconds),
+                )
+            account_id, state, until = hook.account_id, hook.state, hook.next_attempt_at
+        # Committed: remember what it decided (a failed commit leaves the entries to the next read).
+        if state != webhooks.ACTIVE:
+            self.forget(account_id, hook_id)
+        elif until is None:
+            self.waiting.pop(hook_id, None)
+        else:
+            self.waiting[hook_id] = until
+        return ok
+
+    def forget(self, account_id: int, hook_id: int) -> None:
+        hooks = self.hooks.get(account_id)
+        if hooks is not None:
+            hooks.discard(hook_id)
+            if not hooks:
+                del self.hooks[account_id]
+        self.waiting.pop(hook_id, None)
 
     async def post(self, hook: Webhook, change: Change) -> tuple[int | None, str | None, int]:
         started = time.monotonic()
