@@ -1,6 +1,6 @@
 """Subscription latency: from APPEND's tagged OK to a bare IDLE client's EXISTS and to `messageAdded`'s `next`.
 
-    .venv/bin/python -m bench.message_added_bench [--messages 500] [--appends 50]
+    .venv/bin/python -m bench.message_added_bench [--messages 500] [--appends 50] [--quiet-only]
 
 A private Dovecot gets a small generated mailbox; a fresh database gets the account; `inboxql sync --once`
 does the initial sync; then `inboxql sync --account ID` follows (IDLE on INBOX) and `inboxql gateway`
@@ -12,7 +12,8 @@ tagged OK:
     (a) the bare IDLE client's `* n EXISTS`;
     (b) the subscription's `next` message;
 
-and (b) - (a) per append: what inboxql adds on top of Dovecot's own notification delay.
+and (b) - (a) per append: what inboxql adds on top of Dovecot's own notification delay. Twice: on a quiet
+mailbox, then busy (the push bench's load: flag changes in INBOX and appends to Archive, back to back).
 """
 
 from __future__ import annotations
@@ -195,12 +196,12 @@ def _ms(values: Sequence[float], p: float) -> str:
     return f"{1000 * common.percentile(values, p):7.0f}" if values else "      -"
 
 
-def report(samples: Sequence[Sample], elapsed: float) -> None:
+def report(label: str, samples: Sequence[Sample], elapsed: float) -> None:
     idle = [s.idle for s in samples if s.idle is not None]
     sub = [s.sub for s in samples if s.sub is not None]
     diff = [s.sub - s.idle for s in samples if s.sub is not None and s.idle is not None]
     print()
-    print(f"== {len(samples)} APPENDs to INBOX in {elapsed:.0f} s, ms from the tagged OK ==")
+    print(f"== {label}: {len(samples)} APPENDs to INBOX in {elapsed:.0f} s, ms from the tagged OK ==")
     print(f"{'':44} {'p50':>7} {'p99':>7} {'max':>7} {'seen':>5}")
     for name, values in (
         ("(a) bare IDLE client: * n EXISTS", idle),
@@ -218,7 +219,14 @@ def report(samples: Sequence[Sample], elapsed: float) -> None:
 
 
 async def run_async(
-    server: DovecotServer, user: str, password: str, url: str, account_id: int, appends: int, pause: float
+    server: DovecotServer,
+    user: str,
+    password: str,
+    url: str,
+    account_id: int,
+    appends: int,
+    pause: float,
+    busy: bool,
 ) -> None:
     env = common.cli_env(url)
     engine: AsyncEngine = create_async_engine(url, pool_size=1)
@@ -262,18 +270,30 @@ async def run_async(
             sub_task.result()  # raises what went wrong
         if not subscribed.is_set():
             raise BenchError("the websocket client did not subscribe in 15 s")
-        pool = list(generate(appends + 3, 99))
+        pool = list(generate(2 * appends + 53, 99))
         # Warm-up: the follower IDLE on INBOX and the subscription live before the clock starts.
         warm = await measure(server, user, password, seen, pool[:3], 0.5)
         if any(s.sub is None for s in warm):
             raise BenchError("the subscription did not deliver the warm-up messages")
         start = time.monotonic()
-        samples = await measure(server, user, password, seen, pool[3:], pause)
-        elapsed = time.monotonic() - start
+        samples = await measure(server, user, password, seen, pool[3 : 3 + appends], pause)
+        report("quiet", samples, time.monotonic() - start)
+        if busy:
+            # The push bench's load: flag changes in INBOX and appends to Archive, back to back, which the
+            # follower mirrors (and the change log, the doorbell and the gateway carry) all along.
+            ops = [0, 0]
+            load = asyncio.create_task(push_bench.busy_load(server, user, password, pool[-50:], ops))
+            start = time.monotonic()
+            try:
+                samples = await measure(server, user, password, seen, pool[3 + appends : 3 + 2 * appends], pause)
+            finally:
+                load.cancel()
+                await asyncio.gather(load, return_exceptions=True)
+            report("busy (flag changes in INBOX + appends to Archive)", samples, time.monotonic() - start)
+            print(f"   (background: {ops[0]} flag changes in INBOX and {ops[1]} appends to Archive)")
         for task in tasks:
             if task.done():
                 task.result()
-        report(samples, elapsed)
         print()
         print("baseline (FIELD-NOTES): bare IDLE client p50 481 ms, p99 482 ms")
         if follower.poll() is not None:
@@ -291,7 +311,7 @@ async def run_async(
         await engine.dispose()
 
 
-def run(messages: int, appends: int, pause: float, timeout: float) -> None:
+def run(messages: int, appends: int, pause: float, timeout: float, busy: bool) -> None:
     common.check_services()
     print(f"machine: {common.machine()}")
     print(f"load average at start: {common.load_average()}")
@@ -306,7 +326,9 @@ def run(messages: int, appends: int, pause: float, timeout: float) -> None:
             if initial.returncode != 0:
                 raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
             print(f"initial sync: {initial.wall:.1f} s")
-            asyncio.run(asyncio.wait_for(run_async(server, user, password, url, account_id, appends, pause), timeout))
+            asyncio.run(
+                asyncio.wait_for(run_async(server, user, password, url, account_id, appends, pause, busy), timeout)
+            )
     print(f"load average at the end: {common.load_average()}")
 
 
@@ -318,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         "--pause", type=float, default=1.0, help="seconds (x1-1.5, random) from one append's last event to the next"
     )
     parser.add_argument("--timeout", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--quiet-only", action="store_true", help="skip the second round under load")
     args = parser.parse_args(argv)
     try:
-        run(args.messages, args.appends, args.pause, args.timeout)
+        run(args.messages, args.appends, args.pause, args.timeout, not args.quiet_only)
     except (BenchError, TimeoutError) as exc:
         print(f"message_added_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -1,13 +1,15 @@
 """The gateway's ASGI app: `create_app(settings)` builds it; `inboxql gateway` serves it with uvicorn.
 
 Routes:
-    /graphql                   GraphQL over HTTP (GET, POST) and websockets; GraphiQL for browsers
+    /graphql                   GraphQL over HTTP (GET, POST), graphql-sse (Accept: text/event-stream; gateway.sse)
+                               and websockets (graphql-transport-ws); GraphiQL for browsers
     /graphiql/static/...       GraphiQL's own assets (see gateway.graphiql)
     /attachments/{id}          an attachment's decoded bytes
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
 
-The lifespan also runs webhook delivery (gateway.delivery) unless GatewayConfig.webhooks is off.
+The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
+GatewayConfig.webhooks is off.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
-        async with running(Deliverer(engine, box, config) if config.webhooks else None):
+        async with running(Deliverer(engine, box, config, fanout) if config.webhooks else None):
             yield
         await fanout.stop()
         await redis.aclose()

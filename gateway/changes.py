@@ -90,6 +90,8 @@ class Change:
     pk: strawberry.Private[int]
     data: strawberry.Private[dict[str, Any] | None]
     loaders: strawberry.Private[Loaders]
+    # Its renders, shared by every subscriber handed this event (gateway.render).
+    renders: strawberry.Private[dict[Any, Any]]
 
     @classmethod
     def of(cls, account_id: int, entry: changelog.Change, loaders: Loaders) -> Change:
@@ -104,6 +106,7 @@ class Change:
             pk=entry.object_id,
             data=entry.data,
             loaders=loaders,
+            renders={},
         )
 
     @described("The object as it is NOW (not as it was at this change); null once deleted.")

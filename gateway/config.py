@@ -29,11 +29,20 @@ class GatewayConfig:
     # Origin); each connection may hold this many subscriptions at once.
     allowed_origins: tuple[str, ...] = ()
     max_subscriptions_per_connection: int = 50
+    # permessage-deflate costs ~50 KiB of zlib state per websocket, more than everything else a subscriber
+    # holds, and gains little on small JSON events: off unless asked for (Node's ws server decides the same).
+    ws_compression: bool = False
     webhooks: bool = True
     webhook_allow_private: bool = False
     webhook_allow_loopback: bool = False
     webhook_timeout_seconds: float = 10.0
+    # Delivery wakes on the account's doorbell; the database is polled for due hooks every
+    # `webhook_safety_seconds` while the doorbell subscription is up (a ring can be lost), every
+    # `webhook_poll_seconds` while it is down. A ring for an account with no hook known to the process re-reads
+    # the hooks at most every `webhook_discover_seconds` (how soon a new or re-enabled hook is noticed).
     webhook_poll_seconds: float = 1.0
+    webhook_safety_seconds: float = 10.0
+    webhook_discover_seconds: float = 1.0
     # Hooks delivered at once by one process (each attempt holds a database connection).
     webhook_concurrency: int = 4
     webhook_backoff_base_seconds: float = 1.0
@@ -60,6 +69,7 @@ class GatewayConfig:
             max_subscriptions_per_connection=int(
                 env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS", base.max_subscriptions_per_connection)
             ),
+            ws_compression=_flag(env.get("INBOXQL_GATEWAY_WS_COMPRESSION", "0")),
             webhooks=_flag(env.get("INBOXQL_WEBHOOKS", "1")),
             webhook_allow_private=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_PRIVATE", "0")),
             webhook_allow_loopback=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_LOOPBACK", "0")),

@@ -25,6 +25,8 @@ class Viewer:
     account_ids: frozenset[int]
     # Names the token in Redis (a prefix of its hash: unique across databases, unlike the row id).
     rate_key: str = ""
+    # The admin scope (schema.tokens): webhooks of the accounts above may be managed; no other account.
+    admin: bool = False
 
 
 class Reader:
@@ -34,12 +36,18 @@ class Reader:
     statements queue on a lock instead of taking more connections from the pool.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, hold: bool = True) -> None:
         self.engine = engine
+        # hold=False: a connection per statement, given back at once (a batch of change-log events shared by
+        # many subscribers has no request whose end would give it back).
+        self.hold = hold
         self._conn: AsyncConnection | None = None
         self._lock = asyncio.Lock()
 
     async def rows(self, stmt: Executable) -> Sequence[Row[Any]]:
+        if not self.hold:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(stmt)).all()
         async with self._lock:
             if self._conn is None:
                 self._conn = await self.engine.connect()

@@ -7,7 +7,8 @@ Redis PSUBSCRIBE inboxql:doorbell:*  ──►  Fanout.run  ──►  _Bell(acc
 
 The doorbell only says "account A has changes up to seq N"; the change log is the truth. So memory per
 subscriber is one waiter on its account's bell (an asyncio.Event shared by all of them, replaced on each ring),
-not a queue of events; and subscribers of one account at the same cursor share one SQL read (`read`).
+not a queue of events; and subscribers of one account at the same cursor share one SQL read (`read`), whose
+`Batch` hands them the same event objects, so each event is rendered once for all of them (gateway.render).
 
 When Redis is gone, nothing is lost: `wait` times out after `poll_seconds` while the doorbell is down (every
 subscriber then re-reads the log on that timer), and `run` reconnects with backoff. Even while Redis is up, a
@@ -20,11 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from gateway.changes import Change
+from gateway.context import Reader
+from gateway.loaders import Loaders
 from schema import changelog
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,20 @@ class _Bell:
         event.set()
 
 
+class Batch:
+    """The entries of one read of an account's log, as the change-feed events every reader of it shares.
+
+    Its loaders are its own (scoped to the account, a connection per statement): an event's `object` is
+    loaded when the batch is rendered, and the batch belongs to no subscriber's request.
+    """
+
+    __slots__ = ("changes",)
+
+    def __init__(self, engine: AsyncEngine, account_id: int, entries: list[changelog.Change]) -> None:
+        loaders = Loaders(Reader(engine, hold=False), frozenset({account_id}))
+        self.changes = [Change.of(account_id, entry, loaders) for entry in entries]
+
+
 class Fanout:
     def __init__(
         self,
@@ -65,7 +83,8 @@ class Fanout:
         self.rings = 0
         self.reads = 0
         self._bells: dict[int, _Bell] = {}
-        self._reads: dict[tuple[int, int], asyncio.Task[list[changelog.Change]]] = {}
+        self._reads: dict[tuple[int, int], asyncio.Task[Batch]] = {}
+        self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -122,14 +141,29 @@ class Fanout:
         account = channel.rsplit(":", 1)[-1]
         if not account.isdigit():
             return
+        self._tell(int(account))
         bell = self._bells.get(int(account))
         if bell is not None:
             self.rings += 1
             bell.ring(int(data) if isinstance(data, str) and data.isdigit() else 0)
 
     def _ring_all(self) -> None:
+        self._tell(None)
         for bell in self._bells.values():
             bell.ring(0)
+
+    def on_ring(self, callback: Callable[[int | None], None]) -> Callable[[], None]:
+        """callback(account_id) for every doorbell heard (followed or not); callback(None) when the subscription
+        is made or lost. Called in the receive loop, so it must not block. Returns a function that removes it."""
+        self._ring_callbacks.append(callback)
+        return lambda: self._ring_callbacks.remove(callback)
+
+    def _tell(self, account_id: int | None) -> None:
+        for callback in list(self._ring_callbacks):
+            try:
+                callback(account_id)
+            except Exception:
+                log.exception("doorbell callback failed")
 
     # -- subscribers --------------------------------------------------------------------------------------
 
@@ -157,8 +191,8 @@ class Fanout:
             async with asyncio.timeout(timeout):
                 await bell.event.wait()
 
-    async def read(self, account_id: int, after: int) -> list[changelog.Change]:
-        """The entries after `after`, read once for all subscribers of that account at that cursor.
+    async def read(self, account_id: int, after: int) -> Batch:
+        """The events after `after`, read once for all subscribers of that account at that cursor.
 
         The read runs in a task of its own, so a subscriber that leaves mid-read does not cancel it for the
         others who wait on the same one.
@@ -170,10 +204,11 @@ class Fanout:
             pending.add_done_callback(lambda _: self._reads.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _read(self, account_id: int, after: int) -> list[changelog.Change]:
+    async def _read(self, account_id: int, after: int) -> Batch:
         self.reads += 1
         async with AsyncSession(self.engine) as session:
-            return await changelog.read(session, account_id, after, self.read_limit)
+            entries = await changelog.read(session, account_id, after, self.read_limit)
+        return Batch(self.engine, account_id, entries)
 
     async def cursor_valid(self, account_id: int, after: int) -> bool:
         async with AsyncSession(self.engine) as session:

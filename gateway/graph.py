@@ -26,6 +26,7 @@ from gateway.errors import FORBIDDEN, coded
 from gateway.limits import CostLimiter, RateLimiter
 from gateway.nodes import Account, Attachment, Folder, Label, Message, Thread
 from gateway.query import Query
+from gateway.render import SharedEventExecutor
 from gateway.subscriptions import Subscription
 from gateway.webhooks import Mutation
 
@@ -80,4 +81,11 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         partial(CostLimiter, config=config, limiter=limiter),
     ]
     types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment]
-    return GatewaySchema(query=Query, mutation=Mutation, subscription=Subscription, types=types, extensions=extensions)
+    return GatewaySchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=types,
+        extensions=extensions,
+        execution_context_class=SharedEventExecutor,
+    )

@@ -32,7 +32,9 @@ from gateway.context import Context, Reader, Viewer
 from gateway.errors import UNAUTHENTICATED, coded, http_status, is_request_error
 from gateway.graphiql import graphiql_page
 from gateway.loaders import Loaders
+from gateway.render import encode_message
 from gateway.signing import Signer
+from gateway.sse import serve_event_stream, wants_event_stream
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ACK = cast(UnsetType, UNSET)  # connection_ack without a payload
@@ -103,6 +105,9 @@ class GatewayView(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope=scope, receive=receive)
+        if wants_event_stream(request.headers.get("accept")):  # graphql-sse (gateway.sse)
+            await serve_event_stream(self, request, send)
+            return
         token = bearer(request.headers)
         viewer = None
         if token is not None:
@@ -152,6 +157,14 @@ class GatewayView(GraphQL[Context, None]):
         context.viewer = viewer
         context.loaders = Loaders(context.db, viewer.account_ids)
         return ACK
+
+    def encode_json(self, data: object) -> str | bytes:
+        # A subscription event's `next` message around its JSON, encoded once for all its subscribers.
+        if isinstance(data, dict):
+            shared = encode_message(data)
+            if shared is not None:
+                return shared
+        return super().encode_json(data)
 
     def parse_json(self, data: str | bytes) -> Any:
         # A JSON body that is not an object (a bare string, a number) would crash Strawberry's parser: a 500.

@@ -11,6 +11,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, func, select
@@ -57,21 +58,63 @@ def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
 
 
 class Loaders:
+    """The DataLoaders of one request (or one batch of change-log events), each made on first use.
+
+    Made lazily because a websocket connection holds a set for as long as it is open, and one that only
+    subscribes never uses most of them.
+    """
+
     def __init__(self, db: Reader, account_ids: frozenset[int]) -> None:
         self.db = db
         self.account_ids = account_ids
-        self.accounts: DataLoader[int, Row[Any] | None] = _loader(self._accounts)
-        self.folders: DataLoader[int, Row[Any] | None] = _loader(self._folders)
-        self.labels: DataLoader[int, Row[Any] | None] = _loader(self._labels)
-        self.threads: DataLoader[int, Row[Any] | None] = _loader(self._threads)
-        self.messages: DataLoader[int, Row[Any] | None] = _loader(self._messages)
-        self.attachments: DataLoader[int, Row[Any] | None] = _loader(self._attachments)
-        self.bodies: DataLoader[int, Bodies | None] = _loader(self._bodies)
-        self.message_folder_ids: DataLoader[int, list[int]] = _loader(self._message_folder_ids)
-        self.message_label_ids: DataLoader[int, list[int]] = _loader(self._message_label_ids)
-        self.message_attachments: DataLoader[int, list[Row[Any]]] = _loader(self._message_attachments)
-        self.thread_messages: DataLoader[tuple[int, pages.PageArgs], pages.Window] = _loader(self._thread_messages)
-        self.progress: DataLoader[int, Progress] = _loader(self._progress)
+
+    @cached_property
+    def accounts(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._accounts)
+
+    @cached_property
+    def folders(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._folders)
+
+    @cached_property
+    def labels(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._labels)
+
+    @cached_property
+    def threads(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._threads)
+
+    @cached_property
+    def messages(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._messages)
+
+    @cached_property
+    def attachments(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._attachments)
+
+    @cached_property
+    def bodies(self) -> DataLoader[int, Bodies | None]:
+        return _loader(self._bodies)
+
+    @cached_property
+    def message_folder_ids(self) -> DataLoader[int, list[int]]:
+        return _loader(self._message_folder_ids)
+
+    @cached_property
+    def message_label_ids(self) -> DataLoader[int, list[int]]:
+        return _loader(self._message_label_ids)
+
+    @cached_property
+    def message_attachments(self) -> DataLoader[int, list[Row[Any]]]:
+        return _loader(self._message_attachments)
+
+    @cached_property
+    def thread_messages(self) -> DataLoader[tuple[int, pages.PageArgs], pages.Window]:
+        return _loader(self._thread_messages)
+
+    @cached_property
+    def progress(self) -> DataLoader[int, Progress]:
+        return _loader(self._progress)
 
     def _mine(self, column: QueryableAttribute[int]) -> ColumnElement[bool]:
         return column.in_(sorted(self.account_ids))

@@ -10,16 +10,34 @@ from schema.settings import Settings
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = True) -> None:
-    app = create_app(settings, GatewayConfig.from_env())
+    config = GatewayConfig.from_env()
     uvicorn.run(
-        app, host=host, port=port, proxy_headers=True, server_header=False, log_level="info", access_log=access_log
+        create_app(settings, config),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        server_header=False,
+        log_level="info",
+        access_log=access_log,
+        ws_per_message_deflate=config.ws_compression,
+        # Open event streams and websockets do not end by themselves: cancel them after this long.
+        timeout_graceful_shutdown=10,
     )
 
 
 def server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Server:
     """A uvicorn server to run inside an event loop of the caller's (`await server(...).serve()`)."""
-    app = create_app(settings, GatewayConfig.from_env())
-    config = uvicorn.Config(
-        app, host=host, port=port, proxy_headers=True, server_header=False, log_level="warning", access_log=False
+    config = GatewayConfig.from_env()
+    return uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, config),
+            host=host,
+            port=port,
+            proxy_headers=True,
+            server_header=False,
+            log_level="warning",
+            access_log=False,
+            ws_per_message_deflate=config.ws_compression,
+            timeout_graceful_shutdown=10,
+        )
     )
-    return uvicorn.Server(config)

@@ -5,13 +5,16 @@ cursor, so a client that reconnects with the last cursor it saw gets every chang
 convenience subscriptions (`messageAdded`, `threadUpdated`, `folderCountsChanged`, `syncProgress`) read the
 same feed and carry a cursor too (resume them with `after` like `changes`).
 
-Each subscriber waits on its account's doorbell (gateway.fanout) and re-reads the log from its own cursor;
-objects are loaded with loaders made per batch, so a long-lived subscription never serves a cached row.
+Each subscriber waits on its account's doorbell (gateway.fanout) and re-reads the log from its own cursor.
+Subscribers at the same cursor share the read and its event objects; the convenience events are built once
+per change (`derived`), and every event is rendered once per distinct subscription (gateway.render).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import strawberry
@@ -22,13 +25,13 @@ from gateway.context import Context
 from gateway.errors import not_found
 from gateway.fanout import Fanout
 from gateway.ids import pk_of, to_global
-from gateway.loaders import Loaders
 from gateway.nodes import Account, Folder, Message, SyncProgress, Thread
-from schema.changelog import ObjectType, Op
+from schema.changelog import ObjectType
 from schema.models import Folder as FolderRow
 
 Info = strawberry.Info[Context, None]
 F = TypeVar("F", bound=Callable[..., Any])
+E = TypeVar("E")
 
 
 def subscribed(description: str) -> Callable[[F], F]:
@@ -51,9 +54,13 @@ def _fanout(info: Info) -> Fanout:
 
 
 async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerator[Change, None]:
-    """Every change after the cursor (or, without one, from now on), in order, each once; never ends."""
+    """Every change after the cursor (or, without one, from now on), in order, each once; never ends.
+
+    The events are the batch's (gateway.fanout.Batch), shared with every subscriber that read the same batch,
+    and loaded through the batch's loaders: a long-lived subscription never serves a stale cached row, and
+    holds no database connection while it waits.
+    """
     fanout = _fanout(info)
-    context = info.context
     async with fanout.listen(account_id):
         if after is None:
             seq = await fanout.newest(account_id)
@@ -62,28 +69,31 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
             if not await fanout.cursor_valid(account_id, seq):
                 raise expired()
         while True:
-            entries = await fanout.read(account_id, seq)
-            if not entries:
+            batch = await fanout.read(account_id, seq)
+            if not batch.changes:
                 await fanout.wait(account_id, seq)
                 continue
-            if entries[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
+            if batch.changes[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
                 raise expired()  # expired while the subscriber lagged behind
-            # Fresh loaders per batch: the connection's own would keep serving the rows of the first event.
-            loaders = Loaders(context.db, context.account_ids)
-            context.loaders = loaders
-            try:
-                for entry in entries:
-                    seq = entry.seq
-                    yield Change.of(account_id, entry, loaders)
-            finally:
-                # Hand the database connection back between batches: thousands of idle subscribers hold none.
-                await context.db.close()
+            for change in batch.changes:
+                seq = change.seq
+                yield change
+
+
+async def derived(change: Change, name: str, build: Callable[[], Awaitable[E | None]]) -> E | None:
+    """The event `name` made from this change, built once for all the subscribers handed the change."""
+    key = ("event", name)
+    found = change.renders.get(key)
+    if found is None:
+        found = change.renders[key] = asyncio.ensure_future(build())
+    return cast("E | None", await asyncio.shield(found))
 
 
 @strawberry.type(description="A message arrived in the account (or in the folder asked for).")
 class MessageAdded:
     cursor: str
     message: Message
+    renders: strawberry.Private[dict[Any, Any]]
 
 
 @strawberry.type(description="A thread was created, changed (flags, new messages) or deleted.")
@@ -91,6 +101,7 @@ class ThreadUpdated:
     cursor: str
     operation: ChangeOperation
     thread_id: strawberry.ID
+    renders: strawberry.Private[dict[Any, Any]]
     thread: Thread | None = strawberry.field(description="The thread now; null once deleted.")
 
 
@@ -98,6 +109,7 @@ class ThreadUpdated:
 class FolderCountsChanged:
     cursor: str
     folder: Folder
+    renders: strawberry.Private[dict[Any, Any]]
 
 
 @strawberry.type(description="The account's sync made progress (an account's or a folder's sync state changed).")
@@ -105,6 +117,7 @@ class SyncProgressChanged:
     cursor: str
     account: Account
     progress: SyncProgress
+    renders: strawberry.Private[dict[Any, Any]]
 
 
 def _folder_matches(state: dict[str, Any] | None, folder_ids: set[int] | None) -> bool:
@@ -149,12 +162,11 @@ class Subscription:
             by_role = await _role_folders(info, pk, role)
             folders = by_role if folders is None else folders & by_role
         async for change in follow(info, pk, after):
-            if change.kind is ObjectType.MESSAGE and change.operation.value == Op.CREATE.value:
-                if not _folder_matches(change.data, folders):
-                    continue
-                row = await change.loaders.messages.load(change.pk)
-                if row is not None:
-                    yield MessageAdded(cursor=change.cursor, message=Message.of(row))
+            new = change.kind is ObjectType.MESSAGE and change.operation is ChangeOperation.CREATE
+            if new and _folder_matches(change.data, folders):
+                event = await derived(change, "messageAdded", partial(_message_added, change))
+                if event is not None:
+                    yield event
 
     @subscribed("Threads of the account created, changed or deleted.")
     async def thread_updated(
@@ -163,15 +175,9 @@ class Subscription:
         pk = _account_pk(info, account_id)
         async for change in follow(info, pk, after):
             if change.kind is ObjectType.THREAD:
-                row = None
-                if change.operation is not ChangeOperation.DELETE:
-                    row = await change.loaders.threads.load(change.pk)
-                yield ThreadUpdated(
-                    cursor=change.cursor,
-                    operation=change.operation,
-                    thread_id=strawberry.ID(to_global("Thread", change.pk)),
-                    thread=None if row is None else Thread.of(row),
-                )
+                event = await derived(change, "threadUpdated", partial(_thread_updated, change))
+                if event is not None:
+                    yield event
 
     @subscribed("Folders of the account whose message or unread counts changed.")
     async def folder_counts_changed(
@@ -186,9 +192,9 @@ class Subscription:
             if counts.get(change.pk) == now:
                 continue
             counts[change.pk] = now
-            row = await change.loaders.folders.load(change.pk)
-            if row is not None:
-                yield FolderCountsChanged(cursor=change.cursor, folder=Folder.of(row))
+            event = await derived(change, "folderCountsChanged", partial(_folder_counts_changed, change))
+            if event is not None:
+                yield event
 
     @subscribed("The account's sync progress, whenever an account or folder sync state moves.")
     async def sync_progress(
@@ -196,11 +202,42 @@ class Subscription:
     ) -> AsyncGenerator[SyncProgressChanged, None]:
         pk = _account_pk(info, account_id)
         async for change in follow(info, pk, after):
-            if change.kind not in (ObjectType.ACCOUNT, ObjectType.FOLDER):
-                continue
-            row = await change.loaders.accounts.load(pk)
-            if row is None:
-                continue
-            p = await change.loaders.progress.load(pk)
-            progress = SyncProgress(folders=p.folders, folders_synced=p.folders_synced, messages=p.messages)
-            yield SyncProgressChanged(cursor=change.cursor, account=Account.of(row), progress=progress)
+            if change.kind in (ObjectType.ACCOUNT, ObjectType.FOLDER):
+                event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
+                if event is not None:
+                    yield event
+
+
+# The events of the convenience subscriptions, each built once per change (see `derived`).
+
+
+async def _message_added(change: Change) -> MessageAdded | None:
+    row = await change.loaders.messages.load(change.pk)
+    return None if row is None else MessageAdded(cursor=change.cursor, message=Message.of(row), renders={})
+
+
+async def _thread_updated(change: Change) -> ThreadUpdated:
+    row = None
+    if change.operation is not ChangeOperation.DELETE:
+        row = await change.loaders.threads.load(change.pk)
+    return ThreadUpdated(
+        cursor=change.cursor,
+        operation=change.operation,
+        thread_id=strawberry.ID(to_global("Thread", change.pk)),
+        thread=None if row is None else Thread.of(row),
+        renders={},
+    )
+
+
+async def _folder_counts_changed(change: Change) -> FolderCountsChanged | None:
+    row = await change.loaders.folders.load(change.pk)
+    return None if row is None else FolderCountsChanged(cursor=change.cursor, folder=Folder.of(row), renders={})
+
+
+async def _sync_progress(change: Change, account_id: int) -> SyncProgressChanged | None:
+    row = await change.loaders.accounts.load(account_id)
+    if row is None:
+        return None
+    p = await change.loaders.progress.load(account_id)
+    progress = SyncProgress(folders=p.folders, folders_synced=p.folders_synced, messages=p.messages)
+    return SyncProgressChanged(cursor=change.cursor, account=Account.of(row), progress=progress, renders={})

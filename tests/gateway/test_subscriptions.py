@@ -19,6 +19,9 @@ from gql import Client as GqlClient
 from gql.graphql_request import GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
+from graphql import OperationType
+from sqlalchemy import event
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.testing import ServerThread, add_folder, deliver
 from schema import changelog
@@ -236,3 +239,47 @@ async def test_the_npm_graphql_ws_client_follows_changes(gateway: ServerThread, 
     assert events[-1]["objectType"] in ("MESSAGE", "THREAD", "FOLDER")
     subjects = [e["object"]["subject"] for e in events if e["objectType"] == "MESSAGE"]
     assert subjects == ["for node"]
+
+
+async def test_subscribers_asking_the_same_share_one_render_of_each_event(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve subscribers at one cursor with one document: every one gets every event, identical, but each
+    event is executed once for all of them (gateway.render) and its object loaded once (gateway.fanout.Batch),
+    not once per subscriber."""
+    loads: list[str] = []
+    renders: list[object] = []
+    execute = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    def counted(self: StrawberryGraphQLCoreExecutionContext, serially: bool | None = None) -> Any:
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            renders.append(self.root_value)
+        return execute(self, serially)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
+            loads.append(statement)
+
+    engine = gateway.app.state.engine.sync_engine
+    start = await cursor_now(fresh)
+    streams = [follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start}) for _ in range(12)]
+    firsts = [asyncio.ensure_future(anext(s)) for s in streams]
+    await asyncio.sleep(1.0)  # all twelve are subscribed and wait at the same cursor
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("shared"), [])])
+        total = seq_of(await cursor_now(fresh)) - seq_of(start)
+        received = [
+            [await first] + await take(stream, total - 1) for first, stream in zip(firsts, streams, strict=True)
+        ]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert all(r == received[0] for r in received)
+    subjects = [r["changes"]["object"]["subject"] for r in received[0] if r["changes"]["objectType"] == "MESSAGE"]
+    assert subjects == ["shared"]
+    assert len(loads) == 1, loads
+    assert len(renders) == total

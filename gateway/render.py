@@ -1,0 +1,114 @@
+"""Subscription events rendered once for everyone who asked the same thing.
+
+graphql-core executes a subscription's selection set once per event per subscriber. When thousands follow
+one account, that is thousands of identical executions (and JSON encodings) of the same event: the fan-out's
+whole cost. Subscribers handed the same event object (gateway.fanout hands out one batch of events per read,
+shared by every subscriber at that cursor) who sent the same document with the same variables under the same
+token get the same answer. So:
+
+* events carry a `renders` dict (shared with the event);
+* `SharedEventExecutor` executes each (document, operation, variables, token) once per event and stores the
+  result there; the other subscribers reuse it. The render runs in a task of its own, so a subscriber that
+  leaves mid-render does not cancel it for the others, and with the event's own loaders (one set per batch,
+  scoped to the event's account), so it never reads through, or holds, a subscriber's connection;
+* the result's data is a `RenderedData` dict that keeps its JSON once made, and `encode_message` builds the
+  graphql-transport-ws `next` message around it: one `json.dumps` of the event for all its subscribers.
+
+The token is part of the key because a rendered event may hold signed links that name it (`downloadUrl`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Mapping
+from typing import Any, cast
+
+from graphql import ExecutionResult, OperationType
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gateway.context import Context
+
+RenderKey = tuple[str, int, str, int | None]
+COMPACT = (",", ":")  # as Strawberry encodes every other message
+
+
+class RenderedData(dict[str, Any]):
+    """An event's `data`, shared by its subscribers; its JSON is made once, on first use."""
+
+    encoded: str | None = None
+
+    def json(self) -> str:
+        if self.encoded is None:
+            self.encoded = json.dumps(self, separators=COMPACT)
+        return self.encoded
+
+
+def encode_message(message: Mapping[str, Any]) -> str | None:
+    """A `next` message carrying rendered data, encoded around the data's JSON; None for any other message."""
+    if message.get("type") != "next":
+        return None
+    payload = message.get("payload")
+    data = payload.get("data") if isinstance(payload, Mapping) else None
+    if not isinstance(payload, Mapping) or not isinstance(data, RenderedData):
+        return None
+    rest = {k: v for k, v in payload.items() if k != "data"}
+    tail = "," + json.dumps(rest, separators=COMPACT)[1:-1] if rest else ""
+    return f'{{"id":{json.dumps(message.get("id"))},"type":"next","payload":{{"data":{data.json()}{tail}}}}}'
+
+
+def _shared(result: ExecutionResult) -> ExecutionResult:
+    data = result.data
+    return ExecutionResult(RenderedData(data) if data is not None else None, result.errors, result.extensions)
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, rendering each subscription event once per render key (see the module)."""
+
+    _render_key: RenderKey | None = None
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        if self._render_key is None and isinstance(getattr(payload, "renders", None), dict):
+            self._render_key = self._key()
+        return super().build_per_event_executor(payload)
+
+    def _key(self) -> RenderKey:
+        operation = self.operation
+        source = operation.loc.source.body if operation.loc is not None else repr(operation)
+        start = operation.loc.start if operation.loc is not None else 0
+        variables = json.dumps(self.variable_values.coerced, sort_keys=True, default=str)
+        viewer = getattr(self.context_value, "viewer", None)
+        return (source, start, variables, None if viewer is None else viewer.token_id)
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        key = self._render_key
+        renders = getattr(self.root_value, "renders", None)
+        if key is None or not isinstance(renders, dict) or self.operation.operation is not OperationType.SUBSCRIPTION:
+            return super().execute_operation(serially)
+        found = renders.get(key)
+        if isinstance(found, ExecutionResult):
+            return found
+        if found is None:
+            loaders = getattr(self.root_value, "loaders", None)
+            if loaders is not None and isinstance(self.context_value, Context):
+                self.context_value = dataclasses.replace(self.context_value, loaders=loaders, db=loaders.db)
+            result = super().execute_operation(serially)
+            if not self.is_awaitable(result):
+                renders[key] = _shared(cast("ExecutionResult", result))
+                return renders[key]
+            found = renders[key] = asyncio.ensure_future(_finish(cast("Awaitable[ExecutionResult]", result)))
+            found.add_done_callback(lambda task: _settle(renders, key, task))
+        return asyncio.shield(found)
+
+
+async def _finish(result: Awaitable[ExecutionResult]) -> ExecutionResult:
+    return _shared(await result)
+
+
+def _settle(renders: dict[Any, Any], key: RenderKey, task: asyncio.Future[ExecutionResult]) -> None:
+    """Keep the result, not the task (late subscribers then take it without awaiting); forget a failure."""
+    if task.cancelled() or task.exception() is not None:
+        renders.pop(key, None)
+    else:
+        renders[key] = task.result()
