@@ -37,15 +37,20 @@ BACKOFF_MAX = 5.0
 
 
 class _Bell:
-    __slots__ = ("event", "listeners", "newest")
+    """An account's doorbell in this process. `rings` counts the rings: a subscriber notes it before reading
+    the log, and after an empty read waits only if no ring came since. The seq a ring carries is not trusted:
+    a ring from another deployment (or database) on the same Redis, with a seq this log has not reached,
+    would otherwise make every subscriber re-read in a tight loop."""
+
+    __slots__ = ("event", "listeners", "rings")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self.newest = 0
+        self.rings = 0
         self.listeners = 0
 
-    def ring(self, seq: int) -> None:
-        self.newest = max(self.newest, seq)
+    def ring(self) -> None:
+        self.rings += 1
         event, self.event = self.event, asyncio.Event()
         event.set()
 
@@ -116,7 +121,7 @@ class Fanout:
                     if message is None:
                         await pubsub.ping()
                         continue
-                    self._on_message(message.get("channel"), message.get("data"))
+                    self._on_message(message.get("channel"))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -131,11 +136,9 @@ class Fanout:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    def _on_message(self, channel: object, data: object) -> None:
+    def _on_message(self, channel: object) -> None:
         if isinstance(channel, bytes):
             channel = channel.decode()
-        if isinstance(data, bytes):
-            data = data.decode()
         if not isinstance(channel, str):
             return
         account = channel.rsplit(":", 1)[-1]
@@ -145,12 +148,12 @@ class Fanout:
         bell = self._bells.get(int(account))
         if bell is not None:
             self.rings += 1
-            bell.ring(int(data) if isinstance(data, str) and data.isdigit() else 0)
+            bell.ring()
 
     def _ring_all(self) -> None:
         self._tell(None)
         for bell in self._bells.values():
-            bell.ring(0)
+            bell.ring()
 
     def on_ring(self, callback: Callable[[int | None], None]) -> Callable[[], None]:
         """callback(account_id) for every doorbell heard (followed or not); callback(None) when the subscription
@@ -181,10 +184,16 @@ class Fanout:
             if bell.listeners == 0 and self._bells.get(account_id) is bell:
                 del self._bells[account_id]
 
-    async def wait(self, account_id: int, after: int) -> None:
-        """Until the account's doorbell rings past `after`, or the poll timer fires (short while Redis is down)."""
+    def mark(self, account_id: int) -> int:
+        """The account's ring count, to note before reading the log and pass to `wait` after an empty read."""
         bell = self._bells.get(account_id)
-        if bell is None or bell.newest > after:
+        return -1 if bell is None else bell.rings
+
+    async def wait(self, account_id: int, mark: int) -> None:
+        """Until the account's doorbell rings after `mark` was taken, or the poll timer fires (short while Redis
+        is down); at once when it already has."""
+        bell = self._bells.get(account_id)
+        if bell is None or bell.rings != mark:
             return
         timeout = self.safety_seconds if self.connected else self.poll_seconds
         with contextlib.suppress(TimeoutError):

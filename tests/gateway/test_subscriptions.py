@@ -20,6 +20,7 @@ from gql.graphql_request import GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 from graphql import OperationType
+from redis.asyncio import Redis
 from sqlalchemy import event
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
@@ -28,6 +29,7 @@ from schema import changelog
 from schema.crypto import CredentialBox
 from schema.models import utcnow
 from schema.unit import Store
+from tests.conftest import REDIS_URL
 from tests.gateway.test_changes import CURSOR, Fresh, fresh_account, mail
 
 NODE_DIR = Path(__file__).parent / "node"
@@ -283,3 +285,31 @@ async def test_subscribers_asking_the_same_share_one_render_of_each_event(
     assert subjects == ["shared"]
     assert len(loads) == 1, loads
     assert len(renders) == total
+
+
+async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_read_not_a_spin(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    """Another deployment (or test database) on the same Redis rings this account's channel with a seq far
+    ahead of this log. Subscribers re-read once per ring and go back to waiting; they still get real changes."""
+    fanout = gateway.app.state.fanout
+    start = await cursor_now(fresh)
+    stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start})
+    first = asyncio.ensure_future(anext(stream))
+    try:
+        await asyncio.sleep(0.5)  # subscribed and waiting
+        reads = fanout.reads
+        publisher = Redis.from_url(REDIS_URL)
+        try:
+            for _ in range(3):
+                await publisher.publish(changelog.doorbell_channel(fresh.id), str(10**9))
+                await asyncio.sleep(0.2)
+        finally:
+            await publisher.aclose()
+        await asyncio.sleep(0.5)
+        assert fanout.reads - reads <= 3  # one read per ring (a spinning subscriber makes thousands)
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("after the stray rings"), [])])
+        async with asyncio.timeout(15):
+            assert seq_of((await first)["changes"]["cursor"]) == seq_of(start) + 1
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
