@@ -37,8 +37,8 @@ BACKOFF_MAX = 5.0
 
 
 class _Bell:
-    """An account's doorbell in this process. `rings` counts the rings: a subscriber notes it before reading
-    the log, and after an empty read waits only if no ring came since. The seq a ring carries is not trusted:
+    """An account's doorbell in this process. `rings` counts the rings: a read notes it when it begins, and
+    after an empty read a subscriber waits only if no ring came since. The seq a ring carries is not trusted:
     a ring from another deployment (or database) on the same Redis, with a seq this log has not reached,
     would otherwise make every subscriber re-read in a tight loop."""
 
@@ -62,11 +62,13 @@ class Batch:
     loaded when the batch is rendered, and the batch belongs to no subscriber's request.
     """
 
-    __slots__ = ("changes",)
+    __slots__ = ("changes", "mark")
 
-    def __init__(self, engine: AsyncEngine, account_id: int, entries: list[changelog.Change]) -> None:
+    def __init__(self, engine: AsyncEngine, account_id: int, entries: list[changelog.Change], mark: int) -> None:
         loaders = Loaders(Reader(engine, hold=False), frozenset({account_id}))
         self.changes = [Change.of(account_id, entry, loaders) for entry in entries]
+        # The bell's ring count when the read began: a ring after it may be a commit the read did not see.
+        self.mark = mark
 
 
 class Fanout:
@@ -184,14 +186,9 @@ class Fanout:
             if bell.listeners == 0 and self._bells.get(account_id) is bell:
                 del self._bells[account_id]
 
-    def mark(self, account_id: int) -> int:
-        """The account's ring count, to note before reading the log and pass to `wait` after an empty read."""
-        bell = self._bells.get(account_id)
-        return -1 if bell is None else bell.rings
-
     async def wait(self, account_id: int, mark: int) -> None:
-        """Until the account's doorbell rings after `mark` was taken, or the poll timer fires (short while Redis
-        is down); at once when it already has."""
+        """Until the account's doorbell rings after `mark` (an empty batch's), or the poll timer fires (short
+        while Redis is down); at once when it already has."""
         bell = self._bells.get(account_id)
         if bell is None or bell.rings != mark:
             return
@@ -209,15 +206,17 @@ class Fanout:
         key = (account_id, after)
         pending = self._reads.get(key)
         if pending is None:
-            pending = self._reads[key] = asyncio.create_task(self._read(account_id, after))
+            bell = self._bells.get(account_id)
+            mark = -1 if bell is None else bell.rings
+            pending = self._reads[key] = asyncio.create_task(self._read(account_id, after, mark))
             pending.add_done_callback(lambda _: self._reads.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _read(self, account_id: int, after: int) -> Batch:
+    async def _read(self, account_id: int, after: int, mark: int) -> Batch:
         self.reads += 1
         async with AsyncSession(self.engine) as session:
             entries = await changelog.read(session, account_id, after, self.read_limit)
-        return Batch(self.engine, account_id, entries)
+        return Batch(self.engine, account_id, entries, mark)
 
     async def cursor_valid(self, account_id: int, after: int) -> bool:
         async with AsyncSession(self.engine) as session:

@@ -69,10 +69,9 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
             if not await fanout.cursor_valid(account_id, seq):
                 raise expired()
         while True:
-            mark = fanout.mark(account_id)
             batch = await fanout.read(account_id, seq)
             if not batch.changes:
-                await fanout.wait(account_id, mark)
+                await fanout.wait(account_id, batch.mark)
                 continue
             if batch.changes[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
                 raise expired()  # expired while the subscriber lagged behind

@@ -10,6 +10,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,34 @@ from schema.unit import Store
 
 SERVER = os.environ.get("INBOXQL_TEST_DATABASE_SERVER", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("INBOXQL_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+# A test still running after this long is hung: it fails, and the report shows every task's stack.
+HANG_SECONDS = float(os.environ.get("INBOXQL_TEST_HANG_SECONDS", "240"))
+
+
+@pytest.fixture(autouse=True)
+async def hang_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail a hung async test with the stack of every pending task, instead of stalling the whole run.
+
+    A hang in asyncio code leaves the loop idle in select(), where a signal-based timeout would show only that;
+    the stacks of the tasks say what each one waits for.
+    """
+    loop = asyncio.get_running_loop()
+
+    def expire() -> None:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        print(f"\n{request.node.nodeid} still running after {HANG_SECONDS:.0f} s; {len(tasks)} tasks:", file=sys.stderr)
+        for task in tasks:
+            task.print_stack(file=sys.stderr)
+        for task in tasks:
+            task.cancel()
+
+    handle = loop.call_later(HANG_SECONDS, expire)
+    try:
+        yield
+    finally:
+        handle.cancel()
 
 
 def fresh_database_url(prefix: str = "inboxql_test") -> str:

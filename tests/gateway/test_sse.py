@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,9 +21,8 @@ from gateway.testing import Mail, ServerThread, World, deliver
 from schema.crypto import CredentialBox
 from schema.unit import Store
 from tests.gateway.test_changes import Fresh, fresh_account, mail
-from tests.gateway.test_subscriptions import FOLLOW, cursor_now, seq_of
+from tests.gateway.test_subscriptions import FOLLOW, NODE_DIR, cursor_now, node_ready, seq_of
 
-NODE_DIR = Path(__file__).parent / "node"
 STREAM = {"accept": "text/event-stream"}
 T = TypeVar("T")
 
@@ -154,15 +150,8 @@ def test_an_event_is_one_data_line_whatever_its_strings_hold() -> None:
     assert sse.encode_event("complete") == b"event: complete\ndata:\n\n"
 
 
-def node_ready() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("the graphql-sse client test needs Node.js and npm (Debian: apt-get install nodejs npm)")
-    if not (NODE_DIR / "node_modules" / "graphql-sse").is_dir():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
-
-
 async def test_the_npm_graphql_sse_client_follows_changes(gateway: ServerThread, fresh: Fresh, gw_store: Store) -> None:
-    node_ready()
+    node_ready("graphql-sse")
     start = await cursor_now(fresh)
     await deliver(gw_store, fresh.id, fresh.inbox, [(mail("for sse"), [])])
     backlog = seq_of(await cursor_now(fresh)) - seq_of(start)

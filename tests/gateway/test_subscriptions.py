@@ -199,10 +199,11 @@ async def test_folder_counts_and_sync_progress_carry_cursors(
     assert seq_of(event["folderCountsChanged"]["cursor"]) > seq_of(start)
 
 
-def node_ready() -> None:
+def node_ready(package: str = "graphql-ws") -> None:
+    """The npm client `package` is installed in tests/gateway/node (from its lockfile)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.fail("the graphql-ws client test needs Node.js and npm (Debian: apt-get install nodejs npm)")
-    if not (NODE_DIR / "node_modules" / "graphql-ws").is_dir():
+        pytest.fail(f"the {package} client test needs Node.js and npm (Debian: apt-get install nodejs npm)")
+    if not (NODE_DIR / "node_modules" / package).is_dir():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, timeout=300)
 
 
