@@ -93,6 +93,7 @@ class Fanout:
         self._reads: dict[tuple[int, int], asyncio.Task[Batch]] = {}
         self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._publisher: Redis | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -106,6 +107,20 @@ class Fanout:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._publisher is not None:
+            with contextlib.suppress(Exception):
+                await self._publisher.aclose()
+            self._publisher = None
+
+    async def ring(self, account_id: int) -> None:
+        """Ring the account's doorbell for every gateway process, as a commit of the sync core does (e.g. a
+        webhook re-enabled with events waiting). Best effort like every ring: the safety polls cover a lost one."""
+        try:
+            if self._publisher is None:
+                self._publisher = Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+            await self._publisher.publish(changelog.doorbell_channel(account_id), "0")
+        except Exception as exc:
+            log.warning("could not ring the doorbell of account %s (%s)", account_id, exc)
 
     async def run(self) -> None:
         backoff = 0.1

@@ -23,6 +23,7 @@ from gateway import pages
 from gateway.context import Context
 from gateway.delivery import RefusedURL, check_url
 from gateway.errors import BadUserInput, Forbidden, not_found
+from gateway.fanout import Fanout
 from gateway.ids import pk_of, to_global
 from gateway.nodes import Connection, connection, described, utc
 from schema import webhooks
@@ -209,4 +210,8 @@ class Mutation:
             row = await session.get(WebhookRow, hook_id)
             if row is None:
                 raise not_found("Webhook")
-            return Webhook.of(row)
+        # Events may be waiting on a quiet account: ring, so that deliverers pick the hook up now rather than
+        # at their next safety poll.
+        if isinstance(info.context.fanout, Fanout):
+            await info.context.fanout.ring(row.account_id)
+        return Webhook.of(row)

@@ -267,6 +267,44 @@ async def test_a_receiver_that_always_fails_gets_its_hook_disabled_and_re_enable
     assert receiver.seqs == await logged_after(wh_store, tenant.account, created["webhook"]["cursor"])
 
 
+async def test_a_hook_re_enabled_on_a_quiet_account_is_delivered_at_once_not_at_the_safety_poll(
+    wh_settings: Settings, wh_store: Store
+) -> None:
+    """Events wait for a disabled hook on an account where nothing else happens (this store rings no doorbell):
+    enableWebhook rings the account's doorbell, so delivery resumes within about `webhook_discover_seconds`,
+    not at the 30 s safety poll."""
+    tenant = await new_tenant(wh_store, wh_settings)
+    receiver = Receiver()
+    sink = serve(receiver.app())
+    config = replace(FAST, webhook_poll_seconds=30, webhook_safety_seconds=30, webhook_discover_seconds=0.5)
+    gateway = start_gateway(wh_settings, config)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            client = Client(http, tenant.token)
+            created = (await client.data(CREATE, {"a": tenant.gid, "u": f"{sink.url}/hook", "e": ["folder"]}))[
+                "createWebhook"
+            ]
+            receiver.secret = created["secret"]
+            await disable_directly(wh_store, tenant.account)
+            await make_changes(wh_store, tenant, 2)
+            await asyncio.sleep(1.0)
+            assert receiver.accepted == []
+            started = time.monotonic()
+            await client.data(
+                "mutation($id: ID!) { enableWebhook(id: $id) { state } }", {"id": created["webhook"]["id"]}
+            )
+
+            async def delivered() -> bool:
+                return len(receiver.accepted) == 2
+
+            await eventually(delivered, timeout=10)
+            assert time.monotonic() - started < 10  # the safety poll would take 30 s
+    finally:
+        gateway.stop()
+        sink.stop()
+    assert receiver.seqs == await logged_after(wh_store, tenant.account, created["webhook"]["cursor"])
+
+
 @pytest.mark.parametrize(
     ("address", "private", "loopback", "refused"),
     [
