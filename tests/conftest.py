@@ -7,6 +7,7 @@ INBOXQL_REDIS_URL (default redis://127.0.0.1:6379/0); `scripts/test` starts them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -62,14 +63,23 @@ def fresh_database_url(prefix: str = "inboxql_test") -> str:
     return f"{SERVER}/{prefix}_{os.getpid()}_{secrets.token_hex(4)}?charset=utf8mb4"
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A database of its own for this test run, migrated to the newest revision, dropped at the end."""
-    url = fresh_database_url()
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "inboxql_test") -> Iterator[str]:
+    """A database of its own, migrated to the newest revision, dropped at the end."""
+    url = fresh_database_url(prefix)
     asyncio.run(create_database(url))
     upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(url))
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of its own for this test run."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

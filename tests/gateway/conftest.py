@@ -8,7 +8,6 @@ tests/schema/test_migrations.py.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
@@ -19,20 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.testing import Client, ServerThread, World, seed_world, start_gateway
 from schema.crypto import CredentialBox
-from schema.db import create_database, create_engine, drop_database
-from schema.migrate import upgrade
+from schema.db import create_engine
 from schema.settings import Settings
 from schema.unit import Store
-from tests.conftest import REDIS_URL, fresh_database_url
+from tests.conftest import REDIS_URL, throwaway_database
 
 
 @pytest.fixture(scope="session")
 def gw_database_url() -> Iterator[str]:
-    url = fresh_database_url("inboxql_gateway_test")
-    asyncio.run(create_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
+    with throwaway_database("inboxql_gateway_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

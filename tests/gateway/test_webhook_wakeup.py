@@ -31,10 +31,9 @@ from gateway.testing import ServerThread
 from inboxql.devmail import free_port
 from schema import accounts, changelog, folders, webhooks
 from schema.crypto import CredentialBox
-from schema.db import create_database, create_engine, drop_database
-from schema.migrate import upgrade
+from schema.db import create_engine
 from schema.unit import Store
-from tests.conftest import REDIS_URL, fresh_database_url
+from tests.conftest import REDIS_URL, throwaway_database
 
 SLOW = GatewayConfig(
     webhook_allow_loopback=True,
@@ -128,11 +127,8 @@ def sink() -> Iterator[tuple[Sink, str]]:
 
 @pytest.fixture(scope="module")
 def wk_database_url() -> Iterator[str]:
-    url = fresh_database_url("inboxql_wakeup_test")
-    asyncio.run(create_database(url))
-    upgrade(url)
-    yield url
-    asyncio.run(drop_database(url))
+    with throwaway_database("inboxql_wakeup_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

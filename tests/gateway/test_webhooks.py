@@ -32,13 +32,12 @@ from gateway.testing import Client, ServerThread, add_folder, start_gateway
 from inboxql.devmail import free_port
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
-from schema.db import create_database, create_engine, drop_database
-from schema.migrate import upgrade
+from schema.db import create_engine
 from schema.models import ChangeLog, WebhookDelivery
 from schema.models import Webhook as WebhookRow
 from schema.settings import Settings
 from schema.unit import Store
-from tests.conftest import REDIS_URL, fresh_database_url
+from tests.conftest import REDIS_URL, throwaway_database
 
 FAST = GatewayConfig(
     webhook_allow_loopback=True,
@@ -98,11 +97,8 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def wh_settings() -> Iterator[Settings]:
-    url = fresh_database_url("inboxql_webhooks_test")
-    asyncio.run(create_database(url))
-    upgrade(url)
-    yield Settings(database_url=url, redis_url=REDIS_URL, secret_key=secrets.token_urlsafe(32))
-    asyncio.run(drop_database(url))
+    with throwaway_database("inboxql_webhooks_test") as url:
+        yield Settings(database_url=url, redis_url=REDIS_URL, secret_key=secrets.token_urlsafe(32))
 
 
 @pytest.fixture(scope="module")
