@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from urllib.parse import quote
 
@@ -128,7 +129,14 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    signal.raise_signal(signal.SIGINT)  # a requested stop: the same path as Ctrl-C (asyncio.run's own handler)
+
+
 def run(settings: Settings, directory: str | None, port: int) -> int:
+    # SIGTERM (docker stop, systemd, timeout) ends the demo like Ctrl-C: through the finally below, so that its
+    # Dovecot stops too instead of outliving it. (uvicorn handles the signal itself while it serves.)
+    signal.signal(signal.SIGTERM, _terminated)
     server = _start_dovecot(_demo_dir(directory))
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -8,8 +8,10 @@ the command tried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import ANY
 
+import httpx
 import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -385,3 +388,68 @@ async def test_verify_of_a_synced_empty_account_prints_nothing_and_exits_zero(
     assert verified.code == 0, verified.stderr
     assert verified.stdout == ""
     assert_unguarded(verified)
+
+
+# --- demo -------------------------------------------------------------------------------------------
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_the_demo_stops_its_dovecot_when_terminated(
+    cli_env: dict[str, str], missing_database_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM (docker stop, systemd, timeout) ends `inboxql demo` as Ctrl-C does: cleanly, and its Dovecot with it."""
+    from inboxql.devmail import free_port
+
+    env = {**cli_env, "INBOXQL_DATABASE_URL": missing_database_url}
+    demo_dir = tmp_path / "demo"
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        str(INBOXQL),
+        "demo",
+        "--dir",
+        str(demo_dir),
+        "--port",
+        str(port),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(180):
+            while b"serving GraphQL" not in (line := await proc.stdout.readline()):
+                assert line, (await proc.stderr.read()).decode()[-3000:]
+            async with httpx.AsyncClient() as http:
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+        assert _processes_mentioning(str(demo_dir)) != []  # its Dovecot runs
+        proc.terminate()
+        async with asyncio.timeout(60):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        left = _processes_mentioning(str(demo_dir))
+        for pid in left:  # a failed run must not leave its Dovecot behind for the rest of the suite
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == []
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "Traceback" not in err.decode()
