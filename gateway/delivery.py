@@ -36,7 +36,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewayConfig
@@ -44,7 +43,7 @@ from schema import webhooks
 from schema.changelog import Change
 from schema.crypto import CredentialBox, CredentialError
 from schema.db import session_factory
-from schema.models import ChangeSeq, Webhook
+from schema.models import Webhook
 
 log = logging.getLogger(__name__)
 
@@ -160,17 +159,6 @@ def payload(hook: Webhook, change: Change) -> bytes:
         "createdAt": change.created_at.isoformat() + "Z",
     }
     return json.dumps({"webhookId": hook.id, "event": event}, separators=(",", ":"), default=str).encode()
-
-
-def active_hooks() -> Select[int, int, datetime | None, bool]:
-    """Every active hook: id, account, end of its backoff, and whether its account logged changes after its cursor
-    (what the deliverer keeps in memory to choose from; a plain read, it waits on no writer's lock)."""
-    behind = func.coalesce(ChangeSeq.last_seq, 0) > Webhook.cursor
-    return (
-        select(Webhook.id, Webhook.account_id, Webhook.next_attempt_at, behind)
-        .outerjoin(ChangeSeq, ChangeSeq.account_id == Webhook.account_id)
-        .where(Webhook.state == webhooks.ACTIVE)
-    )
 
 
 class Doorbells(Protocol):
@@ -290,7 +278,7 @@ class Deliverer:
         """Re-read the active hooks; returns those behind their account's log (the others have nothing to send)."""
         self.read_at = time.monotonic()
         async with self.sessions() as session:
-            rows = (await session.execute(active_hooks())).all()
+            rows = (await session.execute(webhooks.active())).all()
         self.hooks = {}
         self.waiting = {}
         behind: set[int] = set()

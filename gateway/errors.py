@@ -122,6 +122,22 @@ def is_request_error(errors: list[GraphQLError] | None, data: object) -> bool:
     return bool(errors) and data is None and all(e.path is None for e in errors or ())
 
 
+def response_body(
+    errors: list[GraphQLError] | None, data: object, extensions: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[GraphQLError]]:
+    """A result as GraphQL over HTTP shapes it (and graphql-sse, which follows it): coded errors, and no `data`
+    when the request failed before execution. Also the coded errors, for the status code."""
+    coded_errors = [coded(e) for e in errors or ()]
+    body: dict[str, Any] = {}
+    if not is_request_error(coded_errors, data):
+        body["data"] = data
+    if coded_errors:
+        body["errors"] = [e.formatted for e in coded_errors]
+    if extensions:
+        body["extensions"] = extensions
+    return body, coded_errors
+
+
 def http_status(errors: list[GraphQLError]) -> int:
     codes = {(e.extensions or {}).get("code") for e in errors}
     for code, status in ((RATE_LIMITED, 429), (UNAUTHENTICATED, 401), (FORBIDDEN, 403), (INTERNAL, 500)):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from cross_web import HTTPException
-from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -29,7 +28,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from gateway.auth import TokenCache, bearer
 from gateway.config import GatewayConfig
 from gateway.context import Context, Reader, Viewer
-from gateway.errors import UNAUTHENTICATED, coded, http_status, is_request_error
+from gateway.errors import UNAUTHENTICATED, http_status, response_body
 from gateway.graphiql import graphiql_page
 from gateway.loaders import Loaders
 from gateway.render import encode_message
@@ -181,9 +180,8 @@ class GatewayView(GraphQL[Context, None]):
         return graphiql_page()
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
-        errors: list[GraphQLError] = [coded(e) for e in result.errors or ()]
-        response: GraphQLHTTPResponse = {}
-        if is_request_error(errors, result.data):
+        body, errors = response_body(result.errors, result.data, result.extensions)
+        if "data" not in body:  # the request failed before execution
             status = http_status(errors)
             if status == 429 or request.state.media_type == GRAPHQL_RESPONSE:
                 request.state.status = status
@@ -191,10 +189,4 @@ class GatewayView(GraphQL[Context, None]):
                 retry = (e.extensions or {}).get("retryAfter")
                 if retry is not None:
                     request.state.retry_after = retry
-        else:
-            response["data"] = result.data
-        if errors:
-            response["errors"] = [e.formatted for e in errors]
-        if result.extensions:
-            response["extensions"] = result.extensions
-        return response
+        return cast(GraphQLHTTPResponse, body)

@@ -89,7 +89,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from gateway.auth import bearer
-from gateway.errors import BAD_USER_INPUT, INTERNAL, INTERNAL_MESSAGE, coded, is_request_error
+from gateway.errors import BAD_USER_INPUT, INTERNAL, INTERNAL_MESSAGE, coded, response_body
 
 if TYPE_CHECKING:
     from gateway.context import Viewer
@@ -249,19 +249,6 @@ async def _params(request: Request) -> Mapping[str, Any]:
     return body
 
 
-def _payload(result: ExecutionResult) -> dict[str, Any]:
-    """A result as GraphQL over HTTP shapes it: coded errors, and no `data` when execution never started."""
-    errors = [coded(e) for e in result.errors or ()]
-    payload: dict[str, Any] = {}
-    if not is_request_error(errors, result.data):
-        payload["data"] = result.data
-    if errors:
-        payload["errors"] = [e.formatted for e in errors]
-    if result.extensions:
-        payload["extensions"] = result.extensions
-    return payload
-
-
 def _cursor(payload: Mapping[str, Any]) -> str | None:
     """The change cursor of a subscription event, when its root field's selection has `cursor`."""
     data = payload.get("data")
@@ -345,7 +332,7 @@ async def _stream(send: Send, receive: Receive, results: AsyncGenerator[Any, Non
                 return
             if not isinstance(item, ExecutionResult):
                 continue  # an incremental-delivery frame (@defer/@stream): switched off in this schema
-            payload = _payload(item)
+            payload, _ = response_body(item.errors, item.data, item.extensions)
             event_id = _cursor(payload) if subscription else None
             await send(
                 {"type": "http.response.body", "body": encode_event("next", payload, event_id), "more_body": True}

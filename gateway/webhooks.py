@@ -18,6 +18,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import func, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import pages
 from gateway.context import Context
@@ -59,6 +60,15 @@ def _hook_pk(gid: strawberry.ID) -> int:
     if kind != "Webhook" or pk <= 0 or number != str(pk):
         raise BadUserInput("not a valid webhook id")
     return pk
+
+
+async def _own_hook(session: AsyncSession, hook_id: int, accounts: frozenset[int]) -> WebhookRow:
+    """The hook, when it belongs to one of these accounts; NOT_FOUND otherwise (another account's hook reads
+    like a missing one)."""
+    row = await webhooks.get(session, hook_id, accounts)
+    if row is None:
+        raise not_found("Webhook")
+    return row
 
 
 @strawberry.type(description="One HTTP attempt to deliver change-log events to a webhook.")
@@ -194,8 +204,7 @@ class Mutation:
         accounts = _admin_accounts(info)
         hook_id = _hook_pk(id)
         async with session_factory(info.context.db.engine)() as session, session.begin():
-            if await webhooks.get(session, hook_id, accounts) is None:
-                raise not_found("Webhook")
+            await _own_hook(session, hook_id, accounts)
             return await webhooks.remove(session, hook_id)
 
     @described("Re-enable a disabled webhook: delivery resumes at its cursor. Admin-scoped.")
@@ -203,15 +212,12 @@ class Mutation:
         accounts = _admin_accounts(info)
         hook_id = _hook_pk(id)
         async with session_factory(info.context.db.engine)() as session, session.begin():
-            if await webhooks.get(session, hook_id, accounts) is None:
-                raise not_found("Webhook")
+            row = await _own_hook(session, hook_id, accounts)
             await webhooks.enable(session, hook_id)
-        async with session_factory(info.context.db.engine)() as session:
-            row = await session.get(WebhookRow, hook_id)
-            if row is None:
-                raise not_found("Webhook")
+            await session.refresh(row)
+            hook = Webhook.of(row)
         # Events may be waiting on a quiet account: ring, so that deliverers pick the hook up now rather than
         # at their next safety poll.
         if isinstance(info.context.fanout, Fanout):
             await info.context.fanout.ring(row.account_id)
-        return Webhook.of(row)
+        return hook

@@ -14,13 +14,13 @@ import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import changelog
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.models import Account, Webhook, WebhookDelivery, utcnow
+from schema.models import Account, ChangeSeq, Webhook, WebhookDelivery, utcnow
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -107,15 +107,15 @@ async def enable(session: AsyncSession, hook_id: int) -> None:
     )
 
 
-async def due(session: AsyncSession, now: datetime, limit: int = 100) -> list[int]:
-    """Active hooks whose backoff has run out (they may or may not have anything to send)."""
-    found = await session.scalars(
-        select(Webhook.id)
-        .where(Webhook.state == ACTIVE, or_(Webhook.next_attempt_at.is_(None), Webhook.next_attempt_at <= now))
-        .order_by(Webhook.id)
-        .limit(limit)
+def active() -> Select[int, int, datetime | None, bool]:
+    """Every active hook: id, account, end of its backoff, and whether its account logged changes after its cursor
+    (what a deliverer keeps in memory to choose from; a plain read, it waits on no writer's lock)."""
+    behind = func.coalesce(ChangeSeq.last_seq, 0) > Webhook.cursor
+    return (
+        select(Webhook.id, Webhook.account_id, Webhook.next_attempt_at, behind)
+        .outerjoin(ChangeSeq, ChangeSeq.account_id == Webhook.account_id)
+        .where(Webhook.state == ACTIVE)
     )
-    return list(found)
 
 
 async def hold(session: AsyncSession, hook_id: int) -> Webhook | None:
@@ -205,9 +205,9 @@ __all__ = [
     "DISABLED",
     "BadEvents",
     "TooManyHooks",
+    "active",
     "create",
     "disable",
-    "due",
     "enable",
     "get",
     "hold",
