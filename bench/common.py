@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from inboxql.devmail import DovecotServer, ensure_dovecot_installed
 from inboxql.mailgen import generate
@@ -317,3 +318,60 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), math.ceil(p / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+def ms(values: Sequence[float], p: float) -> str:
+    """A percentile of seconds as milliseconds in a 7-wide column ("-" when there are none)."""
+    return f"{1000 * percentile(values, p):7.0f}" if values else "      -"
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    server: DovecotServer
+    user: str
+    password: str
+    url: str
+    account_id: int
+
+
+@contextmanager
+def synced_mailbox(messages: int, database_prefix: str) -> Iterator[Synced]:
+    """The push benches' set-up: a private Dovecot with a seeded mailbox, a throwaway database with its account,
+    and `inboxql sync --once` done; the machine and its load printed before and after."""
+    check_services()
+    print(f"machine: {machine()}")
+    print(f"load average at start: {load_average()}")
+    with private_dovecot() as server:
+        user, password = new_user(server)
+        seeded = seed_mailbox(server, user, password, messages, 3)
+        print(f"seeded {sum(seeded.counts.values())} messages: {seeded.counts}")
+        with throwaway_database(database_prefix) as url:
+            env = cli_env(url)
+            account_id = add_account(server, user, password, env)
+            initial = timed_run([*inboxql_command(), "sync", "--once"], env=env, timeout=300)
+            if initial.returncode != 0:
+                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
+            print(f"initial sync: {initial.wall:.1f} s")
+            yield Synced(server, user, password, url, account_id)
+    print(f"load average at the end: {load_average()}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def report_errors(name: str, log: IO[bytes]) -> None:
+    """Print the first error a process logged to `log` (which is closed), and how many there were."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    log.close()
+    errors = [line for line in lines if " ERROR " in line or "Traceback" in line]
+    if errors:
+        print(f"{name} logged {len(errors)} errors, first: {errors[0]}", file=sys.stderr)

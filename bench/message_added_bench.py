@@ -22,8 +22,6 @@ import argparse
 import asyncio
 import json
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import IO
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,7 +39,7 @@ from bench import common, push_bench
 from bench.common import BenchError
 from bench.push_bench import RawImap, _scalar, _wait_for, _wait_ready, idle_watcher
 from gateway.ids import to_global
-from inboxql.devmail import DovecotServer
+from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
 
 STEP_TIMEOUT = 20.0  # seconds to wait for each of (a), (b) before counting a miss
@@ -144,13 +141,6 @@ async def measure(
 # -- the gateway process -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _healthz(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
@@ -170,30 +160,7 @@ async def _wait_healthy(port: int, gateway: subprocess.Popen[bytes], timeout: fl
     raise BenchError(f"the gateway did not answer /healthz in {timeout} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
-def _errors(name: str, log: IO[bytes]) -> None:
-    log.seek(0)
-    lines = log.read().decode(errors="replace").splitlines()
-    log.close()
-    errors = [line for line in lines if " ERROR " in line or "Traceback" in line]
-    if errors:
-        print(f"{name} logged {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
-
-
 # -- the run -----------------------------------------------------------------------------------------------
-
-
-def _ms(values: Sequence[float], p: float) -> str:
-    return f"{1000 * common.percentile(values, p):7.0f}" if values else "      -"
 
 
 def report(label: str, samples: Sequence[Sample], elapsed: float) -> None:
@@ -208,7 +175,7 @@ def report(label: str, samples: Sequence[Sample], elapsed: float) -> None:
         ("(b) messageAdded subscription: next", sub),
         ("(b) - (a), per append", diff),
     ):
-        print(f"{name:44} {_ms(values, 50)} {_ms(values, 99)} {_ms(values, 100)} {len(values):5d}")
+        print(f"{name:44} {common.ms(values, 50)} {common.ms(values, 99)} {common.ms(values, 100)} {len(values):5d}")
     if idle and sub:
         p50 = 1000 * (common.percentile(sub, 50) - common.percentile(idle, 50))
         p99 = 1000 * (common.percentile(sub, 99) - common.percentile(idle, 99))
@@ -241,7 +208,7 @@ async def run_async(
         stdout=follower_log,
         stderr=follower_log,
     )
-    port = _free_port()
+    port = free_port()
     gateway = subprocess.Popen(
         [*common.inboxql_command(), "gateway", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -304,32 +271,17 @@ async def run_async(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.to_thread(_stop, gateway)
-        await asyncio.to_thread(_stop, follower)
-        _errors("the gateway", gateway_log)
-        _errors("the follower", follower_log)
+        await asyncio.to_thread(common.stop_process, gateway)
+        await asyncio.to_thread(common.stop_process, follower)
+        common.report_errors("the gateway", gateway_log)
+        common.report_errors("the follower", follower_log)
         await engine.dispose()
 
 
 def run(messages: int, appends: int, pause: float, timeout: float, busy: bool) -> None:
-    common.check_services()
-    print(f"machine: {common.machine()}")
-    print(f"load average at start: {common.load_average()}")
-    with common.private_dovecot() as server:
-        user, password = common.new_user(server)
-        seeded = common.seed_mailbox(server, user, password, messages, 3)
-        print(f"seeded {sum(seeded.counts.values())} messages: {seeded.counts}")
-        with common.throwaway_database("inboxql_subbench") as url:
-            env = common.cli_env(url)
-            account_id = common.add_account(server, user, password, env)
-            initial = common.timed_run([*common.inboxql_command(), "sync", "--once"], env=env, timeout=300)
-            if initial.returncode != 0:
-                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
-            print(f"initial sync: {initial.wall:.1f} s")
-            asyncio.run(
-                asyncio.wait_for(run_async(server, user, password, url, account_id, appends, pause, busy), timeout)
-            )
-    print(f"load average at the end: {common.load_average()}")
+    with common.synced_mailbox(messages, "inboxql_subbench") as m:
+        work = run_async(m.server, m.user, m.password, m.url, m.account_id, appends, pause, busy)
+        asyncio.run(asyncio.wait_for(work, timeout))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import random
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -331,10 +330,6 @@ async def scenario(
     return samples, busy_ops, elapsed
 
 
-def _ms(values: Sequence[float], p: float) -> str:
-    return f"{1000 * common.percentile(values, p):7.0f}" if values else "      -"
-
-
 def report(label: str, samples: Sequence[Sample], busy_ops: list[int], elapsed: float) -> None:
     idle = [s.idle for s in samples if s.idle is not None]
     bell = [s.doorbell for s in samples if s.doorbell is not None]
@@ -354,7 +349,7 @@ def report(label: str, samples: Sequence[Sample], busy_ops: list[int], elapsed: 
         ("(c) message row visible in MariaDB", row),
         ("(b) - (a), per append", diff),
     ):
-        print(f"{name:44} {_ms(values, 50)} {_ms(values, 99)} {_ms(values, 100)} {len(values):5d}")
+        print(f"{name:44} {common.ms(values, 50)} {common.ms(values, 99)} {common.ms(values, 100)} {len(values):5d}")
     if idle and bell:
         p50 = 1000 * (common.percentile(bell, 50) - common.percentile(idle, 50))
         p99 = 1000 * (common.percentile(bell, 99) - common.percentile(idle, 99))
@@ -439,43 +434,16 @@ async def run_async(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if follower.poll() is None:
-            follower.send_signal(signal.SIGTERM)
-            try:
-                follower.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                follower.kill()
-                follower.wait()
-        log.seek(0)
-        errors = [line for line in log.read().decode(errors="replace").splitlines() if " ERROR " in line]
-        log.close()
-        if errors:
-            print(f"follower logged {len(errors)} errors, first: {errors[0]}", file=sys.stderr)
+        await asyncio.to_thread(common.stop_process, follower)
+        common.report_errors("the follower", log)
         await redis.aclose()
         await engine.dispose()
 
 
 def run(messages: int, appends: int, pause: float, timeout: float, samples_out: str | None) -> None:
-    common.check_services()
-    print(f"machine: {common.machine()}")
-    print(f"load average at start: {common.load_average()}")
-    with common.private_dovecot() as server:
-        user, password = common.new_user(server)
-        seeded = common.seed_mailbox(server, user, password, messages, 3)
-        print(f"seeded {sum(seeded.counts.values())} messages: {seeded.counts}")
-        with common.throwaway_database("inboxql_pushbench") as url:
-            env = common.cli_env(url)
-            account_id = common.add_account(server, user, password, env)
-            initial = common.timed_run([*common.inboxql_command(), "sync", "--once"], env=env, timeout=300)
-            if initial.returncode != 0:
-                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
-            print(f"initial sync: {initial.wall:.1f} s")
-            asyncio.run(
-                asyncio.wait_for(
-                    run_async(server, user, password, url, account_id, appends, pause, samples_out), timeout
-                )
-            )
-    print(f"load average at the end: {common.load_average()}")
+    with common.synced_mailbox(messages, "inboxql_pushbench") as m:
+        work = run_async(m.server, m.user, m.password, m.url, m.account_id, appends, pause, samples_out)
+        asyncio.run(asyncio.wait_for(work, timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
