@@ -6,13 +6,13 @@ FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 RUN useradd --create-home --uid 10001 inboxql
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY alembic ./alembic
 COPY schema ./schema
 COPY synccore ./synccore
 COPY gateway ./gateway
 COPY inboxql ./inboxql
-RUN pip install -e . && python -c "import schema, synccore, inboxql; assert schema.IS_INBOXQL_SCHEMA"
+RUN PIP_CONSTRAINT=constraints.txt pip install -e . && python -c "import schema, synccore, inboxql; assert schema.IS_INBOXQL_SCHEMA"
 USER inboxql
 EXPOSE 8000
 ENTRYPOINT ["inboxql"]

@@ -147,7 +147,7 @@ async def doorbell_listener(redis: Redis, account_id: int, seen: Observations, s
                 seen.doorbells.append((now, int(data)))
                 seen.note()
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 async def busy_load(server: DovecotServer, user: str, password: str, pool: Sequence[bytes], ops: list[int]) -> None:

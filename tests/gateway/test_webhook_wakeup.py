@@ -77,7 +77,7 @@ class RedisDoorbell:
                 self.connected = False
                 self.tell(None)
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+                await pubsub.aclose()
                 await redis.aclose()
 
 

@@ -66,7 +66,7 @@ async def test_appended_message_is_mirrored_and_rung_within_a_second(
         with contextlib.suppress(asyncio.CancelledError):
             await follower
         await other.logout()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
+        await pubsub.aclose()
     # Dovecot itself holds IDLE notifications back about half a second (FIELD-NOTES).
     assert min(delays) < 1.0, delays
     assert max(delays) < 3.0, delays
