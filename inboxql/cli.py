@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from schema.settings import Settings
+from schema.settings import Settings, SettingsError
 
 log = logging.getLogger("inboxql")
 
@@ -80,9 +80,16 @@ def _build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="compare the mirror with the live server")
     verify.add_argument("account_id", type=int)
 
-    gateway = commands.add_parser("gateway", help="serve the GraphQL API")
-    gateway.add_argument("--host", default="127.0.0.1")
-    gateway.add_argument("--port", type=int, default=8000)
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve the GraphQL API",
+        description="Serve GraphQL at http://HOST:PORT/graphql (GraphiQL in a browser, websockets and SSE for "
+        "subscriptions) and deliver webhooks. Limits and other settings come from INBOXQL_GATEWAY_* variables "
+        "(gateway/README.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    gateway.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    gateway.add_argument("--port", type=int, default=8000, help="the port to listen on")
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="print a new API token for the given accounts")
@@ -110,10 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # asyncmy warns of an index name MariaDB ignores in Alembic's own version table.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
-    settings = Settings.from_env()
     try:
-        return _dispatch(args, settings)
-    except UsageError as exc:
+        return _dispatch(args, Settings.from_env())
+    except (UsageError, SettingsError) as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

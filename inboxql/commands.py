@@ -85,17 +85,21 @@ async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None
 
 
 async def verify(settings: Settings, account_id: int) -> int:
+    """Differences go to standard output, one a line, then their count; exit 0 only when identical."""
     engine = create_engine(settings.database_url, pool_size=2)
     try:
         diffs = await verify_account(Store(engine), CredentialBox(settings.secret_key), account_id)
+    except LookupError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
     finally:
         await engine.dispose()
     for line in diffs:
         print(line)
     if diffs:
-        print(f"{len(diffs)} differences", file=sys.stderr)
+        print(f"{len(diffs)} differences")
         return 1
-    print("identical", file=sys.stderr)
+    print("identical")
     return 0
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +36,21 @@ def prepare_many(raws: Sequence[bytes]) -> list[Prepared]:
     return [prepare(raw) for raw in raws]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: end this process when the sync process that started it is gone.
+
+    A SIGKILLed parent runs no shutdown, so its workers (and multiprocessing's resource tracker, which lives
+    as long as they hold its pipe) would run forever. Reparenting changes getppid(); the check costs nothing.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def default_workers() -> int:
     """One core is left to the event loop (SQL, IMAP); MariaDB often shares the machine too."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
@@ -47,7 +64,12 @@ class ParsePool:
         self._pool: ProcessPoolExecutor | None = None
         if workers > 0:
             # spawn, not fork: forking a process that runs an event loop and threads copies their locks.
-            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
 
     async def prepare(self, raws: Sequence[bytes]) -> list[Prepared]:
         if self._pool is None or len(raws) < 8:

@@ -28,7 +28,7 @@ async def verify(store: Store, box: CredentialBox, account_id: int) -> list[str]
     async with store.sessions() as s:
         account = await s.get(Account, account_id)
     if account is None:
-        return [f"account {account_id} does not exist"]
+        raise LookupError(f"account {account_id} does not exist")
     endpoint = Endpoint(
         account.imap_host,
         account.imap_port,

@@ -370,7 +370,7 @@ async def test_token_create_for_an_unknown_account_fails_and_creates_nothing(
 # --- sync and verify --------------------------------------------------------------------------------
 
 
-async def test_verify_of_a_synced_empty_account_prints_nothing_and_exits_zero(
+async def test_verify_of_a_synced_empty_account_says_identical_and_exits_zero(
     cli_env: dict[str, str], dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
     user, password = mail_user
@@ -386,8 +386,31 @@ async def test_verify_of_a_synced_empty_account_prints_nothing_and_exits_zero(
 
     verified = await inboxql(cli_env, "verify", account_id)
     assert verified.code == 0, verified.stderr
-    assert verified.stdout == ""
+    assert verified.stdout == "identical\n"
     assert_unguarded(verified)
+
+
+async def test_verify_of_an_unknown_account_fails_on_stderr(cli_env: dict[str, str]) -> None:
+    done = await inboxql(cli_env, "verify", "987654321")
+    assert done.code == 2
+    assert done.stdout == ""
+    assert "account 987654321 does not exist" in done.stderr
+
+
+async def test_an_aiomysql_url_is_refused_with_a_message_naming_asyncmy(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "INBOXQL_DATABASE_URL": "mysql+aiomysql://root@127.0.0.1:3306/inboxql"}
+    done = await inboxql(env, "db", "upgrade")
+    assert done.code == 2
+    assert "mysql+asyncmy://" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_gateway_help_names_the_endpoint_and_defaults(cli_env: dict[str, str]) -> None:
+    done = await inboxql(cli_env, "gateway", "--help")
+    assert done.code == 0
+    assert "/graphql" in done.stdout
+    assert "default: 8000" in done.stdout
+    assert "default: 127.0.0.1" in done.stdout
 
 
 # --- demo -------------------------------------------------------------------------------------------

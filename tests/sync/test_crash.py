@@ -72,3 +72,51 @@ async def test_sigkill_during_initial_sync_resumes_without_duplicates(
         )
     assert (messages, places) == (2400, 2400)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name (field 2) may hold spaces; the parent pid is the second field after it.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def test_sigkilled_sync_leaves_no_worker_behind(
+    settings: Settings,
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(300, seed=5)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    command = [INBOXQL, "sync", "--account", str(account_id)]
+    proc = await asyncio.create_subprocess_exec(*command, env=_env(settings), stderr=asyncio.subprocess.DEVNULL)
+    try:
+        # The MIME workers (and multiprocessing's resource tracker) start with the first batch to parse.
+        async with asyncio.timeout(60):
+            while len(children := _children(proc.pid)) < 2:
+                await asyncio.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    async with asyncio.timeout(10):
+        while left := [pid for pid in children if _alive(pid)]:
+            await asyncio.sleep(0.1)
+    assert left == []
