@@ -12,7 +12,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema import blobs, threads
+from schema import actions, blobs, threads
 from schema.changelog import ObjectType, Op
 from schema.mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
@@ -78,6 +78,12 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
         return []
     s = uow.session
     ids = await known_identities(s, uow.account_id, (f.identity for f in fetched))
+    # A message a mutation changed is left as the mutation made it until its action has run (schema.actions).
+    waiting = await actions.pending_messages(s, uow.account_id, ids.values())
+    if waiting:
+        fetched = [f for f in fetched if ids.get(f.identity) not in waiting]
+        if not fetched:
+            return []
     new: dict[str, Fetched] = {}
     for f in fetched:
         if f.identity not in ids and f.identity not in new:
@@ -220,14 +226,22 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
     changed: list[dict[str, Any]] = []
     for start in range(0, len(changes), 1000):
         uids = list(by_uid)[start : start + 1000]
-        for row in await s.execute(
-            select(MessagePlace).where(
-                MessagePlace.folder_id == folder_id,
-                MessagePlace.uidvalidity == uidvalidity,
-                MessagePlace.uid.in_(uids),
+        # Locked, then checked for pending actions: a mutation committing meanwhile is either seen or waits.
+        found = list(
+            await s.scalars(
+                select(MessagePlace)
+                .where(
+                    MessagePlace.folder_id == folder_id,
+                    MessagePlace.uidvalidity == uidvalidity,
+                    MessagePlace.uid.in_(uids),
+                )
+                .with_for_update()
             )
-        ):
-            place = row[0]
+        )
+        waiting = await actions.pending_messages(s, uow.account_id, (p.message_id for p in found))
+        for place in found:
+            if place.message_id in waiting:
+                continue
             c = by_uid[place.uid]
             flags = flags_text(c.flags)
             if flags != place.flags or (c.modseq is not None and c.modseq != place.modseq):
@@ -255,13 +269,17 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
 async def remove_places(uow: UnitOfWork, folder_id: int, uids: Sequence[int] | None = None) -> int:
     """Forget places (expunged, or every place of a folder when uids is None)."""
     s = uow.session
-    query = select(MessagePlace.id, MessagePlace.message_id).where(MessagePlace.folder_id == folder_id)
+    query = (
+        select(MessagePlace.id, MessagePlace.message_id).where(MessagePlace.folder_id == folder_id).with_for_update()
+    )
     rows: list[Any] = []
     if uids is None:
         rows = list(await s.execute(query))
     else:
         for start in range(0, len(uids), 1000):
             rows += list(await s.execute(query.where(MessagePlace.uid.in_(uids[start : start + 1000]))))
+    waiting = await actions.pending_messages(s, uow.account_id, (r.message_id for r in rows))
+    rows = [r for r in rows if r.message_id not in waiting]
     if not rows:
         return 0
     place_ids = [r.id for r in rows]
@@ -285,9 +303,29 @@ async def collect_orphans(uow: UnitOfWork, before: datetime) -> int:
             )
         )
     )
-    if not rows:
-        return 0
-    ids = [r.id for r in rows]
+    # An expunge a mutation asked for leaves its message without places until the server has agreed.
+    waiting = await actions.pending_messages(s, uow.account_id, (r.id for r in rows))
+    rows = [r for r in rows if r.id not in waiting]
+    await delete_messages(uow, [r.id for r in rows])
+    return len(rows)
+
+
+async def drop_placeless(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """Delete those of these messages that have no place left (an expunge the server agreed to)."""
+    if not ids:
+        return
+    with_place = set(
+        await uow.session.scalars(select(MessagePlace.message_id).where(MessagePlace.message_id.in_(list(ids))))
+    )
+    await delete_messages(uow, [mid for mid in ids if mid not in with_place])
+
+
+async def delete_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """Delete message rows (and their blobs once no message holds them); logged, their threads refreshed."""
+    if not ids:
+        return
+    s = uow.session
+    rows = list(await s.execute(select(Message.id, Message.thread_id, Message.blob_sha256).where(Message.id.in_(ids))))
     await s.execute(delete(Message).where(Message.id.in_(ids)))
     uow.record(ObjectType.MESSAGE, Op.DELETE, ids)
     uow.dirty_messages.difference_update(ids)
@@ -297,4 +335,3 @@ async def collect_orphans(uow: UnitOfWork, before: datetime) -> int:
     unused = [h for h in shas if h not in still]
     if unused:
         await s.execute(delete(MimeBlob).where(MimeBlob.sha256.in_(unused)))
-    return len(ids)

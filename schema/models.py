@@ -292,6 +292,8 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # The admin scope: the token may also manage the webhooks of the accounts it grants, and only of those.
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A read-only token is refused every mutation.
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiTokenAccount(Base):
@@ -326,6 +328,47 @@ class Webhook(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class Action(Base):
+    """The write-back queue: what a mutation asked of the mail server (see schema.actions).
+
+    Written in the transaction that applied the change to the mirror (optimistically); the sync process that
+    holds the account's lease performs it on the server, in id order, and marks it done, or failed with the
+    server's reason after undoing the mirror's change.
+    """
+
+    __tablename__ = "actions"
+    __table_args__ = (Index("ix_actions_account_state", "account_id", "state", "id"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    # flags | move | expunge | folder_create | folder_rename | folder_delete
+    kind: Mapped[str] = mapped_column(String(16))
+    # pending | done | failed
+    state: Mapped[str] = mapped_column(String(12), default="pending")
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    folder_id: Mapped[int | None] = mapped_column(BigInteger)
+    # What to do and what to restore on failure: places with their flags before, target folder, names.
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class MutationKey(Base):
+    """An idempotency key a client sent with a mutation, and the payload it got: a retry gets the same one."""
+
+    __tablename__ = "mutation_keys"
+    __table_args__ = (Index("ix_mutation_keys_created", "created_at"), TABLE_ARGS)
+
+    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128, collation="ascii_bin"), primary_key=True)
+    mutation: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class WebhookDelivery(Base):
     """The delivery log: one row per HTTP attempt."""
 
@@ -345,6 +388,7 @@ class WebhookDelivery(Base):
 
 __all__ = [
     "Account",
+    "Action",
     "ApiToken",
     "ApiTokenAccount",
     "Attachment",
@@ -357,6 +401,7 @@ __all__ = [
     "MessageLabel",
     "MessagePlace",
     "MimeBlob",
+    "MutationKey",
     "Thread",
     "ThreadRef",
     "Webhook",

@@ -20,7 +20,7 @@ from types import TracebackType
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from schema import aggregates, changelog, states
+from schema import actions, aggregates, changelog, states
 from schema.changelog import ChangeSet, ObjectType, Op
 from schema.db import session_factory
 
@@ -39,12 +39,19 @@ class Store:
         return UnitOfWork(self, account_id)
 
     async def ring(self, account_id: int, seq: int) -> None:
+        await self._publish(changelog.doorbell_channel(account_id), str(seq))
+
+    async def ring_actions(self, account_id: int) -> None:
+        """Wake the sync process that performs the account's queued actions (schema.actions)."""
+        await self._publish(actions.action_bell(account_id), "1")
+
+    async def _publish(self, channel: str, message: str) -> None:
         if self.redis is None:
             return
         try:
-            await self.redis.publish(changelog.doorbell_channel(account_id), str(seq))
-        except Exception as exc:  # Redis is only the doorbell; readers fall back to polling the log.
-            log.warning("doorbell for account %s not rung: %s", account_id, exc)
+            await self.redis.publish(channel, message)
+        except Exception as exc:  # Redis only rings; readers fall back to polling.
+            log.warning("%s not rung: %s", channel, exc)
 
 
 class UnitOfWork:
@@ -57,6 +64,7 @@ class UnitOfWork:
         self.dirty_threads: set[int] = set()
         self.dirty_folders: set[int] = set()
         self.last_seq: int | None = None
+        self.rang_actions = False  # an action was queued: its executor is rung after commit
         self._session: AsyncSession | None = None
 
     @property
@@ -94,6 +102,8 @@ class UnitOfWork:
             self._session = None
         if self.last_seq is not None:
             await self.store.ring(self.account_id, self.last_seq)
+        if self.rang_actions:
+            await self.store.ring_actions(self.account_id)
 
     async def _settle(self) -> None:
         await aggregates.refresh_messages(self, sorted(self.dirty_messages))

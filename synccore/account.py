@@ -1,7 +1,8 @@
 """One account's sync: folder discovery, full passes, IDLE on the inbox, polling elsewhere, reconnects.
 
 Connection budget: one connection for passes over the folders, one that IDLEs on the inbox (RFC 2177:
-re-issued before the server's 29-minute limit). A lost connection reconnects with jittered exponential
+re-issued before the server's 29-minute limit), and one for write-back (synccore.actions), opened when the
+first action comes and kept while the account is followed. A lost connection reconnects with jittered exponential
 backoff; a refused login marks the account `auth_failed` and stops until its credentials change.
 """
 
@@ -14,12 +15,13 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from schema import accounts, folders, messages
+from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox
 from schema.folders import Discovered
 from schema.models import Account, Folder, Message, utcnow
 from schema.unit import Store
 from synccore import planning
+from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
 from synccore.connection import Endpoint, open_client
 from synccore.folder import FolderContext, FolderSync
@@ -58,8 +60,11 @@ class AccountSync:
         account_id: int,
         tuning: Tuning | None = None,
         parser: ParsePool | None = None,
+        bell: asyncio.Event | None = None,
     ) -> None:
         self.store = store
+        # Rung when a mutation queued an action for this account (synccore.bells); None: the executor polls.
+        self.bell = bell
         self.parser = parser or ParsePool(0)
         self.box = box
         self.account_id = account_id
@@ -70,6 +75,11 @@ class AccountSync:
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
         """Sync until every folder is caught up, then return."""
+        executor = self._executor()
+        try:
+            await executor.drain()  # what mutations asked first, so the pass below sees it on the server
+        finally:
+            await executor.close()
         client = await self._connect()
         try:
             first = utcnow()
@@ -111,12 +121,14 @@ class AccountSync:
             await self.full_pass(client)
             await self._state("ready")
             backoff.reset()
-            if self.tuning.connections < 2 or not client.has("IDLE"):
-                await self._poll(client, pass_start, skip_roles=frozenset())
-            idler = await self._connect()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._idle_inbox(idler))
-                group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
+                group.create_task(self._executor().run(self.bell))
+                if self.tuning.connections < 2 or not client.has("IDLE"):
+                    group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
+                else:
+                    idler = await self._connect()
+                    group.create_task(self._idle_inbox(idler))
+                    group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
         except* AuthStopped:
             raise AuthStopped() from None
         finally:
@@ -164,6 +176,11 @@ class AccountSync:
         found = {m.name: Discovered(m.name, m.delimiter, tuple(sorted(m.flags)), roles.get(m.name)) for m in listing}
         async with self.store.sessions() as s:
             known = {f.name: f for f in await s.scalars(select(Folder).where(Folder.account_id == self.account_id))}
+            # A folder a mutation created, renamed or deleted stays as the mutation left it until its action ran.
+            waiting = await actions.pending_folders(s, self.account_id)
+        involved = set().union(*waiting.values()) if waiting else set()
+        known = {name: f for name, f in known.items() if f.id not in waiting and name not in involved}
+        found = {name: d for name, d in found.items() if name not in involved}
         gone = [f for name, f in known.items() if name not in found]
         arrived = [d for name, d in found.items() if name not in known]
         relisted = [
@@ -191,6 +208,7 @@ class AccountSync:
             await retry_deadlocks(step)
         async with self.store.sessions() as s:
             rows = list(await s.scalars(select(Folder).where(Folder.account_id == self.account_id)))
+        rows = [f for f in rows if f.id not in waiting and f.sync_state != "deleting"]
         return sorted(rows, key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name))
 
     async def _match_renames(
@@ -213,6 +231,10 @@ class AccountSync:
         return matches
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _executor(self) -> ActionExecutor:
+        """Write-back on a connection of its own, so an action never waits for a pass over the folders."""
+        return ActionExecutor(self.store, self.account_id, self._connect)
+
     def _ctx(self) -> FolderContext:
         assert self.mode is not None
         return FolderContext(self.store, self.account_id, self.mode, self.parser)

@@ -24,6 +24,7 @@ from schema.models import Account, utcnow
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.bells import Bells
 from synccore.parsing import ParsePool, default_workers
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,16 @@ class Supervisor:
         self.store = Store(self.engine, self.redis)
         self.box = CredentialBox(settings.secret_key)
         self.parser = ParsePool(default_workers())
+        self.bells = Bells(self.redis)
+        self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
-        for task in self._tasks.values():
+        tasks = [*self._tasks.values(), *([self._bells_task] if self._bells_task else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._release(list(self._tasks))
         await self.redis.aclose()
         await self.engine.dispose()
@@ -149,6 +153,8 @@ class Supervisor:
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
         renew_due = expire_due = 0.0
         loop = asyncio.get_running_loop()
+        if self._bells_task is None:
+            self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
         while True:
             for account in await self.accounts(only):
                 task = self._tasks.get(account.id)
@@ -157,7 +163,8 @@ class Supervisor:
                 if account.sync_state == "auth_failed":
                     continue
                 if await self.acquire(account.id):
-                    sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser)
+                    bell = self.bells.event(account.id)
+                    sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
                     self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
                     log.info("account %s: syncing", account.id)
             if loop.time() >= renew_due:

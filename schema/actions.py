@@ -1,0 +1,450 @@
+"""The write-back queue: a mutation changes the mirror at once and queues what the server must be told.
+
+```
+gateway (a mutation)                          sync process holding the account's lease (synccore.actions)
+  unit of work:                                 woken by the account's action bell
+    places' flags / folder changed (optimistic)   due(): pending actions in id order
+    an `actions` row with what to undo            performs them (UID STORE, UID MOVE, UID EXPUNGE, CREATE...)
+    change log rows                               complete(): done, placeholders get their real UIDs
+  commit, ring the doorbell and the action bell   fail(): the mirror's change undone and logged, reason kept
+```
+
+A moved message keeps its row and its place row: the place points at the target folder at once, under the
+placeholder UIDVALIDITY 0 and UID -(place id), until the server's COPYUID names its UID there (RFC 4315).
+
+The folder sync never overwrites a pending change: `pending_messages` and `pending_folders` tell it what to
+leave alone. When an action ends, its folders are marked for a full compare (`highestmodseq` cleared), so a
+change the server made meanwhile wins after the action ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from schema.changelog import ObjectType, Op
+from schema.models import Action, Folder, MessagePlace, table, utcnow
+
+if TYPE_CHECKING:
+    from schema.unit import UnitOfWork
+
+PLACEHOLDER_UIDVALIDITY = 0
+
+
+class ActionKind(StrEnum):
+    FLAGS = "flags"
+    MOVE = "move"
+    EXPUNGE = "expunge"
+    FOLDER_CREATE = "folder_create"
+    FOLDER_RENAME = "folder_rename"
+    FOLDER_DELETE = "folder_delete"
+
+
+class ActionState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Refused(ValueError):
+    """The mutation cannot be queued as asked (the message says why); nothing was changed."""
+
+
+def action_bell(account_id: int) -> str:
+    """The Redis channel a mutation rings so the lease holder performs the account's new actions."""
+    return f"inboxql:actions:{account_id}"
+
+
+def _flags(text: str) -> set[str]:
+    return set(text.split())
+
+
+def _text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _place(p: MessagePlace) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "folder_id": p.folder_id,
+        "uidvalidity": p.uidvalidity,
+        "uid": p.uid,
+        "flags": p.flags,
+        "modseq": p.modseq,
+    }
+
+
+async def _places(s: AsyncSession, account_id: int, message_ids: Sequence[int]) -> dict[int, list[MessagePlace]]:
+    found: dict[int, list[MessagePlace]] = {mid: [] for mid in message_ids}
+    rows = await s.scalars(
+        select(MessagePlace)
+        .where(MessagePlace.account_id == account_id, MessagePlace.message_id.in_(list(message_ids)))
+        .order_by(MessagePlace.id)
+        .with_for_update()
+    )
+    for p in rows:
+        found[p.message_id].append(p)
+    return found
+
+
+def _touch(uow: UnitOfWork, message_id: int, folder_ids: Iterable[int], *, moved: bool) -> None:
+    uow.dirty_messages.add(message_id)
+    if moved:
+        uow.moved_messages.add(message_id)
+    uow.dirty_folders.update(folder_ids)
+
+
+async def _queue(uow: UnitOfWork, kind: ActionKind, payload: dict[str, Any], **where: int | None) -> int:
+    action = Action(
+        account_id=uow.account_id,
+        kind=kind.value,
+        state=ActionState.PENDING.value,
+        payload=payload,
+        attempts=0,
+        created_at=utcnow(),
+        **where,
+    )
+    uow.session.add(action)
+    await uow.session.flush()
+    uow.rang_actions = True
+    return action.id
+
+
+# -- what mutations queue ---------------------------------------------------------------------------------
+
+
+async def set_flags(
+    uow: UnitOfWork, message_ids: Sequence[int], add: Iterable[str], remove: Iterable[str]
+) -> list[int]:
+    """Add and remove flags (system flags or keywords) on every place of the messages; one action each."""
+    plus, minus = set(add), set(remove)
+    if plus & minus:
+        raise Refused(f"a flag cannot be both added and removed: {', '.join(sorted(plus & minus))}")
+    queued = []
+    for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        changed = []
+        for p in places:
+            after = _text((_flags(p.flags) | plus) - minus)
+            if after != p.flags:
+                changed.append(_place(p))
+                await uow.session.execute(update(MessagePlace).where(MessagePlace.id == p.id).values(flags=after))
+        if not changed:
+            continue
+        _touch(uow, mid, (c["folder_id"] for c in changed), moved=False)
+        payload = {"add": sorted(plus), "remove": sorted(minus), "places": changed}
+        queued.append(await _queue(uow, ActionKind.FLAGS, payload, message_id=mid))
+    return queued
+
+
+async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> list[int]:
+    """Move messages into a folder: one place moves there (keeping its row), other copies are expunged."""
+    queued = []
+    for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        if not places or (len(places) == 1 and places[0].folder_id == folder_id):
+            continue
+        staying = next((p for p in places if p.folder_id == folder_id), None)
+        moving = None if staying is not None else places[0]
+        gone = [p for p in places if p is not staying and p is not moving]
+        payload: dict[str, Any] = {"to": folder_id, "move": _place(moving) if moving else None}
+        payload["expunge"] = [_place(p) for p in gone]
+        if moving is not None:
+            await uow.session.execute(
+                update(MessagePlace)
+                .where(MessagePlace.id == moving.id)
+                .values(folder_id=folder_id, uidvalidity=PLACEHOLDER_UIDVALIDITY, uid=-moving.id, modseq=None)
+            )
+        if gone:
+            await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in gone])))
+        _touch(uow, mid, {folder_id, *(p.folder_id for p in places)}, moved=True)
+        queued.append(await _queue(uow, ActionKind.MOVE, payload, message_id=mid, folder_id=folder_id))
+    return queued
+
+
+async def expunge(uow: UnitOfWork, message_ids: Sequence[int]) -> list[int]:
+    """Delete messages for good: every place is expunged; the message row goes when the server agreed."""
+    queued = []
+    for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        if not places:
+            continue
+        await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in places])))
+        _touch(uow, mid, (p.folder_id for p in places), moved=True)
+        queued.append(await _queue(uow, ActionKind.EXPUNGE, {"expunge": [_place(p) for p in places]}, message_id=mid))
+    return queued
+
+
+async def create_folder(uow: UnitOfWork, name: str, delimiter: str | None) -> tuple[int, int]:
+    """A new folder, shown at once; returns (folder id, action id)."""
+    folder = Folder(
+        account_id=uow.account_id,
+        name=name,
+        delimiter=delimiter,
+        role=None,
+        attributes="",
+        sync_state="initial",
+        total_count=0,
+        unread_count=0,
+    )
+    uow.session.add(folder)
+    await uow.session.flush()
+    uow.record(ObjectType.FOLDER, Op.CREATE, [folder.id])
+    action = await _queue(uow, ActionKind.FOLDER_CREATE, {"name": name}, folder_id=folder.id)
+    return folder.id, action
+
+
+async def rename_folder(uow: UnitOfWork, folder: Folder, name: str) -> int:
+    """Rename a folder and, as IMAP does (RFC 3501 §6.3.5), the folders below it."""
+    old = folder.name
+    renamed: list[dict[str, Any]] = [{"id": folder.id, "from": old, "to": name}]
+    if folder.delimiter:
+        prefix = old + folder.delimiter
+        below = await uow.session.scalars(
+            select(Folder).where(Folder.account_id == uow.account_id, Folder.name.startswith(prefix, autoescape=True))
+        )
+        renamed += [{"id": f.id, "from": f.name, "to": name + f.name[len(old) :]} for f in below]
+    for r in renamed:
+        await uow.session.execute(update(Folder).where(Folder.id == r["id"]).values(name=r["to"]))
+    uow.record(ObjectType.FOLDER, Op.UPDATE, [r["id"] for r in renamed])
+    return await _queue(
+        uow, ActionKind.FOLDER_RENAME, {"from": old, "to": name, "folders": renamed}, folder_id=folder.id
+    )
+
+
+async def delete_folder(uow: UnitOfWork, folder: Folder) -> int:
+    """Delete a folder on the server; it is hidden at once (`deleting`) and its rows go when the server agreed."""
+    await uow.session.execute(
+        update(Folder).where(Folder.id == folder.id).values(sync_state="deleting", total_count=0, unread_count=0)
+    )
+    uow.record(ObjectType.FOLDER, Op.UPDATE, [folder.id])
+    payload = {"name": folder.name, "state": folder.sync_state, "total": folder.total_count}
+    payload["unread"] = folder.unread_count
+    return await _queue(uow, ActionKind.FOLDER_DELETE, payload, folder_id=folder.id)
+
+
+# -- what the sync core reads ------------------------------------------------------------------------------
+
+
+async def due(session: AsyncSession, account_id: int, limit: int = 500) -> list[Action]:
+    """Pending actions in the order they were asked for, up to the first one still waiting out a backoff."""
+    rows = list(
+        await session.scalars(
+            select(Action)
+            .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
+            .order_by(Action.id)
+            .limit(limit)
+        )
+    )
+    now = utcnow()
+    for n, action in enumerate(rows):
+        if action.not_before is not None and action.not_before > now:
+            return rows[:n]  # in order: nothing after an action that waits may overtake it
+    return rows
+
+
+async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
+    """Seconds until the first pending action's backoff ends (0 if one is due now, None if none is pending)."""
+    first = await session.scalar(
+        select(Action.not_before)
+        .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
+        .order_by(Action.id)
+        .limit(1)
+    )
+    exists = await session.scalar(
+        select(Action.id).where(Action.account_id == account_id, Action.state == ActionState.PENDING.value).limit(1)
+    )
+    if exists is None:
+        return None
+    if first is None:
+        return 0.0
+    return max(0.0, (first - utcnow()).total_seconds())
+
+
+async def pending_messages(session: AsyncSession, account_id: int, message_ids: Iterable[int]) -> set[int]:
+    """Messages with an action not yet performed: the folder sync leaves their places alone."""
+    ids = list(set(message_ids))
+    found: set[int] = set()
+    for start in range(0, len(ids), 1000):
+        found.update(
+            await session.scalars(
+                select(Action.message_id)
+                .distinct()
+                .where(
+                    Action.account_id == account_id,
+                    Action.state == ActionState.PENDING.value,
+                    Action.message_id.in_(ids[start : start + 1000]),
+                )
+            )
+        )
+    return found
+
+
+async def pending_folders(session: AsyncSession, account_id: int) -> dict[int, set[str]]:
+    """Folders a pending folder action is about, with every name involved: discovery leaves them alone."""
+    rows = await session.scalars(
+        select(Action).where(
+            Action.account_id == account_id,
+            Action.state == ActionState.PENDING.value,
+            Action.kind.in_(
+                [k.value for k in (ActionKind.FOLDER_CREATE, ActionKind.FOLDER_RENAME, ActionKind.FOLDER_DELETE)]
+            ),
+        )
+    )
+    found: dict[int, set[str]] = {}
+    for action in rows:
+        p = action.payload
+        if action.kind == ActionKind.FOLDER_RENAME:
+            for r in p["folders"]:
+                found.setdefault(r["id"], set()).update((r["from"], r["to"]))
+        elif action.folder_id is not None:
+            found.setdefault(action.folder_id, set()).add(p["name"])
+    return found
+
+
+async def get(session: AsyncSession, account_ids: Iterable[int], action_ids: Sequence[int]) -> list[Action]:
+    return list(
+        await session.scalars(
+            select(Action).where(Action.id.in_(list(action_ids)), Action.account_id.in_(list(account_ids)))
+        )
+    )
+
+
+# -- how an action ends ------------------------------------------------------------------------------------
+
+
+async def _full_compare(uow: UnitOfWork, folder_ids: Iterable[int]) -> None:
+    """The next pass compares these folders in full (a change the server made meanwhile wins now)."""
+    ids = sorted(set(folder_ids))
+    if ids:
+        await uow.session.execute(
+            update(Folder).where(Folder.id.in_(ids), Folder.sync_state == "follow").values(highestmodseq=None)
+        )
+
+
+def _folders_of(action: Action) -> set[int]:
+    p = action.payload
+    ids = {pl["folder_id"] for key in ("places", "expunge") for pl in p.get(key) or ()}
+    if p.get("move"):
+        ids.add(p["move"]["folder_id"])
+    if action.kind == ActionKind.MOVE:
+        ids.add(p["to"])
+    return ids
+
+
+async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: str | None = None) -> None:
+    await uow.session.execute(
+        update(Action)
+        .where(Action.id == action.id)
+        .values(state=state.value, error=error, finished_at=utcnow(), attempts=Action.attempts + 1)
+    )
+    await _full_compare(uow, _folders_of(action))
+
+
+async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int] | None = None) -> None:
+    """The server did it. A move names the place's new (UIDVALIDITY, UID), or None when the server did not
+    say (the place is dropped and the next full compare of the target finds the message by its identity).
+
+    What follows from it in other tables is the caller's (synccore.actions): an expunged message without
+    places is deleted (messages.drop_placeless), a deleted folder's rows go (folders.remove).
+    """
+    s = uow.session
+    p = action.payload
+    if action.kind == ActionKind.MOVE and p.get("move"):
+        place_id = p["move"]["id"]
+        placeholder = (MessagePlace.id == place_id) & (MessagePlace.uidvalidity == PLACEHOLDER_UIDVALIDITY)
+        if moved_to is None:
+            await s.execute(delete(MessagePlace).where(placeholder))
+        else:
+            await s.execute(
+                delete(MessagePlace).where(
+                    MessagePlace.folder_id == p["to"],
+                    MessagePlace.uidvalidity == moved_to[0],
+                    MessagePlace.uid == moved_to[1],
+                    MessagePlace.id != place_id,
+                )
+            )
+            await s.execute(update(MessagePlace).where(placeholder).values(uidvalidity=moved_to[0], uid=moved_to[1]))
+        if action.message_id is not None:
+            _touch(uow, action.message_id, [p["to"]], moved=moved_to is None)
+    await _finish(uow, action, ActionState.DONE)
+
+
+async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
+    """The server refused for good: undo the mirror's change (logged) and keep the reason.
+
+    A folder whose creation was refused is removed by the caller (folders.remove), as for a deletion.
+    """
+    s = uow.session
+    p = action.payload
+    mid = action.message_id
+    if action.kind == ActionKind.FLAGS and mid is not None:
+        for pl in p["places"]:
+            current = await s.scalar(select(MessagePlace.flags).where(MessagePlace.id == pl["id"]))
+            if current is None:
+                continue
+            # Undo only what this action did, keeping what later changes did to the other flags.
+            flags = _flags(current)
+            before = _flags(pl["flags"])
+            for f in p["add"]:
+                if f not in before:
+                    flags.discard(f)
+            for f in p["remove"]:
+                if f in before:
+                    flags.add(f)
+            await s.execute(update(MessagePlace).where(MessagePlace.id == pl["id"]).values(flags=_text(flags)))
+        _touch(uow, mid, _folders_of(action), moved=False)
+    elif action.kind in (ActionKind.MOVE, ActionKind.EXPUNGE) and mid is not None:
+        if p.get("move"):
+            m = p["move"]
+            await s.execute(
+                update(MessagePlace)
+                .where(MessagePlace.id == m["id"])
+                .values(folder_id=m["folder_id"], uidvalidity=m["uidvalidity"], uid=m["uid"], modseq=m["modseq"])
+            )
+        if p.get("expunge"):
+            await _restore_places(uow, mid, p["expunge"])
+        _touch(uow, mid, _folders_of(action), moved=True)
+    elif action.kind == ActionKind.FOLDER_RENAME:
+        for r in p["folders"]:
+            await s.execute(update(Folder).where(Folder.id == r["id"]).values(name=r["from"]))
+        uow.record(ObjectType.FOLDER, Op.UPDATE, [r["id"] for r in p["folders"]])
+    elif action.kind == ActionKind.FOLDER_DELETE and action.folder_id is not None:
+        await s.execute(
+            update(Folder)
+            .where(Folder.id == action.folder_id)
+            .values(sync_state=p["state"], total_count=p["total"], unread_count=p["unread"])
+        )
+        uow.dirty_folders.add(action.folder_id)
+        uow.record(ObjectType.FOLDER, Op.UPDATE, [action.folder_id])
+    await _finish(uow, action, ActionState.FAILED, reason[:2000])
+
+
+async def retry_later(session: AsyncSession, action: Action, delay: float, reason: str) -> None:
+    """A transient failure: the action stays pending (and first in line) until the backoff ends."""
+    await session.execute(
+        update(Action)
+        .where(Action.id == action.id)
+        .values(attempts=Action.attempts + 1, not_before=utcnow() + timedelta(seconds=delay), error=reason[:2000])
+    )
+
+
+async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dict[str, Any]]) -> None:
+    rows = [
+        {
+            "account_id": uow.account_id,
+            "message_id": message_id,
+            "folder_id": pl["folder_id"],
+            "uidvalidity": pl["uidvalidity"],
+            "uid": pl["uid"],
+            "flags": pl["flags"],
+            "modseq": pl["modseq"],
+        }
+        for pl in places
+    ]
+    existing = set(await uow.session.scalars(select(Folder.id).where(Folder.id.in_([r["folder_id"] for r in rows]))))
+    rows = [r for r in rows if r["folder_id"] in existing]
+    if rows:
+        await uow.session.execute(insert(table(MessagePlace)).prefix_with("IGNORE"), rows)

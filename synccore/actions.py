@@ -1,0 +1,377 @@
+"""The action executor: performs on the server what mutations queued (schema.actions), in order.
+
+```
+run(bell)                      woken by the account's action bell (Redis), or a safety timer
+  drain()                      every due action, oldest first
+    flags runs    ->  UID STORE +FLAGS/-FLAGS .SILENT over UID ranges, per folder and flag set (coalesced)
+    move          ->  UID MOVE (RFC 6851); COPYUID (RFC 4315) names the new UID, so the message keeps its id
+    expunge       ->  UID STORE +FLAGS \\Deleted, UID EXPUNGE (RFC 4315: only these UIDs)
+    folders       ->  CREATE, RENAME, DELETE
+  complete / fail / retry_later in a unit of work each batch
+```
+
+A refusal of the server (NO, BAD, a folder or message that is gone) is permanent: the action fails and the
+mirror's change is undone. A lost connection, a timeout or a temporary code (UNAVAILABLE, INUSE, LIMIT,
+SERVERBUG) is transient: the action stays first in line and is tried again after a backoff.
+
+Every step is safe to repeat after a crash: flags are added or removed (not set), a move whose source UID is
+already gone looks for the message in the target by its Message-ID, CREATE of an existing folder and DELETE
+of a missing one count as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from schema import actions, folders, messages
+from schema.actions import ActionKind
+from schema.models import Action, Folder, Message, MessagePlace
+from schema.unit import Store
+from synccore.backoff import Backoff
+from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
+
+log = logging.getLogger(__name__)
+
+# Server codes that say "not now" rather than "no" (RFC 5530).
+TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "OVERQUOTA"})
+SAFETY_WAKE = 30.0
+
+
+class Transient(Exception):
+    """Try again later: the connection failed or the server said not now."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of a batch of actions, written in one unit of work."""
+
+    done: list[tuple[Action, tuple[int, int] | None]]
+    failed: list[tuple[Action, str]]
+
+    @classmethod
+    def empty(cls) -> Outcome:
+        return cls([], [])
+
+
+def _permanent(exc: CommandFailed) -> bool:
+    return exc.code is None or exc.code.name not in TRANSIENT_CODES
+
+
+def _has_code(exc: CommandFailed, *names: str) -> bool:
+    return exc.code is not None and exc.code.name in names
+
+
+class ActionExecutor:
+    """One account's executor. `connect` opens a logged-in IMAP connection of the account's."""
+
+    def __init__(
+        self,
+        store: Store,
+        account_id: int,
+        connect: Callable[[], Awaitable[ImapClient]],
+        *,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.connect = connect
+        self.backoff = backoff or Backoff(1.0, 300.0)
+        self.client: ImapClient | None = None
+        self.performed = 0  # actions ended (done or failed), for tests and metrics
+
+    async def run(self, bell: asyncio.Event | None) -> None:
+        """Perform actions as they come until cancelled."""
+        try:
+            while True:
+                if bell is not None:
+                    bell.clear()
+                wait = await self.drain()
+                timeout = SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE)
+                if bell is None:
+                    await asyncio.sleep(timeout)
+                    continue
+                try:
+                    async with asyncio.timeout(timeout):
+                        await bell.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            try:
+                async with asyncio.timeout(5):
+                    await client.logout()
+            except Exception:
+                await client.close()
+
+    async def drain(self) -> float | None:
+        """Perform every due action; returns seconds until the next one is due (None: nothing pending)."""
+        while True:
+            async with self.store.sessions() as s:
+                due = await actions.due(s, self.account_id)
+            if not due:
+                async with self.store.sessions() as s:
+                    return await actions.next_wakeup(s, self.account_id)
+            first = due[0]
+            batch = [first]
+            if first.kind == ActionKind.FLAGS:
+                for action in due[1:]:
+                    if action.kind != ActionKind.FLAGS:
+                        break
+                    batch.append(action)
+            try:
+                outcome = await self._perform(batch)
+            except (Transient, ImapError, OSError, TimeoutError) as exc:
+                await self._drop_client()
+                delay = self.backoff.next()
+                log.warning("account %s: action %s: %s; again in %.1f s", self.account_id, first.id, exc, delay)
+                async with self.store.sessions() as s, s.begin():
+                    await actions.retry_later(s, first, delay, f"{type(exc).__name__}: {exc}")
+                return delay
+            self.backoff.reset()
+            await self._record(outcome)
+
+    async def _record(self, outcome: Outcome) -> None:
+        async with self.store.unit(self.account_id) as uow:
+            for action, moved_to in outcome.done:
+                await actions.complete(uow, action, moved_to=moved_to)
+                if action.kind == ActionKind.EXPUNGE and action.message_id is not None:
+                    await messages.drop_placeless(uow, [action.message_id])
+                elif action.kind == ActionKind.FOLDER_DELETE and action.folder_id is not None:
+                    await folders.remove(uow, action.folder_id)
+            for action, reason in outcome.failed:
+                log.info("account %s: action %s (%s) failed: %s", self.account_id, action.id, action.kind, reason)
+                await actions.fail(uow, action, reason)
+                if action.kind == ActionKind.FOLDER_CREATE and action.folder_id is not None:
+                    await folders.remove(uow, action.folder_id)
+        self.performed += len(outcome.done) + len(outcome.failed)
+
+    # -- the server ----------------------------------------------------------------------------------
+    async def _client(self) -> ImapClient:
+        if self.client is None:
+            self.client = await self.connect()
+        return self.client
+
+    async def _drop_client(self) -> None:
+        await self.close()
+
+    async def _select(self, folder: Folder) -> int | None:
+        """SELECT a folder; its UIDVALIDITY. A folder the server does not have raises a permanent refusal."""
+        client = await self._client()
+        try:
+            selected = await client.select(folder.name)
+        except CommandFailed as exc:
+            if not _permanent(exc):
+                raise Transient(str(exc)) from exc
+            raise
+        return selected.uidvalidity
+
+    async def _perform(self, batch: Sequence[Action]) -> Outcome:
+        kind = batch[0].kind
+        if kind == ActionKind.FLAGS:
+            return await self._flags(batch)
+        action = batch[0]
+        try:
+            if kind == ActionKind.MOVE:
+                return Outcome([(action, await self._move(action))], [])
+            if kind == ActionKind.EXPUNGE:
+                await self._expunge(action.payload["expunge"])
+            elif kind == ActionKind.FOLDER_CREATE:
+                await self._create(action.payload["name"])
+            elif kind == ActionKind.FOLDER_RENAME:
+                await self._rename(action.payload["from"], action.payload["to"])
+            elif kind == ActionKind.FOLDER_DELETE:
+                await self._delete(action.payload["name"])
+            else:
+                return Outcome([], [(action, f"unknown action kind {kind!r}")])
+        except CommandFailed as exc:
+            if not _permanent(exc):
+                raise Transient(str(exc)) from exc
+            return Outcome([], [(action, _reason(exc))])
+        except Gone as exc:
+            return Outcome([], [(action, str(exc))])
+        return Outcome([(action, None)], [])
+
+    async def _folders(self, ids: set[int]) -> dict[int, Folder]:
+        async with self.store.sessions() as s:
+            return {f.id: f for f in await s.scalars(select(Folder).where(Folder.id.in_(ids)))}
+
+    async def _flags(self, batch: Sequence[Action]) -> Outcome:
+        """A run of flag changes, coalesced: per folder and per (+/-, flag set), one UID STORE over a UID set.
+
+        The same place changed twice in the run splits it, so its changes still apply in order.
+        """
+        outcome = Outcome.empty()
+        start = 0
+        while start < len(batch):
+            seen: set[int] = set()
+            end = start
+            while end < len(batch):
+                ids = {p["id"] for p in batch[end].payload["places"]}
+                if ids & seen:
+                    break
+                seen |= ids
+                end += 1
+            part = batch[start:end]
+            await self._store(part, outcome)
+            start = end
+        return outcome
+
+    async def _store(self, part: Sequence[Action], outcome: Outcome) -> None:
+        place_ids = [p["id"] for a in part for p in a.payload["places"]]
+        async with self.store.sessions() as s:
+            places = {p.id: p for p in await s.scalars(select(MessagePlace).where(MessagePlace.id.in_(place_ids)))}
+        folders_by_id = await self._folders({p.folder_id for p in places.values()})
+        # folder -> (("add"|"remove"), flags) -> uids; and which actions touched which (folder, uid)
+        work: dict[int, dict[tuple[str, tuple[str, ...]], set[int]]] = defaultdict(lambda: defaultdict(set))
+        touched: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for action in part:
+            for ref in action.payload["places"]:
+                place = places.get(ref["id"])
+                if place is None or place.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY:
+                    continue  # gone from the mirror since (expunged, or its move found no UID): nothing to tell
+                for op in ("add", "remove"):
+                    if action.payload[op]:
+                        work[place.folder_id][(op, tuple(action.payload[op]))].add(place.uid)
+                touched[action.id].append((place.folder_id, place.uid))
+        missing: set[tuple[int, int]] = set()
+        refused: dict[int, str] = {}
+        client = await self._client()
+        for folder_id, stores in work.items():
+            folder = folders_by_id.get(folder_id)
+            try:
+                if folder is None:
+                    raise Gone("the folder was deleted")
+                await self._select(folder)
+                found: set[int] = set()
+                for (op, flags), uids in stores.items():
+                    result = await client.uid_store(
+                        sorted(uids), "add" if op == "add" else "remove", flags, silent=False
+                    )
+                    found.update(i.uid for i in result.items if i.uid is not None)
+                    # RFC 3501 §6.4.6: a UID that is not there is ignored; unchanged flags send no FETCH on some
+                    # servers, so only UIDs absent from a SEARCH count as expunged.
+                absent = set().union(*stores.values()) - found
+                if absent:
+                    present = set(await client.uid_search([b"UID", format_uid_set(sorted(absent)).encode()]))
+                    missing.update((folder_id, uid) for uid in absent - present)
+            except CommandFailed as exc:
+                if not _permanent(exc):
+                    raise Transient(str(exc)) from exc
+                refused[folder_id] = _reason(exc)
+            except Gone as exc:
+                refused[folder_id] = str(exc)
+        for action in part:
+            refs = touched.get(action.id, [])
+            bad = [refused[f] for f, _ in refs if f in refused]
+            if bad:
+                outcome.failed.append((action, bad[0]))
+            elif refs and all(ref in missing for ref in refs):
+                outcome.failed.append((action, "the message was expunged on the server"))
+            else:
+                outcome.done.append((action, None))
+
+    async def _move(self, action: Action) -> tuple[int, int] | None:
+        p = action.payload
+        target_id: int = p["to"]
+        found = await self._folders({target_id, *([p["move"]["folder_id"]] if p.get("move") else [])})
+        target = found.get(target_id)
+        if target is None or target.sync_state == "deleting":
+            raise Gone("the target folder was deleted")
+        if p.get("expunge"):
+            await self._expunge(p["expunge"])
+        source = p.get("move")
+        if not source:
+            return None
+        folder = found.get(source["folder_id"])
+        if folder is None:
+            raise Gone("the message's folder was deleted")
+        client = await self._client()
+        uidvalidity = await self._select(folder)
+        if uidvalidity == source["uidvalidity"]:
+            copied = await client.uid_move([source["uid"]], target.name)
+            if copied is not None and source["uid"] in copied.mapping():
+                return copied.uidvalidity, copied.mapping()[source["uid"]]
+        # The source UID is gone: moved before a crash, or expunged. Look for the message in the target.
+        return await self._find_in(target, action)
+
+    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
+        async with self.store.sessions() as s:
+            header = await s.scalar(select(Message.message_id_header).where(Message.id == action.message_id))
+        if not header:
+            raise Gone("the message was expunged on the server")
+        client = await self._client()
+        uidvalidity = await self._select(target)
+        uids = await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
+        if len(uids) == 1 and uidvalidity is not None:
+            return uidvalidity, uids[0]
+        if not uids:
+            raise Gone("the message was expunged on the server")
+        return None  # several copies: the next full compare of the target places the right one by identity
+
+    async def _expunge(self, places: Sequence[dict[str, int]]) -> None:
+        by_folder: dict[int, list[dict[str, int]]] = defaultdict(list)
+        for place in places:
+            by_folder[place["folder_id"]].append(place)
+        found = await self._folders(set(by_folder))
+        client = await self._client()
+        for folder_id, refs in by_folder.items():
+            folder = found.get(folder_id)
+            if folder is None:
+                continue  # the folder and its messages are gone already
+            uidvalidity = await self._select(folder)
+            uids = sorted(r["uid"] for r in refs if r["uidvalidity"] == uidvalidity)
+            if uids:
+                await client.uid_store(uids, "add", ["\\Deleted"])
+                await client.uid_expunge(uids)
+
+    async def _create(self, name: str) -> None:
+        client = await self._client()
+        try:
+            await client.create(name)
+        except CommandFailed as exc:
+            if not _has_code(exc, "ALREADYEXISTS"):
+                raise
+        try:
+            await client.subscribe(name)
+        except CommandFailed as exc:
+            log.info("account %s: SUBSCRIBE %s: %s", self.account_id, name, exc)
+
+    async def _rename(self, old: str, new: str) -> None:
+        client = await self._client()
+        try:
+            await client.rename(old, new)
+        except CommandFailed as exc:
+            # Renamed before a crash: the old name is gone and the new one is there.
+            if not (_has_code(exc, "NONEXISTENT") and await self._exists(new)):
+                raise
+
+    async def _delete(self, name: str) -> None:
+        client = await self._client()
+        try:
+            await client.delete(name)
+        except CommandFailed as exc:
+            if not (_has_code(exc, "NONEXISTENT") or not await self._exists(name)):
+                raise
+
+    async def _exists(self, name: str) -> bool:
+        client = await self._client()
+        return any(m.name == name for m in await client.list_folders("", name))
+
+
+class Gone(Exception):
+    """What the action is about no longer exists on the server: a permanent failure."""
+
+
+def _reason(exc: CommandFailed) -> str:
+    code = f"[{exc.code.name}] " if exc.code is not None else ""
+    return f"the server refused: {exc.status} {code}{exc.text}".strip()

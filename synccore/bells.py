@@ -1,0 +1,66 @@
+"""The action bells of one sync process: one Redis subscription, an asyncio.Event per account.
+
+A mutation rings `inboxql:actions:<account>` after it commits (schema.unit). The executor of that account
+(synccore.actions) waits on its event; while Redis is away, executors fall back to their safety timer, so a
+lost ring delays an action but never loses it (the queue is in MySQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+
+from schema.actions import action_bell
+from synccore.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+PATTERN = action_bell(0).rsplit(":", 1)[0] + ":*"
+
+
+class Bells:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._events: dict[int, asyncio.Event] = {}
+
+    def event(self, account_id: int) -> asyncio.Event:
+        found = self._events.get(account_id)
+        if found is None:
+            found = self._events[account_id] = asyncio.Event()
+        return found
+
+    def ring_all(self) -> None:
+        """After a gap in the subscription, rings may have been missed: every executor looks once."""
+        for event in self._events.values():
+            event.set()
+
+    async def run(self) -> None:
+        backoff = Backoff(0.5, 10.0)
+        while True:
+            try:
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.psubscribe(PATTERN)
+                    self.ring_all()
+                    backoff.reset()
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is None:
+                            await pubsub.ping()
+                            continue
+                        channel = message.get("channel")
+                        if isinstance(channel, bytes):
+                            channel = channel.decode()
+                        tail = str(channel).rsplit(":", 1)[-1]
+                        if tail.isdigit() and int(tail) in self._events:
+                            self._events[int(tail)].set()
+                finally:
+                    await pubsub.aclose()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("action bells: %s; listening again in %.1f s", exc, delay)
+                await asyncio.sleep(delay)

@@ -1,0 +1,275 @@
+"""Write-back: actions queued by schema.actions, performed by synccore.actions on a real Dovecot.
+
+The server side is checked over a separate plain IMAP connection; `verify` judges the mirror; the change log
+must hold every optimistic change and every undo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
+from schema import actions
+from schema.actions import ActionState
+from schema.crypto import CredentialBox
+from schema.models import Action, ChangeLog, Folder, Message, MessagePlace
+from schema.unit import Store
+from synccore.account import AccountSync, Tuning
+from synccore.actions import ActionExecutor
+from synccore.imap import ImapClient
+from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+
+
+async def _setup(
+    store: Store, box: CredentialBox, dovecot: DovecotServer, user: tuple[str, str], count: int = 6
+) -> tuple[int, list[int]]:
+    name, password = user
+    dovecot.append(name, password, "INBOX", list(generate(count, seed=11)))
+    account_id = await add_account(store, box, dovecot, name, password)
+    await sync_once(store, box, account_id)
+    async with store.sessions() as s:
+        ids = list(await s.scalars(select(Message.id).where(Message.account_id == account_id).order_by(Message.id)))
+    return account_id, ids
+
+
+def _executor(store: Store, box: CredentialBox, account_id: int) -> ActionExecutor:
+    sync = AccountSync(store, box, account_id, Tuning())
+    return ActionExecutor(store, account_id, sync._connect)
+
+
+async def _drain(store: Store, box: CredentialBox, account_id: int) -> None:
+    executor = _executor(store, box, account_id)
+    try:
+        assert await executor.drain() is None
+    finally:
+        await executor.close()
+
+
+async def _folder_id(store: Store, account_id: int, role_or_name: str) -> int:
+    async with store.sessions() as s:
+        found = await s.scalar(
+            select(Folder.id).where(
+                Folder.account_id == account_id, (Folder.role == role_or_name) | (Folder.name == role_or_name)
+            )
+        )
+    assert found is not None, role_or_name
+    return found
+
+
+async def _server_flags(client: ImapClient, folder: str) -> dict[str, set[str]]:
+    """Message-ID -> flags, as the server has them."""
+    await client.select(folder)
+    result = await client.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    out = {}
+    for item in result.items:
+        header = (next(iter(item.sections.values()), None) or b"").decode().strip()
+        out[header.split(":", 1)[1].strip()] = set(item.flags or ())
+    return out
+
+
+async def _message_ids(store: Store, ids: Sequence[int]) -> list[str]:
+    async with store.sessions() as s:
+        result = await s.execute(select(Message.id, Message.message_id_header).where(Message.id.in_(ids)))
+        rows = {mid: header for mid, header in result}
+    return [f"<{rows[i]}>" for i in ids]
+
+
+async def _states(store: Store, ids: Sequence[int]) -> list[tuple[str, str | None]]:
+    async with store.sessions() as s:
+        rows = await s.execute(select(Action.state, Action.error).where(Action.id.in_(ids)).order_by(Action.id))
+        return [(state, error) for state, error in rows]
+
+
+async def test_flags_and_keywords_reach_the_server_and_the_log(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user)
+    seq_before = await _last_seq(store, account_id)
+    async with store.unit(account_id) as uow:
+        queued = await actions.set_flags(uow, ids[:3], add=["\\Flagged", "$Project"], remove=[])
+        queued += await actions.set_flags(uow, ids[3:4], add=[], remove=["\\Seen"])
+    assert len(queued) >= 3
+    # Optimistic: the mirror and its log show the change before the server has it.
+    async with store.sessions() as s:
+        starred = set(await s.scalars(select(Message.id).where(Message.id.in_(ids), Message.starred.is_(True))))
+    assert starred == set(ids[:3])
+    assert await _last_seq(store, account_id) > seq_before
+
+    await _drain(store, credential_box, account_id)
+    assert {state for state, _ in await _states(store, queued)} == {ActionState.DONE.value}
+    client = await connect(dovecot, *mail_user)
+    try:
+        server = await _server_flags(client, "INBOX")
+    finally:
+        await client.logout()
+    for mid in await _message_ids(store, ids[:3]):
+        assert {"\\Flagged", "$Project"} <= server[mid]
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_pending_flag_change_survives_a_pass_over_the_folder(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    async with store.unit(account_id) as uow:
+        await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+    # A pass before the action ran: the server still says unflagged, the mirror keeps the pending change.
+    sync = AccountSync(store, credential_box, account_id, Tuning())
+    client = await sync._connect()
+    try:
+        await sync.full_pass(client)
+    finally:
+        await client.logout()
+    async with store.sessions() as s:
+        assert await s.scalar(select(Message.starred).where(Message.id == ids[0])) is True
+    await _drain(store, credential_box, account_id)
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+
+
+async def test_move_keeps_the_message_id_and_takes_the_servers_uid(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user)
+    archive = await _folder_id(store, account_id, "Archive")
+    async with store.unit(account_id) as uow:
+        queued = await actions.move(uow, ids[:2], archive)
+    async with store.sessions() as s:
+        placed = list(
+            await s.execute(
+                select(MessagePlace.folder_id, MessagePlace.uid).where(MessagePlace.message_id.in_(ids[:2]))
+            )
+        )
+    assert [f for f, _ in placed] == [archive, archive]
+    assert all(uid < 0 for _, uid in placed)  # placeholders until COPYUID names the UIDs
+
+    await _drain(store, credential_box, account_id)
+    assert {state for state, _ in await _states(store, queued)} == {ActionState.DONE.value}
+    async with store.sessions() as s:
+        placed = list(
+            await s.execute(
+                select(MessagePlace.folder_id, MessagePlace.uid).where(MessagePlace.message_id.in_(ids[:2]))
+            )
+        )
+    assert all(f == archive and uid > 0 for f, uid in placed)
+    client = await connect(dovecot, *mail_user)
+    try:
+        in_archive = await _server_flags(client, "Archive")
+        in_inbox = await _server_flags(client, "INBOX")
+    finally:
+        await client.logout()
+    moved = await _message_ids(store, ids[:2])
+    assert set(moved) <= set(in_archive)
+    assert not set(moved) & set(in_inbox)
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        still = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
+    assert set(ids) == still  # same ids: nothing deleted and re-created
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_expunge_deletes_on_the_server_and_then_in_the_mirror(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=4)
+    async with store.unit(account_id) as uow:
+        await actions.expunge(uow, ids[:1])
+    await _drain(store, credential_box, account_id)
+    async with store.sessions() as s:
+        assert await s.get(Message, ids[0]) is None
+    client = await connect(dovecot, *mail_user)
+    try:
+        assert (await _message_ids(store, ids[1:2]))[0] in await _server_flags(client, "INBOX")
+        assert len(await _server_flags(client, "INBOX")) == 3
+    finally:
+        await client.logout()
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_move_into_a_folder_deleted_on_the_server_fails_and_is_undone(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        inbox = await _folder_id(store, account_id, "inbox")
+        async with store.unit(account_id) as uow:
+            queued = await actions.move(uow, ids[:1], doomed)
+        await client.delete("Doomed")
+    finally:
+        await client.logout()
+    await _drain(store, credential_box, account_id)
+    [(state, error)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
+    assert error and "refused" in error
+    async with store.sessions() as s:
+        places = list(
+            await s.execute(select(MessagePlace.folder_id, MessagePlace.uid).where(MessagePlace.message_id == ids[0]))
+        )
+    assert [f for f, _ in places] == [inbox]
+    assert places[0][1] > 0
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_folder_create_rename_delete_reach_the_server(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, _ = await _setup(store, credential_box, dovecot, mail_user, count=1)
+    async with store.sessions() as s:
+        delimiter = await s.scalar(select(Folder.delimiter).where(Folder.account_id == account_id).limit(1))
+    async with store.unit(account_id) as uow:
+        folder_id, _ = await actions.create_folder(uow, "Projects", delimiter)
+    await _drain(store, credential_box, account_id)
+    async with store.unit(account_id) as uow:
+        folder = await uow.session.get(Folder, folder_id)
+        assert folder is not None
+        await actions.rename_folder(uow, folder, "Clients")
+    await _drain(store, credential_box, account_id)
+    client = await connect(dovecot, *mail_user)
+    try:
+        names = {m.name for m in await client.list_folders()}
+    finally:
+        await client.logout()
+    assert "Clients" in names
+    assert "Projects" not in names
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        assert (await s.get(Folder, folder_id)) is not None  # the same folder row, renamed
+    await assert_identical(store, credential_box, account_id)
+
+    async with store.unit(account_id) as uow:
+        folder = await uow.session.get(Folder, folder_id)
+        assert folder is not None
+        await actions.delete_folder(uow, folder)
+    await _drain(store, credential_box, account_id)
+    client = await connect(dovecot, *mail_user)
+    try:
+        assert "Clients" not in {m.name for m in await client.list_folders()}
+    finally:
+        await client.logout()
+    async with store.sessions() as s:
+        assert await s.get(Folder, folder_id) is None
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def _last_seq(store: Store, account_id: int) -> int:
+    async with store.sessions() as s:
+        found = await s.scalar(
+            select(ChangeLog.seq).where(ChangeLog.account_id == account_id).order_by(ChangeLog.seq.desc()).limit(1)
+        )
+    return found or 0
