@@ -1,8 +1,9 @@
 """`inboxql demo`: the whole product on one machine with no configuration.
 
 It starts a private Dovecot (kept under ~/.local/share/inboxql/demo) with a user whose mailbox is seeded with
-generated sample mail, creates and migrates the database, adds the account, syncs it, and then keeps
-following it (IDLE on the inbox) while serving GraphQL, until interrupted.
+generated sample mail, and (as root) a private Postfix that takes submissions for it, creates and migrates the
+database, adds the account, syncs it, and then keeps following it (IDLE on the inbox) while serving GraphQL,
+until interrupted. Mail sent through the Postfix to demo@inboxql.test shows up live.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from inboxql import commands
-from inboxql.devmail import DovecotServer, free_port
+from inboxql.devmail import DevMailError, DovecotServer, free_port
+from inboxql.devsmtp import PostfixServer
 from inboxql.mailgen import generate
 from schema import accounts
 from schema.crypto import CredentialBox
@@ -44,12 +46,19 @@ def _demo_dir(given: str | None) -> Path:
     return Path(base) / "inboxql" / "demo"
 
 
-def _start_dovecot(root: Path) -> DovecotServer:
-    """The demo's Dovecot keeps its ports across runs, so the stored account stays valid."""
+def _ports(root: Path) -> dict[str, int]:
+    """The demo's servers keep their ports across runs, so the stored account stays valid."""
     state = root / "ports.json"
-    ports = json.loads(state.read_text()) if state.exists() else {"imap": free_port(), "imaps": free_port()}
+    ports: dict[str, int] = json.loads(state.read_text()) if state.exists() else {}
+    for name in ("imap", "imaps", "submission"):
+        ports.setdefault(name, free_port())
     root.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(ports))
+    return ports
+
+
+def _start_dovecot(root: Path) -> DovecotServer:
+    ports = _ports(root)
     server = DovecotServer(root / "dovecot", port=ports["imap"], tls_port=ports["imaps"])
     server.start()
     if DEMO_USER not in server.users():
@@ -59,6 +68,19 @@ def _start_dovecot(root: Path) -> DovecotServer:
         server.append(DEMO_USER, DEMO_PASSWORD, "INBOX", inbox)
         server.append(DEMO_USER, DEMO_PASSWORD, "Archive", [(raw, ("\\Seen",)) for raw in mail[400:460]])
         server.append(DEMO_USER, DEMO_PASSWORD, "Sent", [(raw, ("\\Seen",)) for raw in mail[460:]])
+    return server
+
+
+def _start_postfix(root: Path, dovecot: DovecotServer) -> PostfixServer | None:
+    """A submission server delivering into the demo's Dovecot; it needs root, so without root there is none."""
+    if os.geteuid() != 0:
+        return None
+    server = PostfixServer(root / "postfix", dovecot, port=_ports(root)["submission"])
+    try:
+        server.start()
+    except DevMailError as err:
+        log.warning("no Postfix for the demo: %s", err)
+        return None
     return server
 
 
@@ -84,13 +106,18 @@ async def _ensure_account(settings: Settings, server: DovecotServer) -> int:
         await engine.dispose()
 
 
-async def _run(settings: Settings, server: DovecotServer, port: int) -> int:
+async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer | None, port: int) -> int:
     from gateway.ids import to_global
     from gateway.server import server as gateway_server
 
     await commands.db_upgrade(settings)
     account_id = await _ensure_account(settings, server)
     say(f"Dovecot: imap://{DEMO_USER}@{server.host}:{server.port} (password {DEMO_PASSWORD})")
+    if postfix is not None:
+        say(
+            f"Postfix: submission on {postfix.host}:{postfix.port} (STARTTLS required, CA {postfix.ca_file}; "
+            f"AUTH as {DEMO_USER}); mail to {postfix.address(DEMO_USER)} lands in the demo inbox"
+        )
     say(f"Account {account_id}: initial sync...")
     supervisor = Supervisor(settings, Tuning(poll_interval=10.0))
     try:
@@ -137,10 +164,15 @@ def run(settings: Settings, directory: str | None, port: int) -> int:
     # SIGTERM (docker stop, systemd, timeout) ends the demo like Ctrl-C: through the finally below, so that its
     # Dovecot stops too instead of outliving it. (uvicorn handles the signal itself while it serves.)
     signal.signal(signal.SIGTERM, _terminated)
-    server = _start_dovecot(_demo_dir(directory))
+    root = _demo_dir(directory)
+    server = _start_dovecot(root)
+    postfix = None
     try:
+        postfix = _start_postfix(root, server)
         with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(_run(settings, server, port))
+            return asyncio.run(_run(settings, server, postfix, port))
         return 0
     finally:
+        if postfix is not None:
+            postfix.stop()
         server.stop()

@@ -4,6 +4,11 @@ It runs Debian's ``dovecot-imapd`` from a configuration file of ours, in a folde
 ports of ours: nothing under /etc is read or changed. Logins are not cached
 (``auth_cache_size = 0``) and each user has a passwd-file of its own, so a user added while the server
 runs can log in at once.
+
+Mail can also arrive by LMTP (``dovecot-lmtpd``), and other servers may check passwords with Dovecot's
+authentication service: both listen on loopback ports of their own, for the private Postfix of
+``inboxql.devsmtp``. User ``alice`` logs in as ``alice`` and receives mail for ``alice@inboxql.test``
+(``MAIL_DOMAIN``): the domain is dropped before a user is looked up (``auth_username_format = %Ln``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from typing import BinaryIO
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
+DOVECOT_LMTP = "/usr/lib/dovecot/lmtp"
+
+# The one mail domain of the private servers: user `alice` is alice@inboxql.test (.test is reserved, RFC 2606).
+MAIL_DOMAIN = "inboxql.test"
 
 _SPECIAL_USE = {
     "Sent": "\\Sent",
@@ -44,15 +53,15 @@ def free_port() -> int:
 
 
 def ensure_dovecot_installed() -> None:
-    """Install Debian's dovecot-imapd when it is missing (the demo and the tests need it)."""
-    if Path(DOVECOT).exists():
+    """Install Debian's dovecot-imapd and dovecot-lmtpd when missing (the demo and the tests need them)."""
+    if Path(DOVECOT).exists() and Path(DOVECOT_LMTP).exists():
         return
     if os.geteuid() != 0:
-        raise DevMailError("dovecot is not installed: run `sudo apt-get install dovecot-imapd`")
+        raise DevMailError("dovecot is not installed: run `sudo apt-get install dovecot-imapd dovecot-lmtpd`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "dovecot-imapd", "dovecot-lmtpd"],
         check=True,
         env=env,
     )
@@ -76,7 +85,8 @@ def _process_users() -> _Accounts:
 
 
 class DovecotServer:
-    """One Dovecot on 127.0.0.1 with a plaintext port and an implicit-TLS port (self-signed CA)."""
+    """One Dovecot on 127.0.0.1 with a plaintext port and an implicit-TLS port (self-signed CA), an LMTP port
+    that delivers to its users (``user@MAIL_DOMAIN``) and its authentication service on a port (for Postfix)."""
 
     host = "127.0.0.1"
 
@@ -94,6 +104,9 @@ class DovecotServer:
         self.capabilities = capabilities
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
+        self.lmtp_port = free_port()
+        self.auth_port = free_port()
+        self.domain = MAIL_DOMAIN
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -128,7 +141,7 @@ class DovecotServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise DevMailError(f"dovecot exited at start: {self._tail_logs()}")
-            if _port_open(self.host, self.port) and _port_open(self.host, self.tls_port):
+            if all(port_open(self.host, p) for p in (self.port, self.tls_port, self.lmtp_port, self.auth_port)):
                 return
             time.sleep(0.05)
         self.stop()
@@ -164,9 +177,15 @@ class DovecotServer:
         self.stop()
 
     # -- users and mail -----------------------------------------------------------------------
+    def address(self, user: str) -> str:
+        """The mail address at which `user` receives mail (by LMTP, e.g. through inboxql.devsmtp's Postfix)."""
+        return f"{user}@{self.domain}"
+
     def add_user(self, name: str, password: str) -> None:
         if ":" in name or ":" in password or "\n" in name + password:
             raise ValueError("user names and passwords in the passwd-file cannot hold ':' or newlines")
+        if name != name.lower() or "@" in name:
+            raise ValueError("user names are lower case and without a domain (auth_username_format = %Ln)")
         home = self.root / "home" / name
         home.mkdir(parents=True, exist_ok=True)
         _chown_tree(home, _process_users())
@@ -243,7 +262,7 @@ def _config(server: DovecotServer, who: _Accounts) -> str:
         for name, use in _SPECIAL_USE.items()
     )
     return f"""# Written by inboxql's devmail: a private loopback Dovecot for tests and the demo.
-protocols = imap
+protocols = imap lmtp
 listen = {server.host}
 base_dir = {root}/run
 state_dir = {root}/state
@@ -255,6 +274,8 @@ ssl_key = <{root}/tls/key.pem
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_cache_size = 0
+# alice@inboxql.test (an LMTP recipient, or a login with the domain) is the passwd-file user alice.
+auth_username_format = %Ln
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {server.passwd_file}
@@ -280,6 +301,19 @@ service imap-login {{
     address = {server.host}
     port = {server.tls_port}
     ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {server.host}
+    port = {server.lmtp_port}
+  }}
+}}
+# Postfix asks here whether a submission client's password is right (smtpd_sasl_type = dovecot).
+service auth {{
+  inet_listener {{
+    address = {server.host}
+    port = {server.auth_port}
   }}
 }}
 service anvil {{
@@ -324,7 +358,7 @@ def _chown_tree(path: Path, who: _Accounts) -> None:
     shutil.chown(path, user=who.mail_user, group=who.mail_group)
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True

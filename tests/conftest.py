@@ -1,4 +1,4 @@
-"""Shared fixtures: real MariaDB (a fresh database per test run), real Redis, a real Dovecot.
+"""Shared fixtures: real MariaDB (a fresh database per test run), real Redis, a real Dovecot, a real Postfix.
 
 Services are reached at INBOXQL_TEST_DATABASE_SERVER (default mysql+asyncmy://root@127.0.0.1:3306) and
 INBOXQL_REDIS_URL (default redis://127.0.0.1:6379/0); `scripts/test` starts them when they are down.
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inboxql.devmail import DovecotServer
+from inboxql.devsmtp import PostfixServer
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, drop_database
 from schema.migrate import upgrade
@@ -143,6 +144,16 @@ def dovecot() -> Iterator[DovecotServer]:
 def any_dovecot(request: pytest.FixtureRequest) -> Iterator[DovecotServer]:
     """Dovecot as it comes, and advertising neither QRESYNC, nor QRESYNC and CONDSTORE (older servers)."""
     yield from _start_dovecot(SERVER_KINDS[request.param])
+
+
+@pytest.fixture(scope="session")
+def postfix(dovecot: DovecotServer) -> Iterator[PostfixServer]:
+    """Postfix taking submissions (STARTTLS + AUTH as a `dovecot` user) and delivering into `dovecot`:
+    mail to `dovecot.address(user)` lands in that user's INBOX."""
+    root = Path(tempfile.mkdtemp(prefix="inboxql-postfix-"))
+    with PostfixServer(root, dovecot) as server:
+        yield server
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def new_user(server: DovecotServer) -> tuple[str, str]:

@@ -428,15 +428,29 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _process_group(pgid: int) -> list[int]:
+    """Live processes of the group (zombies left to init are not running)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            text = stat.read_text()
+            state, _, group = text[text.rindex(")") + 2 :].split()[:3]
+            if int(group) == pgid and state != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
 async def test_the_demo_stops_its_dovecot_when_terminated(
     cli_env: dict[str, str], missing_database_url: str, tmp_path: Path
 ) -> None:
-    """SIGTERM (docker stop, systemd, timeout) ends `inboxql demo` as Ctrl-C does: cleanly, and its Dovecot with it."""
+    """SIGTERM (docker stop, systemd, timeout) ends `inboxql demo` as Ctrl-C does: cleanly, and its Dovecot and
+    Postfix with it."""
     from inboxql.devmail import free_port
 
     env = {**cli_env, "INBOXQL_DATABASE_URL": missing_database_url}
     demo_dir = tmp_path / "demo"
     port = free_port()
+    postfix_group = 0
     proc = await asyncio.create_subprocess_exec(
         str(INBOXQL),
         "demo",
@@ -462,6 +476,10 @@ async def test_the_demo_stops_its_dovecot_when_terminated(
                             break
                     await asyncio.sleep(0.1)
         assert _processes_mentioning(str(demo_dir)) != []  # its Dovecot runs
+        # Its Postfix runs (as root): the master and its daemons, one process group, mention no folder.
+        master_pid = int((demo_dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0])
+        postfix_group = os.getpgid(master_pid)
+        assert _process_group(postfix_group) != []
         proc.terminate()
         async with asyncio.timeout(60):
             _, err = await proc.communicate()
@@ -469,7 +487,7 @@ async def test_the_demo_stops_its_dovecot_when_terminated(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        left = _processes_mentioning(str(demo_dir))
+        left = _processes_mentioning(str(demo_dir)) + (_process_group(postfix_group) if postfix_group else [])
         for pid in left:  # a failed run must not leave its Dovecot behind for the rest of the suite
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
