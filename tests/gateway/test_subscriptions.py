@@ -25,7 +25,7 @@ from sqlalchemy import event
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.testing import ServerThread, add_folder, deliver
-from schema import changelog
+from schema import changelog, doorbell
 from schema.crypto import CredentialBox
 from schema.models import utcnow
 from schema.unit import Store
@@ -303,7 +303,7 @@ async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_rea
         publisher = Redis.from_url(REDIS_URL)
         try:
             for _ in range(3):
-                await publisher.publish(changelog.doorbell_channel(fresh.id), str(10**9))
+                await publisher.publish(doorbell.channel(fresh.id), str(10**9))
                 await asyncio.sleep(0.2)
         finally:
             await publisher.aclose()
