@@ -26,9 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.changes import Change
-from gateway.context import Reader
-from gateway.loaders import Loaders
+from gateway.graphql.loaders import Loaders, Reader
+from gateway.graphql.types.changes import Change
 from schema import changelog, doorbell
 
 log = logging.getLogger(__name__)

@@ -265,7 +265,7 @@ async def test_subscribers_asking_the_same_share_one_render_of_each_event(
         if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
             loads.append(statement)
 
-    engine = gateway.app.state.engine.sync_engine
+    engine = gateway.app.state.services.engine.sync_engine
     start = await cursor_now(fresh)
     streams = [follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start}) for _ in range(12)]
     firsts = [asyncio.ensure_future(anext(s)) for s in streams]
@@ -293,7 +293,7 @@ async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_rea
 ) -> None:
     """Another deployment (or test database) on the same Redis rings this account's channel with a seq far
     ahead of this log. Subscribers re-read once per ring and go back to waiting; they still get real changes."""
-    fanout = gateway.app.state.fanout
+    fanout = gateway.app.state.services.fanout
     start = await cursor_now(fresh)
     stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start})
     first = asyncio.ensure_future(anext(stream))
