@@ -30,8 +30,7 @@ import websockets
 
 from bench.common import REDIS_URL, database_url, percentile
 from bench.gateway_bench import start_gateway_process
-from gateway.changes import encode_cursor
-from gateway.ids import to_global
+from gateway.ids import encode_change_cursor, to_global
 from gateway.testing import Mail, add_folder, deliver
 from inboxql.devmail import free_port
 from schema import accounts, changelog, tokens
@@ -141,7 +140,7 @@ async def run(counts: list[int]) -> None:
             try:
                 base = _rss_kib(proc.pid)
                 async with store.sessions() as session:
-                    cursor = encode_cursor(account, await changelog.newest_seq(session, account))
+                    cursor = encode_change_cursor(account, await changelog.newest_seq(session, account))
                 variables = {"a": to_global("Account", account), "c": cursor}
                 ctx = mp.get_context("spawn")
                 pipes = []

@@ -243,7 +243,7 @@ def count_statements(settings: Settings, token: str, account: int) -> dict[str, 
     server = ServerThread(create_app(settings), free_port())
     server.start()
     seen: list[str] = []
-    engine = server.app.state.engine.sync_engine
+    engine = server.app.state.services.engine.sync_engine
     event.listen(engine, "before_cursor_execute", lambda *args: seen.append(args[2]))
     counts = {}
     try:

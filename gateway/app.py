@@ -31,10 +31,11 @@ from gateway.config import GatewayConfig
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
-from gateway.graph import build_schema
 from gateway.graphiql import STATIC_DIR, STATIC_URL
+from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter
+from gateway.services import Services
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.db import create_engine
@@ -47,23 +48,25 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     config = config or GatewayConfig()
     engine = create_engine(settings.database_url)
     redis = Redis.from_url(settings.redis_url)
-    tokens = TokenCache(engine, config.token_cache_seconds)
-    signer = Signer(settings.secret_key, config.download_link_seconds)
+    services = Services(
+        engine=engine,
+        redis=redis,
+        config=config,
+        tokens=TokenCache(engine, config.token_cache_seconds),
+        signer=Signer(settings.secret_key, config.download_link_seconds),
+        box=CredentialBox(settings.secret_key),
+        fanout=Fanout(engine, settings.redis_url),
+    )
     limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
     view = GatewayView(
         build_schema(config, limiter),
-        engine=engine,
-        tokens=tokens,
-        config=config,
-        signer=signer,
+        services=services,
         graphql_ide="graphiql",
         allowed_origins=config.allowed_origins,
         max_subscriptions_per_connection=config.max_subscriptions_per_connection,
     )
-    downloads = Downloads(engine, tokens, signer)
-    fanout = Fanout(engine, settings.redis_url)
-    view.fanout = fanout
-    box = CredentialBox(settings.secret_key)
+    downloads = Downloads(services)
+    fanout = services.fanout
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -90,7 +93,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
-        async with running(Deliverer(engine, box, config, fanout) if config.webhooks else None):
+        async with running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None):
             yield
         await fanout.stop()
         await redis.aclose()
@@ -106,9 +109,6 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.engine = engine
-    app.state.redis = redis
-    app.state.config = config
-    app.state.fanout = fanout
-    app.state.box = box
+    # For tests and benchmarks that look inside a running gateway; the app itself passes `services` down.
+    app.state.services = services
     return app

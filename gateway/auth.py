@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.responses import JSONResponse
 
-from gateway.context import Viewer
+from gateway.errors import UNAUTHENTICATED
 from schema import tokens
 from schema.db import session_factory
 
 MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who asks: the token and the accounts it may read."""
+
+    token_id: int
+    account_ids: frozenset[int]
+    # Names the token in Redis (a prefix of its hash: unique across databases, unlike the row id).
+    rate_key: str = ""
+    # The admin scope (schema.tokens): webhooks of the accounts above may be managed; no other account.
+    admin: bool = False
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -57,3 +71,19 @@ class TokenCache:
         async with self.sessions() as session:
             grant = await tokens.lookup_id(session, token_id)
         return None if grant is None else Viewer(grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin)
+
+
+async def authenticate(tokens: TokenCache, headers: Mapping[str, str]) -> tuple[bool, Viewer | None]:
+    """(valid, viewer) of a request's headers: no token is valid and anonymous; a token that is present (even
+    malformed) must be live. HTTP and graphql-sse decide alike."""
+    token = bearer(headers)
+    if token is None:
+        return True, None
+    viewer = await tokens.viewer(token) if token else None
+    return viewer is not None, viewer
+
+
+def unauthenticated_response(message: str) -> JSONResponse:
+    """The 401 of a request whose token is present but not valid."""
+    body = {"errors": [{"message": message, "extensions": {"code": UNAUTHENTICATED}}]}
+    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="inboxql"'})

@@ -8,18 +8,16 @@ CSP, so an HTML attachment cannot run in the gateway's origin.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.auth import TokenCache, bearer
-from gateway.context import Viewer
+from gateway.auth import Viewer, bearer
 from gateway.errors import BAD_USER_INPUT, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of
-from gateway.signing import Signer
+from gateway.services import Services
 from schema import blobs
 from schema.db import session_factory
 from schema.mime import extract_part
@@ -43,10 +41,10 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 
 class Downloads:
-    def __init__(self, engine: Any, tokens: TokenCache, signer: Signer) -> None:
-        self.sessions = session_factory(engine)
-        self.tokens = tokens
-        self.signer = signer
+    def __init__(self, services: Services) -> None:
+        self.sessions = session_factory(services.engine)
+        self.tokens = services.tokens
+        self.signer = services.signer
 
     async def _viewer(self, request: Request) -> Viewer | None:
         token = bearer(request.headers)

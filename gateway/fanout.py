@@ -26,10 +26,9 @@ from collections.abc import AsyncIterator, Callable
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.changes import Change
-from gateway.context import Reader
-from gateway.loaders import Loaders
-from schema import changelog
+from gateway.graphql.loaders import Loaders, Reader
+from gateway.graphql.types.changes import Change
+from schema import changelog, doorbell
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +113,11 @@ class Fanout:
 
     async def ring(self, account_id: int) -> None:
         """Ring the account's doorbell for every gateway process, as a commit of the sync core does (e.g. a
-        webhook re-enabled with events waiting). Best effort like every ring: the safety polls cover a lost one."""
-        try:
-            if self._publisher is None:
-                self._publisher = Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
-            await self._publisher.publish(changelog.doorbell_channel(account_id), "0")
-        except Exception as exc:
-            log.warning("could not ring the doorbell of account %s (%s)", account_id, exc)
+        webhook re-enabled with events waiting). Best effort like every ring: the safety polls cover a lost one.
+        It carries no seq (0): a ring's seq is never trusted (see `_Bell`)."""
+        if self._publisher is None:
+            self._publisher = Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        await doorbell.ring(self._publisher, account_id, 0)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -128,7 +125,7 @@ class Fanout:
             redis: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=5)
             try:
                 pubsub = redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(changelog.DOORBELL_PATTERN)
+                await pubsub.psubscribe(doorbell.PATTERN)
                 self.connected = True
                 backoff = 0.1
                 # Anything rung while we were away or subscribing: every subscriber re-reads once.
@@ -154,15 +151,11 @@ class Fanout:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _on_message(self, channel: object) -> None:
-        if isinstance(channel, bytes):
-            channel = channel.decode()
-        if not isinstance(channel, str):
+        account = doorbell.account_of(channel)
+        if account is None:
             return
-        account = channel.rsplit(":", 1)[-1]
-        if not account.isdigit():
-            return
-        self._tell(int(account))
-        bell = self._bells.get(int(account))
+        self._tell(account)
+        bell = self._bells.get(account)
         if bell is not None:
             self.rings += 1
             bell.ring()

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from cross_web import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -25,14 +25,13 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.auth import TokenCache, bearer
-from gateway.config import GatewayConfig
-from gateway.context import Context, Reader, Viewer
-from gateway.errors import UNAUTHENTICATED, http_status, response_body
+from gateway.auth import Viewer, authenticate, bearer, unauthenticated_response
+from gateway.errors import http_status, response_body
 from gateway.graphiql import graphiql_page
-from gateway.loaders import Loaders
+from gateway.graphql.context import Context
+from gateway.graphql.loaders import Loaders, Reader
 from gateway.render import encode_message
-from gateway.signing import Signer
+from gateway.services import Services
 from gateway.sse import serve_event_stream, wants_event_stream
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -59,42 +58,15 @@ def preferred_media_type(accept: str | None) -> str:
     return best[2] if best is not None else JSON
 
 
-def unauthenticated_response(message: str) -> JSONResponse:
-    body = {"errors": [{"message": message, "extensions": {"code": UNAUTHENTICATED}}]}
-    return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer realm="inboxql"'})
-
-
 class GatewayView(GraphQL[Context, None]):
-    def __init__(
-        self,
-        *args: Any,
-        engine: Any,
-        tokens: TokenCache,
-        config: GatewayConfig,
-        signer: Signer,
-        fanout: Any = None,
-        **kw: Any,
-    ):
+    def __init__(self, *args: Any, services: Services, **kw: Any):
         super().__init__(*args, **kw)
-        self.fanout = fanout
-        self.engine = engine
-        self.tokens = tokens
-        self.config = config
-        self.signer = signer
+        self.services = services
 
-    def new_context(self, request: Any, viewer: Viewer | None) -> Context:
-        db = Reader(self.engine)
+    def new_context(self, request: HTTPConnection, viewer: Viewer | None) -> Context:
+        db = Reader(self.services.engine)
         accounts = viewer.account_ids if viewer is not None else frozenset()
-        return Context(
-            request=request,
-            response=None,
-            viewer=viewer,
-            db=db,
-            loaders=Loaders(db, accounts),
-            config=self.config,
-            signer=self.signer,
-            fanout=self.fanout,
-        )
+        return Context(request=request, viewer=viewer, db=db, loaders=Loaders(db, accounts), services=self.services)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -107,13 +79,10 @@ class GatewayView(GraphQL[Context, None]):
         if wants_event_stream(request.headers.get("accept")):  # graphql-sse (gateway.sse)
             await serve_event_stream(self, request, send)
             return
-        token = bearer(request.headers)
-        viewer = None
-        if token is not None:
-            viewer = await self.tokens.viewer(token) if token else None
-            if viewer is None:
-                await unauthenticated_response("the API token is not valid")(scope, receive, send)
-                return
+        valid, viewer = await authenticate(self.services.tokens, request.headers)
+        if not valid:
+            await unauthenticated_response("the API token is not valid")(scope, receive, send)
+            return
         context = self.new_context(request, viewer)
         request.state.media_type = preferred_media_type(request.headers.get("accept"))
         request.state.status = 200
@@ -150,7 +119,7 @@ class GatewayView(GraphQL[Context, None]):
         token = bearer({"authorization": header}) if isinstance(header, str) else None
         if token is None:
             return ACK  # anonymous: like HTTP without a token, only introspection answers
-        viewer = await self.tokens.viewer(token) if token else None
+        viewer = await self.services.tokens.viewer(token) if token else None
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
         context.viewer = viewer

@@ -1,9 +1,14 @@
-"""Opaque global ids (Relay's Node) and keyset cursors.
+"""Opaque ids and cursors: the one codec of every token the gateway hands out and takes back.
 
-A global id is base64url("Type:number") without padding: opaque to clients (they must only compare and pass
-it back), stable across processes, and it names its type so ``node(id:)`` needs no lookup table.
-A cursor is base64url of a JSON list of the sort key values of one row (never an offset), so a page starts
-exactly after the row the client last saw, however many rows arrived before it.
+All are base64url without padding of a short text: opaque to clients (they must only compare and pass them
+back), stable across processes.
+
+* A global id (Relay's Node) is "Type:number": it names its type, so ``node(id:)`` needs no lookup table.
+  Webhook ids have the same shape with a type of their own (not a Node: ``node(id:)`` does not serve them).
+* A page cursor is a JSON list of the sort key values of one row (never an offset), so a page starts exactly
+  after the row the client last saw, however many rows arrived before it (gateway.graphql.pages).
+* A change cursor is "changes:ACCOUNT:SEQ". It names its account, so a cursor of one account passed for
+  another is BAD_USER_INPUT rather than a silent jump (gateway.graphql.changes).
 """
 
 from __future__ import annotations
@@ -31,20 +36,31 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+# -- global ids ---------------------------------------------------------------------------------------------
+
+
 def to_global(type_name: str, pk: int) -> str:
     return _b64encode(f"{type_name}:{pk}".encode())
 
 
-def from_global(gid: str) -> tuple[str, int]:
-    """(type name, primary key) of a global id; BadUserInput when it is not one of ours."""
+def _parse_global(gid: str) -> tuple[str, int] | None:
+    """(type name, primary key) of anything shaped like a global id; None otherwise."""
     try:
         type_name, _, number = _b64decode(gid).decode("ascii").partition(":")
         pk = int(number)
     except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadUserInput(f"not a valid id: {gid[:64]!r}") from None
-    if type_name not in NODE_TYPES or not 0 < pk <= _MAX_ID or number != str(pk):
-        raise BadUserInput(f"not a valid id: {gid[:64]!r}")
+        return None
+    if not 0 < pk <= _MAX_ID or number != str(pk):
+        return None
     return type_name, pk
+
+
+def from_global(gid: str) -> tuple[str, int]:
+    """(type name, primary key) of a global id; BadUserInput when it is not one of ours."""
+    found = _parse_global(gid)
+    if found is None or found[0] not in NODE_TYPES:
+        raise BadUserInput(f"not a valid id: {gid[:64]!r}")
+    return found
 
 
 def pk_of(gid: str, type_name: str) -> int:
@@ -53,6 +69,17 @@ def pk_of(gid: str, type_name: str) -> int:
     if found != type_name:
         raise BadUserInput(f"expected an id of a {type_name}")
     return pk
+
+
+def webhook_pk(gid: str) -> int:
+    """The primary key of a webhook id; BadUserInput when it is not one."""
+    found = _parse_global(gid)
+    if found is None or found[0] != "Webhook":
+        raise BadUserInput("not a valid webhook id")
+    return found[1]
+
+
+# -- page cursors -------------------------------------------------------------------------------------------
 
 
 def _jsonable(value: Any) -> Any:
@@ -69,11 +96,11 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-def encode_cursor(values: Sequence[Any]) -> str:
+def encode_page_cursor(values: Sequence[Any]) -> str:
     return _b64encode(json.dumps([_jsonable(v) for v in values], separators=(",", ":")).encode())
 
 
-def decode_cursor(cursor: str, arity: int) -> tuple[Any, ...]:
+def decode_page_cursor(cursor: str, arity: int) -> tuple[Any, ...]:
     try:
         values = json.loads(_b64decode(cursor))
         if not isinstance(values, list) or len(values) != arity:
@@ -81,3 +108,24 @@ def decode_cursor(cursor: str, arity: int) -> tuple[Any, ...]:
         return tuple(_unjson(v) for v in values)
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise BadUserInput("not a valid cursor") from None
+
+
+# -- change cursors -----------------------------------------------------------------------------------------
+
+
+def encode_change_cursor(account_id: int, seq: int) -> str:
+    return _b64encode(f"changes:{account_id}:{seq}".encode())
+
+
+def decode_change_cursor(cursor: str, account_id: int) -> int:
+    """The seq of a change cursor of that account; BadUserInput when it is not one."""
+    try:
+        kind, account, seq = _b64decode(cursor).decode("ascii").split(":")
+        found_account, found_seq = int(account), int(seq)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadUserInput("not a valid change cursor") from None
+    if kind != "changes" or found_seq < 0 or seq != str(found_seq):
+        raise BadUserInput("not a valid change cursor")
+    if found_account != account_id:
+        raise BadUserInput("the change cursor belongs to another account")
+    return found_seq

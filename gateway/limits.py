@@ -40,7 +40,7 @@ from strawberry.extensions import SchemaExtension
 
 from gateway.config import GatewayConfig
 from gateway.errors import CostExceeded, RateLimited
-from gateway.pages import DEFAULT_PAGE, MAX_PAGE
+from gateway.graphql.pages import DEFAULT_PAGE, MAX_PAGE
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from typing import Any, cast
 from graphql import ExecutionResult, OperationType
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from gateway.context import Context
+from gateway.graphql.context import Context
 
 RenderKey = tuple[str, int, str, int | None]
 COMPACT = (",", ":")  # as Strawberry encodes every other message

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gateway.graph import build_schema
+from gateway.graphql.schema import build_schema
 
 SDL_FILE = Path(__file__).parent / "schema.graphql"
 

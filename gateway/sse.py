@@ -67,7 +67,7 @@ import logging
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from graphql import (
     ArgumentNode,
@@ -82,23 +82,22 @@ from graphql import (
     parse,
     print_ast,
 )
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Send
+from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from gateway.auth import bearer
+from gateway.auth import Viewer, authenticate, unauthenticated_response
 from gateway.errors import BAD_USER_INPUT, INTERNAL, INTERNAL_MESSAGE, coded, response_body
-
-if TYPE_CHECKING:
-    from gateway.context import Viewer
-    from gateway.http import GatewayView
+from gateway.graphql.context import Context
+from gateway.services import Services
 
 log = logging.getLogger(__name__)
 
 EVENT_STREAM = "text/event-stream"
-# Named here rather than imported: gateway.http imports this module.
+# The types GraphQL over HTTP answers with (gateway.http).
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
 KEEP_ALIVE_SECONDS = 12.0
 COMMENT = b":\n\n"
@@ -108,6 +107,19 @@ HEADERS = [
     (b"cache-control", b"no-cache, no-transform"),
     (b"x-accel-buffering", b"no"),
 ]
+
+
+class View(Protocol):
+    """What an event stream takes from the HTTP view (gateway.http.GatewayView), so that it runs exactly as
+    HTTP and websockets do: the schema, the services, and a request context made the same way."""
+
+    @property
+    def schema(self) -> BaseSchema: ...
+
+    @property
+    def services(self) -> Services: ...
+
+    def new_context(self, request: HTTPConnection, viewer: Viewer | None) -> Context: ...
 
 
 def wants_event_stream(accept: str | None) -> bool:
@@ -188,10 +200,10 @@ class _Operation:
     def is_subscription(self) -> bool:
         return self.operation.operation is OperationType.SUBSCRIPTION
 
-    def resume_at(self, cursor: str, view: GatewayView) -> None:
+    def resume_at(self, cursor: str, schema: BaseSchema) -> None:
         """Set the `after` argument of the subscription's root field to `cursor` (from Last-Event-ID)."""
         selections = self.operation.selection_set.selections
-        subscription_type = view.schema._schema.subscription_type  # type: ignore[attr-defined]
+        subscription_type = schema._schema.subscription_type  # type: ignore[attr-defined]
         if not self.is_subscription or len(selections) != 1 or subscription_type is None:
             return
         root = selections[0]
@@ -348,29 +360,19 @@ async def _stream(send: Send, receive: Receive, results: AsyncGenerator[Any, Non
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _viewer(view: GatewayView, request: Request) -> tuple[bool, Viewer | None]:
-    """(valid, viewer) exactly as GatewayView.__call__ decides: a token that is present must be valid."""
-    token = bearer(request.headers)
-    if token is None:
-        return True, None
-    viewer = await view.tokens.viewer(token) if token else None
-    return viewer is not None, viewer
-
-
-async def serve_event_stream(view: GatewayView, request: Request, send: Send) -> None:
+async def serve_event_stream(view: View, request: Request, send: Send) -> None:
     """Answer a GraphQL request that asked for text/event-stream (see the module's docstring)."""
-    from gateway.http import unauthenticated_response  # here: gateway.http imports this module
-
     scope, receive = request.scope, request.receive
-    valid, viewer = await _viewer(view, request)
+    # As over HTTP: a token that is present must be valid.
+    valid, viewer = await authenticate(view.services.tokens, request.headers)
     if not valid:
         await unauthenticated_response("the API token is not valid")(scope, receive, send)
         return
     try:
-        operation = _Operation(await _params(request), request.method, view.config.max_tokens)
+        operation = _Operation(await _params(request), request.method, view.services.config.max_tokens)
         last_event_id = request.headers.get("last-event-id", "").strip()
         if last_event_id and operation.is_subscription:
-            operation.resume_at(last_event_id, view)
+            operation.resume_at(last_event_id, view.schema)
     except _Refused as refused:
         await refused.response()(scope, receive, send)
         return

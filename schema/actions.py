@@ -55,11 +55,6 @@ class Refused(ValueError):
     """The mutation cannot be queued as asked (the message says why); nothing was changed."""
 
 
-def action_bell(account_id: int) -> str:
-    """The Redis channel a mutation rings so the lease holder performs the account's new actions."""
-    return f"inboxql:actions:{account_id}"
-
-
 def _flags(text: str) -> set[str]:
     return set(text.split())
 

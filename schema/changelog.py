@@ -42,13 +42,6 @@ class Op(StrEnum):
 _ORDER = [ObjectType.ACCOUNT, ObjectType.FOLDER, ObjectType.LABEL, ObjectType.THREAD, ObjectType.MESSAGE]
 
 
-def doorbell_channel(account_id: int) -> str:
-    return f"inboxql:doorbell:{account_id}"
-
-
-DOORBELL_PATTERN = "inboxql:doorbell:*"
-
-
 class ChangeSet:
     """The changes of one transaction, coalesced per object (create then update is one create)."""
 

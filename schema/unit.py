@@ -7,24 +7,21 @@ async with store.unit(account_id) as uow:
 
 On leaving the block the unit brings the aggregates it touched up to date (message flags over their places,
 thread aggregates, folder counts), writes the change log rows of everything it changed with the objects'
-states, commits, and then rings the account's doorbell in Redis. Redis only rings: a lost PUBLISH loses
-nothing, because readers re-read the log from their cursor.
+states, commits, and then rings the account's doorbell in Redis (schema.doorbell). Redis only rings: a lost
+PUBLISH loses nothing, because readers re-read the log from their cursor.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from types import TracebackType
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from schema import actions, aggregates, changelog, states
+from schema import aggregates, changelog, doorbell, states
 from schema.changelog import ChangeSet, ObjectType, Op
 from schema.db import session_factory
-
-log = logging.getLogger(__name__)
 
 
 class Store:
@@ -39,19 +36,13 @@ class Store:
         return UnitOfWork(self, account_id)
 
     async def ring(self, account_id: int, seq: int) -> None:
-        await self._publish(changelog.doorbell_channel(account_id), str(seq))
+        if self.redis is not None:
+            await doorbell.ring(self.redis, account_id, seq)
 
     async def ring_actions(self, account_id: int) -> None:
         """Wake the sync process that performs the account's queued actions (schema.actions)."""
-        await self._publish(actions.action_bell(account_id), "1")
-
-    async def _publish(self, channel: str, message: str) -> None:
-        if self.redis is None:
-            return
-        try:
-            await self.redis.publish(channel, message)
-        except Exception as exc:  # Redis only rings; readers fall back to polling.
-            log.warning("%s not rung: %s", channel, exc)
+        if self.redis is not None:
+            await doorbell.ring_actions(self.redis, account_id)
 
 
 class UnitOfWork:

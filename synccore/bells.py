@@ -12,12 +12,10 @@ import logging
 
 from redis.asyncio import Redis
 
-from schema.actions import action_bell
+from schema import doorbell
 from synccore.backoff import Backoff
 
 log = logging.getLogger(__name__)
-
-PATTERN = action_bell(0).rsplit(":", 1)[0] + ":*"
 
 
 class Bells:
@@ -42,7 +40,7 @@ class Bells:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 try:
-                    await pubsub.psubscribe(PATTERN)
+                    await pubsub.psubscribe(doorbell.ACTIONS_PATTERN)
                     self.ring_all()
                     backoff.reset()
                     while True:
@@ -50,12 +48,9 @@ class Bells:
                         if message is None:
                             await pubsub.ping()
                             continue
-                        channel = message.get("channel")
-                        if isinstance(channel, bytes):
-                            channel = channel.decode()
-                        tail = str(channel).rsplit(":", 1)[-1]
-                        if tail.isdigit() and int(tail) in self._events:
-                            self._events[int(tail)].set()
+                        account = doorbell.account_of(message.get("channel"))
+                        if account is not None and account in self._events:
+                            self._events[account].set()
                 finally:
                     await pubsub.aclose()
             except asyncio.CancelledError:

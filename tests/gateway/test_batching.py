@@ -36,7 +36,7 @@ class Statements:
 @pytest.fixture
 def statements(gateway: ServerThread) -> Iterator[Statements]:
     counter = Statements()
-    engine = gateway.app.state.engine.sync_engine
+    engine = gateway.app.state.services.engine.sync_engine
     event.listen(engine, "before_cursor_execute", counter)
     yield counter
     event.remove(engine, "before_cursor_execute", counter)

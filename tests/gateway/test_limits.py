@@ -11,7 +11,7 @@ from graphql import GraphQLError
 
 from gateway.config import GatewayConfig
 from gateway.errors import INTERNAL_MESSAGE, NotFound, coded
-from gateway.graph import build_schema
+from gateway.graphql.schema import build_schema
 from gateway.ids import to_global
 from gateway.limits import query_cost
 from gateway.testing import Client, World, start_gateway

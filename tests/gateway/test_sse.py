@@ -99,7 +99,7 @@ async def rest(feed: AsyncIterator[Event], timeout: float = 15) -> list[Event]:
 
 def on_server(gateway: ServerThread, fn: Callable[[], T]) -> T:
     """Run fn in the gateway's event loop (its thread) and return what it returns."""
-    loop = gateway.app.state.fanout._task.get_loop()
+    loop = gateway.app.state.services.fanout._task.get_loop()
 
     async def call() -> T:
         return fn()
@@ -188,7 +188,7 @@ async def test_the_npm_graphql_sse_client_follows_changes(gateway: ServerThread,
     subjects = [e["object"]["subject"] for e in events if e["objectType"] == "MESSAGE"]
     assert subjects == ["for sse", "live for sse"]
     # The client is gone: the gateway closed the subscription (it left the account's doorbell).
-    await eventually(lambda: on_server(gateway, lambda: fresh.id not in gateway.app.state.fanout._bells))
+    await eventually(lambda: on_server(gateway, lambda: fresh.id not in gateway.app.state.services.fanout._bells))
     assert on_server(gateway, sse_tasks) == []
 
 
@@ -391,7 +391,7 @@ async def test_a_blocked_stream_holds_no_database_connection_and_closing_it_ends
     await deliver(gw_store, fresh.id, fresh.inbox, [(raw, []) for raw in raws])
     # More changes after the big ones, so that the batch is not over when the server blocks writing.
     await deliver(gw_store, fresh.id, fresh.inbox, [(mail(f"small {i}"), []) for i in range(3)], first_uid=4)
-    pool = gateway.app.state.engine.pool
+    pool = gateway.app.state.services.engine.pool
     await eventually(lambda: pool.checkedout() == 0)
     bodies = " ".join(f"b{i}: textBody" for i in range(COPIES))
     query = (
@@ -401,19 +401,19 @@ async def test_a_blocked_stream_holds_no_database_connection_and_closing_it_ends
     async with stream(http, query, {"acc": fresh.gid, "after": start}, fresh.client.token) as r:
         assert r.status_code == 200
         # Read nothing: the server renders the big events (statements come and go) and blocks writing.
-        await eventually(lambda: on_server(gateway, lambda: fresh.id in gateway.app.state.fanout._bells))
+        await eventually(lambda: on_server(gateway, lambda: fresh.id in gateway.app.state.services.fanout._bells))
         await asyncio.sleep(1.0)
         for _ in range(10):
             await asyncio.sleep(0.05)
             assert pool.checkedout() == 0
         assert on_server(gateway, sse_tasks) != []
-    await eventually(lambda: on_server(gateway, lambda: fresh.id not in gateway.app.state.fanout._bells))
+    await eventually(lambda: on_server(gateway, lambda: fresh.id not in gateway.app.state.services.fanout._bells))
     await eventually(lambda: on_server(gateway, sse_tasks) == [])
     assert pool.checkedout() == 0
 
 
 async def test_a_query_gives_its_connection_back(gateway: ServerThread, http: httpx.AsyncClient, world: World) -> None:
-    pool = gateway.app.state.engine.pool
+    pool = gateway.app.state.services.engine.pool
     async with stream(http, "{ accounts { nodes { address } } }", token=world.token_alice) as r:
         await rest(events(r))
     await eventually(lambda: pool.checkedout() == 0)

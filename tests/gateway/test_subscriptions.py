@@ -25,7 +25,7 @@ from sqlalchemy import event
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.testing import ServerThread, add_folder, deliver
-from schema import changelog
+from schema import changelog, doorbell
 from schema.crypto import CredentialBox
 from schema.models import utcnow
 from schema.unit import Store
@@ -265,7 +265,7 @@ async def test_subscribers_asking_the_same_share_one_render_of_each_event(
         if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
             loads.append(statement)
 
-    engine = gateway.app.state.engine.sync_engine
+    engine = gateway.app.state.services.engine.sync_engine
     start = await cursor_now(fresh)
     streams = [follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start}) for _ in range(12)]
     firsts = [asyncio.ensure_future(anext(s)) for s in streams]
@@ -293,7 +293,7 @@ async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_rea
 ) -> None:
     """Another deployment (or test database) on the same Redis rings this account's channel with a seq far
     ahead of this log. Subscribers re-read once per ring and go back to waiting; they still get real changes."""
-    fanout = gateway.app.state.fanout
+    fanout = gateway.app.state.services.fanout
     start = await cursor_now(fresh)
     stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start})
     first = asyncio.ensure_future(anext(stream))
@@ -303,7 +303,7 @@ async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_rea
         publisher = Redis.from_url(REDIS_URL)
         try:
             for _ in range(3):
-                await publisher.publish(changelog.doorbell_channel(fresh.id), str(10**9))
+                await publisher.publish(doorbell.channel(fresh.id), str(10**9))
                 await asyncio.sleep(0.2)
         finally:
             await publisher.aclose()

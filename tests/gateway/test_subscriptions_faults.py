@@ -21,8 +21,7 @@ from gql.graphql_request import GraphQLRequest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.changes import encode_cursor
-from gateway.ids import from_global, to_global
+from gateway.ids import encode_change_cursor, from_global, to_global
 from gateway.testing import ServerThread, start_gateway
 from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
@@ -93,7 +92,7 @@ class Consumer:
         self.account_id = account_id
         self.account_gid = to_global("Account", account_id)
         self.rng = random.Random(seed)
-        self.cursor = encode_cursor(account_id, 0)
+        self.cursor = encode_change_cursor(account_id, 0)
         self.seqs: list[int] = []
         self.objects: dict[tuple[str, int], dict[str, Any]] = {}
         self.disconnects = 0

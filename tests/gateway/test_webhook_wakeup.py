@@ -29,9 +29,10 @@ from gateway.config import GatewayConfig
 from gateway.delivery import Deliverer, running
 from gateway.testing import ServerThread
 from inboxql.devmail import free_port
-from schema import accounts, changelog, folders, webhooks
+from schema import accounts, folders, webhooks
 from schema.crypto import CredentialBox
 from schema.db import create_engine
+from schema.doorbell import PATTERN as DOORBELL_PATTERN
 from schema.unit import Store
 from tests.conftest import REDIS_URL, throwaway_database
 
@@ -65,7 +66,7 @@ class RedisDoorbell:
         redis = Redis.from_url(self.url, socket_connect_timeout=1)
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.psubscribe(changelog.DOORBELL_PATTERN)
+            await pubsub.psubscribe(DOORBELL_PATTERN)
             self.connected = True
             self.tell(None)
             async for message in pubsub.listen():

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
 
-from schema import changelog, folders, labels, messages
+from schema import changelog, doorbell, folders, labels, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.mime import parse_message
@@ -98,7 +98,7 @@ async def subscribed(redis: Redis, account_id: int) -> AsyncIterator[PubSub]:
     pubsub = redis.pubsub()
     close: Callable[[], Awaitable[None]] = pubsub.aclose  # redis-py leaves PubSub untyped
     try:
-        await pubsub.subscribe(changelog.doorbell_channel(account_id))
+        await pubsub.subscribe(doorbell.channel(account_id))
         # Wait for the confirmation, so no PUBLISH can race ahead of the subscription.
         deadline = time.monotonic() + 5
         while True:

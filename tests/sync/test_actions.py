@@ -212,7 +212,8 @@ async def test_a_move_into_a_folder_deleted_on_the_server_fails_and_is_undone(
     await _drain(store, credential_box, account_id)
     [(state, error)] = await _states(store, queued)
     assert state == ActionState.FAILED.value
-    assert error and "refused" in error
+    assert error is not None
+    assert "refused" in error
     async with store.sessions() as s:
         places = list(
             await s.execute(select(MessagePlace.folder_id, MessagePlace.uid).where(MessagePlace.message_id == ids[0]))

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Select, and_, false, or_
 from sqlalchemy.orm import QueryableAttribute
 
 from gateway.errors import BadUserInput
-from gateway.ids import decode_cursor, encode_cursor
+from gateway.ids import decode_page_cursor, encode_page_cursor
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
@@ -67,9 +67,9 @@ def conditions(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[bool]]
     """The cursor conditions of a page (none for a first page)."""
     found = []
     if page.after is not None:
-        found.append(_beyond(keys, decode_cursor(page.after, len(keys)), True))
+        found.append(_beyond(keys, decode_page_cursor(page.after, len(keys)), True))
     if page.before is not None:
-        found.append(_beyond(keys, decode_cursor(page.before, len(keys)), False))
+        found.append(_beyond(keys, decode_page_cursor(page.before, len(keys)), False))
     return found
 
 
@@ -98,7 +98,7 @@ def cut(rows: Sequence[Any], keys: Sequence[Key], page: PageArgs) -> Window:
     kept = list(rows[: page.size])
     if page.backward:
         kept.reverse()
-    cursors = [encode_cursor([getattr(r, k.name) for k in keys]) for r in kept]
+    cursors = [encode_page_cursor([getattr(r, k.name) for k in keys]) for r in kept]
     if page.backward:
         return Window(kept, cursors, has_next=page.before is not None, has_previous=more)
     return Window(kept, cursors, has_next=more, has_previous=page.after is not None)

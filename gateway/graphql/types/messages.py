@@ -1,34 +1,23 @@
-"""The GraphQL object types: thin, typed, built from rows; relations go through the request's loaders."""
+"""Messages, their attachments and addresses, and threads (a thread lists its messages, a message names its
+thread: one family, one module)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any
 
 import strawberry
 from sqlalchemy.engine import Row
 from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
-from gateway import pages
-from gateway.context import Context
-from gateway.errors import INTERNAL_MESSAGE
+from gateway.graphql import pages
+from gateway.graphql.context import Info
+from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.fields import described, existing, field_of, present, utc
+from gateway.graphql.types.folders import Folder, Label, folders_of, labels_of
+from gateway.graphql.types.relay import Connection, Node, connection
 from gateway.ids import to_global
-
-T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
-Info = strawberry.Info[Context, None]
-
-
-def described(description: str) -> Callable[[F], F]:
-    """`@strawberry.field(description=...)`, typed (Strawberry's overload for it returns Any)."""
-    return cast("Callable[[F], F]", strawberry.field(description=description))
-
-
-def field_of(graphql_type: Any, description: str | None = None) -> Callable[[F], F]:
-    """A field whose resolver may answer at once or later (an awaitable): a plain value spares an asyncio task
-    per object, which on a page of 50 threads without labels is most of what the field costs."""
-    return cast("Callable[[F], F]", strawberry.field(graphql_type=graphql_type, description=description))
 
 
 class _NotLoaded:
@@ -39,58 +28,6 @@ NOT_LOADED = _NotLoaded()
 LAST_ONE = pages.PageArgs(1, True, None, None)
 
 
-def utc(value: datetime | None) -> datetime | None:
-    """Stored times are naive UTC; the API says so."""
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-@strawberry.interface(description="An object with a global id, fetchable with `node(id:)`.")
-class Node:
-    id: strawberry.ID = strawberry.field(description="Opaque global id: compare and pass back, never parse.")
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
-
-
-@strawberry.type
-class Edge(Generic[T]):
-    cursor: str
-    node: T
-
-
-@strawberry.type(description="A page of a list, read by keyset cursors (first/after or last/before, 1 to 100).")
-class Connection(Generic[T]):
-    edges: list[Edge[T]]
-    page_info: PageInfo
-    count: strawberry.Private[Callable[[], Awaitable[int]]]
-
-    @described("How many items the whole list holds (counted only when asked for).")
-    async def total_count(self) -> int:
-        return await self.count()
-
-    @described("The items of this page, without cursors.")
-    def nodes(self) -> list[T]:
-        return [edge.node for edge in self.edges]
-
-
-def connection(
-    window: pages.Window, make: Callable[[Row[Any]], T], count: Callable[[], Awaitable[int]]
-) -> Connection[T]:
-    edges = [Edge(cursor=c, node=make(r)) for r, c in zip(window.rows, window.cursors, strict=True)]
-    info = PageInfo(
-        has_next_page=window.has_next,
-        has_previous_page=window.has_previous,
-        start_cursor=window.cursors[0] if window.cursors else None,
-        end_cursor=window.cursors[-1] if window.cursors else None,
-    )
-    return Connection(edges=edges, page_info=info, count=count)
-
-
 @strawberry.type
 class Address:
     name: str
@@ -99,109 +36,6 @@ class Address:
 
 def addresses(values: Sequence[dict[str, str]] | None) -> list[Address]:
     return [Address(name=v.get("name") or "", address=v.get("address") or "") for v in values or ()]
-
-
-@strawberry.type(description="How far the initial sync of an account has come.")
-class SyncProgress:
-    folders: int
-    folders_synced: int = strawberry.field(description="Folders whose history is mirrored (following changes).")
-    messages: int = strawberry.field(description="Messages mirrored, counted per folder.")
-
-
-async def _present(loads: Awaitable[list[Any]]) -> list[Any]:
-    return [x for x in await loads if x is not None]
-
-
-@strawberry.type(description="A mailbox account being mirrored.")
-class Account(Node):
-    address: str
-    sync_state: str = strawberry.field(description="pending, syncing, ready or auth_failed.")
-    sync_error: str | None
-    created_at: datetime
-    pk: strawberry.Private[int]
-
-    @classmethod
-    def of(cls, row: Row[Any]) -> Account:
-        return cls(
-            id=strawberry.ID(to_global("Account", row.id)),
-            address=row.address,
-            sync_state=row.sync_state,
-            sync_error=row.sync_error,
-            created_at=utc(row.created_at) or datetime.now(UTC),
-            pk=row.id,
-        )
-
-    @strawberry.field
-    async def progress(self, info: Info) -> SyncProgress:
-        p = await info.context.loaders.progress.load(self.pk)
-        return SyncProgress(folders=p.folders, folders_synced=p.folders_synced, messages=p.messages)
-
-
-@strawberry.type(description="An IMAP mailbox.")
-class Folder(Node):
-    name: str
-    role: str | None = strawberry.field(description="inbox, sent, drafts, trash, junk, archive, all, ... or null.")
-    delimiter: str | None
-    message_count: int
-    unread_count: int
-    sync_state: str
-    account_pk: strawberry.Private[int]
-
-    @classmethod
-    def of(cls, row: Row[Any]) -> Folder:
-        return cls(
-            id=strawberry.ID(to_global("Folder", row.id)),
-            name=row.name,
-            role=row.role,
-            delimiter=row.delimiter,
-            message_count=row.total_count,
-            unread_count=row.unread_count,
-            sync_state=row.sync_state,
-            account_pk=row.account_id,
-        )
-
-    @strawberry.field
-    async def account(self, info: Info) -> Account:
-        row = await info.context.loaders.accounts.load(self.account_pk)
-        return Account.of(_exists(row))
-
-
-@strawberry.type(description="A Gmail label, or an IMAP keyword on other servers.")
-class Label(Node):
-    name: str
-    kind: str = strawberry.field(description="keyword or gmail.")
-    account_pk: strawberry.Private[int]
-
-    @classmethod
-    def of(cls, row: Row[Any]) -> Label:
-        return cls(
-            id=strawberry.ID(to_global("Label", row.id)),
-            name=row.name,
-            kind=row.kind,
-            account_pk=row.account_id,
-        )
-
-    @strawberry.field
-    async def account(self, info: Info) -> Account:
-        row = await info.context.loaders.accounts.load(self.account_pk)
-        return Account.of(_exists(row))
-
-
-def _exists(row: Row[Any] | None) -> Row[Any]:
-    # A parent the viewer could read has children it can read: a miss here is a bug, not a NOT_FOUND.
-    if row is None:
-        raise RuntimeError(INTERNAL_MESSAGE)
-    return row
-
-
-async def _folders(info: Info, ids: Sequence[int]) -> list[Folder]:
-    rows = await _present(info.context.loaders.folders.load_many(list(ids)))
-    return [Folder.of(r) for r in rows]
-
-
-async def _labels(info: Info, ids: Sequence[int]) -> list[Label]:
-    rows = await _present(info.context.loaders.labels.load_many(list(ids)))
-    return [Label.of(r) for r in rows]
 
 
 @strawberry.type(description="A file attached to (or inlined in) a message.")
@@ -234,14 +68,13 @@ class Attachment(Node):
     @strawberry.field
     async def message(self, info: Info) -> Message:
         row = await info.context.loaders.messages.load(self.row.message_id)
-        return Message.of(_exists(row))
+        return Message.of(existing(row))
 
 
 def download_url(info: Info, path: str) -> str:
     ctx = info.context
     token_id = ctx.viewer.token_id if ctx.viewer is not None else 0
-    base = str(ctx.request.base_url).rstrip("/") if ctx.request is not None else ""
-    return base + ctx.signer.sign(path, token_id)
+    return str(ctx.request.base_url).rstrip("/") + ctx.services.signer.sign(path, token_id)
 
 
 @strawberry.type(description="One message, whatever folders hold it.")
@@ -312,21 +145,21 @@ class Message(Node):
 
     @described("Folders holding the message (none while it is being moved).")
     async def folders(self, info: Info) -> list[Folder]:
-        return await _folders(info, await info.context.loaders.message_folder_ids.load(self.row.id))
+        return await folders_of(info, await info.context.loaders.message_folder_ids.load(self.row.id))
 
     @strawberry.field
     async def labels(self, info: Info) -> list[Label]:
-        return await _labels(info, await info.context.loaders.message_label_ids.load(self.row.id))
+        return await labels_of(info, await info.context.loaders.message_label_ids.load(self.row.id))
 
     @strawberry.field
     async def thread(self, info: Info) -> Thread:
         row = await info.context.loaders.threads.load(self.row.thread_id)
-        return Thread.of(_exists(row))
+        return Thread.of(existing(row))
 
     @strawberry.field
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.accounts.load(self.row.account_id)
-        return Account.of(_exists(row))
+        return Account.of(existing(row))
 
     @described("Where the raw RFC 5322 bytes stream from: a signed link, valid for a while.")
     def raw_url(self, info: Info) -> str:
@@ -368,14 +201,14 @@ class Thread(Node):
     @field_of(list[Folder])
     def folders(self, info: Info) -> list[Folder] | Awaitable[list[Folder]]:
         ids = self.row.folder_ids
-        return _folders(info, ids) if ids else []
+        return folders_of(info, ids) if ids else []
 
     @field_of(list[Label])
     def labels(self, info: Info) -> list[Label] | Awaitable[list[Label]]:
         if not isinstance(self.label_list, _NotLoaded):
             return self.label_list
         ids = self.row.label_ids
-        return _labels(info, ids) if ids else []
+        return labels_of(info, ids) if ids else []
 
     @described("The thread's messages, oldest first.")
     async def messages(
@@ -408,7 +241,7 @@ class Thread(Node):
     @strawberry.field
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.accounts.load(self.row.account_id)
-        return Account.of(_exists(row))
+        return Account.of(existing(row))
 
 
 def _selects(selections: Sequence[Any], path: Sequence[str]) -> bool:
@@ -439,16 +272,6 @@ async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
             thread.last = Message.of(window.rows[-1]) if window.rows else None
     if threads and wanted("labels"):
         ids = sorted({lid for t in threads for lid in t.row.label_ids or ()})
-        rows = {r.id: r for r in await _present(loaders.labels.load_many(ids))} if ids else {}
+        rows = {r.id: r for r in await present(loaders.labels.load_many(ids))} if ids else {}
         for thread in threads:
             thread.label_list = [Label.of(rows[i]) for i in thread.row.label_ids or () if i in rows]
-
-
-NODE_CLASSES: dict[str, Callable[[Row[Any]], Node]] = {
-    "Account": Account.of,
-    "Folder": Folder.of,
-    "Label": Label.of,
-    "Thread": Thread.of,
-    "Message": Message.of,
-    "Attachment": Attachment.of,
-}

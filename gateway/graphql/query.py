@@ -9,35 +9,36 @@ import strawberry
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.engine import Row
 
-from gateway import changes as feed
-from gateway import pages
-from gateway.context import Context
-from gateway.errors import BadUserInput, not_found
-from gateway.filters import MessageFilter, ThreadFilter, message_conditions, search_expression, thread_conditions
-from gateway.ids import from_global, pk_of
-from gateway.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS
-from gateway.nodes import (
-    NODE_CLASSES,
-    Account,
-    Connection,
-    Folder,
-    Label,
-    Message,
-    Node,
-    Thread,
-    connection,
-    described,
-    prefetch_threads,
+from gateway.errors import BadUserInput
+from gateway.graphql import changes as feed
+from gateway.graphql import pages
+from gateway.graphql.context import Info
+from gateway.graphql.filters import (
+    MessageFilter,
+    ThreadFilter,
+    message_conditions,
+    search_expression,
+    thread_conditions,
 )
-from gateway.webhooks import Webhook, list_webhooks
+from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS
+from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.changes import ChangePage
+from gateway.graphql.types.fields import described
+from gateway.graphql.types.folders import Folder, Label
+from gateway.graphql.types.messages import Message, Thread, prefetch_threads
+from gateway.graphql.types.nodes import NODE_CLASSES
+from gateway.graphql.types.relay import Connection, Node, connection
+from gateway.graphql.types.webhooks import HOOK_KEYS, Webhook
+from gateway.ids import from_global
+from schema.changelog import ObjectType
 from schema.models import Account as AccountRow
 from schema.models import Folder as FolderRow
 from schema.models import Label as LabelRow
 from schema.models import Message as MessageRow
 from schema.models import Thread as ThreadRow
+from schema.models import Webhook as WebhookRow
 
 T = TypeVar("T")
-Info = strawberry.Info[Context, None]
 MAX_NODES = 100
 
 ACCOUNT_KEYS = (pages.Key(AccountRow.id, False, "id"),)
@@ -45,13 +46,6 @@ FOLDER_KEYS = (pages.Key(FolderRow.name, False, "name"), pages.Key(FolderRow.id,
 LABEL_KEYS = (pages.Key(LabelRow.name, False, "name"), pages.Key(LabelRow.id, False, "id"))
 THREAD_KEYS = (pages.Key(ThreadRow.last_message_at, True, "last_message_at"), pages.Key(ThreadRow.id, True, "id"))
 MESSAGE_KEYS = (pages.Key(MessageRow.received_at, True, "received_at"), pages.Key(MessageRow.id, True, "id"))
-
-
-def _account_pk(info: Info, account_id: strawberry.ID) -> int:
-    pk = pk_of(account_id, "Account")
-    if pk not in info.context.account_ids:
-        raise not_found("Account")
-    return pk
 
 
 async def _page(
@@ -97,7 +91,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Folder]:
         page = pages.PageArgs.of(first, after, last, before)
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         stmt = select(FolderRow.__table__)
         return await _page(info, stmt, [FolderRow.account_id == pk], FOLDER_KEYS, page, Folder.of)
 
@@ -112,7 +106,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Label]:
         page = pages.PageArgs.of(first, after, last, before)
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         stmt = select(LabelRow.__table__)
         return await _page(info, stmt, [LabelRow.account_id == pk], LABEL_KEYS, page, Label.of)
 
@@ -128,7 +122,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Thread]:
         page = pages.PageArgs.of(first, after, last, before)
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         conditions = [
             ThreadRow.account_id == pk,
             ThreadRow.message_count > 0,
@@ -151,7 +145,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         conditions = [MessageRow.account_id == pk, MessageRow.orphaned_at.is_(None), *message_conditions(filter)]
         return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
 
@@ -168,7 +162,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         score = search_expression(query)
         keys = (pages.Key(score, True, "score"), pages.Key(MessageRow.id, True, "id"))
         conditions = [
@@ -190,19 +184,29 @@ class Query:
         account_id: strawberry.ID,
         after: str | None = None,
         first: int | None = None,
-        types: list[feed.ChangeObjectType] | None = None,
-    ) -> feed.ChangePage:
-        return await feed.read_page(info, _account_pk(info, account_id), after, first, types)
+        types: list[ObjectType] | None = None,
+    ) -> ChangePage:
+        return await feed.read_page(info, info.context.account_pk(account_id), after, first, types)
 
     @described("The account's newest change cursor: read the current state, then follow changes from here.")
     async def changes_cursor(self, info: Info, account_id: strawberry.ID) -> str:
-        return await feed.current_cursor(info, _account_pk(info, account_id))
+        return await feed.current_cursor(info, info.context.account_pk(account_id))
 
     @described("An account's webhooks, oldest first (needs a token with the admin scope).")
     async def webhooks(
         self, info: Info, account_id: strawberry.ID, first: int | None = None, after: str | None = None
     ) -> Connection[Webhook]:
-        return await list_webhooks(info, account_id, first, after)
+        info.context.admin_accounts()
+        pk = info.context.account_pk(account_id)
+        page = pages.PageArgs.of(first, after)
+        db = info.context.db
+        mine = WebhookRow.account_id == pk
+        rows = await db.rows(pages.apply(select(WebhookRow.__table__).where(mine), HOOK_KEYS, page))
+
+        async def count() -> int:
+            return int(await db.scalar(select(func.count()).where(mine)) or 0)
+
+        return connection(pages.cut(rows, HOOK_KEYS, page), Webhook.of, count)
 
     @described("Any object by its global id; null when it does not exist or is not yours.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

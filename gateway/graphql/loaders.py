@@ -1,4 +1,5 @@
-"""DataLoaders, built per request: each turns the keys one execution step asks for into one statement.
+"""The request's database connection (`Reader`) and its DataLoaders, built per request: each loader turns
+the keys one execution step asks for into one statement.
 
 Every statement is scoped to the viewer's accounts, so an id of another account loads as None, exactly like
 an id that does not exist. The number of statements of a query thus follows its shape (one per loader per
@@ -7,6 +8,7 @@ level), never its page size.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -14,13 +16,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Executable, func, select
 from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import QueryableAttribute
 from strawberry.dataloader import DataLoader
 
-from gateway import pages
-from gateway.context import Reader
+from gateway.graphql import pages
 from schema.models import Account, Attachment, Folder, Label, Message, MessageLabel, MessagePlace, Thread
 
 K = TypeVar("K")
@@ -46,6 +48,42 @@ class Progress:
 class Bodies:
     text: str
     html: str | None
+
+
+class Reader:
+    """One connection per request, taken on the first statement and given back when the request ends.
+
+    DataLoaders of one request dispatch concurrently; a connection runs one statement at a time, so
+    statements queue on a lock instead of taking more connections from the pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, hold: bool = True) -> None:
+        self.engine = engine
+        # hold=False: a connection per statement, given back at once (a batch of change-log events shared by
+        # many subscribers has no request whose end would give it back).
+        self.hold = hold
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def rows(self, stmt: Executable) -> Sequence[Row[Any]]:
+        if not self.hold:
+            async with self.engine.connect() as conn:
+                return (await conn.execute(stmt)).all()
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await self.engine.connect()
+            result = await self._conn.execute(stmt)
+            return result.all()
+
+    async def scalar(self, stmt: Executable) -> Any:
+        found = await self.rows(stmt)
+        return found[0][0] if found else None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close()
 
 
 def _by_id(rows: Iterable[Row[Any]], keys: Sequence[int], attr: str = "id") -> list[Row[Any] | None]:

@@ -1,4 +1,4 @@
-"""The Strawberry schema and the extensions every operation runs through."""
+"""The schema root: Query, Mutation and Subscription, and the extensions every operation runs through."""
 
 from __future__ import annotations
 
@@ -23,12 +23,14 @@ from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
 from gateway.config import GatewayConfig
 from gateway.errors import FORBIDDEN, coded
+from gateway.graphql.mutations import Mutation
+from gateway.graphql.query import Query
+from gateway.graphql.subscriptions import Subscription
+from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.folders import Folder, Label
+from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.limits import CostLimiter, RateLimiter
-from gateway.nodes import Account, Attachment, Folder, Label, Message, Thread
-from gateway.query import Query
 from gateway.render import SharedEventExecutor
-from gateway.subscriptions import Subscription
-from gateway.webhooks import Mutation
 
 
 class ErrorCodes(SchemaExtension):

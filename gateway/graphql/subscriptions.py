@@ -20,16 +20,16 @@ from typing import Any, TypeVar, cast
 import strawberry
 from sqlalchemy import select
 
-from gateway.changes import Change, ChangeOperation, decode_cursor, expired
-from gateway.context import Context
-from gateway.errors import not_found
-from gateway.fanout import Fanout
-from gateway.ids import pk_of, to_global
-from gateway.nodes import Account, Folder, Message, SyncProgress, Thread
-from schema.changelog import ObjectType
+from gateway.graphql.changes import expired
+from gateway.graphql.context import Info
+from gateway.graphql.types.accounts import Account, SyncProgress
+from gateway.graphql.types.changes import Change
+from gateway.graphql.types.folders import Folder
+from gateway.graphql.types.messages import Message, Thread
+from gateway.ids import decode_change_cursor, pk_of, to_global
+from schema.changelog import ObjectType, Op
 from schema.models import Folder as FolderRow
 
-Info = strawberry.Info[Context, None]
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E")
 
@@ -39,20 +39,6 @@ def subscribed(description: str) -> Callable[[F], F]:
     return cast("Callable[[F], F]", strawberry.subscription(description=description))
 
 
-def _account_pk(info: Info, account_id: strawberry.ID) -> int:
-    pk = pk_of(account_id, "Account")
-    if pk not in info.context.account_ids:
-        raise not_found("Account")
-    return pk
-
-
-def _fanout(info: Info) -> Fanout:
-    fanout = info.context.fanout
-    if not isinstance(fanout, Fanout):
-        raise RuntimeError("the change fan-out is not running")
-    return fanout
-
-
 async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerator[Change, None]:
     """Every change after the cursor (or, without one, from now on), in order, each once; never ends.
 
@@ -60,12 +46,12 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
     and loaded through the batch's loaders: a long-lived subscription never serves a stale cached row, and
     holds no database connection while it waits.
     """
-    fanout = _fanout(info)
+    fanout = info.context.services.fanout
     async with fanout.listen(account_id):
         if after is None:
             seq = await fanout.newest(account_id)
         else:
-            seq = decode_cursor(after, account_id)
+            seq = decode_change_cursor(after, account_id)
             if not await fanout.cursor_valid(account_id, seq):
                 raise expired()
         while True:
@@ -99,7 +85,7 @@ class MessageAdded:
 @strawberry.type(description="A thread was created, changed (flags, new messages) or deleted.")
 class ThreadUpdated:
     cursor: str
-    operation: ChangeOperation
+    operation: Op
     thread_id: strawberry.ID
     renders: strawberry.Private[dict[Any, Any]]
     thread: Thread | None = strawberry.field(description="The thread now; null once deleted.")
@@ -141,7 +127,7 @@ class Subscription:
     async def changes(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[Change, None]:
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         async for change in follow(info, pk, after):
             yield change
 
@@ -154,7 +140,7 @@ class Subscription:
         role: str | None = None,
         after: str | None = None,
     ) -> AsyncGenerator[MessageAdded, None]:
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         folders: set[int] | None = None
         if folder_id is not None:
             folders = {pk_of(folder_id, "Folder")}
@@ -162,7 +148,7 @@ class Subscription:
             by_role = await _role_folders(info, pk, role)
             folders = by_role if folders is None else folders & by_role
         async for change in follow(info, pk, after):
-            new = change.kind is ObjectType.MESSAGE and change.operation is ChangeOperation.CREATE
+            new = change.object_type is ObjectType.MESSAGE and change.operation is Op.CREATE
             if new and _folder_matches(change.data, folders):
                 event = await derived(change, "messageAdded", partial(_message_added, change))
                 if event is not None:
@@ -172,9 +158,9 @@ class Subscription:
     async def thread_updated(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[ThreadUpdated, None]:
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         async for change in follow(info, pk, after):
-            if change.kind is ObjectType.THREAD:
+            if change.object_type is ObjectType.THREAD:
                 event = await derived(change, "threadUpdated", partial(_thread_updated, change))
                 if event is not None:
                     yield event
@@ -183,10 +169,10 @@ class Subscription:
     async def folder_counts_changed(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[FolderCountsChanged, None]:
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         counts: dict[int, tuple[object, object]] = {}
         async for change in follow(info, pk, after):
-            if change.kind is not ObjectType.FOLDER or change.data is None:
+            if change.object_type is not ObjectType.FOLDER or change.data is None:
                 continue
             now = (change.data.get("total_count"), change.data.get("unread_count"))
             if counts.get(change.pk) == now:
@@ -200,9 +186,9 @@ class Subscription:
     async def sync_progress(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[SyncProgressChanged, None]:
-        pk = _account_pk(info, account_id)
+        pk = info.context.account_pk(account_id)
         async for change in follow(info, pk, after):
-            if change.kind in (ObjectType.ACCOUNT, ObjectType.FOLDER):
+            if change.object_type in (ObjectType.ACCOUNT, ObjectType.FOLDER):
                 event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
                 if event is not None:
                     yield event
@@ -218,7 +204,7 @@ async def _message_added(change: Change) -> MessageAdded | None:
 
 async def _thread_updated(change: Change) -> ThreadUpdated:
     row = None
-    if change.operation is not ChangeOperation.DELETE:
+    if change.operation is not Op.DELETE:
         row = await change.loaders.threads.load(change.pk)
     return ThreadUpdated(
         cursor=change.cursor,

@@ -1,0 +1,21 @@
+"""The GraphQL schema: what clients see, and how it reads the mirror.
+
+```
+schema          the root (Query, Mutation, Subscription) and the extensions every operation runs through
+query           the root Query: lists of an account's objects (keyset connections), search, node lookups
+mutations/      the root Mutation, composed of one class per area (webhooks, ...)
+subscriptions   the root Subscription: the change feed, live, and thin filters over it
+changes         the delta feed (`changes`, `changesCursor`): a page of the change log after a cursor
+context         what one request carries (viewer, connection, loaders, the process's Services), and `Info`
+loaders         the request's database connection (Reader) and its DataLoaders
+filters         filter inputs, the SQL conditions they become, and full-text search
+pages           keyset pagination
+types/          the object types: thin, typed, built from rows
+```
+
+Transport (gateway.http, gateway.sse, gateway.downloads) and workers (gateway.fanout, gateway.delivery) live
+one floor up and import from here. From there, this package takes only the renderer the schema executes
+subscriptions with (gateway.render), the webhook URL check (gateway.delivery.check_url), the codec of ids and
+cursors (gateway.ids), errors, config and the Services type. This package's `__init__` imports nothing, so
+that importing one module of it never loads the whole schema.
+"""

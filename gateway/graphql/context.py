@@ -1,0 +1,59 @@
+"""What one request carries: who asks (the viewer), one database connection, its DataLoaders, and the
+process's services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import strawberry
+from starlette.requests import HTTPConnection
+
+from gateway.auth import Viewer
+from gateway.errors import Forbidden, Unauthenticated, not_found
+from gateway.graphql.loaders import Loaders, Reader
+from gateway.ids import pk_of
+from gateway.services import Services
+
+NOT_ADMIN = "managing webhooks needs a token with the admin scope (inboxql token create --admin)"
+
+
+@dataclass
+class Context:
+    # The HTTP request, or the websocket of a graphql-transport-ws connection.
+    request: HTTPConnection
+    viewer: Viewer | None
+    db: Reader
+    loaders: Loaders
+    services: Services
+    cost: dict[str, int] = field(default_factory=dict)
+    # graphql-transport-ws: the payload of connection_init (where a websocket client sends its token).
+    connection_params: dict[str, object] | None = None
+
+    @property
+    def account_ids(self) -> frozenset[int]:
+        """The accounts this request may read; UNAUTHENTICATED without a valid token."""
+        if self.viewer is None:
+            raise Unauthenticated("a valid API token is required (Authorization: Bearer TOKEN)")
+        return self.viewer.account_ids
+
+    def account_pk(self, account_id: str) -> int:
+        """The primary key of one of the viewer's accounts: BAD_USER_INPUT for an id that is not an account's,
+        UNAUTHENTICATED without a token, NOT_FOUND for an account the token does not grant."""
+        pk = pk_of(account_id, "Account")
+        if pk not in self.account_ids:
+            raise not_found("Account")
+        return pk
+
+    def admin_accounts(self) -> frozenset[int]:
+        """The accounts whose webhooks this request may manage: UNAUTHENTICATED without a token, FORBIDDEN
+        without the admin scope. Admin never widens the accounts: they are the token's grant."""
+        accounts = self.account_ids
+        if self.viewer is None or not self.viewer.admin:
+            raise Forbidden(NOT_ADMIN)
+        return accounts
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+Info = strawberry.Info[Context, None]

@@ -1,0 +1,34 @@
+"""The process's long-lived services, built once by `create_app` and handed to every request's context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.auth import TokenCache
+from gateway.config import GatewayConfig
+from gateway.signing import Signer
+from schema.crypto import CredentialBox
+
+if TYPE_CHECKING:
+    # Only a type here: the fan-out builds the GraphQL change events (gateway.graphql), whose context holds
+    # these services.
+    from gateway.fanout import Fanout
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    engine: AsyncEngine
+    # Rate limits and readiness; the doorbell has connections of its own (gateway.fanout).
+    redis: Redis
+    config: GatewayConfig
+    tokens: TokenCache
+    # Download links (gateway.signing).
+    signer: Signer
+    # Seals webhook secrets at rest (schema.crypto).
+    box: CredentialBox
+    # The process's one doorbell subscription, which subscriptions wait on.
+    fanout: Fanout
