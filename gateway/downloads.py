@@ -20,9 +20,9 @@ from gateway.context import Viewer
 from gateway.errors import BAD_USER_INPUT, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of
 from gateway.signing import Signer
+from mime import extract_part
 from schema import blobs
 from schema.db import session_factory
-from schema.mime import extract_part
 from schema.models import Attachment, Message
 
 CHUNK = 64 * 1024

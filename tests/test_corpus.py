@@ -1,4 +1,4 @@
-"""schema.mime against real mail (see tests/corpus.py), checked against the stdlib's own reading.
+"""mime against real mail (see tests/corpus.py), checked against the stdlib's own reading.
 
 The reference is Python's `email` package with `policy=email.policy.default`, whose header parser
 follows RFC 5322/2047/2231 closely. Where its answer is not better than ours we say so, narrowly:
@@ -20,7 +20,7 @@ from email.utils import getaddresses
 import pytest
 
 from inboxql.mailgen import generate
-from schema.mime import (
+from mime.parse import (
     MALFORMING_DEFECTS,
     ParsedMessage,
     _plain_addresses,

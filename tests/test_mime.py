@@ -1,4 +1,4 @@
-"""schema.mime: raw RFC 5322 bytes -> the fields the mirror stores."""
+"""mime: raw RFC 5322 bytes -> the fields the mirror stores."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inboxql.mailgen import generate
-from schema.mime import Address, ParsedMessage, extract_part, normalize_subject, parse_message
+from mime import Address, ParsedMessage, extract_part, normalize_subject, parse_message
 
 
 def mail(headers: str, body: bytes | str = b"", *, charset: str = "utf-8") -> bytes:
