@@ -20,13 +20,9 @@ from email.utils import getaddresses
 import pytest
 
 from inboxql.mailgen import generate
-from mime.parse import (
-    MALFORMING_DEFECTS,
-    ParsedMessage,
-    _plain_addresses,
-    extract_part,
-    parse_message,
-)
+from mime import ParsedMessage, extract_part, parse_message
+from mime.defects import MALFORMING_DEFECTS
+from mime.headers import plain_addresses
 from tests.corpus import corpus_messages, split_mbox
 
 pytestmark = pytest.mark.slow
@@ -199,7 +195,7 @@ def test_address_fast_path_agrees_with_getaddresses(corpus: list[tuple[str, byte
     fast = 0
     for raw in samples:
         for value in _address_headers(raw):
-            pairs = _plain_addresses(value)
+            pairs = plain_addresses(value)
             if pairs is None:
                 continue
             fast += 1
