@@ -165,6 +165,13 @@ def parse_params(value: str) -> dict[str, str]:
     return params
 
 
+class _Decoded(str):
+    """An RFC 2231 parameter value, already decoded by its declared charset (plain values are still bytes as
+    latin-1 text): raw_to_text must not decode it a second time."""
+
+    __slots__ = ()
+
+
 def _rfc2231(pieces: list[tuple[int, bool, str]]) -> str:
     charset = ""
     data = bytearray()
@@ -175,7 +182,7 @@ def _rfc2231(pieces: list[tuple[int, bool, str]]) -> str:
             data += unquote_to_bytes(text)
         else:
             data += text.encode("latin-1")
-    return decode_bytes(bytes(data), charset or None)
+    return _Decoded(decode_bytes(bytes(data), charset or None))
 
 
 def _content_type(headers: list[tuple[str, str]], default: str) -> tuple[str, dict[str, str]]:
@@ -299,6 +306,9 @@ def transfer_decode(entity: Entity, defects: list[str]) -> bytes:
 
 
 def _param_text(value: str) -> str:
+    if isinstance(value, _Decoded):
+        # Decoding it again made "日本" "??" and a UTF-8-looking "Â\xa0" "\xa0".
+        return decode_words(value.replace("\x00", ""))
     return decode_words(raw_to_text(value))
 
 

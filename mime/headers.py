@@ -40,14 +40,7 @@ _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 def raw_to_text(value: str) -> str:
     """A raw header value (bytes as latin-1 text, so undeclared 8-bit is kept) -> unfolded text."""
     if not value.isascii():
-        try:
-            raw = value.encode("latin-1")
-        except UnicodeEncodeError:
-            # Not bytes as latin-1 but text already: an RFC 2231 parameter that parse_params decoded
-            # (re-encoding it with "replace" made every character past U+00FF a "?").
-            pass
-        else:
-            value = decode_bytes(raw, None)
+        value = decode_bytes(value.encode("latin-1", "replace"), None)
     if "\n" in value or "\r" in value:
         value = _FOLD.sub("", value)
     if "\x00" in value:

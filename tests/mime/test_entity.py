@@ -35,6 +35,7 @@ Content-Type: multipart/mixed; boundary="b1"
         ("attachment; filename*=utf-8''%C3%9Cbersicht.pdf", "Übersicht.pdf"),
         ("attachment; filename*=utf-8''%E6%97%A5%E6%9C%AC.txt", "日本.txt"),  # past U+00FF
         ("attachment; filename*=koi8-r''%F0%D2%C9%D7%C5%D4.txt", "Привет.txt"),
+        ("attachment; filename*=utf-8''%C3%82%C2%A0x.txt", "Â x.txt"),  # decoded once, not twice
         ('attachment; filename*0="very_long_"; filename*1="name.txt"', "very_long_name.txt"),
         (
             "attachment;\n filename*0*=iso-8859-1''caf%E9; filename*1*=%20menu.txt",
