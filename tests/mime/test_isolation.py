@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 
 import pytest
 
 import mime
+from tests.imports import PROJECT_PACKAGES, imported_modules
 
 PACKAGE = Path(mime.__file__).resolve().parent
 REPO = PACKAGE.parent
-PROJECT_PACKAGES = {"schema", "synccore", "gateway", "inboxql", "alembic", "bench", "tests"}
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Top-level names of the absolute imports in one module (relative imports stay inside mime)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
-            names.add(node.module.split(".")[0])
-    return names
-
-
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
