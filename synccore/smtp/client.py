@@ -146,17 +146,19 @@ async def _envelope(
     return accepted, refused
 
 
-async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float) -> tuple[int, str]:
+async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float, final_timeout: float) -> tuple[int, str]:
     start = await client.execute_command(b"DATA", timeout=timeout)
     if start.code != 354:
         raise _by_code(start.code, start.message)
     protocol = client.protocol
     if protocol is None:
         raise SMTPServerDisconnected("Connection lost")
-    # From here on the server may have the message.
+    # Raises SMTPServerDisconnected, before a byte went out, if the connection is already gone: transient.
+    protocol.write(_stuffed(message))
+    # From here on the server may have the message (written, if not yet flushed). No await between write and
+    # read_response, so the reply cannot arrive before the protocol expects it.
     try:
-        protocol.write(_stuffed(message))
-        reply = await protocol.read_response(timeout=timeout)
+        reply = await protocol.read_response(timeout=final_timeout)
     except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
         client.close()
         raise SmtpUncertain(
@@ -174,11 +176,14 @@ async def submit(
     message: bytes,
     *,
     timeout: float = 60.0,
+    final_timeout: float = 600.0,
 ) -> SubmitResult:
     """Submit `message` (RFC 5322 bytes, e.g. from `mime.compose`) for `recipients`.
 
-    `timeout` bounds each network step. Returns when the server accepted the message for at least one recipient;
-    raises an `SmtpError` otherwise (see `errors` for what each means for a retry).
+    `timeout` bounds each network step; `final_timeout` the wait for the reply to the message itself, which
+    RFC 5321 §4.5.3.2.6 puts at 10 minutes (servers scan mail before they answer, and giving up early turns a
+    delivered message into an uncertain one). Returns when the server accepted the message for at least one
+    recipient; raises an `SmtpError` otherwise (see `errors` for what each means for a retry).
     """
     if not recipients:
         raise ValueError("no recipients")
@@ -195,7 +200,7 @@ async def submit(
         try:
             await _login(client, endpoint)
             accepted, refused = await _envelope(client, envelope_from, recipients)
-            code, text = await _data(client, message, timeout)
+            code, text = await _data(client, message, timeout, final_timeout)
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
             raise SmtpTransient(f"connection lost before the message was sent: {error}") from error
         except SMTPResponseException as error:

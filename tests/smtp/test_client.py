@@ -127,7 +127,7 @@ async def test_connection_dropped_after_the_payload_is_uncertain(handler: Handle
 
 async def test_no_final_reply_in_time_is_uncertain(handler: Handler, plain_port: int) -> None:
     with pytest.raises(SmtpUncertain):
-        await submit(plain(plain_port), "me@example.com", ["slow@example.org"], MESSAGE, timeout=0.5)
+        await submit(plain(plain_port), "me@example.com", ["slow@example.org"], MESSAGE, final_timeout=0.5)
     assert len(handler.received) == 1
 
 
