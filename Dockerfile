@@ -8,11 +8,12 @@ RUN useradd --create-home --uid 10001 inboxql
 WORKDIR /app
 COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY alembic ./alembic
+COPY mime ./mime
 COPY schema ./schema
 COPY synccore ./synccore
 COPY gateway ./gateway
 COPY inboxql ./inboxql
-RUN PIP_CONSTRAINT=constraints.txt pip install -e . && python -c "import schema, synccore, inboxql; assert schema.IS_INBOXQL_SCHEMA"
+RUN PIP_CONSTRAINT=constraints.txt pip install -e . && python -c "import mime, schema, synccore, inboxql; assert schema.IS_INBOXQL_SCHEMA"
 USER inboxql
 EXPOSE 8000
 ENTRYPOINT ["inboxql"]

@@ -213,7 +213,7 @@ def storage(url: str) -> Storage:
 
 _GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("IMAP fetch", ("/synccore/imap/",)),
-    ("MIME parse", ("/schema/mime.py", "/email/", "/encodings/", "/html/", "quopri.py", "base64.py")),
+    ("MIME parse", ("/mime/", "/email/", "/encodings/", "/html/", "quopri.py", "base64.py")),
     ("SQL", ("/sqlalchemy/", "/asyncmy/", "/pymysql/", "/greenlet/", "/schema/models.py")),
     (
         "thread/aggregate work",

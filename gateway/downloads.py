@@ -18,9 +18,9 @@ from gateway.auth import Viewer, bearer
 from gateway.errors import BAD_USER_INPUT, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of
 from gateway.services import Services
+from mime import extract_part
 from schema import blobs
 from schema.db import session_factory
-from schema.mime import extract_part
 from schema.models import Attachment, Message
 
 CHUNK = 64 * 1024

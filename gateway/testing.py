@@ -23,9 +23,9 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from inboxql.devmail import free_port
+from mime import parse_message
 from schema import accounts, folders, messages, tokens
 from schema.crypto import CredentialBox
-from schema.mime import parse_message
 from schema.settings import Settings
 from schema.unit import Store
 

@@ -12,9 +12,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, threads
 from schema.changelog import ObjectType, Op
-from schema.mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
+from mime import ParsedMessage, parse_message
 from schema import blobs
-from schema.mime import ParsedMessage, parse_message
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""schema.mime against real mail (see tests/corpus.py), checked against the stdlib's own reading.
+"""mime against real mail (see tests/corpus.py), checked against the stdlib's own reading.
 
 The reference is Python's `email` package with `policy=email.policy.default`, whose header parser
 follows RFC 5322/2047/2231 closely. Where its answer is not better than ours we say so, narrowly:
@@ -20,13 +20,9 @@ from email.utils import getaddresses
 import pytest
 
 from inboxql.mailgen import generate
-from schema.mime import (
-    MALFORMING_DEFECTS,
-    ParsedMessage,
-    _plain_addresses,
-    extract_part,
-    parse_message,
-)
+from mime import ParsedMessage, extract_part, parse_message
+from mime.defects import MALFORMING_DEFECTS
+from mime.headers import plain_addresses
 from tests.corpus import corpus_messages, split_mbox
 
 pytestmark = pytest.mark.slow
@@ -199,7 +195,7 @@ def test_address_fast_path_agrees_with_getaddresses(corpus: list[tuple[str, byte
     fast = 0
     for raw in samples:
         for value in _address_headers(raw):
-            pairs = _plain_addresses(value)
+            pairs = plain_addresses(value)
             if pairs is None:
                 continue
             fast += 1

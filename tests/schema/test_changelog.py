@@ -22,10 +22,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
 
+from mime import parse_message
 from schema import changelog, doorbell, folders, labels, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.mime import parse_message
 from schema.models import ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Thread
 from schema.unit import Store, UnitOfWork
 from tests.schema.support import new_account, new_folder

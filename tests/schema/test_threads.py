@@ -13,10 +13,10 @@ from email.utils import format_datetime
 
 from sqlalchemy import select
 
+from mime import parse_message
 from schema import changelog, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.mime import parse_message
 from schema.models import Label, Message, Thread
 from schema.unit import Store
 from tests.schema.support import new_account, new_folder

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
+from mime import parse_message
 from schema.crypto import CredentialBox
-from schema.mime import parse_message
 from schema.models import Folder, Message, MessagePlace
 from schema.unit import Store
 from tests.corpus import corpus_messages

@@ -1,0 +1,212 @@
+"""`submit`: hand one message to a submission server (RFC 6409) over aiosmtplib.
+
+One connection per message, step by step, so that every failure is classified by *when* it happened:
+
+    connect (TLS or STARTTLS, verified) -> EHLO -> AUTH -> MAIL FROM -> RCPT TO (each) -> DATA -> payload -> QUIT
+    |<------------- nothing sent yet: a broken connection is SmtpTransient ------------->|<- SmtpUncertain ->|
+
+aiosmtplib's `data()` sends the DATA command and the payload in one call, so a dropped connection there could mean
+either side of the line above. We send DATA as a command and the payload through the protocol ourselves, so a
+loss before the 354 is transient and only a loss after the payload went out is uncertain.
+"""
+
+# `timeout` bounds each network step (aiosmtplib's own per-command timeout), not the call: ASYNC109 would have
+# the caller wrap the whole submission in asyncio.timeout, which could cut it after the payload went out.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import contextlib
+import re
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+from aiosmtplib import (
+    SMTPAuthenticationError,
+    SMTPConnectResponseError,
+    SMTPException,
+    SMTPRecipientRefused,
+    SMTPResponseException,
+    SMTPSenderRefused,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from .endpoint import SmtpEndpoint
+from .errors import SmtpAuthFailed, SmtpError, SmtpPermanent, SmtpTlsFailed, SmtpTransient, SmtpUncertain
+
+__all__ = ["SubmitResult", "submit", "tls_context"]
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    """The server took the message for `accepted`; `refused` are the recipients it turned down (address ->
+    (code, text)): a 4xx one may be tried again later on its own, a 5xx one will not work."""
+
+    accepted: tuple[str, ...]
+    refused: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    code: int = 250
+    text: str = ""  # the server's final reply, often with its queue id
+
+
+def tls_context(endpoint: SmtpEndpoint) -> ssl.SSLContext:
+    """Verified TLS (certificate chain and host name) against `ca_file` or the system's store."""
+    context = ssl.create_default_context(cafile=endpoint.ca_file)
+    if not endpoint.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _by_code(code: int, text: str, refused: Mapping[str, tuple[int, str]] | None = None) -> SmtpError:
+    """RFC 5321 §4.2.1: 4yz is a transient negative reply, 5yz a permanent one."""
+    if 400 <= code < 500:
+        return SmtpTransient(text, code=code, refused=refused)
+    if code >= 500:
+        return SmtpPermanent(text, code=code, refused=refused)
+    # A positive reply where a negative was expected: the server does not speak SMTP as we do.
+    return SmtpPermanent(f"unexpected reply: {text}", code=code, refused=refused)
+
+
+def _tls_failure(error: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _stuffed(message: bytes) -> bytes:
+    """The DATA payload: CRLF line ends, leading dots doubled (RFC 5321 §4.5.2), the final "." line."""
+    data = _LINE_END.sub(b"\r\n", message)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+
+
+async def _connect(client: aiosmtplib.SMTP, endpoint: SmtpEndpoint) -> None:
+    try:
+        await client.connect()
+    except SMTPConnectResponseError as error:  # the greeting itself was negative (e.g. 421, 554)
+        raise _by_code(error.code, error.message) from error
+    except (SMTPException, OSError, TimeoutError) as error:
+        tls = _tls_failure(error)
+        if tls is not None:
+            raise SmtpTlsFailed(f"TLS with {endpoint.host}:{endpoint.port} failed: {tls}") from error
+        if endpoint.security == "starttls" and isinstance(error, SMTPException) and "STARTTLS" in str(error):
+            raise SmtpTlsFailed(f"{endpoint.host} does not offer STARTTLS: {error}") from error
+        raise SmtpTransient(f"no connection to {endpoint.host}:{endpoint.port}: {error}") from error
+
+
+async def _login(client: aiosmtplib.SMTP, endpoint: SmtpEndpoint) -> None:
+    if endpoint.username is None:
+        return
+    try:
+        await client.login(endpoint.username, endpoint.password or "")
+    except SMTPAuthenticationError as error:
+        if 400 <= error.code < 500:  # RFC 4954 §6: 454 temporary authentication failure
+            raise SmtpTransient(error.message, code=error.code) from error
+        raise SmtpAuthFailed(error.message, code=error.code) from error
+    except SMTPResponseException as error:
+        raise _by_code(error.code, error.message) from error
+    except (SMTPServerDisconnected, SMTPTimeoutError):
+        raise
+    except SMTPException as error:  # no AUTH offered, or none we speak
+        raise SmtpAuthFailed(str(error)) from error
+
+
+async def _envelope(
+    client: aiosmtplib.SMTP, envelope_from: str, recipients: Sequence[str]
+) -> tuple[list[str], dict[str, tuple[int, str]]]:
+    try:
+        await client.mail(envelope_from)
+    except SMTPSenderRefused as error:
+        raise _by_code(error.code, error.message) from error
+    accepted: list[str] = []
+    refused: dict[str, tuple[int, str]] = {}
+    for recipient in dict.fromkeys(recipients):
+        try:
+            await client.rcpt(recipient)
+        except SMTPRecipientRefused as error:
+            refused[recipient] = (error.code, error.message)
+        else:
+            accepted.append(recipient)
+    if not accepted:
+        # Transient if any refusal was: the caller may try again later.
+        worst = min(refused.values(), key=lambda reply: reply[0])
+        raise _by_code(worst[0], f"every recipient was refused: {worst[1]}", refused)
+    return accepted, refused
+
+
+async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float, final_timeout: float) -> tuple[int, str]:
+    start = await client.execute_command(b"DATA", timeout=timeout)
+    if start.code != 354:
+        raise _by_code(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise SMTPServerDisconnected("Connection lost")
+    # Raises SMTPServerDisconnected, before a byte went out, if the connection is already gone: transient.
+    protocol.write(_stuffed(message))
+    # From here on the server may have the message (written, if not yet flushed). No await between write and
+    # read_response, so the reply cannot arrive before the protocol expects it.
+    try:
+        reply = await protocol.read_response(timeout=final_timeout)
+    except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
+        client.close()
+        raise SmtpUncertain(
+            f"the connection broke after the message was sent, before the server answered: {error}"
+        ) from error
+    if reply.code != 250:
+        raise _by_code(reply.code, reply.message)
+    return reply.code, reply.message
+
+
+async def submit(
+    endpoint: SmtpEndpoint,
+    envelope_from: str,
+    recipients: Sequence[str],
+    message: bytes,
+    *,
+    timeout: float = 60.0,
+    final_timeout: float = 600.0,
+) -> SubmitResult:
+    """Submit `message` (RFC 5322 bytes, e.g. from `mime.compose`) for `recipients`.
+
+    `timeout` bounds each network step; `final_timeout` the wait for the reply to the message itself, which
+    RFC 5321 §4.5.3.2.6 puts at 10 minutes (servers scan mail before they answer, and giving up early turns a
+    delivered message into an uncertain one). Returns when the server accepted the message for at least one
+    recipient; raises an `SmtpError` otherwise (see `errors` for what each means for a retry).
+    """
+    if not recipients:
+        raise ValueError("no recipients")
+    client = aiosmtplib.SMTP(
+        hostname=endpoint.host,
+        port=endpoint.port,
+        use_tls=endpoint.security == "tls",
+        start_tls=endpoint.security == "starttls",  # True: required, not opportunistic
+        tls_context=tls_context(endpoint) if endpoint.security != "plain" else None,
+        timeout=timeout,
+    )
+    await _connect(client, endpoint)
+    try:
+        try:
+            await _login(client, endpoint)
+            accepted, refused = await _envelope(client, envelope_from, recipients)
+            code, text = await _data(client, message, timeout, final_timeout)
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
+            raise SmtpTransient(f"connection lost before the message was sent: {error}") from error
+        except SMTPResponseException as error:
+            raise _by_code(error.code, error.message) from error
+        with contextlib.suppress(SMTPException, OSError, TimeoutError):
+            await client.quit(timeout=timeout)  # the message is accepted: a rude goodbye changes nothing
+        return SubmitResult(accepted=tuple(accepted), refused=refused, code=code, text=text)
+    finally:
+        client.close()
