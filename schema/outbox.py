@@ -1,0 +1,251 @@
+"""The outbox: messages to send, and what became of each.
+
+```
+queued ──(send_at reached)──► sending ──► sent
+   ▲  │                          │  └───► failed      (5xx: the server's text kept)
+   │  └──► cancelled (undo send) └──────► uncertain   (the connection broke after DATA, or the process died
+   └──── 4xx: back to queued after a backoff                while sending: reported, never resent blindly)
+```
+
+`enqueue` writes the entry and, when the account has a Sent folder, the message itself into the mirror at once
+(its place in Sent waits for the server's UID, under the placeholder UIDVALIDITY of schema.actions), so the
+sent message joins its thread before it is even delivered. `sending` is committed before the SMTP transaction
+starts: an entry found `sending` by a process that starts is one whose fate nobody knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mime.parse import ParsedMessage
+from schema import actions, messages
+from schema.models import Message, MessagePlace, Outbox, utcnow
+
+if TYPE_CHECKING:
+    from schema.unit import UnitOfWork
+
+# Placeholder UIDs of sent messages waiting for APPENDUID: far below those of moves (-(place id)).
+PLACEHOLDER_BASE = 1 << 40
+
+
+class OutboxState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNCERTAIN = "uncertain"
+    CANCELLED = "cancelled"
+
+
+def placeholder_identity(entry_id: int) -> str:
+    return f"outbox:{entry_id}"
+
+
+async def enqueue(
+    uow: UnitOfWork,
+    *,
+    message: bytes,
+    sent_copy: bytes,
+    parsed: ParsedMessage,
+    envelope_from: str,
+    recipients: Sequence[str],
+    message_id_header: str,
+    send_at: datetime,
+    reply_to_message_id: int | None,
+    sent_folder_id: int | None,
+) -> Outbox:
+    entry = Outbox(
+        account_id=uow.account_id,
+        state=OutboxState.QUEUED.value,
+        message=message,
+        sent_copy=sent_copy,
+        envelope_from=envelope_from,
+        recipients=list(recipients),
+        message_id_header=message_id_header[:191],
+        reply_to_message_id=reply_to_message_id,
+        send_at=send_at,
+        attempts=0,
+        created_at=utcnow(),
+    )
+    uow.session.add(entry)
+    await uow.session.flush()
+    if sent_folder_id is not None:
+        fetched = messages.Fetched(
+            uid=-(PLACEHOLDER_BASE + entry.id),
+            flags=("\\Seen",),
+            modseq=None,
+            identity=placeholder_identity(entry.id),
+            internaldate=send_at,
+            raw=sent_copy,
+            parsed=parsed,
+        )
+        [entry.mirror_message_id] = await messages.add(uow, sent_folder_id, actions.PLACEHOLDER_UIDVALIDITY, [fetched])
+    uow.rang_actions = True
+    return entry
+
+
+async def get(session: AsyncSession, account_ids: Sequence[int] | frozenset[int], entry_id: int) -> Outbox | None:
+    return await session.scalar(select(Outbox).where(Outbox.id == entry_id, Outbox.account_id.in_(list(account_ids))))
+
+
+async def listing(session: AsyncSession, states: Sequence[str] | None = None, limit: int = 1000) -> list[Outbox]:
+    query = select(Outbox).order_by(Outbox.id).limit(limit)
+    if states:
+        query = query.where(Outbox.state.in_(list(states)))
+    return list(await session.scalars(query))
+
+
+async def due(session: AsyncSession, account_id: int, limit: int = 50) -> list[Outbox]:
+    now = utcnow()
+    return list(
+        await session.scalars(
+            select(Outbox)
+            .where(
+                Outbox.account_id == account_id,
+                Outbox.state == OutboxState.QUEUED.value,
+                Outbox.send_at <= now,
+                (Outbox.not_before.is_(None)) | (Outbox.not_before <= now),
+            )
+            .order_by(Outbox.send_at, Outbox.id)
+            .limit(limit)
+        )
+    )
+
+
+async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
+    """Seconds until the next queued entry is due; None when nothing is queued."""
+    rows = (
+        await session.execute(
+            select(Outbox.send_at, Outbox.not_before).where(
+                Outbox.account_id == account_id, Outbox.state == OutboxState.QUEUED.value
+            )
+        )
+    ).all()
+    if not rows:
+        return None
+    now = utcnow()
+    return max(0.0, min((max(at, nb or at) - now).total_seconds() for at, nb in rows))
+
+
+async def claim(session: AsyncSession, entry: Outbox) -> bool:
+    """queued -> sending, committed by the caller before any byte goes to the server; False if cancelled."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id == entry.id, Outbox.state == OutboxState.QUEUED.value)
+        .values(state=OutboxState.SENDING.value, attempts=Outbox.attempts + 1)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def orphaned_sends(session: AsyncSession, account_id: int) -> int:
+    """Entries left `sending` by a process that died: their fate is unknown, so they become `uncertain`."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.account_id == account_id, Outbox.state == OutboxState.SENDING.value)
+        .values(
+            state=OutboxState.UNCERTAIN.value,
+            error="the sending process stopped during the SMTP transaction: the server may have accepted it",
+        )
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
+async def sent(uow: UnitOfWork, entry: Outbox, response: str) -> None:
+    """The server accepted it. The replied message gets \\Answered (an action, so it reaches the server too)."""
+    await uow.session.execute(
+        update(Outbox)
+        .where(Outbox.id == entry.id)
+        .values(state=OutboxState.SENT.value, smtp_response=response[:512], sent_at=utcnow(), error=None)
+    )
+    if entry.reply_to_message_id is not None:
+        await actions.set_flags(uow, [entry.reply_to_message_id], add=["\\Answered"], remove=[])
+
+
+async def retry_later(session: AsyncSession, entry: Outbox, delay: float, reason: str) -> None:
+    await session.execute(
+        update(Outbox)
+        .where(Outbox.id == entry.id)
+        .values(
+            state=OutboxState.QUEUED.value,
+            not_before=utcnow() + timedelta(seconds=delay),
+            error=reason[:2000],
+        )
+    )
+
+
+async def give_up(uow: UnitOfWork, entry: Outbox, state: OutboxState, reason: str) -> None:
+    """failed or cancelled: the message was not sent, so it leaves the Sent folder of the mirror too.
+
+    (An uncertain entry keeps it: it may well have been delivered.)
+    """
+    await uow.session.execute(
+        update(Outbox).where(Outbox.id == entry.id).values(state=state.value, error=reason[:2000])
+    )
+    if state is not OutboxState.UNCERTAIN:
+        await _drop_mirror_copy(uow, entry)
+
+
+async def cancel(uow: UnitOfWork, entry: Outbox) -> bool:
+    """Undo send: only while the entry is still queued (True), never once it is being sent."""
+    result = await uow.session.execute(
+        update(Outbox)
+        .where(Outbox.id == entry.id, Outbox.state == OutboxState.QUEUED.value)
+        .values(state=OutboxState.CANCELLED.value, error="cancelled")
+    )
+    if not getattr(result, "rowcount", 0):
+        return False
+    await _drop_mirror_copy(uow, entry)
+    return True
+
+
+async def filed(uow: UnitOfWork, entry: Outbox, uidvalidity: int, uid: int, identity: str | None) -> None:
+    """The Sent copy is on the server at (UIDVALIDITY, UID): the mirror's placeholder takes them.
+
+    When the folder sync mirrored the server's copy first (under its identity), that copy is the one kept.
+    """
+    if entry.mirror_message_id is None:
+        return
+    s = uow.session
+    if identity is not None:
+        other = await s.scalar(
+            select(Message.id).where(Message.account_id == uow.account_id, Message.identity == identity)
+        )
+        if other is not None and other != entry.mirror_message_id:
+            await _drop_mirror_copy(uow, entry)
+            await s.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
+            return
+        await s.execute(update(Message).where(Message.id == entry.mirror_message_id).values(identity=identity))
+    place = (MessagePlace.message_id == entry.mirror_message_id) & (
+        MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY
+    )
+    folder_id = await s.scalar(select(MessagePlace.folder_id).where(place))
+    if folder_id is None:
+        return
+    await s.execute(
+        delete(MessagePlace).where(
+            MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity == uidvalidity, MessagePlace.uid == uid
+        )
+    )
+    await s.execute(update(MessagePlace).where(place).values(uidvalidity=uidvalidity, uid=uid))
+    uow.dirty_messages.add(entry.mirror_message_id)
+    uow.dirty_folders.add(folder_id)
+
+
+async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:
+    if entry.mirror_message_id is None:
+        return
+    placeholders = await uow.session.execute(
+        select(MessagePlace.folder_id, MessagePlace.uid).where(
+            MessagePlace.message_id == entry.mirror_message_id,
+            MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY,
+        )
+    )
+    for folder_id, uid in placeholders.all():
+        await messages.remove_places(uow, folder_id, [uid])
+    await messages.drop_placeless(uow, [entry.mirror_message_id])
