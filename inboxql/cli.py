@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from schema.accounts import SmtpSettings
 from schema.settings import Settings, SettingsError
 
 log = logging.getLogger("inboxql")
@@ -51,6 +52,18 @@ def parse_imap_url(url: str) -> ImapUrl:
     return ImapUrl(parts.hostname, parts.port or default_port, security, unquote(parts.username))
 
 
+def parse_smtp(url: str) -> SmtpSettings:
+    from synccore.smtp import parse_smtp_url
+
+    try:
+        endpoint = parse_smtp_url(url)
+    except ValueError as exc:
+        raise UsageError(f"--smtp-url: {exc}") from None
+    if endpoint.password:
+        raise UsageError("--smtp-url: the password comes from standard input (the IMAP one), never the URL")
+    return SmtpSettings(endpoint.host, endpoint.port, endpoint.security, endpoint.username)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inboxql", description="Mirror IMAP mailboxes into MySQL; serve GraphQL.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -64,13 +77,24 @@ def _build_parser() -> argparse.ArgumentParser:
     add.add_argument("--imap-url", required=True, help="imap://USER@HOST:PORT or imaps://USER@HOST:PORT")
     add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
     add.add_argument("--address", help="the account's email address (default: the user name)")
-    add.add_argument("--tls-ca-file", help="trust this CA file instead of the system's (a private server)")
+    add.add_argument("--tls-ca-file", help="trust this CA file instead of the system's (IMAP and SMTP)")
+    add.add_argument(
+        "--smtp-url",
+        help="where to send mail: smtp://[USER@]HOST[:587] (STARTTLS) or smtps://[USER@]HOST[:465]; "
+        "the IMAP login unless USER is given",
+    )
     add.add_argument("--starttls", action="store_true", help="with imap://, upgrade to TLS with STARTTLS")
     add.add_argument(
         "--allow-insecure",
         action="store_true",
         help="allow a plaintext login (imap:// without --starttls) to a non-loopback address",
     )
+
+    outbox = commands.add_parser("outbox", help="messages sent through inboxql").add_subparsers(
+        dest="outbox_command", required=True
+    )
+    listing = outbox.add_parser("list", help="queued, failed and uncertain sends (--all: sent and cancelled too)")
+    listing.add_argument("--all", action="store_true", help="every entry, sent and cancelled included")
 
     sync = commands.add_parser("sync", help="run the sync core")
     sync.add_argument("--once", action="store_true", help="sync until every folder is caught up, then exit")
@@ -138,6 +162,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         url = parse_imap_url(args.imap_url)
         if args.starttls and url.security == "none":
             url = ImapUrl(url.host, url.port, "starttls", url.username)
+        smtp = parse_smtp(args.smtp_url) if args.smtp_url else None
         return asyncio.run(
             commands.account_add(
                 settings,
@@ -149,8 +174,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 address=args.address,
                 tls_ca_file=args.tls_ca_file,
                 allow_insecure=args.allow_insecure,
+                smtp=smtp,
             )
         )
+    if args.command == "outbox":
+        return asyncio.run(commands.outbox_list(settings, every=args.all))
     if args.command == "sync":
         return asyncio.run(commands.sync(settings, once=args.once, accounts=args.account, poll=args.poll_interval))
     if args.command == "verify":

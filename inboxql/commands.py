@@ -44,6 +44,7 @@ async def account_add(
     address: str | None,
     tls_ca_file: str | None,
     allow_insecure: bool,
+    smtp: accounts.SmtpSettings | None = None,
 ) -> int:
     endpoint = Endpoint(host, port, security, username, password, tls_ca_file)
     try:
@@ -64,7 +65,8 @@ async def account_add(
         if address is None:
             address = username if "@" in username else f"{username}@{host}"
         imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)
-        account_id = await accounts.create(store, CredentialBox(settings.secret_key), address, imap, password)
+        box = CredentialBox(settings.secret_key)
+        account_id = await accounts.create(store, box, address, imap, password, smtp)
         if store.redis is not None:
             await store.redis.aclose()
     finally:
@@ -134,4 +136,22 @@ async def token_create(settings: Settings, account_ids: Sequence[int], *, admin:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1
     print(token)
+    return 0
+
+
+async def outbox_list(settings: Settings, *, every: bool) -> int:
+    """One line an entry: id, account, state, when, recipients, and why for failed and uncertain sends."""
+    from schema import outbox
+
+    wanted = None if every else [outbox.OutboxState.QUEUED, outbox.OutboxState.FAILED, outbox.OutboxState.UNCERTAIN]
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            entries = await outbox.listing(session, wanted)
+    finally:
+        await engine.dispose()
+    for e in entries:
+        when = (e.sent_at or e.send_at).isoformat(timespec="seconds")
+        why = f"  {e.error}" if e.error and e.state != outbox.OutboxState.SENT else ""
+        print(f"{e.id}\taccount {e.account_id}\t{e.state}\t{when}\t{', '.join(e.recipients)}{why}")
     return 0

@@ -21,7 +21,24 @@ class ImapEndpoint:
     tls_ca_file: str | None = None
 
 
-async def create(store: Store, box: CredentialBox, address: str, imap: ImapEndpoint, password: str) -> int:
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Where the account submits mail; username and password default to the IMAP login's."""
+
+    host: str
+    port: int
+    security: str  # "starttls", "tls" or "plain"
+    username: str | None = None
+
+
+async def create(
+    store: Store,
+    box: CredentialBox,
+    address: str,
+    imap: ImapEndpoint,
+    password: str,
+    smtp: SmtpSettings | None = None,
+) -> int:
     async with store.unit(0) as uow:
         account = Account(
             address=address,
@@ -32,6 +49,10 @@ async def create(store: Store, box: CredentialBox, address: str, imap: ImapEndpo
             imap_password=box.seal(password),
             tls_ca_file=imap.tls_ca_file,
             sync_state="pending",
+            smtp_host=smtp.host if smtp else None,
+            smtp_port=smtp.port if smtp else None,
+            smtp_security=smtp.security if smtp else None,
+            smtp_username=smtp.username if smtp else None,
         )
         uow.session.add(account)
         await uow.session.flush()

@@ -68,6 +68,12 @@ class Account(Base):
     imap_username: Mapped[str] = mapped_column(String(320))
     imap_password: Mapped[bytes] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
     tls_ca_file: Mapped[str | None] = mapped_column(String(1024))
+    # SMTP submission (sending): host and port, "starttls", "tls" or "none"; the IMAP login unless set.
+    smtp_host: Mapped[str | None] = mapped_column(String(255))
+    smtp_port: Mapped[int | None] = mapped_column(Integer)
+    smtp_security: Mapped[str | None] = mapped_column(String(16))
+    smtp_username: Mapped[str | None] = mapped_column(String(320))
+    smtp_password: Mapped[bytes | None] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
     # pending -> syncing -> ready; auth_failed stops retries until credentials change
     sync_state: Mapped[str] = mapped_column(String(32), default="pending")
     sync_error: Mapped[str | None] = mapped_column(Text)
@@ -356,6 +362,34 @@ class Action(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class Outbox(Base):
+    """A message to send (see schema.outbox): queued -> sending -> sent, or failed, uncertain, cancelled."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_account_state", "account_id", "state", "send_at"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(12), default="queued")
+    # What is delivered (no Bcc header) and, for the Sent folder, the same with its Bcc header.
+    message: Mapped[bytes] = mapped_column(LONGBLOB)
+    sent_copy: Mapped[bytes] = mapped_column(LONGBLOB)
+    envelope_from: Mapped[str] = mapped_column(String(320))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    message_id_header: Mapped[str] = mapped_column(String(191))
+    # The mirrored message shown in Sent at once (its place waits for the server's UID); the replied message.
+    mirror_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    reply_to_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    send_at: Mapped[datetime] = mapped_column(Timestamp)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None] = mapped_column(Timestamp)
+    error: Mapped[str | None] = mapped_column(Text)
+    # The server's reply to DATA, e.g. "250 2.0.0 Ok: queued as 4XyZ".
+    smtp_response: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
 class MutationKey(Base):
     """An idempotency key a client sent with a mutation, and the payload it got: a retry gets the same one."""
 
@@ -402,6 +436,7 @@ __all__ = [
     "MessagePlace",
     "MimeBlob",
     "MutationKey",
+    "Outbox",
     "Thread",
     "ThreadRef",
     "Webhook",

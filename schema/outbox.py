@@ -15,17 +15,20 @@ starts: an entry found `sending` by a process that starts is one whose fate nobo
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mime.parse import ParsedMessage
+from mime.compose import ComposeError, Draft, compose, recipients, validate_address
+from mime.parse import ParsedMessage, parse_message
 from schema import actions, messages
-from schema.models import Message, MessagePlace, Outbox, utcnow
+from schema.models import Folder, Message, MessagePlace, Outbox, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -88,6 +91,38 @@ async def enqueue(
         [entry.mirror_message_id] = await messages.add(uow, sent_folder_id, actions.PLACEHOLDER_UIDVALIDITY, [fetched])
     uow.rang_actions = True
     return entry
+
+
+async def queue_draft(
+    uow: UnitOfWork, draft: Draft, *, send_at: datetime | None = None, reply_to_message_id: int | None = None
+) -> Outbox:
+    """Compose the draft once (one Message-ID and Date for both forms) and queue it.
+
+    Raises mime.compose.ComposeError for what cannot be sent (a bad address, a line break in a header...).
+    """
+    now = datetime.now(UTC)
+    domain = draft.sender.address.rpartition("@")[2] or "localhost"
+    fixed = replace(draft, message_id=draft.message_id or f"{secrets.token_hex(16)}@{domain}", date=draft.date or now)
+    message = compose(fixed)
+    sent_copy = compose(fixed, include_bcc=True)
+    envelope = recipients(fixed)
+    if not envelope:
+        raise ComposeError("to", "a message needs at least one recipient (to, cc or bcc)")
+    sent_folder = await uow.session.scalar(
+        select(Folder.id).where(Folder.account_id == uow.account_id, Folder.role == "sent").limit(1)
+    )
+    return await enqueue(
+        uow,
+        message=message,
+        sent_copy=sent_copy,
+        parsed=parse_message(sent_copy),
+        envelope_from=validate_address(fixed.sender.address, "sender.address"),
+        recipients=envelope,
+        message_id_header=(fixed.message_id or "").strip("<>"),
+        send_at=(send_at or now).astimezone(UTC).replace(tzinfo=None),
+        reply_to_message_id=reply_to_message_id,
+        sent_folder_id=sent_folder,
+    )
 
 
 async def get(session: AsyncSession, account_ids: Sequence[int] | frozenset[int], entry_id: int) -> Outbox | None:

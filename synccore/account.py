@@ -233,7 +233,7 @@ class AccountSync:
     # -- helpers -------------------------------------------------------------------------------------
     def _executor(self) -> ActionExecutor:
         """Write-back on a connection of its own, so an action never waits for a pass over the folders."""
-        return ActionExecutor(self.store, self.account_id, self._connect)
+        return ActionExecutor(self.store, self.account_id, self._connect, box=self.box)
 
     def _ctx(self) -> FolderContext:
         assert self.mode is not None

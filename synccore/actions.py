@@ -8,6 +8,7 @@ run(bell)                      woken by the account's action bell (Redis), or a 
     expunge       ->  UID STORE +FLAGS \\Deleted, UID EXPUNGE (RFC 4315: only these UIDs)
     folders       ->  CREATE, RENAME, DELETE
   complete / fail / retry_later in a unit of work each batch
+  then the outbox (synccore.outbox): SMTP submission, the Sent copy APPENDed
 ```
 
 A refusal of the server (NO, BAD, a folder or message that is gone) is permanent: the action fails and the
@@ -31,10 +32,12 @@ from sqlalchemy import select
 
 from schema import actions, folders, messages
 from schema.actions import ActionKind
+from schema.crypto import CredentialBox
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.unit import Store
 from synccore.backoff import Backoff
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
+from synccore.outbox import OutboxSender
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,11 @@ class ActionExecutor:
         connect: Callable[[], Awaitable[ImapClient]],
         *,
         backoff: Backoff | None = None,
+        box: CredentialBox | None = None,
     ) -> None:
         self.store = store
+        # Sending is write-back too: the outbox goes out on this connection, woken by the same bell.
+        self.outbox = OutboxSender(store, box, account_id, self._client) if box is not None else None
         self.account_id = account_id
         self.connect = connect
         self.backoff = backoff or Backoff(1.0, 300.0)
@@ -114,7 +120,19 @@ class ActionExecutor:
                 await client.close()
 
     async def drain(self) -> float | None:
-        """Perform every due action; returns seconds until the next one is due (None: nothing pending)."""
+        """Perform every due action and send what the outbox holds that is due; returns seconds until the next
+        one is due (None: nothing pending)."""
+        while True:
+            wait = await self._drain_actions()
+            if self.outbox is None:
+                return wait
+            sending = await self.outbox.drain()
+            async with self.store.sessions() as s:
+                wait = await actions.next_wakeup(s, self.account_id)  # sending may queue \Answered
+            if wait != 0.0:
+                return min((w for w in (wait, sending) if w is not None), default=None)
+
+    async def _drain_actions(self) -> float | None:
         while True:
             async with self.store.sessions() as s:
                 due = await actions.due(s, self.account_id)

@@ -1,0 +1,144 @@
+"""The outbox sender: submits due entries (schema.outbox) over SMTP and files the Sent copy over IMAP.
+
+```
+drain()
+  entries left `sending` by a dead process   -> uncertain (never resent blindly)
+  each due entry: claim (queued -> sending, committed)
+    submit (synccore.smtp)   250       -> sent; \\Answered on the replied message (an action)
+                             4xx/lost before DATA -> queued again after a backoff
+                             5xx       -> failed (the server's text), the mirror's Sent copy removed
+                             lost after DATA      -> uncertain
+    APPEND the Sent copy (\\Seen), APPENDUID -> the mirror's placeholder takes the UID and identity
+```
+Runs inside the account's action executor (same connection, same bell): sending is write-back too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from sqlalchemy import select
+
+from schema import blobs, outbox
+from schema.crypto import CredentialBox
+from schema.models import Account, Folder, Outbox
+from schema.outbox import OutboxState
+from schema.unit import Store
+from synccore.backoff import Backoff
+from synccore.identity import content_identity, detect, identity_of, metadata_items
+from synccore.imap import ImapClient, ImapError
+from synccore.smtp import SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+
+log = logging.getLogger(__name__)
+
+RETRY_CAP = 600.0
+
+
+class OutboxSender:
+    def __init__(
+        self, store: Store, box: CredentialBox, account_id: int, client: Callable[[], Awaitable[ImapClient]]
+    ) -> None:
+        self.store = store
+        self.box = box
+        self.account_id = account_id
+        self.client = client
+        self._recovered = False
+
+    async def drain(self) -> float | None:
+        """Send what is due; seconds until the next entry is due (None: nothing queued)."""
+        if not self._recovered:
+            async with self.store.sessions() as s, s.begin():
+                found = await outbox.orphaned_sends(s, self.account_id)
+            if found:
+                log.warning("account %s: %d sends interrupted by a stop are now uncertain", self.account_id, found)
+            self._recovered = True
+        async with self.store.sessions() as s:
+            due = await outbox.due(s, self.account_id)
+        for entry in due:
+            await self._send(entry)
+        async with self.store.sessions() as s:
+            return await outbox.next_wakeup(s, self.account_id)
+
+    async def _send(self, entry: Outbox) -> None:
+        async with self.store.sessions() as s, s.begin():
+            if not await outbox.claim(s, entry):
+                return  # cancelled meanwhile
+        try:
+            endpoint = await self._endpoint()
+            result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+        except SmtpTransient as exc:
+            backoff = Backoff(2.0, RETRY_CAP)
+            backoff.attempt = entry.attempts
+            delay = backoff.next()
+            log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
+            async with self.store.sessions() as s, s.begin():
+                await outbox.retry_later(s, entry, delay, str(exc))
+            return
+        except (SmtpPermanent, ValueError) as exc:
+            await self._end(entry, OutboxState.FAILED, str(exc))
+            return
+        except SmtpUncertain as exc:
+            await self._end(entry, OutboxState.UNCERTAIN, str(exc))
+            return
+        response = f"{result.code} {result.text}".strip()
+        if result.refused:
+            refused = "; ".join(f"{addr}: {code} {text}" for addr, (code, text) in result.refused.items())
+            response = f"{response} (refused: {refused})"
+        async with self.store.unit(self.account_id) as uow:
+            await outbox.sent(uow, entry, response)
+        try:
+            await self._file(entry)
+        except ImapError as exc:
+            # Delivered all the same; the next pass over Sent finds nothing of ours, and the mirror keeps the
+            # copy shown at send time until the placeholder is dropped by a later filing attempt.
+            log.warning("account %s: send %s: the Sent copy was not filed: %s", self.account_id, entry.id, exc)
+
+    async def _end(self, entry: Outbox, state: Literal[OutboxState.FAILED, OutboxState.UNCERTAIN], why: str) -> None:
+        log.info("account %s: send %s %s: %s", self.account_id, entry.id, state.value, why)
+        async with self.store.unit(self.account_id) as uow:
+            await outbox.give_up(uow, entry, state, why)
+
+    async def _endpoint(self) -> SmtpEndpoint:
+        async with self.store.sessions() as s:
+            account = await s.get(Account, self.account_id)
+        if account is None or account.smtp_host is None or account.smtp_port is None:
+            raise ValueError("the account has no SMTP submission server (inboxql account add ... --smtp-url)")
+        security = account.smtp_security or "starttls"
+        if security not in ("starttls", "tls", "plain"):
+            raise ValueError(f"unknown SMTP security {security!r}")
+        sealed = account.smtp_password or account.imap_password
+        return SmtpEndpoint(
+            host=account.smtp_host,
+            port=account.smtp_port,
+            security=security,  # type: ignore[arg-type]
+            username=account.smtp_username or account.imap_username,
+            password=self.box.open(sealed),
+            ca_file=account.tls_ca_file,
+        )
+
+    async def _file(self, entry: Outbox) -> None:
+        """APPEND the Sent copy (with its Bcc header, as mail clients keep it) and let the mirror's copy take
+        its UID and identity."""
+        if entry.mirror_message_id is None:
+            return
+        async with self.store.sessions() as s:
+            sent = await s.scalar(
+                select(Folder).where(Folder.account_id == self.account_id, Folder.role == "sent").limit(1)
+            )
+        if sent is None:
+            return
+        client = await self.client()
+        placed = await client.append(sent.name, entry.sent_copy, ["\\Seen"])
+        if placed is None:
+            return  # no UIDPLUS: the next pass over Sent mirrors the server's copy
+        uidvalidity, uid = placed
+        mode = await detect(client)
+        await client.select(sent.name)
+        fetched = await client.uid_fetch([uid], metadata_items(client, mode))
+        identity = next((identity_of(mode, i) for i in fetched.items if i.uid == uid), None)
+        if identity is None:
+            identity = content_identity(blobs.digest(entry.sent_copy))
+        async with self.store.unit(self.account_id) as uow:
+            await outbox.filed(uow, entry, uidvalidity, uid, identity)
