@@ -236,14 +236,12 @@ def _attachment(attachment: Attachment, field: str) -> MIMEPart:
 
 
 def _body(draft: Draft) -> MIMEPart:
-    attachments = [_attachment(item, f"attachments[{index}]") for index, item in enumerate(draft.attachments)]
     # Inline parts with a Content-ID belong with the html that shows them (RFC 2387); others are attachments.
-    related = [
-        part
-        for item, part in zip(draft.attachments, attachments, strict=True)
-        if item.inline and item.content_id and draft.html is not None
-    ]
-    mixed = [part for part in attachments if not any(part is other for other in related)]
+    related: list[MIMEPart] = []
+    mixed: list[MIMEPart] = []
+    for index, item in enumerate(draft.attachments):
+        shown_by_html = item.inline and item.content_id is not None and draft.html is not None
+        (related if shown_by_html else mixed).append(_attachment(item, f"attachments[{index}]"))
     if draft.html is None:
         body = _leaf(draft.text or "", "plain")
     else:
