@@ -37,7 +37,7 @@ CURSOR = "query($a: ID!) { changesCursor(accountId: $a) }"
 CHANGES = """query($a: ID!, $after: String) { changes(accountId: $a, after: $after, first: 500) {
     changes { operation objectType objectId state } } }"""
 ACTIONS = """query($a: ID!, $state: ActionState) { actions(accountId: $a, state: $state) {
-    totalCount nodes { id kind state error finishedAt message { id } folder { name } } } }"""
+    totalCount nodes { id kind state error finishedAt affectedMessage { id } affectedFolder { name } } } }"""
 PAYLOAD = "actions { id state kind } messages { id unread starred labels { name } folders { name } }"
 FOLDER_PAYLOAD = "action { id state kind } folder { id name syncState }"
 
@@ -201,7 +201,7 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
     assert {m["id"] for m in payload["messages"]} == touched  # the thread stood for all its messages
     assert all(not m["unread"] and m["starred"] and {"name": "$Project"} in m["labels"] for m in payload["messages"])
     assert len(payload["actions"]) == len(touched)
-    assert {(a["state"], a["kind"]) for a in payload["actions"]} == {("PENDING", "FLAGS")}
+    assert {(a["state"], a["kind"]) for a in payload["actions"]} == {("PENDING", "flags")}
 
     # Optimistic: the change feed shows it before the server has it.
     logged = logged_messages(await mailbox.changes(start))
@@ -388,7 +388,7 @@ async def test_move_by_folder_id_or_role_moves_on_the_server_and_keeps_ids(mailb
     )
     assert by_id["moveMessages"]["messages"][0]["folders"] == [{"name": "Archive"}]
     by_role = await mailbox.client.data(mutation("moveMessages"), {"input": {"ids": [second["id"]], "role": "archive"}})
-    assert [a["kind"] for a in by_role["moveMessages"]["actions"]] == ["MOVE"]
+    assert [a["kind"] for a in by_role["moveMessages"]["actions"]] == ["move"]
     logged = logged_messages(await mailbox.changes(start))
     assert set(logged) == {first["id"], second["id"]}
     assert all(states[-1]["folder_ids"] == [_pk(folders["Archive"]["id"])] for states in logged.values())
@@ -448,7 +448,7 @@ async def test_delete_messages_expunges_on_the_server_and_logs_the_delete(mailbo
     [first, second, *_] = await mailbox.messages()
     start = await mailbox.cursor()
     deleted = await mailbox.client.data(mutation("deleteMessages"), {"input": {"ids": [first["id"]]}})
-    assert [a["kind"] for a in deleted["deleteMessages"]["actions"]] == ["EXPUNGE"]
+    assert [a["kind"] for a in deleted["deleteMessages"]["actions"]] == ["expunge"]
     assert deleted["deleteMessages"]["messages"][0]["folders"] == []  # gone from every folder at once
     await mailbox.sync()
     inbox = mailbox.imap.folder("INBOX")
@@ -478,8 +478,8 @@ async def test_a_move_into_a_folder_deleted_on_the_server_fails_and_is_undone(ma
     failed = await mailbox.actions("FAILED")
     assert failed["totalCount"] == 1
     [action] = failed["nodes"]
-    assert action["kind"] == "MOVE"
-    assert action["message"] == {"id": first["id"]}
+    assert action["kind"] == "move"
+    assert action["affectedMessage"] == {"id": first["id"]}
     assert action["error"]  # the server's reason
     assert action["finishedAt"] is not None
     assert "Doomed" in action["error"] or "refused" in action["error"].lower() or "exist" in action["error"].lower()
@@ -511,7 +511,7 @@ async def test_create_rename_delete_folders_on_the_server(mailbox: Mailbox) -> N
     )
     clients = created["createFolder"]["folder"]
     assert clients["name"] == "Clients"
-    assert created["createFolder"]["action"]["kind"] == "FOLDER_CREATE"
+    assert created["createFolder"]["action"]["kind"] == "folder_create"
     child = await mailbox.client.data(
         mutation("createFolder", FOLDER_PAYLOAD),
         {"input": {"accountId": mailbox.gid, "name": "Acme", "parentId": clients["id"]}},
@@ -540,10 +540,10 @@ async def test_create_rename_delete_folders_on_the_server(mailbox: Mailbox) -> N
     assert "Customers/Acme" not in await mailbox.folders()
     done = await mailbox.actions("DONE")
     assert sorted(a["kind"] for a in done["nodes"]) == [
-        "FOLDER_CREATE",
-        "FOLDER_CREATE",
-        "FOLDER_DELETE",
-        "FOLDER_RENAME",
+        "folder_create",
+        "folder_create",
+        "folder_delete",
+        "folder_rename",
     ]
     await mailbox.identical()
 

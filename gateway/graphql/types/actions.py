@@ -29,12 +29,14 @@ strawberry.enum(
     description="PENDING: applied to the mirror, not yet performed on the server (or waiting out a retry). "
     "DONE: the server did it. FAILED: the server refused; the mirror's change was undone (see `error`).",
 )
-strawberry.enum(ActionKind, name="ActionKind", description="What an action asks of the mail server.")
 
 
 @strawberry.type(description="A change a mutation queued for the mail server; poll it with `node(id:)` or `actions`.")
 class Action(Node):
-    kind: ActionKind
+    # A string like Label.kind: an enum here would clash with it in `... on Label { kind } ... on Action { kind }`.
+    kind: str = strawberry.field(
+        description="What it asks of the server: " + ", ".join(k.value for k in ActionKind) + "."
+    )
     state: ActionState
     error: str | None = strawberry.field(
         description="FAILED: the server's reason. PENDING: the last transient failure (it is retried), if any."
@@ -48,7 +50,7 @@ class Action(Node):
     def of(cls, row: Row[Any]) -> Action:
         return cls(
             id=strawberry.ID(to_global("Action", row.id)),
-            kind=ActionKind(row.kind),
+            kind=row.kind,
             state=ActionState(row.state),
             error=row.error,
             attempts=row.attempts,
@@ -57,15 +59,17 @@ class Action(Node):
             row=row,
         )
 
+    # Named apart from the `message: Message!` and `folder: Folder!` fields of other nodes, whose selections
+    # next to these in one `node { ... on X }` would otherwise conflict (GraphQL's same-response-shape rule).
     @described("The message the action is about (null for folder actions, and once the message is gone).")
-    async def message(self, info: Info) -> Message | None:
+    async def affected_message(self, info: Info) -> Message | None:
         if self.row.message_id is None:
             return None
         row = await info.context.loaders.messages.load(self.row.message_id)
         return None if row is None else Message.of(row)
 
     @described("The folder it is about: a move's target, the folder created, renamed or deleted (null once gone).")
-    async def folder(self, info: Info) -> Folder | None:
+    async def affected_folder(self, info: Info) -> Folder | None:
         if self.row.folder_id is None:
             return None
         row = await info.context.loaders.folders.load(self.row.folder_id)
