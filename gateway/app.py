@@ -40,6 +40,7 @@ from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.settings import Settings
+from schema.unit import Store
 
 READY_TIMEOUT = 2.0
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         signer=Signer(settings.secret_key, config.download_link_seconds),
         box=CredentialBox(settings.secret_key),
         fanout=Fanout(engine, settings.redis_url),
+        store=Store(engine, redis),
     )
     limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
     view = GatewayView(

@@ -31,6 +31,8 @@ class Viewer:
     rate_key: str = ""
     # The admin scope (schema.tokens): webhooks of the accounts above may be managed; no other account.
     admin: bool = False
+    # A read-only token (schema.tokens): every mutation is FORBIDDEN (gateway.graphql.mutations.Writable).
+    read_only: bool = False
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -61,7 +63,11 @@ class TokenCache:
             grant = await tokens.lookup(session, token)
             if grant is not None:
                 await tokens.touch(session, grant.token_id)
-        found = None if grant is None else Viewer(grant.token_id, grant.account_ids, key.hex()[:32], admin=grant.admin)
+        found = (
+            None
+            if grant is None
+            else Viewer(grant.token_id, grant.account_ids, key.hex()[:32], admin=grant.admin, read_only=grant.read_only)
+        )
         if len(self._grants) >= MAX_CACHED:
             self._grants.clear()
         self._grants[key] = (now + self.ttl, found)
@@ -70,7 +76,13 @@ class TokenCache:
     async def viewer_by_id(self, token_id: int) -> Viewer | None:
         async with self.sessions() as session:
             grant = await tokens.lookup_id(session, token_id)
-        return None if grant is None else Viewer(grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin)
+        return (
+            None
+            if grant is None
+            else Viewer(
+                grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin, read_only=grant.read_only
+            )
+        )
 
 
 async def authenticate(tokens: TokenCache, headers: Mapping[str, str]) -> tuple[bool, Viewer | None]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway.errors import BadUserInput
 
-NODE_TYPES = ("Account", "Folder", "Label", "Thread", "Message", "Attachment")
+NODE_TYPES = ("Account", "Folder", "Label", "Thread", "Message", "Attachment", "Action")
 _MAX_ID = 2**63 - 1
 
 

@@ -4,7 +4,9 @@ The cost model is Shopify's, on our connections:
 
 * a scalar or enum field costs 0; an object, or a plain list of objects, costs 1 plus its selections;
 * a connection costs 2, plus its page size (first/last, 20 when absent) times the cost of one node;
-  ``totalCount`` costs 1 (it is a COUNT query); ``nodes(ids:)`` costs 1 per id plus selections.
+  ``totalCount`` costs 1 (it is a COUNT query); ``nodes(ids:)`` costs 1 per id plus selections;
+* a mutation costs 10 (a write transaction), plus 1 per id in its ``input.ids`` (1 without ids) times 1 plus
+  its payload's selections: a payload lists what each id touched.
 
 Fragments are added up whatever their type condition, so the figure is an upper bound. A query above
 `max_cost` is refused before it runs. Each token spends its queries' costs from a budget per fixed window
@@ -43,6 +45,8 @@ from gateway.errors import CostExceeded, RateLimited
 from gateway.graphql.pages import DEFAULT_PAGE, MAX_PAGE
 
 log = logging.getLogger(__name__)
+
+MUTATION_COST = 10
 
 
 class _Costing:
@@ -110,6 +114,11 @@ class _Costing:
         if named.name.endswith("Connection"):
             inner = self._page_size(node)
             return 2 + self.selections(named, node.selection_set, inner)
+        if parent is self.schema.mutation_type:
+            given = self._argument(node, "input")
+            ids = given.get("ids") if isinstance(given, dict) else None
+            count = len(ids) if isinstance(ids, list) else 1
+            return MUTATION_COST + count * (1 + self.selections(named, node.selection_set, size))
         if name == "nodes" and parent is self.schema.query_type:
             ids = self._argument(node, "ids")
             count = len(ids) if isinstance(ids, list) else 1

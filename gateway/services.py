@@ -12,6 +12,7 @@ from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
+from schema.unit import Store
 
 if TYPE_CHECKING:
     # Only a type here: the fan-out builds the GraphQL change events (gateway.graphql), whose context holds
@@ -32,3 +33,5 @@ class Services:
     box: CredentialBox
     # The process's one doorbell subscription, which subscriptions wait on.
     fanout: Fanout
+    # Mutations write through it: a unit of work per account, rung after commit (schema.unit).
+    store: Store

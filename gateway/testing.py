@@ -18,14 +18,16 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy import select
 from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from inboxql.devmail import free_port
 from mime import parse_message
-from schema import accounts, folders, messages, tokens
+from schema import accounts, actions, folders, messages, tokens
 from schema.crypto import CredentialBox
+from schema.models import Message
 from schema.settings import Settings
 from schema.unit import Store
 
@@ -285,6 +287,13 @@ async def seed_bob(store: Store, box: CredentialBox) -> SeededAccount:
     ).raw()
     await deliver(store, acc.id, acc.folders["INBOX"], [(z1, ["private"]), (z2, ["\\Flagged", "private"])])
     await deliver(store, acc.id, acc.folders["Secret"], [(z1, ["private"])])
+    # Bob marked his own reply read through a mutation: an action of his, for the tenancy walks.
+    async with store.unit(acc.id) as uow:
+        own = await uow.session.scalar(
+            select(Message.id).where(Message.account_id == acc.id, Message.message_id_header == "z2@other.test")
+        )
+        assert own is not None
+        await actions.set_flags(uow, [own], ["\\Seen"], [])
     acc.raws = [z1, z2]
     return acc
 

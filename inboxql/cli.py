@@ -5,7 +5,7 @@
     inboxql sync [--once] [--account ID ...]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
-    inboxql token create --account ID [--account ID ...] [--admin]
+    inboxql token create --account ID [--account ID ...] [--admin] [--read-only]
     inboxql demo
 
 Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY.
@@ -123,6 +123,11 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the admin scope: the token may also manage these accounts' webhooks (never other accounts)",
     )
+    create.add_argument(
+        "--read-only",
+        action="store_true",
+        help="the token may read but every mutation is refused (FORBIDDEN)",
+    )
 
     demo = commands.add_parser("demo", help="a local Dovecot with sample mail, synced and served")
     demo.add_argument("--dir", help="where the demo keeps its Dovecot (default: ~/.local/share/inboxql/demo)")
@@ -186,7 +191,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "gateway":
         return commands.gateway(settings, args.host, args.port)
     if args.command == "token":
-        return asyncio.run(commands.token_create(settings, args.account, admin=args.admin))
+        return asyncio.run(commands.token_create(settings, args.account, admin=args.admin, read_only=args.read_only))
     if args.command == "demo":
         from inboxql import demo
 

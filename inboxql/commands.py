@@ -112,8 +112,11 @@ def gateway(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-async def new_token(settings: Settings, account_ids: Sequence[int], *, admin: bool = False) -> str:
-    """A new token for these accounts (admin: it may also manage their webhooks); its plaintext, shown once.
+async def new_token(
+    settings: Settings, account_ids: Sequence[int], *, admin: bool = False, read_only: bool = False
+) -> str:
+    """A new token for these accounts (admin: it may also manage their webhooks; read_only: no mutation); its
+    plaintext, shown once.
 
     Raises schema.tokens.UnknownAccounts when an account does not exist.
     """
@@ -122,16 +125,18 @@ async def new_token(settings: Settings, account_ids: Sequence[int], *, admin: bo
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session, session.begin():
-            return await tokens.create_token(session, account_ids, admin=admin)
+            return await tokens.create_token(session, account_ids, admin=admin, read_only=read_only)
     finally:
         await engine.dispose()
 
 
-async def token_create(settings: Settings, account_ids: Sequence[int], *, admin: bool = False) -> int:
+async def token_create(
+    settings: Settings, account_ids: Sequence[int], *, admin: bool = False, read_only: bool = False
+) -> int:
     from schema.tokens import UnknownAccounts
 
     try:
-        token = await new_token(settings, account_ids, admin=admin)
+        token = await new_token(settings, account_ids, admin=admin, read_only=read_only)
     except UnknownAccounts as exc:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1

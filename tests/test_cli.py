@@ -353,6 +353,11 @@ async def test_token_create_prints_only_a_token_and_admin_only_with_admin(
     assert await _grant_of(engine, admin.stdout.strip()) == tokens.Grant(
         token_id=ANY, account_ids=frozenset({account}), admin=True
     )
+    read_only = await inboxql(cli_env, "token", "create", "--account", str(account), "--read-only")
+    assert read_only.code == 0, read_only.stderr
+    assert await _grant_of(engine, read_only.stdout.strip()) == tokens.Grant(
+        token_id=ANY, account_ids=frozenset({account}), admin=False, read_only=True
+    )
 
 
 async def test_token_create_for_an_unknown_account_fails_and_creates_nothing(

@@ -52,6 +52,19 @@ class Context:
             raise Forbidden(NOT_ADMIN)
         return accounts
 
+    @property
+    def writer(self) -> Viewer:
+        """The viewer of a mutation: UNAUTHENTICATED without a token. (A read-only token never gets this far:
+        gateway.graphql.mutations.ReadOnlyTokens refuses its mutations before they run.)"""
+        self.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
+        assert self.viewer is not None
+        return self.viewer
+
+    def written(self) -> None:
+        """A mutation committed: what this request reads next must show it, so the loaders (which cache the rows
+        they read) start afresh. The connection reads in READ COMMITTED and needs nothing."""
+        self.loaders = Loaders(self.db, self.account_ids)
+
     async def close(self) -> None:
         await self.db.close()
 

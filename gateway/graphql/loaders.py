@@ -23,7 +23,7 @@ from sqlalchemy.orm import QueryableAttribute
 from strawberry.dataloader import DataLoader
 
 from gateway.graphql import pages
-from schema.models import Account, Attachment, Folder, Label, Message, MessageLabel, MessagePlace, Thread
+from schema.models import Account, Action, Attachment, Folder, Label, Message, MessageLabel, MessagePlace, Thread
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -131,6 +131,10 @@ class Loaders:
         return _loader(self._attachments)
 
     @cached_property
+    def actions(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._actions)
+
+    @cached_property
     def bodies(self) -> DataLoader[int, Bodies | None]:
         return _loader(self._bodies)
 
@@ -183,6 +187,10 @@ class Loaders:
             .join(Message, Message.id == Attachment.message_id)
             .where(Attachment.id.in_(keys), self._mine(Message.account_id))
         )
+        return _by_id(rows, keys)
+
+    async def _actions(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(Action.__table__).where(Action.id.in_(keys), self._mine(Action.account_id)))
         return _by_id(rows, keys)
 
     async def _bodies(self, keys: list[int]) -> list[Bodies | None]:

@@ -22,6 +22,7 @@ from gateway.graphql.filters import (
 )
 from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS
 from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
 from gateway.graphql.types.fields import described
 from gateway.graphql.types.folders import Folder, Label
@@ -29,9 +30,11 @@ from gateway.graphql.types.messages import Message, Thread, prefetch_threads
 from gateway.graphql.types.nodes import NODE_CLASSES
 from gateway.graphql.types.relay import Connection, Node, connection
 from gateway.graphql.types.webhooks import HOOK_KEYS, Webhook
-from gateway.ids import from_global
+from gateway.ids import from_global, pk_of
+from schema.actions import ActionState
 from schema.changelog import ObjectType
 from schema.models import Account as AccountRow
+from schema.models import Action as ActionRow
 from schema.models import Folder as FolderRow
 from schema.models import Label as LabelRow
 from schema.models import Message as MessageRow
@@ -45,6 +48,7 @@ ACCOUNT_KEYS = (pages.Key(AccountRow.id, False, "id"),)
 FOLDER_KEYS = (pages.Key(FolderRow.name, False, "name"), pages.Key(FolderRow.id, False, "id"))
 LABEL_KEYS = (pages.Key(LabelRow.name, False, "name"), pages.Key(LabelRow.id, False, "id"))
 THREAD_KEYS = (pages.Key(ThreadRow.last_message_at, True, "last_message_at"), pages.Key(ThreadRow.id, True, "id"))
+ACTION_KEYS = (pages.Key(ActionRow.id, True, "id"),)
 MESSAGE_KEYS = (pages.Key(MessageRow.received_at, True, "received_at"), pages.Key(MessageRow.id, True, "id"))
 
 
@@ -192,6 +196,27 @@ class Query:
     async def changes_cursor(self, info: Info, account_id: strawberry.ID) -> str:
         return await feed.current_cursor(info, info.context.account_pk(account_id))
 
+    @described("An account's actions (what mutations queued for the mail server), newest first: poll their state here.")
+    async def actions(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        ids: list[strawberry.ID] | None = None,
+        state: ActionState | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[Action]:
+        page = pages.PageArgs.of(first, after)
+        pk = info.context.account_pk(account_id)
+        conditions = [ActionRow.account_id == pk]
+        if ids is not None:
+            if len(ids) > MAX_NODES:
+                raise BadUserInput(f"at most {MAX_NODES} ids")
+            conditions.append(ActionRow.id.in_([pk_of(gid, "Action") for gid in ids]))
+        if state is not None:
+            conditions.append(ActionRow.state == state.value)
+        return await _page(info, select(ActionRow.__table__), conditions, ACTION_KEYS, page, Action.of)
+
     @described("An account's webhooks, oldest first (needs a token with the admin scope).")
     async def webhooks(
         self, info: Info, account_id: strawberry.ID, first: int | None = None, after: str | None = None
@@ -231,6 +256,7 @@ async def _nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
         "Thread": loaders.threads,
         "Message": loaders.messages,
         "Attachment": loaders.attachments,
+        "Action": loaders.actions,
     }
     rows = [by_type[kind].load(pk) for kind, pk in decoded]
     found: list[Node | None] = []

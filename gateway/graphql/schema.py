@@ -23,10 +23,11 @@ from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
 from gateway.config import GatewayConfig
 from gateway.errors import FORBIDDEN, coded
-from gateway.graphql.mutations import Mutation
+from gateway.graphql.mutations import Mutation, ReadOnlyTokens
 from gateway.graphql.query import Query
 from gateway.graphql.subscriptions import Subscription
 from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.limits import CostLimiter, RateLimiter
@@ -80,9 +81,11 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         partial(MaxTokensLimiter, max_token_count=config.max_tokens),
         partial(AddValidationRules, rules),
         partial(ValidationCache, maxsize=256),
+        # Before the cost limiter: a refused mutation spends nothing.
+        ReadOnlyTokens,
         partial(CostLimiter, config=config, limiter=limiter),
     ]
-    types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment]
+    types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment, Action]
     return GatewaySchema(
         query=Query,
         mutation=Mutation,

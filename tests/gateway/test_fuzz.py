@@ -12,13 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, from_schema, nodes
+from sqlalchemy import select
 
 from gateway.config import GatewayConfig
 from gateway.errors import CODES
 from gateway.ids import NODE_TYPES, to_global
 from gateway.sdl import current_sdl
-from gateway.testing import ServerThread, World, start_gateway
-from schema import tokens
+from gateway.testing import Mail, ServerThread, World, add_folder, deliver, start_gateway
+from schema import accounts, tokens
+from schema.crypto import CredentialBox
+from schema.models import Folder, Message, Thread
 from schema.settings import Settings
 from schema.unit import Store
 
@@ -36,10 +39,37 @@ def fuzz_server(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="module")
-async def fuzz_token(world: World, gw_store: Store) -> str:
+async def fuzz_account(world: World, gw_store: Store, credential_box: CredentialBox) -> int:
+    """An account of the fuzzer's own: fuzzed mutations change (optimistically) what they are given, and the
+    seeded world must stay as the other tests expect it."""
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "fuzz")
+    account = await accounts.create(gw_store, credential_box, "fuzz@example.test", endpoint, "pw")
+    folder_ids = [
+        await add_folder(gw_store, account, name, role)
+        for name, role in (("INBOX", "inbox"), ("Trash", "trash"), ("Archive", "archive"), ("Notes", None))
+    ]
+    mails = [Mail(f"fuzz {i}", "F <f@example.test>", ["fuzz@example.test"], f"body {i}").raw() for i in range(4)]
+    await deliver(gw_store, account, folder_ids[0], [(raw, ["\\Seen"] if i % 2 else []) for i, raw in enumerate(mails)])
+    return account
+
+
+@pytest.fixture(scope="module")
+async def fuzz_token(fuzz_account: int, gw_store: Store) -> str:
     """A token of its own: the fuzzer's spending must not use up the budget of the other tests' tokens."""
     async with gw_store.sessions() as session, session.begin():
-        return await tokens.create_token(session, [world.alice.id])
+        return await tokens.create_token(session, [fuzz_account])
+
+
+@pytest.fixture(scope="module")
+async def fuzz_pks(fuzz_account: int, gw_store: Store) -> dict[str, list[int]]:
+    """The fuzz account's own objects by type, so fuzzed mutations reach past NOT_FOUND."""
+    async with gw_store.sessions() as s:
+        return {
+            "Account": [fuzz_account],
+            "Folder": list(await s.scalars(select(Folder.id).where(Folder.account_id == fuzz_account))),
+            "Message": list(await s.scalars(select(Message.id).where(Message.account_id == fuzz_account))),
+            "Thread": list(await s.scalars(select(Thread.id).where(Thread.account_id == fuzz_account))),
+        }
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +79,18 @@ def fuzz_client(fuzz_server: ServerThread, fuzz_token: str) -> Iterator[httpx.Cl
         yield client
 
 
-def ids(world: World) -> st.SearchStrategy[Any]:
-    """Real ids of both accounts, ids that do not exist, and junk."""
+def ids(world: World, own: dict[str, list[int]]) -> st.SearchStrategy[Any]:
+    """Real ids of both seeded accounts (not the fuzzer's), of the fuzzer's account, ids that do not exist, and
+    junk."""
     real = [to_global("Account", world.alice.id), to_global("Account", world.bob.id)]
     real += [to_global(t, pk) for t in NODE_TYPES for pk in (1, 2, 3, 10**12)]
+    real += [to_global(t, pk) for t, pks in own.items() for pk in pks]
     return st.one_of(st.sampled_from(real), st.text(max_size=20)).map(nodes.String)
 
 
-def scalars(world: World) -> dict[str, st.SearchStrategy[Any]]:
+def scalars(world: World, own: dict[str, list[int]]) -> dict[str, st.SearchStrategy[Any]]:
     return {
-        "ID": ids(world),
+        "ID": ids(world, own),
         "DateTime": st.one_of(
             st.datetimes(timezones=st.sampled_from([None])).map(lambda d: nodes.String(d.isoformat())),
             st.text(max_size=10).map(nodes.String),
@@ -80,7 +112,9 @@ def check(response: httpx.Response) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [Mode.POSITIVE, Mode.NEGATIVE], ids=["valid", "invalid"])
-def test_fuzzed_queries_never_fail_the_server(fuzz_client: httpx.Client, world: World, mode: Mode) -> None:
+def test_fuzzed_queries_never_fail_the_server(
+    fuzz_client: httpx.Client, world: World, fuzz_pks: dict[str, list[int]], mode: Mode
+) -> None:
     @settings(
         max_examples=EXAMPLES,
         derandomize=not RANDOM,
@@ -88,7 +122,7 @@ def test_fuzzed_queries_never_fail_the_server(fuzz_client: httpx.Client, world: 
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
         database=None,
     )
-    @given(query=from_schema(SDL, custom_scalars=scalars(world), mode=mode))
+    @given(query=from_schema(SDL, custom_scalars=scalars(world, fuzz_pks), mode=mode))
     def run(query: object) -> None:
         check(fuzz_client.post("/graphql", json={"query": query}))
 

@@ -33,5 +33,17 @@ def test_schema_keeps_the_names_outside_checks_use() -> None:
         "search(accountId: ID!, query: String!",
         "threads(accountId: ID!, filter: ThreadFilter",
         "messages(accountId: ID!, filter: MessageFilter",
+        "updateMessages(input: UpdateMessagesInput!): UpdateMessagesPayload!",
+        "moveMessages(input: MoveMessagesInput!)",
+        "trashMessages(input: TrashMessagesInput!)",
+        "restoreMessages(input: RestoreMessagesInput!)",
+        "deleteMessages(input: DeleteMessagesInput!)",
+        "createFolder(input: CreateFolderInput!)",
+        "renameFolder(input: RenameFolderInput!)",
+        "deleteFolder(input: DeleteFolderInput!)",
+        "actions(accountId: ID!, ids: [ID!] = null, state: ActionState = null, first: Int = null, after: String",
+        "type Action implements Node",
+        "state: ActionState!",
+        "idempotencyKey: String",
     ):
         assert expected in sdl, expected

@@ -12,7 +12,7 @@ import pytest
 from gateway.ids import NODE_TYPES, to_global
 from gateway.testing import Client, World
 
-INTROSPECTION = """{ __schema { queryType { name } types { name kind
+INTROSPECTION = """{ __schema { queryType { name } mutationType { name } types { name kind
     fields { name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
              type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
     inputFields { name type { kind name ofType { kind name } } }
@@ -45,6 +45,7 @@ class Schema:
     def __init__(self, data: dict[str, Any]) -> None:
         self.types = {t["name"]: t for t in data["__schema"]["types"]}
         self.query = self.types[data["__schema"]["queryType"]["name"]]
+        self.mutation = data["__schema"]["mutationType"]
 
     def kind(self, name: str) -> str:
         return str(self.types[name]["kind"])
@@ -82,7 +83,8 @@ async def bobs_ids(bob: Client, world: World) -> dict[str, list[str]]:
         """query($a: ID!) {
             folders(accountId: $a) { nodes { id } } labels(accountId: $a) { nodes { id } }
             threads(accountId: $a) { nodes { id } }
-            messages(accountId: $a) { nodes { id attachments { id } } } }""",
+            messages(accountId: $a) { nodes { id attachments { id } } }
+            actions(accountId: $a) { nodes { id } } }""",
         {"a": account},
     )
     ids = {
@@ -92,6 +94,7 @@ async def bobs_ids(bob: Client, world: World) -> dict[str, list[str]]:
         "Thread": [n["id"] for n in data["threads"]["nodes"]],
         "Message": [n["id"] for n in data["messages"]["nodes"]],
         "Attachment": [a["id"] for n in data["messages"]["nodes"] for a in n["attachments"]],
+        "Action": [n["id"] for n in data["actions"]["nodes"]],
     }
     assert all(ids.values()), ids
     return ids
@@ -205,3 +208,87 @@ async def test_the_whole_schema_walked_with_alices_token_shows_nothing_of_bobs(
         messages_seen += text.count('"__typename": "Message"')
     assert messages_seen > 20  # the walk read real data, not only empty lists
     assert {"accounts", "folders", "labels", "threads", "messages", "search", "node", "nodes"} <= set(walked)
+
+
+# Every mutation, called with Alice's token and one of Bob's ids (next to ids of Alice's own, where a list is
+# taken): how to call each. A new mutation fails the walk until it is listed here.
+MESSAGE_PAYLOAD = "{ actions { id state } messages { id } }"
+FOLDER_PAYLOAD = "{ action { id state } folder { id } }"
+
+
+def _input(name: str, payload: str) -> str:
+    return f"mutation($input: {name[0].upper()}{name[1:]}Input!) {{ {name}(input: $input) {payload} }}"
+
+
+def foreign_calls(mine: dict[str, str], theirs: dict[str, list[str]]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """mine: one id of Alice's per type; theirs: every id of Bob's per type."""
+    messages = [[mine["Message"], gid] for kind in ("Message", "Thread") for gid in theirs[kind]]
+    calls: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, extra in (
+        ("updateMessages", {"starred": True, "addLabels": ["walked"]}),
+        ("moveMessages", {"role": "archive"}),
+        ("trashMessages", {}),
+        ("restoreMessages", {}),
+        ("deleteMessages", {}),
+    ):
+        calls[name] = [(_input(name, MESSAGE_PAYLOAD), {"input": {"ids": ids, **extra}}) for ids in messages]
+    calls["moveMessages"] += [
+        (_input("moveMessages", MESSAGE_PAYLOAD), {"input": {"ids": [mine["Message"]], "folderId": gid}})
+        for gid in theirs["Folder"]
+    ]
+    folder_calls = [
+        ("createFolder", {"accountId": theirs["Account"][0], "name": "Walked"}),
+        *(("createFolder", {"accountId": mine["Account"], "name": "Walked", "parentId": g}) for g in theirs["Folder"]),
+        *(("renameFolder", {"id": g, "name": "Walked"}) for g in theirs["Folder"]),
+        *(("deleteFolder", {"id": g}) for g in theirs["Folder"]),
+    ]
+    for name, input_ in folder_calls:
+        calls.setdefault(name, []).append((_input(name, FOLDER_PAYLOAD), {"input": input_}))
+    create_hook = (
+        'mutation($a: ID!) { createWebhook(accountId: $a, url: "https://example.com/h", events: ["*"]) { secret } }'
+    )
+    calls["createWebhook"] = [(create_hook, {"a": theirs["Account"][0]})]
+    # Bob has no hooks: a missing one stands in (test_webhooks walks another account's hooks).
+    missing_hook = to_global("Webhook", MISSING_PK)
+    calls["deleteWebhook"] = [("mutation($id: ID!) { deleteWebhook(id: $id) }", {"id": missing_hook})]
+    calls["enableWebhook"] = [("mutation($id: ID!) { enableWebhook(id: $id) { state } }", {"id": missing_hook})]
+    return calls
+
+
+SNAPSHOT = """query($a: ID!) {
+    folders(accountId: $a, first: 100) { nodes { id name syncState messageCount unreadCount } }
+    labels(accountId: $a, first: 100) { nodes { id name } }
+    messages(accountId: $a, first: 100) { nodes { id unread starred folders { id } labels { id } } }
+    actions(accountId: $a, first: 100) { totalCount nodes { id state } }
+    changesCursor(accountId: $a) }"""
+
+
+async def test_every_mutation_with_a_foreign_id_is_not_found_and_changes_nothing(
+    alice: Client, bob: Client, schema: Schema, world: World, bobs_ids: dict[str, list[str]]
+) -> None:
+    mine_account = to_global("Account", world.alice.id)
+    alices = await alice.data(
+        "query($a: ID!) { messages(accountId: $a, first: 1) { nodes { id } } }", {"a": mine_account}
+    )
+    mine = {"Account": mine_account, "Message": alices["messages"]["nodes"][0]["id"]}
+    before = (
+        await alice.data(SNAPSHOT, {"a": mine_account}),
+        await bob.data(SNAPSHOT, {"a": bobs_ids["Account"][0]}),
+    )
+    calls = foreign_calls(mine, bobs_ids)
+    walked = []
+    for field in schema.types[schema.mutation["name"]]["fields"]:
+        assert field["name"] in calls, f"the walk does not know how to call the mutation {field['name']}"
+        for query, variables in calls[field["name"]]:
+            answer = await alice.run(query, variables)
+            assert [e["extensions"]["code"] for e in answer.get("errors") or ()] == ["NOT_FOUND"], (query, variables)
+            text = json.dumps(answer, ensure_ascii=False)
+            for marker in BOB_MARKERS:
+                assert marker.lower() not in text.lower(), (field["name"], marker)
+        walked.append(field["name"])
+    after = (
+        await alice.data(SNAPSHOT, {"a": mine_account}),
+        await bob.data(SNAPSHOT, {"a": bobs_ids["Account"][0]}),
+    )
+    assert after == before
+    assert {"updateMessages", "moveMessages", "createFolder", "renameFolder", "deleteFolder"} <= set(walked)

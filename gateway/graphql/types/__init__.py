@@ -9,5 +9,6 @@ messages    Message, Attachment, Address, and Thread (each refers to the other)
 nodes       every Node type by name (node(id:), a change's object)
 changes     Change, ChangePage, and the change log's enums under their GraphQL names
 webhooks    Webhook, WebhookDelivery, CreatedWebhook
+actions     Action (the write-back queue), ActionState, and the mutation payloads
 ```
 """

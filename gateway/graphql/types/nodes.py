@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import Row
 
 from gateway.graphql.types.accounts import Account
+from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.graphql.types.relay import Node
@@ -19,4 +20,5 @@ NODE_CLASSES: dict[str, Callable[[Row[Any]], Node]] = {
     "Thread": Thread.of,
     "Message": Message.of,
     "Attachment": Attachment.of,
+    "Action": Action.of,
 }
