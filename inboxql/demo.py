@@ -23,7 +23,8 @@ from inboxql import commands
 from inboxql.devmail import DevMailError, DovecotServer, free_port
 from inboxql.devsmtp import PostfixServer
 from inboxql.mailgen import generate
-from schema import accounts
+from schema import accounts, changelog, doorbell
+from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account
@@ -84,7 +85,8 @@ def _start_postfix(root: Path, dovecot: DovecotServer) -> PostfixServer | None:
     return server
 
 
-async def _ensure_account(settings: Settings, server: DovecotServer) -> int:
+async def _ensure_account(settings: Settings, server: DovecotServer, postfix: PostfixServer | None) -> int:
+    smtp = accounts.SmtpSettings(postfix.host, postfix.port, "starttls") if postfix is not None else None
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         store = Store(engine)
@@ -97,10 +99,12 @@ async def _ensure_account(settings: Settings, server: DovecotServer) -> int:
                 )
             )
         if found is not None:
+            if smtp is not None:  # the demo's Postfix may be new (or have moved): send through it
+                await accounts.set_smtp(store, found, smtp, str(server.ca_file))
             return found
-        endpoint = accounts.ImapEndpoint(server.host, server.port, "none", DEMO_USER)
+        endpoint = accounts.ImapEndpoint(server.host, server.port, "none", DEMO_USER, str(server.ca_file))
         return await accounts.create(
-            store, CredentialBox(settings.secret_key), "demo@inboxql.test", endpoint, DEMO_PASSWORD
+            store, CredentialBox(settings.secret_key), "demo@inboxql.test", endpoint, DEMO_PASSWORD, smtp
         )
     finally:
         await engine.dispose()
@@ -111,7 +115,7 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
     from gateway.server import server as gateway_server
 
     await commands.db_upgrade(settings)
-    account_id = await _ensure_account(settings, server)
+    account_id = await _ensure_account(settings, server, postfix)
     say(f"Dovecot: imap://{DEMO_USER}@{server.host}:{server.port} (password {DEMO_PASSWORD})")
     if postfix is not None:
         say(
@@ -139,6 +143,7 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
         tasks = {
             asyncio.create_task(supervisor.run_forever([account_id])),
             asyncio.create_task(web.serve()),
+            asyncio.create_task(_announce(supervisor.store, account_id)),
         }
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -150,6 +155,35 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
     finally:
         await supervisor.close()
     return 0
+
+
+async def _announce(store: Store, account_id: int) -> None:
+    """A line for each message that arrives (or is sent) from now on: the mirror at work, live.
+
+    Woken by the account's doorbell in Redis, with a look at the change log every few seconds besides.
+    """
+    async with store.sessions() as s:
+        cursor = await changelog.newest_seq(s, account_id)
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True) if store.redis is not None else None
+    try:
+        if pubsub is not None:
+            await pubsub.subscribe(doorbell.channel(account_id))
+        while True:
+            if pubsub is not None:
+                await pubsub.get_message(timeout=5.0)
+            else:
+                await asyncio.sleep(5.0)
+            async with store.sessions() as s:
+                changes = await changelog.read(s, account_id, cursor)
+            cursor = max((c.seq for c in changes), default=cursor)
+            for change in changes:
+                if change.object_type is ObjectType.MESSAGE and change.op is Op.CREATE and change.data:
+                    subject = change.data.get("subject") or "(no subject)"
+                    senders = ", ".join(a.get("address", "") for a in change.data.get("from") or []) or "(no sender)"
+                    say(f"New message {change.object_id}: {subject} - from {senders}")
+    finally:
+        if pubsub is not None:
+            await pubsub.aclose()
 
 
 def say(line: str) -> None:

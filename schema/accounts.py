@@ -61,6 +61,22 @@ async def create(
     return account.id
 
 
+async def set_smtp(store: Store, account_id: int, smtp: SmtpSettings, tls_ca_file: str | None) -> None:
+    """Point the account's sending at another submission server (same login unless smtp names one)."""
+    async with store.unit(account_id) as uow:
+        await uow.session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(
+                smtp_host=smtp.host,
+                smtp_port=smtp.port,
+                smtp_security=smtp.security,
+                smtp_username=smtp.username,
+                tls_ca_file=tls_ca_file,
+            )
+        )
+
+
 async def get_state(uow: UnitOfWork) -> str | None:
     state: str | None = await uow.session.scalar(select(Account.sync_state).where(Account.id == uow.account_id))
     return state

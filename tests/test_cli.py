@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import ANY
 
+import aiosmtplib
 import httpx
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -445,7 +449,7 @@ def _process_group(pgid: int) -> list[int]:
     return found
 
 
-async def test_the_demo_stops_its_dovecot_when_terminated(
+async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
     cli_env: dict[str, str], missing_database_url: str, tmp_path: Path
 ) -> None:
     """SIGTERM (docker stop, systemd, timeout) ends `inboxql demo` as Ctrl-C does: cleanly, and its Dovecot and
@@ -485,6 +489,24 @@ async def test_the_demo_stops_its_dovecot_when_terminated(
         master_pid = int((demo_dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0])
         postfix_group = os.getpgid(master_pid)
         assert _process_group(postfix_group) != []
+        # New mail shows up as a line of its own: submitted through the demo's Postfix, mirrored from its Dovecot.
+        ports = json.loads((demo_dir / "ports.json").read_text())
+        tls = ssl.create_default_context(cafile=str(demo_dir / "dovecot" / "tls" / "cert.pem"))
+        subject = f"hello {secrets.token_hex(4)}"
+        async with aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=ports["submission"], start_tls=True, tls_context=tls
+        ) as smtp:
+            await smtp.login("demo", "demo-password")
+            await smtp.sendmail(
+                "demo@inboxql.test",
+                ["demo@inboxql.test"],
+                f"From: demo@inboxql.test\r\nTo: demo@inboxql.test\r\nSubject: {subject}\r\n\r\nhi\r\n".encode(),
+            )
+        async with asyncio.timeout(60):
+            while subject.encode() not in (line := await proc.stdout.readline()):
+                assert line, (await proc.stderr.read()).decode()[-3000:]
+        assert line.startswith(b"New message ")
+        assert b"from demo@inboxql.test" in line
         proc.terminate()
         async with asyncio.timeout(60):
             _, err = await proc.communicate()
