@@ -19,6 +19,9 @@ _LITERAL_AT_END = re.compile(rb"~?\{(\d+)\+?\}\Z")
 
 # A line longer than this without CRLF is not IMAP but a broken or hostile peer.
 MAX_LINE = 1 << 20
+# A literal larger than this is refused before a byte of it is buffered: a server announcing {9999999999} would
+# otherwise make the client hold whatever it sends. Far above any mail server's message size limit.
+MAX_LITERAL = 256 << 20
 
 
 @dataclass(slots=True)
@@ -35,9 +38,10 @@ class RawResponse:
 class ResponseReader:
     """Incremental framer: `feed(chunk)` returns the responses completed by that chunk."""
 
-    __slots__ = ("_buf", "_lines", "_literals", "_need", "_scan_from")
+    __slots__ = ("_buf", "_lines", "_literals", "_max_literal", "_need", "_scan_from")
 
-    def __init__(self) -> None:
+    def __init__(self, max_literal: int = MAX_LITERAL) -> None:
+        self._max_literal = max_literal
         self._buf = bytearray()
         self._lines: list[bytes] = []
         self._literals: list[bytes] = []
@@ -78,8 +82,11 @@ class ResponseReader:
             if line.endswith(b"}"):
                 m = _LITERAL_AT_END.search(line)
                 if m is not None:
+                    size = int(m.group(1))
+                    if size > self._max_literal:
+                        raise ProtocolError(f"a literal of {size} bytes is over the limit of {self._max_literal}")
                     self._lines.append(line[: m.start()])
-                    self._need = int(m.group(1))
+                    self._need = size
                     continue
             self._lines.append(line)
             out.append(RawResponse(self._lines, self._literals))

@@ -129,6 +129,26 @@ def test_line_without_end_is_rejected_once_too_long() -> None:
         reader.feed(b"* " + b"x" * (2 << 20))
 
 
+@pytest.mark.parametrize(
+    ("marker", "refused"),
+    [
+        (b"{1024}", False),
+        (b"~{1024}", False),
+        (b"{1025}", True),
+        (b"~{1025}", True),
+        (b"{99999999999999999999}", True),
+    ],
+)
+def test_a_literal_over_the_limit_is_refused_before_it_is_buffered(marker: bytes, refused: bool) -> None:
+    reader = ResponseReader(max_literal=1024)
+    line = b"* 1 FETCH (UID 1 BODY[] " + marker + b"\r\n"
+    if refused:
+        with pytest.raises(ProtocolError, match="over the limit"):
+            reader.feed(line)
+    else:
+        assert reader.feed(line + b"x" * 1024 + b")\r\n")[0].literals == [b"x" * 1024]
+
+
 # ---------------------------------------------------------------------------------- status lines
 
 
