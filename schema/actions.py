@@ -9,6 +9,9 @@ gateway (a mutation)                          sync process holding the account's
   commit, ring the doorbell and the action bell   fail(): the mirror's change undone and logged, reason kept
 ```
 
+A draft (schema.drafts) keeps its row and its place in Drafts across versions: `draft_save` APPENDs the version
+it names (a blob), expunges the copies the server holds of earlier ones, and gives the place the new UID.
+
 A moved message keeps its row and its place row: the place points at the target folder at once, under the
 placeholder UIDVALIDITY 0 and UID -(place id), until the server's COPYUID names its UID there (RFC 4315).
 
@@ -43,6 +46,7 @@ class ActionKind(StrEnum):
     FOLDER_CREATE = "folder_create"
     FOLDER_RENAME = "folder_rename"
     FOLDER_DELETE = "folder_delete"
+    DRAFT_SAVE = "draft_save"
 
 
 class ActionState(StrEnum):
@@ -220,6 +224,13 @@ async def delete_folder(uow: UnitOfWork, folder: Folder) -> int:
     return await _queue(uow, ActionKind.FOLDER_DELETE, payload, folder_id=folder.id)
 
 
+async def save_draft(uow: UnitOfWork, folder_id: int, payload: dict[str, Any], message_id: int | None) -> int:
+    """APPEND a version of a draft to `folder_id` (schema.drafts writes the mirror and the payload: the place,
+    the blob to append, the blob it replaces, the Message-ID every version shares)."""
+    payload = {"folder_id": folder_id, **payload}
+    return await _queue(uow, ActionKind.DRAFT_SAVE, payload, message_id=message_id, folder_id=folder_id)
+
+
 # -- what the sync core reads ------------------------------------------------------------------------------
 
 
@@ -277,6 +288,32 @@ async def pending_messages(session: AsyncSession, account_id: int, message_ids: 
     return found
 
 
+async def pending_arrivals(session: AsyncSession, account_id: int, folder_id: int) -> set[str]:
+    """Message-IDs of copies pending actions are APPENDing to a folder: the folder sync leaves them to the
+    action, which places them under the message the mirror already shows."""
+    rows = await session.scalars(
+        select(Action.payload).where(
+            Action.account_id == account_id,
+            Action.state == ActionState.PENDING.value,
+            Action.kind == ActionKind.DRAFT_SAVE.value,
+            Action.folder_id == folder_id,
+        )
+    )
+    return {str(p["message_id_header"]) for p in rows if p.get("message_id_header")}
+
+
+async def pending_blobs(session: AsyncSession, account_id: int) -> set[bytes]:
+    """Blobs pending actions still need (the versions of drafts they APPEND, or restore when refused)."""
+    rows = await session.scalars(
+        select(Action.payload).where(
+            Action.account_id == account_id,
+            Action.state == ActionState.PENDING.value,
+            Action.kind == ActionKind.DRAFT_SAVE.value,
+        )
+    )
+    return {bytes.fromhex(p[key]) for p in rows for key in ("blob", "previous") if p.get(key)}
+
+
 async def pending_folders(session: AsyncSession, account_id: int) -> dict[int, set[str]]:
     """Folders a pending folder action is about, with every name involved: discovery leaves them alone."""
     rows = await session.scalars(
@@ -326,6 +363,8 @@ def _folders_of(action: Action) -> set[int]:
         ids.add(p["move"]["folder_id"])
     if action.kind == ActionKind.MOVE:
         ids.add(p["to"])
+    if action.kind == ActionKind.DRAFT_SAVE:
+        ids.add(p["folder_id"])
     return ids
 
 

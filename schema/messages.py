@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +61,46 @@ def _addresses(addrs: Sequence[Address]) -> list[dict[str, str]]:
     return [{"name": a.name, "address": a.address} for a in addrs]
 
 
+def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
+    """The columns a message's content fills (what a new version of a draft rewrites)."""
+    return {
+        "blob_sha256": blobs.digest(raw),
+        "size": len(raw),
+        "message_id_header": (p.message_id or "")[:191] or None,
+        "in_reply_to": (p.in_reply_to or "")[:255] or None,
+        "references": " ".join(p.references),
+        "subject": p.subject,
+        "from_addrs": _addresses(p.from_),
+        "to_addrs": _addresses(p.to),
+        "cc_addrs": _addresses(p.cc),
+        "bcc_addrs": _addresses(p.bcc),
+        "reply_to_addrs": _addresses(p.reply_to),
+        "search_addresses": " ".join(f"{a.name} {a.address}".strip() for a in (*p.from_, *p.to, *p.cc)),
+        "date": _naive_utc(p.date),
+        "snippet": p.snippet[:255],
+        "text_body": p.text_body[:MAX_TEXT_CHARS],
+        "html_body": zlib.compress(p.html_body.encode(), 1) if p.html_body else None,
+        "has_attachments": p.has_attachments,
+        "malformed": p.malformed,
+        "defects": " ".join(p.defects)[:1024],
+    }
+
+
+def _attachment_rows(message_id: int, p: ParsedMessage) -> list[dict[str, Any]]:
+    return [
+        {
+            "message_id": message_id,
+            "part_id": a.part_id[:64],
+            "filename": a.filename[:512] if a.filename else None,
+            "content_type": a.content_type[:255],
+            "size": a.size,
+            "content_id": a.content_id[:255] if a.content_id else None,
+            "inline": a.inline,
+        }
+        for a in p.attachments
+    ]
+
+
 async def known_identities(session: AsyncSession, account_id: int, identities: Iterable[str]) -> dict[str, int]:
     wanted = list(set(identities))
     found: dict[str, int] = {}
@@ -90,6 +130,16 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
             if f.raw is None or f.parsed is None:
                 raise ValueError(f"message {f.identity} is new here, its raw bytes are needed")
             new[f.identity] = f
+    if new and uidvalidity != actions.PLACEHOLDER_UIDVALIDITY:
+        # A copy a pending action is putting here (a draft's new version) is that action's to place: mirrored
+        # now, it would be a second message beside the one the mirror already shows.
+        arriving = await actions.pending_arrivals(s, uow.account_id, folder_id)
+        skipped = {i for i, f in new.items() if f.parsed is not None and f.parsed.message_id in arriving}
+        if skipped:
+            fetched = [f for f in fetched if f.identity not in skipped]
+            new = {i: f for i, f in new.items() if i not in skipped}
+            if not fetched:
+                return []
     if new:
         ids.update(await _create(uow, list(new.values())))
     # A UID already placed with another message (the server broke the UID promise, or an earlier listing
@@ -137,24 +187,24 @@ async def _holders(s: AsyncSession, folder_id: int, uidvalidity: int, uids: Sequ
     return found
 
 
+def _thread_key(p: ParsedMessage, internaldate: datetime | None) -> threads.ThreadKey:
+    return threads.ThreadKey(
+        message_id=p.message_id,
+        references=tuple(p.references) + ((p.in_reply_to,) if p.in_reply_to else ()),
+        subject=p.subject,
+        normalized_subject=normalize_subject(p.subject),
+        is_reply=is_reply(p.subject),
+        when=_naive_utc(p.date) or _naive_utc(internaldate) or utcnow(),
+    )
+
+
 async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     s = uow.session
     await blobs.put_many(s, [(f.raw, f.packed) for f in items if f.raw is not None])
     keys = []
     for f in items:
-        p = f.parsed
-        assert p is not None
-        when = _naive_utc(p.date) or _naive_utc(f.internaldate) or utcnow()
-        keys.append(
-            threads.ThreadKey(
-                message_id=p.message_id,
-                references=tuple(p.references) + ((p.in_reply_to,) if p.in_reply_to else ()),
-                subject=p.subject,
-                normalized_subject=normalize_subject(p.subject),
-                is_reply=is_reply(p.subject),
-                when=when,
-            )
-        )
+        assert f.parsed is not None
+        keys.append(_thread_key(f.parsed, f.internaldate))
     thread_ids = await threads.assign(uow, keys)
     rows: list[dict[str, Any]] = []
     for f, tid in zip(items, thread_ids, strict=True):
@@ -166,26 +216,8 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "account_id": uow.account_id,
                 "identity": f.identity,
                 "thread_id": tid,
-                "blob_sha256": blobs.digest(raw),
-                "size": len(raw),
-                "message_id_header": (p.message_id or "")[:191] or None,
-                "in_reply_to": (p.in_reply_to or "")[:255] or None,
-                "references": " ".join(p.references),
-                "subject": p.subject,
-                "from_addrs": _addresses(p.from_),
-                "to_addrs": _addresses(p.to),
-                "cc_addrs": _addresses(p.cc),
-                "bcc_addrs": _addresses(p.bcc),
-                "reply_to_addrs": _addresses(p.reply_to),
-                "search_addresses": " ".join(f"{a.name} {a.address}".strip() for a in (*p.from_, *p.to, *p.cc)),
-                "date": _naive_utc(p.date),
+                **_content(raw, p),
                 "received_at": _naive_utc(f.internaldate) or _naive_utc(p.date) or utcnow(),
-                "snippet": p.snippet[:255],
-                "text_body": p.text_body[:MAX_TEXT_CHARS],
-                "html_body": zlib.compress(p.html_body.encode(), 1) if p.html_body else None,
-                "has_attachments": p.has_attachments,
-                "malformed": p.malformed,
-                "defects": " ".join(p.defects)[:1024],
                 "unread": "\\Seen" not in f.flags,
                 "starred": "\\Flagged" in f.flags,
                 "answered": "\\Answered" in f.flags,
@@ -198,18 +230,10 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
         ).scalars()
     )
     attachments = [
-        {
-            "message_id": mid,
-            "part_id": a.part_id[:64],
-            "filename": a.filename[:512] if a.filename else None,
-            "content_type": a.content_type[:255],
-            "size": a.size,
-            "content_id": a.content_id[:255] if a.content_id else None,
-            "inline": a.inline,
-        }
+        row
         for f, mid in zip(items, created, strict=True)
         if f.parsed is not None
-        for a in f.parsed.attachments
+        for row in _attachment_rows(mid, f.parsed)
     ]
     if attachments:
         await s.execute(insert(table(Attachment)), attachments)
@@ -330,8 +354,79 @@ async def delete_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
     uow.record(ObjectType.MESSAGE, Op.DELETE, ids)
     uow.dirty_messages.difference_update(ids)
     uow.dirty_threads.update(r.thread_id for r in rows)
-    shas = list({r.blob_sha256 for r in rows})
-    still = set(await s.scalars(select(Message.blob_sha256).where(Message.blob_sha256.in_(shas))))
-    unused = [h for h in shas if h not in still]
+    await drop_unused_blobs(s, [r.blob_sha256 for r in rows])
+
+
+async def drop_unused_blobs(s: AsyncSession, shas: Iterable[bytes], keep: Iterable[bytes] = ()) -> None:
+    """Delete the blobs of these that no message holds (and that are not in `keep`)."""
+    wanted = list(set(shas) - set(keep))
+    if not wanted:
+        return
+    still = set(await s.scalars(select(Message.blob_sha256).where(Message.blob_sha256.in_(wanted))))
+    unused = [h for h in wanted if h not in still]
     if unused:
         await s.execute(delete(MimeBlob).where(MimeBlob.sha256.in_(unused)))
+
+
+async def rewrite(uow: UnitOfWork, message_id: int, raw: bytes, parsed: ParsedMessage) -> None:
+    """New content for a message that keeps its id (a draft saved again): its blob, parsed fields and attachments
+    are replaced, logged as an update. New references may move it to another thread (joining, as threading does).
+    The old blob stays (an action may still need it): schema.drafts drops it when no one does."""
+    s = uow.session
+    before = (
+        await s.execute(
+            select(Message.thread_id, Message.references, Message.in_reply_to, Message.message_id_header).where(
+                Message.id == message_id, Message.account_id == uow.account_id
+            )
+        )
+    ).first()
+    if before is None:
+        return
+    await blobs.put_many(s, [(raw, None)])
+    values = _content(raw, parsed)
+    old_refs = (before.references, before.in_reply_to, before.message_id_header)
+    if old_refs != (values["references"], values["in_reply_to"], values["message_id_header"]):
+        [values["thread_id"]] = await threads.assign(uow, [_thread_key(parsed, None)])
+    uow.dirty_threads.update({before.thread_id, values.get("thread_id", before.thread_id)})
+    await s.execute(update(Message).where(Message.id == message_id).values(**values))
+    await s.execute(delete(Attachment).where(Attachment.message_id == message_id))
+    attachments = _attachment_rows(message_id, parsed)
+    if attachments:
+        await s.execute(insert(table(Attachment)), attachments)
+    uow.record(ObjectType.MESSAGE, Op.UPDATE, [message_id])
+
+
+async def file_copy(
+    uow: UnitOfWork, message_id: int, place_id: int, uidvalidity: int, uid: int, identity: str | None
+) -> int | None:
+    """The server holds the message the mirror showed at a place of its own (a placeholder, or the UID of a
+    version it replaced) at (UIDVALIDITY, UID) now: the place takes them, the message the server's identity.
+
+    Returns the id of another message that holds that identity already (the folder sync mirrored the server's
+    copy first), changing nothing: the caller decides which of the two stays.
+    """
+    s = uow.session
+    if identity is not None:
+        other = await s.scalar(
+            select(Message.id).where(Message.account_id == uow.account_id, Message.identity == identity)
+        )
+        if other is not None and other != message_id:
+            return int(other)
+        await s.execute(update(Message).where(Message.id == message_id).values(identity=identity))
+    folder_id = await s.scalar(
+        select(MessagePlace.folder_id).where(MessagePlace.id == place_id, MessagePlace.message_id == message_id)
+    )
+    if folder_id is None:
+        return None
+    await s.execute(
+        delete(MessagePlace).where(
+            MessagePlace.folder_id == folder_id,
+            MessagePlace.uidvalidity == uidvalidity,
+            MessagePlace.uid == uid,
+            MessagePlace.id != place_id,
+        )
+    )
+    await s.execute(update(MessagePlace).where(MessagePlace.id == place_id).values(uidvalidity=uidvalidity, uid=uid))
+    uow.dirty_messages.add(message_id)
+    uow.dirty_folders.add(folder_id)
+    return None

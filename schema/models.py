@@ -347,7 +347,7 @@ class Action(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
-    # flags | move | expunge | folder_create | folder_rename | folder_delete
+    # flags | move | expunge | folder_create | folder_rename | folder_delete | draft_save
     kind: Mapped[str] = mapped_column(String(16))
     # pending | done | failed
     state: Mapped[str] = mapped_column(String(12), default="pending")

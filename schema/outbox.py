@@ -22,13 +22,13 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime.compose import ComposeError, Draft, compose, recipients, validate_address
 from mime.parse import ParsedMessage, parse_message
 from schema import actions, messages
-from schema.models import Folder, Message, MessagePlace, Outbox, utcnow
+from schema.models import Folder, MessagePlace, Outbox, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -246,30 +246,18 @@ async def filed(uow: UnitOfWork, entry: Outbox, uidvalidity: int, uid: int, iden
     """
     if entry.mirror_message_id is None:
         return
-    s = uow.session
-    if identity is not None:
-        other = await s.scalar(
-            select(Message.id).where(Message.account_id == uow.account_id, Message.identity == identity)
+    place_id = await uow.session.scalar(
+        select(MessagePlace.id).where(
+            MessagePlace.message_id == entry.mirror_message_id,
+            MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY,
         )
-        if other is not None and other != entry.mirror_message_id:
-            await _drop_mirror_copy(uow, entry)
-            await s.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
-            return
-        await s.execute(update(Message).where(Message.id == entry.mirror_message_id).values(identity=identity))
-    place = (MessagePlace.message_id == entry.mirror_message_id) & (
-        MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY
     )
-    folder_id = await s.scalar(select(MessagePlace.folder_id).where(place))
-    if folder_id is None:
+    if place_id is None and identity is None:
         return
-    await s.execute(
-        delete(MessagePlace).where(
-            MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity == uidvalidity, MessagePlace.uid == uid
-        )
-    )
-    await s.execute(update(MessagePlace).where(place).values(uidvalidity=uidvalidity, uid=uid))
-    uow.dirty_messages.add(entry.mirror_message_id)
-    uow.dirty_folders.add(folder_id)
+    other = await messages.file_copy(uow, entry.mirror_message_id, place_id or 0, uidvalidity, uid, identity)
+    if other is not None:
+        await _drop_mirror_copy(uow, entry)
+        await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
 
 
 async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:

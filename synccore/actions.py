@@ -7,6 +7,8 @@ run(bell)                      woken by the account's action bell (Redis), or a 
     move          ->  UID MOVE (RFC 6851); COPYUID (RFC 4315) names the new UID, so the message keeps its id
     expunge       ->  UID STORE +FLAGS \\Deleted, UID EXPUNGE (RFC 4315: only these UIDs)
     folders       ->  CREATE, RENAME, DELETE
+    draft_save    ->  APPEND the version (APPENDUID), UID EXPUNGE the older copies carrying the draft's Message-ID;
+                      the draft's place takes the new UID and identity, so the message keeps its id
   complete / fail / retry_later in a unit of work each batch
   then the outbox (synccore.outbox): SMTP submission, the Sent copy APPENDed
 ```
@@ -26,16 +28,17 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
-from schema import actions, folders, messages
+from schema import actions, blobs, drafts, folders, messages
 from schema.actions import ActionKind
 from schema.crypto import CredentialBox
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.unit import Store
 from synccore.backoff import Backoff
+from synccore.identity import identity_at
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
 from synccore.outbox import OutboxSender
 
@@ -56,6 +59,8 @@ class Outcome:
 
     done: list[tuple[Action, tuple[int, int] | None]]
     failed: list[tuple[Action, str]]
+    # draft_save: action id -> (UIDVALIDITY, UID, identity) of the version APPENDed
+    filed: dict[int, tuple[int, int, str]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Outcome:
@@ -166,11 +171,15 @@ class ActionExecutor:
                     await messages.drop_placeless(uow, [action.message_id])
                 elif action.kind == ActionKind.FOLDER_DELETE and action.folder_id is not None:
                     await folders.remove(uow, action.folder_id)
+                elif action.kind == ActionKind.DRAFT_SAVE:
+                    await drafts.saved(uow, action, outcome.filed.get(action.id))
             for action, reason in outcome.failed:
                 log.info("account %s: action %s (%s) failed: %s", self.account_id, action.id, action.kind, reason)
                 await actions.fail(uow, action, reason)
                 if action.kind == ActionKind.FOLDER_CREATE and action.folder_id is not None:
                     await folders.remove(uow, action.folder_id)
+                elif action.kind == ActionKind.DRAFT_SAVE:
+                    await drafts.refused(uow, action)
         self.performed += len(outcome.done) + len(outcome.failed)
 
     # -- the server ----------------------------------------------------------------------------------
@@ -201,6 +210,9 @@ class ActionExecutor:
         try:
             if kind == ActionKind.MOVE:
                 return Outcome([(action, await self._move(action))], [])
+            if kind == ActionKind.DRAFT_SAVE:
+                filed = await self._save_draft(action)
+                return Outcome([(action, None)], [], {action.id: filed} if filed is not None else {})
             if kind == ActionKind.EXPUNGE:
                 await self._expunge(action.payload["expunge"])
             elif kind == ActionKind.FOLDER_CREATE:
@@ -335,6 +347,41 @@ class ActionExecutor:
         if not uids:
             raise Gone("the message was expunged on the server")
         return None  # several copies: the next full compare of the target places the right one by identity
+
+    async def _save_draft(self, action: Action) -> tuple[int, int, str] | None:
+        """APPEND the version the action names, then expunge every other copy of the draft in its folder (the
+        version it replaces, and one a crash left after an APPEND): safe to repeat. None: nothing to save, the
+        draft was deleted meanwhile."""
+        p = action.payload
+        async with self.store.sessions() as s:
+            place = await s.get(MessagePlace, p["place"]) if p.get("place") is not None else None
+            folder = await s.get(Folder, p["folder_id"])
+            raw = await blobs.get(s, bytes.fromhex(p["blob"]))
+        if place is None or place.message_id != action.message_id or raw is None:
+            return None
+        if folder is None or folder.sync_state == "deleting":
+            raise Gone("the Drafts folder was deleted")
+        client = await self._client()
+        flags = [f for f in place.flags.split() if f.lower() != "\\recent"]
+        placed = await client.append(folder.name, raw, flags)
+        uidvalidity = await self._select(folder)
+        if uidvalidity is None:
+            raise Transient(f"{folder.name}: no UIDVALIDITY")
+        header = p.get("message_id_header")
+        copies = set(await client.uid_search([b"HEADER", b"Message-ID", astring(header)])) if header else set()
+        if placed is not None and placed[0] == uidvalidity:
+            uid = placed[1]
+        elif copies:
+            uid = max(copies)  # no UIDPLUS (RFC 4315): the newest copy is the one just appended
+        else:
+            raise Gone("the server did not keep the draft")
+        stale = copies - {uid}
+        if place.uidvalidity == uidvalidity and 0 < place.uid != uid:
+            stale.add(place.uid)
+        if stale:
+            await client.uid_store(sorted(stale), "add", ["\\Deleted"])
+            await client.uid_expunge(sorted(stale))
+        return uidvalidity, uid, await identity_at(client, folder.name, uid, raw)
 
     async def _expunge(self, places: Sequence[dict[str, int]]) -> None:
         by_folder: dict[int, list[dict[str, int]]] = defaultdict(list)

@@ -7,6 +7,7 @@ message keeps its bytes, so it keeps its identity too.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 
 from synccore.imap import CommandFailed, FetchItem, ImapClient
@@ -60,3 +61,13 @@ def identity_of(mode: IdentityMode, item: FetchItem) -> str | None:
 def content_identity(digest: bytes) -> str:
     """The identity of a message by its content: the SHA-256 of the raw bytes (which hold its Message-ID)."""
     return "sha:" + digest.hex()
+
+
+async def identity_at(client: ImapClient, folder: str, uid: int, raw: bytes) -> str:
+    """The identity of the message at UID in a folder (one we just APPENDed as `raw`): the server's own id
+    where it gives one, else the content's. Leaves the folder selected."""
+    mode = await detect(client)
+    await client.select(folder)
+    fetched = await client.uid_fetch([uid], metadata_items(client, mode))
+    found = next((identity_of(mode, i) for i in fetched.items if i.uid == uid), None)
+    return found or content_identity(hashlib.sha256(raw).digest())

@@ -21,13 +21,13 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from schema import blobs, outbox
+from schema import outbox
 from schema.crypto import CredentialBox
 from schema.models import Account, Folder, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
 from synccore.backoff import Backoff
-from synccore.identity import content_identity, detect, identity_of, metadata_items
+from synccore.identity import identity_at
 from synccore.imap import ImapClient, ImapError
 from synccore.smtp import SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
 
@@ -134,11 +134,6 @@ class OutboxSender:
         if placed is None:
             return  # no UIDPLUS: the next pass over Sent mirrors the server's copy
         uidvalidity, uid = placed
-        mode = await detect(client)
-        await client.select(sent.name)
-        fetched = await client.uid_fetch([uid], metadata_items(client, mode))
-        identity = next((identity_of(mode, i) for i in fetched.items if i.uid == uid), None)
-        if identity is None:
-            identity = content_identity(blobs.digest(entry.sent_copy))
+        identity = await identity_at(client, sent.name, uid, entry.sent_copy)
         async with self.store.unit(self.account_id) as uow:
             await outbox.filed(uow, entry, uidvalidity, uid, identity)

@@ -244,6 +244,18 @@ def foreign_calls(mine: dict[str, str], theirs: dict[str, list[str]]) -> dict[st
     ]
     for name, input_ in folder_calls:
         calls.setdefault(name, []).append((_input(name, FOLDER_PAYLOAD), {"input": input_}))
+    draft_payload = "{ action { id state } draft { id } }"
+    draft_calls = [
+        ("createDraft", {"accountId": theirs["Account"][0], "subject": "Walked"}),
+        *(("createDraft", {"accountId": mine["Account"], "replyTo": g}) for g in theirs["Message"]),
+        *(("updateDraft", {"id": g, "subject": "Walked"}) for g in theirs["Message"]),
+        *(("deleteDraft", {"id": g}) for g in theirs["Message"]),
+    ]
+    for name, input_ in draft_calls:
+        calls.setdefault(name, []).append((_input(name, draft_payload), {"input": input_}))
+    calls["sendDraft"] = [
+        (_input("sendDraft", "{ outboxId state action { id } }"), {"input": {"id": g}}) for g in theirs["Message"]
+    ]
     create_hook = (
         'mutation($a: ID!) { createWebhook(accountId: $a, url: "https://example.com/h", events: ["*"]) { secret } }'
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import strawberry
 
+from gateway.graphql.mutations.drafts import DraftMutations
 from gateway.graphql.mutations.folders import FolderMutations
 from gateway.graphql.mutations.messages import MessageMutations
 from gateway.graphql.mutations.webhooks import WebhookMutations
@@ -20,6 +21,7 @@ __all__ = ["Mutation", "ReadOnlyTokens"]
 class Mutation(
     MessageMutations,
     FolderMutations,
+    DraftMutations,
     WebhookMutations,
 ):
     """Every mutation: the fields of the bases, in their order."""
