@@ -180,16 +180,16 @@ async def _clear_flags(direct: RawImap, engine: AsyncEngine, account_id: int) ->
             left = (
                 await conn.execute(
                     text(
-                        "SELECT (SELECT COUNT(*) FROM messages WHERE account_id = :a AND starred = 1) + "
+                        "SELECT (SELECT COUNT(*) FROM messages WHERE account_id = :a AND starred = 1), "
                         "(SELECT COUNT(*) FROM actions WHERE account_id = :a AND state = 'pending')"
                     ),
                     {"a": account_id},
                 )
-            ).scalar()
-        if left == 0:
+            ).one()
+        if tuple(left) == (0, 0):
             return
         await asyncio.sleep(0.2)
-    raise BenchError("the mirror did not see the flags cleared in 120 s")
+    raise BenchError(f"the mirror did not see the flags cleared in 120 s (starred, pending actions: {tuple(left)})")
 
 
 async def _action_ids(engine: AsyncEngine, since: int) -> list[int]:
