@@ -10,6 +10,7 @@ import strawberry
 
 from gateway.graphql.mutations.folders import FolderMutations
 from gateway.graphql.mutations.messages import MessageMutations
+from gateway.graphql.mutations.sending import SendingMutations
 from gateway.graphql.mutations.webhooks import WebhookMutations
 from gateway.graphql.mutations.writes import ReadOnlyTokens
 
@@ -20,6 +21,7 @@ __all__ = ["Mutation", "ReadOnlyTokens"]
 class Mutation(
     MessageMutations,
     FolderMutations,
+    SendingMutations,
     WebhookMutations,
 ):
     """Every mutation: the fields of the bases, in their order."""
