@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -102,7 +102,3 @@ async def prune(session: AsyncSession, now: datetime | None = None) -> tuple[int
     named = exists().where(Upload.sha256 == UploadBlob.sha256)
     blobs = await session.execute(delete(UploadBlob).where(UploadBlob.touched_at < now - BLOB_GRACE, ~named))
     return int(getattr(uploads, "rowcount", 0)), int(getattr(blobs, "rowcount", 0))
-
-
-async def count(session: AsyncSession, account_id: int) -> int:
-    return int(await session.scalar(select(func.count()).where(Upload.account_id == account_id)) or 0)
