@@ -6,10 +6,11 @@ Routes:
     /graphiql/static/...       GraphiQL's own assets (see gateway.graphiql)
     /attachments/{id}          an attachment's decoded bytes
     /messages/{id}/raw         a message's raw RFC 5322 bytes
+    /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
 
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
-GatewayConfig.webhooks is off.
+GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from gateway.http import GatewayView
 from gateway.limits import RateLimiter
 from gateway.services import Services
 from gateway.signing import Signer
+from gateway.uploads import Uploads, pruning
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.settings import Settings
@@ -68,6 +70,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         max_subscriptions_per_connection=config.max_subscriptions_per_connection,
     )
     downloads = Downloads(services)
+    uploads = Uploads(services)
     fanout = services.fanout
 
     async def healthz(request: Request) -> Response:
@@ -95,7 +98,10 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
-        async with running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None):
+        async with (
+            running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
+            pruning(engine, config.upload_prune_seconds),
+        ):
             yield
         await fanout.stop()
         await redis.aclose()
@@ -108,6 +114,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         WebSocketRoute("/graphql", view),
         Route("/attachments/{id}", downloads.attachment),
         Route("/messages/{id}/raw", downloads.raw),
+        Route("/uploads", uploads.upload, methods=["POST"]),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -49,6 +49,12 @@ class GatewayConfig:
     webhook_backoff_cap_seconds: float = 3600.0
     # A hook failing continuously for this long is disabled (3 days).
     webhook_disable_after_seconds: float = 3 * 24 * 3600.0
+    # Sending: a message without sendAt waits this long in the outbox, so that cancelSend can take it back
+    # (0: sent at once). Uploads (POST /uploads) larger than this are refused with 413.
+    undo_send_seconds: float = 5.0
+    max_upload_bytes: int = 25 * 1024 * 1024
+    # Expired uploads (schema.uploads) are pruned by every gateway process this often.
+    upload_prune_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -76,4 +82,6 @@ class GatewayConfig:
             webhook_disable_after_seconds=float(
                 env.get("INBOXQL_WEBHOOK_DISABLE_AFTER_SECONDS", base.webhook_disable_after_seconds)
             ),
+            undo_send_seconds=float(env.get("INBOXQL_GATEWAY_UNDO_SEND_SECONDS", base.undo_send_seconds)),
+            max_upload_bytes=int(env.get("INBOXQL_GATEWAY_MAX_UPLOAD_BYTES", base.max_upload_bytes)),
         )

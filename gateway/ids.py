@@ -4,7 +4,8 @@ All are base64url without padding of a short text: opaque to clients (they must 
 back), stable across processes.
 
 * A global id (Relay's Node) is "Type:number": it names its type, so ``node(id:)`` needs no lookup table.
-  Webhook ids have the same shape with a type of their own (not a Node: ``node(id:)`` does not serve them).
+  Webhook and Upload ids have the same shape with a type of their own (not Nodes: ``node(id:)`` does not
+  serve them).
 * A page cursor is a JSON list of the sort key values of one row (never an offset), so a page starts exactly
   after the row the client last saw, however many rows arrived before it (gateway.graphql.pages).
 * A change cursor is "changes:ACCOUNT:SEQ". It names its account, so a cursor of one account passed for
@@ -22,7 +23,7 @@ from typing import Any
 
 from gateway.errors import BadUserInput
 
-NODE_TYPES = ("Account", "Folder", "Label", "Thread", "Message", "Attachment", "Action")
+NODE_TYPES = ("Account", "Folder", "Label", "Thread", "Message", "Attachment", "Action", "OutboxEntry")
 _MAX_ID = 2**63 - 1
 
 
@@ -129,3 +130,11 @@ def decode_change_cursor(cursor: str, account_id: int) -> int:
     if found_account != account_id:
         raise BadUserInput("the change cursor belongs to another account")
     return found_seq
+
+
+def upload_pk(gid: str) -> int:
+    """The primary key of an upload id (POST /uploads); BadUserInput when it is not one."""
+    found = _parse_global(gid)
+    if found is None or found[0] != "Upload":
+        raise BadUserInput("not a valid upload id")
+    return found[1]

@@ -25,7 +25,8 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from inboxql.devmail import free_port
 from mime import parse_message
-from schema import accounts, actions, folders, messages, tokens
+from mime.compose import Draft, Mailbox
+from schema import accounts, actions, folders, messages, outbox, tokens, uploads
 from schema.crypto import CredentialBox
 from schema.models import Message
 from schema.settings import Settings
@@ -87,6 +88,8 @@ class SeededAccount:
     address: str
     folders: dict[str, int] = field(default_factory=dict)
     raws: list[bytes] = field(default_factory=list)
+    # Uploads (POST /uploads) of the account: not Nodes, so the tenancy walks take them from here.
+    uploads: list[int] = field(default_factory=list)
 
 
 async def add_folder(store: Store, account_id: int, name: str, role: str | None) -> int:
@@ -294,6 +297,13 @@ async def seed_bob(store: Store, box: CredentialBox) -> SeededAccount:
         )
         assert own is not None
         await actions.set_flags(uow, [own], ["\\Seen"], [])
+    # A message Bob queued for next year (nothing sends in these tests), and a file he uploaded.
+    async with store.unit(acc.id) as uow:
+        draft = Draft(Mailbox(BOB), to=(Mailbox("eve@other.test", "Eve"),), subject="Zanzibar flights", text="zanzibar")
+        await outbox.queue_draft(uow, draft, send_at=BASE_TIME + timedelta(days=365))
+    async with store.sessions() as session, session.begin():
+        upload = await uploads.put(session, acc.id, None, "secret.txt", "text/plain", b"bob's secret upload\n")
+        acc.uploads.append(upload.id)
     acc.raws = [z1, z2]
     return acc
 

@@ -390,6 +390,47 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class Upload(Base):
+    """A file a client uploaded to attach to a message it sends (see schema.uploads); the bytes are in
+    upload_blobs, once per content."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        Index("ix_uploads_account", "account_id"),
+        Index("ix_uploads_sha256", "sha256"),
+        Index("ix_uploads_expires", "expires_at"),
+        TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    # The token that uploaded it (kept for audit; the account decides who may use it).
+    token_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="SET NULL"))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[bytes] = mapped_column(BINARY(32))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Pruned after this: a day after the upload, or after the send that used it last.
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class UploadBlob(Base):
+    """Uploaded bytes, content-addressed like mime_blobs but apart from them: those go when no message holds
+    them, these when no upload does."""
+
+    __tablename__ = "upload_blobs"
+    __table_args__ = (UniqueConstraint("sha256", name="uq_upload_blobs_sha256"), TABLE_ARGS)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    sha256: Mapped[bytes] = mapped_column(BINARY(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    codec: Mapped[str] = mapped_column(String(8))  # "zlib" or "raw"
+    data: Mapped[bytes] = mapped_column(LONGBLOB)
+    # Written or written again: pruning spares blobs touched lately (an upload of the same bytes may be on its way).
+    touched_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 class MutationKey(Base):
     """An idempotency key a client sent with a mutation, and the payload it got: a retry gets the same one."""
 
@@ -439,6 +480,8 @@ __all__ = [
     "Outbox",
     "Thread",
     "ThreadRef",
+    "Upload",
+    "UploadBlob",
     "Webhook",
     "WebhookDelivery",
     "utcnow",

@@ -23,14 +23,27 @@ from sqlalchemy.orm import QueryableAttribute
 from strawberry.dataloader import DataLoader
 
 from gateway.graphql import pages
-from schema.models import Account, Action, Attachment, Folder, Label, Message, MessageLabel, MessagePlace, Thread
+from schema.models import (
+    Account,
+    Action,
+    Attachment,
+    Folder,
+    Label,
+    Message,
+    MessageLabel,
+    MessagePlace,
+    Outbox,
+    Thread,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 # A message as lists show it: everything but the bodies, which only `textBody`/`htmlBody` load.
 MESSAGE_COLUMNS = tuple(c for c in Message.__table__.c if c.name not in {"text_body", "html_body"})
-ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in {"imap_password"})
+ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in {"imap_password", "smtp_password"})
+# An outbox entry without the message it holds twice (as delivered and as filed in Sent).
+OUTBOX_COLUMNS = tuple(c for c in Outbox.__table__.c if c.name not in {"message", "sent_copy"})
 
 # A thread's messages read oldest first, by the same time the thread's aggregates use.
 MESSAGE_TIME = func.coalesce(Message.date, Message.received_at)
@@ -135,6 +148,10 @@ class Loaders:
         return _loader(self._actions)
 
     @cached_property
+    def outbox(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._outbox)
+
+    @cached_property
     def bodies(self) -> DataLoader[int, Bodies | None]:
         return _loader(self._bodies)
 
@@ -191,6 +208,10 @@ class Loaders:
 
     async def _actions(self, keys: list[int]) -> list[Row[Any] | None]:
         rows = await self.db.rows(select(Action.__table__).where(Action.id.in_(keys), self._mine(Action.account_id)))
+        return _by_id(rows, keys)
+
+    async def _outbox(self, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self.db.rows(select(*OUTBOX_COLUMNS).where(Outbox.id.in_(keys), self._mine(Outbox.account_id)))
         return _by_id(rows, keys)
 
     async def _bodies(self, keys: list[int]) -> list[Bodies | None]:

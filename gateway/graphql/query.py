@@ -20,7 +20,7 @@ from gateway.graphql.filters import (
     search_expression,
     thread_conditions,
 )
-from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS
+from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
@@ -28,6 +28,7 @@ from gateway.graphql.types.fields import described
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Message, Thread, prefetch_threads
 from gateway.graphql.types.nodes import NODE_CLASSES
+from gateway.graphql.types.outbox import OutboxConnection, outbox_connection
 from gateway.graphql.types.relay import Connection, Node, connection
 from gateway.graphql.types.webhooks import HOOK_KEYS, Webhook
 from gateway.ids import from_global, pk_of
@@ -38,8 +39,10 @@ from schema.models import Action as ActionRow
 from schema.models import Folder as FolderRow
 from schema.models import Label as LabelRow
 from schema.models import Message as MessageRow
+from schema.models import Outbox as OutboxRow
 from schema.models import Thread as ThreadRow
 from schema.models import Webhook as WebhookRow
+from schema.outbox import OutboxState
 
 T = TypeVar("T")
 MAX_NODES = 100
@@ -49,6 +52,7 @@ FOLDER_KEYS = (pages.Key(FolderRow.name, False, "name"), pages.Key(FolderRow.id,
 LABEL_KEYS = (pages.Key(LabelRow.name, False, "name"), pages.Key(LabelRow.id, False, "id"))
 THREAD_KEYS = (pages.Key(ThreadRow.last_message_at, True, "last_message_at"), pages.Key(ThreadRow.id, True, "id"))
 ACTION_KEYS = (pages.Key(ActionRow.id, True, "id"),)
+OUTBOX_KEYS = (pages.Key(OutboxRow.id, True, "id"),)
 MESSAGE_KEYS = (pages.Key(MessageRow.received_at, True, "received_at"), pages.Key(MessageRow.id, True, "id"))
 
 
@@ -217,6 +221,29 @@ class Query:
             conditions.append(ActionRow.state == state.value)
         return await _page(info, select(ActionRow.__table__), conditions, ACTION_KEYS, page, Action.of)
 
+    @described("An account's outbox (what sendMessage queued, and what became of it), newest first.")
+    async def outbox(
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        states: list[OutboxState] | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> OutboxConnection:
+        page = pages.PageArgs.of(first, after)
+        pk = info.context.account_pk(account_id)
+        conditions = [OutboxRow.account_id == pk]
+        if states:
+            conditions.append(OutboxRow.state.in_([state.value for state in states]))
+        db = info.context.db
+        stmt = select(*OUTBOX_COLUMNS).where(*conditions)
+        rows = await db.rows(pages.apply(stmt, OUTBOX_KEYS, page))
+
+        async def count() -> int:
+            return int(await db.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+
+        return outbox_connection(pages.cut(rows, OUTBOX_KEYS, page), count)
+
     @described("An account's webhooks, oldest first (needs a token with the admin scope).")
     async def webhooks(
         self, info: Info, account_id: strawberry.ID, first: int | None = None, after: str | None = None
@@ -257,6 +284,7 @@ async def _nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
         "Message": loaders.messages,
         "Attachment": loaders.attachments,
         "Action": loaders.actions,
+        "OutboxEntry": loaders.outbox,
     }
     rows = [by_type[kind].load(pk) for kind, pk in decoded]
     found: list[Node | None] = []

@@ -30,6 +30,7 @@ from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
+from gateway.graphql.types.outbox import OutboxEntry
 from gateway.limits import CostLimiter, RateLimiter
 from gateway.render import SharedEventExecutor
 
@@ -85,7 +86,7 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         ReadOnlyTokens,
         partial(CostLimiter, config=config, limiter=limiter),
     ]
-    types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment, Action]
+    types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment, Action, OutboxEntry]
     return GatewaySchema(
         query=Query,
         mutation=Mutation,

@@ -3,8 +3,10 @@ carries one of our codes, never INTERNAL (an INTERNAL here is a bug the fuzzer f
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,9 +21,10 @@ from gateway.errors import CODES
 from gateway.ids import NODE_TYPES, to_global
 from gateway.sdl import current_sdl
 from gateway.testing import Mail, ServerThread, World, add_folder, deliver, start_gateway
-from schema import accounts, tokens
+from mime.compose import Draft, Mailbox
+from schema import accounts, outbox, tokens, uploads
 from schema.crypto import CredentialBox
-from schema.models import Folder, Message, Thread
+from schema.models import Folder, Message, Outbox, Thread, Upload
 from schema.settings import Settings
 from schema.unit import Store
 
@@ -43,13 +46,20 @@ async def fuzz_account(world: World, gw_store: Store, credential_box: Credential
     """An account of the fuzzer's own: fuzzed mutations change (optimistically) what they are given, and the
     seeded world must stay as the other tests expect it."""
     endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "fuzz")
-    account = await accounts.create(gw_store, credential_box, "fuzz@example.test", endpoint, "pw")
+    # SMTP settings (no server answers there, and no sync process runs): fuzzed sends get as far as the outbox.
+    smtp = accounts.SmtpSettings("127.0.0.1", 9, "starttls")
+    account = await accounts.create(gw_store, credential_box, "fuzz@example.test", endpoint, "pw", smtp)
     folder_ids = [
         await add_folder(gw_store, account, name, role)
         for name, role in (("INBOX", "inbox"), ("Trash", "trash"), ("Archive", "archive"), ("Notes", None))
     ]
     mails = [Mail(f"fuzz {i}", "F <f@example.test>", ["fuzz@example.test"], f"body {i}").raw() for i in range(4)]
     await deliver(gw_store, account, folder_ids[0], [(raw, ["\\Seen"] if i % 2 else []) for i, raw in enumerate(mails)])
+    async with gw_store.sessions() as session, session.begin():
+        await uploads.put(session, account, None, "fuzz.txt", "text/plain", b"fuzz")
+    async with gw_store.unit(account) as uow:  # something for cancelSend to take back
+        draft = Draft(Mailbox("fuzz@example.test"), to=(Mailbox("f@example.test"),), subject="fuzz", text="queued")
+        await outbox.queue_draft(uow, draft, send_at=datetime.now(UTC) + timedelta(days=300))
     return account
 
 
@@ -69,6 +79,8 @@ async def fuzz_pks(fuzz_account: int, gw_store: Store) -> dict[str, list[int]]:
             "Folder": list(await s.scalars(select(Folder.id).where(Folder.account_id == fuzz_account))),
             "Message": list(await s.scalars(select(Message.id).where(Message.account_id == fuzz_account))),
             "Thread": list(await s.scalars(select(Thread.id).where(Thread.account_id == fuzz_account))),
+            "Upload": list(await s.scalars(select(Upload.id).where(Upload.account_id == fuzz_account))),
+            "OutboxEntry": list(await s.scalars(select(Outbox.id).where(Outbox.account_id == fuzz_account))),
         }
 
 
@@ -83,7 +95,7 @@ def ids(world: World, own: dict[str, list[int]]) -> st.SearchStrategy[Any]:
     """Real ids of both seeded accounts (not the fuzzer's), of the fuzzer's account, ids that do not exist, and
     junk."""
     real = [to_global("Account", world.alice.id), to_global("Account", world.bob.id)]
-    real += [to_global(t, pk) for t in NODE_TYPES for pk in (1, 2, 3, 10**12)]
+    real += [to_global(t, pk) for t in (*NODE_TYPES, "Upload") for pk in (1, 2, 3, 10**12)]
     real += [to_global(t, pk) for t, pks in own.items() for pk in pks]
     return st.one_of(st.sampled_from(real), st.text(max_size=20)).map(nodes.String)
 
@@ -136,3 +148,54 @@ def test_fuzzed_queries_never_fail_the_server(
 def test_malformed_http_bodies_are_4xx(fuzz_client: httpx.Client, body: bytes) -> None:
     response = fuzz_client.post("/graphql", content=body, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500
+
+
+SEND = """mutation($input: SendMessageInput!) { sendMessage(input: $input) {
+    id state outbox { id state sendAt recipients } message { id subject to { name address } } } }"""
+
+
+def send_inputs(account: int, own: dict[str, list[int]]) -> st.SearchStrategy[dict[str, Any]]:
+    """sendMessage inputs of the fuzz account (so they get past NOT_FOUND): hostile text everywhere."""
+    text = st.text(max_size=40)
+    address = st.one_of(st.emails(), text, st.builds(lambda a, b: f"{a}@{b}", text, text))
+    mailbox = st.fixed_dictionaries({"address": address}, optional={"name": st.one_of(st.none(), text)})
+    mailboxes = st.one_of(st.none(), st.lists(mailbox, max_size=3))
+    messages = [to_global("Message", pk) for pk in own["Message"]]
+    upload_ids = [to_global("Upload", pk) for pk in own["Upload"]] + [to_global("Upload", 10**12)]
+    when = st.datetimes(timezones=st.sampled_from([None, UTC])).map(lambda d: d.isoformat())
+    return st.fixed_dictionaries(
+        {"accountId": st.just(to_global("Account", account)), "to": mailboxes},
+        optional={
+            "cc": mailboxes,
+            "bcc": mailboxes,
+            "subject": st.one_of(st.none(), text),
+            "text": st.one_of(st.none(), text),
+            "html": st.one_of(st.none(), text),
+            "replyTo": st.one_of(st.none(), st.sampled_from(messages)),
+            "forward": st.one_of(st.none(), st.sampled_from(messages)),
+            "attachments": st.one_of(st.none(), st.lists(st.sampled_from(upload_ids), max_size=3)),
+            "sendAt": st.one_of(st.none(), when),
+            "idempotencyKey": st.one_of(st.none(), text),
+        },
+    )
+
+
+def test_fuzzed_sends_are_queued_or_refused_never_failed(
+    fuzz_client: httpx.Client, fuzz_account: int, fuzz_pks: dict[str, list[int]]
+) -> None:
+    outcomes: dict[str, int] = {}
+
+    @settings(max_examples=EXAMPLES, derandomize=not RANDOM, deadline=None, database=None)
+    @given(fields=send_inputs(fuzz_account, fuzz_pks))
+    def run(fields: dict[str, Any]) -> None:
+        # Sent as \u-escaped JSON, so that lone surrogates reach the server too.
+        body = json.dumps({"query": SEND, "variables": {"input": fields}})
+        response = fuzz_client.post("/graphql", content=body, headers={"content-type": "application/json"})
+        check(response)
+        errors = response.json().get("errors") or ()
+        outcome = errors[0]["extensions"]["code"] if errors else "QUEUED"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    run()
+    assert outcomes.get("QUEUED", 0) > 0, outcomes
+    assert outcomes.get("BAD_USER_INPUT", 0) > 0, outcomes

@@ -11,6 +11,7 @@ import strawberry
 from gateway.graphql.mutations.drafts import DraftMutations
 from gateway.graphql.mutations.folders import FolderMutations
 from gateway.graphql.mutations.messages import MessageMutations
+from gateway.graphql.mutations.sending import SendingMutations
 from gateway.graphql.mutations.webhooks import WebhookMutations
 from gateway.graphql.mutations.writes import ReadOnlyTokens
 
@@ -22,6 +23,7 @@ class Mutation(
     MessageMutations,
     FolderMutations,
     DraftMutations,
+    SendingMutations,
     WebhookMutations,
 ):
     """Every mutation: the fields of the bases, in their order."""

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Row
 
 from gateway.errors import BadUserInput
 from gateway.graphql.context import Info
+from gateway.graphql.mutations.sending import AddressInput
 from gateway.graphql.mutations.writes import Result, Work, folder_with_role, messages_of, write
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.fields import described, existing
@@ -43,12 +44,6 @@ MAX_ADDRESSES = 100
 MAX_BODY = 1_000_000
 MAX_SUBJECT = 2_000
 KEY = "Up to 128 ASCII characters: a retry with the same key gets the first answer."
-
-
-@strawberry.input(description="A mailbox: an address (local@domain) and an optional display name.")
-class AddressInput:
-    address: str
-    name: str | None = None
 
 
 @strawberry.input

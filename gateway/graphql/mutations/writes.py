@@ -6,7 +6,7 @@ ReadOnlyTokens (schema extension)   a read-only token's mutation: FORBIDDEN befo
 write(info, name, key, plan)
   key given and stored?             the stored result (same mutation), BAD_USER_INPUT (another mutation)
   plan()                            validate, resolve ids (NOT_FOUND for any id the token does not grant)
-  store.unit(account)               the change, its actions, the change log and the key's row: one commit
+  store.unit(account)               the key's row (first), the change, its actions, the change log: one commit
   context.written()                 the payload reads what was just committed
 ```
 
@@ -84,13 +84,16 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
     account_id, work = await plan()
     try:
         async with info.context.services.store.unit(account_id) as uow:
-            result = await work(uow)
+            row = None
             if key is not None:
-                uow.session.add(
-                    MutationKey(
-                        token_id=viewer.token_id, key=key, mutation=mutation, result=result, created_at=utcnow()
-                    )
-                )
+                # The key's row first: a concurrent request with the same key waits on it before it has changed
+                # anything, then finds the key taken. (Taken last, the two requests' changes deadlock first.)
+                row = MutationKey(token_id=viewer.token_id, key=key, mutation=mutation, result={}, created_at=utcnow())
+                uow.session.add(row)
+                await uow.session.flush()
+            result = await work(uow)
+            if row is not None:
+                row.result = result
                 await uow.session.flush()
     except Refused as exc:
         raise BadUserInput(str(exc)) from None

@@ -10,5 +10,6 @@ nodes       every Node type by name (node(id:), a change's object)
 changes     Change, ChangePage, and the change log's enums under their GraphQL names
 webhooks    Webhook, WebhookDelivery, CreatedWebhook
 actions     Action (the write-back queue), ActionState, and the mutation payloads
+outbox      OutboxEntry, OutboxState, OutboxConnection, and the sendMessage and cancelSend payloads
 ```
 """

@@ -11,6 +11,7 @@ from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
+from gateway.graphql.types.outbox import OutboxEntry
 from gateway.graphql.types.relay import Node
 
 NODE_CLASSES: dict[str, Callable[[Row[Any]], Node]] = {
@@ -21,4 +22,5 @@ NODE_CLASSES: dict[str, Callable[[Row[Any]], Node]] = {
     "Message": Message.of,
     "Attachment": Attachment.of,
     "Action": Action.of,
+    "OutboxEntry": OutboxEntry.of,
 }
