@@ -180,7 +180,9 @@ async def _clear_flags(direct: RawImap, engine: AsyncEngine, account_id: int) ->
             left = (
                 await conn.execute(
                     text(
-                        "SELECT (SELECT COUNT(*) FROM messages WHERE account_id = :a AND starred = 1), "
+                        "SELECT (SELECT COUNT(*) FROM messages m JOIN message_places p ON p.message_id = m.id "
+                        "JOIN folders f ON f.id = p.folder_id WHERE f.account_id = :a AND f.role = 'inbox' "
+                        "AND m.starred = 1), "
                         "(SELECT COUNT(*) FROM actions WHERE account_id = :a AND state = 'pending')"
                     ),
                     {"a": account_id},
@@ -340,7 +342,16 @@ def _row(label: str, ours: Sequence[float], theirs: Sequence[float]) -> None:
         print(f"{'  inboxql minus direct':<44} {d50:7.0f} {d99:7.0f}")
 
 
-async def run_async(m: common.Synced, samples: int, postfix: PostfixServer) -> None:
+async def _outbox_states(engine: AsyncEngine, account_id: int) -> str:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT state, COUNT(*), MAX(error) FROM outbox WHERE account_id = :a GROUP BY state"),
+            {"a": account_id},
+        )
+        return "; ".join(f"{state} {count}" + (f" ({error[:200]})" if error else "") for state, count, error in rows)
+
+
+async def run_async(m: common.Synced, samples: int, postfix: PostfixServer, parts: str) -> None:
     rng = random.Random(8)
     env = common.cli_env(m.url)
     engine = create_async_engine(m.url)
@@ -348,10 +359,16 @@ async def run_async(m: common.Synced, samples: int, postfix: PostfixServer) -> N
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "UPDATE accounts SET smtp_host = :h, smtp_port = :p, smtp_security = 'starttls', tls_ca_file = :ca "
-                "WHERE id = :a"
+                "UPDATE accounts SET smtp_host = :h, smtp_port = :p, smtp_security = 'starttls', tls_ca_file = :ca, "
+                "address = :address WHERE id = :a"
             ),
-            {"h": postfix.host, "p": postfix.port, "ca": str(m.server.ca_file), "a": m.account_id},
+            {
+                "h": postfix.host,
+                "p": postfix.port,
+                "ca": str(m.server.ca_file),
+                "address": m.server.address(m.user),
+                "a": m.account_id,
+            },
         )
     token = common.run_cli(["token", "create", "--account", str(m.account_id)], env).strip()
     port = free_port()
@@ -381,29 +398,29 @@ async def run_async(m: common.Synced, samples: int, postfix: PostfixServer) -> N
 
         print(f"\n{'':<44} {'inboxql':>15}   {'direct':>15}")
         print(f"{'ms':<44} {'p50':>7} {'p99':>7}   {'p50':>7} {'p99':>7}")
-        ours, theirs, misses = await latency(api, direct, watch, inbox[:-1000], samples, rng)
-        _row(f"(a) flag -> other client's IDLE ({samples}+{samples})", ours, theirs)
-        if misses:
-            print(f"  misses (nothing seen in {STEP_TIMEOUT:.0f} s): {misses}")
-        await _clear_flags(direct, engine, m.account_id)
-
-        pipelined, single, many = await throughput(api, direct, engine, m.account_id, inbox[-1000:])
-        print("\n(b) 1,000 flag changes applied on the server")
-        print(f"  direct: one pipelined batch of 1,000 UID STORE   {1000 * pipelined:7.0f} ms")
-        print(
-            f"  inboxql: one mutation of 1,000 ids               {1000 * single:7.0f} ms   {single / pipelined:5.2f}x"
-        )
-        print(f"  inboxql: 100 mutations of 10 ids, 4 clients      {1000 * many:7.0f} ms   {many / pipelined:5.2f}x")
-
-        account_gid = to_global("Account", m.account_id)
-        ours, theirs, misses = await sending(
-            api, m.server, postfix, account_gid, (m.user, m.password), inbox_of_b,
-            m.server.address(recipient_user), samples, rng,
-        )  # fmt: skip
-        print()
-        _row(f"(c) send -> recipient's IDLE EXISTS ({samples}+{samples})", ours, theirs)
-        if misses:
-            print(f"  misses (nothing seen in {STEP_TIMEOUT:.0f} s): {misses}")
+        if "a" in parts:
+            ours, theirs, misses = await latency(api, direct, watch, inbox[:-1000], samples, rng)
+            _row(f"(a) flag -> other client's IDLE ({samples}+{samples})", ours, theirs)
+            if misses:
+                print(f"  misses (nothing seen in {STEP_TIMEOUT:.0f} s): {misses}")
+            await _clear_flags(direct, engine, m.account_id)
+        if "b" in parts:
+            pipelined, single, many = await throughput(api, direct, engine, m.account_id, inbox[-1000:])
+            print("\n(b) 1,000 flag changes applied on the server")
+            print(f"  direct: one pipelined batch of 1,000 UID STORE   {1000 * pipelined:7.0f} ms")
+            for label, took in (("one mutation of 1,000 ids", single), ("100 mutations of 10 ids, 4 clients", many)):
+                print(f"  inboxql: {label:<38} {1000 * took:7.0f} ms   {took / pipelined:5.2f}x")
+        if "c" in parts:
+            account_gid = to_global("Account", m.account_id)
+            ours, theirs, misses = await sending(
+                api, m.server, postfix, account_gid, (m.user, m.password), inbox_of_b,
+                m.server.address(recipient_user), samples, rng,
+            )  # fmt: skip
+            print()
+            _row(f"(c) send -> recipient's IDLE EXISTS ({samples}+{samples})", ours, theirs)
+            if misses:
+                outbox = await _outbox_states(engine, m.account_id)
+                print(f"  misses (nothing seen in {STEP_TIMEOUT:.0f} s): {misses}; outbox: {outbox}")
     finally:
         for task in tasks:
             task.cancel()
@@ -417,11 +434,11 @@ async def run_async(m: common.Synced, samples: int, postfix: PostfixServer) -> N
         await engine.dispose()
 
 
-def run(messages: int, samples: int, timeout: float) -> None:
+def run(messages: int, samples: int, timeout: float, parts: str) -> None:
     with common.synced_mailbox(messages, "inboxql_writebench") as m:
         root = Path(tempfile.mkdtemp(prefix="inboxql-bench-postfix-"))
         with PostfixServer(root, m.server) as postfix:
-            asyncio.run(asyncio.wait_for(run_async(m, samples, postfix), timeout))
+            asyncio.run(asyncio.wait_for(run_async(m, samples, postfix, parts), timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -431,9 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--samples", type=int, default=50, help="samples per side for (a) and (c)")
     parser.add_argument("--timeout", type=float, default=1200, help="give up after this many seconds")
+    parser.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run, e.g. --parts bc")
     args = parser.parse_args(argv)
     try:
-        run(args.messages, args.samples, args.timeout)
+        run(args.messages, args.samples, args.timeout, args.parts)
     except (BenchError, TimeoutError) as exc:
         print(f"writeback_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
