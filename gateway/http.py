@@ -102,11 +102,8 @@ class GatewayView(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     async def _websocket(self, ws: WebSocket) -> None:
-        """graphql-transport-ws on /graphql: authenticated by connection_init, one context per connection.
-
-        Subscriptions are a later issue; this already authenticates, answers queries and gives the
-        connection's database connection back when the socket closes.
-        """
+        """graphql-transport-ws on /graphql: authenticated by connection_init. The context is the connection's;
+        each operation runs with a reader and loaders of its own (gateway.graphql.context.PerOperation)."""
         context = self.new_context(ws, None)
         try:
             await self.run(ws, context=context)
@@ -123,7 +120,6 @@ class GatewayView(GraphQL[Context, None]):
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
         context.viewer = viewer
-        context.loaders = Loaders(context.db, viewer.account_ids)
         return ACK
 
     def encode_json(self, data: object) -> str | bytes:
