@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy import text
@@ -34,7 +35,7 @@ from gateway.fanout import Fanout
 from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
-from gateway.limits import RateLimiter
+from gateway.limits import RateLimiter, StreamSlots
 from gateway.services import Services
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
@@ -58,6 +59,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         box=CredentialBox(settings.secret_key),
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
+        streams=StreamSlots(config.max_streams_per_token),
     )
     limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
     view = GatewayView(
@@ -66,6 +68,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         graphql_ide="graphiql",
         allowed_origins=config.allowed_origins,
         max_subscriptions_per_connection=config.max_subscriptions_per_connection,
+        connection_init_wait_timeout=timedelta(seconds=config.ws_init_seconds),
     )
     downloads = Downloads(services)
     fanout = services.fanout

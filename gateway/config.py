@@ -29,6 +29,10 @@ class GatewayConfig:
     # Origin); each connection may hold this many subscriptions at once.
     allowed_origins: tuple[str, ...] = ()
     max_subscriptions_per_connection: int = 50
+    # Websockets and graphql-sse streams one token may hold open in one process (beyond: 4429 / 429).
+    max_streams_per_token: int = 50
+    # A websocket must send connection_init within this (else 4408); an anonymous one is closed after it (4401).
+    ws_init_seconds: float = 5.0
     # permessage-deflate costs ~50 KiB of zlib state per websocket, more than everything else a subscriber
     # holds, and gains little on small JSON events: off unless asked for (Node's ws server decides the same).
     ws_compression: bool = False
@@ -69,6 +73,8 @@ class GatewayConfig:
             max_subscriptions_per_connection=int(
                 env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS", base.max_subscriptions_per_connection)
             ),
+            max_streams_per_token=int(env.get("INBOXQL_GATEWAY_MAX_STREAMS_PER_TOKEN", base.max_streams_per_token)),
+            ws_init_seconds=float(env.get("INBOXQL_GATEWAY_WS_INIT_SECONDS", base.ws_init_seconds)),
             ws_compression=_flag(env.get("INBOXQL_GATEWAY_WS_COMPRESSION", "0")),
             webhooks=_flag(env.get("INBOXQL_WEBHOOKS", "1")),
             webhook_allow_private=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_PRIVATE", "0")),

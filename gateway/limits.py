@@ -174,6 +174,29 @@ class RateLimiter:
         return self.points - int(spent), reset
 
 
+class StreamSlots:
+    """The long-lived streams (websockets and graphql-sse streams together) each token holds open in this
+    process: at most `per_token`, so one token cannot hold every socket and task of the process."""
+
+    def __init__(self, per_token: int) -> None:
+        self.per_token = per_token
+        self._open: dict[int, int] = {}
+
+    def take(self, token_id: int) -> bool:
+        held = self._open.get(token_id, 0)
+        if held >= self.per_token:
+            return False
+        self._open[token_id] = held + 1
+        return True
+
+    def give(self, token_id: int) -> None:
+        held = self._open.get(token_id, 0) - 1
+        if held > 0:
+            self._open[token_id] = held
+        else:
+            self._open.pop(token_id, None)
+
+
 class CostLimiter(SchemaExtension):
     """Refuses too costly queries, spends the token's budget, and reports both in ``extensions.cost``."""
 

@@ -22,12 +22,14 @@ from websockets.exceptions import ConnectionClosed
 from gateway.config import GatewayConfig
 from gateway.ids import to_global
 from gateway.testing import ServerThread, World, deliver, start_gateway
-from schema import actions
+from schema import actions, tokens
 from schema.crypto import CredentialBox
 from schema.models import Message
 from schema.settings import Settings
 from schema.unit import Store
 from tests.gateway.test_changes import Fresh, fresh_account, mail
+from tests.gateway.test_sse import events, rest, stream, take
+from tests.gateway.test_subscriptions import FOLLOW
 
 PROTOCOL = websockets.Subprotocol("graphql-transport-ws")
 CACHE_SECONDS = 0.5
@@ -134,3 +136,103 @@ async def test_idle_websockets_leave_the_pool_to_others_and_read_fresh_rows(
         async with gw_store.unit(fresh.id) as uow:
             await actions.set_flags(uow, [int(await message_id(gw_store, fresh.id))], ["\\Seen"], [])
         assert (await opened[0].query(UNREAD, {"m": mid}))["data"]["node"] == {"unread": False}
+
+
+# --- 2. a revoked token loses its open websockets and event streams ------------------------------------------
+
+
+async def test_a_revoked_token_loses_its_open_websocket(hardened: ServerThread, fresh: Fresh, gw_store: Store) -> None:
+    socket = await Socket.open(hardened, fresh.client.token)
+    try:
+        await socket.query("{ accounts { totalCount } }")
+        await socket.ws.send(
+            json.dumps(
+                {"id": "follow", "type": "subscribe", "payload": {"query": FOLLOW, "variables": {"acc": fresh.gid}}}
+            )
+        )
+        async with gw_store.sessions() as session, session.begin():
+            assert fresh.client.token is not None
+            assert await tokens.revoke(session, fresh.client.token)
+        assert await socket.closed_with(timeout=CACHE_SECONDS * 2 + 3) == 4403
+    finally:
+        await socket.ws.close()
+
+
+async def test_a_revoked_token_loses_its_open_event_stream(
+    client: httpx.AsyncClient, fresh: Fresh, gw_store: Store
+) -> None:
+    async with stream(client, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+        assert r.status_code == 200
+        feed = events(r)
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("before the revocation"), [])])
+        await take(feed, 1)
+        async with gw_store.sessions() as session, session.begin():
+            assert fresh.client.token is not None
+            assert await tokens.revoke(session, fresh.client.token)
+        ending = await rest(feed, timeout=CACHE_SECONDS * 2 + 3)
+    assert ending[-1].kind == "complete"
+    assert any(
+        e.kind == "next" and e.data.get("errors", [{}])[0].get("extensions", {}).get("code") == "UNAUTHENTICATED"
+        for e in ending
+    ), ending
+
+
+# --- 4. caps ---------------------------------------------------------------------------------------------------
+
+STREAMS = 3
+GRACE = 1.0
+
+
+@pytest.fixture(scope="module")
+def capped(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    """A gateway with small caps: 3 streams per token, 1 s to send connection_init."""
+    server = start_gateway(gw_settings, GatewayConfig(max_streams_per_token=STREAMS, ws_init_seconds=GRACE))
+    yield server
+    server.stop()
+
+
+async def test_a_token_holds_at_most_its_streams(capped: ServerThread, fresh: Fresh) -> None:
+    """Websockets and event streams of one token count together: beyond the cap a socket is closed with 4429 and
+    an event stream is a 429; a closed one gives its slot back."""
+    async with AsyncExitStack() as held, httpx.AsyncClient(base_url=capped.url, timeout=30) as http:
+        sockets = [await Socket.open(capped, fresh.client.token) for _ in range(STREAMS - 1)]
+        for socket in sockets:
+            held.push_async_callback(socket.ws.close)
+        sse = await held.enter_async_context(stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token))
+        assert sse.status_code == 200
+
+        refused = await websockets.connect(capped.url.replace("http://", "ws://") + "/graphql", subprotocols=[PROTOCOL])
+        held.push_async_callback(refused.close)
+        await refused.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {fresh.client.token}"}})
+        )
+        assert await Socket(refused).closed_with(timeout=5) == 4429
+        async with stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+            assert r.status_code == 429
+            assert json.loads(await r.aread())["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+        await sockets[0].ws.close()
+        async with asyncio.timeout(5):
+            while True:  # the server notices the close a moment later
+                async with stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+                    if r.status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+
+
+async def test_a_websocket_without_connection_init_is_closed_after_the_grace(capped: ServerThread) -> None:
+    ws = await websockets.connect(capped.url.replace("http://", "ws://") + "/graphql", subprotocols=[PROTOCOL])
+    try:
+        assert await Socket(ws).closed_with(timeout=GRACE + 3) == 4408
+    finally:
+        await ws.close()
+
+
+async def test_an_anonymous_websocket_is_closed_after_the_grace(capped: ServerThread) -> None:
+    socket = await Socket.open(capped, None)
+    try:
+        introspection = await socket.query("{ __typename }")
+        assert introspection["data"] == {"__typename": "Query"}
+        assert await socket.closed_with(timeout=GRACE + 3) == 4401
+    finally:
+        await socket.ws.close()
