@@ -19,7 +19,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +39,7 @@ from gateway.services import Services
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.db import create_engine
+from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 
@@ -49,7 +49,7 @@ READY_TIMEOUT = 2.0
 def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starlette:
     config = config or GatewayConfig()
     engine = create_engine(settings.database_url)
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)  # short timeouts (schema.redisconn)
     services = Services(
         engine=engine,
         redis=redis,
@@ -61,7 +61,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
     )
-    limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
+    limiter = RateLimiter(
+        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+    )
     view = GatewayView(
         build_schema(config, limiter),
         services=services,

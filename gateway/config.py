@@ -20,6 +20,9 @@ class GatewayConfig:
     # Each token may spend this many cost points per window (GitHub-style: cost, not request count).
     rate_limit_points: int = 100_000
     rate_limit_window_seconds: int = 60
+    # When Redis cannot count (down, or silent past its short timeout): serve unthrottled (True), or refuse with
+    # RATE_LIMITED (False). Open by default: Redis holds no data, and a dead Redis should not take reads down.
+    rate_limit_fail_open: bool = True
     introspection: bool = True
     # A token's grant is cached this long in the process: a revocation takes effect within it.
     token_cache_seconds: float = 10.0
@@ -65,6 +68,7 @@ class GatewayConfig:
             max_cost=int(env.get("INBOXQL_GATEWAY_MAX_COST", base.max_cost)),
             rate_limit_points=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_POINTS", base.rate_limit_points)),
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
+            rate_limit_fail_open=_flag(env.get("INBOXQL_GATEWAY_RATE_LIMIT_FAIL_OPEN", "1")),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
             allowed_origins=tuple(

@@ -6,7 +6,11 @@ errors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
+import shutil
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -15,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from redis.asyncio import Redis
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -30,6 +36,7 @@ from schema.unit import Store
 from tests.gateway.test_changes import Fresh, fresh_account, mail
 from tests.gateway.test_sse import events, rest, stream, take
 from tests.gateway.test_subscriptions import FOLLOW
+from tests.gateway.test_subscriptions_faults import PrivateRedis
 
 PROTOCOL = websockets.Subprotocol("graphql-transport-ws")
 CACHE_SECONDS = 0.5
@@ -236,3 +243,76 @@ async def test_an_anonymous_websocket_is_closed_after_the_grace(capped: ServerTh
         assert await socket.closed_with(timeout=GRACE + 3) == 4401
     finally:
         await socket.ws.close()
+
+
+# --- 5. a Redis that accepts connections but never answers ---------------------------------------------------
+
+
+@pytest.fixture
+def stopped_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test alone, SIGSTOPped: the kernel still accepts connections, nothing answers."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("this test needs redis-server (Debian: apt-get install redis-server)")
+    server = PrivateRedis()
+    server.start()
+    try:
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        yield server
+    finally:
+        if server.proc is not None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+async def timed_query(http: httpx.AsyncClient, token: str) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = await asyncio.wait_for(
+        http.post(
+            "/graphql", json={"query": "{ accounts { totalCount } }"}, headers={"authorization": f"Bearer {token}"}
+        ),
+        timeout=20,
+    )
+    return time.monotonic() - started, response
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_a_silent_redis_costs_an_http_query_one_short_wait(
+    gw_settings: Settings, world: World, stopped_redis: PrivateRedis, fail_open: bool
+) -> None:
+    """The rate limiter waits at most a second on a Redis that never answers, then its breaker answers at once:
+    served unthrottled (fail open, the default) or RATE_LIMITED (fail closed)."""
+    settings = dataclasses.replace(gw_settings, redis_url=stopped_redis.url)
+    server = start_gateway(settings, GatewayConfig(rate_limit_fail_open=fail_open, webhooks=False))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            first, answer = await timed_query(http, world.token_alice)
+            second, again = await timed_query(http, world.token_alice)
+        for response in (answer, again):
+            if fail_open:
+                assert response.status_code == 200, response.text
+                assert response.json()["data"] == {"accounts": {"totalCount": 1}}
+            else:
+                assert response.status_code == 429, response.text
+                assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert first < 2.0
+        assert second < 0.5  # the breaker is open: no second timeout
+    finally:
+        server.stop()
+
+
+async def test_a_unit_of_work_commits_and_returns_while_redis_never_answers(
+    gw_engine: AsyncEngine, credential_box: CredentialBox, client: httpx.AsyncClient, stopped_redis: PrivateRedis
+) -> None:
+    """The doorbell rings after the commit, bounded: a client made without any timeout still returns in time."""
+    fresh = await fresh_account(Store(gw_engine), credential_box, client)
+    redis = Redis.from_url(stopped_redis.url)
+    try:
+        store = Store(gw_engine, redis)
+        started = time.monotonic()
+        await asyncio.wait_for(deliver(store, fresh.id, fresh.inbox, [(mail("while redis sleeps"), [])]), timeout=20)
+        assert time.monotonic() - started < 2.0
+        async with store.sessions() as session:
+            assert await session.scalar(select(Message.id).where(Message.account_id == fresh.id)) is not None
+    finally:
+        await redis.aclose()
