@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
-from redis.asyncio import Redis
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,12 +35,13 @@ from gateway.fanout import Fanout
 from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
-from gateway.limits import RateLimiter
+from gateway.limits import RateLimiter, StreamSlots
 from gateway.services import Services
 from gateway.signing import Signer
 from gateway.uploads import Uploads, pruning
 from schema.crypto import CredentialBox
 from schema.db import create_engine
+from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 
@@ -50,7 +51,7 @@ READY_TIMEOUT = 2.0
 def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starlette:
     config = config or GatewayConfig()
     engine = create_engine(settings.database_url)
-    redis = Redis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)  # short timeouts (schema.redisconn)
     services = Services(
         engine=engine,
         redis=redis,
@@ -60,14 +61,18 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         box=CredentialBox(settings.secret_key),
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
+        streams=StreamSlots(config.max_streams_per_token),
     )
-    limiter = RateLimiter(redis, config.rate_limit_points, config.rate_limit_window_seconds)
+    limiter = RateLimiter(
+        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+    )
     view = GatewayView(
         build_schema(config, limiter),
         services=services,
         graphql_ide="graphiql",
         allowed_origins=config.allowed_origins,
         max_subscriptions_per_connection=config.max_subscriptions_per_connection,
+        connection_init_wait_timeout=timedelta(seconds=config.ws_init_seconds),
     )
     downloads = Downloads(services)
     uploads = Uploads(services)

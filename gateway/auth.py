@@ -2,11 +2,14 @@
 
 Grants are cached in the process for `token_cache_seconds` (a revocation takes effect within that time), so
 a busy client costs no token query per request. The cache is keyed by the token's hash: no plaintext token
-is kept or logged.
+is kept or logged. Websockets and event streams outlive a request: they re-check their token while they are
+open (`until_revoked`) and end once it is revoked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +20,8 @@ from starlette.responses import JSONResponse
 from gateway.errors import UNAUTHENTICATED
 from schema import tokens
 from schema.db import session_factory
+
+log = logging.getLogger(__name__)
 
 MAX_CACHED = 10_000
 
@@ -83,6 +88,26 @@ class TokenCache:
                 grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin, read_only=grant.read_only
             )
         )
+
+
+async def until_revoked(tokens: TokenCache, token: str) -> None:
+    """Returns once the token is no longer live (revoked, or gone). It is looked at through the cache every half
+    cache period, so an open stream ends at most 1.5 periods after the revocation and a token's many streams
+    cost one token query per period between them. A database that does not answer ends nothing."""
+    while True:
+        await asyncio.sleep(tokens.ttl / 2)
+        try:
+            if await tokens.viewer(token) is None:
+                return
+        except Exception as exc:
+            log.warning("token not re-checked: %s", type(exc).__name__)
+
+
+def connection_token(params: Mapping[str, object] | None) -> str | None:
+    """The token of a websocket's connection_init payload (its `Authorization`, as an HTTP header would carry
+    it): None without one, "" for a malformed one."""
+    header = (params or {}).get("Authorization") or (params or {}).get("authorization")
+    return bearer({"authorization": header}) if isinstance(header, str) else None
 
 
 async def authenticate(tokens: TokenCache, headers: Mapping[str, str]) -> tuple[bool, Viewer | None]:

@@ -20,6 +20,9 @@ class GatewayConfig:
     # Each token may spend this many cost points per window (GitHub-style: cost, not request count).
     rate_limit_points: int = 100_000
     rate_limit_window_seconds: int = 60
+    # When Redis cannot count (down, or silent past its short timeout): serve unthrottled (True), or refuse with
+    # RATE_LIMITED (False). Open by default: Redis holds no data, and a dead Redis should not take reads down.
+    rate_limit_fail_open: bool = True
     introspection: bool = True
     # A token's grant is cached this long in the process: a revocation takes effect within it.
     token_cache_seconds: float = 10.0
@@ -29,6 +32,10 @@ class GatewayConfig:
     # Origin); each connection may hold this many subscriptions at once.
     allowed_origins: tuple[str, ...] = ()
     max_subscriptions_per_connection: int = 50
+    # Websockets and graphql-sse streams one token may hold open in one process (beyond: 4429 / 429).
+    max_streams_per_token: int = 50
+    # A websocket must send connection_init within this (else 4408); an anonymous one is closed after it (4401).
+    ws_init_seconds: float = 5.0
     # permessage-deflate costs ~50 KiB of zlib state per websocket, more than everything else a subscriber
     # holds, and gains little on small JSON events: off unless asked for (Node's ws server decides the same).
     ws_compression: bool = False
@@ -67,6 +74,7 @@ class GatewayConfig:
             max_cost=int(env.get("INBOXQL_GATEWAY_MAX_COST", base.max_cost)),
             rate_limit_points=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_POINTS", base.rate_limit_points)),
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
+            rate_limit_fail_open=_flag(env.get("INBOXQL_GATEWAY_RATE_LIMIT_FAIL_OPEN", "1")),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
             allowed_origins=tuple(
@@ -75,6 +83,8 @@ class GatewayConfig:
             max_subscriptions_per_connection=int(
                 env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS", base.max_subscriptions_per_connection)
             ),
+            max_streams_per_token=int(env.get("INBOXQL_GATEWAY_MAX_STREAMS_PER_TOKEN", base.max_streams_per_token)),
+            ws_init_seconds=float(env.get("INBOXQL_GATEWAY_WS_INIT_SECONDS", base.ws_init_seconds)),
             ws_compression=_flag(env.get("INBOXQL_GATEWAY_WS_COMPRESSION", "0")),
             webhooks=_flag(env.get("INBOXQL_WEBHOOKS", "1")),
             webhook_allow_private=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_PRIVATE", "0")),

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.types.changes import Change
 from schema import changelog, doorbell
+from schema.redisconn import connect
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class Fanout:
         webhook re-enabled with events waiting). Best effort like every ring: the safety polls cover a lost one.
         It carries no seq (0): a ring's seq is never trusted (see `_Bell`)."""
         if self._publisher is None:
-            self._publisher = Redis.from_url(self.redis_url, socket_connect_timeout=2, socket_timeout=2)
+            self._publisher = connect(self.redis_url)
         await doorbell.ring(self._publisher, account_id, 0)
 
     async def run(self) -> None:

@@ -25,7 +25,7 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.auth import Viewer, authenticate, bearer, unauthenticated_response
+from gateway.auth import Viewer, authenticate, connection_token, unauthenticated_response
 from gateway.errors import http_status, response_body
 from gateway.graphiql import graphiql_page
 from gateway.graphql.context import Context
@@ -33,6 +33,7 @@ from gateway.graphql.loaders import Loaders, Reader
 from gateway.render import encode_message
 from gateway.services import Services
 from gateway.sse import serve_event_stream, wants_event_stream
+from gateway.websocket import Connection, TooManyStreams
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ACK = cast(UnsetType, UNSET)  # connection_ack without a payload
@@ -59,6 +60,8 @@ def preferred_media_type(accept: str | None) -> str:
 
 
 class GatewayView(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = Connection
+
     def __init__(self, *args: Any, services: Services, **kw: Any):
         super().__init__(*args, **kw)
         self.services = services
@@ -102,11 +105,8 @@ class GatewayView(GraphQL[Context, None]):
         await response(scope, receive, send)
 
     async def _websocket(self, ws: WebSocket) -> None:
-        """graphql-transport-ws on /graphql: authenticated by connection_init, one context per connection.
-
-        Subscriptions are a later issue; this already authenticates, answers queries and gives the
-        connection's database connection back when the socket closes.
-        """
+        """graphql-transport-ws on /graphql: authenticated by connection_init. The context is the connection's;
+        each operation runs with a reader and loaders of its own (gateway.graphql.context.PerOperation)."""
         context = self.new_context(ws, None)
         try:
             await self.run(ws, context=context)
@@ -115,15 +115,15 @@ class GatewayView(GraphQL[Context, None]):
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         params = context.connection_params if isinstance(context.connection_params, dict) else {}
-        header = params.get("Authorization") or params.get("authorization")
-        token = bearer({"authorization": header}) if isinstance(header, str) else None
+        token = connection_token(params)
         if token is None:
-            return ACK  # anonymous: like HTTP without a token, only introspection answers
+            return ACK  # anonymous: like HTTP without a token, only introspection answers (gateway.websocket)
         viewer = await self.services.tokens.viewer(token) if token else None
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
-        context.viewer = viewer
-        context.loaders = Loaders(context.db, viewer.account_ids)
+        if not self.services.streams.take(viewer.token_id):
+            raise TooManyStreams
+        context.viewer = viewer  # holds the slot: the connection gives it back when it ends
         return ACK
 
     def encode_json(self, data: object) -> str | bytes:

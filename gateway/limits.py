@@ -10,8 +10,10 @@ The cost model is Shopify's, on our connections:
 
 Fragments are added up whatever their type condition, so the figure is an upper bound. A query above
 `max_cost` is refused before it runs. Each token spends its queries' costs from a budget per fixed window
-(GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round trip. Without Redis
-the gateway serves unthrottled and says so in its log (Redis holds no data of ours).
+(GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round trip, bounded by a
+short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway serves
+unthrottled and says so in its log (Redis holds no data of ours), or, with `rate_limit_fail_open` off, refuses
+with RATE_LIMITED.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from strawberry.extensions import SchemaExtension
 from gateway.config import GatewayConfig
 from gateway.errors import CostExceeded, RateLimited
 from gateway.graphql.pages import DEFAULT_PAGE, MAX_PAGE
+from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
@@ -147,31 +150,67 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
 class RateLimiter:
     """Fixed windows of `window` seconds; each token may spend `points` per window."""
 
-    def __init__(self, redis: Redis | None, points: int, window: int) -> None:
+    def __init__(self, redis: Redis | None, points: int, window: int, *, fail_open: bool = True) -> None:
         self.redis = redis
         self.points = points
         self.window = window
+        self.fail_open = fail_open
         self._warned_at = 0.0
 
     async def spend(self, rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
-        """(points left, seconds until the window resets) after spending; None when Redis is out of reach."""
-        if self.redis is None:
+        """(points left, seconds until the window resets) after spending; None when Redis is out of reach and
+        the limiter fails open (RateLimited when it fails closed)."""
+        redis = self.redis
+        if redis is None:
             return None
         now = time.time() if now is None else now
         window = int(now // self.window)
         key = f"inboxql:ratelimit:{rate_key}:{window}"
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+
+        async def count() -> int:
+            async with redis.pipeline(transaction=False) as pipe:
                 pipe.incrby(key, cost)
                 pipe.expire(key, self.window + 5)
                 spent, _ = await pipe.execute()
-        except Exception as exc:
+                return int(spent)
+
+        try:
+            spent = await guarded(redis, count)
+        except RedisUnavailable as exc:
             if now - self._warned_at > 60:
                 self._warned_at = now
-                log.warning("rate limit not enforced, Redis unavailable: %s", type(exc).__name__)
-            return None
+                outcome = "not enforced" if self.fail_open else "refusing requests"
+                log.warning("rate limit %s: %s", outcome, exc)
+            if self.fail_open:
+                return None
+            raise RateLimited(
+                "the rate limit cannot be checked now: try again shortly", retryAfter=int(COOLDOWN)
+            ) from None
         reset = int((window + 1) * self.window - now) + 1
-        return self.points - int(spent), reset
+        return self.points - spent, reset
+
+
+class StreamSlots:
+    """The long-lived streams (websockets and graphql-sse streams together) each token holds open in this
+    process: at most `per_token`, so one token cannot hold every socket and task of the process."""
+
+    def __init__(self, per_token: int) -> None:
+        self.per_token = per_token
+        self._open: dict[int, int] = {}
+
+    def take(self, token_id: int) -> bool:
+        held = self._open.get(token_id, 0)
+        if held >= self.per_token:
+            return False
+        self._open[token_id] = held + 1
+        return True
+
+    def give(self, token_id: int) -> None:
+        held = self._open.get(token_id, 0) - 1
+        if held > 0:
+            self._open[token_id] = held
+        else:
+            self._open.pop(token_id, None)
 
 
 class CostLimiter(SchemaExtension):

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
+from gateway.limits import StreamSlots
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.unit import Store
@@ -35,3 +36,5 @@ class Services:
     fanout: Fanout
     # Mutations write through it: a unit of work per account, rung after commit (schema.unit).
     store: Store
+    # Websockets and event streams open per token (gateway.websocket, gateway.sse).
+    streams: StreamSlots

@@ -89,8 +89,16 @@ from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from gateway.auth import Viewer, authenticate, unauthenticated_response
-from gateway.errors import BAD_USER_INPUT, INTERNAL, INTERNAL_MESSAGE, coded, response_body
+from gateway.auth import Viewer, authenticate, bearer, unauthenticated_response, until_revoked
+from gateway.errors import (
+    BAD_USER_INPUT,
+    INTERNAL,
+    INTERNAL_MESSAGE,
+    RATE_LIMITED,
+    UNAUTHENTICATED,
+    coded,
+    response_body,
+)
 from gateway.graphql.context import Context
 from gateway.services import Services
 
@@ -100,6 +108,7 @@ EVENT_STREAM = "text/event-stream"
 # The types GraphQL over HTTP answers with (gateway.http).
 _JSON_TYPES = ("application/json", "application/graphql-response+json")
 KEEP_ALIVE_SECONDS = 12.0
+REVOKED_MESSAGE = "the API token was revoked"
 COMMENT = b":\n\n"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -313,7 +322,13 @@ async def _disconnected(receive: Receive) -> None:
             return
 
 
-async def _stream(send: Send, receive: Receive, results: AsyncGenerator[Any, None], subscription: bool) -> None:
+async def _stream(
+    send: Send,
+    receive: Receive,
+    results: AsyncGenerator[Any, None],
+    subscription: bool,
+    revoked: asyncio.Task[None] | None,
+) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": COMMENT, "more_body": True})
     queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)  # the generator runs at most one result ahead
@@ -325,10 +340,15 @@ async def _stream(send: Send, receive: Receive, results: AsyncGenerator[Any, Non
         while True:
             if getter is None:
                 getter = asyncio.create_task(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, gone}, timeout=KEEP_ALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
+            waits: set[asyncio.Future[Any]] = {getter, gone} if revoked is None else {getter, gone, revoked}
+            done, _ = await asyncio.wait(waits, timeout=KEEP_ALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED)
             if gone in done:
+                return
+            if revoked in done and getter not in done:
+                error = {"message": REVOKED_MESSAGE, "extensions": {"code": UNAUTHENTICATED}}
+                chunk = encode_event("next", {"errors": [error]}) + encode_event("complete")
+                await send({"type": "http.response.body", "body": chunk, "more_body": False})
+                finished = True
                 return
             if getter not in done:
                 await send({"type": "http.response.body", "body": COMMENT, "more_body": True})
@@ -376,6 +396,16 @@ async def serve_event_stream(view: View, request: Request, send: Send) -> None:
     except _Refused as refused:
         await refused.response()(scope, receive, send)
         return
+    streams = view.services.streams
+    if viewer is not None and not streams.take(viewer.token_id):
+        error = {"message": "too many open streams for this token", "extensions": {"code": RATE_LIMITED}}
+        await JSONResponse({"errors": [error]}, status_code=429)(scope, receive, send)
+        return
+    # The token is re-checked while the stream is open: once revoked, the stream ends (gateway.auth).
+    token = bearer(request.headers) or ""
+    revoked = (
+        asyncio.create_task(until_revoked(view.services.tokens, token), name="sse-token-watch") if viewer else None
+    )
     context = view.new_context(request, viewer)
     try:
         results = await view.schema.stream(
@@ -386,9 +416,15 @@ async def serve_event_stream(view: View, request: Request, send: Send) -> None:
             operation_extensions=operation.extensions,
             allowed_operation_types=operation.allowed(request.method),
         )
-        await _stream(send, receive, results, operation.is_subscription)
+        await _stream(send, receive, results, operation.is_subscription, revoked)
     finally:
         await context.close()
+        if revoked is not None:
+            revoked.cancel()
+            with suppress(asyncio.CancelledError):
+                await revoked
+        if viewer is not None:
+            streams.give(viewer.token_id)
 
 
 __all__ = ["KEEP_ALIVE_SECONDS", "encode_event", "serve_event_stream", "wants_event_stream"]

@@ -7,12 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from redis.asyncio import Redis
-
 from schema import accounts
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
 from schema.migrate import upgrade
+from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import Tuning
@@ -61,7 +60,7 @@ async def account_add(
     await client.logout()
     engine = create_engine(settings.database_url, pool_size=1)
     try:
-        store = Store(engine, Redis.from_url(settings.redis_url))
+        store = Store(engine, connect(settings.redis_url))
         if address is None:
             address = username if "@" in username else f"{username}@{host}"
         imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)

@@ -9,7 +9,9 @@ The action bell is its sibling: after a mutation queued write-back (schema.actio
 sync process that holds the account's lease (synccore.bells, PSUBSCRIBE inboxql:actions:*).
 
 Redis only rings: a lost PUBLISH loses nothing, because readers re-read the change log from their cursor (and
-poll it on a timer), and executors look at the queue on a timer too. So a ring never raises; it logs.
+poll it on a timer), and executors look at the queue on a timer too. So a ring never raises; it logs. Nor does
+it wait long: a ring is bounded and goes through the client's circuit breaker (schema.redisconn), so a Redis
+that never answers costs a commit at most one short timeout, and then nothing while the breaker is open.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
+
+from schema.redisconn import RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ async def ring_actions(redis: Redis, account_id: int) -> None:
 
 async def _publish(redis: Redis, name: str, message: str) -> None:
     try:
-        await redis.publish(name, message)
-    except Exception as exc:  # Redis only rings; readers and executors fall back to polling.
-        log.warning("%s not rung: %s", name, exc)
+        await guarded(redis, lambda: redis.publish(name, message))
+    except RedisUnavailable as exc:  # Redis only rings; readers and executors fall back to polling.
+        # Said once per failure; while the breaker is open (no cause), every ring would say it again.
+        log.log(logging.WARNING if exc.__cause__ is not None else logging.DEBUG, "%s not rung: %s", name, exc)

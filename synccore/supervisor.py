@@ -21,6 +21,7 @@ from schema import changelog
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account, utcnow
+from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
@@ -56,7 +57,8 @@ class Supervisor:
         self.tuning = tuning or Tuning()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.engine = create_engine(settings.database_url)
-        self.redis: Redis = Redis.from_url(settings.redis_url)
+        # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
+        self.redis: Redis = connect(settings.redis_url)
         self.store = Store(self.engine, self.redis)
         self.box = CredentialBox(settings.secret_key)
         self.parser = ParsePool(default_workers())

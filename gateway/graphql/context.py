@@ -1,12 +1,21 @@
 """What one request carries: who asks (the viewer), one database connection, its DataLoaders, and the
-process's services."""
+process's services.
+
+A websocket is not one request: its context is the connection's (the viewer, from connection_init), and each
+operation on it runs with a copy that has a database reader and loaders of its own (`PerOperation`), closed
+when the operation ends. So an idle socket holds no pooled connection, a query never reads rows cached by an
+earlier one, and nothing grows with the socket's age.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 
 import strawberry
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
+from strawberry.extensions import SchemaExtension
 
 from gateway.auth import Viewer
 from gateway.errors import Forbidden, Unauthenticated, not_found
@@ -65,8 +74,32 @@ class Context:
         they read) start afresh. The connection reads in READ COMMITTED and needs nothing."""
         self.loaders = Loaders(self.db, self.account_ids)
 
+    def for_operation(self) -> Context:
+        """A copy for one operation: its own reader (a connection only once it runs a statement) and loaders."""
+        db = Reader(self.services.engine)
+        accounts = self.viewer.account_ids if self.viewer is not None else frozenset()
+        return replace(self, db=db, loaders=Loaders(db, accounts), cost={})
+
     async def close(self) -> None:
         await self.db.close()
+
+
+class PerOperation(SchemaExtension):
+    """Runs each operation of a websocket with a context of its own (`Context.for_operation`), closed when the
+    operation ends (a subscription: when it is completed or its socket closes). HTTP and graphql-sse requests
+    already have a context per request and are left alone."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        connection = ec.context
+        if not isinstance(connection, Context) or not isinstance(connection.request, WebSocket):
+            yield
+            return
+        ec.context = context = connection.for_operation()
+        try:
+            yield
+        finally:
+            await context.close()
 
 
 Info = strawberry.Info[Context, None]

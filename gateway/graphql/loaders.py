@@ -111,8 +111,7 @@ def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
 class Loaders:
     """The DataLoaders of one request (or one batch of change-log events), each made on first use.
 
-    Made lazily because a websocket connection holds a set for as long as it is open, and one that only
-    subscribes never uses most of them.
+    Made lazily: a request (or a websocket's operation) uses a few of them, a subscription none.
     """
 
     def __init__(self, db: Reader, account_ids: frozenset[int]) -> None:

@@ -23,6 +23,7 @@ from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
 from gateway.config import GatewayConfig
 from gateway.errors import FORBIDDEN, coded
+from gateway.graphql.context import PerOperation
 from gateway.graphql.mutations import Mutation, ReadOnlyTokens
 from gateway.graphql.query import Query
 from gateway.graphql.subscriptions import Subscription
@@ -77,6 +78,8 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         rules.append(NoIntrospection)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
+        # Before every other: a websocket's operation runs with its own reader and loaders from the start.
+        PerOperation,
         # Clients send the same few documents again and again: parse and validate each once.
         partial(ParserCache, maxsize=256),
         partial(MaxTokensLimiter, max_token_count=config.max_tokens),

@@ -1,0 +1,74 @@
+"""A graphql-transport-ws connection on /graphql: Strawberry's protocol handler, plus what a socket that lives
+for hours needs.
+
+* **Authentication** is the view's (`GatewayView.on_ws_connect`, from connection_init's `Authorization`): a bad
+  token is refused with 4403; a token already holding `max_streams_per_token` websockets and event streams in
+  this process with 4429 (`TooManyStreams`).
+* **Revocation**: while the socket is open its token is re-checked (gateway.auth.until_revoked); once revoked,
+  the socket is closed with 4403.
+* **Anonymous sockets**: without connection_init within `ws_init_seconds` the socket is closed with 4408
+  (Strawberry's timeout); one acknowledged without a token may only introspect, and is closed with 4401 after
+  the same grace.
+* **Database**: the connection holds none; each operation runs with a reader and loaders of its own
+  (gateway.graphql.context.PerOperation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+
+from gateway.auth import connection_token, until_revoked
+from gateway.graphql.context import Context
+
+REVOKED = 4403
+TOO_MANY = 4429
+ANONYMOUS = 4401
+
+
+class TooManyStreams(Exception):
+    """The token holds as many websockets and event streams as it may: the socket is closed with 4429."""
+
+
+class Connection(BaseGraphQLTransportWSHandler[Context, None]):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._watch: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except TooManyStreams:
+            await self.websocket.close(code=TOO_MANY, reason="too many open streams for this token")
+            return
+        viewer = self.context.viewer
+        if not self.connection_acknowledged or self._watch is not None:
+            return
+        if viewer is not None:
+            token = connection_token(self.context.connection_params)
+            self._watch = asyncio.create_task(self._until_revoked(token or ""), name="ws-token-watch")
+        else:
+            self._watch = asyncio.create_task(self._anonymous_grace(), name="ws-anonymous-grace")
+
+    async def _until_revoked(self, token: str) -> None:
+        await until_revoked(self.context.services.tokens, token)
+        await self.websocket.close(code=REVOKED, reason="the API token was revoked")
+
+    async def _anonymous_grace(self) -> None:
+        await asyncio.sleep(self.connection_init_wait_timeout.total_seconds())
+        await self.websocket.close(code=ANONYMOUS, reason="a valid API token is required")
+
+    async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+            self._watch = None
+        viewer, self.context.viewer = self.context.viewer, None
+        if viewer is not None:  # on_ws_connect sets the viewer once it holds the token's stream slot
+            self.context.services.streams.give(viewer.token_id)
+        await super().shutdown()

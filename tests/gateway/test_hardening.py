@@ -1,0 +1,318 @@
+"""The gateway under abuse and faults, against real servers: open websockets hold no database connection and read
+fresh rows, a revoked token loses its open streams, a Redis that accepts connections but never answers costs a
+bounded wait, and the caps (body size, streams per token, anonymous sockets, invalid tokens) refuse with typed
+errors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from gateway.config import GatewayConfig
+from gateway.ids import to_global
+from gateway.testing import ServerThread, World, deliver, start_gateway
+from schema import actions, tokens
+from schema.crypto import CredentialBox
+from schema.models import Message
+from schema.settings import Settings
+from schema.unit import Store
+from tests.gateway.test_changes import Fresh, fresh_account, mail
+from tests.gateway.test_sse import events, rest, stream, take
+from tests.gateway.test_subscriptions import FOLLOW
+from tests.gateway.test_subscriptions_faults import PrivateRedis
+
+PROTOCOL = websockets.Subprotocol("graphql-transport-ws")
+CACHE_SECONDS = 0.5
+UNREAD = "query($m: ID!) { node(id: $m) { ... on Message { unread } } }"
+
+
+@pytest.fixture(scope="module")
+def hardened(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    """A gateway of this module, with a short token cache (revocations show within half a second)."""
+    server = start_gateway(gw_settings, GatewayConfig(token_cache_seconds=CACHE_SECONDS))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def client(hardened: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=hardened.url, timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+async def fresh(gw_store: Store, credential_box: CredentialBox, client: httpx.AsyncClient) -> Fresh:
+    return await fresh_account(gw_store, credential_box, client)
+
+
+class Socket:
+    """One graphql-transport-ws connection, acknowledged."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ops = 0
+
+    @classmethod
+    async def open(cls, server: ServerThread, token: str | None) -> Socket:
+        ws = await websockets.connect(server.url.replace("http://", "ws://") + "/graphql", subprotocols=[PROTOCOL])
+        payload = {"Authorization": f"Bearer {token}"} if token else {}
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ack["type"] == "connection_ack", ack
+        return cls(ws)
+
+    async def query(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.ops += 1
+        op = str(self.ops)
+        await self.ws.send(
+            json.dumps({"id": op, "type": "subscribe", "payload": {"query": query, "variables": variables}})
+        )
+        async with asyncio.timeout(10):
+            while True:
+                message = json.loads(await self.ws.recv())
+                if message.get("id") == op and message["type"] in ("next", "error"):
+                    payload: dict[str, Any] = message["payload"]
+                    return payload
+
+    async def closed_with(self, timeout: float) -> int | None:
+        """The close code the server sends within `timeout` (messages before it are read and dropped)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    await self.ws.recv()
+        except ConnectionClosed as closed:
+            return None if closed.rcvd is None else closed.rcvd.code
+
+
+async def message_id(store: Store, account_id: int) -> int:
+    async with store.sessions() as session:
+        found = await session.scalar(select(Message.id).where(Message.account_id == account_id).limit(1))
+    assert found is not None
+    return found
+
+
+# --- 1. websockets hold a database connection only while a statement runs -----------------------------------
+
+
+async def test_idle_websockets_leave_the_pool_to_others_and_read_fresh_rows(
+    hardened: ServerThread, fresh: Fresh, world: World, client: httpx.AsyncClient, gw_store: Store
+) -> None:
+    """30 sockets of one token, each having run a query, stay open: another token's HTTP query still answers at
+    once (the pool holds 10 + 10 connections). And a row changed between two queries of one socket reads fresh."""
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("to be read"), [])])
+    mid = to_global("Message", await message_id(gw_store, fresh.id))
+    async with AsyncExitStack() as sockets:
+        opened: list[Socket] = []
+        for _ in range(30):
+            socket = await Socket.open(hardened, fresh.client.token)
+            sockets.push_async_callback(socket.ws.close)
+            opened.append(socket)
+            first = await socket.query("{ accounts { nodes { address } } }")
+            assert "errors" not in first, first
+        started = time.monotonic()
+        answer = await asyncio.wait_for(
+            client.post(
+                "/graphql",
+                json={"query": "{ accounts { nodes { address } } }"},
+                headers={"authorization": f"Bearer {world.token_bob}"},
+            ),
+            timeout=5,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"]["accounts"]["nodes"] == [{"address": world.bob.address}]
+        assert time.monotonic() - started < 1.0
+
+        assert (await opened[0].query(UNREAD, {"m": mid}))["data"]["node"] == {"unread": True}
+        async with gw_store.unit(fresh.id) as uow:
+            await actions.set_flags(uow, [int(await message_id(gw_store, fresh.id))], ["\\Seen"], [])
+        assert (await opened[0].query(UNREAD, {"m": mid}))["data"]["node"] == {"unread": False}
+
+
+# --- 2. a revoked token loses its open websockets and event streams ------------------------------------------
+
+
+async def test_a_revoked_token_loses_its_open_websocket(hardened: ServerThread, fresh: Fresh, gw_store: Store) -> None:
+    socket = await Socket.open(hardened, fresh.client.token)
+    try:
+        await socket.query("{ accounts { totalCount } }")
+        await socket.ws.send(
+            json.dumps(
+                {"id": "follow", "type": "subscribe", "payload": {"query": FOLLOW, "variables": {"acc": fresh.gid}}}
+            )
+        )
+        async with gw_store.sessions() as session, session.begin():
+            assert fresh.client.token is not None
+            assert await tokens.revoke(session, fresh.client.token)
+        assert await socket.closed_with(timeout=CACHE_SECONDS * 2 + 3) == 4403
+    finally:
+        await socket.ws.close()
+
+
+async def test_a_revoked_token_loses_its_open_event_stream(
+    client: httpx.AsyncClient, fresh: Fresh, gw_store: Store
+) -> None:
+    async with stream(client, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+        assert r.status_code == 200
+        feed = events(r)
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("before the revocation"), [])])
+        await take(feed, 1)
+        async with gw_store.sessions() as session, session.begin():
+            assert fresh.client.token is not None
+            assert await tokens.revoke(session, fresh.client.token)
+        ending = await rest(feed, timeout=CACHE_SECONDS * 2 + 3)
+    assert ending[-1].kind == "complete"
+    assert any(
+        e.kind == "next" and e.data.get("errors", [{}])[0].get("extensions", {}).get("code") == "UNAUTHENTICATED"
+        for e in ending
+    ), ending
+
+
+# --- 4. caps ---------------------------------------------------------------------------------------------------
+
+STREAMS = 3
+GRACE = 1.0
+
+
+@pytest.fixture(scope="module")
+def capped(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    """A gateway with small caps: 3 streams per token, 1 s to send connection_init."""
+    server = start_gateway(gw_settings, GatewayConfig(max_streams_per_token=STREAMS, ws_init_seconds=GRACE))
+    yield server
+    server.stop()
+
+
+async def test_a_token_holds_at_most_its_streams(capped: ServerThread, fresh: Fresh) -> None:
+    """Websockets and event streams of one token count together: beyond the cap a socket is closed with 4429 and
+    an event stream is a 429; a closed one gives its slot back."""
+    async with AsyncExitStack() as held, httpx.AsyncClient(base_url=capped.url, timeout=30) as http:
+        sockets = [await Socket.open(capped, fresh.client.token) for _ in range(STREAMS - 1)]
+        for socket in sockets:
+            held.push_async_callback(socket.ws.close)
+        sse = await held.enter_async_context(stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token))
+        assert sse.status_code == 200
+
+        refused = await websockets.connect(capped.url.replace("http://", "ws://") + "/graphql", subprotocols=[PROTOCOL])
+        held.push_async_callback(refused.close)
+        await refused.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {fresh.client.token}"}})
+        )
+        assert await Socket(refused).closed_with(timeout=5) == 4429
+        async with stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+            assert r.status_code == 429
+            assert json.loads(await r.aread())["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+
+        await sockets[0].ws.close()
+        async with asyncio.timeout(5):
+            while True:  # the server notices the close a moment later
+                async with stream(http, FOLLOW, {"acc": fresh.gid}, fresh.client.token) as r:
+                    if r.status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+
+
+async def test_a_websocket_without_connection_init_is_closed_after_the_grace(capped: ServerThread) -> None:
+    ws = await websockets.connect(capped.url.replace("http://", "ws://") + "/graphql", subprotocols=[PROTOCOL])
+    try:
+        assert await Socket(ws).closed_with(timeout=GRACE + 3) == 4408
+    finally:
+        await ws.close()
+
+
+async def test_an_anonymous_websocket_is_closed_after_the_grace(capped: ServerThread) -> None:
+    socket = await Socket.open(capped, None)
+    try:
+        introspection = await socket.query("{ __typename }")
+        assert introspection["data"] == {"__typename": "Query"}
+        assert await socket.closed_with(timeout=GRACE + 3) == 4401
+    finally:
+        await socket.ws.close()
+
+
+# --- 5. a Redis that accepts connections but never answers ---------------------------------------------------
+
+
+@pytest.fixture
+def stopped_redis() -> Iterator[PrivateRedis]:
+    """A redis-server of this test alone, SIGSTOPped: the kernel still accepts connections, nothing answers."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("this test needs redis-server (Debian: apt-get install redis-server)")
+    server = PrivateRedis()
+    server.start()
+    try:
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        yield server
+    finally:
+        if server.proc is not None:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        server.stop()
+
+
+async def timed_query(http: httpx.AsyncClient, token: str) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = await asyncio.wait_for(
+        http.post(
+            "/graphql", json={"query": "{ accounts { totalCount } }"}, headers={"authorization": f"Bearer {token}"}
+        ),
+        timeout=20,
+    )
+    return time.monotonic() - started, response
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+async def test_a_silent_redis_costs_an_http_query_one_short_wait(
+    gw_settings: Settings, world: World, stopped_redis: PrivateRedis, fail_open: bool
+) -> None:
+    """The rate limiter waits at most a second on a Redis that never answers, then its breaker answers at once:
+    served unthrottled (fail open, the default) or RATE_LIMITED (fail closed)."""
+    settings = dataclasses.replace(gw_settings, redis_url=stopped_redis.url)
+    server = start_gateway(settings, GatewayConfig(rate_limit_fail_open=fail_open, webhooks=False))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            first, answer = await timed_query(http, world.token_alice)
+            second, again = await timed_query(http, world.token_alice)
+        for response in (answer, again):
+            if fail_open:
+                assert response.status_code == 200, response.text
+                assert response.json()["data"] == {"accounts": {"totalCount": 1}}
+            else:
+                assert response.status_code == 429, response.text
+                assert response.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert first < 2.0
+        assert second < 0.5  # the breaker is open: no second timeout
+    finally:
+        server.stop()
+
+
+async def test_a_unit_of_work_commits_and_returns_while_redis_never_answers(
+    gw_engine: AsyncEngine, credential_box: CredentialBox, client: httpx.AsyncClient, stopped_redis: PrivateRedis
+) -> None:
+    """The doorbell rings after the commit, bounded: a client made without any timeout still returns in time."""
+    fresh = await fresh_account(Store(gw_engine), credential_box, client)
+    redis = Redis.from_url(stopped_redis.url)
+    try:
+        store = Store(gw_engine, redis)
+        started = time.monotonic()
+        await asyncio.wait_for(deliver(store, fresh.id, fresh.inbox, [(mail("while redis sleeps"), [])]), timeout=20)
+        assert time.monotonic() - started < 2.0
+        async with store.sessions() as session:
+            assert await session.scalar(select(Message.id).where(Message.account_id == fresh.id)) is not None
+    finally:
+        await redis.aclose()
