@@ -5,7 +5,7 @@
 A private Dovecot gets a small generated mailbox; a fresh database gets the account; `inboxql sync --once`
 does the initial sync; then `inboxql sync --account ID` follows (IDLE on INBOX, polls the other folders).
 Alongside it: a bare IDLE client on INBOX (its own connection, raw asyncio socket), a Redis subscriber on
-`inboxql:doorbell:{id}`, and a poller of `message_places` (every 5 ms). Then, `--appends` times, a third
+`inboxql:<db>:doorbell:{id}`, and a poller of `message_places` (every 5 ms). Then, `--appends` times, a third
 connection APPENDs a message to INBOX and we record, from the APPEND's tagged OK:
 
     (a) the bare IDLE client's `* n EXISTS`;
@@ -42,6 +42,7 @@ from bench import common
 from bench.common import BenchError
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
+from schema.doorbell import Doorbells
 
 STEP_TIMEOUT = 20.0  # seconds to wait for each of (a), (b), (c) before counting a miss
 POLL_SECONDS = 0.005
@@ -132,9 +133,9 @@ async def idle_watcher(server: DovecotServer, user: str, password: str, seen: Ob
         await conn.close()
 
 
-async def doorbell_listener(redis: Redis, account_id: int, seen: Observations, subscribed: asyncio.Event) -> None:
+async def doorbell_listener(redis: Redis, channel: str, seen: Observations, subscribed: asyncio.Event) -> None:
     pubsub = redis.pubsub()
-    await pubsub.subscribe(f"inboxql:doorbell:{account_id}")
+    await pubsub.subscribe(channel)
     subscribed.set()
     try:
         while True:
@@ -383,7 +384,8 @@ async def run_async(
     )
     tasks: list[asyncio.Task[None]] = []
     try:
-        tasks.append(asyncio.create_task(doorbell_listener(redis, account_id, seen, subscribed)))
+        channel = Doorbells.for_url(url).channel(account_id)
+        tasks.append(asyncio.create_task(doorbell_listener(redis, channel, seen, subscribed)))
         tasks.append(asyncio.create_task(idle_watcher(server, user, password, seen)))
         await asyncio.wait_for(subscribed.wait(), 10)
         await _wait_ready(engine, account_id, follower, 120)

@@ -1,7 +1,7 @@
 """One Redis subscription per gateway process, fanned out to the process's subscribers.
 
 ```
-Redis PSUBSCRIBE inboxql:doorbell:*  ──►  Fanout.run  ──►  _Bell(account) ──► subscribers wake, each re-reads
+Redis PSUBSCRIBE inboxql:<db>:doorbell:*  ──►  Fanout.run  ──►  _Bell(account) ──► subscribers wake, each re-reads
                                                                                the log from its own cursor
 ```
 
@@ -83,6 +83,7 @@ class Fanout:
     ) -> None:
         self.engine = engine
         self.redis_url = redis_url
+        self.doorbells = doorbell.Doorbells.of(engine)
         self.poll_seconds = poll_seconds
         self.safety_seconds = safety_seconds
         self.read_limit = read_limit
@@ -118,7 +119,7 @@ class Fanout:
         It carries no seq (0): a ring's seq is never trusted (see `_Bell`)."""
         if self._publisher is None:
             self._publisher = connect(self.redis_url)
-        await doorbell.ring(self._publisher, account_id, 0)
+        await self.doorbells.ring(self._publisher, account_id, 0)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -126,7 +127,7 @@ class Fanout:
             redis: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=5)
             try:
                 pubsub = redis.pubsub(ignore_subscribe_messages=True)
-                await pubsub.psubscribe(doorbell.PATTERN)
+                await pubsub.psubscribe(self.doorbells.pattern)
                 self.connected = True
                 backoff = 0.1
                 # Anything rung while we were away or subscribing: every subscriber re-reads once.
@@ -152,7 +153,7 @@ class Fanout:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _on_message(self, channel: object) -> None:
-        account = doorbell.account_of(channel)
+        account = self.doorbells.account_of(channel)
         if account is None:
             return
         self._tell(account)

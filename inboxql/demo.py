@@ -23,7 +23,7 @@ from inboxql import commands
 from inboxql.devmail import DevMailError, DovecotServer, free_port
 from inboxql.devsmtp import PostfixServer
 from inboxql.mailgen import generate
-from schema import accounts, changelog, doorbell
+from schema import accounts, changelog
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.db import create_engine
@@ -167,7 +167,7 @@ async def _announce(store: Store, account_id: int) -> None:
     pubsub = store.redis.pubsub(ignore_subscribe_messages=True) if store.redis is not None else None
     try:
         if pubsub is not None:
-            await pubsub.subscribe(doorbell.channel(account_id))
+            await pubsub.subscribe(store.doorbells.channel(account_id))
         while True:
             if pubsub is not None:
                 await pubsub.get_message(timeout=5.0)

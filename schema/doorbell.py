@@ -1,12 +1,13 @@
 """The doorbell: after a commit, a Redis PUBLISH tells every gateway process that an account's log grew.
 
 ```
-writer commits (schema.unit)  ──►  ring(redis, account, seq)  ──►  PUBLISH inboxql:doorbell:<account> <seq>
-gateway process (gateway.fanout)  ◄──  PSUBSCRIBE inboxql:doorbell:*   ──►  account_of(channel)
+writer commits (schema.unit)  ──►  ring(redis, account, seq)  ──►  PUBLISH inboxql:<db>:doorbell:<account> <seq>
+gateway process (gateway.fanout)  ◄──  PSUBSCRIBE inboxql:<db>:doorbell:*   ──►  account_of(channel)
 ```
 
 The action bell is its sibling: after a mutation queued write-back (schema.actions), `ring_actions` wakes the
-sync process that holds the account's lease (synccore.bells, PSUBSCRIBE inboxql:actions:*).
+sync process that holds the account's lease (synccore.bells, PSUBSCRIBE inboxql:<db>:actions:*). <db> is the
+database's name (`Doorbells.of(engine)`): deployments and test runs sharing one Redis do not hear each other.
 
 Redis only rings: a lost PUBLISH loses nothing, because readers re-read the change log from their cursor (and
 poll it on a timer), and executors look at the queue on a timer too. So a ring never raises; it logs. Nor does
@@ -17,41 +18,72 @@ that never answers costs a commit at most one short timeout, and then nothing wh
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schema.redisconn import RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
-PREFIX = "inboxql:doorbell:"
-PATTERN = PREFIX + "*"
-ACTIONS_PREFIX = "inboxql:actions:"
-ACTIONS_PATTERN = ACTIONS_PREFIX + "*"
 
+@dataclass(frozen=True, slots=True)
+class Doorbells:
+    """The channels of one deployment: named after its database, so that deployments (or test runs) sharing a
+    Redis never hear each other's rings (a ring from elsewhere would wake readers for nothing)."""
 
-def channel(account_id: int) -> str:
-    return f"{PREFIX}{account_id}"
+    namespace: str
 
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> Doorbells:
+        return cls(engine.url.database or "default")
 
-def account_of(channel: object) -> int | None:
-    """The account a doorbell channel names (as a subscription reports it: str or bytes); None for another."""
-    if isinstance(channel, bytes):
-        channel = channel.decode()
-    if not isinstance(channel, str):
+    @classmethod
+    def for_url(cls, database_url: str) -> Doorbells:
+        return cls(make_url(database_url).database or "default")
+
+    @property
+    def prefix(self) -> str:
+        return f"inboxql:{self.namespace}:doorbell:"
+
+    @property
+    def actions_prefix(self) -> str:
+        return f"inboxql:{self.namespace}:actions:"
+
+    @property
+    def pattern(self) -> str:
+        return self.prefix + "*"
+
+    @property
+    def actions_pattern(self) -> str:
+        return self.actions_prefix + "*"
+
+    def channel(self, account_id: int) -> str:
+        return f"{self.prefix}{account_id}"
+
+    def actions_channel(self, account_id: int) -> str:
+        return f"{self.actions_prefix}{account_id}"
+
+    def account_of(self, channel: object) -> int | None:
+        """The account a channel of ours names (as a subscription reports it: str or bytes); None otherwise."""
+        if isinstance(channel, bytes):
+            channel = channel.decode(errors="replace")
+        if not isinstance(channel, str):
+            return None
+        for prefix in (self.prefix, self.actions_prefix):
+            if channel.startswith(prefix) and channel[len(prefix) :].isdigit():
+                return int(channel[len(prefix) :])
         return None
-    account = channel.rsplit(":", 1)[-1]
-    return int(account) if account.isdigit() else None
 
+    async def ring(self, redis: Redis, account_id: int, seq: int) -> None:
+        """Ring the account's doorbell with its newest seq; best effort (a failure is logged, never raised)."""
+        await _publish(redis, self.channel(account_id), str(seq))
 
-async def ring(redis: Redis, account_id: int, seq: int) -> None:
-    """Ring the account's doorbell with its newest seq; best effort (a failure is logged, never raised)."""
-    await _publish(redis, channel(account_id), str(seq))
-
-
-async def ring_actions(redis: Redis, account_id: int) -> None:
-    """Wake the executor of the account's queued actions; best effort, like `ring`."""
-    await _publish(redis, ACTIONS_PREFIX + str(account_id), "1")
+    async def ring_actions(self, redis: Redis, account_id: int) -> None:
+        """Wake the executor of the account's queued actions; best effort, like `ring`."""
+        await _publish(redis, self.actions_channel(account_id), "1")
 
 
 async def _publish(redis: Redis, name: str, message: str) -> None:

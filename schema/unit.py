@@ -31,18 +31,19 @@ class Store:
         self.engine = engine
         self.redis = redis
         self.sessions = session_factory(engine)
+        self.doorbells = doorbell.Doorbells.of(engine)
 
     def unit(self, account_id: int) -> UnitOfWork:
         return UnitOfWork(self, account_id)
 
     async def ring(self, account_id: int, seq: int) -> None:
         if self.redis is not None:
-            await doorbell.ring(self.redis, account_id, seq)
+            await self.doorbells.ring(self.redis, account_id, seq)
 
     async def ring_actions(self, account_id: int) -> None:
         """Wake the sync process that performs the account's queued actions (schema.actions)."""
         if self.redis is not None:
-            await doorbell.ring_actions(self.redis, account_id)
+            await self.doorbells.ring_actions(self.redis, account_id)
 
 
 class UnitOfWork:

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class Bells:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, doorbells: doorbell.Doorbells) -> None:
         self.redis = redis
+        self.doorbells = doorbells
         self._events: dict[int, asyncio.Event] = {}
 
     def event(self, account_id: int) -> asyncio.Event:
@@ -40,7 +41,7 @@ class Bells:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 try:
-                    await pubsub.psubscribe(doorbell.ACTIONS_PATTERN)
+                    await pubsub.psubscribe(self.doorbells.actions_pattern)
                     self.ring_all()
                     backoff.reset()
                     while True:
@@ -48,7 +49,7 @@ class Bells:
                         if message is None:
                             await pubsub.ping()
                             continue
-                        account = doorbell.account_of(message.get("channel"))
+                        account = self.doorbells.account_of(message.get("channel"))
                         if account is not None and account in self._events:
                             self._events[account].set()
                 finally:

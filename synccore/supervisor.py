@@ -62,7 +62,7 @@ class Supervisor:
         self.store = Store(self.engine, self.redis)
         self.box = CredentialBox(settings.secret_key)
         self.parser = ParsePool(default_workers())
-        self.bells = Bells(self.redis)
+        self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))

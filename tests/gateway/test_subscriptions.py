@@ -25,7 +25,7 @@ from sqlalchemy import event
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.testing import ServerThread, add_folder, deliver
-from schema import changelog, doorbell
+from schema import changelog
 from schema.crypto import CredentialBox
 from schema.models import utcnow
 from schema.unit import Store
@@ -291,8 +291,9 @@ async def test_subscribers_asking_the_same_share_one_render_of_each_event(
 async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_read_not_a_spin(
     gateway: ServerThread, fresh: Fresh, gw_store: Store
 ) -> None:
-    """Another deployment (or test database) on the same Redis rings this account's channel with a seq far
-    ahead of this log. Subscribers re-read once per ring and go back to waiting; they still get real changes."""
+    """A ring on this account's channel with a seq far ahead of this log (rings of other deployments, named after
+    their databases, never arrive here). Subscribers re-read once per ring and go back to waiting; they still get
+    real changes."""
     fanout = gateway.app.state.services.fanout
     start = await cursor_now(fresh)
     stream = follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start})
@@ -303,7 +304,7 @@ async def test_a_stray_doorbell_with_a_seq_the_log_has_not_reached_costs_one_rea
         publisher = Redis.from_url(REDIS_URL)
         try:
             for _ in range(3):
-                await publisher.publish(doorbell.channel(fresh.id), str(10**9))
+                await publisher.publish(gw_store.doorbells.channel(fresh.id), str(10**9))
                 await asyncio.sleep(0.2)
         finally:
             await publisher.aclose()

@@ -32,7 +32,7 @@ from inboxql.devmail import free_port
 from schema import accounts, folders, webhooks
 from schema.crypto import CredentialBox
 from schema.db import create_engine
-from schema.doorbell import PATTERN as DOORBELL_PATTERN
+from schema.doorbell import Doorbells
 from schema.unit import Store
 from tests.conftest import REDIS_URL, throwaway_database
 
@@ -49,8 +49,9 @@ QUICKLY = 5.0  # well under every poll interval of SLOW, and loose enough for a 
 class RedisDoorbell:
     """A doorbell subscription of its own offering what the deliverer asks of Fanout (delivery.Doorbells)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, doorbells: Doorbells) -> None:
         self.url = url
+        self.doorbells = doorbells
         self.connected = False
         self.callbacks: list[Callable[[int | None], None]] = []
 
@@ -66,13 +67,13 @@ class RedisDoorbell:
         redis = Redis.from_url(self.url, socket_connect_timeout=1)
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.psubscribe(DOORBELL_PATTERN)
+            await pubsub.psubscribe(self.doorbells.pattern)
             self.connected = True
             self.tell(None)
             async for message in pubsub.listen():
-                account = message["channel"].decode().rsplit(":", 1)[-1]
-                if account.isdigit():
-                    self.tell(int(account))
+                account = self.doorbells.account_of(message["channel"])
+                if account is not None:
+                    self.tell(account)
         finally:
             if self.connected:
                 self.connected = False
@@ -83,9 +84,12 @@ class RedisDoorbell:
 
 
 @contextlib.asynccontextmanager
-async def doorbell(url: str = REDIS_URL) -> AsyncIterator[tuple[RedisDoorbell, asyncio.Task[None]]]:
-    """A subscription, running (or failed to subscribe, when Redis is not at `url`), and the task holding it."""
-    bell = RedisDoorbell(url)
+async def doorbell(
+    engine: AsyncEngine, url: str = REDIS_URL
+) -> AsyncIterator[tuple[RedisDoorbell, asyncio.Task[None]]]:
+    """A subscription to the doorbells of `engine`'s database, running (or failed to subscribe, when Redis is not at
+    `url`), and the task holding it."""
+    bell = RedisDoorbell(url, Doorbells.of(engine))
     task = asyncio.create_task(bell.run())
     while not bell.connected and not task.done():
         await asyncio.sleep(0.01)
@@ -193,7 +197,7 @@ async def test_a_ring_sends_the_change_at_once_not_at_the_next_poll(
     receiver, url = sink
     account = await new_account(wk_store)
     hook = await new_hook(wk_store, account, url)
-    async with doorbell() as (bell, _):
+    async with doorbell(wk_engine) as (bell, _):
         deliverer = Deliverer(wk_engine, BOX, SLOW, bell)
         async with running(deliverer):
             await until(lambda: account in deliverer.hooks)
@@ -211,7 +215,7 @@ async def test_a_hook_created_while_running_is_found_on_its_accounts_next_ring(
     wk_engine: AsyncEngine, wk_store: Store, sink: tuple[Sink, str]
 ) -> None:
     receiver, url = sink
-    async with doorbell() as (bell, _):
+    async with doorbell(wk_engine) as (bell, _):
         deliverer = Deliverer(wk_engine, BOX, replace(SLOW, webhook_discover_seconds=0.5), bell)
         async with running(deliverer):
             await until(lambda: deliverer.rounds == 1)
@@ -230,7 +234,7 @@ async def test_a_lost_doorbell_is_covered_by_the_safety_poll(
     receiver, url = sink
     account = await new_account(silent_store)
     hook = await new_hook(silent_store, account, url)
-    async with doorbell() as (bell, _):
+    async with doorbell(wk_engine) as (bell, _):
         deliverer = Deliverer(wk_engine, BOX, replace(SLOW, webhook_safety_seconds=1.0), bell)
         async with running(deliverer):
             await until(lambda: account in deliverer.hooks)
@@ -247,7 +251,7 @@ async def test_while_the_doorbell_is_down_the_database_is_polled_at_the_short_in
     account = await new_account(wk_store)
     hook = await new_hook(wk_store, account, url)
     config = replace(SLOW, webhook_poll_seconds=0.2)
-    async with doorbell() as (bell, task):
+    async with doorbell(wk_engine) as (bell, task):
         deliverer = Deliverer(wk_engine, BOX, config, bell)
         async with running(deliverer):
             await until(lambda: account in deliverer.hooks)
@@ -260,7 +264,7 @@ async def test_while_the_doorbell_is_down_the_database_is_polled_at_the_short_in
             assert deliverer.interval() == 0.2
 
     # Never subscribed at all (nothing listens on that port): polled at the short interval from the start.
-    async with doorbell(f"redis://127.0.0.1:{free_port()}/0") as (down, _):
+    async with doorbell(wk_engine, f"redis://127.0.0.1:{free_port()}/0") as (down, _):
         assert not down.connected
         deliverer = Deliverer(wk_engine, BOX, config, down)
         async with running(deliverer):
@@ -276,7 +280,7 @@ async def test_a_hook_in_backoff_is_not_attempted_early_when_doorbells_ring(
     receiver.fail_first = 1
     account = await new_account(wk_store)
     hook = await new_hook(wk_store, account, url)
-    async with doorbell() as (bell, _):
+    async with doorbell(wk_engine) as (bell, _):
         deliverer = Deliverer(wk_engine, BOX, SLOW, bell)
         async with running(deliverer):
             await until(lambda: account in deliverer.hooks)
@@ -301,7 +305,7 @@ async def test_more_ready_hooks_than_slots_are_all_delivered(
     receiver, url = sink
     account = await new_account(wk_store)
     hooks = [await new_hook(wk_store, account, url) for _ in range(3)]
-    async with doorbell() as (bell, _):
+    async with doorbell(wk_engine) as (bell, _):
         deliverer = Deliverer(wk_engine, BOX, replace(SLOW, webhook_concurrency=1), bell)
         async with running(deliverer):
             await until(lambda: account in deliverer.hooks)

@@ -23,9 +23,10 @@ from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
 
 from mime import parse_message
-from schema import changelog, doorbell, folders, labels, messages
+from schema import changelog, folders, labels, messages
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
+from schema.doorbell import Doorbells
 from schema.models import ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Thread
 from schema.unit import Store, UnitOfWork
 from tests.schema.support import new_account, new_folder
@@ -94,11 +95,11 @@ async def next_doorbell(pubsub: PubSub, timeout: float) -> bytes | None:
 
 
 @asynccontextmanager
-async def subscribed(redis: Redis, account_id: int) -> AsyncIterator[PubSub]:
+async def subscribed(redis: Redis, store: Store, account_id: int) -> AsyncIterator[PubSub]:
     pubsub = redis.pubsub()
     close: Callable[[], Awaitable[None]] = pubsub.aclose  # redis-py leaves PubSub untyped
     try:
-        await pubsub.subscribe(doorbell.channel(account_id))
+        await pubsub.subscribe(store.doorbells.channel(account_id))
         # Wait for the confirmation, so no PUBLISH can race ahead of the subscription.
         deadline = time.monotonic() + 5
         while True:
@@ -297,7 +298,7 @@ async def test_doorbell_carries_the_units_newest_seq_after_commit(
     store: Store, redis: Redis, credential_box: CredentialBox
 ) -> None:
     account_id = await new_account(store, credential_box)
-    async with subscribed(redis, account_id) as pubsub:
+    async with subscribed(redis, store, account_id) as pubsub:
         async with store.unit(account_id) as uow:
             await labels.ensure(uow, ["one", "two", "three"])
         assert uow.last_seq is not None
@@ -321,7 +322,7 @@ async def test_a_unit_without_changes_neither_logs_nor_rings(
     async with store.unit(account_id) as uow:
         await labels.ensure(uow, ["existing"])
     before = await newest(store, account_id)
-    async with subscribed(redis, account_id) as pubsub:
+    async with subscribed(redis, store, account_id) as pubsub:
         async with store.unit(account_id) as empty:
             pass
         async with store.unit(account_id) as again:
@@ -353,7 +354,7 @@ async def test_a_rolled_back_unit_logs_nothing_and_leaves_no_rows(
             raise RuntimeError("server went away")
 
     units: list[UnitOfWork] = []
-    async with subscribed(redis, account_id) as pubsub:
+    async with subscribed(redis, store, account_id) as pubsub:
         with pytest.raises(RuntimeError, match="server went away"):
             await doomed_unit()
         assert units[0].last_seq is None
@@ -378,3 +379,20 @@ async def test_a_rolled_back_unit_logs_nothing_and_leaves_no_rows(
     async with store.unit(account_id) as uow:
         await labels.ensure(uow, ["after"])
     assert uow.last_seq == before + 1
+
+
+@pytest.mark.parametrize(
+    ("channel", "account"),
+    [
+        (b"inboxql:mail:doorbell:7", 7),
+        ("inboxql:mail:actions:12", 12),
+        (b"inboxql:other:doorbell:7", None),  # another deployment's database: not ours
+        (b"inboxql:mail:doorbell:x", None),
+        (b"inboxql:doorbell:7", None),  # the old, shared name
+        (None, None),
+    ],
+)
+def test_doorbells_are_named_after_the_database(channel: object, account: int | None) -> None:
+    bells = Doorbells.for_url("mysql+asyncmy://root@127.0.0.1:3306/mail?charset=utf8mb4")
+    assert bells.channel(7) == "inboxql:mail:doorbell:7"
+    assert bells.account_of(channel) == account

@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
-from schema import doorbell
 from schema.crypto import CredentialBox
 from schema.models import Message
 from schema.unit import Store
@@ -41,7 +40,7 @@ async def test_appended_message_is_mirrored_and_rung_within_a_second(
     await sync_once(store, credential_box, account_id)
 
     pubsub = redis.pubsub()
-    await pubsub.subscribe(doorbell.channel(account_id))
+    await pubsub.subscribe(store.doorbells.channel(account_id))
     follower = asyncio.create_task(
         AccountSync(store, credential_box, account_id, Tuning(poll_interval=60)).run_forever()
     )
