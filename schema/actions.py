@@ -22,6 +22,7 @@ change the server made meanwhile wins after the action ran.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from enum import StrEnum
@@ -99,19 +100,35 @@ def _touch(uow: UnitOfWork, message_id: int, folder_ids: Iterable[int], *, moved
 
 
 async def _queue(uow: UnitOfWork, kind: ActionKind, payload: dict[str, Any], **where: int | None) -> int:
-    action = Action(
-        account_id=uow.account_id,
-        kind=kind.value,
-        state=ActionState.PENDING.value,
-        payload=payload,
-        attempts=0,
-        created_at=utcnow(),
-        **where,
+    [action_id] = await _queue_many(uow, kind, [(payload, where.get("message_id"), where.get("folder_id"))])
+    return action_id
+
+
+async def _queue_many(
+    uow: UnitOfWork, kind: ActionKind, rows: Sequence[tuple[dict[str, Any], int | None, int | None]]
+) -> list[int]:
+    """Queue actions of one kind, (payload, message id, folder id) each, in one statement; their ids in order."""
+    if not rows:
+        return []
+    now = utcnow()
+    result = await uow.session.execute(
+        insert(table(Action)).returning(table(Action).c.id, sort_by_parameter_order=True),
+        [
+            {
+                "account_id": uow.account_id,
+                "kind": kind.value,
+                "state": ActionState.PENDING.value,
+                "payload": payload,
+                "message_id": message_id,
+                "folder_id": folder_id,
+                "attempts": 0,
+                "created_at": now,
+            }
+            for payload, message_id, folder_id in rows
+        ],
     )
-    uow.session.add(action)
-    await uow.session.flush()
     uow.rang_actions = True
-    return action.id
+    return list(result.scalars())
 
 
 # -- what mutations queue ---------------------------------------------------------------------------------
@@ -124,20 +141,21 @@ async def set_flags(
     plus, minus = set(add), set(remove)
     if plus & minus:
         raise Refused(f"a flag cannot be both added and removed: {', '.join(sorted(plus & minus))}")
-    queued = []
+    rows: list[tuple[dict[str, Any], int | None, int | None]] = []
+    by_flags: dict[str, list[int]] = defaultdict(list)  # the places' new flags -> place ids: a statement each
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
         changed = []
         for p in places:
             after = _text((_flags(p.flags) | plus) - minus)
             if after != p.flags:
                 changed.append(_place(p))
-                await uow.session.execute(update(MessagePlace).where(MessagePlace.id == p.id).values(flags=after))
-        if not changed:
-            continue
-        _touch(uow, mid, (c["folder_id"] for c in changed), moved=False)
-        payload = {"add": sorted(plus), "remove": sorted(minus), "places": changed}
-        queued.append(await _queue(uow, ActionKind.FLAGS, payload, message_id=mid))
-    return queued
+                by_flags[after].append(p.id)
+        if changed:
+            _touch(uow, mid, (c["folder_id"] for c in changed), moved=False)
+            rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
+    for flags, place_ids in by_flags.items():
+        await uow.session.execute(update(MessagePlace).where(MessagePlace.id.in_(place_ids)).values(flags=flags))
+    return await _queue_many(uow, ActionKind.FLAGS, rows)
 
 
 async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> list[int]:
@@ -375,6 +393,20 @@ async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: st
         .values(state=state.value, error=error, finished_at=utcnow(), attempts=Action.attempts + 1)
     )
     await _full_compare(uow, _folders_of(action))
+
+
+async def complete_flags(uow: UnitOfWork, done: Sequence[Action]) -> None:
+    """Flag actions the server did, in one statement (they leave nothing else to settle)."""
+    if not done:
+        return
+    if any(a.kind != ActionKind.FLAGS for a in done):
+        raise ValueError("complete_flags takes flag actions only")
+    await uow.session.execute(
+        update(Action)
+        .where(Action.id.in_([a.id for a in done]))
+        .values(state=ActionState.DONE.value, error=None, finished_at=utcnow(), attempts=Action.attempts + 1)
+    )
+    await _full_compare(uow, set().union(*(_folders_of(a) for a in done)))
 
 
 async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int] | None = None) -> None:

@@ -165,7 +165,11 @@ class ActionExecutor:
 
     async def _record(self, outcome: Outcome) -> None:
         async with self.store.unit(self.account_id) as uow:
+            flags = [action for action, _ in outcome.done if action.kind == ActionKind.FLAGS]
+            await actions.complete_flags(uow, flags)
             for action, moved_to in outcome.done:
+                if action.kind == ActionKind.FLAGS:
+                    continue
                 await actions.complete(uow, action, moved_to=moved_to)
                 if action.kind == ActionKind.EXPUNGE and action.message_id is not None:
                     await messages.drop_placeless(uow, [action.message_id])
@@ -192,8 +196,13 @@ class ActionExecutor:
         await self.close()
 
     async def _select(self, folder: Folder) -> int | None:
-        """SELECT a folder; its UIDVALIDITY. A folder the server does not have raises a permanent refusal."""
+        """SELECT a folder (unless it is selected already); its UIDVALIDITY. A folder the server does not have
+        raises a permanent refusal."""
         client = await self._client()
+        # What other sessions did meanwhile (EXPUNGE, FETCH) is the folder sync's to see, not ours.
+        client.drain_unsolicited()
+        if client.selected is not None and client.selected.name == folder.name and not client.selected.readonly:
+            return client.selected.uidvalidity
         try:
             selected = await client.select(folder.name)
         except CommandFailed as exc:
