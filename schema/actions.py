@@ -396,7 +396,8 @@ async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: st
 
 
 async def complete_flags(uow: UnitOfWork, done: Sequence[Action]) -> None:
-    """Flag actions the server did, in one statement (they leave nothing else to settle)."""
+    """Flag actions the server did, in one statement. Their folders need no full compare: the STORE answered the
+    flags the server holds now, which the caller writes (synccore.actions)."""
     if not done:
         return
     if any(a.kind != ActionKind.FLAGS for a in done):
@@ -406,7 +407,6 @@ async def complete_flags(uow: UnitOfWork, done: Sequence[Action]) -> None:
         .where(Action.id.in_([a.id for a in done]))
         .values(state=ActionState.DONE.value, error=None, finished_at=utcnow(), attempts=Action.attempts + 1)
     )
-    await _full_compare(uow, set().union(*(_folders_of(a) for a in done)))
 
 
 async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int] | None = None) -> None:

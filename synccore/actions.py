@@ -35,8 +35,10 @@ from sqlalchemy import select
 from schema import actions, blobs, drafts, folders, messages
 from schema.actions import ActionKind
 from schema.crypto import CredentialBox
+from schema.messages import PlaceFlags
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.unit import Store
+from synccore import planning
 from synccore.backoff import Backoff
 from synccore.identity import identity_at
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
@@ -61,6 +63,9 @@ class Outcome:
     failed: list[tuple[Action, str]]
     # draft_save: action id -> (UIDVALIDITY, UID, identity) of the version APPENDed
     filed: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    # What a STORE answered, folder -> (UIDVALIDITY, {uid: (flags, modseq)}): the server's flags after the change,
+    # others' changes included, which the mirror takes (its folder sync skipped them while the action waited).
+    flags: dict[int, tuple[int, dict[int, tuple[tuple[str, ...], int | None]]]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Outcome:
@@ -167,6 +172,9 @@ class ActionExecutor:
         async with self.store.unit(self.account_id) as uow:
             flags = [action for action, _ in outcome.done if action.kind == ActionKind.FLAGS]
             await actions.complete_flags(uow, flags)
+            for folder_id, (uidvalidity, by_uid) in outcome.flags.items():
+                changes = [PlaceFlags(uid, found, modseq) for uid, (found, modseq) in by_uid.items()]
+                await messages.set_flags(uow, folder_id, uidvalidity, changes)
             for action, moved_to in outcome.done:
                 if action.kind == ActionKind.FLAGS:
                     continue
@@ -290,13 +298,20 @@ class ActionExecutor:
             try:
                 if folder is None:
                     raise Gone("the folder was deleted")
-                await self._select(folder)
+                uidvalidity = await self._select(folder)
                 found: set[int] = set()
+                answered: dict[int, tuple[tuple[str, ...], int | None]] = {}
                 for (op, flags), uids in stores.items():
                     result = await client.uid_store(
                         sorted(uids), "add" if op == "add" else "remove", flags, silent=False
                     )
-                    found.update(i.uid for i in result.items if i.uid is not None)
+                    for item in result.items:
+                        if item.uid is not None:
+                            found.add(item.uid)
+                            if item.flags is not None:
+                                answered[item.uid] = (planning.clean_flags(item.flags), item.modseq)
+                if uidvalidity is not None and answered:
+                    outcome.flags[folder_id] = (uidvalidity, answered)
                     # RFC 3501 §6.4.6: a UID that is not there is ignored; unchanged flags send no FETCH on some
                     # servers, so only UIDs absent from a SEARCH count as expunged.
                 absent = set().union(*stores.values()) - found

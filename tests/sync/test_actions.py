@@ -274,3 +274,38 @@ async def _last_seq(store: Store, account_id: int) -> int:
             select(ChangeLog.seq).where(ChangeLog.account_id == account_id).order_by(ChangeLog.seq.desc()).limit(1)
         )
     return found or 0
+
+
+async def test_a_change_made_on_the_server_while_an_action_waited_is_mirrored_when_it_runs(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    async with store.unit(account_id) as uow:
+        await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+    # Another client changes the same message on the server; a pass sees it but leaves the pending message alone.
+    [message_id] = await _message_ids(store, ids[:1])
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.select("INBOX")
+        [uid] = await client.uid_search([b"HEADER", b"Message-ID", message_id.strip("<>").encode()])
+        await client.uid_store([uid], "add", ["$Elsewhere"])
+    finally:
+        await client.logout()
+    sync = AccountSync(store, credential_box, account_id, Tuning())
+    passer = await sync._connect()
+    try:
+        await sync.full_pass(passer)
+        async with store.sessions() as s:
+            flags = await s.scalar(select(MessagePlace.flags).where(MessagePlace.message_id == ids[0]))
+        assert flags is not None
+        assert "$Elsewhere" not in flags.split()  # skipped: the message waits for its action
+        await _drain(store, credential_box, account_id)
+        async with store.sessions() as s:
+            flags = await s.scalar(select(MessagePlace.flags).where(MessagePlace.message_id == ids[0]))
+        assert flags is not None
+        assert {"\\Flagged", "$Elsewhere"} <= set(flags.split())  # what the STORE answered
+        await sync.full_pass(passer)  # an incremental pass (CONDSTORE): no full compare was needed
+    finally:
+        await passer.logout()
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
