@@ -23,12 +23,12 @@ from sqlalchemy import func, select
 from schema import folders, messages
 from schema.messages import Fetched, PlaceFlags
 from schema.models import Folder, Message, MessagePlace
+from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import FetchItem, ImapClient, SelectedMailbox
 from synccore.parsing import ParsePool, Prepared
-from synccore.retry import retry_deadlocks
 
 log = logging.getLogger(__name__)
 
