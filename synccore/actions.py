@@ -27,6 +27,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select
 
@@ -34,6 +35,7 @@ from schema import actions, folders, messages
 from schema.actions import ActionKind
 from schema.crypto import CredentialBox
 from schema.models import Action, Folder, Message, MessagePlace
+from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore.backoff import Backoff
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
@@ -152,11 +154,17 @@ class ActionExecutor:
                 await self._drop_client()
                 delay = self.backoff.next()
                 log.warning("account %s: action %s: %s; again in %.1f s", self.account_id, first.id, exc, delay)
-                async with self.store.sessions() as s, s.begin():
-                    await actions.retry_later(s, first, delay, f"{type(exc).__name__}: {exc}")
+                await retry_deadlocks(partial(self._later, first, delay, f"{type(exc).__name__}: {exc}"))
                 return delay
             self.backoff.reset()
-            await self._record(outcome)
+            # The server did it: losing a deadlock here must not throw that away (the account's sync would
+            # restart and perform the batch again).
+            await retry_deadlocks(partial(self._record, outcome))
+            self.performed += len(outcome.done) + len(outcome.failed)
+
+    async def _later(self, action: Action, delay: float, reason: str) -> None:
+        async with self.store.sessions() as s, s.begin():
+            await actions.retry_later(s, action, delay, reason)
 
     async def _record(self, outcome: Outcome) -> None:
         async with self.store.unit(self.account_id) as uow:
@@ -171,7 +179,6 @@ class ActionExecutor:
                 await actions.fail(uow, action, reason)
                 if action.kind == ActionKind.FOLDER_CREATE and action.folder_id is not None:
                     await folders.remove(uow, action.folder_id)
-        self.performed += len(outcome.done) + len(outcome.failed)
 
     # -- the server ----------------------------------------------------------------------------------
     async def _client(self) -> ImapClient:
