@@ -305,6 +305,9 @@ def _unselectable(flags: frozenset[str]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    # A task group's failure says only "unhandled errors in a TaskGroup": name what failed inside it.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
