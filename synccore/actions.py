@@ -322,21 +322,30 @@ class ActionExecutor:
             raise Gone("the message's folder was deleted")
         client = await self._client()
         uidvalidity = await self._select(folder)
-        if uidvalidity == source["uidvalidity"]:
-            copied = await client.uid_move([source["uid"]], target.name)
-            if copied is not None and source["uid"] in copied.mapping():
-                return copied.uidvalidity, copied.mapping()[source["uid"]]
+        uid = source["uid"] if uidvalidity == source["uidvalidity"] else None
+        if source["uidvalidity"] == actions.PLACEHOLDER_UIDVALIDITY:
+            # An earlier move put it there without learning its UID: find it by its Message-ID.
+            uids = await self._search(action)
+            uid = uids[0] if len(uids) == 1 else None
+        if uid is not None:
+            copied = await client.uid_move([uid], target.name)
+            if copied is not None and uid in copied.mapping():
+                return copied.uidvalidity, copied.mapping()[uid]
         # The source UID is gone: moved before a crash, or expunged. Look for the message in the target.
         return await self._find_in(target, action)
 
-    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
+    async def _search(self, action: Action) -> list[int]:
+        """UIDs of the message in the selected folder, by its Message-ID (none when it has none)."""
         async with self.store.sessions() as s:
             header = await s.scalar(select(Message.message_id_header).where(Message.id == action.message_id))
         if not header:
-            raise Gone("the message was expunged on the server")
+            return []
         client = await self._client()
+        return await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
+
+    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
         uidvalidity = await self._select(target)
-        uids = await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
+        uids = await self._search(action)
         if len(uids) == 1 and uidvalidity is not None:
             return uidvalidity, uids[0]
         if not uids:
