@@ -27,7 +27,7 @@ from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
-from synccore.imap import FetchItem, ImapClient, SelectedMailbox
+from synccore.imap import CommandFailed, FetchItem, ImapClient, SelectedMailbox
 from synccore.parsing import ParsePool, Prepared
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,16 @@ class FolderSync:
     # -- pieces ----------------------------------------------------------------------------------
     async def _select(self, client: ImapClient) -> SelectedMailbox:
         f = self.folder
-        if "QRESYNC" in client.enabled and f.sync_state == "follow" and f.uidvalidity and f.highestmodseq:
-            return await client.select(f.name, qresync=(f.uidvalidity, f.highestmodseq, None))
-        return await client.select(f.name, condstore=client.has("CONDSTORE"))
+        try:
+            if "QRESYNC" in client.enabled and f.sync_state == "follow" and f.uidvalidity and f.highestmodseq:
+                return await client.select(f.name, qresync=(f.uidvalidity, f.highestmodseq, None))
+            return await client.select(f.name, condstore=client.has("CONDSTORE"))
+        except CommandFailed as exc:
+            if exc.status != "NO":
+                raise
+            # Deleted or renamed by another client since the LIST (Dovecot: "NO Mailbox doesn't exist", without
+            # [NONEXISTENT]): the next discovery mirrors that. Before, the whole account's sync restarted.
+            raise planning.FolderGone(f.name) from exc
 
     async def _remote_listing(self, client: ImapClient) -> dict[int, FetchItem]:
         result = await client.uid_fetch("1:*", metadata_items(client, self.ctx.mode))
