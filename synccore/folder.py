@@ -230,8 +230,12 @@ class FolderSync:
                 s, self.ctx.account_id, (identity_of(self.ctx.mode, i) or "" for i in with_identity)
             )
         placed = [i for i in with_identity if identity_of(self.ctx.mode, i) in known]
-        if placed:
-            await self._write(uidvalidity, [self._fetched(i) for i in placed])
+        while placed:
+            try:
+                await self._write(uidvalidity, [self._fetched(i) for i in placed])
+                break
+            except messages.Unknown as exc:  # deleted since known_identities: download those after all
+                placed = [i for i in placed if identity_of(self.ctx.mode, i) not in exc.identities]
         placed_uids = {i.uid for i in placed}
         todo = [i for i in items if i.uid not in placed_uids]
         batches = [todo[n : n + BODY_BATCH] for n in range(0, len(todo), BODY_BATCH)]
