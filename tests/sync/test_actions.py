@@ -359,6 +359,39 @@ async def test_a_delete_queued_on_a_pending_move_expunges_where_the_move_put_it(
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
 
 
+async def test_a_message_with_a_pending_action_in_a_vanished_folder_becomes_an_orphan(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The folder's places go with its row even where an action is pending; before, such a message was left in
+    no folder and never marked an orphan, so nothing ever deleted it."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Doomed")
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        async with store.unit(account_id) as uow:
+            queued = await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+        await client.unselect()
+        await client.delete("Doomed")
+    finally:
+        await client.logout()
+    async with store.unit(account_id) as uow:  # what discovery does when the folder has gone
+        await folders.remove(uow, doomed)
+    async with store.sessions() as s:
+        orphaned = set(await s.scalars(select(Message.id).where(Message.orphaned_at.is_not(None))))
+    assert set(ids) <= orphaned
+    await _drain(store, credential_box, account_id)
+    assert len(await _states(store, queued)) == 1
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        assert list(await s.scalars(select(Message.id).where(Message.id.in_(ids)))) == []
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
 async def test_folder_create_rename_delete_reach_the_server(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
