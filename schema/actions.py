@@ -398,10 +398,11 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
     elif action.kind in (ActionKind.MOVE, ActionKind.EXPUNGE) and mid is not None:
         if p.get("move"):
             m = p["move"]
-            source = await s.scalar(select(Folder.id).where(Folder.id == m["folder_id"]))
-            if source is None or m["uidvalidity"] == PLACEHOLDER_UIDVALIDITY:
-                # The folder it came from is gone, or it came from where an earlier move put it under no known
-                # UID: no place to put back. The next full compare places the message wherever it is.
+            source = await s.scalar(select(Folder.uidvalidity).where(Folder.id == m["folder_id"]))
+            if source != m["uidvalidity"] or m["uidvalidity"] == PLACEHOLDER_UIDVALIDITY:
+                # The folder it came from is gone or has a new UIDVALIDITY (RFC 3501 §2.3.1.1: the UID means
+                # nothing there now), or it came from where an earlier move put it under no known UID: no place
+                # to put back. The next full compare places the message wherever it is.
                 await s.execute(delete(MessagePlace).where(_placeholder_of(action)))
             else:
                 await s.execute(
@@ -498,7 +499,14 @@ async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dic
         }
         for pl in places
     ]
-    existing = set(await uow.session.scalars(select(Folder.id).where(Folder.id.in_([r["folder_id"] for r in rows]))))
-    rows = [r for r in rows if r["folder_id"] in existing]
+    # Only into folders that still have the UIDVALIDITY the places were taken under.
+    existing = dict(
+        (
+            await uow.session.execute(
+                select(Folder.id, Folder.uidvalidity).where(Folder.id.in_([r["folder_id"] for r in rows]))
+            )
+        ).tuples()
+    )
+    rows = [r for r in rows if r["folder_id"] in existing and existing[r["folder_id"]] == r["uidvalidity"]]
     if rows:
         await uow.session.execute(insert(table(MessagePlace)).prefix_with("IGNORE"), rows)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
-from schema import actions, folders
+from schema import actions, folders, messages
 from schema.actions import ActionState
 from schema.crypto import CredentialBox
 from schema.models import Action, ChangeLog, Folder, Message, MessagePlace
@@ -327,6 +327,42 @@ async def test_a_failed_move_out_of_a_vanished_folder_leaves_no_place_behind(
     [(state, reason)] = await _states(store, queued)
     assert state == ActionState.FAILED.value
     assert reason
+    assert await _places(store, ids[0]) == []
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_failed_move_does_not_put_the_place_back_under_an_old_uidvalidity(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The source folder was re-created meanwhile (a new UIDVALIDITY): the old UID names nothing there. Before,
+    the undo put the place back under the old UIDVALIDITY, where no folder compare ever looks again."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        for name in ("Source", "Doomed"):
+            await client.create(name)
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Source")
+        await sync_once(store, credential_box, account_id)
+        source = await _folder_id(store, account_id, "Source")
+        doomed = await _folder_id(store, account_id, "Doomed")
+        async with store.unit(account_id) as uow:
+            queued = await actions.move(uow, ids[:1], doomed)
+        await client.unselect()
+        await client.delete("Doomed")
+        await client.delete("Source")
+        await client.create("Source")
+        renewed = (await client.select("Source")).uidvalidity
+    finally:
+        await client.logout()
+    async with store.unit(account_id) as uow:  # what the folder's resync does
+        await messages.remove_places(uow, source)
+        await folders.set_cursor(uow, source, uidvalidity=renewed, uidnext=None, highestmodseq=None)
+    await _drain(store, credential_box, account_id)
+    [(state, _)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
     assert await _places(store, ids[0]) == []
     await sync_once(store, credential_box, account_id)
     await assert_identical(store, credential_box, account_id)
