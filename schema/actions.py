@@ -500,13 +500,10 @@ async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dic
         for pl in places
     ]
     # Only into folders that still have the UIDVALIDITY the places were taken under.
-    existing = dict(
-        (
-            await uow.session.execute(
-                select(Folder.id, Folder.uidvalidity).where(Folder.id.in_([r["folder_id"] for r in rows]))
-            )
-        ).tuples()
+    found = await uow.session.execute(
+        select(Folder.id, Folder.uidvalidity).where(Folder.id.in_([r["folder_id"] for r in rows]))
     )
+    existing = {folder_id: uidvalidity for folder_id, uidvalidity in found}
     rows = [r for r in rows if r["folder_id"] in existing and existing[r["folder_id"]] == r["uidvalidity"]]
     if rows:
         await uow.session.execute(insert(table(MessagePlace)).prefix_with("IGNORE"), rows)

@@ -369,6 +369,35 @@ async def test_a_failed_move_does_not_put_the_place_back_under_an_old_uidvalidit
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
 
 
+async def test_a_refused_delete_puts_the_places_back(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Source")
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Source")
+        await sync_once(store, credential_box, account_id)
+        source = await _folder_id(store, account_id, "Source")
+        before = await _places(store, ids[0])
+        async with store.unit(account_id) as uow:
+            queued = await actions.expunge(uow, ids[:1])
+        await client.unselect()
+        await client.delete("Source")  # the mirror still has it: the SELECT is refused
+    finally:
+        await client.logout()
+    await _drain(store, credential_box, account_id)
+    [(state, reason)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
+    assert reason
+    assert await _places(store, ids[0]) == before
+    assert before[0][0] == source
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
 async def test_a_delete_queued_on_a_pending_move_expunges_where_the_move_put_it(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
