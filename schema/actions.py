@@ -14,6 +14,8 @@ it names (a blob), expunges the copies the server holds of earlier ones, and giv
 
 A moved message keeps its row and its place row: the place points at the target folder at once, under the
 placeholder UIDVALIDITY 0 and UID -(place id), until the server's COPYUID names its UID there (RFC 4315).
+A move or delete queued on top of a pending move of the same message is told that placeholder; when the earlier
+move ends, it hands the later action the real place (the UID the server gave, or the folder it failed back to).
 
 The folder sync never overwrites a pending change: `pending_messages` and `pending_folders` tell it what to
 leave alone. When an action ends, its folders are marked for a full compare (`highestmodseq` cleared), so a
@@ -420,7 +422,7 @@ async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int]
     p = action.payload
     if action.kind == ActionKind.MOVE and p.get("move"):
         place_id = p["move"]["id"]
-        placeholder = (MessagePlace.id == place_id) & (MessagePlace.uidvalidity == PLACEHOLDER_UIDVALIDITY)
+        placeholder = _placeholder_of(action)
         if moved_to is None:
             await s.execute(delete(MessagePlace).where(placeholder))
         else:
@@ -433,6 +435,8 @@ async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int]
                 )
             )
             await s.execute(update(MessagePlace).where(placeholder).values(uidvalidity=moved_to[0], uid=moved_to[1]))
+            where = {"folder_id": p["to"], "uidvalidity": moved_to[0], "uid": moved_to[1], "modseq": None}
+            await _hand_over(uow, action, where)
         if action.message_id is not None:
             _touch(uow, action.message_id, [p["to"]], moved=moved_to is None)
     await _finish(uow, action, ActionState.DONE)
@@ -465,11 +469,19 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
     elif action.kind in (ActionKind.MOVE, ActionKind.EXPUNGE) and mid is not None:
         if p.get("move"):
             m = p["move"]
-            await s.execute(
-                update(MessagePlace)
-                .where(MessagePlace.id == m["id"])
-                .values(folder_id=m["folder_id"], uidvalidity=m["uidvalidity"], uid=m["uid"], modseq=m["modseq"])
-            )
+            source = await s.scalar(select(Folder.uidvalidity).where(Folder.id == m["folder_id"]))
+            if source != m["uidvalidity"] or m["uidvalidity"] == PLACEHOLDER_UIDVALIDITY:
+                # The folder it came from is gone or has a new UIDVALIDITY (RFC 3501 §2.3.1.1: the UID means
+                # nothing there now), or it came from where an earlier move put it under no known UID: no place
+                # to put back. The next full compare places the message wherever it is.
+                await s.execute(delete(MessagePlace).where(_placeholder_of(action)))
+            else:
+                await s.execute(
+                    update(MessagePlace)
+                    .where(_placeholder_of(action))
+                    .values(folder_id=m["folder_id"], uidvalidity=m["uidvalidity"], uid=m["uid"], modseq=m["modseq"])
+                )
+                await _hand_over(uow, action, m)
         if p.get("expunge"):
             await _restore_places(uow, mid, p["expunge"])
         _touch(uow, mid, _folders_of(action), moved=True)
@@ -497,7 +509,55 @@ async def retry_later(session: AsyncSession, action: Action, delay: float, reaso
     )
 
 
+def _placeholder_of(action: Action) -> Any:
+    """The place a move left under its placeholder in its target, unless a later action has moved it on since."""
+    p = action.payload
+    return (
+        (MessagePlace.id == p["move"]["id"])
+        & (MessagePlace.folder_id == p["to"])
+        & (MessagePlace.uidvalidity == PLACEHOLDER_UIDVALIDITY)
+    )
+
+
+async def _hand_over(uow: UnitOfWork, action: Action, where: dict[str, Any]) -> None:
+    """A move ended while a later action of the same message had already taken the place on (a move or delete
+    queued on top of this one): that action was told the placeholder, so tell it where the message really is
+    now, the UID the server gave, or back in its folder after a failure."""
+    p = action.payload
+    place_id = p["move"]["id"]
+    later = await uow.session.scalars(
+        select(Action)
+        .where(
+            Action.account_id == uow.account_id,
+            Action.message_id == action.message_id,
+            Action.state == ActionState.PENDING.value,
+            Action.kind.in_([ActionKind.MOVE.value, ActionKind.EXPUNGE.value]),
+            Action.id > action.id,
+        )
+        .order_by(Action.id)
+        .with_for_update()
+    )
+
+    def told(ref: dict[str, Any]) -> bool:
+        return bool(
+            ref["id"] == place_id and ref["folder_id"] == p["to"] and ref["uidvalidity"] == PLACEHOLDER_UIDVALIDITY
+        )
+
+    for next_action in later:
+        payload = dict(next_action.payload)
+        refs = [ref for ref in [payload.get("move"), *(payload.get("expunge") or ())] if ref and told(ref)]
+        if not refs:
+            continue
+        if payload.get("move") and told(payload["move"]):
+            payload["move"] = {**payload["move"], **where}
+        payload["expunge"] = [{**ref, **where} if told(ref) else ref for ref in payload.get("expunge") or ()]
+        await uow.session.execute(update(Action).where(Action.id == next_action.id).values(payload=payload))
+        return  # the actions after it were told where this one leaves the place
+
+
 async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dict[str, Any]]) -> None:
+    # A placeholder names no UID on the server: nothing to put back (the folders' next full compare decides).
+    places = [pl for pl in places if pl["uidvalidity"] != PLACEHOLDER_UIDVALIDITY]
     rows = [
         {
             "account_id": uow.account_id,
@@ -510,7 +570,11 @@ async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dic
         }
         for pl in places
     ]
-    existing = set(await uow.session.scalars(select(Folder.id).where(Folder.id.in_([r["folder_id"] for r in rows]))))
-    rows = [r for r in rows if r["folder_id"] in existing]
+    # Only into folders that still have the UIDVALIDITY the places were taken under.
+    found = await uow.session.execute(
+        select(Folder.id, Folder.uidvalidity).where(Folder.id.in_([r["folder_id"] for r in rows]))
+    )
+    existing = {folder_id: uidvalidity for folder_id, uidvalidity in found}
+    rows = [r for r in rows if r["folder_id"] in existing and existing[r["folder_id"]] == r["uidvalidity"]]
     if rows:
         await uow.session.execute(insert(table(MessagePlace)).prefix_with("IGNORE"), rows)

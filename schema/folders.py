@@ -9,7 +9,7 @@ from sqlalchemy import delete, select, update
 
 from schema import messages
 from schema.changelog import ObjectType, Op
-from schema.models import Folder
+from schema.models import Folder, MessagePlace
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -57,6 +57,11 @@ async def rename(uow: UnitOfWork, folder_id: int, new_name: str) -> None:
 async def remove(uow: UnitOfWork, folder_id: int) -> None:
     """The folder is gone from the server: its places go; messages found nowhere else become orphans."""
     await messages.remove_places(uow, folder_id)
+    # Places of messages with a pending action were left above, but the folder's row takes them along (ON DELETE
+    # CASCADE): their messages must be refreshed too, or one found nowhere else is never marked an orphan.
+    left = list(await uow.session.scalars(select(MessagePlace.message_id).where(MessagePlace.folder_id == folder_id)))
+    uow.dirty_messages.update(left)
+    uow.moved_messages.update(left)
     uow.dirty_folders.discard(folder_id)
     await uow.session.execute(delete(Folder).where(Folder.id == folder_id))
     uow.record(ObjectType.FOLDER, Op.DELETE, [folder_id])

@@ -38,6 +38,16 @@ class Fetched:
     packed: tuple[str, bytes] | None = None
 
 
+class Unknown(ValueError):
+    """Messages given without their raw bytes are not (or no longer) in the mirror: a caller that looked them up
+    before (known_identities) lost a race with their deletion (an expunge done, orphans collected) and must
+    download them. Nothing was written."""
+
+    def __init__(self, identities: Sequence[str]) -> None:
+        super().__init__(f"messages new here, their raw bytes are needed: {', '.join(identities[:5])}")
+        self.identities = frozenset(identities)
+
+
 @dataclass(frozen=True, slots=True)
 class PlaceFlags:
     uid: int
@@ -128,7 +138,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     for f in fetched:
         if f.identity not in ids and f.identity not in new:
             if f.raw is None or f.parsed is None:
-                raise ValueError(f"message {f.identity} is new here, its raw bytes are needed")
+                raise Unknown([g.identity for g in fetched if g.identity not in ids and g.raw is None])
             new[f.identity] = f
     if new and uidvalidity != actions.PLACEHOLDER_UIDVALIDITY:
         # A copy a pending action is putting here (a draft's new version) is that action's to place: mirrored

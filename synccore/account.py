@@ -19,6 +19,7 @@ from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox
 from schema.folders import Discovered
 from schema.models import Account, Folder, Message, utcnow
+from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.actions import ActionExecutor
@@ -28,7 +29,6 @@ from synccore.folder import FolderContext, FolderSync
 from synccore.identity import IdentityMode, detect
 from synccore.imap import AuthenticationFailed, ImapClient
 from synccore.parsing import ParsePool
-from synccore.retry import retry_deadlocks
 from synccore.roles import assign_roles
 
 log = logging.getLogger(__name__)
@@ -305,6 +305,9 @@ def _unselectable(flags: frozenset[str]) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    # A task group's failure says only "unhandled errors in a TaskGroup": name what failed inside it.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"[:500]
 
 

@@ -29,6 +29,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import select
 
@@ -37,6 +38,7 @@ from schema.actions import ActionKind
 from schema.crypto import CredentialBox
 from schema.messages import PlaceFlags
 from schema.models import Action, Folder, Message, MessagePlace
+from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.backoff import Backoff
@@ -162,11 +164,17 @@ class ActionExecutor:
                 await self._drop_client()
                 delay = self.backoff.next()
                 log.warning("account %s: action %s: %s; again in %.1f s", self.account_id, first.id, exc, delay)
-                async with self.store.sessions() as s, s.begin():
-                    await actions.retry_later(s, first, delay, f"{type(exc).__name__}: {exc}")
+                await retry_deadlocks(partial(self._later, first, delay, f"{type(exc).__name__}: {exc}"))
                 return delay
             self.backoff.reset()
-            await self._record(outcome)
+            # The server did it: losing a deadlock here must not throw that away (the account's sync would
+            # restart and perform the batch again).
+            await retry_deadlocks(partial(self._record, outcome))
+            self.performed += len(outcome.done) + len(outcome.failed)
+
+    async def _later(self, action: Action, delay: float, reason: str) -> None:
+        async with self.store.sessions() as s, s.begin():
+            await actions.retry_later(s, action, delay, reason)
 
     async def _record(self, outcome: Outcome) -> None:
         async with self.store.unit(self.account_id) as uow:
@@ -192,7 +200,6 @@ class ActionExecutor:
                     await folders.remove(uow, action.folder_id)
                 elif action.kind == ActionKind.DRAFT_SAVE:
                     await drafts.refused(uow, action)
-        self.performed += len(outcome.done) + len(outcome.failed)
 
     # -- the server ----------------------------------------------------------------------------------
     async def _client(self) -> ImapClient:
@@ -351,21 +358,30 @@ class ActionExecutor:
             raise Gone("the message's folder was deleted")
         client = await self._client()
         uidvalidity = await self._select(folder)
-        if uidvalidity == source["uidvalidity"]:
-            copied = await client.uid_move([source["uid"]], target.name)
-            if copied is not None and source["uid"] in copied.mapping():
-                return copied.uidvalidity, copied.mapping()[source["uid"]]
+        uid = source["uid"] if uidvalidity == source["uidvalidity"] else None
+        if source["uidvalidity"] == actions.PLACEHOLDER_UIDVALIDITY:
+            # An earlier move put it there without learning its UID: find it by its Message-ID.
+            uids = await self._search(action)
+            uid = uids[0] if len(uids) == 1 else None
+        if uid is not None:
+            copied = await client.uid_move([uid], target.name)
+            if copied is not None and uid in copied.mapping():
+                return copied.uidvalidity, copied.mapping()[uid]
         # The source UID is gone: moved before a crash, or expunged. Look for the message in the target.
         return await self._find_in(target, action)
 
-    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
+    async def _search(self, action: Action) -> list[int]:
+        """UIDs of the message in the selected folder, by its Message-ID (none when it has none)."""
         async with self.store.sessions() as s:
             header = await s.scalar(select(Message.message_id_header).where(Message.id == action.message_id))
         if not header:
-            raise Gone("the message was expunged on the server")
+            return []
         client = await self._client()
+        return await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
+
+    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
         uidvalidity = await self._select(target)
-        uids = await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
+        uids = await self._search(action)
         if len(uids) == 1 and uidvalidity is not None:
             return uidvalidity, uids[0]
         if not uids:

@@ -23,12 +23,12 @@ from sqlalchemy import func, select
 from schema import folders, messages
 from schema.messages import Fetched, PlaceFlags
 from schema.models import Folder, Message, MessagePlace
+from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
-from synccore.imap import FetchItem, ImapClient, SelectedMailbox
+from synccore.imap import CommandFailed, FetchItem, ImapClient, SelectedMailbox
 from synccore.parsing import ParsePool, Prepared
-from synccore.retry import retry_deadlocks
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +157,16 @@ class FolderSync:
     # -- pieces ----------------------------------------------------------------------------------
     async def _select(self, client: ImapClient) -> SelectedMailbox:
         f = self.folder
-        if "QRESYNC" in client.enabled and f.sync_state == "follow" and f.uidvalidity and f.highestmodseq:
-            return await client.select(f.name, qresync=(f.uidvalidity, f.highestmodseq, None))
-        return await client.select(f.name, condstore=client.has("CONDSTORE"))
+        try:
+            if "QRESYNC" in client.enabled and f.sync_state == "follow" and f.uidvalidity and f.highestmodseq:
+                return await client.select(f.name, qresync=(f.uidvalidity, f.highestmodseq, None))
+            return await client.select(f.name, condstore=client.has("CONDSTORE"))
+        except CommandFailed as exc:
+            if exc.status != "NO":
+                raise
+            # Deleted or renamed by another client since the LIST (Dovecot: "NO Mailbox doesn't exist", without
+            # [NONEXISTENT]): the next discovery mirrors that. Before, the whole account's sync restarted.
+            raise planning.FolderGone(f.name) from exc
 
     async def _remote_listing(self, client: ImapClient) -> dict[int, FetchItem]:
         result = await client.uid_fetch("1:*", metadata_items(client, self.ctx.mode))
@@ -223,8 +230,12 @@ class FolderSync:
                 s, self.ctx.account_id, (identity_of(self.ctx.mode, i) or "" for i in with_identity)
             )
         placed = [i for i in with_identity if identity_of(self.ctx.mode, i) in known]
-        if placed:
-            await self._write(uidvalidity, [self._fetched(i) for i in placed])
+        while placed:
+            try:
+                await self._write(uidvalidity, [self._fetched(i) for i in placed])
+                break
+            except messages.Unknown as exc:  # deleted since known_identities: download those after all
+                placed = [i for i in placed if identity_of(self.ctx.mode, i) not in exc.identities]
         placed_uids = {i.uid for i in placed}
         todo = [i for i in items if i.uid not in placed_uids]
         batches = [todo[n : n + BODY_BATCH] for n in range(0, len(todo), BODY_BATCH)]

@@ -396,3 +396,25 @@ def test_doorbells_are_named_after_the_database(channel: object, account: int | 
     bells = Doorbells.for_url("mysql+asyncmy://root@127.0.0.1:3306/mail?charset=utf8mb4")
     assert bells.channel(7) == "inboxql:mail:doorbell:7"
     assert bells.account_of(channel) == account
+
+
+async def test_a_message_placed_by_identity_alone_that_is_gone_meanwhile_is_named_not_written(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """The folder sync places a known message without its bytes; when the message was deleted since it looked
+    (an expunge the write-back finished), add() names it (messages.Unknown) so the sync downloads it."""
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    raw = mail(f"g.{secrets.token_hex(4)}@example.org", "Gone", when=datetime(2026, 11, 2, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        [mid] = await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw)])
+    known = fetched(2, raw)
+    async with store.unit(account_id) as uow:
+        await messages.delete_messages(uow, [mid])
+    before = await newest(store, account_id)
+    bare = messages.Fetched(uid=2, flags=(), modseq=None, identity=known.identity)
+    with pytest.raises(messages.Unknown) as raised:
+        async with store.unit(account_id) as uow:
+            await messages.add(uow, folder_id, UIDVALIDITY, [bare])
+    assert raised.value.identities == {known.identity}
+    assert await newest(store, account_id) == before

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
-from schema import actions
+from schema import actions, folders, messages
 from schema.actions import ActionState
 from schema.crypto import CredentialBox
 from schema.models import Action, ChangeLog, Folder, Message, MessagePlace
@@ -221,6 +221,238 @@ async def test_a_move_into_a_folder_deleted_on_the_server_fails_and_is_undone(
     assert [f for f, _ in places] == [inbox]
     assert places[0][1] > 0
     await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def _places(store: Store, message_id: int) -> list[tuple[int, int, int]]:
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(MessagePlace.folder_id, MessagePlace.uidvalidity, MessagePlace.uid).where(
+                MessagePlace.message_id == message_id
+            )
+        )
+        return [(f, v, u) for f, v, u in rows]
+
+
+async def test_a_move_queued_on_a_pending_move_moves_from_where_the_first_put_it(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The second move was queued while the place was a placeholder: the first one's COPYUID is handed to it.
+    Before, the first move's UID landed on the place the second had already moved on (claiming a UID of Archive
+    in the Trash), the second found nothing in Archive to move and failed, and its undo left a placeholder."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    archive = await _folder_id(store, account_id, "Archive")
+    trash = await _folder_id(store, account_id, "Trash")
+    async with store.unit(account_id) as uow:
+        queued = await actions.move(uow, ids[:1], archive)
+    async with store.unit(account_id) as uow:
+        queued += await actions.move(uow, ids[:1], trash)
+    await _drain(store, credential_box, account_id)
+    assert await _states(store, queued) == [(ActionState.DONE.value, None)] * 2
+    [(folder, uidvalidity, uid)] = await _places(store, ids[0])
+    assert (folder, uidvalidity > 0, uid > 0) == (trash, True, True)
+    client = await connect(dovecot, *mail_user)
+    try:
+        [header] = await _message_ids(store, ids[:1])
+        assert header in await _server_flags(client, "Trash")
+        assert header not in await _server_flags(client, "Archive")
+    finally:
+        await client.logout()
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_move_queued_on_a_move_that_fails_starts_from_where_the_message_is(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The first move fails (its target was deleted on the server, and then from the mirror): the one queued on
+    top of it moves the message from the inbox, where it still is. Before, the first one's undo overwrote the
+    second's place, the second found no folder to move from, and its undo put the place into the vanished
+    folder: a foreign key error on which the executor stopped for good."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        archive = await _folder_id(store, account_id, "Archive")
+        async with store.unit(account_id) as uow:
+            queued = await actions.move(uow, ids[:1], doomed)
+        async with store.unit(account_id) as uow:
+            queued += await actions.move(uow, ids[:1], archive)
+        await client.delete("Doomed")
+        async with store.unit(account_id) as uow:  # what discovery does when the folder has gone
+            await folders.remove(uow, doomed)
+        await _drain(store, credential_box, account_id)
+        [(first, reason), (second, _)] = await _states(store, queued)
+        assert (first, second) == (ActionState.FAILED.value, ActionState.DONE.value)
+        assert reason
+        [header] = await _message_ids(store, ids[:1])
+        assert header in await _server_flags(client, "Archive")
+    finally:
+        await client.logout()
+    [(folder, uidvalidity, uid)] = await _places(store, ids[0])
+    assert (folder, uidvalidity > 0, uid > 0) == (archive, True, True)
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_failed_move_out_of_a_vanished_folder_leaves_no_place_behind(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The folder a message was moved out of is gone from the server and the mirror before the move ran: the
+    failure cannot put the place back there (the row is gone; before, the undo broke the foreign key and the
+    executor stopped on it for good); the message waits as an orphan for the next pass."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Doomed")
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        archive = await _folder_id(store, account_id, "Archive")
+        async with store.unit(account_id) as uow:
+            queued = await actions.move(uow, ids[:1], archive)
+        await client.unselect()
+        await client.delete("Doomed")
+    finally:
+        await client.logout()
+    async with store.unit(account_id) as uow:
+        await folders.remove(uow, doomed)
+    await _drain(store, credential_box, account_id)
+    [(state, reason)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
+    assert reason
+    assert await _places(store, ids[0]) == []
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_failed_move_does_not_put_the_place_back_under_an_old_uidvalidity(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The source folder was re-created meanwhile (a new UIDVALIDITY): the old UID names nothing there. Before,
+    the undo put the place back under the old UIDVALIDITY, where no folder compare ever looks again."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        for name in ("Source", "Doomed"):
+            await client.create(name)
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Source")
+        await sync_once(store, credential_box, account_id)
+        source = await _folder_id(store, account_id, "Source")
+        doomed = await _folder_id(store, account_id, "Doomed")
+        async with store.unit(account_id) as uow:
+            queued = await actions.move(uow, ids[:1], doomed)
+        await client.unselect()
+        await client.delete("Doomed")
+        await client.delete("Source")
+        await client.create("Source")
+        renewed = (await client.select("Source")).uidvalidity
+    finally:
+        await client.logout()
+    async with store.unit(account_id) as uow:  # what the folder's resync does
+        await messages.remove_places(uow, source)
+        await folders.set_cursor(uow, source, uidvalidity=renewed, uidnext=None, highestmodseq=None)
+    await _drain(store, credential_box, account_id)
+    [(state, _)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
+    assert await _places(store, ids[0]) == []
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_refused_delete_puts_the_places_back(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Source")
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Source")
+        await sync_once(store, credential_box, account_id)
+        source = await _folder_id(store, account_id, "Source")
+        before = await _places(store, ids[0])
+        async with store.unit(account_id) as uow:
+            queued = await actions.expunge(uow, ids[:1])
+        await client.unselect()
+        await client.delete("Source")  # the mirror still has it: the SELECT is refused
+    finally:
+        await client.logout()
+    await _drain(store, credential_box, account_id)
+    [(state, reason)] = await _states(store, queued)
+    assert state == ActionState.FAILED.value
+    assert reason
+    assert await _places(store, ids[0]) == before
+    assert before[0][0] == source
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_delete_queued_on_a_pending_move_expunges_where_the_move_put_it(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """Before, the delete was told the placeholder UID, expunged nothing, and was done: the message stayed."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    archive = await _folder_id(store, account_id, "Archive")
+    [header] = await _message_ids(store, ids[:1])
+    async with store.unit(account_id) as uow:
+        queued = await actions.move(uow, ids[:1], archive)
+    async with store.unit(account_id) as uow:
+        queued += await actions.expunge(uow, ids[:1])
+    await _drain(store, credential_box, account_id)
+    assert await _states(store, queued) == [(ActionState.DONE.value, None)] * 2
+    client = await connect(dovecot, *mail_user)
+    try:
+        assert header not in await _server_flags(client, "Archive")
+        assert header not in await _server_flags(client, "INBOX")
+    finally:
+        await client.logout()
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        assert await s.get(Message, ids[0]) is None
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_a_message_with_a_pending_action_in_a_vanished_folder_becomes_an_orphan(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """The folder's places go with its row even where an action is pending; before, such a message was left in
+    no folder and never marked an orphan, so nothing ever deleted it."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=2)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await client.select("INBOX")
+        await client.uid_move(await client.uid_search("ALL"), "Doomed")
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        async with store.unit(account_id) as uow:
+            queued = await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+        await client.unselect()
+        await client.delete("Doomed")
+    finally:
+        await client.logout()
+    async with store.unit(account_id) as uow:  # what discovery does when the folder has gone
+        await folders.remove(uow, doomed)
+    async with store.sessions() as s:
+        orphaned = set(await s.scalars(select(Message.id).where(Message.orphaned_at.is_not(None))))
+    assert set(ids) <= orphaned
+    await _drain(store, credential_box, account_id)
+    assert len(await _states(store, queued)) == 1
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        assert list(await s.scalars(select(Message.id).where(Message.id.in_(ids)))) == []
     await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
 

@@ -11,9 +11,12 @@ from sqlalchemy import select
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
-from schema.models import Message
+from schema.models import Folder, Message
 from schema.unit import Store
+from synccore import planning
 from synccore.account import AccountSync, Tuning
+from synccore.folder import FolderSync
+from synccore.identity import detect
 from tests.conftest import new_user
 from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
 from tests.sync.workload import Workload
@@ -70,3 +73,29 @@ async def test_moves_and_copies_keep_message_ids(
     async with store.sessions() as s:
         after = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
     assert after == before
+
+
+async def test_a_folder_deleted_between_the_list_and_its_select_is_gone_not_an_error(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """Dovecot answers a plain NO (no [NONEXISTENT]); before, it restarted the whole account's sync."""
+    user, password = mail_user
+    other = await connect(dovecot, user, password)
+    await other.create("Doomed")
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    await other.delete("Doomed")
+    await other.logout()
+    async with store.sessions() as s:
+        doomed = await s.scalar(select(Folder).where(Folder.account_id == account_id, Folder.name == "Doomed"))
+    assert doomed is not None
+    sync = AccountSync(store, credential_box, account_id, Tuning())
+    client = await sync._connect()
+    try:
+        sync.mode = await detect(client)
+        with pytest.raises(planning.FolderGone):
+            await FolderSync(sync._ctx(), doomed).run(client)
+    finally:
+        await client.logout()
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)

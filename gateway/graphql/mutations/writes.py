@@ -7,6 +7,7 @@ write(info, name, key, plan)
   key given and stored?             the stored result (same mutation), BAD_USER_INPUT (another mutation)
   plan()                            validate, resolve ids (NOT_FOUND for any id the token does not grant)
   store.unit(account)               the key's row (first), the change, its actions, the change log: one commit
+                                    (run again when InnoDB chose it as a deadlock's loser)
   context.written()                 the payload reads what was just committed
 ```
 
@@ -30,6 +31,7 @@ from gateway.graphql.context import Info
 from gateway.ids import from_global, pk_of
 from schema.actions import Refused
 from schema.models import Folder, Message, MutationKey, Thread, utcnow
+from schema.retry import retry_deadlocks
 from schema.unit import UnitOfWork
 
 MAX_IDS = 1000
@@ -82,7 +84,8 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
         if stored is not None:
             return stored
     account_id, work = await plan()
-    try:
+
+    async def unit() -> Result:
         async with info.context.services.store.unit(account_id) as uow:
             row = None
             if key is not None:
@@ -95,6 +98,12 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
             if row is not None:
                 row.result = result
                 await uow.session.flush()
+        return result
+
+    try:
+        # The unit locks places and folders that the sync process and other mutations lock too, in their own
+        # order: InnoDB picks a loser, which is rolled back whole and runs again.
+        result = await retry_deadlocks(unit)
     except Refused as exc:
         raise BadUserInput(str(exc)) from None
     except IntegrityError:

@@ -1,4 +1,8 @@
-"""Retrying a unit of work that lost a deadlock or a lock wait: every sync step is idempotent."""
+"""Retrying a unit of work that lost a deadlock or a lock wait (InnoDB rolls the loser back: run it again).
+
+Every sync step is idempotent, and so is a mutation's unit of work (gateway.graphql.mutations.writes): nothing
+of a rolled-back transaction stays.
+"""
 
 from __future__ import annotations
 
