@@ -17,6 +17,8 @@ import signal
 from pathlib import Path
 from urllib.parse import quote
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from inboxql import commands
@@ -143,7 +145,7 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
         tasks = {
             asyncio.create_task(supervisor.run_forever([account_id])),
             asyncio.create_task(web.serve()),
-            asyncio.create_task(_announce(supervisor.store, account_id)),
+            asyncio.create_task(_announce(supervisor.store, settings.redis_url, account_id)),
         }
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -157,21 +159,28 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
     return 0
 
 
-async def _announce(store: Store, account_id: int) -> None:
+async def _announce(store: Store, redis_url: str, account_id: int) -> None:
     """A line for each message that arrives (or is sent) from now on: the mirror at work, live.
 
-    Woken by the account's doorbell in Redis, with a look at the change log every few seconds besides.
+    Woken by the account's doorbell in Redis (a subscription of its own: the store's client answers within a
+    second or gives up), with a look at the change log every few seconds besides, and only that without Redis.
     """
     async with store.sessions() as s:
         cursor = await changelog.newest_seq(s, account_id)
-    pubsub = store.redis.pubsub(ignore_subscribe_messages=True) if store.redis is not None else None
+    redis = Redis.from_url(redis_url, socket_connect_timeout=2, health_check_interval=5)
+    pubsub = None
     try:
-        if pubsub is not None:
-            await pubsub.subscribe(store.doorbells.channel(account_id))
         while True:
-            if pubsub is not None:
+            try:
+                if pubsub is None:
+                    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(store.doorbells.channel(account_id))
                 await pubsub.get_message(timeout=5.0)
-            else:
+            except RedisError:  # Redis away: the change log is read on the timer alone until it is back
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError):
+                        await pubsub.aclose()
+                pubsub = None
                 await asyncio.sleep(5.0)
             async with store.sessions() as s:
                 changes = await changelog.read(s, account_id, cursor)
@@ -182,8 +191,7 @@ async def _announce(store: Store, account_id: int) -> None:
                     senders = ", ".join(a.get("address", "") for a in change.data.get("from") or []) or "(no sender)"
                     say(f"New message {change.object_id}: {subject} - from {senders}")
     finally:
-        if pubsub is not None:
-            await pubsub.aclose()
+        await redis.aclose()
 
 
 def say(line: str) -> None:

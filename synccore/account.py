@@ -113,6 +113,16 @@ class AccountSync:
 
     # -- the steady state ------------------------------------------------------------------------
     async def _follow_forever(self, backoff: Backoff) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                # Write-back from the start: an action never waits for a pass over the folders (an initial sync
+                # of a large mailbox takes minutes).
+                group.create_task(self._executor().run(self.bell))
+                group.create_task(self._sync_forever(backoff))
+        except* AuthStopped:
+            raise AuthStopped() from None
+
+    async def _sync_forever(self, backoff: Backoff) -> None:
         client = await self._connect()
         idler: ImapClient | None = None
         try:
@@ -122,7 +132,6 @@ class AccountSync:
             await self._state("ready")
             backoff.reset()
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._executor().run(self.bell))
                 if self.tuning.connections < 2 or not client.has("IDLE"):
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
                 else:
