@@ -131,6 +131,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     # A message a mutation changed is left as the mutation made it until its action has run (schema.actions).
     waiting = await actions.pending_messages(s, uow.account_id, ids.values())
     if waiting:
+        uow.skipped_pending = True
         fetched = [f for f in fetched if ids.get(f.identity) not in waiting]
         if not fetched:
             return []
@@ -275,6 +276,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
         waiting = await actions.pending_messages(s, uow.account_id, (p.message_id for p in found))
         for place in found:
             if place.message_id in waiting:
+                uow.skipped_pending = True
                 continue
             c = by_uid[place.uid]
             flags = flags_text(c.flags)
@@ -313,7 +315,9 @@ async def remove_places(uow: UnitOfWork, folder_id: int, uids: Sequence[int] | N
         for start in range(0, len(uids), 1000):
             rows += list(await s.execute(query.where(MessagePlace.uid.in_(uids[start : start + 1000]))))
     waiting = await actions.pending_messages(s, uow.account_id, (r.message_id for r in rows))
-    rows = [r for r in rows if r.message_id not in waiting]
+    if waiting:
+        uow.skipped_pending = True
+        rows = [r for r in rows if r.message_id not in waiting]
     if not rows:
         return 0
     place_ids = [r.id for r in rows]

@@ -57,6 +57,9 @@ class UnitOfWork:
         self.dirty_folders: set[int] = set()
         self.last_seq: int | None = None
         self.rang_actions = False  # an action was queued: its executor is rung after commit
+        # The server reported a change of a message that a pending action protects (schema.actions), and it was
+        # left alone: the folder sync must look at that folder again in full once the action has run.
+        self.skipped_pending = False
         self._session: AsyncSession | None = None
 
     @property

@@ -77,11 +77,15 @@ class FolderSync:
     def __init__(self, ctx: FolderContext, folder: Folder) -> None:
         self.ctx = ctx
         self.folder = folder
+        # This run left a change of the server's alone because a pending action protects its message: the cursor
+        # then keeps no HIGHESTMODSEQ, so the folder is compared in full until the action has run.
+        self.skipped = False
 
     async def run(self, client: ImapClient) -> None:
         # What the server said in passing (EXISTS, EXPUNGE, FETCH of other folders or of earlier passes) is
         # not needed: SELECT and the fetches below ask for the folder's state.
         client.drain_unsolicited()
+        self.skipped = False
         await self._reload()
         sel = await self._select(client)
         if sel.uidvalidity is None:
@@ -106,7 +110,7 @@ class FolderSync:
         top = max(remote, default=0)
         await self._set_cursor(
             uidnext=max(sel.uidnext or 0, top + 1),
-            highestmodseq=sel.highestmodseq,
+            highestmodseq=None if self.skipped else sel.highestmodseq,
             sync_state="follow",
         )
 
@@ -141,7 +145,9 @@ class FolderSync:
             remote = await self._remote_listing(client)
             await self._reconcile(client, sel.uidvalidity, remote)
             top = max(remote, default=0)
-        await self._set_cursor(uidnext=max(sel.uidnext or 0, top + 1, uidnext), highestmodseq=sel.highestmodseq)
+        await self._set_cursor(
+            uidnext=max(sel.uidnext or 0, top + 1, uidnext), highestmodseq=None if self.skipped else sel.highestmodseq
+        )
 
     async def _resync(self, uidvalidity: int) -> None:
         async def step() -> None:
@@ -214,12 +220,13 @@ class FolderSync:
             PlaceFlags(i.uid, planning.clean_flags(i.flags or ()), i.modseq) for i in flag_items if i.uid is not None
         ]
 
-        async def step() -> None:
+        async def step() -> bool:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.remove_places(uow, self.folder.id, list(removed))
                 await messages.set_flags(uow, self.folder.id, uidvalidity, changes)
+            return uow.skipped_pending
 
-        await retry_deadlocks(step)
+        self.skipped |= await retry_deadlocks(step)
 
     async def _fetch_new(self, client: ImapClient, uidvalidity: int, items: list[FetchItem]) -> None:
         """Place known messages at once; download the others newest first, one batch ahead."""
@@ -299,11 +306,12 @@ class FolderSync:
         if not fetched:
             return
 
-        async def step() -> None:
+        async def step() -> bool:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.add(uow, self.folder.id, uidvalidity, fetched)
+            return uow.skipped_pending
 
-        await retry_deadlocks(step)
+        self.skipped |= await retry_deadlocks(step)
 
     async def _set_cursor(self, **values: object) -> None:
         async def step() -> None:
