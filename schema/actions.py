@@ -172,8 +172,6 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
         if not places or (len(places) == 1 and places[0].folder_id == folder_id):
             continue
-        # Read before the UPDATE below: the session's copy of the moving place takes the target folder with it.
-        touched = {folder_id, *(p.folder_id for p in places)}
         staying = next((p for p in places if p.folder_id == folder_id), None)
         moving = None if staying is not None else places[0]
         gone = [p for p in places if p is not staying and p is not moving]
@@ -187,7 +185,7 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
             )
         if gone:
             await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in gone])))
-        _touch(uow, mid, touched, moved=True)
+        _touch(uow, mid, {folder_id, *(p.folder_id for p in places)}, moved=True)
         queued.append(await _queue(uow, ActionKind.MOVE, payload, message_id=mid, folder_id=folder_id))
     return queued
 
