@@ -104,8 +104,7 @@ class ChangeLog(Base):
     object_id: Mapped[int] = mapped_column(BigInteger)
     op: Mapped[str] = mapped_column(String(8))
     # The object's logged state after the change (None for a delete): folding the log rebuilds the mirror.
-    # none_as_null: a delete's None is SQL NULL (not JSON 'null') also in schema.changelog's Core INSERT.
-    data: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
