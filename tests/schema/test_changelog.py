@@ -258,9 +258,6 @@ async def test_each_unit_logs_exactly_the_objects_it_changed(store: Store, crede
     collected = await log_after(store, account_id, cursor)
     assert entries(collected) == [(MESSAGE, m1, DELETE), (THREAD, t1, DELETE)]
     assert all(c.data is None for c in collected)
-    async with store.sessions() as s:  # SQL NULL, not the JSON text 'null'
-        deletes = select(func.count()).where(ChangeLog.account_id == account_id, ChangeLog.data.is_(None))
-        assert await s.scalar(deletes) == 2
     async with store.sessions() as s:
         assert await s.get(Message, m1) is None
         assert await s.get(Thread, t1) is None
