@@ -9,6 +9,10 @@ gateway (a mutation)                          sync process holding the account's
   commit, ring the doorbell and the action bell   fail(): the mirror's change undone and logged, reason kept
 ```
 
+An action is itself in the change log (ObjectType.ACTION, schema.states.action_states): its creation in the
+mutation's unit, its end (done, or failed after the undo, in one unit and one seq range) and each retry in the
+executor's, so a client follows it in the feed.
+
 A draft (schema.drafts) keeps its row and its place in Drafts across versions: `draft_save` APPENDs the version
 it names (a blob), expunges the copies the server holds of earlier ones, and gives the place the new UID.
 
@@ -130,7 +134,9 @@ async def _queue_many(
         ],
     )
     uow.rang_actions = True
-    return list(result.scalars())
+    ids = list(result.scalars())
+    uow.record(ObjectType.ACTION, Op.CREATE, ids)
+    return ids
 
 
 # -- what mutations queue ---------------------------------------------------------------------------------
@@ -394,6 +400,7 @@ async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: st
         .where(Action.id == action.id)
         .values(state=state.value, error=error, finished_at=utcnow(), attempts=Action.attempts + 1)
     )
+    uow.record(ObjectType.ACTION, Op.UPDATE, [action.id])
     await _full_compare(uow, _folders_of(action))
 
 
@@ -404,11 +411,13 @@ async def complete_flags(uow: UnitOfWork, done: Sequence[Action]) -> None:
         return
     if any(a.kind != ActionKind.FLAGS for a in done):
         raise ValueError("complete_flags takes flag actions only")
+    ids = [a.id for a in done]
     await uow.session.execute(
         update(Action)
-        .where(Action.id.in_([a.id for a in done]))
+        .where(Action.id.in_(ids))
         .values(state=ActionState.DONE.value, error=None, finished_at=utcnow(), attempts=Action.attempts + 1)
     )
+    uow.record(ObjectType.ACTION, Op.UPDATE, ids)
 
 
 async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int] | None = None) -> None:
@@ -500,13 +509,15 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
     await _finish(uow, action, ActionState.FAILED, reason[:2000])
 
 
-async def retry_later(session: AsyncSession, action: Action, delay: float, reason: str) -> None:
-    """A transient failure: the action stays pending (and first in line) until the backoff ends."""
-    await session.execute(
+async def retry_later(uow: UnitOfWork, action: Action, delay: float, reason: str) -> None:
+    """A transient failure: the action stays pending (and first in line) until the backoff ends; its attempts
+    and the reason are logged, so a client following the feed sees why it waits."""
+    await uow.session.execute(
         update(Action)
         .where(Action.id == action.id)
         .values(attempts=Action.attempts + 1, not_before=utcnow() + timedelta(seconds=delay), error=reason[:2000])
     )
+    uow.record(ObjectType.ACTION, Op.UPDATE, [action.id])
 
 
 def _placeholder_of(action: Action) -> Any:

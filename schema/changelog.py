@@ -1,5 +1,8 @@
 """The change log: every create, update and delete of a mirrored object, in commit order per account.
 
+Beside the mirror it carries the write-back queue's objects, actions (schema.actions) and outbox entries
+(schema.outbox), so a client follows a mutation or a send to its end in the same feed instead of polling.
+
 Why a counter row and not an auto-increment id: two transactions may take ids 7 and 8, and 8 may commit
 first; a reader that saw 8 and moved its cursor past 7 would never see 7. Here a transaction allocates its
 sequence numbers by updating the account's ``change_seq`` row as the very last thing before COMMIT. The row
@@ -30,6 +33,8 @@ class ObjectType(StrEnum):
     LABEL = "label"
     THREAD = "thread"
     MESSAGE = "message"
+    OUTBOX = "outbox"
+    ACTION = "action"
 
 
 class Op(StrEnum):
@@ -38,8 +43,18 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
-# Parents before children for creates and updates; children before parents for deletes.
-_ORDER = [ObjectType.ACCOUNT, ObjectType.FOLDER, ObjectType.LABEL, ObjectType.THREAD, ObjectType.MESSAGE]
+# Parents before children for creates and updates; children before parents for deletes. Outbox entries and
+# actions name messages and folders, so they come after them: a failed action's undo of the mirror is read before
+# the action's `failed`, a send's Sent copy before its entry, and an entry before the \Answered action it queued.
+_ORDER = [
+    ObjectType.ACCOUNT,
+    ObjectType.FOLDER,
+    ObjectType.LABEL,
+    ObjectType.THREAD,
+    ObjectType.MESSAGE,
+    ObjectType.OUTBOX,
+    ObjectType.ACTION,
+]
 
 
 class ChangeSet:

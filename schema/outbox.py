@@ -11,6 +11,9 @@ queued ──(send_at reached)──► sending ──► sent
 (its place in Sent waits for the server's UID, under the placeholder UIDVALIDITY of schema.actions), so the
 sent message joins its thread before it is even delivered. `sending` is committed before the SMTP transaction
 starts: an entry found `sending` by a process that starts is one whose fate nobody knows.
+
+Every state an entry takes is in the change log (ObjectType.OUTBOX, schema.states.outbox_states), each written in
+a unit of work of the account with the change: a client follows a send to `sent` in the feed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mime.compose import ComposeError, Draft, compose, recipients, validate_address
 from mime.parse import ParsedMessage, parse_message
 from schema import actions, messages
+from schema.changelog import ObjectType, Op
 from schema.models import Folder, MessagePlace, Outbox, utcnow
 
 if TYPE_CHECKING:
@@ -78,6 +82,7 @@ async def enqueue(
     )
     uow.session.add(entry)
     await uow.session.flush()
+    uow.record(ObjectType.OUTBOX, Op.CREATE, [entry.id])
     if sent_folder_id is not None:
         fetched = messages.Fetched(
             uid=-(PLACEHOLDER_BASE + entry.id),
@@ -168,27 +173,40 @@ async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
     return max(0.0, min((max(at, nb or at) - now).total_seconds() for at, nb in rows))
 
 
-async def claim(session: AsyncSession, entry: Outbox) -> bool:
-    """queued -> sending, committed by the caller before any byte goes to the server; False if cancelled."""
-    result = await session.execute(
+async def claim(uow: UnitOfWork, entry: Outbox) -> bool:
+    """queued -> sending; the caller's unit commits it before any byte goes to the server. False if cancelled."""
+    result = await uow.session.execute(
         update(Outbox)
         .where(Outbox.id == entry.id, Outbox.state == OutboxState.QUEUED.value)
         .values(state=OutboxState.SENDING.value, attempts=Outbox.attempts + 1)
     )
-    return bool(getattr(result, "rowcount", 0))
+    if not getattr(result, "rowcount", 0):
+        return False
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    return True
 
 
-async def orphaned_sends(session: AsyncSession, account_id: int) -> int:
+async def orphaned_sends(uow: UnitOfWork) -> int:
     """Entries left `sending` by a process that died: their fate is unknown, so they become `uncertain`."""
-    result = await session.execute(
+    ids = list(
+        await uow.session.scalars(
+            select(Outbox.id)
+            .where(Outbox.account_id == uow.account_id, Outbox.state == OutboxState.SENDING.value)
+            .with_for_update()
+        )
+    )
+    if not ids:
+        return 0
+    await uow.session.execute(
         update(Outbox)
-        .where(Outbox.account_id == account_id, Outbox.state == OutboxState.SENDING.value)
+        .where(Outbox.id.in_(ids))
         .values(
             state=OutboxState.UNCERTAIN.value,
             error="the sending process stopped during the SMTP transaction: the server may have accepted it",
         )
     )
-    return int(getattr(result, "rowcount", 0))
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, ids)
+    return len(ids)
 
 
 async def sent(uow: UnitOfWork, entry: Outbox, response: str) -> None:
@@ -198,12 +216,14 @@ async def sent(uow: UnitOfWork, entry: Outbox, response: str) -> None:
         .where(Outbox.id == entry.id)
         .values(state=OutboxState.SENT.value, smtp_response=response[:512], sent_at=utcnow(), error=None)
     )
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
     if entry.reply_to_message_id is not None:
         await actions.set_flags(uow, [entry.reply_to_message_id], add=["\\Answered"], remove=[])
 
 
-async def retry_later(session: AsyncSession, entry: Outbox, delay: float, reason: str) -> None:
-    await session.execute(
+async def retry_later(uow: UnitOfWork, entry: Outbox, delay: float, reason: str) -> None:
+    """A temporary refusal (4xx, or the connection lost before DATA): queued again after a backoff."""
+    await uow.session.execute(
         update(Outbox)
         .where(Outbox.id == entry.id)
         .values(
@@ -212,6 +232,7 @@ async def retry_later(session: AsyncSession, entry: Outbox, delay: float, reason
             error=reason[:2000],
         )
     )
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
 
 
 async def give_up(uow: UnitOfWork, entry: Outbox, state: OutboxState, reason: str) -> None:
@@ -222,6 +243,7 @@ async def give_up(uow: UnitOfWork, entry: Outbox, state: OutboxState, reason: st
     await uow.session.execute(
         update(Outbox).where(Outbox.id == entry.id).values(state=state.value, error=reason[:2000])
     )
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
     if state is not OutboxState.UNCERTAIN:
         await _drop_mirror_copy(uow, entry)
 
@@ -235,6 +257,7 @@ async def cancel(uow: UnitOfWork, entry: Outbox) -> bool:
     )
     if not getattr(result, "rowcount", 0):
         return False
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
     await _drop_mirror_copy(uow, entry)
     return True
 
@@ -258,6 +281,7 @@ async def filed(uow: UnitOfWork, entry: Outbox, uidvalidity: int, uid: int, iden
     if other is not None:
         await _drop_mirror_copy(uow, entry)
         await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
+        uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
 
 
 async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:

@@ -1,6 +1,8 @@
 """The logged state of each object type: what a change-log entry carries and what folding it rebuilds.
 
 Bodies and raw MIME are not part of it (they never change once mirrored); everything a client caches is.
+Actions and outbox entries carry what a client shows of them (their state, their error, what they are about),
+never their payloads or the bytes of a message to send.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.changelog import ObjectType
-from schema.models import Account, Folder, Label, Message, MessageLabel, MessagePlace, Thread
+from schema.models import Account, Action, Folder, Label, Message, MessageLabel, MessagePlace, Outbox, Thread
 
 State = dict[str, Any]
 
@@ -109,12 +111,75 @@ async def message_states(session: AsyncSession, ids: Sequence[int]) -> dict[int,
     return out
 
 
+async def action_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    cols = (
+        Action.id,
+        Action.kind,
+        Action.state,
+        Action.error,
+        Action.message_id,
+        Action.folder_id,
+        Action.attempts,
+        Action.created_at,
+        Action.finished_at,
+    )
+    return {
+        row.id: {
+            "kind": row.kind,
+            "state": row.state,
+            "error": row.error,
+            "message_id": row.message_id,
+            "folder_id": row.folder_id,
+            "attempts": row.attempts,
+            "created_at": _iso(row.created_at),
+            "finished_at": _iso(row.finished_at),
+        }
+        for row in await session.execute(select(*cols).where(Action.id.in_(ids)))
+    }
+
+
+async def outbox_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
+    # Columns named one by one: the entry's message bytes (message, sent_copy) are never read here.
+    cols = (
+        Outbox.id,
+        Outbox.state,
+        Outbox.error,
+        Outbox.smtp_response,
+        Outbox.send_at,
+        Outbox.sent_at,
+        Outbox.recipients,
+        Outbox.attempts,
+        Outbox.message_id_header,
+        Outbox.mirror_message_id,
+        Outbox.reply_to_message_id,
+        Outbox.created_at,
+    )
+    return {
+        row.id: {
+            "state": row.state,
+            "error": row.error,
+            "smtp_response": row.smtp_response,
+            "send_at": _iso(row.send_at),
+            "sent_at": _iso(row.sent_at),
+            "recipients": list(row.recipients or ()),
+            "attempts": row.attempts,
+            "message_id_header": row.message_id_header,
+            "message_id": row.mirror_message_id,
+            "replied_message_id": row.reply_to_message_id,
+            "created_at": _iso(row.created_at),
+        }
+        for row in await session.execute(select(*cols).where(Outbox.id.in_(ids)))
+    }
+
+
 _READERS = {
     ObjectType.ACCOUNT: account_states,
     ObjectType.FOLDER: folder_states,
     ObjectType.LABEL: label_states,
     ObjectType.THREAD: thread_states,
     ObjectType.MESSAGE: message_states,
+    ObjectType.OUTBOX: outbox_states,
+    ObjectType.ACTION: action_states,
 }
 
 

@@ -173,8 +173,8 @@ class ActionExecutor:
             self.performed += len(outcome.done) + len(outcome.failed)
 
     async def _later(self, action: Action, delay: float, reason: str) -> None:
-        async with self.store.sessions() as s, s.begin():
-            await actions.retry_later(s, action, delay, reason)
+        async with self.store.unit(self.account_id) as uow:
+            await actions.retry_later(uow, action, delay, reason)
 
     async def _record(self, outcome: Outcome) -> None:
         async with self.store.unit(self.account_id) as uow:

@@ -49,8 +49,8 @@ class OutboxSender:
     async def drain(self) -> float | None:
         """Send what is due; seconds until the next entry is due (None: nothing queued)."""
         if not self._recovered:
-            async with self.store.sessions() as s, s.begin():
-                found = await outbox.orphaned_sends(s, self.account_id)
+            async with self.store.unit(self.account_id) as uow:
+                found = await outbox.orphaned_sends(uow)
             if found:
                 log.warning("account %s: %d sends interrupted by a stop are now uncertain", self.account_id, found)
             self._recovered = True
@@ -62,8 +62,9 @@ class OutboxSender:
             return await outbox.next_wakeup(s, self.account_id)
 
     async def _send(self, entry: Outbox) -> None:
-        async with self.store.sessions() as s, s.begin():
-            if not await outbox.claim(s, entry):
+        # Committed (and logged) before any byte goes to the server: see schema.outbox.
+        async with self.store.unit(self.account_id) as uow:
+            if not await outbox.claim(uow, entry):
                 return  # cancelled meanwhile
         try:
             endpoint = await self._endpoint()
@@ -73,8 +74,8 @@ class OutboxSender:
             backoff.attempt = entry.attempts
             delay = backoff.next()
             log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
-            async with self.store.sessions() as s, s.begin():
-                await outbox.retry_later(s, entry, delay, str(exc))
+            async with self.store.unit(self.account_id) as uow:
+                await outbox.retry_later(uow, entry, delay, str(exc))
             return
         except (SmtpPermanent, ValueError) as exc:
             await self._end(entry, OutboxState.FAILED, str(exc))

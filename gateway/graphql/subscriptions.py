@@ -123,13 +123,22 @@ async def _role_folders(info: Info, account_id: int, role: str) -> set[int]:
 
 @strawberry.type
 class Subscription:
-    @subscribed("The account's changes after `after` (without it: from now on), then live; each once, in order.")
+    @subscribed(
+        "The account's changes after `after` (without it: from now on), then live; each once, in order. With "
+        "`types`, only changes of those kinds (e.g. [OUTBOX] to follow sends, [ACTION] to follow mutations)."
+    )
     async def changes(
-        self, info: Info, account_id: strawberry.ID, after: str | None = None
+        self,
+        info: Info,
+        account_id: strawberry.ID,
+        after: str | None = None,
+        types: list[ObjectType] | None = None,
     ) -> AsyncGenerator[Change, None]:
         pk = info.context.account_pk(account_id)
+        wanted = frozenset(types or ())
         async for change in follow(info, pk, after):
-            yield change
+            if not wanted or change.object_type in wanted:
+                yield change
 
     @subscribed("New messages of the account, or of one folder (by id or by role).")
     async def message_added(

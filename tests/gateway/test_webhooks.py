@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,10 +31,10 @@ from gateway.config import GatewayConfig
 from gateway.ids import to_global
 from gateway.testing import Client, ServerThread, add_folder, start_gateway
 from inboxql.devmail import free_port
-from schema import accounts, tokens
+from schema import accounts, actions, tokens, webhooks
 from schema.crypto import CredentialBox
 from schema.db import create_engine
-from schema.models import ChangeLog, WebhookDelivery
+from schema.models import Action, ChangeLog, WebhookDelivery
 from schema.models import Webhook as WebhookRow
 from schema.settings import Settings
 from schema.unit import Store
@@ -69,6 +70,7 @@ class Receiver:
     duplicates: int = 0
     bad_signatures: int = 0
     hosts: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # the accepted events' bodies, in order
 
     async def hook(self, request: Request) -> Response:
         body = await request.body()
@@ -89,6 +91,7 @@ class Receiver:
         else:
             self.accepted.append(event_id)
             self.seqs.append(int(event_id.split(":")[1]))
+            self.events.append(json.loads(body)["event"])
         return Response(status_code=204)
 
     def app(self) -> Starlette:
@@ -593,3 +596,74 @@ def test_webhook_settings_come_from_the_environment() -> None:
     assert config.webhook_disable_after_seconds == 60
     assert not config.webhooks
     assert GatewayConfig.from_env({}).webhook_disable_after_seconds == 3 * 24 * 3600
+
+
+def test_events_name_actions_and_outbox_entries_too() -> None:
+    assert webhooks.normalise_events(["action.update", "outbox", "outbox.create"]) == [
+        "action.update",
+        "outbox",
+        "outbox.create",
+    ]
+    with pytest.raises(webhooks.BadEvents):
+        webhooks.normalise_events(["actions.update"])
+
+
+async def test_an_action_update_hook_gets_how_each_action_ended_and_nothing_else(
+    wh_settings: Settings, wh_store: Store
+) -> None:
+    tenant = await new_tenant(wh_store, wh_settings)
+    receiver = Receiver()
+    sink = serve(receiver.app())
+    gateway = start_gateway(wh_settings, FAST)
+
+    async def queue_folder(name: str) -> Action:
+        async with wh_store.unit(tenant.account) as uow:
+            _, action_id = await actions.create_folder(uow, name, "/")
+        async with wh_store.sessions() as s:
+            [action] = await actions.get(s, [tenant.account], [action_id])
+        return action
+
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            created = (
+                await Client(http, tenant.token).data(
+                    CREATE, {"a": tenant.gid, "u": f"{sink.url}/hook", "e": ["action.update"]}
+                )
+            )["createWebhook"]
+        receiver.secret = created["secret"]
+        refused, done = await queue_folder("Refused"), await queue_folder("Done")
+        async with wh_store.unit(tenant.account) as uow:
+            await actions.fail(uow, refused, "NO [ALREADYEXISTS] Mailbox already exists")
+        async with wh_store.unit(tenant.account) as uow:
+            await actions.complete(uow, done)
+        await make_changes(wh_store, tenant, 2)  # folders: not asked for
+
+        async def both() -> bool:
+            return len(receiver.accepted) >= 2
+
+        await eventually(both)
+        expected = await logged_after(wh_store, tenant.account, created["webhook"]["cursor"])
+
+        async def past_the_rest() -> bool:  # the hook's cursor moves over what it does not want
+            async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+                (hook,) = await hooks_of(Client(http, tenant.token), tenant)
+            return bool(hook["cursor"] == expected[-1])
+
+        await eventually(past_the_rest)
+    finally:
+        gateway.stop()
+        sink.stop()
+
+    assert receiver.bad_signatures == 0
+    assert [(e["type"], e["op"], e["objectId"]) for e in receiver.events] == [
+        ("action", "update", refused.id),
+        ("action", "update", done.id),
+    ]
+    failed, finished = (e["data"] for e in receiver.events)
+    assert (failed["kind"], failed["state"], failed["error"]) == (
+        "folder_create",
+        "failed",
+        "NO [ALREADYEXISTS] Mailbox already exists",
+    )
+    assert (finished["state"], finished["error"]) == ("done", None)
+    assert len(expected) > 2  # the folders' and the actions' creations were logged, and left out

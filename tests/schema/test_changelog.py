@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import secrets
 import time
@@ -23,20 +24,23 @@ from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
 
 from mime import parse_message
-from schema import changelog, folders, labels, messages
+from mime.compose import Draft, Mailbox
+from schema import actions, changelog, folders, labels, messages, outbox
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.doorbell import Doorbells
-from schema.models import ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Thread
+from schema.models import Action, ChangeLog, Folder, Label, Message, MessagePlace, MimeBlob, Outbox, Thread
 from schema.unit import Store, UnitOfWork
 from tests.schema.support import new_account, new_folder
 
-ACCOUNT, FOLDER, LABEL, THREAD, MESSAGE = (
+ACCOUNT, FOLDER, LABEL, THREAD, MESSAGE, OUTBOX, ACTION = (
     ObjectType.ACCOUNT,
     ObjectType.FOLDER,
     ObjectType.LABEL,
     ObjectType.THREAD,
     ObjectType.MESSAGE,
+    ObjectType.OUTBOX,
+    ObjectType.ACTION,
 )
 CREATE, UPDATE, DELETE = Op.CREATE, Op.UPDATE, Op.DELETE
 UIDVALIDITY = 1700
@@ -418,3 +422,193 @@ async def test_a_message_placed_by_identity_alone_that_is_gone_meanwhile_is_name
             await messages.add(uow, folder_id, UIDVALIDITY, [bare])
     assert raised.value.identities == {known.identity}
     assert await newest(store, account_id) == before
+
+
+# --- (f) the write-back queue: actions and outbox entries ---------------------------------------------
+
+
+async def _one_message(store: Store, account_id: int, folder_id: int) -> tuple[int, int]:
+    raw = mail(f"w.{secrets.token_hex(4)}@example.org", "Write-back", when=datetime(2026, 11, 3, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        [mid] = await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw, ("\\Seen",))])
+    async with store.sessions() as s:
+        thread_id = await s.scalar(select(Message.thread_id).where(Message.id == mid))
+    assert thread_id is not None
+    return mid, thread_id
+
+
+async def _action(store: Store, account_id: int, action_id: int) -> Action:
+    async with store.sessions() as s:
+        [found] = await actions.get(s, [account_id], [action_id])
+    return found
+
+
+async def test_a_queued_action_logs_its_creation_and_its_completion_an_update(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    mid, thread_id = await _one_message(store, account_id, folder_id)
+    cursor = await newest(store, account_id)
+
+    async with store.unit(account_id) as uow:
+        [aid] = await actions.set_flags(uow, [mid], add=["\\Flagged"], remove=[])
+    queued = await log_after(store, account_id, cursor)
+    # In the mutation's transaction, after the mirror's change it stands for.
+    assert entries(queued) == [(THREAD, thread_id, UPDATE), (MESSAGE, mid, UPDATE), (ACTION, aid, CREATE)]
+    assert queued[-1].seq == uow.last_seq
+    created = state_of(queued, ACTION, aid)
+    assert isinstance(created.pop("created_at"), str)
+    assert created == {
+        "kind": "flags",
+        "state": "pending",
+        "error": None,
+        "message_id": mid,
+        "folder_id": None,
+        "attempts": 0,
+        "finished_at": None,
+    }
+    cursor = queued[-1].seq
+
+    async with store.unit(account_id) as uow:
+        await actions.complete_flags(uow, [await _action(store, account_id, aid)])
+    done = await log_after(store, account_id, cursor)
+    assert entries(done) == [(ACTION, aid, UPDATE)]
+    state = state_of(done, ACTION, aid)
+    assert (state["state"], state["error"], state["attempts"]) == ("done", None, 1)
+    assert state["finished_at"] is not None
+    cursor = done[-1].seq
+
+    # A transient failure: still pending, one attempt more, the reason shown (it is logged in a unit too).
+    async with store.unit(account_id) as uow:
+        [again] = await actions.set_flags(uow, [mid], add=["$Later"], remove=[])
+    cursor = await newest(store, account_id)
+    async with store.unit(account_id) as uow:
+        await actions.retry_later(uow, await _action(store, account_id, again), 30, "TimeoutError: slow server")
+    waiting = await log_after(store, account_id, cursor)
+    assert entries(waiting) == [(ACTION, again, UPDATE)]
+    state = state_of(waiting, ACTION, again)
+    assert (state["state"], state["attempts"], state["error"]) == ("pending", 1, "TimeoutError: slow server")
+
+
+async def test_a_failed_action_logs_the_undo_then_its_failure_in_one_transaction(
+    store: Store, redis: Redis, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    doomed = await new_folder(store, account_id, "Doomed")
+    async with store.unit(account_id) as uow:  # selected once, as the folder sync does: a place can be restored
+        await folders.set_cursor(uow, inbox, uidvalidity=UIDVALIDITY)
+    mid, thread_id = await _one_message(store, account_id, inbox)
+    cursor = await newest(store, account_id)
+    async with store.unit(account_id) as uow:
+        [aid] = await actions.move(uow, [mid], doomed)
+    moved = await log_after(store, account_id, cursor)
+    # (INBOX's counts are not recounted by the move: schema.actions.move marks only the target's, a known bug left
+    # for now: recounting the source made tests/sync/test_writeback_faults.py fail, 2 runs of 2: an unretried
+    # deadlock in the supervisor's lease killed the sync once, a place stayed in the mirror the other time.)
+    assert entries(moved) == [
+        (FOLDER, doomed, UPDATE),
+        (THREAD, thread_id, UPDATE),
+        (MESSAGE, mid, UPDATE),
+        (ACTION, aid, CREATE),
+    ]
+    assert state_of(moved, MESSAGE, mid)["folder_ids"] == [doomed]
+    assert state_of(moved, ACTION, aid)["folder_id"] == doomed
+    cursor = await newest(store, account_id)
+
+    reason = "NO [TRYCREATE] Mailbox doesn't exist: Doomed"
+    async with subscribed(redis, store, account_id) as pubsub:
+        async with store.unit(account_id) as uow:
+            await actions.fail(uow, await _action(store, account_id, aid), reason)
+        assert await next_doorbell(pubsub, timeout=5) == str(uow.last_seq).encode()
+        assert await next_doorbell(pubsub, timeout=0.3) is None  # one unit, one ring
+    failed = await log_after(store, account_id, cursor)
+    # The undo of the mirror first, the action's failure last, in one seq range with no one else's entry between.
+    assert entries(failed) == [
+        (FOLDER, doomed, UPDATE),
+        (THREAD, thread_id, UPDATE),
+        (MESSAGE, mid, UPDATE),
+        (ACTION, aid, UPDATE),
+    ]
+    assert [c.seq for c in failed] == list(range(cursor + 1, cursor + 5))
+    assert failed[-1].seq == uow.last_seq
+    assert len({c.created_at for c in failed}) == 1  # one append, one transaction
+    assert state_of(failed, MESSAGE, mid)["folder_ids"] == [inbox]
+    assert state_of(failed, FOLDER, doomed)["total_count"] == 0
+    action = state_of(failed, ACTION, aid)
+    assert (action["state"], action["error"], action["kind"]) == ("failed", reason, "move")
+    assert action["finished_at"] is not None
+
+
+async def test_an_outbox_entry_logs_every_state_it_takes_and_never_its_bytes(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    async with store.unit(account_id) as uow:
+        sent_folder = (await folders.create(uow, folders.Discovered("Sent", "/", ("\\Sent",), "sent"))).id
+    draft = Draft(sender=Mailbox("me@example.org"), to=(Mailbox("you@example.org"),), subject="Logged", text="hi")
+
+    async def queue() -> tuple[Outbox, list[Change]]:
+        cursor = await newest(store, account_id)
+        async with store.unit(account_id) as uow:
+            entry = await outbox.queue_draft(uow, draft)
+        return entry, await log_after(store, account_id, cursor)
+
+    async def step(write: Callable[[UnitOfWork], Awaitable[object]]) -> dict[str, Any]:
+        cursor = await newest(store, account_id)
+        async with store.unit(account_id) as uow:
+            await write(uow)
+        logged = await log_after(store, account_id, cursor)
+        assert (OUTBOX, entry.id, UPDATE) in entries(logged)
+        return state_of(logged, OUTBOX, entry.id)
+
+    entry, queued = await queue()
+    assert entry.mirror_message_id is not None
+    # The Sent copy the mirror shows at once is logged before the entry that names it.
+    assert entries(queued)[-2:] == [(MESSAGE, entry.mirror_message_id, CREATE), (OUTBOX, entry.id, CREATE)]
+    state = state_of(queued, OUTBOX, entry.id)
+    assert set(state) == {
+        "state",
+        "error",
+        "smtp_response",
+        "send_at",
+        "sent_at",
+        "recipients",
+        "attempts",
+        "message_id_header",
+        "message_id",
+        "replied_message_id",
+        "created_at",
+    }
+    assert state["state"] == "queued"
+    assert state["recipients"] == ["you@example.org"]
+    assert state["message_id"] == entry.mirror_message_id
+    assert b"Logged" not in json.dumps(state).encode()  # neither bytes nor subject: the message is its own object
+    assert state_of(queued, MESSAGE, entry.mirror_message_id)["folder_ids"] == [sent_folder]
+
+    assert (await step(lambda uow: outbox.claim(uow, entry)))["state"] == "sending"
+    retried = await step(lambda uow: outbox.retry_later(uow, entry, 10, "451 4.3.0 try again"))
+    assert (retried["state"], retried["error"], retried["attempts"]) == ("queued", "451 4.3.0 try again", 1)
+    assert (await step(lambda uow: outbox.claim(uow, entry)))["state"] == "sending"
+    sent = await step(lambda uow: outbox.sent(uow, entry, "250 2.0.0 Ok: queued as 4XyZ"))
+    assert (sent["state"], sent["smtp_response"], sent["error"]) == ("sent", "250 2.0.0 Ok: queued as 4XyZ", None)
+    assert sent["sent_at"] is not None
+
+    # Cancelled: the entry's update, and its Sent copy leaves the mirror.
+    entry, _ = await queue()
+    cancelled = await step(lambda uow: outbox.cancel(uow, entry))
+    assert (cancelled["state"], cancelled["error"]) == ("cancelled", "cancelled")
+    # A claim that finds it cancelled changes and logs nothing.
+    cursor = await newest(store, account_id)
+    async with store.unit(account_id) as uow:
+        assert not await outbox.claim(uow, entry)
+    assert uow.last_seq is None
+    assert await log_after(store, account_id, cursor) == []
+
+    # Left `sending` by a process that died: uncertain, logged by the process that finds it.
+    entry, _ = await queue()
+    await step(lambda uow: outbox.claim(uow, entry))
+    orphaned = await step(outbox.orphaned_sends)
+    assert orphaned["state"] == "uncertain"
+    assert "stopped" in orphaned["error"]

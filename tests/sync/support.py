@@ -10,7 +10,7 @@ from inboxql.devmail import DovecotServer
 from schema import accounts, states
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.models import Account, ChangeLog, Folder, Label, Message, Thread
+from schema.models import Account, Action, ChangeLog, Folder, Label, Message, Outbox, Thread
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.imap import ImapClient
@@ -44,6 +44,8 @@ _TABLES: dict[ObjectType, Any] = {
     ObjectType.LABEL: Label,
     ObjectType.THREAD: Thread,
     ObjectType.MESSAGE: Message,
+    ObjectType.OUTBOX: Outbox,
+    ObjectType.ACTION: Action,
 }
 
 
@@ -74,7 +76,9 @@ async def fold_log(store: Store, account_id: int) -> dict[tuple[str, int], dict[
 
 
 async def mirror_objects(store: Store, account_id: int) -> dict[tuple[str, int], dict[str, Any]]:
-    """Every mirrored object of the account, in its logged form."""
+    """Every object of the account the log tracks (the mirror's, and its actions and outbox entries), in its
+    logged form."""
+    assert set(_TABLES) == set(ObjectType), "a kind of object the log tracks that this fold leaves out"
     out: dict[tuple[str, int], dict[str, Any]] = {}
     async with store.sessions() as s:
         for kind, table in _TABLES.items():

@@ -250,7 +250,7 @@ async def test_a_send_interrupted_by_a_dead_process_becomes_uncertain(
     draft = Draft(sender=Mailbox(dovecot.address(user)), to=(Mailbox(dovecot.address(user)),), subject="x")
     async with store.unit(account_id) as uow:
         entry = await outbox.queue_draft(uow, draft)
-    async with store.sessions() as s, s.begin():
-        assert await outbox.claim(s, entry)  # what a process does just before it talks to the server
+    async with store.unit(account_id) as uow:
+        assert await outbox.claim(uow, entry)  # what a process does just before it talks to the server
     await _drain(store, credential_box, account_id)  # a new process
     assert (await _entry(store, entry.id)).state == OutboxState.UNCERTAIN.value

@@ -1,7 +1,10 @@
 """Change-log entries as the `changes` query and subscriptions return them.
 
 The enums are the change log's own (schema.changelog.ObjectType and Op), exposed under GraphQL names: a new
-kind of object in the log is a new enum value here, with nothing to list twice.
+kind of object in the log is a new enum value here; its Node type and loader are named in TYPES below.
+
+Beside the mirror's objects, the log carries actions (ACTION: `Action`) and outbox entries (OUTBOX:
+`OutboxEntry`): a client follows a mutation or a send to its end in the feed.
 """
 
 from __future__ import annotations
@@ -20,14 +23,21 @@ from schema import changelog
 from schema.changelog import ObjectType, Op
 
 strawberry.enum(Op, name="ChangeOperation", description="What happened to the object.")
-strawberry.enum(ObjectType, name="ChangeObjectType", description="The kinds of objects the change log tracks.")
+strawberry.enum(
+    ObjectType,
+    name="ChangeObjectType",
+    description="The kinds of objects the change log tracks: the mirror's, actions (ACTION), outbox entries (OUTBOX).",
+)
 
-TYPE_NAMES = {
-    ObjectType.ACCOUNT: "Account",
-    ObjectType.FOLDER: "Folder",
-    ObjectType.LABEL: "Label",
-    ObjectType.THREAD: "Thread",
-    ObjectType.MESSAGE: "Message",
+# Each kind of object: its Node type's name (global ids, node(id:)) and its loader (gateway.graphql.loaders).
+TYPES: dict[ObjectType, tuple[str, str]] = {
+    ObjectType.ACCOUNT: ("Account", "accounts"),
+    ObjectType.FOLDER: ("Folder", "folders"),
+    ObjectType.LABEL: ("Label", "labels"),
+    ObjectType.THREAD: ("Thread", "threads"),
+    ObjectType.MESSAGE: ("Message", "messages"),
+    ObjectType.OUTBOX: ("OutboxEntry", "outbox"),
+    ObjectType.ACTION: ("Action", "actions"),
 }
 
 
@@ -53,7 +63,7 @@ class Change:
             cursor=encode_change_cursor(account_id, entry.seq),
             operation=entry.op,
             object_type=entry.object_type,
-            object_id=strawberry.ID(to_global(TYPE_NAMES[entry.object_type], entry.object_id)),
+            object_id=strawberry.ID(to_global(TYPES[entry.object_type][0], entry.object_id)),
             state=cast("JSON | None", entry.data),
             seq=entry.seq,
             pk=entry.object_id,
@@ -66,9 +76,10 @@ class Change:
     async def object(self) -> Node | None:
         if self.operation is Op.DELETE:
             return None
-        loader: Any = getattr(self.loaders, TYPE_NAMES[self.object_type].lower() + "s")
+        name, loader_name = TYPES[self.object_type]
+        loader: Any = getattr(self.loaders, loader_name)
         row = await loader.load(self.pk)
-        return None if row is None else NODE_CLASSES[TYPE_NAMES[self.object_type]](row)
+        return None if row is None else NODE_CLASSES[name](row)
 
 
 @strawberry.type(description="A page of changes, oldest first.")
