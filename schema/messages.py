@@ -344,8 +344,24 @@ async def collect_orphans(uow: UnitOfWork, before: datetime) -> int:
     # An expunge a mutation asked for leaves its message without places until the server has agreed.
     waiting = await actions.pending_messages(s, uow.account_id, (r.id for r in rows))
     rows = [r for r in rows if r.id not in waiting]
-    await delete_messages(uow, [r.id for r in rows])
-    return len(rows)
+    if not rows:
+        return 0
+    # Read again, locked: a folder sync on another connection (the inbox's, which IDLEs beside the passes) may have
+    # placed one of them since, e.g. a move whose expunge was seen first. Deleted all the same, the message would take
+    # that place along (ON DELETE CASCADE) after the folder's cursor had passed its UID. Locked, one placed by a sync
+    # that has not committed yet is read once it has.
+    still = await s.scalars(
+        select(Message.id)
+        .where(
+            Message.id.in_([r.id for r in rows]),
+            Message.orphaned_at.is_not(None),
+            Message.orphaned_at < before,
+        )
+        .with_for_update()
+    )
+    ids = sorted(still)
+    await delete_messages(uow, ids)
+    return len(ids)
 
 
 async def drop_placeless(uow: UnitOfWork, ids: Sequence[int]) -> None:

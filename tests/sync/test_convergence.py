@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
+from schema import actions
 from schema.crypto import CredentialBox
-from schema.models import Folder, Message
+from schema.models import Folder, Message, utcnow
 from schema.unit import Store
 from synccore import planning
 from synccore.account import AccountSync, Tuning
@@ -99,3 +103,55 @@ async def test_a_folder_deleted_between_the_list_and_its_select_is_gone_not_an_e
         await client.logout()
     await sync_once(store, credential_box, account_id)
     await assert_identical(store, credential_box, account_id)
+
+
+async def test_a_message_placed_again_while_its_orphan_is_collected_stays(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Moved from Archive into the inbox: the poll's pass over Archive leaves the message an orphan, and the inbox's
+    IDLE connection places it again while the poll collects orphans. Before, the collection deleted it all the same,
+    and its new place with it (ON DELETE CASCADE), after the inbox's cursor had passed its UID and with the inbox's
+    count still holding it: no later sync looked at the inbox's UIDs again."""
+    user, password = mail_user
+    dovecot.append(user, password, "Archive", list(generate(3, seed=7)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    other = await connect(dovecot, user, password)
+    await other.select("Archive")
+    moved = (await other.uid_search("ALL"))[:2]
+    await other.uid_move(moved, "INBOX")
+    await other.logout()
+
+    sync = AccountSync(store, credential_box, account_id, Tuning())
+    client = await sync._connect()
+    try:
+        sync.mode = await detect(client)
+        by_name = {f.name: f for f in await sync.discover(client)}
+        await FolderSync(sync._ctx(), by_name["Archive"]).run(client)
+        assert await sync._has_orphans()
+
+        # The inbox is synced between the collection's read of the orphans and its delete.
+        pending_messages = actions.pending_messages
+        inbox_synced = False
+
+        async def inbox_syncs_meanwhile(session: AsyncSession, account: int, ids: Iterable[int]) -> set[int]:
+            nonlocal inbox_synced
+            if not inbox_synced:
+                inbox_synced = True
+                await FolderSync(sync._ctx(), by_name["INBOX"]).run(client)
+            return await pending_messages(session, account, ids)
+
+        monkeypatch.setattr(actions, "pending_messages", inbox_syncs_meanwhile)
+        await sync._collect_orphans(utcnow() + timedelta(seconds=5))
+        monkeypatch.undo()
+        assert inbox_synced
+    finally:
+        await client.logout()
+
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
