@@ -27,7 +27,7 @@ from sqlalchemy.engine import Row
 
 from gateway.errors import BadUserInput
 from gateway.graphql.context import Info
-from gateway.graphql.mutations.sending import AddressInput
+from gateway.graphql.mutations.composing import MAX_SUBJECT, AddressInput, check_address, check_text, message_in
 from gateway.graphql.mutations.writes import Result, Work, folder_with_role, messages_of, write
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.fields import described, existing
@@ -42,7 +42,6 @@ from schema.unit import UnitOfWork
 
 MAX_ADDRESSES = 100
 MAX_BODY = 1_000_000
-MAX_SUBJECT = 2_000
 KEY = "Up to 128 ASCII characters: a retry with the same key gets the first answer."
 
 
@@ -143,25 +142,14 @@ class SendDraftPayload:
 # -- input -> Draft ------------------------------------------------------------------------------------------
 
 
-def _text(field: str, value: str, limit: int) -> str:
-    if len(value) > limit:
-        raise BadUserInput(f"{field}: at most {limit} characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadUserInput(f"{field}: not valid Unicode text (lone surrogates)") from None
-    return value
-
-
 def _mailboxes(field: str, values: Sequence[AddressInput] | None) -> tuple[Mailbox, ...] | None:
     if values is None:
         return None
     if len(values) > MAX_ADDRESSES:
         raise BadUserInput(f"{field}: at most {MAX_ADDRESSES} addresses")
-    return tuple(
-        Mailbox(_text(f"{field}[{n}].address", v.address, 320), _text(f"{field}[{n}].name", v.name or "", 320))
-        for n, v in enumerate(values)
-    )
+    for n, v in enumerate(values):
+        check_address(f"{field}[{n}]", v)
+    return tuple(Mailbox(v.address, v.name or "") for v in values)
 
 
 def _changes(input: CreateDraftInput | UpdateDraftInput) -> dict[str, Any]:
@@ -170,9 +158,9 @@ def _changes(input: CreateDraftInput | UpdateDraftInput) -> dict[str, Any]:
         "to": _mailboxes("to", input.to),
         "cc": _mailboxes("cc", input.cc),
         "bcc": _mailboxes("bcc", input.bcc),
-        "subject": None if input.subject is None else _text("subject", input.subject, MAX_SUBJECT),
-        "text": None if input.text is None else _text("text", input.text, MAX_BODY),
-        "html": None if input.html is None else _text("html", input.html, MAX_BODY),
+        "subject": None if input.subject is None else check_text("subject", input.subject, MAX_SUBJECT),
+        "text": None if input.text is None else check_text("text", input.text, MAX_BODY),
+        "html": None if input.html is None else check_text("html", input.html, MAX_BODY),
     }
     return {k: v for k, v in found.items() if v is not None}
 
@@ -185,17 +173,7 @@ async def _message_pk(info: Info, gid: str) -> tuple[int, int]:
 
 
 async def _parent(info: Info, gid: str | None, account_id: int) -> Row[Any] | None:
-    if gid is None:
-        return None
-    owner, pk = await _message_pk(info, gid)
-    if owner != account_id:
-        raise BadUserInput("replyTo: the message belongs to another account than the draft")
-    rows = await info.context.db.rows(
-        select(MessageRow.id, MessageRow.message_id_header, MessageRow.references, MessageRow.subject).where(
-            MessageRow.id == pk
-        )
-    )
-    return rows[0]
+    return None if gid is None else await message_in(info, gid, account_id, "replyTo")
 
 
 def _reply(parent: Row[Any], draft: Draft, subject_given: bool) -> Draft:

@@ -35,34 +35,26 @@ from sqlalchemy.engine import Row
 
 from gateway.errors import BadUserInput, not_found
 from gateway.graphql.context import Info
+from gateway.graphql.mutations.composing import MAX_SUBJECT, AddressInput, check_address, check_text, message_in
 from gateway.graphql.mutations.writes import Result, Work, write
 from gateway.graphql.types.fields import described
 from gateway.graphql.types.outbox import CancelSendPayload, SendMessagePayload
 from gateway.ids import pk_of, upload_pk
 from mime.compose import Attachment, ComposeError, Draft, Mailbox, reply_headers, reply_subject
 from schema import blobs, outbox, uploads
-from schema.models import Account, Message, Outbox, Upload
+from schema.models import Account, Outbox, Upload
 from schema.outbox import OutboxState
 from schema.unit import UnitOfWork
 
 # RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients; more may be refused.
 MAX_RECIPIENTS = 100
 MAX_ATTACHMENTS = 50
-MAX_SUBJECT = 2000
-MAX_NAME = 256
-MAX_ADDRESS = 320  # RFC 5321 §4.5.3.1: 64 + "@" + 255
 # A send time further ahead than this is more likely a mistake (a year typed wrong) than a plan.
 MAX_SEND_AHEAD = timedelta(days=366)
 NO_SMTP = "this account has no SMTP settings to send with: add them with `inboxql account add ... --smtp-url`"
 _FORWARDED = re.compile(r"^\s*(?:fwd?|wg|tr|vs)\s*:", re.I)
 _NOT_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f/\\\u2028\u2029\x85]")
 _KEY_HELP = "Up to 128 ASCII characters: a retry with the same key gets the first answer (one entry, one send)."
-
-
-@strawberry.input(description="A mailbox: an address and, optionally, a display name.")
-class AddressInput:
-    address: str
-    name: str | None = None
 
 
 @strawberry.input
@@ -119,26 +111,6 @@ def _mailboxes(items: Sequence[AddressInput] | None) -> tuple[Mailbox, ...]:
     return tuple(Mailbox(item.address.strip(), item.name or "") for item in items or ())
 
 
-async def _message(info: Info, gid: str, account_id: int, field: str) -> Row[Any]:
-    """A message the token grants, of the sending account (another account of the same token: BAD_USER_INPUT)."""
-    pk = pk_of(gid, "Message")
-    rows = await info.context.db.rows(
-        select(
-            Message.id,
-            Message.account_id,
-            Message.subject,
-            Message.message_id_header,
-            Message.references,
-            Message.blob_sha256,
-        ).where(Message.id == pk, Message.account_id.in_(sorted(info.context.account_ids)))
-    )
-    if not rows:
-        raise not_found("Message")
-    if rows[0].account_id != account_id:
-        raise BadUserInput(f"{field}: the message belongs to another account than the one sending")
-    return rows[0]
-
-
 async def _uploads(info: Info, gids: Sequence[str], account_id: int) -> list[int]:
     if len(gids) > MAX_ATTACHMENTS:
         raise BadUserInput(f"attachments: at most {MAX_ATTACHMENTS}")
@@ -158,26 +130,18 @@ async def _uploads(info: Info, gids: Sequence[str], account_id: int) -> list[int
     return pks
 
 
-def _check_text(field: str, value: str | None, limit: int) -> None:
-    if value is None:
-        return
-    if len(value) > limit:
-        raise BadUserInput(f"{field}: at most {limit} characters", field=field)
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadUserInput(f"{field}: not text (a lone surrogate)", field=field) from None
-
-
 def _check_input(input: SendMessageInput, body_limit: int) -> None:
     """Sizes and encodability; what makes a header unsafe is mime.compose's to refuse."""
-    _check_text("subject", input.subject, MAX_SUBJECT)
-    _check_text("text", input.text, body_limit)
-    _check_text("html", input.html, body_limit)
+    for field, value, limit in (
+        ("subject", input.subject, MAX_SUBJECT),
+        ("text", input.text, body_limit),
+        ("html", input.html, body_limit),
+    ):
+        if value is not None:
+            check_text(field, value, limit)
     for name, items in (("to", input.to), ("cc", input.cc), ("bcc", input.bcc)):
         for index, item in enumerate(items or ()):
-            _check_text(f"{name}[{index}].address", item.address, MAX_ADDRESS)
-            _check_text(f"{name}[{index}].name", item.name, MAX_NAME)
+            check_address(f"{name}[{index}]", item)
     count = sum(len(items or ()) for items in (input.to, input.cc, input.bcc))
     if count > MAX_RECIPIENTS:
         raise BadUserInput(f"at most {MAX_RECIPIENTS} recipients (to, cc and bcc together)")
@@ -195,8 +159,8 @@ def _send_time(info: Info, asked: datetime | None) -> datetime:
 
 async def _plan(info: Info, input: SendMessageInput) -> _Plan:
     account_id = info.context.account_pk(input.account_id)
-    parent = None if input.reply_to is None else await _message(info, input.reply_to, account_id, "replyTo")
-    forwarded = None if input.forward is None else await _message(info, input.forward, account_id, "forward")
+    parent = None if input.reply_to is None else await message_in(info, input.reply_to, account_id, "replyTo")
+    forwarded = None if input.forward is None else await message_in(info, input.forward, account_id, "forward")
     upload_ids = await _uploads(info, input.attachments or (), account_id)
     account = (await info.context.db.rows(select(Account.address, Account.smtp_host).where(Account.id == account_id)))[
         0

@@ -1,0 +1,66 @@
+"""What the mutations that compose mail (sending, drafts) check alike, before mime.compose sees anything.
+
+Sizes and encodability of the fields a client types, and the message a reply or a forward names: one of the
+token's messages (NOT_FOUND otherwise, as for reads) and of the account that writes (BAD_USER_INPUT otherwise).
+What makes a header unsafe (a line break, a bad address) is mime.compose's to refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from sqlalchemy import select
+from sqlalchemy.engine import Row
+
+from gateway.errors import BadUserInput, not_found
+from gateway.graphql.context import Info
+from gateway.ids import pk_of
+from schema.models import Message
+
+MAX_SUBJECT = 2000
+MAX_NAME = 256
+MAX_ADDRESS = 320  # RFC 5321 §4.5.3.1: 64 + "@" + 255
+
+
+@strawberry.input(description="A mailbox: an address and, optionally, a display name.")
+class AddressInput:
+    address: str
+    name: str | None = None
+
+
+def check_text(field: str, value: str, limit: int) -> str:
+    """The value, when it is at most `limit` characters of text that UTF-8 can carry (no lone surrogate)."""
+    if len(value) > limit:
+        raise BadUserInput(f"{field}: at most {limit} characters", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadUserInput(f"{field}: not text (a lone surrogate)", field=field) from None
+    return value
+
+
+def check_address(field: str, item: AddressInput) -> None:
+    check_text(f"{field}.address", item.address, MAX_ADDRESS)
+    check_text(f"{field}.name", item.name or "", MAX_NAME)
+
+
+async def message_in(info: Info, gid: str, account_id: int, field: str) -> Row[Any]:
+    """A message the token grants (NOT_FOUND otherwise), of the account that writes (BAD_USER_INPUT otherwise):
+    its id, subject, ids for reply headers, and blob."""
+    pk = pk_of(gid, "Message")
+    rows = await info.context.db.rows(
+        select(
+            Message.id,
+            Message.account_id,
+            Message.subject,
+            Message.message_id_header,
+            Message.references,
+            Message.blob_sha256,
+        ).where(Message.id == pk, Message.account_id.in_(sorted(info.context.account_ids)))
+    )
+    if not rows:
+        raise not_found("Message")
+    if rows[0].account_id != account_id:
+        raise BadUserInput(f"{field}: the message belongs to another account than the one writing", field=field)
+    return rows[0]
