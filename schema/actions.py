@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -279,20 +279,20 @@ async def due(session: AsyncSession, account_id: int, limit: int = 500) -> list[
 
 async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
     """Seconds until the first pending action's backoff ends (0 if one is due now, None if none is pending)."""
-    first = await session.scalar(
-        select(Action.not_before)
-        .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
-        .order_by(Action.id)
-        .limit(1)
-    )
-    exists = await session.scalar(
-        select(Action.id).where(Action.account_id == account_id, Action.state == ActionState.PENDING.value).limit(1)
-    )
-    if exists is None:
-        return None
+    first = (
+        await session.execute(
+            select(Action.id, Action.not_before)
+            .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
+            .order_by(Action.id)
+            .limit(1)
+        )
+    ).first()
     if first is None:
+        return None
+    not_before: datetime | None = first.not_before
+    if not_before is None:
         return 0.0
-    return max(0.0, (first - utcnow()).total_seconds())
+    return max(0.0, (not_before - utcnow()).total_seconds())
 
 
 async def pending_messages(session: AsyncSession, account_id: int, message_ids: Iterable[int]) -> set[int]:

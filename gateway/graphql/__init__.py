@@ -3,7 +3,8 @@
 ```
 schema          the root (Query, Mutation, Subscription) and the extensions every operation runs through
 query           the root Query: lists of an account's objects (keyset connections), search, node lookups
-mutations/      the root Mutation, one class per area (messages, folders, drafts, sending, webhooks; writes: shared)
+mutations/      the root Mutation, one class per area (messages, folders, drafts, sending, webhooks);
+                writes and composing: what they share
 subscriptions   the root Subscription: the change feed, live, and thin filters over it
 changes         the delta feed (`changes`, `changesCursor`): a page of the change log after a cursor
 context         what one request carries (viewer, connection, loaders, the process's Services), and `Info`
