@@ -177,6 +177,8 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
         gone = [p for p in places if p is not staying and p is not moving]
         payload: dict[str, Any] = {"to": folder_id, "move": _place(moving) if moving else None}
         payload["expunge"] = [_place(p) for p in gone]
+        # Before the update below: the ORM updates `moving` in place, and the folder it leaves must be recounted.
+        touched = {folder_id, *(p.folder_id for p in places)}
         if moving is not None:
             await uow.session.execute(
                 update(MessagePlace)
@@ -185,7 +187,7 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
             )
         if gone:
             await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in gone])))
-        _touch(uow, mid, {folder_id, *(p.folder_id for p in places)}, moved=True)
+        _touch(uow, mid, touched, moved=True)
         queued.append(await _queue(uow, ActionKind.MOVE, payload, message_id=mid, folder_id=folder_id))
     return queued
 

@@ -118,9 +118,10 @@ class FolderSync:
         f = self.folder
         assert sel.uidvalidity is not None
         uidnext = f.uidnext or 1
-        if planning.nothing_changed(
-            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, f.total_count
-        ):
+        # The places under this UIDVALIDITY, not the folder's total_count: that one counts the optimistic
+        # placeholders of pending moves, which the server does not hold yet.
+        held = await self._local_count(sel.uidvalidity)
+        if planning.nothing_changed(f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held):
             return
         if client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
             if sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)

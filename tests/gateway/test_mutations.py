@@ -32,7 +32,8 @@ from tests.sync.support import add_account, assert_identical, sync_once
 
 MESSAGES = """query($a: ID!) { messages(accountId: $a, first: 100) { nodes {
     id messageIdHeader unread starred labels { name } folders { name } thread { id messageCount } } } }"""
-FOLDERS = "query($a: ID!) { folders(accountId: $a, first: 100) { nodes { id name role syncState } } }"
+FOLDERS = """query($a: ID!) { folders(accountId: $a, first: 100) {
+    nodes { id name role syncState messageCount unreadCount } } }"""
 CURSOR = "query($a: ID!) { changesCursor(accountId: $a) }"
 CHANGES = """query($a: ID!, $after: String) { changes(accountId: $a, after: $after, first: 500) {
     changes { operation objectType objectId state } } }"""
@@ -387,6 +388,10 @@ async def test_move_by_folder_id_or_role_moves_on_the_server_and_keeps_ids(mailb
         mutation("moveMessages"), {"input": {"ids": [first["id"]], "folderId": folders["Archive"]["id"]}}
     )
     assert by_id["moveMessages"]["messages"][0]["folders"] == [{"name": "Archive"}]
+    # Both folders are recounted at once: the one the message left and the one it entered.
+    counted = await mailbox.folders()
+    assert counted["INBOX"]["messageCount"] == folders["INBOX"]["messageCount"] - 1
+    assert counted["Archive"]["messageCount"] == folders["Archive"]["messageCount"] + 1
     by_role = await mailbox.client.data(mutation("moveMessages"), {"input": {"ids": [second["id"]], "role": "archive"}})
     assert [a["kind"] for a in by_role["moveMessages"]["actions"]] == ["move"]
     logged = logged_messages(await mailbox.changes(start))
@@ -411,6 +416,9 @@ async def test_move_by_folder_id_or_role_moves_on_the_server_and_keeps_ids(mailb
     after = by_header(await mailbox.messages())
     assert after[header_of(first)]["id"] == first["id"]  # the same message, moved: not deleted and re-created
     assert after[header_of(first)]["folders"] == [{"name": "Archive"}]
+    synced = await mailbox.folders()
+    assert synced["INBOX"]["messageCount"] == folders["INBOX"]["messageCount"] - 2 == len(in_inbox)
+    assert synced["Archive"]["messageCount"] == folders["Archive"]["messageCount"] + 2 == len(in_archive)
     await mailbox.identical()
 
 
