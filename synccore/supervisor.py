@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from redis.asyncio import Redis
-from sqlalchemy import or_, select, update
 
-from schema import changelog
+from schema import changelog, leases
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account, utcnow
@@ -78,52 +77,16 @@ class Supervisor:
         self.parser.close()
 
     async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
-        async with self.store.sessions() as s:
-            query = select(Account).order_by(Account.id)
-            if only:
-                query = query.where(Account.id.in_(only))
-            return list(await s.scalars(query))
+        return await leases.accounts(self.store, only)
 
     async def acquire(self, account_id: int) -> bool:
-        now = utcnow()
-        async with self.store.sessions() as s, s.begin():
-            row = (
-                await s.execute(
-                    select(Account.lease_owner, Account.lease_expires_at)
-                    .where(Account.id == account_id)
-                    .with_for_update()
-                )
-            ).first()
-            if row is None:
-                return False
-            owner, expires = row
-            free = owner is None or owner == self.owner or expires is None or expires < now or not _owner_alive(owner)
-            if not free:
-                return False
-            await s.execute(
-                update(Account)
-                .where(Account.id == account_id)
-                .values(lease_owner=self.owner, lease_expires_at=now + timedelta(seconds=LEASE_SECONDS))
-            )
-            return True
+        return await leases.acquire(self.store, account_id, self.owner, LEASE_SECONDS, _owner_alive)
 
     async def _renew(self) -> None:
-        async with self.store.sessions() as s, s.begin():
-            await s.execute(
-                update(Account)
-                .where(Account.lease_owner == self.owner)
-                .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
-            )
+        await leases.renew(self.store, self.owner, LEASE_SECONDS)
 
     async def _release(self, ids: list[int]) -> None:
-        if not ids:
-            return
-        async with self.store.sessions() as s, s.begin():
-            await s.execute(
-                update(Account)
-                .where(Account.id.in_(ids), or_(Account.lease_owner == self.owner))
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+        await leases.release(self.store, self.owner, ids)
 
     async def expire_changes(self) -> int:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
