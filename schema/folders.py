@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import messages
 from schema.changelog import ObjectType, Op
@@ -78,3 +80,15 @@ async def set_cursor(uow: UnitOfWork, folder_id: int, **values: Any) -> None:
 
 async def of_account(uow: UnitOfWork) -> list[Folder]:
     return list(await uow.session.scalars(select(Folder).where(Folder.account_id == uow.account_id)))
+
+
+async def by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, Folder]:
+    return {f.id: f for f in await session.scalars(select(Folder).where(Folder.id.in_(list(ids))))}
+
+
+async def with_role(session: AsyncSession, account_id: int, role: str) -> Folder | None:
+    """The account's folder of this role (the first by id, should a server name two)."""
+    found: Folder | None = await session.scalar(
+        select(Folder).where(Folder.account_id == account_id, Folder.role == role).order_by(Folder.id).limit(1)
+    )
+    return found

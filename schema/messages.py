@@ -122,6 +122,18 @@ async def known_identities(session: AsyncSession, account_id: int, identities: I
     return found
 
 
+async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, MessagePlace]:
+    return {p.id: p for p in await session.scalars(select(MessagePlace).where(MessagePlace.id.in_(list(ids))))}
+
+
+async def message_id_header(session: AsyncSession, message_id: int | None) -> str | None:
+    """The message's Message-ID (without brackets), by which a client finds it on a server again."""
+    if message_id is None:
+        return None
+    found: str | None = await session.scalar(select(Message.message_id_header).where(Message.id == message_id))
+    return found
+
+
 async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
     """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
     if not fetched:

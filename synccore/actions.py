@@ -31,13 +31,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from sqlalchemy import select
-
 from schema import actions, blobs, drafts, folders, messages
 from schema.actions import ActionKind
 from schema.crypto import CredentialBox
 from schema.messages import PlaceFlags
-from schema.models import Action, Folder, Message, MessagePlace
+from schema.models import Action, Folder, MessagePlace
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
@@ -257,7 +255,7 @@ class ActionExecutor:
 
     async def _folders(self, ids: set[int]) -> dict[int, Folder]:
         async with self.store.sessions() as s:
-            return {f.id: f for f in await s.scalars(select(Folder).where(Folder.id.in_(ids)))}
+            return await folders.by_ids(s, ids)
 
     async def _flags(self, batch: Sequence[Action]) -> Outcome:
         """A run of flag changes, coalesced: per folder and per (+/-, flag set), one UID STORE over a UID set.
@@ -283,7 +281,7 @@ class ActionExecutor:
     async def _store(self, part: Sequence[Action], outcome: Outcome) -> None:
         place_ids = [p["id"] for a in part for p in a.payload["places"]]
         async with self.store.sessions() as s:
-            places = {p.id: p for p in await s.scalars(select(MessagePlace).where(MessagePlace.id.in_(place_ids)))}
+            places = await messages.places_by_id(s, place_ids)
         folders_by_id = await self._folders({p.folder_id for p in places.values()})
         # folder -> (("add"|"remove"), flags) -> uids; and which actions touched which (folder, uid)
         work: dict[int, dict[tuple[str, tuple[str, ...]], set[int]]] = defaultdict(lambda: defaultdict(set))
@@ -373,7 +371,7 @@ class ActionExecutor:
     async def _search(self, action: Action) -> list[int]:
         """UIDs of the message in the selected folder, by its Message-ID (none when it has none)."""
         async with self.store.sessions() as s:
-            header = await s.scalar(select(Message.message_id_header).where(Message.id == action.message_id))
+            header = await messages.message_id_header(s, action.message_id)
         if not header:
             return []
         client = await self._client()

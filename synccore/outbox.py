@@ -19,11 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from sqlalchemy import select
-
-from schema import outbox
+from schema import folders, outbox
 from schema.crypto import CredentialBox
-from schema.models import Account, Folder, Outbox
+from schema.models import Account, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
 from synccore.backoff import Backoff
@@ -125,9 +123,7 @@ class OutboxSender:
         if entry.mirror_message_id is None:
             return
         async with self.store.sessions() as s:
-            sent = await s.scalar(
-                select(Folder).where(Folder.account_id == self.account_id, Folder.role == "sent").limit(1)
-            )
+            sent = await folders.with_role(s, self.account_id, "sent")
         if sent is None:
             return
         client = await self.client()
