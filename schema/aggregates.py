@@ -98,7 +98,10 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 )
             ):
                 visible.append(row.id)
-                uow.dirty_threads.add(row.thread_id)
+                if row.id in uow.moved_messages or values[4] != row.orphaned_at:
+                    uow.dirty_threads.add(row.thread_id)  # its members or their folders changed
+                else:
+                    uow.flagged_threads.add(row.thread_id)  # only flags or labels: a recount will do
         for (unread, starred, answered, draft, orphaned_at), mids in groups.items():
             await s.execute(
                 update(Message)
@@ -179,15 +182,10 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
             .distinct()
         ):
             folders[tid].add(fid)
-        thread_labels: dict[int, set[int]] = defaultdict(set)
-        for tid, lid in await s.execute(
-            select(Message.thread_id, MessageLabel.label_id)
-            .join(MessageLabel, MessageLabel.message_id == Message.id)
-            .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
-            .distinct()
-        ):
-            thread_labels[tid].add(lid)
-        current = {t.id: t for t in await s.execute(select(*THREAD_COLUMNS).where(Thread.id.in_(chunk)))}
+        thread_labels = await _thread_labels(uow, chunk)
+        result = await s.execute(select(*THREAD_COLUMNS).where(Thread.id.in_(chunk)))
+        keys = list(result.keys())  # once: Row._asdict() builds the key view again for every row
+        current = {t.id: t for t in result}
         gone = [tid for tid in current if tid not in members and tid not in orphans]
         if gone:
             await s.execute(delete(Thread).where(Thread.id.in_(gone)))
@@ -210,7 +208,7 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 "label_ids": sorted(thread_labels.get(tid, set())),
             }
             if any(getattr(thread, k) != v for k, v in values.items()):
-                changed.append({**thread._asdict(), **values})
+                changed.append({**dict(zip(keys, thread, strict=True)), **values})
         if changed:
             # One multi-row statement for every changed thread: an UPDATE each would be a round trip each.
             stmt = mysql_insert(table(Thread))
@@ -219,6 +217,53 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 changed,
             )
         uow.record(ObjectType.THREAD, Op.UPDATE, [row["id"] for row in changed])
+
+
+async def _thread_labels(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, set[int]]:
+    found: dict[int, set[int]] = defaultdict(set)
+    for tid, lid in await uow.session.execute(
+        select(Message.thread_id, MessageLabel.label_id)
+        .join(MessageLabel, MessageLabel.message_id == Message.id)
+        .where(Message.thread_id.in_(ids), Message.orphaned_at.is_(None))
+        .distinct()
+    ):
+        found[tid].add(lid)
+    return found
+
+
+async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """Threads whose messages changed only flags or labels: recount unread and starred and list the labels again,
+    without reading every member's addresses and dates (what a full refresh needs)."""
+    s = uow.session
+    for chunk in _chunks(ids):
+        counts: dict[int, tuple[int, bool]] = {
+            tid: (int(unread or 0), bool(starred))
+            for tid, unread, starred in await s.execute(
+                select(
+                    Message.thread_id,
+                    func.sum(case((Message.unread.is_(True), 1), else_=0)),
+                    func.max(case((Message.starred.is_(True), 1), else_=0)),
+                )
+                .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
+                .group_by(Message.thread_id)
+            )
+        }
+        thread_labels = await _thread_labels(uow, chunk)
+        groups: dict[tuple[int, bool, tuple[int, ...]], list[int]] = defaultdict(list)
+        for tid, unread_count, starred, label_ids in await s.execute(
+            select(Thread.id, Thread.unread_count, Thread.starred, Thread.label_ids).where(Thread.id.in_(chunk))
+        ):
+            unread, star = counts.get(tid, (0, False))
+            now = (unread, star, tuple(sorted(thread_labels.get(tid, set()))))
+            if now != (unread_count, bool(starred), tuple(label_ids or ())):
+                groups[now].append(tid)
+        for (unread, star, lids), tids in groups.items():
+            await s.execute(
+                update(Thread)
+                .where(Thread.id.in_(tids))
+                .values(unread_count=unread, starred=star, label_ids=list(lids))
+            )
+            uow.record(ObjectType.THREAD, Op.UPDATE, tids)
 
 
 async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:

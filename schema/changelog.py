@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema.models import ChangeLog, ChangeSeq, utcnow
+from schema.models import ChangeLog, ChangeSeq, table, utcnow
 
 
 class ObjectType(StrEnum):
@@ -121,8 +121,10 @@ async def append(
         last = found
     first = last - n + 1
     now = utcnow()
+    # Core, not the ORM's bulk insert: a unit of 1,000 flag changes logs over 2,000 entries, and the ORM's
+    # per-row bookkeeping was a third of the time the log took.
     await session.execute(
-        insert(ChangeLog),
+        insert(table(ChangeLog)),
         [
             {
                 "account_id": account_id,

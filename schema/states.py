@@ -51,7 +51,20 @@ async def label_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, S
 
 
 async def thread_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
-    rows = await session.scalars(select(Thread).where(Thread.id.in_(ids)))
+    # Columns, not ORM objects: no identity map to go stale behind a bulk UPDATE, and no per-object bookkeeping.
+    cols = (
+        Thread.id,
+        Thread.subject,
+        Thread.snippet,
+        Thread.participants,
+        Thread.message_count,
+        Thread.unread_count,
+        Thread.starred,
+        Thread.last_message_at,
+        Thread.folder_ids,
+        Thread.label_ids,
+    )
+    rows = await session.execute(select(*cols).where(Thread.id.in_(ids)))
     return {
         t.id: {
             "subject": t.subject,

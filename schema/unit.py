@@ -53,7 +53,8 @@ class UnitOfWork:
         self.changes = ChangeSet()
         self.dirty_messages: set[int] = set()  # their places changed: recompute flags and labels
         self.moved_messages: set[int] = set()  # a place was added or removed: their folders changed
-        self.dirty_threads: set[int] = set()
+        self.dirty_threads: set[int] = set()  # members, their folders or their dates changed: a full refresh
+        self.flagged_threads: set[int] = set()  # only their members' flags or labels changed: a recount
         self.dirty_folders: set[int] = set()
         self.last_seq: int | None = None
         self.rang_actions = False  # an action was queued: its executor is rung after commit
@@ -103,6 +104,7 @@ class UnitOfWork:
     async def _settle(self) -> None:
         await aggregates.refresh_messages(self, sorted(self.dirty_messages))
         await aggregates.refresh_threads(self, sorted(self.dirty_threads))
+        await aggregates.refresh_thread_flags(self, sorted(self.flagged_threads - self.dirty_threads))
         await aggregates.refresh_folder_counts(self, sorted(self.dirty_folders))
         logged: dict[tuple[ObjectType, int], states.State] = {}
         for kind in ObjectType:
