@@ -8,7 +8,7 @@ ranks by:
 ```
 the invoice -paid              +invoice* -paid*          ("the" is a stopword: no index holds it)
 (lunch friday) OR noon         +((+lunch* +friday*) noon*)
-"pay the invoice" -receipt     +"pay the invoice"  AND  NOT +receipt*
+"pay the invoice" -receipt     +"pay the invoice"  AND NOT  receipt*
 "pay the invoice" OR receipt   +"pay the invoice"  OR  +receipt*
 fox OR is:starred              +fox*  OR  starred
 ```
@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any, assert_never
 
 from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select
-from sqlalchemy.dialects.mysql import match
+from sqlalchemy.dialects.mysql import match as fulltext_match
 
 from gateway.graphql.filters import address_matches, text_contains
 from gateway.graphql.searchquery import (
@@ -114,7 +114,7 @@ def _expression(required: Sequence[Piece], excluded: Sequence[Piece]) -> str:
 
 
 def _against(expression: str) -> ColumnElement[Any]:
-    return match(*SEARCH_COLUMNS, against=literal(expression)).in_boolean_mode()
+    return fulltext_match(*SEARCH_COLUMNS, against=literal(expression)).in_boolean_mode()
 
 
 def _condition(part: Part) -> ColumnElement[bool]:
