@@ -41,6 +41,7 @@ from gateway.signing import Signer
 from gateway.uploads import Uploads, pruning
 from schema.crypto import CredentialBox
 from schema.db import create_engine
+from schema.fulltext import VocabularyCache
 from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
@@ -62,6 +63,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
+        vocabulary=VocabularyCache(engine),
     )
     limiter = RateLimiter(
         redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open

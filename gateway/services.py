@@ -13,6 +13,7 @@ from gateway.config import GatewayConfig
 from gateway.limits import StreamSlots
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
+from schema.fulltext import VocabularyCache
 from schema.unit import Store
 
 if TYPE_CHECKING:
@@ -38,3 +39,5 @@ class Services:
     store: Store
     # Websockets and event streams open per token (gateway.websocket, gateway.sse).
     streams: StreamSlots
+    # What the FULLTEXT index holds (token sizes, stopwords), read from the server at the first search.
+    vocabulary: VocabularyCache

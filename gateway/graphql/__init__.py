@@ -9,7 +9,9 @@ subscriptions   the root Subscription: the change feed, live, and thin filters o
 changes         the delta feed (`changes`, `changesCursor`): a page of the change log after a cursor
 context         what one request carries (viewer, connection, loaders, the process's Services), and `Info`
 loaders         the request's database connection (Reader) and its DataLoaders
-filters         filter inputs, the SQL conditions they become, and full-text search
+filters         filter inputs and the SQL conditions they become
+searchquery     the search box's language: text to a tree (pure)
+search          a search's tree as SQL conditions (full text and operators) and its relevance
 pages           keyset pagination
 types/          the object types: thin, typed, built from rows
 ```

@@ -1,4 +1,5 @@
-"""Filter inputs and the SQL conditions they become, and the full-text search expression.
+"""Filter inputs and the SQL conditions they become (the search box's operators become the same conditions:
+gateway.graphql.search).
 
 Address filters match a substring of any name or address in the JSON list (JSON_SEARCH walks the values,
 never the keys). Ids of other accounts' folders or labels simply match nothing: they read like missing ids.
@@ -6,13 +7,11 @@ never the keys). Ids of other accounts' folders or labels simply match nothing: 
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
 from sqlalchemy import ColumnElement, exists, func, literal, or_, select
-from sqlalchemy.dialects.mysql import match
 from sqlalchemy.orm import QueryableAttribute
 
 from gateway.errors import BadUserInput
@@ -20,14 +19,6 @@ from gateway.ids import pk_of
 from schema.models import Message, MessageLabel, MessagePlace, Thread
 
 MAX_NEEDLE = 200
-MAX_SEARCH_WORDS = 16
-# The columns of the FULLTEXT index the search runs on (the same list, in the same order as the index).
-SEARCH_COLUMNS: tuple[ColumnElement[str], ...] = (
-    Message.subject.expression,
-    Message.search_addresses.expression,
-    Message.text_body.expression,
-)
-SEARCH_INDEX = "ft_messages_search"
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -45,7 +36,7 @@ def address_matches(column: Any, needle: str) -> ColumnElement[bool]:
     return func.json_search(func.lower(column), literal("one"), literal(_like_pattern(needle))).is_not(None)
 
 
-def _subject_matches(column: QueryableAttribute[str], needle: str) -> ColumnElement[bool]:
+def text_contains(column: QueryableAttribute[str], needle: str) -> ColumnElement[bool]:
     return column.like(_like_pattern(needle), escape="\\")
 
 
@@ -109,7 +100,7 @@ def message_conditions(f: MessageFilter | None) -> list[ColumnElement[bool]]:
         groups = (Message.from_addrs, Message.to_addrs, Message.cc_addrs, Message.bcc_addrs)
         found.append(or_(*(address_matches(g, f.address) for g in groups)))
     if f.subject is not None:
-        found.append(_subject_matches(Message.subject, f.subject))
+        found.append(text_contains(Message.subject, f.subject))
     if f.received_after is not None:
         found.append(Message.received_at > _naive_utc(f.received_after))
     if f.received_before is not None:
@@ -141,25 +132,9 @@ def thread_conditions(f: ThreadFilter | None) -> list[ColumnElement[bool]]:
     if f.participant is not None:
         found.append(address_matches(Thread.participants, f.participant))
     if f.subject is not None:
-        found.append(_subject_matches(Thread.subject, f.subject))
+        found.append(text_contains(Thread.subject, f.subject))
     if f.received_after is not None:
         found.append(Thread.last_message_at > _naive_utc(f.received_after))
     if f.received_before is not None:
         found.append(Thread.last_message_at < _naive_utc(f.received_before))
     return found
-
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def search_expression(query: str) -> ColumnElement[Any]:
-    """The relevance of a message to `query`: every word must occur (as a word prefix), ranked by InnoDB.
-
-    Only words reach MySQL's boolean syntax (operators in the query are dropped), so no input can change
-    the meaning of the search.
-    """
-    words = _WORD.findall(query)[:MAX_SEARCH_WORDS]
-    if not words:
-        raise BadUserInput("a search needs at least one word")
-    against = " ".join(f"+{w}*" for w in words)
-    return match(*SEARCH_COLUMNS, against=literal(against)).in_boolean_mode()

@@ -9,17 +9,12 @@ import strawberry
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.engine import Row
 
-from gateway.errors import BadUserInput
+from gateway.errors import BadUserInput, not_found
 from gateway.graphql import changes as feed
 from gateway.graphql import pages
+from gateway.graphql import search as searching
 from gateway.graphql.context import Info
-from gateway.graphql.filters import (
-    MessageFilter,
-    ThreadFilter,
-    message_conditions,
-    search_expression,
-    thread_conditions,
-)
+from gateway.graphql.filters import MessageFilter, ThreadFilter, message_conditions, thread_conditions
 from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
@@ -157,7 +152,17 @@ class Query:
         conditions = [MessageRow.account_id == pk, MessageRow.orphaned_at.is_(None), *message_conditions(filter)]
         return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
 
-    @described("Full-text search over subject, addresses and body text of the local mirror, best match first.")
+    @described(
+        "Search the account's mail (the local mirror) as a mail user types it. Words: all required, each matching"
+        " the start of a word in the subject, addresses or body text; words too common or too short for the"
+        ' full-text index (the, of, a, ...) are left out. "a phrase": its words next to each other. `OR` (in'
+        " capitals) between terms: either one; it binds tighter than the space. `-term`: not this. `( )`: a group."
+        " Operators (a value with spaces in quotes): from:, to: (To, Cc or Bcc), cc:, bcc: (`me` is the account's"
+        " own address), subject:, in: (a folder's role or name: in:inbox, in:sent, in:Archive), label:,"
+        " has:attachment, is:unread, is:read, is:starred. Best match first; with only operators or exclusions,"
+        " newest first. A search that does not parse fails with BAD_USER_INPUT, whose extensions name a `reason`"
+        " (UNKNOWN_OPERATOR, UNBALANCED_QUOTE, ...) and the `position` in the query where it lies."
+    )
     async def search(
         self,
         info: Info,
@@ -171,15 +176,20 @@ class Query:
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
-        score = search_expression(query)
-        keys = (pages.Key(score, True, "score"), pages.Key(MessageRow.id, True, "id"))
+        account = await info.context.loaders.accounts.load(pk)
+        if account is None:  # removed since the token was checked
+            raise not_found("Account")
+        found = searching.plan(query, await info.context.services.vocabulary.get(), account.address)
         conditions = [
-            score,
+            *found.conditions,
             MessageRow.account_id == pk,
             MessageRow.orphaned_at.is_(None),
             *message_conditions(filter),
         ]
-        stmt = select(*MESSAGE_COLUMNS, score.label("score"))
+        if found.score is None:
+            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
+        keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
+        stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
         return await _page(info, stmt, conditions, keys, page, Message.of)
 
     @described(
