@@ -7,6 +7,9 @@ queued ──(send_at reached)──► sending ──► sent
    └──── 4xx: back to queued after a backoff                while sending: reported, never resent blindly)
 ```
 
+A message accepted for some recipients and refused for now (4xx) for others is `sent`, and a new entry
+(`resend_later`) sends it to the refused ones after a backoff.
+
 `enqueue` writes the entry and, when the account has a Sent folder, the message itself into the mirror at once
 (its place in Sent waits for the server's UID, under the placeholder UIDVALIDITY of schema.actions), so the
 sent message joins its thread before it is even delivered. `sending` is committed before the SMTP transaction
@@ -219,6 +222,31 @@ async def sent(uow: UnitOfWork, entry: Outbox, response: str) -> None:
     uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
     if entry.reply_to_message_id is not None:
         await actions.set_flags(uow, [entry.reply_to_message_id], add=["\\Answered"], remove=[])
+
+
+async def resend_later(uow: UnitOfWork, entry: Outbox, recipients: Sequence[str], delay: float, reason: str) -> int:
+    """The server took the message for some recipients and refused others for now (4xx on RCPT): a new entry
+    sends the same message (the same Message-ID, as an MTA retries) to those only, after a backoff. It files no
+    second Sent copy and sets no flag: the first entry did both. Returns the new entry's id."""
+    later = Outbox(
+        account_id=entry.account_id,
+        state=OutboxState.QUEUED.value,
+        message=entry.message,
+        sent_copy=entry.sent_copy,
+        envelope_from=entry.envelope_from,
+        recipients=list(recipients),
+        message_id_header=entry.message_id_header,
+        send_at=utcnow(),
+        not_before=utcnow() + timedelta(seconds=delay),
+        attempts=0,
+        error=reason[:2000],
+        created_at=utcnow(),
+    )
+    uow.session.add(later)
+    await uow.session.flush()
+    uow.record(ObjectType.OUTBOX, Op.CREATE, [later.id])
+    uow.rang_actions = True
+    return later.id
 
 
 async def retry_later(uow: UnitOfWork, entry: Outbox, delay: float, reason: str) -> None:

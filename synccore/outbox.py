@@ -85,8 +85,18 @@ class OutboxSender:
         if result.refused:
             refused = "; ".join(f"{addr}: {code} {text}" for addr, (code, text) in result.refused.items())
             response = f"{response} (refused: {refused})"
+        # RFC 5321 §4.2.5: a 4xx on RCPT is for now; a 5xx for good (kept in the response above).
+        later = [addr for addr, (code, _) in result.refused.items() if 400 <= code < 500]
         async with self.store.unit(self.account_id) as uow:
             await outbox.sent(uow, entry, response)
+            if later:
+                backoff = Backoff(2.0, RETRY_CAP)
+                backoff.attempt = entry.attempts
+                delay = backoff.next()
+                resent = await outbox.resend_later(uow, entry, later, delay, f"refused for now: {refused}")
+                log.info(
+                    "account %s: send %s: %d recipients again as %s", self.account_id, entry.id, len(later), resent
+                )
         try:
             await self._file(entry)
         except ImapError as exc:

@@ -44,12 +44,15 @@ class Received:
 class Handler:
     received: list[Received] = field(default_factory=list)
     slow_seconds: float = 3.0
+    busy_refusals: int | None = None  # how many times busy@ is refused (450) before it is taken; None: always
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         local = address.partition("@")[0]
-        if local == "busy":
+        if local == "busy" and (self.busy_refusals is None or self.busy_refusals > 0):
+            if self.busy_refusals is not None:
+                self.busy_refusals -= 1
             return "450 4.2.1 Mailbox busy, try later"
         if local == "nobody":
             return "550 5.1.1 No such user here"

@@ -14,7 +14,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from inboxql.devmail import DovecotServer
 from inboxql.devsmtp import PostfixServer
@@ -239,6 +239,46 @@ async def test_a_temporary_refusal_is_retried_later(
     assert waiting.not_before is not None
     assert waiting.attempts == 1
     assert "450" in (waiting.error or "")
+
+
+async def test_recipients_refused_for_now_get_the_message_later_and_the_others_once(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    faulty_smtp: tuple[Handler, int, Certificates],
+) -> None:
+    handler = faulty_smtp[0]
+    handler.busy_refusals = 1
+    account_id, address = await _faulty_account(store, credential_box, dovecot, faulty_smtp)
+    to = (Mailbox("someone@example.test"), Mailbox("busy@example.test"), Mailbox("nobody@example.test"))
+    draft = Draft(sender=Mailbox(address), to=to, subject="Minutes")
+    async with store.unit(account_id) as uow:
+        entry = await outbox.queue_draft(uow, draft)
+    await _drain(store, credential_box, account_id)
+    first = await _entry(store, entry.id)
+    assert first.state == OutboxState.SENT.value
+    assert "450" in (first.smtp_response or "")
+    assert "550" in (first.smtp_response or "")
+    async with store.sessions() as s:
+        rows = list(await s.scalars(select(Outbox).where(Outbox.account_id == account_id, Outbox.id != entry.id)))
+    [later] = rows  # only busy@ is tried again: nobody@ was refused for good
+    assert later.recipients == ["busy@example.test"]
+    assert later.state == OutboxState.QUEUED.value
+    assert later.not_before is not None
+    assert [r.rcpt_tos for r in handler.received] == [["someone@example.test"]]
+
+    async with store.sessions() as s, s.begin():  # the backoff has passed
+        await s.execute(update(Outbox).where(Outbox.id == later.id).values(not_before=None))
+    await _drain(store, credential_box, account_id)
+    assert (await _entry(store, later.id)).state == OutboxState.SENT.value
+    assert [r.rcpt_tos for r in handler.received] == [["someone@example.test"], ["busy@example.test"]]
+    assert handler.received[0].content == handler.received[1].content  # the same message, one Message-ID
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s:
+        sent = await s.scalar(select(Folder).where(Folder.account_id == account_id, Folder.role == "sent"))
+        assert sent is not None
+        filed = await s.scalar(select(func.count()).select_from(MessagePlace).where(MessagePlace.folder_id == sent.id))
+    assert filed == 1  # one Sent copy, filed by the first entry
 
 
 async def test_a_send_interrupted_by_a_dead_process_becomes_uncertain(
