@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 
-from schema import changelog, leases
+from schema import changelog, idempotency, leases
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account, utcnow
@@ -92,7 +92,11 @@ class Supervisor:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
         before = utcnow() - timedelta(days=self.change_log_days)
         async with self.store.sessions() as s, s.begin():
-            return await changelog.expire(s, None, before)
+            expired = await changelog.expire(s, None, before)
+            keys = await idempotency.expire(s)
+        if keys:
+            log.info("%d idempotency keys expired", keys)
+        return expired
 
     async def run_once(self, only: Sequence[int] | None = None) -> int:
         """Sync the accounts until caught up; returns a process exit code."""

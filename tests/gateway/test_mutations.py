@@ -12,19 +12,20 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from gateway.ids import from_global, to_global
 from gateway.testing import Client, ServerThread, World
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
-from schema import tokens
+from schema import idempotency, tokens
 from schema.crypto import CredentialBox
-from schema.models import Action, MutationKey
+from schema.models import Action, MutationKey, utcnow
 from schema.unit import Store
 from tests.conftest import new_user
 from tests.gateway.test_subscriptions import NODE_DIR, node_ready, ws_url
@@ -366,6 +367,26 @@ async def test_a_retry_with_the_same_key_changes_nothing_and_reads_the_current_s
     assert len(fresh["updateMessages"]["actions"]) == 1
     assert await mailbox.action_count() == 2
     await mailbox.identical()
+
+
+async def test_a_key_is_kept_a_day_then_forgotten_and_deleted(mailbox: Mailbox) -> None:
+    [first, *_] = await mailbox.messages()
+    variables = {"input": {"ids": [first["id"]], "starred": True, "idempotencyKey": "day-old"}}
+    await mailbox.client.data(mutation("updateMessages"), variables)
+    async with mailbox.store.sessions() as s, s.begin():  # a day and a minute later
+        await s.execute(
+            update(MutationKey)
+            .where(MutationKey.key == "day-old")
+            .values(created_at=utcnow() - idempotency.KEEP - timedelta(minutes=1))
+        )
+    variables["input"]["starred"] = False
+    again = (await mailbox.client.data(mutation("updateMessages"), variables))["updateMessages"]
+    assert len(again["actions"]) == 1  # a new request: the old key's result is not replayed
+    assert await mailbox.action_count() == 2
+    async with mailbox.store.sessions() as s, s.begin():
+        await s.execute(update(MutationKey).values(created_at=utcnow() - idempotency.KEEP - timedelta(minutes=1)))
+        assert await idempotency.expire(s) >= 1
+        assert await s.scalar(select(func.count()).select_from(MutationKey)) == 0
 
 
 async def test_concurrent_requests_with_one_key_do_the_work_once(mailbox: Mailbox) -> None:

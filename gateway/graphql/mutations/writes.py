@@ -29,6 +29,7 @@ from strawberry.types.graphql import OperationType
 from gateway.errors import BadUserInput, Forbidden, not_found
 from gateway.graphql.context import Info
 from gateway.ids import from_global, pk_of
+from schema import idempotency
 from schema.actions import Refused
 from schema.models import Folder, Message, MutationKey, Thread, utcnow
 from schema.retry import retry_deadlocks
@@ -67,7 +68,7 @@ def check_key(key: str) -> None:
 async def _stored(info: Info, token_id: int, key: str, mutation: str) -> Result | None:
     async with info.context.services.store.sessions() as session:
         row = await session.get(MutationKey, (token_id, key))
-    if row is None:
+    if row is None or idempotency.expired(row):
         return None
     if row.mutation != mutation:
         raise BadUserInput(f"this idempotencyKey was used for {row.mutation}: use a new key for another mutation")
@@ -91,6 +92,7 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
             if key is not None:
                 # The key's row first: a concurrent request with the same key waits on it before it has changed
                 # anything, then finds the key taken. (Taken last, the two requests' changes deadlock first.)
+                await idempotency.forget(uow.session, viewer.token_id, key)
                 row = MutationKey(token_id=viewer.token_id, key=key, mutation=mutation, result={}, created_at=utcnow())
                 uow.session.add(row)
                 await uow.session.flush()
