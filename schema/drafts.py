@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
 
-from mime.compose import Draft, Mailbox, compose
-from mime.parse import ParsedMessage, parse_message
+from mime.compose import Attachment, Draft, Mailbox, compose
+from mime.parse import ParsedMessage, extract_part, parse_message
 from schema import actions, blobs, messages
 from schema.actions import Refused
 from schema.models import Action, Folder, Message, MessagePlace
+from schema.models import Attachment as AttachmentRow
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -147,11 +148,14 @@ async def is_draft(session: AsyncSession, account_id: int, message_id: int) -> b
     )
 
 
-async def stored(session: AsyncSession, account_id: int, message_id: int) -> Draft | None:
+async def stored(
+    session: AsyncSession, account_id: int, message_id: int, without: frozenset[int] = frozenset()
+) -> Draft | None:
     """The draft as the mirror holds it, ready to be changed and composed again (None: no such message).
 
-    Raises Refused for a draft this module cannot write back whole (attachments: composing from the mirror's
-    fields would drop them).
+    Its attachments come back whole (decoded from the stored bytes, by the part each attachment row names), but
+    those whose attachment ids are in `without`; an attachment whose part cannot be read back is refused rather
+    than dropped.
     """
     row = await session.scalar(select(Message).where(Message.id == message_id, Message.account_id == account_id))
     if row is None:
@@ -159,15 +163,25 @@ async def stored(session: AsyncSession, account_id: int, message_id: int) -> Dra
     raw = await blobs.get(session, row.blob_sha256)
     text: str | None = row.text_body
     html: str | None = None
+    attached: list[Attachment] = []
     if raw is not None:
         parsed = message_from_bytes(raw, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
-        if any(True for _ in parsed.iter_attachments()):
-            raise Refused("drafts with attachments cannot be edited or sent from here yet")
         text = _content(parsed, "plain")
         html = _content(parsed, "html")
+        for part in await session.scalars(
+            select(AttachmentRow).where(AttachmentRow.message_id == message_id).order_by(AttachmentRow.id)
+        ):
+            if part.id in without:
+                continue
+            found = extract_part(raw, part.part_id)
+            if found is None:
+                raise Refused(f"the draft's attachment {part.filename or part.part_id} cannot be read back")
+            data, content_type, filename = found
+            name = part.filename or filename or f"attachment-{len(attached) + 1}"
+            attached.append(Attachment(name, content_type, data, part.inline, part.content_id))
     elif row.has_attachments:
-        raise Refused("drafts with attachments cannot be edited or sent from here yet")
+        raise Refused("the draft's stored bytes are missing: its attachments cannot be read back")
 
     def boxes(values: list[dict[str, str]]) -> tuple[Mailbox, ...]:
         return tuple(Mailbox(v["address"], v.get("name") or "") for v in values)
@@ -185,6 +199,7 @@ async def stored(session: AsyncSession, account_id: int, message_id: int) -> Dra
         in_reply_to=row.in_reply_to,
         references=tuple(row.references.split()),
         message_id=row.message_id_header,
+        attachments=tuple(attached),
     )
 
 

@@ -253,3 +253,78 @@ async def test_send_draft_delivers_through_postfix_and_leaves_drafts(
     await sender.sync()
     assert not [m for m in await sender.messages() if m["draft"]]
     await assert_identical(sender.store, sender.box, sender.id)
+
+
+def _attachments(message: EmailMessage) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for part in message.iter_attachments():
+        assert isinstance(part, EmailMessage)
+        data = part.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        found[part.get_filename() or ""] = data
+    return found
+
+
+async def test_attachments_of_a_draft_survive_edits_and_reach_the_recipient(
+    gw_store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    http: httpx.AsyncClient,
+    postfix: PostfixServer,
+) -> None:
+    sender = await make_writer(gw_store, credential_box, dovecot, http, postfix.port)
+    recipient = await make_mailbox(gw_store, credential_box, dovecot, http, count=1)
+    # A draft another mail client saved, with an attachment: edited here, it keeps it.
+    theirs = EmailMessage()
+    theirs["From"] = dovecot.address(sender.user)
+    theirs["To"] = dovecot.address(recipient.imap.user)
+    theirs["Subject"] = "Plans"
+    theirs["Message-ID"] = "<plans-draft@example.test>"
+    theirs.set_content("see the plan")
+    plan = bytes(range(256)) * 40
+    theirs.add_attachment(plan, maintype="application", subtype="octet-stream", filename="plan.bin")
+    dovecot.append(sender.user, sender.password, "Drafts", [(theirs.as_bytes(), ("\\Draft", "\\Seen"))])
+    await sender.sync()
+    [draft] = [m for m in await sender.messages() if m["draft"]]
+    attachments = "query($id: ID!) { node(id: $id) { ... on Message { subject attachments { id filename } } } }"
+    [old] = (await sender.client.data(attachments, {"id": draft["id"]}))["node"]["attachments"]
+    assert old["filename"] == "plan.bin"
+
+    await sender.client.data(UPDATE, {"input": {"id": draft["id"], "subject": "Plans, v2"}})
+    await sender.sync()
+    [(_, saved)] = sender.drafts()
+    assert saved["Subject"] == "Plans, v2"
+    assert _attachments(saved) == {"plan.bin": plan}  # before, the edit was refused
+
+    # One attachment out, an upload in; then sent: the recipient gets the new set, once.
+    notes = "notes \N{EM DASH} v2\n".encode() * 100
+    uploaded = await http.post(
+        f"/uploads?accountId={sender.gid}&filename=notes.txt",
+        content=notes,
+        headers={**sender.client.headers(), "content-type": "text/plain"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    [now] = (await sender.client.data(attachments, {"id": draft["id"]}))["node"]["attachments"]
+    foreign = await sender.client.run(UPDATE, {"input": {"id": draft["id"], "removeAttachments": [old["id"]]}})
+    assert codes(foreign) == ["BAD_USER_INPUT"]  # an attachment id of the version before: read again
+    edited = {"id": draft["id"], "removeAttachments": [now["id"]], "addAttachments": [uploaded.json()["id"]]}
+    await sender.client.data(UPDATE, {"input": edited})
+    await sender.sync()
+    [(_, saved)] = sender.drafts()
+    assert set(_attachments(saved)) == {"notes.txt"}
+    await sender.client.data(SEND, {"input": {"id": draft["id"]}})
+    await sender.sync()
+    got: list[EmailMessage] = []
+    for _ in range(50):
+        got = [
+            m
+            for _, m in server_folder(dovecot, recipient.imap.user, recipient.imap.password, "INBOX")
+            if m["Subject"] == "Plans, v2"
+        ]
+        if got:
+            break
+        await asyncio.sleep(0.1)
+    [delivered] = got
+    assert _attachments(delivered) == {"notes.txt": notes}
+    assert sender.drafts() == []
+    await assert_identical(sender.store, sender.box, sender.id)

@@ -27,7 +27,15 @@ from sqlalchemy.engine import Row
 
 from gateway.errors import BadUserInput
 from gateway.graphql.context import Info
-from gateway.graphql.mutations.composing import MAX_SUBJECT, AddressInput, check_address, check_text, message_in
+from gateway.graphql.mutations.composing import (
+    MAX_SUBJECT,
+    AddressInput,
+    attachments_of,
+    check_address,
+    check_text,
+    message_in,
+    uploads_of,
+)
 from gateway.graphql.mutations.writes import Result, Work, folder_with_role, messages_of, write
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.fields import described, existing
@@ -37,6 +45,7 @@ from mime.compose import ComposeError, Draft, Mailbox, reply_headers, reply_subj
 from schema import actions, drafts, outbox
 from schema.actions import Refused
 from schema.models import Account, MessagePlace, Outbox
+from schema.models import Attachment as AttachmentRow
 from schema.models import Message as MessageRow
 from schema.unit import UnitOfWork
 
@@ -57,6 +66,9 @@ class CreateDraftInput:
     reply_to: strawberry.ID | None = strawberry.field(
         default=None, description="A message this answers: In-Reply-To and References name it; threaded with it."
     )
+    attachments: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Ids of uploads (POST /uploads) of the same account, attached in this order."
+    )
     idempotency_key: str | None = strawberry.field(default=None, description=KEY)
 
 
@@ -70,6 +82,12 @@ class UpdateDraftInput:
     text: str | None = None
     html: str | None = None
     reply_to: strawberry.ID | None = None
+    add_attachments: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Ids of uploads (POST /uploads) of the same account, attached after the others."
+    )
+    remove_attachments: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Ids of the draft's own attachments (Message.attachments) to leave out."
+    )
     idempotency_key: str | None = strawberry.field(default=None, description=KEY)
 
 
@@ -203,8 +221,9 @@ def _composing(work: Callable[[UnitOfWork], Awaitable[Result]]) -> Work:
     return run
 
 
-async def _draft_of(uow: UnitOfWork, message_id: int, verb: str) -> Draft:
-    """The draft as stored, locked against a concurrent edit; BAD_USER_INPUT for a message that is not one."""
+async def _draft_of(uow: UnitOfWork, message_id: int, verb: str, without: frozenset[int] = frozenset()) -> Draft:
+    """The draft as stored (but the attachments named in `without`), locked against a concurrent edit;
+    BAD_USER_INPUT for a message that is not one, or an attachment id that is not one of the draft's."""
     s = uow.session
     await s.scalar(select(MessageRow.id).where(MessageRow.id == message_id).with_for_update())
     placed = await s.scalar(select(MessagePlace.id).where(MessagePlace.message_id == message_id).limit(1))
@@ -212,7 +231,11 @@ async def _draft_of(uow: UnitOfWork, message_id: int, verb: str) -> Draft:
         raise Refused("the draft is being deleted")
     if not await drafts.is_draft(s, uow.account_id, message_id):
         raise Refused(f"the message is not a draft (\\Draft): only drafts can be {verb}")
-    found = await drafts.stored(s, uow.account_id, message_id)
+    if without:
+        own = set(await s.scalars(select(AttachmentRow.id).where(AttachmentRow.message_id == message_id)))
+        if not without <= own:
+            raise Refused("removeAttachments: not an attachment of this draft (read the draft's attachments again)")
+    found = await drafts.stored(s, uow.account_id, message_id, without)
     if found is None:
         raise Refused("the draft is gone")
     return found
@@ -237,9 +260,11 @@ class DraftMutations:
             draft = replace(Draft(sender=Mailbox(account.address)), **changes)
             if parent is not None:
                 draft = _reply(parent, draft, "subject" in changes)
+            upload_ids = await uploads_of(info, input.attachments or (), account_id)
 
             async def work(uow: UnitOfWork) -> Result:
-                saved = await drafts.create(uow, folder, draft)
+                attached = await attachments_of(uow, upload_ids)
+                saved = await drafts.create(uow, folder, replace(draft, attachments=tuple(attached)))
                 return {"action": saved.action_id, "draft": saved.message_id}
 
             return account_id, _composing(work)
@@ -258,11 +283,15 @@ class DraftMutations:
             parent = await _parent(info, input.reply_to, account_id)
             account = await _account(info, account_id)
 
+            added = await uploads_of(info, input.add_attachments or (), account_id, "addAttachments")
+            removed = frozenset(pk_of(gid, "Attachment") for gid in input.remove_attachments or ())
+
             async def work(uow: UnitOfWork) -> Result:
-                current = await _draft_of(uow, message_id, "edited")
+                current = await _draft_of(uow, message_id, "edited", removed)
                 if not current.sender.address:
                     current = replace(current, sender=Mailbox(account.address))
-                draft = replace(current, **changes)
+                attached = (*current.attachments, *await attachments_of(uow, added))
+                draft = replace(current, **changes, attachments=attached)
                 if parent is not None:
                     draft = _reply(parent, draft, True)
                 return {"action": await drafts.update_draft(uow, message_id, draft), "draft": message_id}

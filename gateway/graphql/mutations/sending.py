@@ -35,20 +35,27 @@ from sqlalchemy.engine import Row
 
 from gateway.errors import BadUserInput, not_found
 from gateway.graphql.context import Info
-from gateway.graphql.mutations.composing import MAX_SUBJECT, AddressInput, check_address, check_text, message_in
+from gateway.graphql.mutations.composing import (
+    MAX_SUBJECT,
+    AddressInput,
+    attachments_of,
+    check_address,
+    check_text,
+    message_in,
+    uploads_of,
+)
 from gateway.graphql.mutations.writes import Result, Work, write
 from gateway.graphql.types.fields import described
 from gateway.graphql.types.outbox import CancelSendPayload, SendMessagePayload
-from gateway.ids import pk_of, upload_pk
+from gateway.ids import pk_of
 from mime.compose import Attachment, ComposeError, Draft, Mailbox, reply_headers, reply_subject
 from schema import blobs, outbox, uploads
-from schema.models import Account, Outbox, Upload
+from schema.models import Account, Outbox
 from schema.outbox import OutboxState
 from schema.unit import UnitOfWork
 
 # RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients; more may be refused.
 MAX_RECIPIENTS = 100
-MAX_ATTACHMENTS = 50
 # A send time further ahead than this is more likely a mistake (a year typed wrong) than a plan.
 MAX_SEND_AHEAD = timedelta(days=366)
 NO_SMTP = "this account has no SMTP settings to send with: add them with `inboxql account add ... --smtp-url`"
@@ -111,25 +118,6 @@ def _mailboxes(items: Sequence[AddressInput] | None) -> tuple[Mailbox, ...]:
     return tuple(Mailbox(item.address.strip(), item.name or "") for item in items or ())
 
 
-async def _uploads(info: Info, gids: Sequence[str], account_id: int) -> list[int]:
-    if len(gids) > MAX_ATTACHMENTS:
-        raise BadUserInput(f"attachments: at most {MAX_ATTACHMENTS}")
-    pks = [upload_pk(gid) for gid in gids]
-    if not pks:
-        return []
-    rows = await info.context.db.rows(
-        select(Upload.id, Upload.size).where(Upload.id.in_(pks), Upload.account_id == account_id)
-    )
-    sizes = {r.id: int(r.size) for r in rows}
-    if any(pk not in sizes for pk in pks):
-        # Another account's upload (of this token's or not) reads like a missing one.
-        raise not_found("Upload")
-    limit = info.context.services.config.max_upload_bytes
-    if sum(sizes[pk] for pk in pks) > limit:
-        raise BadUserInput(f"attachments: at most {limit} bytes together", field="attachments")
-    return pks
-
-
 def _check_input(input: SendMessageInput, body_limit: int) -> None:
     """Sizes and encodability; what makes a header unsafe is mime.compose's to refuse."""
     for field, value, limit in (
@@ -161,7 +149,7 @@ async def _plan(info: Info, input: SendMessageInput) -> _Plan:
     account_id = info.context.account_pk(input.account_id)
     parent = None if input.reply_to is None else await message_in(info, input.reply_to, account_id, "replyTo")
     forwarded = None if input.forward is None else await message_in(info, input.forward, account_id, "forward")
-    upload_ids = await _uploads(info, input.attachments or (), account_id)
+    upload_ids = await uploads_of(info, input.attachments or (), account_id)
     account = (await info.context.db.rows(select(Account.address, Account.smtp_host).where(Account.id == account_id)))[
         0
     ]
@@ -200,10 +188,7 @@ def _input_field(field: str, uploaded: int) -> str:
 
 
 async def _compose_and_queue(uow: UnitOfWork, input: SendMessageInput, plan: _Plan) -> Result:
-    files = await uploads.read(uow.session, plan.account_id, plan.upload_ids)
-    if len(files) != len(set(plan.upload_ids)):
-        raise not_found("Upload")  # pruned since the plan
-    attached = [Attachment(files[pk].filename, files[pk].content_type, files[pk].data) for pk in plan.upload_ids]
+    attached = await attachments_of(uow, plan.upload_ids)
     if plan.forwarded is not None:
         raw = await blobs.get(uow.session, plan.forwarded.blob_sha256)
         if raw is None:
