@@ -3,7 +3,7 @@
 Why here and not in synccore: a delivery only reads the change log and writes the hook's own rows, which is
 what the gateway already does (it depends on schema, never on synccore); the sync core's processes are sized
 for IMAP connections and hold account leases, while any number of gateways may run, each delivering the hooks
-it can lock (schema.webhooks.hold: one attempt per hook at a time across processes). No new process to deploy.
+it can claim (schema.webhooks.claim: one attempt per hook at a time across processes). No new process to deploy.
 
 When to try: the account's doorbell (the process's one subscription, gateway.fanout) wakes the deliverer for
 that account's due hooks within milliseconds; a slower poll of the database covers lost doorbells, and the
