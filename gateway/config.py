@@ -42,6 +42,7 @@ class GatewayConfig:
     webhooks: bool = True
     webhook_allow_private: bool = False
     webhook_allow_loopback: bool = False
+    # One attempt's total deadline: resolving, connecting, sending, and the receiver's status line and headers.
     webhook_timeout_seconds: float = 10.0
     # Delivery wakes on the account's doorbell; the database is polled for due hooks every
     # `webhook_safety_seconds` while the doorbell subscription is up (a ring can be lost), every
@@ -50,8 +51,13 @@ class GatewayConfig:
     webhook_poll_seconds: float = 1.0
     webhook_safety_seconds: float = 10.0
     webhook_discover_seconds: float = 1.0
-    # Hooks delivered at once by one process (each attempt holds a database connection).
+    # Hooks delivered at once by one process: this many in good standing, and apart from them this many whose
+    # last attempt failed or took over a quarter of the deadline (slow receivers cannot take the others' slots).
     webhook_concurrency: int = 4
+    webhook_slow_concurrency: int = 4
+    # The delivery log keeps each hook's newest attempts, this many, none older than this (30 days).
+    webhook_log_keep: int = 1000
+    webhook_log_max_age_seconds: float = 30 * 24 * 3600.0
     webhook_backoff_base_seconds: float = 1.0
     webhook_backoff_cap_seconds: float = 3600.0
     # A hook failing continuously for this long is disabled (3 days).
@@ -91,6 +97,13 @@ class GatewayConfig:
             webhook_allow_loopback=_flag(env.get("INBOXQL_WEBHOOK_ALLOW_LOOPBACK", "0")),
             webhook_disable_after_seconds=float(
                 env.get("INBOXQL_WEBHOOK_DISABLE_AFTER_SECONDS", base.webhook_disable_after_seconds)
+            ),
+            webhook_timeout_seconds=float(env.get("INBOXQL_WEBHOOK_TIMEOUT_SECONDS", base.webhook_timeout_seconds)),
+            webhook_concurrency=int(env.get("INBOXQL_WEBHOOK_CONCURRENCY", base.webhook_concurrency)),
+            webhook_slow_concurrency=int(env.get("INBOXQL_WEBHOOK_SLOW_CONCURRENCY", base.webhook_slow_concurrency)),
+            webhook_log_keep=max(1, int(env.get("INBOXQL_WEBHOOK_LOG_KEEP", base.webhook_log_keep))),
+            webhook_log_max_age_seconds=float(
+                env.get("INBOXQL_WEBHOOK_LOG_MAX_AGE_SECONDS", base.webhook_log_max_age_seconds)
             ),
             undo_send_seconds=float(env.get("INBOXQL_GATEWAY_UNDO_SEND_SECONDS", base.undo_send_seconds)),
             max_upload_bytes=int(env.get("INBOXQL_GATEWAY_MAX_UPLOAD_BYTES", base.max_upload_bytes)),

@@ -3,7 +3,7 @@
 Why here and not in synccore: a delivery only reads the change log and writes the hook's own rows, which is
 what the gateway already does (it depends on schema, never on synccore); the sync core's processes are sized
 for IMAP connections and hold account leases, while any number of gateways may run, each delivering the hooks
-it can lock (schema.webhooks.hold: one attempt per hook at a time across processes). No new process to deploy.
+it can claim (schema.webhooks.claim: one attempt per hook at a time across processes). No new process to deploy.
 
 When to try: the account's doorbell (the process's one subscription, gateway.fanout) wakes the deliverer for
 that account's due hooks within milliseconds; a slower poll of the database covers lost doorbells, and the
@@ -12,6 +12,16 @@ usual one while the doorbell is down (see `Deliverer`).
 Per hook, events go out one per POST in seq order, and event N+1 is never sent before N succeeded (2xx).
 A failure is retried after an exponential backoff with full jitter, kept in the database so it survives a
 restart; a hook failing for longer than `webhook_disable_after` is disabled and says why.
+
+A receiver decides how fast it answers, so no receiver may hold more than its own attempt:
+- an attempt has one total deadline (`webhook_timeout_seconds`: resolving, connecting, sending, and the status
+  line and headers), not only per-read timeouts, which a receiver trickling a byte a second never trips;
+- the POST is made between two short transactions (schema.webhooks: claim, commit, post, settle), never inside
+  one: no row lock and no pooled connection is held while a receiver takes its time;
+- hooks whose last attempt failed or was slow get slots of their own (`webhook_slow_concurrency`), so however
+  many of them there are, the hooks in good standing keep theirs (`webhook_concurrency`).
+Each attempt is logged; the log keeps each hook's newest `webhook_log_keep` attempts, none older than
+`webhook_log_max_age_seconds` (pruned as each attempt is logged).
 
 SSRF: the host is resolved before every attempt (DNS may change after creation) and every address must be
 allowed (see `refusal`); redirects are not followed.
@@ -27,8 +37,10 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -43,7 +55,6 @@ from schema import webhooks
 from schema.changelog import Change
 from schema.crypto import CredentialBox, CredentialError
 from schema.db import session_factory
-from schema.models import Webhook
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +116,8 @@ async def check_url(url: str, config: GatewayConfig) -> list[IPAddress]:
     for ip in addresses:
         why = refusal(ip, allow_private=config.webhook_allow_private, allow_loopback=config.webhook_allow_loopback)
         if why is not None:
-            raise RefusedURL(f"the webhook URL resolves to {why} ({ip})")
+            # Not the address itself: what a private name resolves to is the network's business, not the hook's.
+            raise RefusedURL(f"the webhook URL resolves to {why}")
     return addresses
 
 
@@ -147,18 +159,52 @@ def backoff(failures: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(failures, 32)))
 
 
-def payload(hook: Webhook, change: Change) -> bytes:
+def payload(hook_id: int, account_id: int, change: Change) -> bytes:
     event = {
-        "id": f"{hook.account_id}:{change.seq}",
+        "id": f"{account_id}:{change.seq}",
         "seq": change.seq,
-        "accountId": hook.account_id,
+        "accountId": account_id,
         "type": change.object_type.value,
         "objectId": change.object_id,
         "op": change.op.value,
         "data": change.data,
         "createdAt": change.created_at.isoformat() + "Z",
     }
-    return json.dumps({"webhookId": hook.id, "event": event}, separators=(",", ":"), default=str).encode()
+    return json.dumps({"webhookId": hook_id, "event": event}, separators=(",", ":"), default=str).encode()
+
+
+def failure(exc: httpx.HTTPError) -> str:
+    """What went wrong, in words that quote no address: the OS's messages do ("Connect call failed ('10.0.0.5',
+    80)"), and what a name resolves to inside a private network is not the hook owner's business."""
+    reason = ""
+    cause: BaseException | None = exc
+    while cause is not None and not reason:
+        if isinstance(cause, ssl.SSLError):
+            reason = f"TLS: {cause.reason or 'handshake failed'}"
+        elif isinstance(cause, OSError) and isinstance(cause.errno, int) and cause.errno > 0:
+            reason = os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    for kind, words in FAILURES:
+        if isinstance(exc, kind):
+            return f"{words} ({reason})" if reason else words
+    return f"{type(exc).__name__} ({reason})" if reason else type(exc).__name__
+
+
+FAILURES: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.ConnectTimeout, "timed out connecting"),
+    (httpx.ConnectError, "could not connect"),
+    (httpx.WriteTimeout, "timed out sending"),
+    (httpx.ReadTimeout, "timed out waiting for the response"),
+    (httpx.TimeoutException, "timed out"),
+    (httpx.WriteError, "the connection failed while sending"),
+    (httpx.ReadError, "the connection failed while reading the response"),
+    (httpx.RemoteProtocolError, "the receiver broke the HTTP protocol (or closed the connection)"),
+    (httpx.UnsupportedProtocol, "unsupported protocol"),
+)
+# An attempt slower than this share of the deadline moves its hook to the slow lane (as a failure does).
+SLOW_SHARE = 0.25
+# A claim lapses this long after the attempt's deadline (its process is presumed dead; another may send again).
+CLAIM_MARGIN_SECONDS = 10.0
 
 
 class Doorbells(Protocol):
@@ -188,10 +234,12 @@ class Deliverer:
     - a ring of an account with no hook known here re-reads the hooks, at most every `webhook_discover_seconds`
       (a hook created or re-enabled since the last read);
     - a hook in backoff becomes ready when its backoff ends, not before: doorbells do not shorten it;
-    - ready hooks are drained, `webhook_concurrency` at a time; a hook rung while it drains drains once more
-      (its last read may predate the commit that rang).
-    What this process knows of the hooks (`hooks`, `waiting`) only chooses what to try: a stale entry costs one
-    short transaction, and `attempt` checks the hook under its lock.
+    - ready hooks are drained in two lanes: `webhook_concurrency` at a time of those in good standing, and
+      `webhook_slow_concurrency` at a time of those whose last attempt failed or took over `SLOW_SHARE` of the
+      deadline (`slow`); a hook that turns slow while it drains leaves for its lane. A hook rung while it drains
+      drains once more (its last read may predate the commit that rang).
+    What this process knows of the hooks (`hooks`, `waiting`, `slow`) only chooses what to try: a stale entry
+    costs one short transaction, and `attempt` checks the hook under its lock.
     """
 
     def __init__(
@@ -202,6 +250,8 @@ class Deliverer:
         self.config = config
         self.doorbells = doorbells
         self.busy: dict[int, asyncio.Task[None]] = {}
+        self.lanes: dict[int, bool] = {}  # busy hook -> whether it drains in the slow lane
+        self.slow: set[int] = set()  # hooks whose last attempt failed or was slow
         self.stopping = asyncio.Event()
         self.http = httpx.AsyncClient(timeout=config.webhook_timeout_seconds, follow_redirects=False)
         self.hooks: dict[int, set[int]] = {}  # account -> its active hooks, as last read
@@ -281,25 +331,40 @@ class Deliverer:
             rows = (await session.execute(webhooks.active())).all()
         self.hooks = {}
         self.waiting = {}
+        slow = set()
         behind: set[int] = set()
-        for hook_id, account_id, next_attempt_at, late in rows:
+        for hook_id, account_id, next_attempt_at, late, failing in rows:
             self.hooks.setdefault(account_id, set()).add(hook_id)
             if next_attempt_at is not None:
                 self.waiting[hook_id] = next_attempt_at
             if late:
                 behind.add(hook_id)
+            if failing or hook_id in self.slow:  # slowness is known only here, from this process's attempts
+                slow.add(hook_id)
+        self.slow = slow
         return behind
 
     def start(self, now: datetime) -> None:
-        """Drain the ready hooks that are due, lowest id first, while slots are free."""
+        """Drain the ready hooks that are due, lowest id first, while their lane has a free slot."""
+        used = {False: 0, True: 0}
+        for slow in self.lanes.values():
+            used[slow] += 1
+        limits = {False: self.config.webhook_concurrency, True: self.config.webhook_slow_concurrency}
         for hook_id in sorted(self.ready):
-            if len(self.busy) >= self.config.webhook_concurrency:
-                return  # each attempt holds a pooled connection: the rest start as drains end
-            self.ready.discard(hook_id)
             if hook_id in self.busy:
+                self.ready.discard(hook_id)
                 self.again.add(hook_id)
-            elif self.due(hook_id, now):
-                self.busy[hook_id] = asyncio.create_task(self.drain(hook_id), name=f"webhook-{hook_id}")
+                continue
+            if not self.due(hook_id, now):
+                self.ready.discard(hook_id)
+                continue
+            slow = hook_id in self.slow
+            if used[slow] >= limits[slow]:
+                continue  # stays ready: it starts when a drain of its lane ends
+            used[slow] += 1
+            self.ready.discard(hook_id)
+            self.lanes[hook_id] = slow
+            self.busy[hook_id] = asyncio.create_task(self.drain(hook_id, slow), name=f"webhook-{hook_id}")
 
     def due(self, hook_id: int, now: datetime) -> bool:
         until = self.waiting.get(hook_id)
@@ -324,68 +389,88 @@ class Deliverer:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def drain(self, hook_id: int) -> None:
-        """Send this hook's events until it is caught up, fails, or another process holds it."""
+    async def drain(self, hook_id: int, slow: bool) -> None:
+        """Send this hook's events until it is caught up, fails, turns slow, or another process holds it."""
         try:
             while True:
                 self.again.discard(hook_id)
-                while not self.stopping.is_set() and await self.attempt(hook_id):
+                while not self.stopping.is_set() and await self.attempt(hook_id) and not self.moved(hook_id, slow):
                     pass
+                if self.moved(hook_id, slow):
+                    self.ready.add(hook_id)  # it goes on in the slow lane (when due, and a slot there is free)
+                    break
                 if self.stopping.is_set() or hook_id not in self.again or not self.due(hook_id, webhooks.now()):
                     break
         except Exception:
             log.exception("webhook %s: delivery failed unexpectedly", hook_id)
         finally:
             self.busy.pop(hook_id, None)
+            self.lanes.pop(hook_id, None)
             self.again.discard(hook_id)
             self.wakeup.set()  # a slot is free for the hooks still ready
 
+    def moved(self, hook_id: int, slow: bool) -> bool:
+        """Whether a hook draining in the lane of hooks in good standing has turned slow (failed, or was slow)."""
+        return not slow and hook_id in self.slow
+
     async def attempt(self, hook_id: int) -> bool:
-        """One attempt in one transaction; True when it succeeded and more may follow."""
+        """One attempt: claim (a short transaction), POST (none), settle (another short one); True when it
+        succeeded and more may follow."""
         self.attempts += 1
+        deadline = self.config.webhook_timeout_seconds
         async with self.sessions() as session, session.begin():
-            hook = await webhooks.hold(session, hook_id)
+            now = webhooks.now()
+            hook, claimed = await webhooks.claim(
+                session, hook_id, now, timedelta(seconds=deadline + CLAIM_MARGIN_SECONDS)
+            )
             if hook is None:
                 return False
-            now = webhooks.now()
-            if hook.next_attempt_at is not None and hook.next_attempt_at > now:
-                self.waiting[hook_id] = hook.next_attempt_at  # another process failed it: wait as it does
+            state, until = hook.state, webhooks.busy_until(hook, now)
+        if claimed is None:  # nothing to send, or it waits (its backoff, another process's claim), or disabled
+            self.remember(hook.account_id, hook_id, state, until)
+            return False
+        # Committed: the hook's row is free, and no connection is held, while the receiver takes its time.
+        status, error, elapsed = await self.post(claimed)
+        ok = error is None and status is not None and 200 <= status < 300
+        if not ok and error is None:
+            error = f"HTTP {status}"
+        if ok and elapsed <= deadline * SLOW_SHARE * 1000:
+            self.slow.discard(hook_id)
+        else:
+            self.slow.add(hook_id)
+        config = self.config
+        async with self.sessions() as session, session.begin():
+            hook = await webhooks.settle(
+                session,
+                claimed,
+                status_code=status,
+                error=error,
+                duration_ms=elapsed,
+                ok=ok,
+                now=webhooks.now(),
+                retry_in=timedelta(
+                    seconds=backoff(
+                        hook.failures, config.webhook_backoff_base_seconds, config.webhook_backoff_cap_seconds
+                    )
+                ),
+                disable_after=timedelta(seconds=config.webhook_disable_after_seconds),
+                keep=config.webhook_log_keep,
+                keep_for=timedelta(seconds=config.webhook_log_max_age_seconds),
+            )
+            if hook is None:  # deleted meanwhile, or its claim lapsed and another attempt owns it
                 return False
-            change = await webhooks.next_event(session, hook)
-            if change is None:
-                ok = False
-            else:
-                status, error, elapsed = await self.post(hook, change)
-                ok = error is None and status is not None and 200 <= status < 300
-                if not ok and error is None:
-                    error = f"HTTP {status}"
-                webhooks.record(
-                    session,
-                    hook,
-                    change,
-                    status_code=status,
-                    error=error,
-                    duration_ms=elapsed,
-                    ok=ok,
-                    now=webhooks.now(),
-                    retry_in=timedelta(
-                        seconds=backoff(
-                            hook.failures,
-                            self.config.webhook_backoff_base_seconds,
-                            self.config.webhook_backoff_cap_seconds,
-                        )
-                    ),
-                    disable_after=timedelta(seconds=self.config.webhook_disable_after_seconds),
-                )
-            account_id, state, until = hook.account_id, hook.state, hook.next_attempt_at
+            state, until = hook.state, hook.next_attempt_at
         # Committed: remember what it decided (a failed commit leaves the entries to the next read).
+        self.remember(claimed.account_id, hook_id, state, until)
+        return ok
+
+    def remember(self, account_id: int, hook_id: int, state: str, until: datetime | None) -> None:
         if state != webhooks.ACTIVE:
             self.forget(account_id, hook_id)
         elif until is None:
             self.waiting.pop(hook_id, None)
         else:
             self.waiting[hook_id] = until
-        return ok
 
     def forget(self, account_id: int, hook_id: int) -> None:
         hooks = self.hooks.get(account_id)
@@ -395,44 +480,56 @@ class Deliverer:
                 del self.hooks[account_id]
         self.waiting.pop(hook_id, None)
 
-    async def post(self, hook: Webhook, change: Change) -> tuple[int | None, str | None, int]:
+    async def post(self, claimed: webhooks.Claim) -> tuple[int | None, str | None, int]:
+        """POST the claimed event within the attempt's deadline: (status, error, milliseconds taken)."""
         started = time.monotonic()
+        deadline = self.config.webhook_timeout_seconds
 
         def elapsed() -> int:
             return int((time.monotonic() - started) * 1000)
 
         try:
-            addresses = await check_url(hook.url, self.config)
-        except RefusedURL as exc:
-            return None, f"refused: {exc}", elapsed()
+            async with asyncio.timeout(deadline):
+                status, error = await self.send(claimed)
+        except TimeoutError:
+            return None, f"no response within {deadline:g}s", elapsed()
+        return status, error, elapsed()
+
+    async def send(self, claimed: webhooks.Claim) -> tuple[int | None, str | None]:
         try:
-            secret = self.box.open(hook.secret)
+            addresses = await check_url(claimed.url, self.config)
+        except RefusedURL as exc:
+            return None, f"refused: {exc}"
+        try:
+            secret = self.box.open(claimed.secret)
         except CredentialError as exc:
-            return None, str(exc), elapsed()
-        target, host, extensions = pinned(hook.url, addresses[0])
-        body = payload(hook, change)
+            return None, str(exc)
+        target, host, extensions = pinned(claimed.url, addresses[0])
+        change = claimed.change
+        body = payload(claimed.hook_id, claimed.account_id, change)
         headers = {
             **host,
             "content-type": "application/json",
             "user-agent": "inboxql-webhooks/1",
             SIGNATURE_HEADER: sign(secret, int(time.time()), body),
-            EVENT_HEADER: f"{hook.account_id}:{change.seq}",
+            EVENT_HEADER: f"{claimed.account_id}:{change.seq}",
         }
         try:
             # Streamed and never read: only the status matters, and a receiver's body could be any size.
             request = self.http.stream("POST", target, content=body, headers=headers, extensions=extensions)
             async with request as response:
-                return response.status_code, None, elapsed()
+                return response.status_code, None
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:1000], elapsed()
+            return None, failure(exc)
 
 
 @contextlib.asynccontextmanager
 async def running(deliverer: Deliverer | None) -> AsyncIterator[None]:
     """Run the deliverer for the life of the block (None: nothing to run).
 
-    On the way out the attempts in flight may finish (up to the HTTP timeout), so a graceful restart sends
-    nothing twice; only a cancelled attempt is rolled back and sent again (the receiver dedups by event id).
+    On the way out the attempts in flight may finish (each within its deadline), so a graceful restart sends
+    nothing twice; a cancelled attempt leaves its claim to lapse, and its event is sent again then (the receiver
+    dedups by event id).
     """
     if deliverer is None:
         yield
@@ -443,7 +540,7 @@ async def running(deliverer: Deliverer | None) -> AsyncIterator[None]:
     finally:
         deliverer.stopping.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), deliverer.config.webhook_timeout_seconds + 1)
+            await asyncio.wait_for(asyncio.shield(task), deliverer.config.webhook_timeout_seconds + 5)
         except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

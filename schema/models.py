@@ -331,6 +331,10 @@ class Webhook(Base):
     # Consecutive failed attempts of the event at the cursor, and when to try it again (backoff survives restarts).
     failures: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The attempt in flight (schema.webhooks.claim): its token, and when the claim lapses should its process die
+    # before recording the outcome (another process then sends the same event again: at-least-once).
+    claim: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 

@@ -2,8 +2,18 @@
 
 A hook keeps a cursor: the newest change-log seq it has been given. Delivery reads the log after the cursor,
 and the cursor advances in the same transaction that records the successful attempt in the delivery log, so a
-restarted process resumes exactly where the last one stopped. A hook is held (``SELECT ... FOR UPDATE SKIP
-LOCKED``) for the length of one attempt, so two gateway processes never send the same event at once.
+restarted process resumes exactly where the last one stopped.
+
+An attempt takes two short transactions and no lock in between (a receiver may take its time; a row lock held
+meanwhile would stall every writer of the hook, and a pooled connection held meanwhile every other delivery):
+1. `claim`: lock the hook (``FOR UPDATE SKIP LOCKED``), pick the next event it wants, and write a claim (a token,
+   and when it lapses); commit. While the claim holds, no other process attempts the hook.
+2. the POST, outside any transaction.
+3. `settle`: lock the hook again; if the claim is still ours, log the attempt, move the cursor (on success) or
+   the backoff (on failure), drop the claim and prune the delivery log; commit.
+A process that dies between 1 and 3 leaves its claim to lapse; then the event is sent again (at-least-once, and
+in order: the cursor moves only in 3, only for the claim's own event). A claim that lapsed and was taken over
+is not settled by its late first owner: the newer attempt records the outcome.
 
 The HMAC secret is sealed at rest (schema.crypto) and shown to its creator once.
 """
@@ -12,15 +22,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import changelog
 from schema.changelog import Change, ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.models import Account, ChangeSeq, Webhook, WebhookDelivery, utcnow
+from schema.models import Account, ChangeSeq, Webhook, WebhookDelivery, table, utcnow
 
 ACTIVE = "active"
 DISABLED = "disabled"
@@ -28,6 +39,7 @@ SECRET_PREFIX = "whsec_"
 ALL = "*"
 MAX_EVENTS = 32
 MAX_HOOKS_PER_ACCOUNT = 25
+PRUNE_BATCH = 100  # delivery-log rows one attempt deletes at most (see prune)
 
 
 class TooManyHooks(ValueError):
@@ -107,22 +119,129 @@ async def enable(session: AsyncSession, hook_id: int) -> None:
     )
 
 
-def active() -> Select[int, int, datetime | None, bool]:
-    """Every active hook: id, account, end of its backoff, and whether its account logged changes after its cursor
-    (what a deliverer keeps in memory to choose from; a plain read, it waits on no writer's lock)."""
+def active() -> Select[int, int, datetime | None, bool, bool]:
+    """Every active hook: id, account, end of its backoff, whether its account logged changes after its cursor,
+    and whether its last attempt failed (what a deliverer keeps in memory to choose from; a plain read, it waits
+    on no writer's lock)."""
     behind = func.coalesce(ChangeSeq.last_seq, 0) > Webhook.cursor
     return (
-        select(Webhook.id, Webhook.account_id, Webhook.next_attempt_at, behind)
+        select(Webhook.id, Webhook.account_id, Webhook.next_attempt_at, behind, Webhook.failures > 0)
         .outerjoin(ChangeSeq, ChangeSeq.account_id == Webhook.account_id)
         .where(Webhook.state == ACTIVE)
     )
 
 
 async def hold(session: AsyncSession, hook_id: int) -> Webhook | None:
-    """Lock an active hook for one attempt; None when another process holds it or it is gone or disabled."""
+    """Lock an active hook; None when another transaction has it locked, or it is gone or disabled."""
     return await session.scalar(
         select(Webhook).where(Webhook.id == hook_id, Webhook.state == ACTIVE).with_for_update(skip_locked=True)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One attempt, claimed: what to send where, and the token that says the attempt still owns its hook."""
+
+    hook_id: int
+    account_id: int
+    url: str
+    secret: bytes  # sealed (schema.crypto)
+    change: Change
+    token: str
+
+
+def busy_until(hook: Webhook, now: datetime) -> datetime | None:
+    """When the hook may be attempted again: the end of its backoff or of another attempt's claim (None: now)."""
+    ends = [t for t in (hook.next_attempt_at, hook.claimed_until if hook.claim else None) if t is not None and t > now]
+    return max(ends, default=None)
+
+
+async def claim(
+    session: AsyncSession, hook_id: int, now: datetime, lease: timedelta
+) -> tuple[Webhook | None, Claim | None]:
+    """Claim the hook's next event for one attempt (the caller commits, then posts, then `settle`s).
+
+    Returns the hook as locked (None: another transaction has it, or it is gone or disabled) and the claim
+    (None: nothing to send, the hook waits (`busy_until`), or its log expired and `next_event` disabled it).
+    """
+    hook = await hold(session, hook_id)
+    if hook is None or busy_until(hook, now) is not None:
+        return hook, None
+    change = await next_event(session, hook)
+    if change is None:
+        return hook, None
+    hook.claim = secrets.token_hex(16)
+    hook.claimed_until = now + lease
+    return hook, Claim(hook.id, hook.account_id, hook.url, hook.secret, change, hook.claim)
+
+
+async def settle(
+    session: AsyncSession,
+    claimed: Claim,
+    *,
+    status_code: int | None,
+    error: str | None,
+    duration_ms: int,
+    ok: bool,
+    now: datetime,
+    retry_in: timedelta,
+    disable_after: timedelta,
+    keep: int,
+    keep_for: timedelta,
+) -> Webhook | None:
+    """Record the outcome of a claimed attempt (see `record`), end the claim, prune the delivery log (`prune`).
+
+    None, and nothing written, when the claim is no longer ours: the hook was deleted, or the claim lapsed and
+    another attempt took the hook over (that one records its own outcome).
+    """
+    hook = await session.scalar(select(Webhook).where(Webhook.id == claimed.hook_id).with_for_update())
+    if hook is None or hook.claim != claimed.token:
+        return None
+    hook.claim = None
+    hook.claimed_until = None
+    record(
+        session,
+        hook,
+        claimed.change,
+        status_code=status_code,
+        error=error,
+        duration_ms=duration_ms,
+        ok=ok,
+        now=now,
+        retry_in=retry_in,
+        disable_after=disable_after,
+    )
+    await prune(session, hook.id, keep, now - keep_for)
+    return hook
+
+
+async def prune(session: AsyncSession, hook_id: int, keep: int, before: datetime) -> None:
+    """Keep the hook's newest `keep` attempts in its delivery log, and none logged before `before`.
+
+    Run as each attempt is logged (under the hook's lock), so a hook's log holds at most `keep` rows (one row
+    goes per row logged). The rows to go are found by a plain read of this hook's part of the (webhook_id, id)
+    index and deleted by primary key: a DELETE with a wider predicate may scan, and lock, other hooks' rows
+    written at the same time (a deadlock between two hooks' attempts). A log more than `PRUNE_BATCH` over its
+    bounds (a lowered setting) shrinks by that much per attempt.
+    """
+    await session.flush()
+    mine = WebhookDelivery.webhook_id == hook_id
+    cutoff = await session.scalar(
+        select(WebhookDelivery.id).where(mine).order_by(WebhookDelivery.id.desc()).offset(keep).limit(1)
+    )
+    stale = WebhookDelivery.created_at < before
+    doomed = list(
+        await session.scalars(
+            select(WebhookDelivery.id)
+            .where(mine, stale if cutoff is None else or_(stale, WebhookDelivery.id <= cutoff))
+            .order_by(WebhookDelivery.id)
+            .limit(PRUNE_BATCH)
+        )
+    )
+    if doomed:
+        # One statement per row, by primary key equality: even `id IN (...)` may be run as a scan of a small table.
+        rows = table(WebhookDelivery)
+        await session.execute(delete(rows).where(rows.c.id == bindparam("pk")), [{"pk": pk} for pk in doomed])
 
 
 async def next_event(session: AsyncSession, hook: Webhook, scan: int = 500) -> Change | None:
@@ -204,8 +323,11 @@ __all__ = [
     "ALL",
     "DISABLED",
     "BadEvents",
+    "Claim",
     "TooManyHooks",
     "active",
+    "busy_until",
+    "claim",
     "create",
     "disable",
     "enable",
@@ -213,7 +335,9 @@ __all__ = [
     "hold",
     "next_event",
     "normalise_events",
+    "prune",
     "record",
     "remove",
+    "settle",
     "wants",
 ]

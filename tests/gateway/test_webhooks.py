@@ -401,6 +401,7 @@ async def test_link_local_and_metadata_urls_are_refused_also_by_name_and_after_d
             assert latest["statusCode"] is None
             assert "refused" in latest["error"]
             assert "metadata" in latest["error"]
+            assert "169.254.169.254" not in latest["error"]  # what the name resolved to is not shown
     finally:
         gateway.stop()
         sink.stop()
@@ -589,8 +590,15 @@ def test_webhook_settings_come_from_the_environment() -> None:
             "INBOXQL_WEBHOOK_ALLOW_LOOPBACK": "1",
             "INBOXQL_WEBHOOK_DISABLE_AFTER_SECONDS": "60",
             "INBOXQL_WEBHOOKS": "0",
+            "INBOXQL_WEBHOOK_TIMEOUT_SECONDS": "4.5",
+            "INBOXQL_WEBHOOK_CONCURRENCY": "6",
+            "INBOXQL_WEBHOOK_SLOW_CONCURRENCY": "3",
+            "INBOXQL_WEBHOOK_LOG_KEEP": "50",
+            "INBOXQL_WEBHOOK_LOG_MAX_AGE_SECONDS": "86400",
         }
     )
+    assert (config.webhook_timeout_seconds, config.webhook_concurrency, config.webhook_slow_concurrency) == (4.5, 6, 3)
+    assert (config.webhook_log_keep, config.webhook_log_max_age_seconds) == (50, 86400)
     assert config.webhook_allow_loopback
     assert not config.webhook_allow_private
     assert config.webhook_disable_after_seconds == 60
