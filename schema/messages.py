@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 MAX_TEXT_CHARS = 1_000_000
+# Packed, the HTML must fit a MEDIUMBLOB and, with the rest of its row, one packet (max_allowed_packet): an HTML
+# body of inline images can outgrow both. The raw message keeps all of it.
+MAX_HTML_CHARS = 2_000_000
+HTML_TRUNCATED = "HtmlBodyTruncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ def _addresses(addrs: Sequence[Address]) -> list[dict[str, str]]:
 
 def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
     """The columns a message's content fills (what a new version of a draft rewrites)."""
+    defects = list(p.defects)
+    if p.html_body and len(p.html_body) > MAX_HTML_CHARS:
+        defects.append(HTML_TRUNCATED)
     return {
         "blob_sha256": blobs.digest(raw),
         "size": len(raw),
@@ -89,10 +96,10 @@ def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
         "date": _naive_utc(p.date),
         "snippet": p.snippet[:255],
         "text_body": p.text_body[:MAX_TEXT_CHARS],
-        "html_body": zlib.compress(p.html_body.encode(), 1) if p.html_body else None,
+        "html_body": zlib.compress(p.html_body[:MAX_HTML_CHARS].encode(), 1) if p.html_body else None,
         "has_attachments": p.has_attachments,
         "malformed": p.malformed,
-        "defects": " ".join(p.defects)[:1024],
+        "defects": " ".join(defects)[:1024],
     }
 
 
