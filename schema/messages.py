@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,33 @@ class Fetched:
     parsed: ParsedMessage | None = None
     # The raw message as stored (schema.blobs.pack), when the caller packed it already.
     packed: tuple[str, bytes] | None = None
+
+
+# The defect of a message stored with its raw bytes but few parsed fields: the store refused the whole of them.
+STORED_RAW_ONLY = "StoredRawOnly"
+
+
+def raw_only(p: ParsedMessage) -> ParsedMessage:
+    """What is left of a parse for a message the store refused in full: its headers' gist, no bodies or parts,
+    flagged. The raw message, stored beside it, keeps everything (downloads, a later re-parse)."""
+    return replace(
+        p,
+        subject=p.subject[:255],
+        from_=p.from_[:20],
+        to=p.to[:20],
+        cc=p.cc[:20],
+        bcc=p.bcc[:20],
+        reply_to=p.reply_to[:20],
+        sender=p.sender[:20],
+        references=(),
+        text_body="",
+        html_body=None,
+        snippet="",
+        attachments=(),
+        has_attachments=False,
+        malformed=True,
+        defects=(*p.defects[:20], STORED_RAW_ONLY),
+    )
 
 
 class Unknown(ValueError):

@@ -189,6 +189,9 @@ class SkippedMessage(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
     size: Mapped[int | None] = mapped_column(BigInteger)  # RFC822.SIZE as the server reported it
+    # "too_large": over the size the sync downloads (looked at again on every pass, so a raised limit takes it);
+    # "unstorable": the store refused it even raw (not downloaded again under this UIDVALIDITY).
+    kind: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(1024))
     skipped_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 

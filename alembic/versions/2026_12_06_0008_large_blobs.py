@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
         sa.Column("uid", sa.BigInteger(), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=True),
+        sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("reason", sa.String(1024), nullable=False),
         sa.Column("skipped_at", TIMESTAMP, nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="CASCADE"),
