@@ -20,7 +20,7 @@ from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.models import Folder, MessagePlace
 from schema.unit import Store
-from synccore.account import AccountSync
+from synccore.account import AccountSync, Tuning
 from synccore.verify import verify
 from tests.conftest import new_user
 from tests.sync.support import connect
@@ -115,3 +115,32 @@ async def test_a_20_mib_message_is_mirrored_and_does_not_stop_its_folder(
     r = await http.get(scans["downloadUrl"])
     assert r.status_code == 200
     assert r.content == attachment
+
+
+async def test_a_message_over_the_size_limit_is_listed_by_its_folder_with_the_reason(
+    http: httpx.AsyncClient, gw_store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    user, password = new_user(dovecot)
+    mail = list(generate(6, seed=21))
+    big = large_message(random.Random(21).randbytes(2 * MIB))
+    dovecot.append(user, password, "INBOX", [*mail[:4], big, mail[4]])
+    dovecot.append(user, password, "Archive", mail[5:])
+    endpoint = accounts.ImapEndpoint(dovecot.host, dovecot.port, "none", user)
+    account = await accounts.create(gw_store, credential_box, f"{user}@example.test", endpoint, password)
+
+    await AccountSync(gw_store, credential_box, account, Tuning(max_message_bytes=MIB)).run_once()
+
+    async with gw_store.sessions() as session, session.begin():
+        client = Client(http, await tokens.create_token(session, [account]))
+    found = await client.data(
+        """query($a: ID!) { folders(accountId: $a, first: 20) { nodes {
+            name messageCount skippedMessages { uid size kind reason skippedAt } } } }""",
+        {"a": to_global("Account", account)},
+    )
+    folders = {f["name"]: f for f in found["folders"]["nodes"]}
+    assert folders["Archive"]["messageCount"] == 1
+    assert folders["Archive"]["skippedMessages"] == []
+    assert folders["INBOX"]["messageCount"] == 5
+    [skip] = folders["INBOX"]["skippedMessages"]
+    assert (skip["uid"], skip["size"], skip["kind"]) == (5, len(big), "too_large")
+    assert skip["reason"] == f"{len(big)} bytes: over the limit of {MIB} bytes"
