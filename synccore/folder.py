@@ -356,10 +356,12 @@ class FolderSync:
                 await self._write_alone(uidvalidity, f, None)
 
     async def _write_alone(self, uidvalidity: int, f: Fetched, refused: DBAPIError | None) -> None:
-        """One message, once more as it is, then raw and flagged, then recorded as skipped with the store's
-        reason. Before each step the database is read (`_reload`): if it is down, that raises and the account
-        retries later, instead of blaming the message for an outage."""
-        for attempt in (f, replace(f, parsed=messages.raw_only(f.parsed)) if f.parsed is not None else None):
+        """One message, once more as it is (after the database answered a read), then raw and flagged, then
+        recorded as skipped with the store's reason. Before each step after a failure the database is read
+        (`_reload`): if it is down, that raises and the account retries later, instead of blaming the message
+        for an outage (or storing it raw only because MySQL restarted meanwhile)."""
+        flagged = replace(f, parsed=messages.raw_only(f.parsed)) if f.parsed is not None else None
+        for attempt in (f, f if refused is None else None, flagged):
             if attempt is None:
                 continue
             if refused is not None:

@@ -118,3 +118,32 @@ async def skipped_of(store: Store, account_id: int) -> list[SkippedMessage]:
                 select(SkippedMessage).where(SkippedMessage.account_id == account_id).order_by(SkippedMessage.uid)
             )
         )
+
+
+async def test_a_message_the_store_refuses_even_raw_is_skipped_with_the_stores_reason(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    mail = list(generate(12, seed=33))
+    # A From display name of 100 KB: the searchable address text outgrows its TEXT column even for the raw-only
+    # row (which keeps the sender).
+    name = b" ".join(b"name%d" % i for i in range(12000))
+    bad = b'From: "' + name + b'" <s@example.com>\r\nTo: r@example.org\r\nSubject: hi\r\n'
+    bad += b"Message-ID: <long-name@example.com>\r\n\r\nbody\r\n"
+    dovecot.append(user, password, "INBOX", [*mail[:8], bad, *mail[8:10]])
+    dovecot.append(user, password, "Archive", mail[10:])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+
+    await AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.2)).run_once()
+
+    assert await places(store, account_id) == {"INBOX": 10, "Archive": 2}
+    [skip] = await skipped_of(store, account_id)
+    assert (skip.uid, skip.kind, skip.size) == (9, "unstorable", len(bad))
+    assert skip.reason.startswith('the store refused it: DataError: (1406, "Data too long for column')
+    assert await verify(store, credential_box, account_id) == [
+        f"folder 'INBOX': UID 9 on the server, not in the mirror (skipped: {skip.reason})"
+    ]
+    # Not tried again under this UIDVALIDITY: the record stays as it was.
+    await AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.2)).run_once()
+    [again] = await skipped_of(store, account_id)
+    assert (again.id, again.skipped_at) == (skip.id, skip.skipped_at)
