@@ -351,7 +351,9 @@ class FolderSync:
             if len(fetched) == 1:
                 await self._write_alone(uidvalidity, fetched[0], exc)
                 return
-            log.warning("folder %s: a batch of %d was refused (%s); one by one", self.folder.name, len(fetched), exc)
+            log.warning(
+                "folder %s: a batch of %d was refused (%s); one by one", self.folder.name, len(fetched), _brief(exc)
+            )
             for f in fetched:
                 await self._write_alone(uidvalidity, f, None)
 

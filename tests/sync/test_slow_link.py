@@ -55,8 +55,9 @@ async def test_a_slow_but_moving_link_syncs_bodies_that_take_longer_than_the_tim
     user, password = mail_user
     mail = padded(40, 50_000, seed=41)  # 2 MB of bodies in one batch (one UID FETCH)
     dovecot.append(user, password, "INBOX", mail)
-    timeout = 1.5
-    async with Throttle(dovecot.host, dovecot.port, rate=400_000) as link:
+    # Seconds, not less: the proxy shares the event loop with the sync, and a busy machine can pause both.
+    timeout = 2.5
+    async with Throttle(dovecot.host, dovecot.port, rate=200_000) as link:
         account_id = await account_behind(store, credential_box, link.port, user, password)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -64,10 +65,11 @@ async def test_a_slow_but_moving_link_syncs_bodies_that_take_longer_than_the_tim
             store, credential_box, account_id, Tuning(poll_interval=0.2, imap_inactivity=timeout)
         ).run_once()
         took = loop.time() - started
-        assert sum(len(m) for m in mail) / 400_000 > 3 * timeout  # the bodies alone need over 3x the timeout
+        assert sum(len(m) for m in mail) / 200_000 > 3 * timeout  # the bodies alone need over 3x the timeout
         assert took > 3 * timeout
         assert not any(k.stalled for k in link.links)
         assert await placed(store, account_id) == 40
+        link.rate = None  # verify reads every body again: at full speed
         assert await verify(store, credential_box, account_id) == []
 
 
@@ -77,7 +79,7 @@ async def test_a_stalled_link_is_detected_by_inactivity_and_the_sync_recovers(
     user, password = mail_user
     dovecot.append(user, password, "INBOX", padded(60, 30_000, seed=42))  # 1.8 MB
     dovecot.append(user, password, "Archive", padded(10, 5_000, seed=43))
-    timeout = 1.0
+    timeout = 2.0
     tuning = Tuning(
         poll_interval=0.3, imap_inactivity=timeout, backoff_base=0.2, backoff_cap=1.0, batch_bytes=256 << 10
     )
@@ -97,6 +99,6 @@ async def test_a_stalled_link_is_detected_by_inactivity_and_the_sync_recovers(
         assert stalled.stalled_at is not None
         assert stalled.closed_at is not None, "the sync never gave the stalled connection up"
         # Given up after the inactivity timeout (not a total deadline, not never), then a new connection went on.
-        assert timeout * 0.9 <= stalled.closed_at - stalled.stalled_at < timeout + 2
+        assert timeout * 0.9 <= stalled.closed_at - stalled.stalled_at < timeout + 5
         assert link.links.index(stalled) < len(link.links) - 1
         assert await verify(store, credential_box, account_id) == []
