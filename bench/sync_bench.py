@@ -148,7 +148,7 @@ def change_flags(server: DovecotServer, user: str, password: str, count: int, se
 class Storage:
     sizes: dict[str, int]  # table -> data_length + index_length after ANALYZE TABLE
     optimized: dict[str, int]  # the same after OPTIMIZE TABLE (rebuilt, pages full)
-    blob_bytes: int  # SUM(LENGTH(mime_blobs.data))
+    blob_bytes: int  # SUM(LENGTH(data)) of mime_blobs and mime_blob_chunks
     blob_count: int
     files: int | None  # allocated size of the tables' .ibd files (before OPTIMIZE)
 
@@ -178,7 +178,12 @@ def storage(url: str) -> Storage:
                     {"db": name},
                 )
             }
-            blob = conn.execute(text("SELECT COALESCE(SUM(LENGTH(data)), 0), COUNT(*) FROM mime_blobs")).one()
+            blob = conn.execute(
+                text(
+                    "SELECT COALESCE(SUM(LENGTH(data)), 0)"
+                    " + (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM mime_blob_chunks), COUNT(*) FROM mime_blobs"
+                )
+            ).one()
             # Rebuilt tables show how much of the size is half-empty pages (random primary keys split pages).
             for table in tables:
                 conn.execute(text(f"OPTIMIZE TABLE `{table}`")).fetchall()

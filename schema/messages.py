@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 MAX_TEXT_CHARS = 1_000_000
+# Packed, the HTML must fit a MEDIUMBLOB and, with the rest of its row, one packet (max_allowed_packet): an HTML
+# body of inline images can outgrow both. The raw message keeps all of it.
+MAX_HTML_CHARS = 2_000_000
+HTML_TRUNCATED = "HtmlBodyTruncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,33 @@ class Fetched:
     parsed: ParsedMessage | None = None
     # The raw message as stored (schema.blobs.pack), when the caller packed it already.
     packed: tuple[str, bytes] | None = None
+
+
+# The defect of a message stored with its raw bytes but few parsed fields: the store refused the whole of them.
+STORED_RAW_ONLY = "StoredRawOnly"
+
+
+def raw_only(p: ParsedMessage) -> ParsedMessage:
+    """What is left of a parse for a message the store refused in full: its headers' gist, no bodies or parts,
+    flagged. The raw message, stored beside it, keeps everything (downloads, a later re-parse)."""
+    return replace(
+        p,
+        subject=p.subject[:255],
+        from_=p.from_[:20],
+        to=p.to[:20],
+        cc=p.cc[:20],
+        bcc=p.bcc[:20],
+        reply_to=p.reply_to[:20],
+        sender=p.sender[:20],
+        references=(),
+        text_body="",
+        html_body=None,
+        snippet="",
+        attachments=(),
+        has_attachments=False,
+        malformed=True,
+        defects=(*p.defects[:20], STORED_RAW_ONLY),
+    )
 
 
 class Unknown(ValueError):
@@ -73,6 +104,9 @@ def _addresses(addrs: Sequence[Address]) -> list[dict[str, str]]:
 
 def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
     """The columns a message's content fills (what a new version of a draft rewrites)."""
+    defects = list(p.defects)
+    if p.html_body and len(p.html_body) > MAX_HTML_CHARS:
+        defects.append(HTML_TRUNCATED)
     return {
         "blob_sha256": blobs.digest(raw),
         "size": len(raw),
@@ -89,10 +123,10 @@ def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
         "date": _naive_utc(p.date),
         "snippet": p.snippet[:255],
         "text_body": p.text_body[:MAX_TEXT_CHARS],
-        "html_body": zlib.compress(p.html_body.encode(), 1) if p.html_body else None,
+        "html_body": zlib.compress(p.html_body[:MAX_HTML_CHARS].encode(), 1) if p.html_body else None,
         "has_attachments": p.has_attachments,
         "malformed": p.malformed,
-        "defects": " ".join(p.defects)[:1024],
+        "defects": " ".join(defects)[:1024],
     }
 
 

@@ -154,7 +154,46 @@ class MimeBlob(Base):
     sha256: Mapped[bytes] = mapped_column(BINARY(32))
     size: Mapped[int] = mapped_column(Integer)
     codec: Mapped[str] = mapped_column(String(8))  # "zlib" or "raw"
+    # The packed bytes, or b"" when they are in `chunks` rows of mime_blob_chunks (a blob larger than one
+    # chunk: a single row would outgrow the server's max_allowed_packet, 16 MiB by default on MariaDB).
     data: Mapped[bytes] = mapped_column(LONGBLOB)
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class MimeBlobChunk(Base):
+    """One piece of a large blob's packed bytes (schema.blobs.CHUNK_BYTES each): concatenated in `seq` order they
+    are the blob's data."""
+
+    __tablename__ = "mime_blob_chunks"
+    __table_args__ = TABLE_ARGS
+
+    blob_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("mime_blobs.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(MEDIUMBLOB)
+
+
+class SkippedMessage(Base):
+    """A message of a folder that the sync left out, and why (larger than the sync downloads, or refused by the
+    store even raw): listed by the API so it is never silently missing; its folder syncs on without it."""
+
+    __tablename__ = "skipped_messages"
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uidvalidity", "uid", name="uq_skipped_messages_uid"),
+        Index("ix_skipped_messages_account", "account_id"),
+        TABLE_ARGS,
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
+    folder_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("folders.id", ondelete="CASCADE"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int | None] = mapped_column(BigInteger)  # RFC822.SIZE as the server reported it
+    # "too_large": over the size the sync downloads (looked at again on every pass, so a raised limit takes it);
+    # "unstorable": the store refused it even raw (not downloaded again under this UIDVALIDITY).
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(1024))
+    skipped_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
 class Thread(Base):
@@ -480,8 +519,10 @@ __all__ = [
     "MessageLabel",
     "MessagePlace",
     "MimeBlob",
+    "MimeBlobChunk",
     "MutationKey",
     "Outbox",
+    "SkippedMessage",
     "Thread",
     "ThreadRef",
     "Upload",

@@ -24,8 +24,8 @@ from schema.unit import Store
 from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
-from synccore.connection import Endpoint, open_client
-from synccore.folder import FolderContext, FolderSync
+from synccore.connection import IMAP_TIMEOUT, Endpoint, open_client
+from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FolderContext, FolderSync
 from synccore.identity import IdentityMode, detect
 from synccore.imap import AuthenticationFailed, ImapClient
 from synccore.parsing import ParsePool
@@ -46,6 +46,12 @@ class Tuning:
     # Connections per account: one for passes over the folders, one to IDLE on the inbox. With a budget of
     # one, the inbox is polled like every other folder.
     connections: int = 2
+    # An IMAP command fails once its connection has moved no byte for this long (not after a total time).
+    imap_inactivity: float = IMAP_TIMEOUT
+    # Download batches of about this many bytes (RFC822.SIZE); messages larger than max_message_bytes are skipped
+    # with their reason (schema.skipped).
+    batch_bytes: int = BATCH_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
 
 class AuthStopped(Exception):
@@ -246,7 +252,8 @@ class AccountSync:
 
     def _ctx(self) -> FolderContext:
         assert self.mode is not None
-        return FolderContext(self.store, self.account_id, self.mode, self.parser)
+        t = self.tuning
+        return FolderContext(self.store, self.account_id, self.mode, self.parser, t.batch_bytes, t.max_message_bytes)
 
     async def _connect(self) -> ImapClient:
         async with self.store.sessions() as s:
@@ -262,7 +269,7 @@ class AccountSync:
             account.tls_ca_file,
         )
         try:
-            return await open_client(endpoint, allow_insecure=True)
+            return await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
         except AuthenticationFailed as exc:
             log.warning("account %s: login refused; waiting for new credentials", self.account_id)
             await self._state("auth_failed", str(exc))

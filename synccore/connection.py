@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from synccore.imap import ImapClient, Security
 
+# How long a command may wait without the connection moving a byte (synccore.imap: inactivity, not total time).
 IMAP_TIMEOUT = 60.0
 
 
@@ -42,7 +43,9 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
 
 
-async def open_client(endpoint: Endpoint, *, allow_insecure: bool = False) -> ImapClient:
+async def open_client(
+    endpoint: Endpoint, *, allow_insecure: bool = False, inactivity: float = IMAP_TIMEOUT
+) -> ImapClient:
     security: Security
     if endpoint.security == "tls":
         security = "tls"
@@ -52,7 +55,7 @@ async def open_client(endpoint: Endpoint, *, allow_insecure: bool = False) -> Im
         security = "none"
         if not allow_insecure and not is_loopback(endpoint.host):
             raise InsecureConnection(f"refusing a plaintext login to {endpoint.host}: use imaps:// or STARTTLS")
-    client = ImapClient(timeout=IMAP_TIMEOUT)
+    client = ImapClient(timeout=inactivity)
     context = tls_context(endpoint.tls_ca_file) if security != "none" else None
     await client.connect(endpoint.host, endpoint.port, security=security, ssl_context=context)
     try:

@@ -19,20 +19,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
-from schema import folders, messages
+from schema import folders, messages, skipped
 from schema.messages import Fetched, PlaceFlags
 from schema.models import Folder, Message, MessagePlace
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
-from synccore.imap import CommandFailed, FetchItem, ImapClient, SelectedMailbox
+from synccore.imap import MAX_LITERAL, CommandFailed, FetchItem, ImapClient, SelectedMailbox
 from synccore.parsing import ParsePool, Prepared
 
 log = logging.getLogger(__name__)
 
+# A download batch holds at most this many bodies, and about this many bytes (RFC822.SIZE): see
+# planning.plan_batches. Three batches are in flight at once (downloading, parsing, writing).
 BODY_BATCH = 250
+BATCH_BYTES = 8 << 20
+# Larger messages are skipped with their reason: the IMAP reader refuses a literal above this.
+MAX_MESSAGE_BYTES = MAX_LITERAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,8 @@ class FolderContext:
     account_id: int
     mode: IdentityMode
     parser: ParsePool
+    batch_bytes: int = BATCH_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
@@ -80,6 +88,8 @@ class FolderSync:
         # This run left a change of the server's alone because a pending action protects its message: the cursor
         # then keeps no HIGHESTMODSEQ, so the folder is compared in full until the action has run.
         self.skipped = False
+        # The folder's skipped messages (schema.skipped) by UID, as read before the last download.
+        self._skips: dict[int, skipped.Skip] = {}
 
     async def run(self, client: ImapClient) -> None:
         # What the server said in passing (EXISTS, EXPUNGE, FETCH of other folders or of earlier passes) is
@@ -154,6 +164,7 @@ class FolderSync:
         async def step() -> None:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.remove_places(uow, self.folder.id)
+                await skipped.forget(uow, self.folder.id, uidvalidity, keep=set())
                 await folders.set_cursor(
                     uow, self.folder.id, uidvalidity=uidvalidity, uidnext=None, highestmodseq=None, sync_state="initial"
                 )
@@ -211,6 +222,10 @@ class FolderSync:
                 len(plan.flag_changes),
             )
         await self._apply_changes(uidvalidity, [remote[uid] for uid in plan.flag_changes], plan.removed)
+        async with self.ctx.store.sessions() as s:
+            recorded = await skipped.of_folder(s, self.folder.id, uidvalidity)
+        if recorded.keys() - remote.keys():
+            await self._forget_skips(uidvalidity, keep=set(remote))
         if plan.new:
             await self._fetch_new(client, uidvalidity, [remote[uid] for uid in plan.new])
 
@@ -224,6 +239,7 @@ class FolderSync:
         async def step() -> bool:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.remove_places(uow, self.folder.id, list(removed))
+                await skipped.forget(uow, self.folder.id, uidvalidity, uids=list(removed))
                 await messages.set_flags(uow, self.folder.id, uidvalidity, changes)
             return uow.skipped_pending
 
@@ -246,7 +262,12 @@ class FolderSync:
                 placed = [i for i in placed if identity_of(self.ctx.mode, i) not in exc.identities]
         placed_uids = {i.uid for i in placed}
         todo = [i for i in items if i.uid not in placed_uids]
-        batches = [todo[n : n + BODY_BATCH] for n in range(0, len(todo), BODY_BATCH)]
+        todo = await self._leave_out(uidvalidity, todo)
+        by = {i.uid: i for i in todo}
+        batches = [
+            [by[uid] for uid in batch]
+            for batch in planning.plan_batches([(i.uid or 0, i.size) for i in todo], self.ctx.batch_bytes, BODY_BATCH)
+        ]
         if not batches:
             return
         # Three stages overlap: batch n+1 downloads while batch n is parsed (in a worker process when the
@@ -278,6 +299,23 @@ class FolderSync:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
+    async def _leave_out(self, uidvalidity: int, todo: list[FetchItem]) -> list[FetchItem]:
+        """What of `todo` to download: not what is over the size limit (recorded as skipped, with why), nor what
+        the store refused before under this UIDVALIDITY."""
+        async with self.ctx.store.sessions() as s:
+            self._skips = await skipped.of_folder(s, self.folder.id, uidvalidity)
+        limit = self.ctx.max_message_bytes
+        large = [
+            skipped.Skip(i.uid or 0, i.size, skipped.TOO_LARGE, f"{i.size} bytes: over the limit of {limit} bytes")
+            for i in todo
+            if planning.too_large(i.size, limit)
+        ]
+        if large:
+            log.warning("folder %s: %d messages over %d bytes skipped", self.folder.name, len(large), limit)
+            await self._record_skips(uidvalidity, large)
+        left_out = {k.uid for k in large} | {uid for uid, k in self._skips.items() if k.kind == skipped.UNSTORABLE}
+        return [i for i in todo if i.uid not in left_out]
+
     async def _write_queue(self, uidvalidity: int, writes: asyncio.Queue[list[Fetched] | None]) -> None:
         while (fetched := await writes.get()) is not None:
             await self._write(uidvalidity, fetched)
@@ -304,15 +342,73 @@ class FolderSync:
         )
 
     async def _write(self, uidvalidity: int, fetched: list[Fetched]) -> None:
+        """Write a batch; if the store refuses it, each message alone, so that one bad message (a row over
+        max_allowed_packet, a header too long for its column) cannot stop the rest of its folder."""
         if not fetched:
             return
+        try:
+            await self._write_units(uidvalidity, fetched)
+        except DBAPIError as exc:
+            if len(fetched) == 1:
+                await self._write_alone(uidvalidity, fetched[0], exc)
+                return
+            log.warning(
+                "folder %s: a batch of %d was refused (%s); one by one", self.folder.name, len(fetched), _brief(exc)
+            )
+            for f in fetched:
+                await self._write_alone(uidvalidity, f, None)
+
+    async def _write_alone(self, uidvalidity: int, f: Fetched, refused: DBAPIError | None) -> None:
+        """One message, once more as it is (after the database answered a read), then raw and flagged, then
+        recorded as skipped with the store's reason. Before each step after a failure the database is read
+        (`_reload`): if it is down, that raises and the account retries later, instead of blaming the message
+        for an outage (or storing it raw only because MySQL restarted meanwhile)."""
+        flagged = replace(f, parsed=messages.raw_only(f.parsed)) if f.parsed is not None else None
+        for attempt in (f, f if refused is None else None, flagged):
+            if attempt is None:
+                continue
+            if refused is not None:
+                await self._reload()
+            try:
+                await self._write_units(uidvalidity, [attempt])
+            except DBAPIError as exc:
+                refused = exc
+                continue
+            if attempt is not f:
+                log.warning("folder %s: UID %d stored raw only: %s", self.folder.name, f.uid, _brief(refused))
+            return
+        await self._reload()
+        size = len(f.raw) if f.raw is not None else None
+        log.warning("folder %s: UID %d skipped: %s", self.folder.name, f.uid, _brief(refused))
+        reason = f"the store refused it: {_brief(refused)}"
+        await self._record_skips(uidvalidity, [skipped.Skip(f.uid, size, skipped.UNSTORABLE, reason)])
+
+    async def _write_units(self, uidvalidity: int, fetched: list[Fetched]) -> None:
+        written = [f.uid for f in fetched if f.uid in self._skips]
 
         async def step() -> bool:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.add(uow, self.folder.id, uidvalidity, fetched)
+                if written:  # skipped before (a limit raised since): mirrored now
+                    await skipped.forget(uow, self.folder.id, uidvalidity, uids=written)
             return uow.skipped_pending
 
         self.skipped |= await retry_deadlocks(step)
+
+    async def _record_skips(self, uidvalidity: int, skips: list[skipped.Skip]) -> None:
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await skipped.record(uow, self.folder.id, uidvalidity, skips)
+
+        await retry_deadlocks(step)
+        self._skips.update({k.uid: k for k in skips})
+
+    async def _forget_skips(self, uidvalidity: int, keep: set[int]) -> None:
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await skipped.forget(uow, self.folder.id, uidvalidity, keep=keep)
+
+        await retry_deadlocks(step)
 
     async def _set_cursor(self, **values: object) -> None:
         async def step() -> None:
@@ -328,3 +424,9 @@ class FolderSync:
             if fresh is None:
                 raise planning.FolderGone(self.folder.name)
             self.folder = fresh
+
+
+def _brief(exc: BaseException | None) -> str:
+    # The driver's own words (code and message), not SQLAlchemy's statement and parameters: those hold the mail.
+    orig = getattr(exc, "orig", exc)
+    return f"{type(orig).__name__}: {orig}"[:300]

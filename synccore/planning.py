@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -80,3 +80,31 @@ def plan_reconcile(
     plan.removed.sort()
     plan.flag_changes.sort()
     return plan
+
+
+def plan_batches(sizes: Sequence[tuple[int, int | None]], budget: int, most: int) -> list[list[int]]:
+    """Cut UIDs (in the order given, with their RFC822.SIZE) into download batches of at most `budget` bytes and
+    `most` messages; a message larger than the budget is a batch of its own. A size the server did not report
+    counts as nothing, so such messages are bounded by count alone.
+
+    Sized by bytes, a batch takes about as long on a given link whether it holds mail of 5 KB or attachments of
+    20 MB, and the three batches in flight (downloading, parsing, writing) hold a bounded amount of memory.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    held = 0
+    for uid, size in sizes:
+        size = size or 0
+        if current and (held + size > budget or len(current) >= most):
+            batches.append(current)
+            current, held = [], 0
+        current.append(uid)
+        held += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def too_large(size: int | None, limit: int) -> bool:
+    """Over the size the sync downloads (RFC822.SIZE, known from the listing before any body is fetched)."""
+    return size is not None and size > limit

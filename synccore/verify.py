@@ -12,7 +12,7 @@ from collections import defaultdict
 
 from sqlalchemy import select
 
-from schema import blobs
+from schema import blobs, skipped
 from schema.aggregates import keywords_of
 from schema.crypto import CredentialBox
 from schema.models import Account, Folder, Label, Message, MessageLabel, MessagePlace
@@ -77,7 +77,12 @@ async def _compare_folder(store: Store, client: ImapClient, folder: Folder) -> l
             .where(MessagePlace.folder_id == folder.id)
         )
         local = {uid: (flags, sha) for uid, flags, sha in rows}
-    diffs = [f"{where}: UID {uid} on the server, not in the mirror" for uid in sorted(remote_flags.keys() - local)]
+        left_out = await skipped.of_folder(s, folder.id, folder.uidvalidity) if folder.uidvalidity else {}
+    diffs = [
+        f"{where}: UID {uid} on the server, not in the mirror"
+        + (f" (skipped: {left_out[uid].reason})" if uid in left_out else "")
+        for uid in sorted(remote_flags.keys() - local)
+    ]
     diffs += [f"{where}: UID {uid} in the mirror, not on the server" for uid in sorted(local.keys() - remote_flags)]
     common = sorted(remote_flags.keys() & local.keys())
     for uid in common:

@@ -33,6 +33,7 @@ from schema.models import (
     MessageLabel,
     MessagePlace,
     Outbox,
+    SkippedMessage,
     Thread,
 )
 
@@ -167,6 +168,10 @@ class Loaders:
         return _loader(self._message_attachments)
 
     @cached_property
+    def folder_skipped(self) -> DataLoader[int, list[Row[Any]]]:
+        return _loader(self._folder_skipped)
+
+    @cached_property
     def thread_messages(self) -> DataLoader[tuple[int, pages.PageArgs], pages.Window]:
         return _loader(self._thread_messages)
 
@@ -261,6 +266,23 @@ class Loaders:
         found: dict[int, list[Row[Any]]] = defaultdict(list)
         for r in rows:
             found[r.message_id].append(r)
+        return [found.get(k, []) for k in keys]
+
+    async def _folder_skipped(self, keys: list[int]) -> list[list[Row[Any]]]:
+        """The messages the sync left out of each folder, under the folder's current UIDVALIDITY."""
+        rows = await self.db.rows(
+            select(SkippedMessage.__table__)
+            .join(Folder, Folder.id == SkippedMessage.folder_id)
+            .where(
+                SkippedMessage.folder_id.in_(keys),
+                SkippedMessage.uidvalidity == Folder.uidvalidity,
+                self._mine(SkippedMessage.account_id),
+            )
+            .order_by(SkippedMessage.folder_id, SkippedMessage.uid)
+        )
+        found: dict[int, list[Row[Any]]] = defaultdict(list)
+        for r in rows:
+            found[r.folder_id].append(r)
         return [found.get(k, []) for k in keys]
 
     async def _thread_messages(self, keys: list[tuple[int, pages.PageArgs]]) -> list[pages.Window]:

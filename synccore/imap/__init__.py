@@ -18,7 +18,7 @@ from .errors import (
     ProtocolError,
 )
 from .parser import parse_internaldate, parse_response, parse_stream, tokenize
-from .reader import RawResponse, ResponseReader
+from .reader import MAX_LITERAL, RawResponse, ResponseReader
 from .responses import (
     AppendUid,
     Capability,
@@ -45,6 +45,7 @@ from .uidset import format_uid_set, parse_uid_set
 from .utf7 import decode_mailbox, encode_mailbox
 
 __all__ = [
+    "MAX_LITERAL",
     "MAX_UNSOLICITED",
     "AppendUid",
     "AuthenticationFailed",

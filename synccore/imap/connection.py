@@ -10,6 +10,11 @@ parallel and sends their tagged OKs together at the end, so "the oldest pending 
 give one command every answer. Mailbox changes no command asked for (EXISTS, EXPUNGE, FETCH,
 VANISHED) are appended to `unsolicited`, which the caller drains. Every call has a timeout, and a
 dropped connection fails every pending command with `ConnectionLost`.
+
+A command's timeout is one of inactivity, not of total time: it expires when the connection has moved no byte
+(none received, none of ours sent) for that long. A FETCH of large bodies over a slow link takes as long as it
+takes while bytes flow; a link that stalls is given up after `timeout` seconds of silence, and the connection
+with it (whatever the server sends later could not be matched to a command any more).
 """
 
 # Every call takes its own `timeout` (ASYNC109 prefers the caller's asyncio.timeout): the client must
@@ -54,6 +59,8 @@ logger = logging.getLogger("synccore.imap")
 Security = TypingLiteral["tls", "starttls", "none"]
 
 _READ_SIZE = 1 << 18
+# Literals are written in pieces of this size, each counting as activity once the transport has taken it.
+_WRITE_PIECE = 1 << 18
 MAX_UNSOLICITED = 10_000
 _NONE: frozenset[type] = frozenset()
 _CHANGES = (Exists, Expunge, FetchItem, Vanished)
@@ -96,6 +103,8 @@ class Connection:
         self._lost: ImapError | None = None
         self._bye: StatusResponse | None = None
         self._idle: _Command | None = None
+        # The inactivity deadlines of the commands waiting now, each with its length: moved on by every byte.
+        self._watches: list[tuple[asyncio.Timeout, float]] = []
 
     # ------------------------------------------------------------------ state
 
@@ -224,6 +233,7 @@ class Connection:
                     text = f": {self._bye.text}" if self._bye is not None else ""
                     error = ConnectionLost("server closed the connection" + text)
                     break
+                self._active()
                 for raw in framer.feed(data):
                     tag, resp = parse_response(raw)
                     self._dispatch(tag, resp)
@@ -306,6 +316,15 @@ class Connection:
                 continue
             return cmd, True
         return next(iter(self._pending.values()), None), False
+
+    def _active(self) -> None:
+        """Bytes moved: every waiting command's inactivity deadline starts again."""
+        if not self._watches:
+            return
+        now = asyncio.get_running_loop().time()
+        for watch, limit in self._watches:
+            if not watch.expired():
+                watch.reschedule(now + limit)
 
     def _note_code_caps(self, resp: StatusResponse) -> None:
         if resp.code is not None and resp.code.name == "CAPABILITY":
@@ -393,13 +412,18 @@ class Connection:
                 first = segments[0][0].split(b"\r\n", 1)[0][len(tag) + 1 :]
                 logger.debug("C: %s %s", tag, name if secret else first[:200].decode("ascii", "replace"))
             sent = 0
+            partial = False  # a segment is written only in part: the server waits for the rest
             try:
                 for data, wait in segments:
                     if wait:
                         self._continuation = loop.create_future()
-                    self._writer.write(data)
                     sent += 1
-                    await self._writer.drain()
+                    view = memoryview(data)
+                    for start in range(0, len(data), _WRITE_PIECE):
+                        self._writer.write(view[start : start + _WRITE_PIECE])
+                        partial = start + _WRITE_PIECE < len(data)
+                        await self._writer.drain()
+                        self._active()
                     if wait:
                         cont = self._continuation
                         assert cont is not None
@@ -413,7 +437,7 @@ class Connection:
             except asyncio.CancelledError:
                 # Stopped between the segments of one command: the server is waiting for the
                 # rest, so the stream is unusable.
-                if 0 < sent < len(segments) or (sent and segments[sent - 1][1]):
+                if partial or 0 < sent < len(segments) or (sent and segments[sent - 1][1]):
                     self._fail_all(ConnectionLost(f"{name} interrupted mid-command"))
                     self._abort_transport()
                 raise
@@ -463,11 +487,20 @@ class Connection:
     ) -> tuple[StatusResponse, list[Untagged]]:
         limit = self.timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(limit):
-                cmd = await self._send(name, segments, expects, uids=uids, mailbox=mailbox, secret=secret)
-                status = await cmd.future
+            async with asyncio.timeout(limit) as watch:
+                entry = (watch, limit)
+                self._watches.append(entry)
+                try:
+                    cmd = await self._send(name, segments, expects, uids=uids, mailbox=mailbox, secret=secret)
+                    status = await cmd.future
+                finally:
+                    self._watches.remove(entry)
         except TimeoutError:
-            raise ImapTimeout(f"{name} did not complete within {limit} s") from None
+            error = ImapTimeout(f"{name}: the connection moved no byte for {limit} s")
+            # A stalled link: what the server might still send could not be trusted to match our commands.
+            self._fail_all(error)
+            self._abort_transport()
+            raise error from None
         if status.status != "OK":
             raise failure(name, status.status, status.text, status.code)
         return status, cmd.untagged

@@ -64,7 +64,9 @@ class ResponseReader:
                 if end - pos < self._need:
                     break
                 stop = pos + self._need
-                self._literals.append(bytes(buf[pos:stop]))
+                # One copy: slicing the bytearray first would make a second one (a 20 MiB body held three times).
+                with memoryview(buf) as view:
+                    self._literals.append(bytes(view[pos:stop]))
                 pos = stop
                 self._need = -1
                 self._scan_from = pos

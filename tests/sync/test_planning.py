@@ -9,7 +9,9 @@ from synccore.planning import (
     clean_flags,
     flags_text,
     nothing_changed,
+    plan_batches,
     plan_reconcile,
+    too_large,
     uidvalidity_changed,
 )
 
@@ -133,3 +135,26 @@ def test_nothing_changed(
     expected: bool,
 ) -> None:
     assert nothing_changed(stored_modseq, stored_uidnext, modseq, uidnext, exists, local_count) is expected
+
+
+MB = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        pytest.param([], [], id="nothing"),
+        pytest.param([(9, 1000), (8, 1000)], [[9, 8]], id="small-mail-one-batch"),
+        pytest.param([(9, 3 * MB), (8, 3 * MB), (7, 3 * MB)], [[9, 8], [7]], id="cut-at-the-byte-budget"),
+        pytest.param([(9, 1000), (8, 20 * MB), (7, 1000)], [[9], [8], [7]], id="a-large-message-alone"),
+        pytest.param([(n, 10) for n in range(5, 0, -1)], [[5, 4], [3, 2], [1]], id="cut-at-the-count"),
+        pytest.param([(3, None), (2, None), (1, 7 * MB)], [[3, 2], [1]], id="unknown-size-counts-by-number"),
+    ],
+)
+def test_batches_are_sized_by_bytes_and_count(sizes: list[tuple[int, int | None]], expected: list[list[int]]) -> None:
+    assert plan_batches(sizes, budget=6 * MB, most=2) == expected
+
+
+@pytest.mark.parametrize(("size", "expected"), [(None, False), (100, False), (1000, False), (1001, True)])
+def test_too_large_is_strictly_over_the_limit(size: int | None, expected: bool) -> None:
+    assert too_large(size, 1000) is expected

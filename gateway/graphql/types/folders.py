@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -10,9 +11,26 @@ from sqlalchemy.engine import Row
 
 from gateway.graphql.context import Info
 from gateway.graphql.types.accounts import Account
-from gateway.graphql.types.fields import existing, present
+from gateway.graphql.types.fields import described, existing, present, utc
 from gateway.graphql.types.relay import Node
-from gateway.ids import to_global
+from gateway.ids import pk_of, to_global
+
+
+@strawberry.type(description="A message of a folder that the sync left out, and why; the rest of the folder is synced.")
+class SkippedMessage:
+    uid: int = strawberry.field(description="Its IMAP UID in the folder.")
+    size: int | None = strawberry.field(description="Its size in bytes as the server reported it (RFC822.SIZE).")
+    kind: str = strawberry.field(description="too_large (over the size the sync downloads) or unstorable.")
+    reason: str
+    skipped_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> SkippedMessage:
+        when = utc(row.skipped_at)
+        assert when is not None
+        # GraphQL Int is 32 bits; a server may report any size at all.
+        size = None if row.size is None else min(row.size, 2**31 - 1)
+        return cls(uid=row.uid, size=size, kind=row.kind, reason=row.reason, skipped_at=when)
 
 
 @strawberry.type(description="An IMAP mailbox.")
@@ -42,6 +60,11 @@ class Folder(Node):
     async def account(self, info: Info) -> Account:
         row = await info.context.loaders.accounts.load(self.account_pk)
         return Account.of(existing(row))
+
+    @described("Messages the sync left out of this folder, with why (never silently missing).")
+    async def skipped_messages(self, info: Info) -> list[SkippedMessage]:
+        rows = await info.context.loaders.folder_skipped.load(pk_of(self.id, "Folder"))
+        return [SkippedMessage.of(r) for r in rows]
 
 
 @strawberry.type(description="A Gmail label, or an IMAP keyword on other servers.")

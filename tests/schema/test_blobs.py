@@ -1,0 +1,51 @@
+"""Raw messages larger than a chunk are stored in chunk rows and read back byte for byte."""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import delete, func, select
+
+from schema import blobs
+from schema.models import MimeBlob, MimeBlobChunk
+from schema.unit import Store
+
+
+async def test_a_large_blob_is_stored_in_chunks_and_read_back_exactly(store: Store) -> None:
+    raw = random.Random(8).randbytes(3 * blobs.CHUNK_BYTES + 123)  # incompressible: stored as is
+    small = b"Subject: small\r\n\r\nhello\r\n" * 10
+    sha = blobs.digest(raw)
+    async with store.sessions() as s, s.begin():
+        await blobs.put_many(s, [(raw, None), (small, None)])
+        await blobs.put_many(s, [(raw, None)])  # the same bytes again change nothing
+    async with store.sessions() as s:
+        row = (await s.execute(select(MimeBlob.id, MimeBlob.chunks, MimeBlob.data).where(MimeBlob.sha256 == sha))).one()
+        assert (row.chunks, row.data) == (4, b"")
+        sizes = list(
+            await s.scalars(
+                select(func.length(MimeBlobChunk.data)).where(MimeBlobChunk.blob_id == row.id).order_by("seq")
+            )
+        )
+        assert sizes == [blobs.CHUNK_BYTES] * 3 + [len(blobs.pack(raw)[1]) - 3 * blobs.CHUNK_BYTES]
+        assert await blobs.get(s, sha) == raw
+        assert await blobs.get(s, blobs.digest(small)) == small
+    async with store.sessions() as s, s.begin():
+        await s.execute(delete(MimeBlob).where(MimeBlob.sha256 == sha))
+    async with store.sessions() as s:
+        assert (
+            await s.scalar(select(func.count()).select_from(MimeBlobChunk).where(MimeBlobChunk.blob_id == row.id)) == 0
+        )
+
+
+async def test_a_compressible_large_blob_is_chunked_after_packing(store: Store) -> None:
+    rng = random.Random(9)
+    words = [rng.randbytes(4).hex().encode() for _ in range(5000)]
+    raw = b"\r\n".join(b" ".join(rng.choices(words, k=12)) for _ in range(60_000))  # 6 MB of text, packs to ~2
+    codec, packed = blobs.pack(raw)
+    assert codec == "zlib"
+    async with store.sessions() as s, s.begin():
+        await blobs.put_many(s, [(raw, (codec, packed))])
+    async with store.sessions() as s:
+        chunks = await s.scalar(select(MimeBlob.chunks).where(MimeBlob.sha256 == blobs.digest(raw)))
+        assert chunks == -(-len(packed) // blobs.CHUNK_BYTES)
+        assert await blobs.get(s, blobs.digest(raw)) == raw
