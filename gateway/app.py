@@ -52,6 +52,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     config = config or GatewayConfig()
     engine = create_engine(settings.database_url)
     redis = connect(settings.redis_url)  # short timeouts (schema.redisconn)
+    limiter = RateLimiter(
+        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+    )
     services = Services(
         engine=engine,
         redis=redis,
@@ -62,9 +65,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
-    )
-    limiter = RateLimiter(
-        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+        limiter=limiter,
     )
     view = GatewayView(
         build_schema(config, limiter),

@@ -2,18 +2,29 @@
 
 The cost model is Shopify's, on our connections:
 
-* a scalar or enum field costs 0; an object, or a plain list of objects, costs 1 plus its selections;
+* a scalar or enum field costs 0; an object costs 1 plus its selections;
 * a connection costs 2, plus its page size (first/last, 20 when absent) times the cost of one node;
   ``totalCount`` costs 1 (it is a COUNT query); ``nodes(ids:)`` costs 1 per id plus selections;
+* a list that is not a connection counts at its bound: the delta feed's ``changes`` page (``ChangePage``) costs
+  2 plus its ``first`` (100 when absent, at most 500) times 1 plus one change's selections, as a connection
+  does; a list of a row's parts (a message's addresses, attachments, folders, labels) costs 1 plus
+  `LIST_BOUND` times one item's selections (the list itself is one batched read, but what each item nests is
+  read per item);
 * a mutation costs 10 (a write transaction), plus 1 per id in its ``input.ids`` (1 without ids) times 1 plus
-  its payload's selections: a payload lists what each id touched.
+  its payload's selections: a payload lists what each id touched;
+* a subscription costs its selection when it starts, and again for every event it delivers (each event runs
+  the selection again, and ``after:`` can replay a month of log): `CostLimiter` leaves the per-event cost in
+  the operation's context and the subscription spends it before it sends each event
+  (gateway.graphql.subscriptions). A replay that outruns the token's budget ends with RATE_LIMITED; the client
+  resumes from the last cursor it saw once the window resets.
 
-Fragments are added up whatever their type condition, so the figure is an upper bound. A query above
-`max_cost` is refused before it runs. Each token spends its queries' costs from a budget per fixed window
-(GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round trip, bounded by a
-short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway serves
-unthrottled and says so in its log (Redis holds no data of ours), or, with `rate_limit_fail_open` off, refuses
-with RATE_LIMITED.
+Arguments are read from the operation's coerced variables, defaults included: a query sent without variables
+is costed at the size it runs at. Fragments are added up whatever their type condition, so the figure is an
+upper bound. A query above `max_cost` is refused before it runs. Each token spends its queries' costs from a
+budget per fixed window (GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round
+trip, bounded by a short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway
+serves unthrottled and says so in its log (Redis holds no data of ours), or, with `rate_limit_fail_open` off,
+refuses with RATE_LIMITED.
 """
 
 from __future__ import annotations
@@ -36,20 +47,29 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
+    get_nullable_type,
     is_leaf_type,
+    is_list_type,
     value_from_ast_untyped,
 )
+from graphql.execution.values import get_variable_values
 from redis.asyncio import Redis
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from gateway.config import GatewayConfig
 from gateway.errors import CostExceeded, RateLimited
-from gateway.graphql.pages import DEFAULT_PAGE, MAX_PAGE
+from gateway.graphql.pages import DEFAULT_CHANGES, DEFAULT_PAGE, MAX_CHANGES, MAX_PAGE
 from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
 MUTATION_COST = 10
+# What a list of a row's parts is assumed to hold at most, for what each item nests (its own fields are read
+# with the list): a message's attachments, folders and labels, a thread's participants.
+LIST_BOUND = 10
+# Pages that are not connections: the type, and its `first` when absent and at most.
+PAGES = {"ChangePage": (DEFAULT_CHANGES, MAX_CHANGES)}
 
 
 class _Costing:
@@ -65,12 +85,12 @@ class _Costing:
                 return value_from_ast_untyped(arg.value, self.variables)
         return None
 
-    def _page_size(self, node: FieldNode) -> int:
+    def _page_size(self, node: FieldNode, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
         for name in ("first", "last"):
             value = self._argument(node, name)
             if isinstance(value, int) and not isinstance(value, bool):
-                return max(0, min(value, MAX_PAGE))
-        return DEFAULT_PAGE
+                return max(0, min(value, maximum))
+        return default
 
     def selections(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None, size: int) -> int:
         if selection_set is None:
@@ -117,15 +137,24 @@ class _Costing:
         if named.name.endswith("Connection"):
             inner = self._page_size(node)
             return 2 + self.selections(named, node.selection_set, inner)
+        if named.name in PAGES:
+            inner = self._page_size(node, *PAGES[named.name])
+            return 2 + self.selections(named, node.selection_set, inner)
+        if parent.name in PAGES and is_list_type(get_nullable_type(definition.type)):
+            return size * (1 + self.selections(named, node.selection_set, size))
         if parent is self.schema.mutation_type:
             given = self._argument(node, "input")
-            ids = given.get("ids") if isinstance(given, dict) else None
+            # A literal input is a dict; one from coerced variables is the input type's object.
+            ids = given.get("ids") if isinstance(given, dict) else getattr(given, "ids", None)
             count = len(ids) if isinstance(ids, list) else 1
             return MUTATION_COST + count * (1 + self.selections(named, node.selection_set, size))
         if name == "nodes" and parent is self.schema.query_type:
             ids = self._argument(node, "ids")
             count = len(ids) if isinstance(ids, list) else 1
             return count * (1 + self.selections(named, node.selection_set, size))
+        if is_list_type(get_nullable_type(definition.type)) and not parent.name.endswith("Payload"):
+            # A payload's lists hold what each id touched: the mutation's count already multiplies them.
+            return 1 + LIST_BOUND * self.selections(named, node.selection_set, size)
         return 1 + self.selections(named, node.selection_set, size)
 
 
@@ -144,7 +173,11 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     if root is None:
         return 0
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    return _Costing(schema, fragments, variables).selections(root, operation.selection_set, DEFAULT_PAGE)
+    # The variables as the operation will run with them: coerced, with the defaults of those not sent.
+    given = variables if isinstance(variables, dict) else {}
+    coerced = get_variable_values(schema, operation.variable_definitions or (), given)
+    values = given if isinstance(coerced, list) else coerced.coerced  # a list of errors: execution refuses them
+    return _Costing(schema, fragments, values).selections(root, operation.selection_set, DEFAULT_PAGE)
 
 
 class RateLimiter:
@@ -189,6 +222,12 @@ class RateLimiter:
         reset = int((window + 1) * self.window - now) + 1
         return self.points - spent, reset
 
+    async def charge(self, rate_key: str, cost: int) -> None:
+        """Spends `cost`: RATE_LIMITED once the window's budget is spent."""
+        spent = await self.spend(rate_key, cost)
+        if spent is not None and spent[0] < 0:
+            raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
+
 
 class StreamSlots:
     """The long-lived streams (websockets and graphql-sse streams together) each token holds open in this
@@ -231,6 +270,9 @@ class CostLimiter(SchemaExtension):
             cost = query_cost(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
             self.report = {"requested": cost, "maximum": self.config.max_cost}
             viewer = getattr(ec.context, "viewer", None)
+            if ec.operation_type is OperationType.SUBSCRIPTION and isinstance(getattr(ec.context, "cost", None), dict):
+                # Every event runs the selection again: each spends it (gateway.graphql.context.spend_event).
+                ec.context.cost["event"] = max(cost, 1)
             if cost > self.config.max_cost:
                 self._refuse(CostExceeded(f"query cost {cost} is above the maximum of {self.config.max_cost}"))
             elif viewer is not None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
-from gateway.limits import StreamSlots
+from gateway.limits import RateLimiter, StreamSlots
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.unit import Store
@@ -38,3 +38,5 @@ class Services:
     store: Store
     # Websockets and event streams open per token (gateway.websocket, gateway.sse).
     streams: StreamSlots
+    # Each token's budget of cost points (gateway.limits): queries spend it, and every subscription event.
+    limiter: RateLimiter

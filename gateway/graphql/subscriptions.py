@@ -138,6 +138,7 @@ class Subscription:
         wanted = frozenset(types or ())
         async for change in follow(info, pk, after):
             if not wanted or change.object_type in wanted:
+                await info.context.spend_event()
                 yield change
 
     @subscribed("New messages of the account, or of one folder (by id or by role).")
@@ -161,6 +162,7 @@ class Subscription:
             if new and _folder_matches(change.data, folders):
                 event = await derived(change, "messageAdded", partial(_message_added, change))
                 if event is not None:
+                    await info.context.spend_event()
                     yield event
 
     @subscribed("Threads of the account created, changed or deleted.")
@@ -172,6 +174,7 @@ class Subscription:
             if change.object_type is ObjectType.THREAD:
                 event = await derived(change, "threadUpdated", partial(_thread_updated, change))
                 if event is not None:
+                    await info.context.spend_event()
                     yield event
 
     @subscribed("Folders of the account whose message or unread counts changed.")
@@ -189,6 +192,7 @@ class Subscription:
             counts[change.pk] = now
             event = await derived(change, "folderCountsChanged", partial(_folder_counts_changed, change))
             if event is not None:
+                await info.context.spend_event()
                 yield event
 
     @subscribed("The account's sync progress, whenever an account or folder sync state moves.")
@@ -200,6 +204,7 @@ class Subscription:
             if change.object_type in (ObjectType.ACCOUNT, ObjectType.FOLDER):
                 event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
                 if event is not None:
+                    await info.context.spend_event()
                     yield event
 
 
