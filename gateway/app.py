@@ -22,12 +22,14 @@ from datetime import timedelta
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from gateway.auth import TokenCache
+from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
@@ -59,12 +61,17 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         engine=engine,
         redis=redis,
         config=config,
-        tokens=TokenCache(engine, config.token_cache_seconds),
+        tokens=TokenCache(
+            engine,
+            config.token_cache_seconds,
+            AuthFailures(config.max_auth_failures, config.auth_failure_window_seconds),
+        ),
         signer=Signer(settings.secret_key, config.download_link_seconds),
         box=CredentialBox(settings.secret_key),
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
+        subscriptions=StreamSlots(config.max_subscriptions_per_token),
         limiter=limiter,
     )
     view = GatewayView(
@@ -123,7 +130,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/uploads", uploads.upload, methods=["POST"]),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.
+    middleware = [Middleware(BodyLimit, limit=config.max_body_bytes, exempt=("/uploads",))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     # For tests and benchmarks that look inside a running gateway; the app itself passes `services` down.
     app.state.services = services
     return app

@@ -62,6 +62,17 @@ class GatewayConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     # Expired uploads (schema.uploads) are pruned by every gateway process this often.
     upload_prune_seconds: float = 3600.0
+    # A request body (GraphQL over HTTP and SSE; uploads have their own cap) or websocket message larger than
+    # this is refused: 413 before the body is read (by Content-Length, else as soon as it passes), 1009 on a socket.
+    max_body_bytes: int = 1024 * 1024
+    # Subscriptions one token may run at once in one process, over all its websockets and event streams.
+    max_subscriptions_per_token: int = 100
+    # uvicorn's limit_concurrency: beyond this many connections and tasks at once, new requests get a 503.
+    max_concurrency: int = 2000
+    # A client address whose requests carry this many unknown tokens within `auth_failure_window_seconds` gets
+    # 429 for unknown tokens until the window ends (tokens it already showed valid still work).
+    max_auth_failures: int = 20
+    auth_failure_window_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -94,4 +105,13 @@ class GatewayConfig:
             ),
             undo_send_seconds=float(env.get("INBOXQL_GATEWAY_UNDO_SEND_SECONDS", base.undo_send_seconds)),
             max_upload_bytes=int(env.get("INBOXQL_GATEWAY_MAX_UPLOAD_BYTES", base.max_upload_bytes)),
+            max_body_bytes=int(env.get("INBOXQL_GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
+            max_subscriptions_per_token=int(
+                env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS_PER_TOKEN", base.max_subscriptions_per_token)
+            ),
+            max_concurrency=int(env.get("INBOXQL_GATEWAY_MAX_CONCURRENCY", base.max_concurrency)),
+            max_auth_failures=int(env.get("INBOXQL_GATEWAY_MAX_AUTH_FAILURES", base.max_auth_failures)),
+            auth_failure_window_seconds=float(
+                env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
+            ),
         )

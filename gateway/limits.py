@@ -230,8 +230,9 @@ class RateLimiter:
 
 
 class StreamSlots:
-    """The long-lived streams (websockets and graphql-sse streams together) each token holds open in this
-    process: at most `per_token`, so one token cannot hold every socket and task of the process."""
+    """What each token holds open in this process, at most `per_token` of it: its long-lived streams
+    (websockets and graphql-sse streams together), so one token cannot hold every socket and task of the
+    process; and, in a second count, its running subscriptions over all of them (`SubscriptionCap`)."""
 
     def __init__(self, per_token: int) -> None:
         self.per_token = per_token
@@ -250,6 +251,34 @@ class StreamSlots:
             self._open[token_id] = held
         else:
             self._open.pop(token_id, None)
+
+
+class SubscriptionCap(SchemaExtension):
+    """A subscription holds one of its token's subscription slots (Services.subscriptions) while it runs; a token
+    holding them all gets RATE_LIMITED for the next one, whichever socket or stream asks."""
+
+    def __init__(self) -> None:
+        self.held: tuple[StreamSlots, int] | None = None
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # a subscription's operation ends when it completes, is stopped, or its socket closes
+            if self.held is not None:
+                slots, token_id = self.held
+                self.held = None
+                slots.give(token_id)
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        viewer = getattr(ec.context, "viewer", None)
+        services = getattr(ec.context, "services", None)
+        if ec.operation_type is OperationType.SUBSCRIPTION and ec.result is None and viewer and services:
+            slots: StreamSlots = services.subscriptions
+            if not slots.take(viewer.token_id):
+                raise RateLimited(f"this token runs {slots.per_token} subscriptions already: stop one first")
+            self.held = (slots, viewer.token_id)
+        yield
 
 
 class CostLimiter(SchemaExtension):

@@ -38,5 +38,7 @@ class Services:
     store: Store
     # Websockets and event streams open per token (gateway.websocket, gateway.sse).
     streams: StreamSlots
+    # Subscriptions running per token, over all its websockets and event streams (gateway.limits.SubscriptionCap).
+    subscriptions: StreamSlots
     # Each token's budget of cost points (gateway.limits): queries spend it, and every subscription event.
     limiter: RateLimiter

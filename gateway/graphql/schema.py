@@ -32,7 +32,7 @@ from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.graphql.types.outbox import OutboxEntry
-from gateway.limits import CostLimiter, RateLimiter
+from gateway.limits import CostLimiter, RateLimiter, SubscriptionCap
 from gateway.render import SharedEventExecutor
 
 
@@ -88,6 +88,8 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         # Before the cost limiter: a refused mutation spends nothing.
         ReadOnlyTokens,
         partial(CostLimiter, config=config, limiter=limiter),
+        # After the cost limiter: a refused subscription holds no slot.
+        SubscriptionCap,
     ]
     types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment, Action, OutboxEntry]
     return GatewaySchema(
