@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -57,6 +58,15 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     limiter = RateLimiter(
         redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
     )
+    # Anonymous requests and introspection, per client address: counted per deployment (named by its database).
+    deployment = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    per_address = RateLimiter(
+        redis,
+        config.address_rate_limit,
+        config.rate_limit_window_seconds,
+        fail_open=config.rate_limit_fail_open,
+        prefix=f"{deployment}:",
+    )
     services = Services(
         engine=engine,
         redis=redis,
@@ -75,7 +85,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         limiter=limiter,
     )
     view = GatewayView(
-        build_schema(config, limiter),
+        build_schema(config, limiter, per_address),
         services=services,
         graphql_ide="graphiql",
         allowed_origins=config.allowed_origins,

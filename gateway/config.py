@@ -23,7 +23,13 @@ class GatewayConfig:
     # When Redis cannot count (down, or silent past its short timeout): serve unthrottled (True), or refuse with
     # RATE_LIMITED (False). Open by default: Redis holds no data, and a dead Redis should not take reads down.
     rate_limit_fail_open: bool = True
+    # Introspection for requests with a token; for anonymous ones (only introspection and __typename answer
+    # without a token) too, unless `anonymous_introspection` is off. On by default: the schema is published
+    # (gateway/schema.graphql), and GraphiQL reads it before a token is pasted.
     introspection: bool = True
+    anonymous_introspection: bool = True
+    # Anonymous requests and introspection queries (anyone's) per client address and rate-limit window.
+    address_rate_limit: int = 300
     # A token's grant is cached this long in the process: a revocation takes effect within it.
     token_cache_seconds: float = 10.0
     download_link_seconds: int = 3600
@@ -87,6 +93,8 @@ class GatewayConfig:
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
             rate_limit_fail_open=_flag(env.get("INBOXQL_GATEWAY_RATE_LIMIT_FAIL_OPEN", "1")),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
+            anonymous_introspection=_flag(env.get("INBOXQL_GATEWAY_ANONYMOUS_INTROSPECTION", "1")),
+            address_rate_limit=int(env.get("INBOXQL_GATEWAY_ADDRESS_RATE_LIMIT", base.address_rate_limit)),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
             allowed_origins=tuple(
                 o.strip() for o in env.get("INBOXQL_GATEWAY_ALLOWED_ORIGINS", "").split(",") if o.strip()

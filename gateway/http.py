@@ -132,8 +132,8 @@ class GatewayView(GraphQL[Context, None]):
             return ACK  # anonymous: like HTTP without a token, only introspection answers (gateway.websocket)
         try:
             viewer = await self.services.tokens.viewer(token, client=client_address(context.request)) if token else None
-        except TooManyAuthFailures:
-            raise TooManyStreams from None  # 4429, as for too many streams: the client should back off
+        except TooManyAuthFailures as exc:
+            raise TooManyStreams(str(exc)) from None  # 4429, as for too many streams: the client should back off
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
         if not self.services.streams.take(viewer.token_id):

@@ -54,20 +54,24 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
+from gateway.auth import client_address
 from gateway.config import GatewayConfig
-from gateway.errors import CostExceeded, RateLimited
+from gateway.errors import CostExceeded, Forbidden, RateLimited
 from gateway.graphql.pages import DEFAULT_CHANGES, DEFAULT_PAGE, MAX_CHANGES, MAX_PAGE
 from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
 MUTATION_COST = 10
-# What a list of a row's parts is assumed to hold at most, for what each item nests (its own fields are read
-# with the list): a message's attachments, folders and labels, a thread's participants.
-LIST_BOUND = 10
+# What a list of a row's parts is assumed to hold, for what each item nests (its own fields are read with the
+# list): a message is in a few folders and labels and carries a few attachments. What items nest is mostly a
+# back-reference that the loaders read once (a folder's account, an attachment's message), so this charges the
+# fan-out of rendering without refusing ordinary deep selections (at 10, the tenancy walk's was refused).
+LIST_BOUND = 5
 # Pages that are not connections: the type, and its `first` when absent and at most.
 PAGES = {"ChangePage": (DEFAULT_CHANGES, MAX_CHANGES)}
 
@@ -181,13 +185,18 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
 
 
 class RateLimiter:
-    """Fixed windows of `window` seconds; each token may spend `points` per window."""
+    """Fixed windows of `window` seconds; each token (or client address) may spend `points` per window. Keys are
+    `prefix` + the rate key: client addresses are counted per deployment (its database), not across
+    deployments that share a Redis."""
 
-    def __init__(self, redis: Redis | None, points: int, window: int, *, fail_open: bool = True) -> None:
+    def __init__(
+        self, redis: Redis | None, points: int, window: int, *, fail_open: bool = True, prefix: str = ""
+    ) -> None:
         self.redis = redis
         self.points = points
         self.window = window
         self.fail_open = fail_open
+        self.prefix = prefix
         self._warned_at = 0.0
 
     async def spend(self, rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
@@ -198,7 +207,7 @@ class RateLimiter:
             return None
         now = time.time() if now is None else now
         window = int(now // self.window)
-        key = f"inboxql:ratelimit:{rate_key}:{window}"
+        key = f"inboxql:ratelimit:{self.prefix}{rate_key}:{window}"
 
         async def count() -> int:
             async with redis.pipeline(transaction=False) as pipe:
@@ -281,13 +290,51 @@ class SubscriptionCap(SchemaExtension):
         yield
 
 
-class CostLimiter(SchemaExtension):
-    """Refuses too costly queries, spends the token's budget, and reports both in ``extensions.cost``."""
+def introspects(document: DocumentNode, operation_name: str | None) -> bool:
+    """Whether the operation asks for `__schema` or `__type` (in its fragments too)."""
+    operation = _operation(document, operation_name)
+    if operation is None:
+        return False
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    seen: set[str] = set()
+    while pending:
+        for sel in pending.pop().selections:
+            if isinstance(sel, FieldNode):
+                if sel.name.value in ("__schema", "__type"):
+                    return True
+                if sel.selection_set is not None:
+                    pending.append(sel.selection_set)
+            elif isinstance(sel, InlineFragmentNode):
+                pending.append(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                seen.add(sel.name.value)
+                fragment = fragments.get(sel.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return False
 
-    def __init__(self, config: GatewayConfig, limiter: RateLimiter) -> None:
+
+class CostLimiter(SchemaExtension):
+    """Refuses too costly queries, spends the token's budget, and reports both in ``extensions.cost``. Anonymous
+    requests and introspection queries also spend one point of their client address's budget (`per_address`),
+    and anonymous introspection is FORBIDDEN when `anonymous_introspection` is off."""
+
+    def __init__(self, config: GatewayConfig, limiter: RateLimiter, per_address: RateLimiter | None = None) -> None:
         self.config = config
         self.limiter = limiter
+        self.per_address = per_address
         self.report: dict[str, int] | None = None
+
+    async def _by_address(self, ec: Any, anonymous: bool) -> None:
+        asks_schema = introspects(ec.graphql_document, ec.operation_name)
+        if anonymous and asks_schema and not self.config.anonymous_introspection:
+            self._refuse(Forbidden("introspection needs an API token on this server"))
+        request = getattr(ec.context, "request", None)
+        if (anonymous or asks_schema) and self.per_address is not None and isinstance(request, HTTPConnection):
+            address = client_address(request)
+            if address is not None:
+                await self.per_address.charge(f"addr:{address}", 1)
 
     def _refuse(self, error: Exception) -> NoReturn:
         # Raised, not set as the result: Strawberry's subscription path ignores a result set in on_execute.
@@ -299,6 +346,7 @@ class CostLimiter(SchemaExtension):
             cost = query_cost(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
             self.report = {"requested": cost, "maximum": self.config.max_cost}
             viewer = getattr(ec.context, "viewer", None)
+            await self._by_address(ec, viewer is None)
             if ec.operation_type is OperationType.SUBSCRIPTION and isinstance(getattr(ec.context, "cost", None), dict):
                 # Every event runs the selection again: each spends it (gateway.graphql.context.spend_event).
                 ec.context.cost["event"] = max(cost, 1)

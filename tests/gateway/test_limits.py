@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,9 +86,9 @@ async def test_the_cost_is_reported_and_a_costly_query_refused(alice: Client, wo
         # The delta feed's page is counted at its size (first, 100 when absent), like a connection.
         ('{ changes(accountId: "a") { changes { cursor } } }', {}, 2 + 100 * 1),
         ('{ changes(accountId: "a", first: 500) { changes { object { id } } } }', {}, 2 + 500 * 2),
-        # A row's parts: the list is one read, what each item nests counts LIST_BOUND (10) times.
+        # A row's parts: the list is one read, what each item nests counts LIST_BOUND (5) times.
         ('{ node(id: "m") { ... on Message { attachments { filename } from { address } } } }', {}, 1 + 1 + 1),
-        ('{ node(id: "m") { ... on Message { folders { account { id } } } } }', {}, 1 + 1 + 10 * 1),
+        ('{ node(id: "m") { ... on Message { folders { account { id } } } } }', {}, 1 + 1 + 5 * 1),
         # Variables count as the operation runs with them: a default stands for a variable not sent.
         ("query($n: Int = 50) { accounts(first: $n) { nodes { id } } }", {}, 2 + 50),
         ("query($n: Int = 50) { accounts(first: $n) { nodes { id } } }", {"n": 3}, 2 + 3),
@@ -207,6 +208,56 @@ async def test_introspection_can_be_switched_off(tight: httpx.AsyncClient, world
     answer = await client.run("{ __schema { types { name } } }")
     assert codes(answer) == ["FORBIDDEN"]
     assert (await client.data("{ __typename }")) == {"__typename": "Query"}
+
+
+@pytest.fixture
+async def guarded_schema(gw_settings: Settings, world: World) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway without anonymous introspection, and 3 anonymous or introspection requests per address."""
+    config = GatewayConfig(anonymous_introspection=False, address_rate_limit=3, rate_limit_window_seconds=3600)
+    server = start_gateway(gw_settings, config)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def from_address(n: int) -> dict[str, str]:
+    """A client address of this test alone (uvicorn takes it from the loopback proxy's X-Forwarded-For)."""
+    return {"x-forwarded-for": f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{n}"}
+
+
+async def test_anonymous_introspection_can_be_switched_off_alone(
+    guarded_schema: httpx.AsyncClient, world: World
+) -> None:
+    anonymous = Client(guarded_schema, None)
+    refused = await anonymous.run("{ __schema { queryType { name } } }")
+    assert codes(refused) == ["FORBIDDEN"]
+    assert "token" in refused["errors"][0]["message"]
+    refused = await anonymous.run('fragment T on Query { __type(name: "Message") { name } } { ...T }')
+    assert codes(refused) == ["FORBIDDEN"]
+    assert (await anonymous.data("{ __typename }")) == {"__typename": "Query"}
+    authenticated = Client(guarded_schema, world.token_alice)
+    assert (await authenticated.data("{ __schema { queryType { name } } }"))["__schema"]["queryType"]["name"] == "Query"
+
+
+async def test_anonymous_and_introspection_requests_are_limited_per_address(
+    guarded_schema: httpx.AsyncClient, world: World
+) -> None:
+    me, other = from_address(1), from_address(2)
+    query = {"query": "{ __typename }"}
+    answers = [await guarded_schema.post("/graphql", json=query, headers=me) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert codes(answers[3].json()) == ["RATE_LIMITED"]
+    assert int(answers[3].headers["retry-after"]) > 0
+    alice = {**me, "authorization": f"Bearer {world.token_alice}"}
+    # The address's budget is spent for introspection too, with a token; the token's own queries go on.
+    introspection = await guarded_schema.post(
+        "/graphql", json={"query": "{ __schema { queryType { name } } }"}, headers=alice
+    )
+    assert introspection.status_code == 429
+    assert (await guarded_schema.post("/graphql", json=query, headers=alice)).status_code == 200
+    assert (await guarded_schema.post("/graphql", json=query, headers=other)).status_code == 200
 
 
 def test_unexpected_errors_are_masked_and_logged(caplog: pytest.LogCaptureFixture) -> None:
