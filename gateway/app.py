@@ -9,6 +9,7 @@ Routes:
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
 
+Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
 GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
 """
