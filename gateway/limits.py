@@ -339,11 +339,12 @@ class CostLimiter(SchemaExtension):
         self.per_address = per_address
         self.report: dict[str, int] | None = None
 
-    async def _by_address(self, ec: Any, anonymous: bool) -> None:
-        asks_schema = introspects(ec.graphql_document, ec.operation_name)
+    async def _by_address(self, document: DocumentNode, operation_name: str | None, context: object) -> None:
+        anonymous = getattr(context, "viewer", None) is None
+        asks_schema = introspects(document, operation_name)
         if anonymous and asks_schema and not self.config.anonymous_introspection:
             self._refuse(Forbidden("introspection needs an API token on this server"))
-        request = getattr(ec.context, "request", None)
+        request = getattr(context, "request", None)
         if (anonymous or asks_schema) and self.per_address is not None and isinstance(request, HTTPConnection):
             address = client_address(request)
             if address is not None:
@@ -359,7 +360,7 @@ class CostLimiter(SchemaExtension):
             cost = query_cost(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
             self.report = {"requested": cost, "maximum": self.config.max_cost}
             viewer = getattr(ec.context, "viewer", None)
-            await self._by_address(ec, viewer is None)
+            await self._by_address(ec.graphql_document, ec.operation_name, ec.context)
             if ec.operation_type is OperationType.SUBSCRIPTION and isinstance(getattr(ec.context, "cost", None), dict):
                 # Every event runs the selection again: each spends it (gateway.graphql.context.spend_event).
                 ec.context.cost["event"] = max(cost, 1)
