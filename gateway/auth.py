@@ -59,13 +59,11 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
-def _keep(cache: dict[bytes, tuple[float, T]], key: bytes, entry: tuple[float, T], size: int, now: float) -> None:
-    """Caches `entry`, making room first: expired entries go, then the oldest."""
-    if key not in cache and len(cache) >= size:
-        for stale in [k for k, (until, _) in cache.items() if until <= now]:
-            del cache[stale]
-        while len(cache) >= size:
-            del cache[next(iter(cache))]
+def _keep(cache: dict[bytes, tuple[float, T]], key: bytes, entry: tuple[float, T], size: int) -> None:
+    """Caches `entry` last, making room by dropping the first: entries are in the order they expire (one ttl)."""
+    cache.pop(key, None)
+    while len(cache) >= size:
+        del cache[next(iter(cache))]
     cache[key] = entry
 
 
@@ -102,11 +100,11 @@ class TokenCache:
         )
         if found is None:
             self._grants.pop(key, None)  # revoked
-            _keep(self._refused, key, (now + self.ttl, None), MAX_REFUSED, now)
+            _keep(self._refused, key, (now + self.ttl, None), MAX_REFUSED)
             self.failures.failed(client)
         else:
             self._refused.pop(key, None)
-            _keep(self._grants, key, (now + self.ttl, found), MAX_CACHED, now)
+            _keep(self._grants, key, (now + self.ttl, found), MAX_CACHED)
         return found
 
     async def viewer_by_id(self, token_id: int) -> Viewer | None:
