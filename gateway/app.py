@@ -9,6 +9,7 @@ Routes:
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
 
+Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
 GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
 """
@@ -17,17 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from gateway.auth import TokenCache
+from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
@@ -53,23 +57,38 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     config = config or GatewayConfig()
     engine = create_engine(settings.database_url)
     redis = connect(settings.redis_url)  # short timeouts (schema.redisconn)
+    limiter = RateLimiter(
+        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+    )
+    # Anonymous requests and introspection, per client address: counted per deployment (named by its database).
+    deployment = hashlib.sha256(settings.database_url.encode()).hexdigest()[:12]
+    per_address = RateLimiter(
+        redis,
+        config.address_rate_limit,
+        config.rate_limit_window_seconds,
+        fail_open=config.rate_limit_fail_open,
+        prefix=f"{deployment}:",
+    )
     services = Services(
         engine=engine,
         redis=redis,
         config=config,
-        tokens=TokenCache(engine, config.token_cache_seconds),
+        tokens=TokenCache(
+            engine,
+            config.token_cache_seconds,
+            AuthFailures(config.max_auth_failures, config.auth_failure_window_seconds),
+        ),
         signer=Signer(settings.secret_key, config.download_link_seconds),
         box=CredentialBox(settings.secret_key),
         fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
         vocabulary=VocabularyCache(engine),
-    )
-    limiter = RateLimiter(
-        redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
+        subscriptions=StreamSlots(config.max_subscriptions_per_token),
+        limiter=limiter,
     )
     view = GatewayView(
-        build_schema(config, limiter),
+        build_schema(config, limiter, per_address),
         services=services,
         graphql_ide="graphiql",
         allowed_origins=config.allowed_origins,
@@ -124,7 +143,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/uploads", uploads.upload, methods=["POST"]),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.
+    middleware = [Middleware(BodyLimit, limit=config.max_body_bytes, exempt=("/uploads",))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     # For tests and benchmarks that look inside a running gateway; the app itself passes `services` down.
     app.state.services = services
     return app

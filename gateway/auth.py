@@ -2,8 +2,10 @@
 
 Grants are cached in the process for `token_cache_seconds` (a revocation takes effect within that time), so
 a busy client costs no token query per request. The cache is keyed by the token's hash: no plaintext token
-is kept or logged. Websockets and event streams outlive a request: they re-check their token while they are
-open (`until_revoked`) and end once it is revoked.
+is kept or logged. Refusals (unknown or revoked tokens) are cached apart, in a bounded cache of their own, so
+a flood of random tokens never evicts a valid one; and a client address that keeps sending unknown tokens is
+throttled (gateway.caps.AuthFailures): 429 without a token query. Websockets and event streams outlive a
+request: they re-check their token while they are open (`until_revoked`) and end once it is revoked.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
-from gateway.errors import UNAUTHENTICATED
+from gateway.caps import AuthFailures, TooManyAuthFailures
+from gateway.errors import RATE_LIMITED, UNAUTHENTICATED
 from schema import tokens
 from schema.db import session_factory
 
 log = logging.getLogger(__name__)
 
-MAX_CACHED = 10_000
+T = TypeVar("T")
+
+MAX_CACHED = 10_000  # valid tokens
+MAX_REFUSED = 10_000  # unknown or revoked ones, kept apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +59,36 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     return token.strip()
 
 
+def _keep(cache: dict[bytes, tuple[float, T]], key: bytes, entry: tuple[float, T], size: int) -> None:
+    """Caches `entry` last, making room by dropping the first: entries are in the order they expire (one ttl)."""
+    cache.pop(key, None)
+    while len(cache) >= size:
+        del cache[next(iter(cache))]
+    cache[key] = entry
+
+
 class TokenCache:
-    def __init__(self, engine: AsyncEngine, ttl: float) -> None:
+    def __init__(self, engine: AsyncEngine, ttl: float, failures: AuthFailures | None = None) -> None:
         self.sessions = session_factory(engine)
         self.ttl = ttl
-        self._grants: dict[bytes, tuple[float, Viewer | None]] = {}
+        self.failures = failures or AuthFailures(limit=2**62, window=60.0)
+        self._grants: dict[bytes, tuple[float, Viewer]] = {}
+        self._refused: dict[bytes, tuple[float, None]] = {}
 
-    async def viewer(self, token: str, now: float | None = None) -> Viewer | None:
-        """The viewer of a live token; None for an unknown or revoked one."""
+    async def viewer(self, token: str, now: float | None = None, *, client: str | None = None) -> Viewer | None:
+        """The viewer of a live token; None for an unknown or revoked one. `client` (the request's address) is
+        counted for each refusal: TooManyAuthFailures once it is over its cap, unless the token is a cached
+        valid one."""
         now = time.monotonic() if now is None else now
         key = tokens.token_hash(token)
         cached = self._grants.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
+        self.failures.check(client)
+        refused = self._refused.get(key)
+        if refused is not None and refused[0] > now:
+            self.failures.failed(client)
+            return None
         async with self.sessions() as session, session.begin():
             grant = await tokens.lookup(session, token)
             if grant is not None:
@@ -73,9 +98,13 @@ class TokenCache:
             if grant is None
             else Viewer(grant.token_id, grant.account_ids, key.hex()[:32], admin=grant.admin, read_only=grant.read_only)
         )
-        if len(self._grants) >= MAX_CACHED:
-            self._grants.clear()
-        self._grants[key] = (now + self.ttl, found)
+        if found is None:
+            self._grants.pop(key, None)  # revoked
+            _keep(self._refused, key, (now + self.ttl, None), MAX_REFUSED)
+            self.failures.failed(client)
+        else:
+            self._refused.pop(key, None)
+            _keep(self._grants, key, (now + self.ttl, found), MAX_CACHED)
         return found
 
     async def viewer_by_id(self, token_id: int) -> Viewer | None:
@@ -110,14 +139,29 @@ def connection_token(params: Mapping[str, object] | None) -> str | None:
     return bearer({"authorization": header}) if isinstance(header, str) else None
 
 
-async def authenticate(tokens: TokenCache, headers: Mapping[str, str]) -> tuple[bool, Viewer | None]:
-    """(valid, viewer) of a request's headers: no token is valid and anonymous; a token that is present (even
-    malformed) must be live. HTTP and graphql-sse decide alike."""
-    token = bearer(headers)
+def client_address(connection: HTTPConnection) -> str | None:
+    """The client's address (behind a trusted proxy, the one it forwarded: uvicorn's proxy_headers)."""
+    return connection.client.host if connection.client is not None else None
+
+
+async def authenticate(tokens: TokenCache, connection: HTTPConnection) -> tuple[bool, Viewer | None]:
+    """(valid, viewer) of a request: no token is valid and anonymous; a token that is present (even malformed)
+    must be live. HTTP and graphql-sse decide alike. TooManyAuthFailures when its address is throttled."""
+    token = bearer(connection.headers)
     if token is None:
         return True, None
-    viewer = await tokens.viewer(token) if token else None
+    if not token:
+        tokens.failures.check(client_address(connection))
+        tokens.failures.failed(client_address(connection))
+        return False, None
+    viewer = await tokens.viewer(token, client=client_address(connection))
     return viewer is not None, viewer
+
+
+def throttled_response(exc: TooManyAuthFailures) -> JSONResponse:
+    """The 429 of an address that sent too many unknown tokens."""
+    body = {"errors": [{"message": str(exc), "extensions": {"code": RATE_LIMITED, "retryAfter": exc.retry_after}}]}
+    return JSONResponse(body, status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
 
 def unauthenticated_response(message: str) -> JSONResponse:

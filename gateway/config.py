@@ -23,7 +23,13 @@ class GatewayConfig:
     # When Redis cannot count (down, or silent past its short timeout): serve unthrottled (True), or refuse with
     # RATE_LIMITED (False). Open by default: Redis holds no data, and a dead Redis should not take reads down.
     rate_limit_fail_open: bool = True
+    # Introspection for requests with a token; for anonymous ones (only introspection and __typename answer
+    # without a token) too, unless `anonymous_introspection` is off. On by default: the schema is published
+    # (gateway/schema.graphql), and GraphiQL reads it before a token is pasted.
     introspection: bool = True
+    anonymous_introspection: bool = True
+    # Anonymous requests and introspection queries (anyone's) per client address and rate-limit window.
+    address_rate_limit: int = 300
     # A token's grant is cached this long in the process: a revocation takes effect within it.
     token_cache_seconds: float = 10.0
     download_link_seconds: int = 3600
@@ -68,6 +74,17 @@ class GatewayConfig:
     max_upload_bytes: int = 25 * 1024 * 1024
     # Expired uploads (schema.uploads) are pruned by every gateway process this often.
     upload_prune_seconds: float = 3600.0
+    # A request body (GraphQL over HTTP and SSE; uploads have their own cap) or websocket message larger than
+    # this is refused: 413 before the body is read (by Content-Length, else as soon as it passes), 1009 on a socket.
+    max_body_bytes: int = 1024 * 1024
+    # Subscriptions one token may run at once in one process, over all its websockets and event streams.
+    max_subscriptions_per_token: int = 100
+    # uvicorn's limit_concurrency: beyond this many connections and tasks at once, new requests get a 503.
+    max_concurrency: int = 2000
+    # A client address whose requests carry this many unknown tokens within `auth_failure_window_seconds` gets
+    # 429 for unknown tokens until the window ends (tokens it already showed valid still work).
+    max_auth_failures: int = 20
+    auth_failure_window_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -82,6 +99,8 @@ class GatewayConfig:
             rate_limit_window_seconds=int(env.get("INBOXQL_GATEWAY_RATE_LIMIT_WINDOW", base.rate_limit_window_seconds)),
             rate_limit_fail_open=_flag(env.get("INBOXQL_GATEWAY_RATE_LIMIT_FAIL_OPEN", "1")),
             introspection=_flag(env.get("INBOXQL_GATEWAY_INTROSPECTION", "1")),
+            anonymous_introspection=_flag(env.get("INBOXQL_GATEWAY_ANONYMOUS_INTROSPECTION", "1")),
+            address_rate_limit=int(env.get("INBOXQL_GATEWAY_ADDRESS_RATE_LIMIT", base.address_rate_limit)),
             token_cache_seconds=float(env.get("INBOXQL_GATEWAY_TOKEN_CACHE_SECONDS", base.token_cache_seconds)),
             allowed_origins=tuple(
                 o.strip() for o in env.get("INBOXQL_GATEWAY_ALLOWED_ORIGINS", "").split(",") if o.strip()
@@ -107,4 +126,13 @@ class GatewayConfig:
             ),
             undo_send_seconds=float(env.get("INBOXQL_GATEWAY_UNDO_SEND_SECONDS", base.undo_send_seconds)),
             max_upload_bytes=int(env.get("INBOXQL_GATEWAY_MAX_UPLOAD_BYTES", base.max_upload_bytes)),
+            max_body_bytes=int(env.get("INBOXQL_GATEWAY_MAX_BODY_BYTES", base.max_body_bytes)),
+            max_subscriptions_per_token=int(
+                env.get("INBOXQL_GATEWAY_MAX_SUBSCRIPTIONS_PER_TOKEN", base.max_subscriptions_per_token)
+            ),
+            max_concurrency=int(env.get("INBOXQL_GATEWAY_MAX_CONCURRENCY", base.max_concurrency)),
+            max_auth_failures=int(env.get("INBOXQL_GATEWAY_MAX_AUTH_FAILURES", base.max_auth_failures)),
+            auth_failure_window_seconds=float(
+                env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
+            ),
         )

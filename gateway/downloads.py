@@ -14,7 +14,8 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.auth import Viewer, bearer
+from gateway.auth import Viewer, bearer, client_address, throttled_response
+from gateway.caps import TooManyAuthFailures
 from gateway.errors import BAD_USER_INPUT, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of
 from gateway.services import Services
@@ -49,7 +50,7 @@ class Downloads:
     async def _viewer(self, request: Request) -> Viewer | None:
         token = bearer(request.headers)
         if token:
-            return await self.tokens.viewer(token)
+            return await self.tokens.viewer(token, client=client_address(request))
         q = request.query_params
         try:
             token_id, expires, signature = int(q["t"]), int(q["e"]), q["s"]
@@ -60,7 +61,10 @@ class Downloads:
         return await self.tokens.viewer_by_id(token_id)
 
     async def attachment(self, request: Request) -> Response:
-        viewer = await self._viewer(request)
+        try:
+            viewer = await self._viewer(request)
+        except TooManyAuthFailures as exc:
+            return throttled_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token or signed link is required")
         try:
@@ -89,7 +93,10 @@ class Downloads:
         return StreamingResponse(_chunks(data), media_type=content_type or "application/octet-stream", headers=headers)
 
     async def raw(self, request: Request) -> Response:
-        viewer = await self._viewer(request)
+        try:
+            viewer = await self._viewer(request)
+        except TooManyAuthFailures as exc:
+            return throttled_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token or signed link is required")
         try:

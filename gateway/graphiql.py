@@ -4,6 +4,13 @@ Strawberry's page loads React and GraphiQL from a public CDN. Ours loads the sam
 ``gateway/static/graphiql/``, which ``scripts/vendor-graphiql`` fills at build time (they are not committed).
 When they are missing the page says so and how to fix it, instead of hanging on "Loading...".
 
+A link may pre-fill the editors: ``/graphql#headers=JSON&q=QUERY``. The headers (which carry the API token)
+go in the URL's fragment, which the browser never sends to a server, so no access log or proxy sees the
+token; the page reads it, then takes it out of the address bar and the history entry (``replaceState``).
+``q`` may also be in the query string (``/graphql?q=QUERY``); a ``headers`` query parameter is not read (a
+token there has been sent to the server, whose access log writes it redacted: gateway.server) and is taken
+out of the address bar too. Without a token in the link, paste it into GraphiQL's headers editor.
+
 Subscriptions run over graphql-transport-ws on the same path with graphql-ws's own browser client: the page sends
 the Authorization of GraphiQL's headers editor in connection_init as ``{"authorization": "Bearer ..."}`` (the way
 the gateway authenticates a socket) and does not retry a socket the gateway refused, so GraphiQL shows the refusal.
@@ -48,7 +55,14 @@ _PAGE = """<!doctype html>
 <script>
 (function () {{
   var params = new URLSearchParams(window.location.search);
+  // The token travels in the fragment only: never sent to the server, and out of the history at once.
+  var fragment = new URLSearchParams(window.location.hash.replace(/^#/, ""));
   var url = window.location.origin + window.location.pathname;
+  if (window.location.hash || params.has("headers")) {{
+    params.delete("headers");
+    var search = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
+  }}
   // Subscriptions: graphql-transport-ws on the same path, ws:// beside http:// and wss:// beside https://.
   var wsUrl = url.replace(/^http/, "ws");
   var authorization = null;  // the Authorization of the headers editor, at the latest run
@@ -94,8 +108,9 @@ _PAGE = """<!doctype html>
     return React.createElement(GraphiQL, {{
       fetcher: fetcher,
       plugins: [explorer],
-      defaultQuery: params.get("q") || "{{ accounts(first: 10) {{ edges {{ node {{ id address }} }} }} }}",
-      headers: params.get("headers") || undefined,
+      defaultQuery:
+        fragment.get("q") || params.get("q") || "{{ accounts(first: 10) {{ edges {{ node {{ id address }} }} }} }}",
+      headers: fragment.get("headers") || undefined,
       isHeadersEditorEnabled: true,
       shouldPersistHeaders: false,
     }});

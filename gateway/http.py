@@ -25,7 +25,15 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
-from gateway.auth import Viewer, authenticate, connection_token, unauthenticated_response
+from gateway.auth import (
+    Viewer,
+    authenticate,
+    client_address,
+    connection_token,
+    throttled_response,
+    unauthenticated_response,
+)
+from gateway.caps import TooManyAuthFailures
 from gateway.errors import http_status, response_body
 from gateway.graphiql import graphiql_page
 from gateway.graphql.context import Context
@@ -82,7 +90,11 @@ class GatewayView(GraphQL[Context, None]):
         if wants_event_stream(request.headers.get("accept")):  # graphql-sse (gateway.sse)
             await serve_event_stream(self, request, send)
             return
-        valid, viewer = await authenticate(self.services.tokens, request.headers)
+        try:
+            valid, viewer = await authenticate(self.services.tokens, request)
+        except TooManyAuthFailures as exc:
+            await throttled_response(exc)(scope, receive, send)
+            return
         if not valid:
             await unauthenticated_response("the API token is not valid")(scope, receive, send)
             return
@@ -118,7 +130,10 @@ class GatewayView(GraphQL[Context, None]):
         token = connection_token(params)
         if token is None:
             return ACK  # anonymous: like HTTP without a token, only introspection answers (gateway.websocket)
-        viewer = await self.services.tokens.viewer(token) if token else None
+        try:
+            viewer = await self.services.tokens.viewer(token, client=client_address(context.request)) if token else None
+        except TooManyAuthFailures as exc:
+            raise TooManyStreams(str(exc)) from None  # 4429, as for too many streams: the client should back off
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
         if not self.services.streams.take(viewer.token_id):

@@ -2,22 +2,34 @@
 
 The cost model is Shopify's, on our connections:
 
-* a scalar or enum field costs 0; an object, or a plain list of objects, costs 1 plus its selections;
+* a scalar or enum field costs 0; an object costs 1 plus its selections;
 * a connection costs 2, plus its page size (first/last, 20 when absent) times the cost of one node;
   ``totalCount`` costs 1 (it is a COUNT query); ``nodes(ids:)`` costs 1 per id plus selections;
+* a list that is not a connection counts at its bound: the delta feed's ``changes`` page (``ChangePage``) costs
+  2 plus its ``first`` (100 when absent, at most 500) times 1 plus one change's selections, as a connection
+  does; a list of a row's parts (a message's addresses, attachments, folders, labels) costs 1 plus
+  `LIST_BOUND` times one item's selections (the list itself is one batched read, but what each item nests is
+  read per item);
 * a mutation costs 10 (a write transaction), plus 1 per id in its ``input.ids`` (1 without ids) times 1 plus
-  its payload's selections: a payload lists what each id touched.
+  its payload's selections: a payload lists what each id touched;
+* a subscription costs its selection when it starts, and again for every event it delivers (each event runs
+  the selection again, and ``after:`` can replay a month of log): `CostLimiter` leaves the per-event cost in
+  the operation's context and the subscription spends it before it sends each event
+  (gateway.graphql.subscriptions). A replay that outruns the token's budget ends with RATE_LIMITED; the client
+  resumes from the last cursor it saw once the window resets.
 
-Fragments are added up whatever their type condition, so the figure is an upper bound. A query above
-`max_cost` is refused before it runs. Each token spends its queries' costs from a budget per fixed window
-(GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round trip, bounded by a
-short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway serves
-unthrottled and says so in its log (Redis holds no data of ours), or, with `rate_limit_fail_open` off, refuses
-with RATE_LIMITED.
+Arguments are read from the operation's coerced variables, defaults included: a query sent without variables
+is costed at the size it runs at. Fragments are added up whatever their type condition, so the figure is an
+upper bound. A query above `max_cost` is refused before it runs. Each token spends its queries' costs from a
+budget per fixed window (GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round
+trip, bounded by a short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway
+serves unthrottled and says so in its log (Redis holds no data of ours), or, with `rate_limit_fail_open` off,
+refuses with RATE_LIMITED.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -36,20 +48,33 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     get_named_type,
+    get_nullable_type,
     is_leaf_type,
+    is_list_type,
     value_from_ast_untyped,
 )
+from graphql.execution.values import get_variable_values
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
+from gateway.auth import client_address
 from gateway.config import GatewayConfig
-from gateway.errors import CostExceeded, RateLimited
-from gateway.graphql.pages import DEFAULT_PAGE, MAX_PAGE
+from gateway.errors import CostExceeded, Forbidden, RateLimited
+from gateway.graphql.pages import DEFAULT_CHANGES, DEFAULT_PAGE, MAX_CHANGES, MAX_PAGE
 from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
 
 MUTATION_COST = 10
+# What a list of a row's parts is assumed to hold, for what each item nests (its own fields are read with the
+# list): a message is in a few folders and labels and carries a few attachments. What items nest is mostly a
+# back-reference that the loaders read once (a folder's account, an attachment's message), so this charges the
+# fan-out of rendering without refusing ordinary deep selections (at 10, the tenancy walk's was refused).
+LIST_BOUND = 5
+# Pages that are not connections: the type, and its `first` when absent and at most.
+PAGES = {"ChangePage": (DEFAULT_CHANGES, MAX_CHANGES)}
 
 
 class _Costing:
@@ -65,12 +90,12 @@ class _Costing:
                 return value_from_ast_untyped(arg.value, self.variables)
         return None
 
-    def _page_size(self, node: FieldNode) -> int:
+    def _page_size(self, node: FieldNode, default: int = DEFAULT_PAGE, maximum: int = MAX_PAGE) -> int:
         for name in ("first", "last"):
             value = self._argument(node, name)
             if isinstance(value, int) and not isinstance(value, bool):
-                return max(0, min(value, MAX_PAGE))
-        return DEFAULT_PAGE
+                return max(0, min(value, maximum))
+        return default
 
     def selections(self, parent: GraphQLNamedType, selection_set: SelectionSetNode | None, size: int) -> int:
         if selection_set is None:
@@ -117,15 +142,24 @@ class _Costing:
         if named.name.endswith("Connection"):
             inner = self._page_size(node)
             return 2 + self.selections(named, node.selection_set, inner)
+        if named.name in PAGES:
+            inner = self._page_size(node, *PAGES[named.name])
+            return 2 + self.selections(named, node.selection_set, inner)
+        if parent.name in PAGES and is_list_type(get_nullable_type(definition.type)):
+            return size * (1 + self.selections(named, node.selection_set, size))
         if parent is self.schema.mutation_type:
             given = self._argument(node, "input")
-            ids = given.get("ids") if isinstance(given, dict) else None
+            # A literal input is a dict; one from coerced variables is the input type's object.
+            ids = given.get("ids") if isinstance(given, dict) else getattr(given, "ids", None)
             count = len(ids) if isinstance(ids, list) else 1
             return MUTATION_COST + count * (1 + self.selections(named, node.selection_set, size))
         if name == "nodes" and parent is self.schema.query_type:
             ids = self._argument(node, "ids")
             count = len(ids) if isinstance(ids, list) else 1
             return count * (1 + self.selections(named, node.selection_set, size))
+        if is_list_type(get_nullable_type(definition.type)) and not parent.name.endswith("Payload"):
+            # A payload's lists hold what each id touched: the mutation's count already multiplies them.
+            return 1 + LIST_BOUND * self.selections(named, node.selection_set, size)
         return 1 + self.selections(named, node.selection_set, size)
 
 
@@ -144,17 +178,36 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     if root is None:
         return 0
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    return _Costing(schema, fragments, variables).selections(root, operation.selection_set, DEFAULT_PAGE)
+    # The variables as the operation will run with them: coerced, with the defaults of those not sent.
+    given = variables if isinstance(variables, dict) else {}
+    coerced = get_variable_values(schema, operation.variable_definitions or (), given)
+    values = given if isinstance(coerced, list) else coerced.coerced  # a list of errors: execution refuses them
+    return _Costing(schema, fragments, values).selections(root, operation.selection_set, DEFAULT_PAGE)
+
+
+def _still_cancelled() -> None:
+    """Raises the cancellation of the current task if one was asked for during a Redis call: redis-py (8.2)
+    shields parts of a command from cancellation and may return normally, or fail, with the cancellation
+    swallowed. A subscriber cancelled while its event was being charged (its client gone) would otherwise run on
+    and block forever on a queue nobody reads, holding its place in the fan-out."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class RateLimiter:
-    """Fixed windows of `window` seconds; each token may spend `points` per window."""
+    """Fixed windows of `window` seconds; each token (or client address) may spend `points` per window. Keys are
+    `prefix` + the rate key: client addresses are counted per deployment (its database), not across
+    deployments that share a Redis."""
 
-    def __init__(self, redis: Redis | None, points: int, window: int, *, fail_open: bool = True) -> None:
+    def __init__(
+        self, redis: Redis | None, points: int, window: int, *, fail_open: bool = True, prefix: str = ""
+    ) -> None:
         self.redis = redis
         self.points = points
         self.window = window
         self.fail_open = fail_open
+        self.prefix = prefix
         self._warned_at = 0.0
 
     async def spend(self, rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
@@ -165,7 +218,7 @@ class RateLimiter:
             return None
         now = time.time() if now is None else now
         window = int(now // self.window)
-        key = f"inboxql:ratelimit:{rate_key}:{window}"
+        key = f"inboxql:ratelimit:{self.prefix}{rate_key}:{window}"
 
         async def count() -> int:
             async with redis.pipeline(transaction=False) as pipe:
@@ -177,6 +230,7 @@ class RateLimiter:
         try:
             spent = await guarded(redis, count)
         except RedisUnavailable as exc:
+            _still_cancelled()
             if now - self._warned_at > 60:
                 self._warned_at = now
                 outcome = "not enforced" if self.fail_open else "refusing requests"
@@ -186,13 +240,21 @@ class RateLimiter:
             raise RateLimited(
                 "the rate limit cannot be checked now: try again shortly", retryAfter=int(COOLDOWN)
             ) from None
+        _still_cancelled()
         reset = int((window + 1) * self.window - now) + 1
         return self.points - spent, reset
 
+    async def charge(self, rate_key: str, cost: int) -> None:
+        """Spends `cost`: RATE_LIMITED once the window's budget is spent."""
+        spent = await self.spend(rate_key, cost)
+        if spent is not None and spent[0] < 0:
+            raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
+
 
 class StreamSlots:
-    """The long-lived streams (websockets and graphql-sse streams together) each token holds open in this
-    process: at most `per_token`, so one token cannot hold every socket and task of the process."""
+    """What each token holds open in this process, at most `per_token` of it: its long-lived streams
+    (websockets and graphql-sse streams together), so one token cannot hold every socket and task of the
+    process; and, in a second count, its running subscriptions over all of them (`SubscriptionCap`)."""
 
     def __init__(self, per_token: int) -> None:
         self.per_token = per_token
@@ -213,13 +275,80 @@ class StreamSlots:
             self._open.pop(token_id, None)
 
 
-class CostLimiter(SchemaExtension):
-    """Refuses too costly queries, spends the token's budget, and reports both in ``extensions.cost``."""
+class SubscriptionCap(SchemaExtension):
+    """A subscription holds one of its token's subscription slots (Services.subscriptions) while it runs; a token
+    holding them all gets RATE_LIMITED for the next one, whichever socket or stream asks."""
 
-    def __init__(self, config: GatewayConfig, limiter: RateLimiter) -> None:
+    def __init__(self) -> None:
+        self.held: tuple[StreamSlots, int] | None = None
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # a subscription's operation ends when it completes, is stopped, or its socket closes
+            if self.held is not None:
+                slots, token_id = self.held
+                self.held = None
+                slots.give(token_id)
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        viewer = getattr(ec.context, "viewer", None)
+        services = getattr(ec.context, "services", None)
+        if ec.operation_type is OperationType.SUBSCRIPTION and ec.result is None and viewer and services:
+            slots: StreamSlots = services.subscriptions
+            if not slots.take(viewer.token_id):
+                raise RateLimited(f"this token runs {slots.per_token} subscriptions already: stop one first")
+            self.held = (slots, viewer.token_id)
+        yield
+
+
+def introspects(document: DocumentNode, operation_name: str | None) -> bool:
+    """Whether the operation asks for `__schema` or `__type` (in its fragments too)."""
+    operation = _operation(document, operation_name)
+    if operation is None:
+        return False
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    seen: set[str] = set()
+    while pending:
+        for sel in pending.pop().selections:
+            if isinstance(sel, FieldNode):
+                if sel.name.value in ("__schema", "__type"):
+                    return True
+                if sel.selection_set is not None:
+                    pending.append(sel.selection_set)
+            elif isinstance(sel, InlineFragmentNode):
+                pending.append(sel.selection_set)
+            elif isinstance(sel, FragmentSpreadNode) and sel.name.value not in seen:
+                seen.add(sel.name.value)
+                fragment = fragments.get(sel.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return False
+
+
+class CostLimiter(SchemaExtension):
+    """Refuses too costly queries, spends the token's budget, and reports both in ``extensions.cost``. Anonymous
+    requests and introspection queries also spend one point of their client address's budget (`per_address`),
+    and anonymous introspection is FORBIDDEN when `anonymous_introspection` is off."""
+
+    def __init__(self, config: GatewayConfig, limiter: RateLimiter, per_address: RateLimiter | None = None) -> None:
         self.config = config
         self.limiter = limiter
+        self.per_address = per_address
         self.report: dict[str, int] | None = None
+
+    async def _by_address(self, document: DocumentNode, operation_name: str | None, context: object) -> None:
+        anonymous = getattr(context, "viewer", None) is None
+        asks_schema = introspects(document, operation_name)
+        if anonymous and asks_schema and not self.config.anonymous_introspection:
+            self._refuse(Forbidden("introspection needs an API token on this server"))
+        request = getattr(context, "request", None)
+        if (anonymous or asks_schema) and self.per_address is not None and isinstance(request, HTTPConnection):
+            address = client_address(request)
+            if address is not None:
+                await self.per_address.charge(f"addr:{address}", 1)
 
     def _refuse(self, error: Exception) -> NoReturn:
         # Raised, not set as the result: Strawberry's subscription path ignores a result set in on_execute.
@@ -231,6 +360,10 @@ class CostLimiter(SchemaExtension):
             cost = query_cost(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
             self.report = {"requested": cost, "maximum": self.config.max_cost}
             viewer = getattr(ec.context, "viewer", None)
+            await self._by_address(ec.graphql_document, ec.operation_name, ec.context)
+            if ec.operation_type is OperationType.SUBSCRIPTION and isinstance(getattr(ec.context, "cost", None), dict):
+                # Every event runs the selection again: each spends it (gateway.graphql.context.spend_event).
+                ec.context.cost["event"] = max(cost, 1)
             if cost > self.config.max_cost:
                 self._refuse(CostExceeded(f"query cost {cost} is above the maximum of {self.config.max_cost}"))
             elif viewer is not None:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
-from gateway.limits import StreamSlots
+from gateway.limits import RateLimiter, StreamSlots
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.fulltext import VocabularyCache
@@ -41,3 +41,7 @@ class Services:
     streams: StreamSlots
     # What the FULLTEXT index holds (token sizes, stopwords), read from the server at the first search.
     vocabulary: VocabularyCache
+    # Subscriptions running per token, over all its websockets and event streams (gateway.limits.SubscriptionCap).
+    subscriptions: StreamSlots
+    # Each token's budget of cost points (gateway.limits): queries spend it, and every subscription event.
+    limiter: RateLimiter

@@ -89,7 +89,15 @@ from strawberry.schema import BaseSchema
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType as StrawberryOperationType
 
-from gateway.auth import Viewer, authenticate, bearer, unauthenticated_response, until_revoked
+from gateway.auth import (
+    Viewer,
+    authenticate,
+    bearer,
+    throttled_response,
+    unauthenticated_response,
+    until_revoked,
+)
+from gateway.caps import TooManyAuthFailures
 from gateway.errors import (
     BAD_USER_INPUT,
     INTERNAL,
@@ -384,7 +392,11 @@ async def serve_event_stream(view: View, request: Request, send: Send) -> None:
     """Answer a GraphQL request that asked for text/event-stream (see the module's docstring)."""
     scope, receive = request.scope, request.receive
     # As over HTTP: a token that is present must be valid.
-    valid, viewer = await authenticate(view.services.tokens, request.headers)
+    try:
+        valid, viewer = await authenticate(view.services.tokens, request)
+    except TooManyAuthFailures as exc:
+        await throttled_response(exc)(scope, receive, send)
+        return
     if not valid:
         await unauthenticated_response("the API token is not valid")(scope, receive, send)
         return

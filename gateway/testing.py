@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.server import uvicorn_config
 from inboxql.devmail import free_port
 from mime import parse_message
 from mime.compose import Draft, Mailbox
@@ -113,10 +114,10 @@ async def deliver(
 class ServerThread:
     """A real uvicorn server on a loopback port, in a thread with its own event loop."""
 
-    def __init__(self, app: Starlette, port: int) -> None:
+    def __init__(self, app: Starlette, port: int, config: uvicorn.Config | None = None) -> None:
         self.app = app
         self.port = port
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        config = config or uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway-server", daemon=True)
 
@@ -323,7 +324,13 @@ async def seed_world(store: Store, box: CredentialBox) -> World:
     return World(alice, bob, token_alice, token_bob, token_both)
 
 
-def start_gateway(settings: Settings, config: GatewayConfig | None = None) -> ServerThread:
-    server = ServerThread(create_app(settings, config or GatewayConfig()), free_port())
+def start_gateway(settings: Settings, config: GatewayConfig | None = None, *, access_log: bool = False) -> ServerThread:
+    """The gateway served as `inboxql gateway` serves it (gateway.server.uvicorn_config), on a free port."""
+    config = config or GatewayConfig()
+    app, port = create_app(settings, config), free_port()
+    log_level = "info" if access_log else "warning"
+    server = ServerThread(
+        app, port, uvicorn_config(app, config, "127.0.0.1", port, log_level=log_level, access_log=access_log)
+    )
     server.start()
     return server

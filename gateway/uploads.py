@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import bearer
+from gateway.auth import bearer, client_address, throttled_response
+from gateway.caps import TooManyAuthFailures
 from gateway.errors import BAD_USER_INPUT, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of, to_global
 from gateway.services import Services
@@ -102,7 +103,10 @@ class Uploads:
 
     async def upload(self, request: Request) -> Response:
         token = bearer(request.headers)
-        viewer = await self.tokens.viewer(token) if token else None
+        try:
+            viewer = await self.tokens.viewer(token, client=client_address(request)) if token else None
+        except TooManyAuthFailures as exc:
+            return throttled_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token is required (Authorization: Bearer TOKEN)")
         if viewer.read_only:

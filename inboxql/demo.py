@@ -138,7 +138,8 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
         account = json.dumps(to_global("Account", account_id))
         query = quote(f"{{ threads(accountId: {account}, first: 10) {{ edges {{ node {{ subject unread }} }} }} }}")
         say(f"Synced: inboxql verify {account_id} compares the mirror with Dovecot.")
-        say(f"GraphiQL: {graphql}?headers={headers}&q={query}")
+        # The token in the fragment: the browser never sends it, so no access log holds it (gateway.graphiql).
+        say(f"GraphiQL: {graphql}?q={query}#headers={headers}")
         say(f"API token (shown once; admin: it may also manage the account's webhooks): {token}")
         say("Following the mailbox (IDLE on the inbox) and serving GraphQL; Ctrl-C stops.")
         web = gateway_server(settings, "127.0.0.1", port)

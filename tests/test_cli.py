@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import ANY
+from urllib.parse import unquote
 
 import aiosmtplib
 import httpx
@@ -475,15 +476,23 @@ async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
     assert proc.stdout is not None
     assert proc.stderr is not None
     try:
+        printed: list[str] = []
         async with asyncio.timeout(180):
             while b"serving GraphQL" not in (line := await proc.stdout.readline()):
                 assert line, (await proc.stderr.read()).decode()[-3000:]
+                printed.append(line.decode())
             async with httpx.AsyncClient() as http:
                 while True:
                     with contextlib.suppress(httpx.HTTPError):
                         if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
                             break
                     await asyncio.sleep(0.1)
+        # The GraphiQL link carries the token in its fragment only, which browsers never send to the server.
+        [graphiql] = [p for p in printed if p.startswith("GraphiQL: ")]
+        sent, _, fragment = graphiql.partition("#")
+        assert "iqt_" not in sent
+        assert "headers" not in sent
+        assert "Bearer iqt_" in unquote(fragment)
         assert _processes_mentioning(str(demo_dir)) != []  # its Dovecot runs
         # Its Postfix runs (as root): the master and its daemons, one process group, mention no folder.
         master_pid = int((demo_dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0])

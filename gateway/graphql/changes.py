@@ -12,13 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.errors import BadUserInput, CursorExpired
 from gateway.graphql.context import Info
+from gateway.graphql.pages import DEFAULT_CHANGES, MAX_CHANGES
 from gateway.graphql.types.changes import Change, ChangePage
 from gateway.ids import decode_change_cursor, encode_change_cursor
 from schema import changelog
 from schema.changelog import ObjectType
-
-MAX_CHANGES = 500
-DEFAULT_CHANGES = 100
 
 
 def expired() -> CursorExpired:

@@ -34,6 +34,7 @@ class Context:
     db: Reader
     loaders: Loaders
     services: Services
+    # The operation's cost as gateway.limits.CostLimiter left it: "event", what each subscription event spends.
     cost: dict[str, int] = field(default_factory=dict)
     # graphql-transport-ws: the payload of connection_init (where a websocket client sends its token).
     connection_params: dict[str, object] | None = None
@@ -73,6 +74,14 @@ class Context:
         """A mutation committed: what this request reads next must show it, so the loaders (which cache the rows
         they read) start afresh. The connection reads in READ COMMITTED and needs nothing."""
         self.loaders = Loaders(self.db, self.account_ids)
+
+    async def spend_event(self) -> None:
+        """A subscription's event runs the subscription's selection again: before it is sent it spends that cost
+        from the token's budget, so a long replay (`after:`) or a busy account is paid for like the queries it
+        amounts to; RATE_LIMITED ends the subscription once the budget is spent."""
+        cost = self.cost.get("event", 0)
+        if cost and self.viewer is not None:
+            await self.services.limiter.charge(self.viewer.rate_key, cost)
 
     def for_operation(self) -> Context:
         """A copy for one operation: its own reader (a connection only once it runs a statement) and loaders."""

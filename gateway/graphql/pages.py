@@ -19,6 +19,9 @@ from gateway.ids import decode_page_cursor, encode_page_cursor
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
+# The delta feed's pages (gateway.graphql.changes): larger, since a change is one log row.
+MAX_CHANGES = 500
+DEFAULT_CHANGES = 100
 
 
 @dataclass(frozen=True, slots=True)

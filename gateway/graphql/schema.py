@@ -32,7 +32,7 @@ from gateway.graphql.types.actions import Action
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.graphql.types.outbox import OutboxEntry
-from gateway.limits import CostLimiter, RateLimiter
+from gateway.limits import CostLimiter, RateLimiter, SubscriptionCap
 from gateway.render import SharedEventExecutor
 
 
@@ -68,7 +68,9 @@ class GatewaySchema(strawberry.Schema):
         """Strawberry logs every error with its traceback; we log only the unexpected ones (see errors.coded)."""
 
 
-def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | None = None) -> strawberry.Schema:
+def build_schema(
+    config: GatewayConfig | None = None, limiter: RateLimiter | None = None, per_address: RateLimiter | None = None
+) -> strawberry.Schema:
     config = config or GatewayConfig()
     limiter = limiter or RateLimiter(None, config.rate_limit_points, config.rate_limit_window_seconds)
     # The rules are built once: the validation cache keys on them, and a rule class made per request (as
@@ -87,7 +89,9 @@ def build_schema(config: GatewayConfig | None = None, limiter: RateLimiter | Non
         partial(ValidationCache, maxsize=256),
         # Before the cost limiter: a refused mutation spends nothing.
         ReadOnlyTokens,
-        partial(CostLimiter, config=config, limiter=limiter),
+        partial(CostLimiter, config=config, limiter=limiter, per_address=per_address),
+        # After the cost limiter: a refused subscription holds no slot.
+        SubscriptionCap,
     ]
     types: list[Any] = [Account, Folder, Label, Thread, Message, Attachment, Action, OutboxEntry]
     return GatewaySchema(

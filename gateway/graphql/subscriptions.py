@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -136,9 +137,11 @@ class Subscription:
     ) -> AsyncGenerator[Change, None]:
         pk = info.context.account_pk(account_id)
         wanted = frozenset(types or ())
-        async for change in follow(info, pk, after):
-            if not wanted or change.object_type in wanted:
-                yield change
+        async with aclosing(follow(info, pk, after)) as feed:
+            async for change in feed:
+                if not wanted or change.object_type in wanted:
+                    await info.context.spend_event()
+                    yield change
 
     @subscribed("New messages of the account, or of one folder (by id or by role).")
     async def message_added(
@@ -156,23 +159,27 @@ class Subscription:
         if role is not None:
             by_role = await _role_folders(info, pk, role)
             folders = by_role if folders is None else folders & by_role
-        async for change in follow(info, pk, after):
-            new = change.object_type is ObjectType.MESSAGE and change.operation is Op.CREATE
-            if new and _folder_matches(change.data, folders):
-                event = await derived(change, "messageAdded", partial(_message_added, change))
-                if event is not None:
-                    yield event
+        async with aclosing(follow(info, pk, after)) as feed:
+            async for change in feed:
+                new = change.object_type is ObjectType.MESSAGE and change.operation is Op.CREATE
+                if new and _folder_matches(change.data, folders):
+                    event = await derived(change, "messageAdded", partial(_message_added, change))
+                    if event is not None:
+                        await info.context.spend_event()
+                        yield event
 
     @subscribed("Threads of the account created, changed or deleted.")
     async def thread_updated(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[ThreadUpdated, None]:
         pk = info.context.account_pk(account_id)
-        async for change in follow(info, pk, after):
-            if change.object_type is ObjectType.THREAD:
-                event = await derived(change, "threadUpdated", partial(_thread_updated, change))
-                if event is not None:
-                    yield event
+        async with aclosing(follow(info, pk, after)) as feed:
+            async for change in feed:
+                if change.object_type is ObjectType.THREAD:
+                    event = await derived(change, "threadUpdated", partial(_thread_updated, change))
+                    if event is not None:
+                        await info.context.spend_event()
+                        yield event
 
     @subscribed("Folders of the account whose message or unread counts changed.")
     async def folder_counts_changed(
@@ -180,27 +187,31 @@ class Subscription:
     ) -> AsyncGenerator[FolderCountsChanged, None]:
         pk = info.context.account_pk(account_id)
         counts: dict[int, tuple[object, object]] = {}
-        async for change in follow(info, pk, after):
-            if change.object_type is not ObjectType.FOLDER or change.data is None:
-                continue
-            now = (change.data.get("total_count"), change.data.get("unread_count"))
-            if counts.get(change.pk) == now:
-                continue
-            counts[change.pk] = now
-            event = await derived(change, "folderCountsChanged", partial(_folder_counts_changed, change))
-            if event is not None:
-                yield event
+        async with aclosing(follow(info, pk, after)) as feed:
+            async for change in feed:
+                if change.object_type is not ObjectType.FOLDER or change.data is None:
+                    continue
+                now = (change.data.get("total_count"), change.data.get("unread_count"))
+                if counts.get(change.pk) == now:
+                    continue
+                counts[change.pk] = now
+                event = await derived(change, "folderCountsChanged", partial(_folder_counts_changed, change))
+                if event is not None:
+                    await info.context.spend_event()
+                    yield event
 
     @subscribed("The account's sync progress, whenever an account or folder sync state moves.")
     async def sync_progress(
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[SyncProgressChanged, None]:
         pk = info.context.account_pk(account_id)
-        async for change in follow(info, pk, after):
-            if change.object_type in (ObjectType.ACCOUNT, ObjectType.FOLDER):
-                event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
-                if event is not None:
-                    yield event
+        async with aclosing(follow(info, pk, after)) as feed:
+            async for change in feed:
+                if change.object_type in (ObjectType.ACCOUNT, ObjectType.FOLDER):
+                    event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
+                    if event is not None:
+                        await info.context.spend_event()
+                        yield event
 
 
 # The events of the convenience subscriptions, each built once per change (see `derived`).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -22,8 +23,9 @@ from playwright.async_api import Browser, Page, Route, WebSocket, async_playwrig
 
 from gateway import graphiql
 from gateway.ids import to_global
-from gateway.testing import ServerThread, World, deliver
+from gateway.testing import ServerThread, World, deliver, start_gateway
 from schema.crypto import CredentialBox
+from schema.settings import Settings
 from schema.unit import Store
 from tests.gateway.test_changes import CURSOR, fresh_account, mail
 
@@ -63,11 +65,24 @@ async def browser(chromium: str) -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def test_graphiql_runs_a_query_offline(browser: Browser, gateway: ServerThread, world: World) -> None:
+def link(gateway: ServerThread, query: str, token: str) -> str:
+    """A GraphiQL link as the demo prints it: the query in the query string, the token in the fragment."""
+    headers = json.dumps({"Authorization": f"Bearer {token}"})
+    # `q`, not `query`: `query` would run it instead of opening GraphiQL.
+    return f"{gateway.url}/graphql?{urlencode({'q': query})}#{urlencode({'headers': headers})}"
+
+
+async def test_graphiql_runs_a_query_offline_and_the_token_never_leaves_the_page(
+    browser: Browser, gateway: ServerThread, world: World
+) -> None:
+    """The token is in the link's fragment: the page uses it, no request the page makes carries it in its URL,
+    and it is out of the address bar once read."""
     page = await browser.new_page()
     outside: list[str] = []
+    requested: list[str] = []
 
     async def only_loopback(route: Route) -> None:
+        requested.append(route.request.url)
         if route.request.url.startswith(gateway.url):
             await route.continue_()
         else:
@@ -75,18 +90,46 @@ async def test_graphiql_runs_a_query_offline(browser: Browser, gateway: ServerTh
             await route.abort()
 
     await page.route("**/*", only_loopback)
-    params = {
-        "q": "{ accounts { nodes { address } } }",  # `query` would run it instead of opening GraphiQL
-        "headers": json.dumps({"Authorization": f"Bearer {world.token_alice}"}),
-    }
-    await page.goto(f"{gateway.url}/graphql?{urlencode(params)}", wait_until="load")
+    await page.goto(link(gateway, "{ accounts { nodes { address } } }", world.token_alice), wait_until="load")
     await page.wait_for_selector(".graphiql-execute-button", timeout=30_000)
+    assert world.token_alice not in page.url
+    assert "#" not in page.url
     await page.click(".graphiql-execute-button")
     result = page.locator(".result-window")
     await result.get_by_text("alice@example.test").wait_for(timeout=30_000)
     assert "bob@other.test" not in await result.inner_text()
     assert outside == []
+    assert requested
+    assert not [u for u in requested if "iqt_" in u or "headers" in u]
     await page.close()
+
+
+async def test_an_old_headers_link_is_neither_read_nor_logged_with_its_token(
+    gw_settings: Settings, world: World
+) -> None:
+    """`?headers=` (the old links) sent the token to the server: its access log now writes it redacted."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    collect = Collect()
+    server = start_gateway(gw_settings, access_log=True)
+    logging.getLogger("uvicorn.access").addHandler(collect)
+    try:
+        headers = json.dumps({"Authorization": f"Bearer {world.token_alice}"})
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            page = await http.get("/graphql", params={"headers": headers}, headers={"accept": "text/html"})
+            assert page.status_code in (200, 503)  # 503: assets not vendored; the page is not the point here
+            await http.get(f"/attachments/1?t={world.token_bob}")
+    finally:
+        logging.getLogger("uvicorn.access").removeHandler(collect)
+        server.stop()
+    assert len(lines) == 2
+    assert "/graphql?headers=[redacted]" in lines[0]
+    assert not [line for line in lines if world.token_alice in line or world.token_bob in line]
+    assert "iqt_[redacted]" in lines[1]
 
 
 class Wire:
@@ -124,8 +167,7 @@ async def open_graphiql(browser: Browser, gateway: ServerThread, query: str, tok
             await route.abort()
 
     await page.route("**/*", only_loopback)
-    params = {"q": query, "headers": json.dumps({"Authorization": f"Bearer {token}"})}
-    await page.goto(f"{gateway.url}/graphql?{urlencode(params)}", wait_until="load")
+    await page.goto(link(gateway, query, token), wait_until="load")
     await page.wait_for_selector(".graphiql-execute-button", timeout=30_000)
     return page, wire
 

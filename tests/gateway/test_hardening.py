@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
 from gateway.ids import to_global
 from gateway.testing import ServerThread, World, deliver, start_gateway
@@ -243,6 +244,195 @@ async def test_an_anonymous_websocket_is_closed_after_the_grace(capped: ServerTh
         assert await socket.closed_with(timeout=GRACE + 3) == 4401
     finally:
         await socket.ws.close()
+
+
+# --- 4. caps: body size, subscriptions per token, concurrency, unknown tokens per address ------------------
+
+BODY = 4096
+
+
+@pytest.fixture(scope="module")
+def tight_caps(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    """A gateway with small caps: 4 KiB bodies, 3 subscriptions per token, 3 unknown tokens per address."""
+    config = GatewayConfig(max_body_bytes=BODY, max_subscriptions_per_token=3, max_auth_failures=3)
+    server = start_gateway(gw_settings, config)
+    yield server
+    server.stop()
+
+
+def too_large(response: httpx.Response) -> None:
+    assert response.status_code == 413
+    assert response.headers["content-type"].startswith("application/json")
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert f"larger than {BODY} bytes" in error["message"]
+
+
+async def test_a_large_body_is_refused_before_it_is_read(tight_caps: ServerThread) -> None:
+    """An anonymous client announces 10 MB and sends 1 KiB: the 413 comes at once, the rest is never waited for."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", tight_caps.port)
+    try:
+        head = (
+            "POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            "Content-Length: 10000000\r\n\r\n"
+        )
+        writer.write(head.encode() + b"{" + b" " * 1024)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), timeout=5)
+    finally:
+        writer.close()
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 413 Request Entity Too Large"
+    assert b"larger than 4096 bytes" in rest
+
+
+async def test_a_chunked_body_is_refused_once_it_passes_the_cap(tight_caps: ServerThread, world: World) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"query": "{ __typename }", "padding": "'
+        for _ in range(100):  # 100 KiB, without a Content-Length
+            yield b"x" * 1024
+        yield b'"}'
+
+    async with httpx.AsyncClient(base_url=tight_caps.url, timeout=10) as http:
+        too_large(await http.post("/graphql", content=body(), headers={"content-type": "application/json"}))
+        small = await http.post("/graphql", json={"query": "{ __typename }"})  # under the cap: served
+        assert small.json()["data"] == {"__typename": "Query"}
+        # Authenticated or not, and over graphql-sse too.
+        headers = {"authorization": f"Bearer {world.token_alice}", "accept": "text/event-stream"}
+        too_large(await http.post("/graphql", json={"query": "{ __typename }", "pad": "x" * BODY}, headers=headers))
+
+
+async def test_a_websocket_message_past_the_cap_closes_the_socket(tight_caps: ServerThread, world: World) -> None:
+    socket = await Socket.open(tight_caps, world.token_alice)
+    try:
+        await socket.ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }" + " " * BODY}})
+        )
+        assert await socket.closed_with(timeout=5) == 1009  # message too big
+    finally:
+        await socket.ws.close()
+
+
+async def subscribe(socket: Socket, op: str, account: str) -> None:
+    query = "subscription($a: ID!) { changes(accountId: $a) { cursor } }"
+    await socket.ws.send(
+        json.dumps({"id": op, "type": "subscribe", "payload": {"query": query, "variables": {"a": account}}})
+    )
+
+
+async def answer_to(socket: Socket, op: str, timeout: float = 5) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await socket.ws.recv())
+            if message.get("id") == op:
+                answer: dict[str, Any] = message
+                return answer
+
+
+async def test_a_token_runs_at_most_its_subscriptions_over_all_its_sockets(
+    tight_caps: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    token = fresh.client.token
+    a, b = await Socket.open(tight_caps, token), await Socket.open(tight_caps, token)
+    try:
+        await subscribe(a, "a1", fresh.gid)
+        await subscribe(a, "a2", fresh.gid)
+        await subscribe(b, "b1", fresh.gid)
+        await asyncio.sleep(0.3)  # the three are running (a live subscription sends nothing until a change)
+        await subscribe(b, "b2", fresh.gid)
+        refused = await answer_to(b, "b2")
+        assert refused["type"] in ("error", "next")
+        errors = refused["payload"] if refused["type"] == "error" else refused["payload"]["errors"]
+        assert [e["extensions"]["code"] for e in errors] == ["RATE_LIMITED"]
+        assert "3 subscriptions" in errors[0]["message"]
+
+        await a.ws.send(json.dumps({"id": "a1", "type": "complete"}))  # stopping one gives its slot back
+        await asyncio.sleep(0.3)
+        await subscribe(b, "b3", fresh.gid)
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("after the cap"), [])])
+        assert (await answer_to(b, "b3"))["type"] == "next"
+    finally:
+        await a.ws.close()
+        await b.ws.close()
+
+
+@pytest.fixture(scope="module")
+def crowded(gw_settings: Settings, world: World) -> Iterator[ServerThread]:
+    server = start_gateway(gw_settings, GatewayConfig(max_concurrency=4))
+    yield server
+    server.stop()
+
+
+async def test_the_concurrency_limit_answers_503_beyond_it(crowded: ServerThread, world: World) -> None:
+    """uvicorn's limit_concurrency, from max_concurrency: four open websockets fill a gateway allowed four."""
+    async with httpx.AsyncClient(base_url=crowded.url, timeout=10) as http:
+        assert (await http.get("/healthz")).status_code == 200
+    sockets = [await Socket.open(crowded, world.token_alice) for _ in range(4)]
+    try:
+        async with httpx.AsyncClient(base_url=crowded.url, timeout=10) as http:
+            busy = await http.get("/healthz")
+            assert busy.status_code == 503
+    finally:
+        for socket in sockets:
+            await socket.ws.close()
+    async with httpx.AsyncClient(base_url=crowded.url, timeout=10) as http:
+        for _ in range(50):  # the server notices the closes a moment later
+            if (await http.get("/healthz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the gateway still refuses after the sockets closed")
+
+
+async def test_an_address_sending_unknown_tokens_is_throttled(tight_caps: ServerThread, world: World) -> None:
+    """Three unknown tokens from one address, then 429 for any token the process does not hold as valid; tokens
+    it already served keep working, and other addresses are not affected."""
+    me = {"x-forwarded-for": "192.0.2.7"}  # uvicorn trusts the loopback proxy's forwarded address
+    query = {"query": "{ __typename }"}
+    async with httpx.AsyncClient(base_url=tight_caps.url, timeout=10) as http:
+
+        async def post(token: str, address: dict[str, str] = me) -> httpx.Response:
+            return await http.post("/graphql", json=query, headers={**address, "authorization": f"Bearer {token}"})
+
+        assert (await post(world.token_alice)).status_code == 200  # held as valid from now on
+        assert [(await post(f"iqt_random{i}")).status_code for i in range(3)] == [401, 401, 401]
+        throttled = await post("iqt_random3")
+        assert throttled.status_code == 429
+        assert throttled.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert 0 < int(throttled.headers["retry-after"]) <= 60
+        assert (await post(world.token_bob)).status_code == 429  # not known valid yet: no token query for it
+        assert (await post(world.token_alice)).status_code == 200
+        assert (await post("iqt_random4", {"x-forwarded-for": "192.0.2.8"})).status_code == 401
+        # The same cap on a websocket's connection_init: closed with 4429.
+        ws = await websockets.connect(
+            tight_caps.url.replace("http://", "ws://") + "/graphql",
+            subprotocols=[PROTOCOL],
+            additional_headers=me,
+        )
+        try:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": "Bearer iqt_random5"}}))
+            assert await Socket(ws).closed_with(timeout=5) == 4429
+        finally:
+            await ws.close()
+
+
+async def test_unknown_tokens_never_evict_a_valid_one_from_the_cache(
+    gw_engine: AsyncEngine, gw_store: Store, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of random tokens fills the refusals' cache, not the grants': the valid token stays cached (so it
+    still works within the cache period after it is revoked, proving it was not looked up again)."""
+    monkeypatch.setattr("gateway.auth.MAX_CACHED", 5)
+    monkeypatch.setattr("gateway.auth.MAX_REFUSED", 5, raising=False)
+    async with gw_store.sessions() as session, session.begin():
+        token = await tokens.create_token(session, [world.alice.id])
+    cache = TokenCache(gw_engine, ttl=600)
+    viewer = await cache.viewer(token)
+    assert viewer is not None
+    for i in range(20):
+        assert await cache.viewer(f"iqt_flood{i}") is None
+    async with gw_store.sessions() as session, session.begin():
+        assert await tokens.revoke(session, token)
+    assert await cache.viewer(token) == viewer
 
 
 # --- 5. a Redis that accepts connections but never answers ---------------------------------------------------
