@@ -29,7 +29,6 @@ refuses with RATE_LIMITED.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -185,16 +184,6 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     return _Costing(schema, fragments, values).selections(root, operation.selection_set, DEFAULT_PAGE)
 
 
-def _still_cancelled() -> None:
-    """Raises the cancellation of the current task if one was asked for during a Redis call: redis-py (8.2)
-    shields parts of a command from cancellation and may return normally, or fail, with the cancellation
-    swallowed. A subscriber cancelled while its event was being charged (its client gone) would otherwise run on
-    and block forever on a queue nobody reads, holding its place in the fan-out."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 class RateLimiter:
     """Fixed windows of `window` seconds; each token (or client address) may spend `points` per window. Keys are
     `prefix` + the rate key: client addresses are counted per deployment (its database), not across
@@ -230,7 +219,6 @@ class RateLimiter:
         try:
             spent = await guarded(redis, count)
         except RedisUnavailable as exc:
-            _still_cancelled()
             if now - self._warned_at > 60:
                 self._warned_at = now
                 outcome = "not enforced" if self.fail_open else "refusing requests"
@@ -240,7 +228,6 @@ class RateLimiter:
             raise RateLimited(
                 "the rate limit cannot be checked now: try again shortly", retryAfter=int(COOLDOWN)
             ) from None
-        _still_cancelled()
         reset = int((window + 1) * self.window - now) + 1
         return self.points - spent, reset
 

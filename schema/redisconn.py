@@ -68,10 +68,21 @@ class Breaker:
             async with asyncio.timeout(self.timeout):
                 result = await fn()
         except Exception as exc:
+            _still_cancelled()
             self._retry_at = time.monotonic() + self.cooldown
             raise RedisUnavailable(f"Redis is unavailable: {type(exc).__name__}") from exc
+        _still_cancelled()
         self._retry_at = 0.0
         return result
+
+
+def _still_cancelled() -> None:
+    """Raise the current task's cancellation if one was asked for during the call: redis-py (8.2) shields parts of
+    a command from cancellation and may then return normally, or fail, with the cancellation swallowed; a task
+    told to stop (a subscriber whose client left, a sync being shut down) would run on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _breakers: weakref.WeakKeyDictionary[Redis, Breaker] = weakref.WeakKeyDictionary()
