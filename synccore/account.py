@@ -26,7 +26,7 @@ from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
 from synccore.connection import Endpoint, open_client
 from synccore.folder import FolderContext, FolderSync
-from synccore.identity import IdentityMode, detect
+from synccore.identity import IdentityMode, account_mode
 from synccore.imap import AuthenticationFailed, ImapClient
 from synccore.parsing import ParsePool
 from synccore.roles import assign_roles
@@ -168,7 +168,7 @@ class AccountSync:
     # -- passes --------------------------------------------------------------------------------------
     async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> None:
         if self.mode is None:
-            self.mode = await detect(client)
+            self.mode = await account_mode(self.store, self.account_id, client)
         for folder in await self.discover(client):
             if folder.role in skip_roles:
                 continue

@@ -44,6 +44,7 @@ class Exchange:
     status: str = ""  # the tagged completion, "" while it runs
     bodies: int = 0  # FETCH responses carrying BODY[] (a message downloaded)
     refused: bool = False  # answered by the proxy, never sent to the server
+    as_email_id: bool = False  # asked for EMAILID: Dovecot's X-GUID answers as EMAILID
 
     @property
     def verb(self) -> str:
@@ -188,7 +189,14 @@ class ImapProxy:
                     state.client.write(exchange.status.encode() + b"\r\n")
                     await state.client.drain()
                 continue
-            if self.offer_objectid and verb in (b"UID", b"FETCH"):
+            # EMAILID asked of the pretended OBJECTID server: Dovecot's X-GUID, served back as EMAILID.
+            as_email_id = (
+                self.offer_objectid
+                and verb in (b"UID", b"FETCH")
+                and re.search(rb"\bEMAILID\b", line, re.IGNORECASE) is not None
+                and re.search(rb"\bX-GUID\b", line, re.IGNORECASE) is None
+            )
+            if as_email_id:
                 line = re.sub(rb"\bEMAILID\b", b"X-GUID", line, flags=re.IGNORECASE)
             text = [words[0] + b" LOGIN ..." if verb == b"LOGIN" else line.rstrip(b"\r\n")]
             up.write(line)
@@ -201,6 +209,7 @@ class ImapProxy:
                 if verb != b"LOGIN":
                     text.append(line.rstrip(b"\r\n"))
             exchange = Exchange(state.number, state.mailbox, b" ".join(text).decode("utf-8", "replace"))
+            exchange.as_email_id = as_email_id
             if verb in (b"SELECT", b"EXAMINE") and len(words) > 2:
                 state.mailbox = words[2].split(b" (")[0].strip().strip(b'"').decode("utf-8", "replace")
                 exchange.mailbox = state.mailbox
@@ -222,8 +231,9 @@ class ImapProxy:
             lines = [p for i, p in enumerate(parts) if i % 2 == 0]
             first = lines[0]
             if first.startswith(b"* "):
-                lines = [self._rewrite(line) for line in lines]
                 exchange = state.current()
+                as_email_id = exchange is not None and exchange.as_email_id
+                lines = [self._rewrite(line, as_email_id=as_email_id) for line in lines]
                 if exchange is not None:
                     exchange.responses.append(b"".join(lines).decode("utf-8", "replace").rstrip("\r\n"))
                     if _FETCH.match(first) and re.search(rb"BODY\[\]", b"".join(lines), re.IGNORECASE):
@@ -247,12 +257,12 @@ class ImapProxy:
                 await hold.released.wait()
                 return
 
-    def _rewrite(self, line: bytes) -> bytes:
+    def _rewrite(self, line: bytes, *, as_email_id: bool = False) -> bytes:
         """CAPABILITY as the pretended server has it; X-GUID served as EMAILID when OBJECTID is offered."""
         if line.upper().startswith(b"* CAPABILITY "):
             return b"* CAPABILITY " + self._capabilities(line[len(b"* CAPABILITY ") :].rstrip(b"\r\n")) + b"\r\n"
         line = _CAPABILITY_CODE.sub(lambda m: b"[CAPABILITY " + self._capabilities(m.group(1)) + b"]", line)
-        if self.offer_objectid and _FETCH.match(line):
+        if as_email_id and _FETCH.match(line):
             line = _X_GUID_ITEM.sub(lambda m: b"EMAILID (" + _email_id(m.group(1)) + b")", line)
         return line
 
