@@ -7,6 +7,8 @@ over it, and can make Dovecot look like another server.
                │ hide_identity: no X-GUID, EMAILID or X-GM-* (answered BAD, as a server without them does),
                │                no OBJECTID in CAPABILITY: the client must fall back to content hashes
                │ offer_objectid: OBJECTID advertised (RFC 8474), EMAILID served from Dovecot's X-GUID
+               │ drop_recent: no `* n RECENT` (RFC 9051 removed it: an IMAP4rev2 server's IDLE stays quiet
+               │              where Dovecot's wakes for a message just seen)
                │ hold(predicate): a matching command's answer is held back until released (a stalled server)
 
 Dovecot advertises neither OBJECTID nor X-GUID (it answers X-GUID all the same), so a server without any identity
@@ -28,6 +30,7 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _IDENTITY_ITEMS = re.compile(rb"\b(X-GUID|EMAILID|THREADID|X-GM-MSGID|X-GM-THRID|X-GM-LABELS)\b", re.IGNORECASE)
 _CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
 _X_GUID_ITEM = re.compile(rb'X-GUID ("[^"]*"|[^ )]+)')
+_RECENT = re.compile(rb"^\* \d+ RECENT\r\n$", re.IGNORECASE)
 _FETCH = re.compile(rb"^\* \d+ FETCH ", re.IGNORECASE)
 _FETCH_UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
 _HIDDEN_CAPABILITIES = {b"OBJECTID", b"X-GM-EXT-1"}
@@ -84,6 +87,7 @@ class ImapProxy:
         self.port = 0
         self.hide_identity = False
         self.offer_objectid = False
+        self.drop_recent = False
         self.exchanges: list[Exchange] = []
         self._holds: list[_Hold] = []
         self._server: asyncio.Server | None = None
@@ -230,6 +234,8 @@ class ImapProxy:
                 parts.append(await up.readuntil(b"\r\n"))
             lines = [p for i, p in enumerate(parts) if i % 2 == 0]
             first = lines[0]
+            if self.drop_recent and _RECENT.match(first):
+                continue
             if first.startswith(b"* "):
                 exchange = state.current()
                 as_email_id = exchange is not None and exchange.as_email_id
