@@ -33,6 +33,7 @@ _X_GUID_ITEM = re.compile(rb'X-GUID ("[^"]*"|[^ )]+)')
 _RECENT = re.compile(rb"^\* \d+ RECENT\r\n$", re.IGNORECASE)
 _FETCH = re.compile(rb"^\* \d+ FETCH ", re.IGNORECASE)
 _FETCH_UID = re.compile(rb"\bUID (\d+)", re.IGNORECASE)
+_LINE_LIMIT = 16 * 1024 * 1024  # a line between literals (a SEARCH of many UIDs) may be long
 _HIDDEN_CAPABILITIES = {b"OBJECTID", b"X-GM-EXT-1"}
 
 
@@ -97,7 +98,7 @@ class ImapProxy:
 
     # -- life ------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, 0, limit=_LINE_LIMIT)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -150,7 +151,7 @@ class ImapProxy:
         self._connections += 1
         state = _Connection(self._connections, writer)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream, limit=_LINE_LIMIT)
         except OSError:
             writer.close()
             self._tasks.discard(task)
