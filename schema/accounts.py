@@ -98,3 +98,26 @@ async def set_password(store: Store, box: CredentialBox, account_id: int, passwo
             update(Account).where(Account.id == account_id).values(imap_password=box.seal(password))
         )
         await set_state(uow, "pending")
+
+
+async def identity_mode(store: Store, account_id: int) -> str | None:
+    """The identity mode the account's messages are known by (synccore.identity), None before its first sync."""
+    async with store.sessions() as s:
+        found: str | None = await s.scalar(select(Account.identity_mode).where(Account.id == account_id))
+    return found
+
+
+async def settle_identity_mode(store: Store, account_id: int, mode: str) -> str:
+    """Record the account's identity mode unless one is recorded already; returns the one that holds (two
+    connections of one account detecting at once agree on the first)."""
+    async with store.unit(account_id) as uow:
+        await uow.session.execute(
+            update(Account).where(Account.id == account_id, Account.identity_mode.is_(None)).values(identity_mode=mode)
+        )
+        found = await uow.session.scalar(select(Account.identity_mode).where(Account.id == account_id))
+    return found or mode
+
+
+async def replace_identity_mode(uow: UnitOfWork, mode: str) -> None:
+    """A new identity mode, with the messages re-keyed in the same unit (schema.messages.rekey_by_content)."""
+    await uow.session.execute(update(Account).where(Account.id == uow.account_id).values(identity_mode=mode))

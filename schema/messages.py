@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -506,3 +506,18 @@ async def file_copy(
     uow.dirty_messages.add(message_id)
     uow.dirty_folders.add(folder_id)
     return None
+
+
+async def rekey_by_content(uow: UnitOfWork) -> int:
+    """Know the account's messages by the SHA-256 of their raw bytes from now on: what is left when the server
+    stops giving ids of its own (synccore.identity's content identity, "sha:<hex>"). Ids stay; only the key by
+    which the sync finds them changes. A message whose bytes another message holds keeps its old key (IGNORE: the
+    unique key), so the sync finds that content as the other message. Returns how many were re-keyed."""
+    result = await uow.session.execute(
+        update(Message)
+        .prefix_with("IGNORE")
+        .where(Message.account_id == uow.account_id, Message.identity.not_like("sha:%"))
+        .values(identity=func.concat("sha:", func.lower(func.hex(Message.blob_sha256))))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -78,6 +78,9 @@ class Account(Base):
     sync_state: Mapped[str] = mapped_column(String(32), default="pending")
     sync_error: Mapped[str | None] = mapped_column(Text)
     capabilities: Mapped[str | None] = mapped_column(Text)
+    # How the account's messages are known (synccore.identity.IdentityMode): fixed by the first sync, so that a
+    # server that starts offering OBJECTID later does not give every message a new identity.
+    identity_mode: Mapped[str | None] = mapped_column(String(16))
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -26,12 +26,17 @@ from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
 from synccore.connection import IMAP_TIMEOUT, Endpoint, open_client
 from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FolderContext, FolderSync
-from synccore.identity import IdentityMode, detect
-from synccore.imap import AuthenticationFailed, ImapClient
+from synccore.identity import IdentityMode, account_mode
+from synccore.imap import AuthenticationFailed, Exists, Expunge, FetchItem, ImapClient, Vanished
 from synccore.parsing import ParsePool
 from synccore.roles import assign_roles
 
 log = logging.getLogger(__name__)
+
+# How late an IDLE connection may hear of a change (Dovecot holds notifications about half a second).
+NOTIFY_GRACE = timedelta(seconds=5)
+# What a server says of a selected folder's changes, unasked (RFC 3501 §7.3-7.4, RFC 7162 §3.2.10).
+_CHANGES = (Exists, Expunge, FetchItem, Vanished)
 
 # Folders whose role makes them least urgent are synced last.
 _LAST = {"trash": 2, "junk": 2, "all": 3}
@@ -77,6 +82,9 @@ class AccountSync:
         self.tuning = tuning or Tuning()
         self.mode: IdentityMode | None = None
         self.passes = 0
+        # Folders synced beside the passes (the inbox, on its IDLE connection): since when a change there may not be
+        # mirrored yet, or None while it idles with nothing pending. Orphan collection waits for them (_orphan_bound).
+        self._watched: dict[int, datetime | None] = {}
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -147,6 +155,7 @@ class AccountSync:
         except* AuthStopped:
             raise AuthStopped() from None
         finally:
+            self._watched.clear()
             await _quietly_logout(client)
             if idler is not None:
                 await _quietly_logout(idler)
@@ -156,10 +165,21 @@ class AccountSync:
         if inbox is None:
             return
         sync = FolderSync(self._ctx(), inbox)
+        since = utcnow()
         while True:
+            self._watched[inbox.id] = since
+            started = utcnow()
             await sync.run(client)
+            if any(isinstance(r, _CHANGES) for r in client.unsolicited):
+                # The inbox changed after this run's SELECT (a message moved in while it downloaded): look again
+                # before idling, still unsettled since the first of these runs.
+                continue
+            # Settled as of this run's start: what changed since is reported when IDLE starts, or while it lasts.
+            since = started
             async with client.idle() as events:
+                self._watched[inbox.id] = None
                 await events.next(self.tuning.idle_restart)
+                self._watched[inbox.id] = since
 
     async def _poll(self, client: ImapClient, previous_pass: datetime, skip_roles: frozenset[str]) -> None:
         last_start = previous_pass
@@ -174,7 +194,7 @@ class AccountSync:
     # -- passes --------------------------------------------------------------------------------------
     async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> None:
         if self.mode is None:
-            self.mode = await detect(client)
+            self.mode = await account_mode(self.store, self.account_id, client)
         for folder in await self.discover(client):
             if folder.role in skip_roles:
                 continue
@@ -303,10 +323,24 @@ class AccountSync:
             )
             return found is not None
 
+    def _orphan_bound(self, before: datetime) -> datetime:
+        """How old an orphan must be to be gone for good: older than `before` (the start of a pass over every
+        polled folder that has ended since), and than the changes a folder synced beside the passes may still hold.
+        A message moved into the inbox while its IDLE connection was busy (a long download) waits for it, instead of
+        being deleted and then created anew with a new id."""
+        now = utcnow()
+        bounds = [before]
+        for since in self._watched.values():
+            # Idling with nothing pending: only what the server has not reported yet (Dovecot holds it ~0.5 s).
+            bounds.append(since if since is not None else now - NOTIFY_GRACE)
+        return min(bounds)
+
     async def _collect_orphans(self, before: datetime) -> None:
+        bound = self._orphan_bound(before)
+
         async def step() -> None:
             async with self.store.unit(self.account_id) as uow:
-                await messages.collect_orphans(uow, before)
+                await messages.collect_orphans(uow, bound)
 
         await retry_deadlocks(step)
 

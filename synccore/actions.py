@@ -419,7 +419,7 @@ class ActionExecutor:
         if stale:
             await client.uid_store(sorted(stale), "add", ["\\Deleted"])
             await client.uid_expunge(sorted(stale))
-        return uidvalidity, uid, await identity_at(client, folder.name, uid, raw)
+        return uidvalidity, uid, await identity_at(self.store, self.account_id, client, folder.name, uid, raw)
 
     async def _expunge(self, places: Sequence[dict[str, int]]) -> None:
         by_folder: dict[int, list[dict[str, int]]] = defaultdict(list)

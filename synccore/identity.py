@@ -3,14 +3,24 @@
 RFC 8474 OBJECTID's EMAILID, Gmail's X-GM-MSGID and Dovecot's X-GUID each stay the same when a message is
 moved or copied. Elsewhere the SHA-256 of the raw message (which holds its Message-ID) stands in: a moved
 message keeps its bytes, so it keeps its identity too.
+
+An account keeps the mode its first sync chose (`account_mode`): a server upgraded to offer OBJECTID later would
+otherwise give every message a new identity, and the mirror would delete and re-create them all. Only when the
+server stops giving the ids the account's messages are known by are they re-keyed, by their content.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from enum import StrEnum
 
+from schema import accounts, messages
+from schema.retry import retry_deadlocks
+from schema.unit import Store
 from synccore.imap import CommandFailed, FetchItem, ImapClient
+
+log = logging.getLogger(__name__)
 
 
 class IdentityMode(StrEnum):
@@ -29,18 +39,56 @@ _ITEM = {
 
 
 async def detect(client: ImapClient) -> IdentityMode:
+    """The best identity the server offers."""
     if client.has("OBJECTID"):
         return IdentityMode.OBJECTID
     if client.has("X-GM-EXT-1"):
         return IdentityMode.GMAIL
+    return IdentityMode.XGUID if await _answers_x_guid(client) else IdentityMode.HASH
+
+
+async def offers(client: ImapClient, mode: IdentityMode) -> bool:
+    """Whether the server still gives the ids of this mode."""
+    if mode is IdentityMode.OBJECTID:
+        return client.has("OBJECTID")
+    if mode is IdentityMode.GMAIL:
+        return client.has("X-GM-EXT-1")
+    if mode is IdentityMode.XGUID:
+        return await _answers_x_guid(client)
+    return True
+
+
+async def _answers_x_guid(client: ImapClient) -> bool:
     # Dovecot does not advertise X-GUID: ask for it on a UID that cannot exist. A server that knows the
     # item answers OK with no data; one that does not answers BAD.
     await client.select("INBOX", readonly=True)
     try:
         await client.uid_fetch("4294967295", "(UID X-GUID)")
     except CommandFailed:
-        return IdentityMode.HASH
-    return IdentityMode.XGUID
+        return False
+    return True
+
+
+async def account_mode(store: Store, account_id: int, client: ImapClient) -> IdentityMode:
+    """The identity mode of an account: the one its first sync found, kept whatever the server offers since."""
+    stored = await accounts.identity_mode(store, account_id)
+    if stored is None:
+        found = await detect(client)
+        return IdentityMode(await accounts.settle_identity_mode(store, account_id, found.value))
+    mode = IdentityMode(stored)
+    if await offers(client, mode):
+        return mode
+    # The server no longer gives the ids the messages are known by (moved to another server, a plugin removed):
+    # their content is what both sides still share.
+    log.warning("account %s: the server no longer offers %s ids; known by content from now on", account_id, mode)
+
+    async def step() -> None:
+        async with store.unit(account_id) as uow:
+            await messages.rekey_by_content(uow)
+            await accounts.replace_identity_mode(uow, IdentityMode.HASH.value)
+
+    await retry_deadlocks(step)
+    return IdentityMode.HASH
 
 
 def metadata_items(client: ImapClient, mode: IdentityMode) -> str:
@@ -63,10 +111,10 @@ def content_identity(digest: bytes) -> str:
     return "sha:" + digest.hex()
 
 
-async def identity_at(client: ImapClient, folder: str, uid: int, raw: bytes) -> str:
+async def identity_at(store: Store, account_id: int, client: ImapClient, folder: str, uid: int, raw: bytes) -> str:
     """The identity of the message at UID in a folder (one we just APPENDed as `raw`): the server's own id
-    where it gives one, else the content's. Leaves the folder selected."""
-    mode = await detect(client)
+    where the account uses one, else the content's. Leaves the folder selected."""
+    mode = await account_mode(store, account_id, client)
     await client.select(folder)
     fetched = await client.uid_fetch([uid], metadata_items(client, mode))
     found = next((identity_of(mode, i) for i in fetched.items if i.uid == uid), None)

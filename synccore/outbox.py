@@ -141,6 +141,6 @@ class OutboxSender:
         if placed is None:
             return  # no UIDPLUS: the next pass over Sent mirrors the server's copy
         uidvalidity, uid = placed
-        identity = await identity_at(client, sent.name, uid, entry.sent_copy)
+        identity = await identity_at(self.store, self.account_id, client, sent.name, uid, entry.sent_copy)
         async with self.store.unit(self.account_id) as uow:
             await outbox.filed(uow, entry, uidvalidity, uid, identity)

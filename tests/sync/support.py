@@ -15,11 +15,26 @@ from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.imap import ImapClient
 from synccore.verify import verify
+from tests.imapproxy import ImapProxy
 
 
-async def add_account(store: Store, box: CredentialBox, dovecot: DovecotServer, user: str, password: str) -> int:
-    endpoint = accounts.ImapEndpoint(dovecot.host, dovecot.port, "none", user)
+async def add_account(
+    store: Store, box: CredentialBox, dovecot: DovecotServer, user: str, password: str, via: ImapProxy | None = None
+) -> int:
+    """An account on the test Dovecot, reached directly or through `via` (tests.imapproxy)."""
+    host, port = (via.host, via.port) if via is not None else (dovecot.host, dovecot.port)
+    endpoint = accounts.ImapEndpoint(host, port, "none", user)
     return await accounts.create(store, box, f"{user}@example.test", endpoint, password)
+
+
+async def assert_identities(store: Store, account_id: int, via: ImapProxy | None) -> None:
+    """Every message's identity is of the kind the route gives: Dovecot's X-GUID, or the content hash where a proxy
+    hides it (so a test run through the proxy did exercise identity by content)."""
+    expected = "sha:" if via is not None and via.hide_identity else "guid:"
+    async with store.sessions() as s:
+        found = list(await s.scalars(select(Message.identity).where(Message.account_id == account_id)))
+    assert found, "no messages"
+    assert all(i.startswith(expected) for i in found), found[:5]
 
 
 async def connect(dovecot: DovecotServer, user: str, password: str) -> ImapClient:

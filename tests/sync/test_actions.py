@@ -20,15 +20,29 @@ from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.actions import ActionExecutor
 from synccore.imap import ImapClient
-from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+from tests.imapproxy import ImapProxy
+from tests.sync.support import (
+    add_account,
+    assert_identical,
+    assert_identities,
+    connect,
+    fold_log,
+    mirror_objects,
+    sync_once,
+)
 
 
 async def _setup(
-    store: Store, box: CredentialBox, dovecot: DovecotServer, user: tuple[str, str], count: int = 6
+    store: Store,
+    box: CredentialBox,
+    dovecot: DovecotServer,
+    user: tuple[str, str],
+    count: int = 6,
+    via: ImapProxy | None = None,
 ) -> tuple[int, list[int]]:
     name, password = user
     dovecot.append(name, password, "INBOX", list(generate(count, seed=11)))
-    account_id = await add_account(store, box, dovecot, name, password)
+    account_id = await add_account(store, box, dovecot, name, password, via=via)
     await sync_once(store, box, account_id)
     async with store.sessions() as s:
         ids = list(await s.scalars(select(Message.id).where(Message.account_id == account_id).order_by(Message.id)))
@@ -133,9 +147,14 @@ async def test_a_pending_flag_change_survives_a_pass_over_the_folder(
 
 
 async def test_move_keeps_the_message_id_and_takes_the_servers_uid(
-    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    route: ImapProxy | None,
 ) -> None:
-    account_id, ids = await _setup(store, credential_box, dovecot, mail_user)
+    """With Dovecot's X-GUID, and through a proxy that hides it (identity by content hash)."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, via=route)
     archive = await _folder_id(store, account_id, "Archive")
     async with store.unit(account_id) as uow:
         queued = await actions.move(uow, ids[:2], archive)
@@ -172,6 +191,7 @@ async def test_move_keeps_the_message_id_and_takes_the_servers_uid(
     assert set(ids) == still  # same ids: nothing deleted and re-created
     await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+    await assert_identities(store, account_id, route)
 
 
 async def test_expunge_deletes_on_the_server_and_then_in_the_mirror(

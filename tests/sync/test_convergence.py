@@ -22,7 +22,16 @@ from synccore.account import AccountSync, Tuning
 from synccore.folder import FolderSync
 from synccore.identity import detect
 from tests.conftest import new_user
-from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+from tests.imapproxy import ImapProxy
+from tests.sync.support import (
+    add_account,
+    assert_identical,
+    assert_identities,
+    connect,
+    fold_log,
+    mirror_objects,
+    sync_once,
+)
 from tests.sync.workload import Workload
 
 
@@ -56,11 +65,16 @@ async def test_random_workload_during_sync_converges(
 
 
 async def test_moves_and_copies_keep_message_ids(
-    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    route: ImapProxy | None,
 ) -> None:
+    """With Dovecot's X-GUID, and through a proxy that hides it (identity by content hash)."""
     user, password = mail_user
     dovecot.append(user, password, "INBOX", list(generate(30, seed=5)))
-    account_id = await add_account(store, credential_box, dovecot, user, password)
+    account_id = await add_account(store, credential_box, dovecot, user, password, via=route)
     await sync_once(store, credential_box, account_id)
     async with store.sessions() as s:
         before = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
@@ -77,6 +91,7 @@ async def test_moves_and_copies_keep_message_ids(
     async with store.sessions() as s:
         after = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
     assert after == before
+    await assert_identities(store, account_id, route)
 
 
 async def test_a_folder_deleted_between_the_list_and_its_select_is_gone_not_an_error(

@@ -18,6 +18,8 @@ from schema.crypto import CredentialBox
 from schema.models import Message, MessagePlace
 from schema.settings import Settings
 from schema.unit import Store
+from synccore.folder import BODY_BATCH
+from tests.imapproxy import ImapProxy
 from tests.sync.support import add_account, assert_identical, fold_log, mirror_objects
 
 INBOXQL = str(Path(sys.executable).with_name("inboxql"))
@@ -71,6 +73,52 @@ async def test_sigkill_during_initial_sync_resumes_without_duplicates(
             select(func.count()).select_from(MessagePlace).where(MessagePlace.account_id == account_id)
         )
     assert (messages, places) == (2400, 2400)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def _mirrored(store: Store, account_id: int) -> dict[str, int]:
+    async with store.sessions() as s:
+        rows = await s.execute(select(Message.identity, Message.id).where(Message.account_id == account_id))
+        return {identity: mid for identity, mid in rows}
+
+
+async def test_a_killed_initial_sync_resumes_and_fetches_only_what_is_missing(
+    settings: Settings,
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+) -> None:
+    """Progress is committed batch by batch: killed once two batches are in, the next run downloads only the rest
+    (bodies counted on the wire) and the messages already mirrored keep their ids."""
+    user, password = mail_user
+    total = 6 * BODY_BATCH
+    dovecot.append(user, password, "INBOX", list(generate(total, seed=43)))
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
+        command = [INBOXQL, "sync", "--once", "--account", str(account_id)]
+        proc = await asyncio.create_subprocess_exec(*command, env=_env(settings), stderr=asyncio.subprocess.DEVNULL)
+        try:
+            async with asyncio.timeout(120):
+                while len(await _mirrored(store, account_id)) < 2 * BODY_BATCH and proc.returncode is None:
+                    await asyncio.sleep(0.02)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the sync finished before it could be killed: no batch committed?"
+        before = await _mirrored(store, account_id)
+        assert 2 * BODY_BATCH <= len(before) < total
+
+        proxy.clear()
+        proc = await asyncio.create_subprocess_exec(*command, env=_env(settings))
+        assert await asyncio.wait_for(proc.wait(), timeout=300) == 0
+
+        assert proxy.bodies == total - len(before)
+        after = await _mirrored(store, account_id)
+        assert len(after) == total
+        assert {identity: after.get(identity) for identity in before} == before
+        await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
 
 

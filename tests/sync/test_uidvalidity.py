@@ -1,4 +1,7 @@
-"""RFC 3501 §2.3.1.1: a new UIDVALIDITY voids every UID of a folder; messages still there keep their ids."""
+"""RFC 3501 §2.3.1.1: a new UIDVALIDITY voids every UID of a folder; messages still there keep their ids.
+
+Each test runs twice (the `route` fixture): against Dovecot with its X-GUID, and through a proxy that hides it,
+where a message is known by the hash of its content."""
 
 from __future__ import annotations
 
@@ -9,7 +12,16 @@ from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.models import Folder, Message, MessagePlace
 from schema.unit import Store
-from tests.sync.support import add_account, assert_identical, connect, fold_log, mirror_objects, sync_once
+from tests.imapproxy import ImapProxy
+from tests.sync.support import (
+    add_account,
+    assert_identical,
+    assert_identities,
+    connect,
+    fold_log,
+    mirror_objects,
+    sync_once,
+)
 
 
 async def _ids(store: Store, account_id: int) -> dict[str, int]:
@@ -19,11 +31,15 @@ async def _ids(store: Store, account_id: int) -> dict[str, int]:
 
 
 async def test_uidvalidity_change_keeps_message_ids(
-    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    route: ImapProxy | None,
 ) -> None:
     user, password = mail_user
     dovecot.append(user, password, "INBOX", list(generate(40, seed=21)))
-    account_id = await add_account(store, credential_box, dovecot, user, password)
+    account_id = await add_account(store, credential_box, dovecot, user, password, via=route)
     await sync_once(store, credential_box, account_id)
     before = await _ids(store, account_id)
 
@@ -36,17 +52,22 @@ async def test_uidvalidity_change_keeps_message_ids(
         validities = set(await s.scalars(select(MessagePlace.uidvalidity).where(MessagePlace.account_id == account_id)))
     assert validities == {4242}
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+    await assert_identities(store, account_id, route)
 
 
 async def test_folder_deleted_and_recreated_under_the_same_name(
-    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    route: ImapProxy | None,
 ) -> None:
     user, password = mail_user
     other = await connect(dovecot, user, password)
     await other.create("Projects")
     for raw in generate(20, seed=22):
         await other.append("Projects", raw)
-    account_id = await add_account(store, credential_box, dovecot, user, password)
+    account_id = await add_account(store, credential_box, dovecot, user, password, via=route)
     await sync_once(store, credential_box, account_id)
     before = await _ids(store, account_id)
     async with store.sessions() as s:
@@ -80,3 +101,4 @@ async def test_folder_deleted_and_recreated_under_the_same_name(
         )
     assert new_validity != old_validity
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+    await assert_identities(store, account_id, route)
