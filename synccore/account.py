@@ -127,14 +127,29 @@ class AccountSync:
 
     # -- the steady state ------------------------------------------------------------------------
     async def _follow_forever(self, backoff: Backoff) -> None:
+        """The write-back executor beside the folder sync until either fails; then both stop, and its error
+        (AuthStopped first) goes up to run_forever.
+
+        Not an asyncio.TaskGroup: on Python 3.11 a group whose child fails while the group's own task is being
+        cancelled raises the child's error and drops the CancelledError (and a child failing after the group's
+        body ended leaves that task's cancel count raised), so the supervisor's cancel (shutdown, a lost lease)
+        could be lost and the account would go on syncing.
+        """
+        tasks = [
+            # Write-back from the start: an action never waits for a pass over the folders (an initial sync
+            # of a large mailbox takes minutes).
+            asyncio.create_task(self._executor().run(self.bell), name=f"account-{self.account_id}-actions"),
+            asyncio.create_task(self._sync_forever(backoff), name=f"account-{self.account_id}-folders"),
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                # Write-back from the start: an action never waits for a pass over the folders (an initial sync
-                # of a large mailbox takes minutes).
-                group.create_task(self._executor().run(self.bell))
-                group.create_task(self._sync_forever(backoff))
-        except* AuthStopped:
-            raise AuthStopped() from None
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [e for e in (t.exception() for t in tasks if not t.cancelled()) if e is not None]
+        for error in sorted(errors, key=lambda e: not isinstance(e, AuthStopped)):
+            raise error
 
     async def _sync_forever(self, backoff: Backoff) -> None:
         client = await self._connect()

@@ -37,6 +37,7 @@ from schema.db import create_engine, drop_database, session_factory
 from schema.models import Account, ApiToken, Base
 from schema.settings import Settings
 from schema.unit import Store
+from synccore.imap import ImapClient
 from tests.conftest import fresh_database_url
 
 INBOXQL = Path(sys.executable).with_name("inboxql")
@@ -397,6 +398,44 @@ async def test_verify_of_a_synced_empty_account_says_identical_and_exits_zero(
     verified = await inboxql(cli_env, "verify", account_id)
     assert verified.code == 0, verified.stderr
     assert verified.stdout == "identical\n"
+    assert_unguarded(verified)
+
+
+async def test_verify_lists_each_difference_on_stdout_and_exits_one(
+    cli_env: dict[str, str], dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """After another client changed the mailbox behind the mirror's back (tests/sync/test_verify.py has every
+    kind of difference)."""
+    user, password = mail_user
+    token = secrets.token_hex(6)
+    raws = [f"Message-ID: <cli-{token}-{n}@example.test>\r\nSubject: {n}\r\n\r\nbody {n}\r\n".encode() for n in (1, 2)]
+    dovecot.append(user, password, "INBOX", raws)
+    added = await inboxql(
+        cli_env, "account", "add", "--imap-url", f"imap://{user}@127.0.0.1:{dovecot.port}", "--password-stdin",
+        stdin=password + "\n",
+    )  # fmt: skip
+    assert added.code == 0, added.stderr
+    account_id = added.stdout.strip()
+    synced = await inboxql(cli_env, "sync", "--once", "--account", account_id)
+    assert synced.code == 0, synced.stderr
+
+    other = ImapClient(timeout=30)
+    await other.connect(dovecot.host, dovecot.port, security="none")
+    try:
+        await other.login(user, password)
+        await other.create("Later")
+        await other.select("INBOX")
+        await other.uid_store([2], "add", ["\\Flagged"])
+    finally:
+        await other.logout()
+
+    verified = await inboxql(cli_env, "verify", account_id)
+    assert verified.code == 1, verified.stderr
+    assert verified.stdout.splitlines() == [
+        "folder 'Later': on the server, not in the mirror",
+        "folder 'INBOX': UID 2 flags '\\\\Flagged' on the server, '' in the mirror",
+        "2 differences",
+    ]
     assert_unguarded(verified)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -87,6 +88,54 @@ async def test_a_type_filter_still_moves_the_cursor_past_what_it_leaves_out(fres
     page = (await fresh.client.data(CHANGES, {"acc": fresh.gid, "after": start, "types": ["MESSAGE"]}))["changes"]
     assert [c["objectType"] for c in page["changes"]] == ["MESSAGE"]
     assert page["cursor"] == (await fresh.client.data(CURSOR, {"acc": fresh.gid}))["changesCursor"]
+
+
+async def test_a_type_filtered_walk_in_pages_and_resumed_gets_each_entry_of_its_type_once(
+    fresh: Fresh, gw_store: Store
+) -> None:
+    """Pages of two under a MESSAGE filter, over a log where folders and threads come between the messages: the
+    cursor moves past what the filter leaves out (also when only such entries came), and resuming from it
+    loses nothing and repeats nothing: what the walk saw is exactly the log's MESSAGE entries."""
+    start = (await fresh.client.data(CURSOR, {"acc": fresh.gid}))["changesCursor"]
+    for i in range(5):
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail(f"walk {i}"), [])], first_uid=i + 1)
+        await add_folder(gw_store, fresh.id, f"Between {i}", None)
+
+    async def walk(after: str) -> tuple[list[dict[str, Any]], str, int]:
+        seen: list[dict[str, Any]] = []
+        pages = 0
+        while True:
+            page = (
+                await fresh.client.data(CHANGES, {"acc": fresh.gid, "after": after, "first": 2, "types": ["MESSAGE"]})
+            )["changes"]
+            pages += 1
+            seen += page["changes"]
+            after = page["cursor"]
+            if not page["hasMore"]:
+                return seen, after, pages
+
+    seen, cursor, pages = await walk(start)
+    assert pages == 3
+    assert [c["object"]["subject"] for c in seen] == [f"walk {i}" for i in range(5)]
+    # The log ends with a folder's creation, which the filter leaves out: the cursor is past it all the same.
+    assert cursor == (await fresh.client.data(CURSOR, {"acc": fresh.gid}))["changesCursor"]
+
+    await add_folder(gw_store, fresh.id, "Only a folder", None)
+    nothing, after_folder, _ = await walk(cursor)
+    assert nothing == []
+    assert after_folder != cursor
+    assert after_folder == (await fresh.client.data(CURSOR, {"acc": fresh.gid}))["changesCursor"]
+
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("walk 5"), []), (mail("walk 6"), [])], first_uid=6)
+    resumed, _, _ = await walk(after_folder)
+    seen += resumed
+
+    everything = (await fresh.client.data(CHANGES, {"acc": fresh.gid, "after": start, "first": 500}))["changes"]
+    assert not everything["hasMore"]
+    messages_logged = [c for c in everything["changes"] if c["objectType"] == "MESSAGE"]
+    assert len(everything["changes"]) > 2 * len(messages_logged)  # the filter really left entries out
+    assert [c["cursor"] for c in seen] == [c["cursor"] for c in messages_logged]
+    assert sorted(c["object"]["subject"] for c in resumed) == ["walk 5", "walk 6"]
 
 
 async def test_a_deleted_object_reads_as_null(fresh: Fresh, gw_store: Store) -> None:

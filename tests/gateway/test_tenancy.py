@@ -1,18 +1,28 @@
 """Tenancy, walked by introspection: with Alice's token nothing of Bob's is ever returned, and an id of
 Bob's reads exactly like an id that does not exist. New root fields, filters or node types are picked up
-by the walk (and fail it until it knows how to call them)."""
+by the walk (and fail it until it knows how to call them). The walk covers queries, mutations and every
+subscription, over a real websocket (graphql-transport-ws) and over SSE."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
 
-from gateway.ids import NODE_TYPES, to_global
-from gateway.testing import Client, World
+from gateway.ids import NODE_TYPES, encode_change_cursor, to_global
+from gateway.testing import Client, ServerThread, World
+from tests.gateway.test_sse import events as sse_events
+from tests.gateway.test_sse import stream as sse_stream
 
-INTROSPECTION = """{ __schema { queryType { name } mutationType { name } types { name kind
+INTROSPECTION = """{ __schema { queryType { name } mutationType { name } subscriptionType { name } types { name kind
     fields { name args { name type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
              type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }
     inputFields { name type { kind name ofType { kind name } } }
@@ -46,6 +56,7 @@ class Schema:
         self.types = {t["name"]: t for t in data["__schema"]["types"]}
         self.query = self.types[data["__schema"]["queryType"]["name"]]
         self.mutation = data["__schema"]["mutationType"]
+        self.subscription = self.types[data["__schema"]["subscriptionType"]["name"]]
 
     def kind(self, name: str) -> str:
         return str(self.types[name]["kind"])
@@ -330,3 +341,199 @@ async def test_every_mutation_with_a_foreign_id_is_not_found_and_changes_nothing
     assert after == before
     assert {"updateMessages", "moveMessages", "createFolder", "renameFolder", "deleteFolder"} <= set(walked)
     assert {"sendMessage", "cancelSend"} <= set(walked)
+
+
+# Subscriptions, over a real websocket (graphql-transport-ws) and over SSE: every field of the Subscription type,
+# called with Alice's token and Bob's account (Bob's ids in its other ID arguments, `after` at Bob's first change),
+# answers exactly as for an account that does not exist. A field that skipped the account check would replay
+# Bob's history at once instead. New fields are walked as they come; one with an argument the walk cannot fill
+# fails it.
+WS_PROTOCOL = "graphql-transport-ws"
+REFUSAL_WAIT = 10.0  # seconds for a refused subscription to end
+QUIET = 1.5  # seconds a subscription that must stay silent is watched (its replay comes at once)
+
+
+def id_arguments(field: dict[str, Any]) -> dict[str, str]:
+    """A field's ID arguments besides accountId, with the node type each takes (folderId: Folder)."""
+    found = {}
+    for a in field["args"]:
+        if named(a["type"]) == "ID" and a["name"] != "accountId":
+            kind = a["name"].removesuffix("Id")
+            found[a["name"]] = kind[:1].upper() + kind[1:]
+    return found
+
+
+def subscription_call(schema: Schema, field: dict[str, Any], values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The document calling a Subscription field with those of `values` it takes, and its variables."""
+    for a in field["args"]:
+        assert a["name"] in values or not required(a), (
+            f"the walk does not know how to call the subscription {field['name']}({a['name']}:)"
+        )
+    args = [a for a in field["args"] if a["name"] in values]
+    declared = ", ".join(f"${a['name']}: {spelled(a['type'])}" for a in args)
+    call = ", ".join(f"{a['name']}: ${a['name']}" for a in args)
+    selection = schema.selection(named(field["type"]), 1)
+    query = f"subscription({declared}) {{ {field['name']}({call}) {{ {selection} }} }}"
+    return query, {a["name"]: values[a["name"]] for a in args}
+
+
+def foreign_values(field: dict[str, Any], account: str, after: str, ids: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {"accountId": account, "after": after}
+    for name, kind in id_arguments(field).items():
+        assert kind in ids, f"the walk has no {kind} id for {field['name']}({name}:)"
+        values[name] = ids[kind]
+    return values
+
+
+def without_extensions(message: dict[str, Any]) -> dict[str, Any]:
+    payload = message.get("payload")
+    if isinstance(payload, dict):
+        message = {**message, "payload": {k: v for k, v in payload.items() if k != "extensions"}}
+    return message
+
+
+class Socket:
+    """A graphql-transport-ws connection of one token, running one operation at a time."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.last_id = 0
+
+    async def operation(self, query: str, variables: dict[str, Any], wait: float) -> list[dict[str, Any]]:
+        """The operation's messages (without id and extensions) up to its `complete` or `error`, or those that
+        came within `wait` seconds (then the client completes it)."""
+        self.last_id += 1
+        op = str(self.last_id)
+        payload = {"query": query, "variables": variables}
+        await self.ws.send(json.dumps({"id": op, "type": "subscribe", "payload": payload}))
+        got: list[dict[str, Any]] = []
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    message = json.loads(await self.ws.recv())
+                    if message.get("id") != op:
+                        continue  # a late event of an operation completed before
+                    got.append(without_extensions({k: v for k, v in message.items() if k != "id"}))
+                    if message["type"] in ("complete", "error"):
+                        return got
+        except TimeoutError:
+            await self.ws.send(json.dumps({"id": op, "type": "complete"}))
+        return got
+
+
+@asynccontextmanager
+async def socket(gateway: ServerThread, token: str) -> AsyncIterator[Socket]:
+    url = gateway.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[websockets.Subprotocol(WS_PROTOCOL)]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        yield Socket(ws)
+
+
+async def first_cursor(client: Client, account: str) -> str:
+    """The cursor right after the account's first change: a replay from it holds all its mail."""
+    data = await client.data("query($a: ID!) { changes(accountId: $a, first: 1) { cursor } }", {"a": account})
+    cursor: str = data["changes"]["cursor"]
+    return cursor
+
+
+def shows_nothing_of_bobs(answer: object, bobs_ids: dict[str, list[str]], where: str) -> None:
+    text = json.dumps(answer, ensure_ascii=False)
+    for gid in (gid for ids in bobs_ids.values() for gid in ids):
+        assert gid not in text, (where, gid)
+    for marker in BOB_MARKERS:
+        assert marker.lower() not in text.lower(), (where, marker)
+
+
+@pytest.fixture(scope="module")
+async def refusal_calls(
+    bob: Client, schema: Schema, bobs_ids: dict[str, list[str]]
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """Per Subscription field: its name, its document, the variables naming Bob's account and ids, and the
+    same naming a missing account and missing ids."""
+    bobs_first = await first_cursor(bob, bobs_ids["Account"][0])
+    foreign = {kind: ids[0] for kind, ids in bobs_ids.items()}
+    missing = {kind: to_global(kind, MISSING_PK) for kind in bobs_ids}
+    missing_after = encode_change_cursor(MISSING_PK, 1)
+    calls = []
+    for field in schema.subscription["fields"]:
+        query, theirs = subscription_call(schema, field, foreign_values(field, foreign["Account"], bobs_first, foreign))
+        _, nobodys = subscription_call(schema, field, foreign_values(field, missing["Account"], missing_after, missing))
+        calls.append((field["name"], query, theirs, nobodys))
+    return calls
+
+
+async def test_every_subscription_with_a_foreign_account_reads_like_a_missing_one_over_websockets(
+    gateway: ServerThread,
+    world: World,
+    bobs_ids: dict[str, list[str]],
+    refusal_calls: list[tuple[str, str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    async with socket(gateway, world.token_alice) as ws:
+        for name, query, theirs, nobodys in refusal_calls:
+            missing = await ws.operation(query, nobodys, REFUSAL_WAIT)
+            foreign = await ws.operation(query, theirs, REFUSAL_WAIT)
+            shows_nothing_of_bobs(foreign, bobs_ids, name)
+            assert foreign == missing, name
+            assert [m["type"] for m in missing] == ["next", "complete"], (name, missing)
+            assert [e["extensions"]["code"] for e in missing[0]["payload"]["errors"]] == ["NOT_FOUND"], name
+    assert {"changes", "messageAdded", "threadUpdated", "folderCountsChanged"} <= {c[0] for c in refusal_calls}
+
+
+async def test_every_subscription_with_a_foreign_account_reads_like_a_missing_one_over_sse(
+    http: httpx.AsyncClient,
+    world: World,
+    bobs_ids: dict[str, list[str]],
+    refusal_calls: list[tuple[str, str, dict[str, Any], dict[str, Any]]],
+) -> None:
+    async def answer(query: str, variables: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The stream's events up to `complete`, or those that came within REFUSAL_WAIT."""
+        got: list[tuple[str, Any]] = []
+        async with sse_stream(http, query, variables, world.token_alice) as response:
+            assert response.status_code == 200, response.text
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REFUSAL_WAIT):
+                    async for event in sse_events(response):
+                        if event.kind == "comment":
+                            continue
+                        data = {k: v for k, v in event.data.items() if k != "extensions"} if event.data else None
+                        got.append((event.kind, data))
+                        if event.kind == "complete":
+                            break
+        return got
+
+    for name, query, theirs, nobodys in refusal_calls:
+        missing = await answer(query, nobodys)
+        foreign = await answer(query, theirs)
+        shows_nothing_of_bobs(foreign, bobs_ids, name)
+        assert foreign == missing, name
+        assert [kind for kind, _ in missing] == ["next", "complete"], (name, missing)
+        assert [e["extensions"]["code"] for e in missing[0][1]["errors"]] == ["NOT_FOUND"], name
+
+
+async def test_subscriptions_of_alices_account_with_foreign_ids_read_like_missing_ones(
+    gateway: ServerThread, alice: Client, schema: Schema, world: World, bobs_ids: dict[str, list[str]]
+) -> None:
+    """Alice's own account with Bob's ids in the other ID arguments (messageAdded's folderId): the replay of
+    Alice's history through Bob's folder is what it is through a folder that does not exist. Alice's own folder
+    shows the replay comes within the watch."""
+    mine = to_global("Account", world.alice.id)
+    own = {"Folder": to_global("Folder", world.alice.folders["INBOX"])}
+    base = {"accountId": mine, "after": await first_cursor(alice, mine)}
+    walked = []
+    async with socket(gateway, world.token_alice) as ws:
+        for field in schema.subscription["fields"]:
+            for name, kind in id_arguments(field).items():
+                assert kind in own, f"the walk has no {kind} id of Alice's for {field['name']}({name}:)"
+                assert kind in bobs_ids, f"the walk has no {kind} ids of Bob's for {field['name']}({name}:)"
+                query, variables = subscription_call(schema, field, {**base, name: own[kind]})
+                control = await ws.operation(query, variables, QUIET)
+                assert control, (field["name"], name)
+                assert all(m["type"] == "next" and "errors" not in m["payload"] for m in control)
+                missing = await ws.operation(query, {**variables, name: to_global(kind, MISSING_PK)}, QUIET)
+                for gid in bobs_ids[kind]:
+                    foreign = await ws.operation(query, {**variables, name: gid}, QUIET)
+                    assert foreign == missing, (field["name"], name, gid)
+                    shows_nothing_of_bobs(foreign, bobs_ids, field["name"])
+                walked.append((field["name"], name))
+    assert ("messageAdded", "folderId") in walked

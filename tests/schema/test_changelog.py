@@ -12,8 +12,9 @@ import json
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import parse_message
 from mime.compose import Draft, Mailbox
@@ -124,45 +126,158 @@ def state_of(changes: Sequence[Change], object_type: ObjectType, object_id: int)
 
 
 # --- (a) commit order -------------------------------------------------------------------------------
+#
+# The hazard (schema.changelog): a writer that has drawn its seq but not yet committed, while a later writer
+# commits a higher seq. A reader must never see the later seq before the earlier one is visible, or its cursor
+# moves past a change it never read. So the tests hold writers exactly there: after the draw (changelog.append,
+# the unit's last statement) and before COMMIT.
+
+# What a writer does just before drawing its seqs, and just after (with the newest seq it drew): set per task.
+BEFORE_DRAW: ContextVar[Callable[[], None] | None] = ContextVar("BEFORE_DRAW", default=None)
+AFTER_DRAW: ContextVar[Callable[[int | None], Awaitable[None]] | None] = ContextVar("AFTER_DRAW", default=None)
 
 
+@pytest.fixture
+def draw_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Units call BEFORE_DRAW and AFTER_DRAW of their task around the draw of their seqs (still uncommitted)."""
+    real = changelog.append
+
+    async def append(
+        session: AsyncSession,
+        account_id: int,
+        changes: changelog.ChangeSet,
+        states: Mapping[tuple[ObjectType, int], dict[str, Any]],
+    ) -> int | None:
+        before, after = BEFORE_DRAW.get(), AFTER_DRAW.get()
+        if before is not None:
+            before()
+        last = await real(session, account_id, changes, states)
+        if after is not None:
+            await after(last)
+        return last
+
+    monkeypatch.setattr(changelog, "append", append)
+
+
+class Reader:
+    """A client following the log: reads after its cursor and moves the cursor to the newest seq it read."""
+
+    def __init__(self, store: Store, account_id: int, cursor: int) -> None:
+        self.store = store
+        self.account_id = account_id
+        self.cursor = cursor
+        self.pages: list[list[int]] = []
+
+    async def read(self) -> list[int]:
+        async with self.store.sessions() as s:
+            seqs = [c.seq for c in await changelog.read(s, self.account_id, after=self.cursor, limit=16)]
+        if seqs:
+            self.pages.append(seqs)
+            self.cursor = seqs[-1]
+        return seqs
+
+    @property
+    def seen(self) -> list[int]:
+        return [seq for page in self.pages for seq in page]
+
+    async def follow(self, done: asyncio.Event) -> None:
+        """Read until `done` is set and nothing is left."""
+        while True:
+            finished = done.is_set()
+            if not await self.read():
+                if finished:
+                    return
+                await asyncio.sleep(0.002)
+
+
+def contiguous(pages: Sequence[Sequence[int]], start: int) -> bool:
+    """Every page read carries on exactly where the one before stopped."""
+    flat = [seq for page in pages for seq in page]
+    return flat == list(range(start + 1, start + 1 + len(flat)))
+
+
+@pytest.mark.usefixtures("draw_hooks")
+async def test_a_writer_held_between_drawing_its_seq_and_committing_is_never_skipped(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """Writer A draws its seq and stays uncommitted; writer B writes and commits meanwhile. A reader polling all
+    along must not see B's seq while A's is invisible, and in the end reads both, A's first."""
+    account_id = await new_account(store, credential_box)
+    start = await newest(store, account_id)
+    a_drawn, release_a, b_drawing = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    drawn: dict[str, int | None] = {}
+
+    async def writer_a() -> None:
+        async def hold(last: int | None) -> None:
+            drawn["a"] = last
+            a_drawn.set()
+            await release_a.wait()
+
+        AFTER_DRAW.set(hold)
+        async with store.unit(account_id) as uow:
+            await folders.create(uow, folders.Discovered("held", "/", (), None))
+
+    async def writer_b() -> None:
+        async def note(last: int | None) -> None:
+            drawn["b"] = last
+
+        BEFORE_DRAW.set(b_drawing.set)
+        AFTER_DRAW.set(note)
+        async with store.unit(account_id) as uow:
+            await labels.ensure(uow, ["late"])
+
+    reader = Reader(store, account_id, start)
+    a = asyncio.create_task(writer_a())
+    try:
+        async with asyncio.timeout(30):
+            await a_drawn.wait()
+            b = asyncio.create_task(writer_b())
+            await b_drawing.wait()
+            # B has made its writes and asks for its seq; A holds its own, uncommitted. Long enough for B to
+            # commit, were it free to: the reader must see nothing, since A's change is not visible yet.
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                await reader.read()
+                await asyncio.sleep(0.01)
+            assert reader.pages == [], f"the reader saw {reader.pages} while seq {drawn['a']} was uncommitted"
+            release_a.set()
+            await asyncio.gather(a, b)
+            committed = asyncio.Event()
+            committed.set()
+            await reader.follow(committed)  # what the writers committed, to the end
+    finally:
+        release_a.set()
+    assert drawn == {"a": start + 1, "b": start + 2}
+    assert reader.seen == [start + 1, start + 2]
+    assert entries(await log_after(store, account_id, start))[0][0] is FOLDER
+
+
+@pytest.mark.usefixtures("draw_hooks")
 async def test_concurrent_writers_never_leave_a_gap_behind_a_readers_cursor(
     store: Store, credential_box: CredentialBox
 ) -> None:
+    """Eight writers whose transactions overlap, each held a random while after drawing its seqs (before
+    COMMIT), and a reader following the log all along: it never finds a gap behind its cursor."""
     account_id = await new_account(store, credential_box)
     start = await newest(store, account_id)
     writers, units_each = 8, 25
     done = asyncio.Event()
-    seen: list[int] = []
-    pages: list[list[int]] = []
 
     async def writer(w: int) -> None:
         rng = random.Random(w)
+
+        async def hold(last: int | None) -> None:
+            await asyncio.sleep(rng.uniform(0, 0.03))
+
+        AFTER_DRAW.set(hold)
         for u in range(units_each):
             async with store.unit(account_id) as uow:
                 if u % 2:
                     await labels.ensure(uow, [f"w{w}-u{u}"])
                 else:
                     await folders.create(uow, folders.Discovered(f"w{w}/u{u}", "/", (), None))
-                # Inside the unit, after its writes: transactions overlap and commit in a shuffled order.
-                await asyncio.sleep(rng.uniform(0, 0.02))
-
-    async def reader() -> None:
-        cursor = start
-        while True:
-            finished = done.is_set()
-            async with store.sessions() as s:
-                page = await changelog.read(s, account_id, after=cursor, limit=16)
-            if page:
-                seqs = [c.seq for c in page]
-                pages.append(seqs)
-                assert seqs == list(range(cursor + 1, cursor + 1 + len(seqs))), f"gap after {cursor}: {seqs}"
-                seen.extend(seqs)
-                cursor = seqs[-1]
-            elif finished:
-                return
-            else:
-                await asyncio.sleep(0.002)
+                # Inside the unit, after its writes: transactions overlap and reach the draw in a shuffled order.
+                await asyncio.sleep(rng.uniform(0, 0.01))
 
     async def writers_then_done() -> None:
         try:
@@ -170,12 +285,14 @@ async def test_concurrent_writers_never_leave_a_gap_behind_a_readers_cursor(
         finally:
             done.set()
 
-    await asyncio.wait_for(asyncio.gather(reader(), writers_then_done()), timeout=120)
+    reader = Reader(store, account_id, start)
+    await asyncio.wait_for(asyncio.gather(reader.follow(done), writers_then_done()), timeout=120)
 
     total = writers * units_each
-    assert seen == list(range(start + 1, start + total + 1))
+    assert contiguous(reader.pages, start), reader.pages
+    assert reader.seen == list(range(start + 1, start + total + 1))
     assert await newest(store, account_id) == start + total
-    assert len(pages) > 1  # the reader really read while the writers wrote
+    assert len(reader.pages) > 1  # the reader really read while the writers wrote
     logged = await log_after(store, account_id, start)
     label_units = writers * sum(1 for u in range(units_each) if u % 2)
     assert sorted((c.object_type, c.op) for c in logged) == sorted(

@@ -1,0 +1,504 @@
+"""Soak: one gateway under websocket subscribers and HTTP clients of several tokens, for minutes, while the sync
+follows a busy mailbox. Is anything lost, slowed down or leaking?
+
+    .venv/bin/python -m bench.soak_bench [--minutes 10] [--ws-clients 200] [--http-clients 20] [--tokens 10]
+                                         [--rate 2] [--messages 500]
+
+Set-up (bench.common.synced_mailbox): a private Dovecot with a seeded mailbox, a throwaway database,
+`inboxql sync --once`; then `inboxql sync --account ID` follows the mailbox (IDLE on INBOX) and
+`inboxql gateway` (one uvicorn worker, its own process) serves GraphQL. `--tokens` tokens of the account.
+
+1. Idle: one client sends the plain query (`messages(first: 20)`, a page of the inbox list) 200 times, one after
+   the other, with nothing else running: its p50 and p99 are the baseline.
+2. Soak, for `--minutes`:
+   - `--ws-clients` websockets (graphql-transport-ws), spread over the tokens, each subscribed to
+     `messageAdded(accountId, after: <the cursor at the start>)`;
+   - `--http-clients` HTTP clients (tokens round-robin), each in a loop: one of the plain query, a threads page,
+     a search, a message with its body and a page of `changes`, then 0.5-1.5 s of think time;
+   - another IMAP client APPENDs generated mail to INBOX at `--rate` messages a second and changes a flag in
+     INBOX between appends: the sync mirrors it, and the doorbell and the subscriptions carry it;
+   - the gateway's RSS is read every second.
+3. Drain: the mail stops; once the change log holds a create per appended message, every subscriber must have
+   received each of those messages, exactly once.
+
+Goals (issue 9): no error (HTTP, GraphQL, websocket, or in the gateway's and the sync's logs); the plain query's
+p99 under load within 2x of its idle p99; the gateway's RSS growing less than 5% from the end of the warm-up
+(the first quarter of the run, at most a minute) to the end; every subscriber's feed exactly once.
+Exits 1 when an error occurred or a feed was wrong; the latency and memory goals are printed as met or missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
+
+from bench import common
+from bench.common import BenchError
+from bench.gateway_bench import SEARCH_QUERY, SEARCH_WORDS, THREADS_QUERY
+from bench.message_added_bench import _wait_healthy
+from bench.push_bench import _EXISTS, RawImap, _scalar, _wait_ready
+from gateway.ids import encode_change_cursor, to_global
+from inboxql.devmail import DovecotServer, free_port
+from inboxql.mailgen import generate
+
+IDLE_SAMPLES = 200
+DRAIN_SECONDS = 120.0
+RSS_EVERY = 1.0
+P99_GOAL = 2.0  # times the idle p99
+RSS_GOAL = 0.05  # growth after warm-up
+
+PLAIN_QUERY = """query($a: ID!) { messages(accountId: $a, first: 20) {
+    nodes { id subject date unread starred snippet from { name address } } } }"""
+MESSAGE_QUERY = """query($id: ID!) { node(id: $id) { ... on Message {
+    id subject textBody from { name address } to { name address } attachments { filename size } } } }"""
+CHANGES_QUERY = """query($a: ID!, $after: String) { changes(accountId: $a, after: $after, first: 50) {
+    cursor hasMore changes { cursor operation objectType objectId } } }"""
+SUBSCRIPTION = """subscription($a: ID!, $after: String) {
+    messageAdded(accountId: $a, after: $after) { cursor message { id subject unread } } }"""
+
+
+# -- what the clients saw ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Errors:
+    """Every error any client saw: counted by kind, the first few kept verbatim."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    first: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, detail: str) -> None:
+        self.counts[kind] += 1
+        if len(self.first) < 10:
+            self.first.append(f"{kind}: {detail[:400]}")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class HttpStats:
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    message_ids: list[str] = field(default_factory=list)  # from the plain query, for the message query
+
+    def note(self, name: str, seconds: float) -> None:
+        self.latencies.setdefault(name, []).append(seconds)
+
+
+@dataclass
+class Subscriber:
+    n: int
+    token: str
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    received: list[str] = field(default_factory=list)  # message ids, in order
+    ended: str | None = None  # why the subscription ended before the bench closed it
+
+
+# -- the clients -------------------------------------------------------------------------------------------
+
+
+async def subscribe(sub: Subscriber, port: int, account: str, after: str, errors: Errors) -> None:
+    """One websocket with one messageAdded subscription, until cancelled."""
+    try:
+        async with connect(
+            f"ws://127.0.0.1:{port}/graphql",
+            subprotocols=[Subprotocol("graphql-transport-ws")],
+            open_timeout=30,
+            close_timeout=5,
+        ) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {sub.token}"}}))
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if ack.get("type") != "connection_ack":
+                raise BenchError(f"expected connection_ack, got {ack!r:.300}")
+            payload = {"query": SUBSCRIPTION, "variables": {"a": account, "after": after}}
+            await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+            sub.ready.set()
+            while True:
+                message = json.loads(await ws.recv())
+                kind = message.get("type")
+                if kind == "ping":
+                    await ws.send(json.dumps({"type": "pong"}))
+                elif kind == "next":
+                    data = message.get("payload") or {}
+                    if data.get("errors") or not data.get("data"):
+                        raise BenchError(f"the subscription answered with errors: {data!r:.400}")
+                    sub.received.append(data["data"]["messageAdded"]["message"]["id"])
+                elif kind in ("error", "complete"):
+                    raise BenchError(f"the subscription ended: {message!r:.400}")
+    except asyncio.CancelledError:
+        raise
+    except ConnectionClosed as exc:
+        sub.ended = f"websocket closed: {exc}"
+        errors.add("websocket", f"subscriber {sub.n}: {sub.ended}")
+    except Exception as exc:
+        sub.ended = f"{type(exc).__name__}: {exc}"
+        errors.add("websocket", f"subscriber {sub.n}: {sub.ended}")
+    finally:
+        sub.ready.set()  # also when it failed: the start-up does not wait for it
+
+
+async def graphql(
+    client: httpx.AsyncClient, name: str, query: str, variables: dict[str, Any], errors: Errors, stats: HttpStats
+) -> dict[str, Any] | None:
+    started = time.perf_counter()
+    try:
+        response = await client.post("/graphql", json={"query": query, "variables": variables})
+    except httpx.HTTPError as exc:
+        errors.add("http", f"{name}: {type(exc).__name__}: {exc}")
+        return None
+    seconds = time.perf_counter() - started
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict) or body.get("errors"):
+        errors.add("http", f"{name}: {response.status_code} {response.text}")
+        return None
+    stats.note(name, seconds)
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+async def http_client(
+    n: int, client: httpx.AsyncClient, account: str, think: float, stop: asyncio.Event, errors: Errors, stats: HttpStats
+) -> None:
+    """A user's client: a request from the mix, then a pause, until `stop`."""
+    rng = random.Random(n)
+    cursor: str | None = None
+    while not stop.is_set():
+        roll = rng.random()
+        if roll < 0.4 or not stats.message_ids:
+            data = await graphql(client, "plain", PLAIN_QUERY, {"a": account}, errors, stats)
+            if data is not None:
+                stats.message_ids[:] = [m["id"] for m in data["messages"]["nodes"]]
+        elif roll < 0.6:
+            await graphql(client, "threads", THREADS_QUERY, {"a": account}, errors, stats)
+        elif roll < 0.75:
+            await graphql(client, "search", SEARCH_QUERY, {"a": account, "q": SEARCH_WORDS}, errors, stats)
+        elif roll < 0.9:
+            await graphql(client, "message", MESSAGE_QUERY, {"id": rng.choice(stats.message_ids)}, errors, stats)
+        else:
+            data = await graphql(client, "changes", CHANGES_QUERY, {"a": account, "after": cursor}, errors, stats)
+            if data is not None:
+                cursor = data["changes"]["cursor"]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), think * rng.uniform(0.5, 1.5))
+
+
+async def busy_mailbox(
+    server: DovecotServer, user: str, password: str, rate: float, pool: Sequence[bytes], stop: asyncio.Event
+) -> tuple[int, int]:
+    """APPEND to INBOX at `rate` a second, a flag change between appends; returns (appends, flag changes)."""
+    rng = random.Random(11)
+    conn = await RawImap.open(server, user, password)
+    appends = flags = 0
+    try:
+        selected = await conn.command(b"SELECT INBOX")
+        count = next((int(m.group(1)) for line in selected if (m := _EXISTS.match(line))), 1)
+        started = time.monotonic()
+        while not stop.is_set():
+            await conn.command(b"APPEND INBOX", pool[appends % len(pool)])
+            appends += 1
+            count += 1
+            sign = rng.choice((b"+", b"-"))
+            await conn.command(b"STORE %d %sFLAGS.SILENT (\\Flagged)" % (rng.randint(1, count), sign))
+            flags += 1
+            due = started + appends / rate
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, due - time.monotonic()))
+    finally:
+        await conn.close()
+    return appends, flags
+
+
+def rss(pid: int) -> int:
+    """Resident set size of a process in bytes (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+async def watch_rss(pid: int, samples: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append((time.monotonic(), rss(pid)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RSS_EVERY)
+
+
+async def watch_lag(lags: list[float], stop: asyncio.Event) -> None:
+    """How late this process's own event loop wakes (a late client inflates the latencies it measures)."""
+    while not stop.is_set():
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        lags.append(time.monotonic() - started - 0.05)
+
+
+def log_errors(log: IO[bytes]) -> list[str]:
+    """The lines of a process's log that report an error (the log stays open)."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()
+    return [line for line in lines if " ERROR " in line or "Traceback" in line or "ERROR:" in line]
+
+
+# -- the run -----------------------------------------------------------------------------------------------
+
+
+async def new_messages(engine: AsyncEngine, account_id: int, after_seq: int) -> list[str]:
+    """The ids of the messages the change log says were created after `after_seq`."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT object_id FROM change_log WHERE account_id = :a AND seq > :s "
+                "AND object_type = 'message' AND op = 'create' ORDER BY seq"
+            ),
+            {"a": account_id, "s": after_seq},
+        )
+        return [to_global("Message", int(r[0])) for r in rows]
+
+
+async def current_cursor(engine: AsyncEngine, account_id: int) -> tuple[int, str]:
+    """The account's newest seq, and the change cursor at it (what `changesCursor` answers)."""
+    found = await _scalar(engine, "SELECT last_seq FROM change_seq WHERE account_id = :a", {"a": account_id})
+    seq = int(found) if isinstance(found, int) else 0
+    return seq, encode_change_cursor(account_id, seq)
+
+
+def row(label: str, values: Sequence[float]) -> str:
+    """A line of the latency table: p50, p99 and max in ms, and how many."""
+    return f"{label:28} {common.ms(values, 50)} {common.ms(values, 99)} {common.ms(values, 100)} {len(values):6d}"
+
+
+def goal(label: str, figure: str, met: bool) -> str:
+    return f"  {label:46} {figure:>8}  {'met' if met else 'MISSED'}"
+
+
+async def idle_baseline(client: httpx.AsyncClient, account: str, errors: Errors) -> list[float]:
+    stats = HttpStats()
+    for _ in range(20):  # warm the token cache, the pool and the caches
+        await graphql(client, "plain", PLAIN_QUERY, {"a": account}, errors, stats)
+    stats = HttpStats()
+    for _ in range(IDLE_SAMPLES):
+        await graphql(client, "plain", PLAIN_QUERY, {"a": account}, errors, stats)
+    return stats.latencies.get("plain", [])
+
+
+async def run_async(
+    synced: common.Synced, minutes: float, ws_clients: int, http_clients: int, tokens: int, rate: float, think: float
+) -> int:
+    env = common.cli_env(synced.url)
+    account = to_global("Account", synced.account_id)
+    engine = create_async_engine(synced.url, pool_size=2, isolation_level="READ COMMITTED")
+    follower_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    gateway_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    follower = subprocess.Popen(
+        [*common.inboxql_command(), "sync", "--account", str(synced.account_id)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower_log,
+        stderr=follower_log,
+    )
+    port = free_port()
+    gateway = subprocess.Popen(
+        [*common.inboxql_command(), "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=gateway_log,
+        stderr=gateway_log,
+    )
+    errors = Errors()
+    stop = asyncio.Event()
+    clients: list[httpx.AsyncClient] = []
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        await _wait_ready(engine, synced.account_id, follower, 120)
+        await _wait_healthy(port, gateway, 60)
+        token_list = []
+        for _ in range(tokens):
+            out = await asyncio.to_thread(common.run_cli, ["token", "create", "--account", str(synced.account_id)], env)
+            token_list.append(out.strip().splitlines()[-1])
+        for token in token_list:
+            clients.append(
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}, timeout=60
+                )
+            )
+
+        idle = await idle_baseline(clients[0], account, errors)
+        print(f"idle: plain query p50 {common.ms(idle, 50)} ms, p99 {common.ms(idle, 99)} ms ({len(idle)} requests)")
+
+        start_seq, start_cursor = await current_cursor(engine, synced.account_id)
+        subscribers = [Subscriber(n, token_list[n % tokens]) for n in range(ws_clients)]
+        opened = time.monotonic()
+        for batch in range(0, ws_clients, 20):
+            group = subscribers[batch : batch + 20]
+            tasks += [asyncio.create_task(subscribe(s, port, account, start_cursor, errors)) for s in group]
+            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in group)), 60)
+        print(f"{ws_clients} subscribers on {tokens} tokens in {time.monotonic() - opened:.1f} s")
+
+        seconds = minutes * 60
+        warmup = min(60.0, seconds / 4)
+        pool = list(generate(int(rate * seconds) + 50, 99))
+        stats = HttpStats()
+        rss_samples: list[tuple[float, int]] = []
+        cpu_before = common._cpu_seconds(gateway.pid)
+        soak_started = time.monotonic()
+        lags: list[float] = []
+        tasks.append(asyncio.create_task(watch_rss(gateway.pid, rss_samples, stop)))
+        tasks.append(asyncio.create_task(watch_lag(lags, stop)))
+        tasks += [
+            asyncio.create_task(http_client(n, clients[n % tokens], account, think, stop, errors, stats))
+            for n in range(http_clients)
+        ]
+        mail = asyncio.create_task(busy_mailbox(synced.server, synced.user, synced.password, rate, pool, stop))
+        print(f"soak: {minutes:g} min, mail at {rate:g}/s, {http_clients} HTTP clients (think {think:g} s)")
+        while time.monotonic() - soak_started < seconds:
+            await asyncio.sleep(min(30.0, seconds - (time.monotonic() - soak_started)))
+            if mail.done() or follower.poll() is not None or gateway.poll() is not None:
+                break
+            elapsed = time.monotonic() - soak_started
+            got = min(len(s.received) for s in subscribers)
+            print(
+                f"  {elapsed:5.0f} s: RSS {rss(gateway.pid) / common.MIB:6.1f} MiB, {errors.total} errors, "
+                f"slowest subscriber at {got} messages",
+                file=sys.stderr,
+            )
+        stop.set()
+        appends, flag_changes = await mail
+        soak_seconds = time.monotonic() - soak_started
+        cpu = common._cpu_seconds(gateway.pid) - cpu_before
+        await asyncio.sleep(0.1)
+
+        # Drain: every appended message mirrored, then every subscriber has them all.
+        deadline = time.monotonic() + DRAIN_SECONDS
+        expected = await new_messages(engine, synced.account_id, start_seq)
+        while len(expected) < appends and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            expected = await new_messages(engine, synced.account_id, start_seq)
+        while time.monotonic() < deadline and any(
+            len(s.received) < len(expected) and s.ended is None for s in subscribers
+        ):
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)  # a duplicate would come now
+
+        # -- the figures --
+        gateway_errors = log_errors(gateway_log)
+        follower_errors = log_errors(follower_log)
+        for line in gateway_errors:
+            errors.add("gateway log", line)
+        for line in follower_errors:
+            errors.add("sync log", line)
+        if gateway.poll() is not None:
+            errors.add("gateway", f"exited {gateway.returncode}")
+        if follower.poll() is not None:
+            errors.add("sync", f"exited {follower.returncode}")
+        wanted = set(expected)
+        complete = sum(1 for s in subscribers if len(s.received) == len(wanted) and set(s.received) == wanted)
+        duplicated = sum(1 for s in subscribers if len(set(s.received)) != len(s.received))
+        missing = sum(1 for s in subscribers if wanted - set(s.received))
+        foreign = sum(1 for s in subscribers if set(s.received) - wanted)
+        requests = sum(len(v) for v in stats.latencies.values())
+        plain = stats.latencies.get("plain", [])
+        after_warmup = [r for t, r in rss_samples if t - soak_started >= warmup]
+        rss_warm = after_warmup[0] if after_warmup else 0
+        rss_end = after_warmup[-1] if after_warmup else 0
+        rss_max = max(after_warmup, default=0)
+        growth = (rss_end - rss_warm) / rss_warm if rss_warm else float("nan")
+        p99_ratio = common.percentile(plain, 99) / common.percentile(idle, 99) if plain and idle else float("nan")
+
+        print()
+        print(f"== soak: {soak_seconds / 60:.1f} min, one gateway process, {tokens} tokens ==")
+        print(f"mail: {appends} APPENDs to INBOX ({appends / soak_seconds:.2f}/s) and {flag_changes} flag changes")
+        print(f"mirrored: {len(expected)} new messages in the change log (appended: {appends})")
+        print(f"HTTP: {http_clients} clients, {requests} requests ({requests / soak_seconds:.1f}/s)")
+        print(f"{'':28} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'count':>6}")
+        print(row("  plain query, idle", idle))
+        for name in ("plain", "threads", "search", "message", "changes"):
+            print(row(f"  {name}, under load", stats.latencies.get(name, [])))
+        print(
+            f"websockets: {ws_clients} subscribers; {complete} received every new message exactly once; "
+            f"{missing} missed some, {duplicated} got one twice, {foreign} got one not in the log; "
+            f"{sum(1 for s in subscribers if s.ended)} ended early"
+        )
+        print(
+            f"gateway RSS: {rss_warm / common.MIB:.1f} MiB after the {warmup:.0f} s warm-up, "
+            f"{rss_end / common.MIB:.1f} MiB at the end (max {rss_max / common.MIB:.1f}); growth {100 * growth:+.1f}%"
+        )
+        print(f"gateway CPU: {cpu:.1f} s in {soak_seconds:.0f} s ({100 * cpu / soak_seconds:.0f}% of one core)")
+        print(f"this process's event loop woke late by p50 {common.ms(lags, 50)} ms, p99 {common.ms(lags, 99)} ms")
+        print(f"errors: {errors.total} {dict(errors.counts)}")
+        for line in errors.first:
+            print(f"   {line}")
+        print()
+        feeds_ok = complete == ws_clients and len(expected) == appends
+        print("goals:")
+        print(goal("no error", str(errors.total), errors.total == 0))
+        print(goal(f"plain query p99 within {P99_GOAL:g}x of idle", f"{p99_ratio:.2f}x", p99_ratio <= P99_GOAL))
+        print(goal(f"RSS growth after warm-up under {100 * RSS_GOAL:.0f}%", f"{100 * growth:+.1f}%", growth < RSS_GOAL))
+        print(goal("every subscriber's feed exactly once", f"{complete}/{ws_clients}", feeds_ok))
+        print(f"machine: {common.machine()}; load average at the end {common.load_average()}")
+        return 0 if errors.total == 0 and feeds_ok else 1
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.aclose()
+        await asyncio.to_thread(common.stop_process, gateway)
+        await asyncio.to_thread(common.stop_process, follower)
+        gateway_log.close()
+        follower_log.close()
+        await engine.dispose()
+
+
+def run(
+    minutes: float, ws_clients: int, http_clients: int, tokens: int, rate: float, think: float, messages: int
+) -> int:
+    with common.synced_mailbox(messages, "inboxql_soak") as synced:
+        work = run_async(synced, minutes, ws_clients, http_clients, tokens, rate, think)
+        return asyncio.run(asyncio.wait_for(work, minutes * 60 + 900))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long the soak runs")
+    parser.add_argument("--ws-clients", type=int, default=200, help="websocket subscribers (one socket each)")
+    parser.add_argument("--http-clients", type=int, default=20, help="HTTP clients")
+    parser.add_argument("--tokens", type=int, default=10, help="tokens the clients are spread over")
+    parser.add_argument("--rate", type=float, default=2.0, help="messages appended per second")
+    parser.add_argument("--think", type=float, default=1.0, help="mean seconds between an HTTP client's requests")
+    parser.add_argument("--messages", type=int, default=500, help="size of the mailbox synced first")
+    args = parser.parse_args(argv)
+    try:
+        return run(args.minutes, args.ws_clients, args.http_clients, args.tokens, args.rate, args.think, args.messages)
+    except (BenchError, TimeoutError) as exc:
+        print(f"soak_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
