@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.config import GatewayConfig
 from schema import webhooks
 from schema.changelog import Change
-from schema.crypto import CredentialBox, CredentialError
+from schema.crypto import CredentialBox, CredentialError, Purpose
 from schema.db import session_factory
 from schema.models import Webhook
 
@@ -406,7 +406,7 @@ class Deliverer:
         except RefusedURL as exc:
             return None, f"refused: {exc}", elapsed()
         try:
-            secret = self.box.open(hook.secret)
+            secret = self.box.open(hook.secret, Purpose.WEBHOOK)
         except CredentialError as exc:
             return None, str(exc), elapsed()
         target, host, extensions = pinned(hook.url, addresses[0])

@@ -22,7 +22,7 @@ from typing import Literal
 from sqlalchemy import select
 
 from schema import outbox
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Folder, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
@@ -115,7 +115,7 @@ class OutboxSender:
             port=account.smtp_port,
             security=security,  # type: ignore[arg-type]
             username=account.smtp_username or account.imap_username,
-            password=self.box.open(sealed),
+            password=self.box.open(sealed, Purpose.ACCOUNT),
             ca_file=account.tls_ca_file,
         )
 
