@@ -73,7 +73,9 @@ async def create(
     imap: ImapEndpoint,
     password: str,
     smtp: SmtpSettings | None = None,
+    smtp_password: str | None = None,
 ) -> int:
+    """A new account (sync state pending); `smtp_password` when sending logs in with a password of its own."""
     async with store.unit(0) as uow:
         account = Account(
             address=address,
@@ -88,6 +90,7 @@ async def create(
             smtp_port=smtp.port if smtp else None,
             smtp_security=smtp.security if smtp else None,
             smtp_username=smtp.username if smtp else None,
+            smtp_password=box.seal(smtp_password, Purpose.ACCOUNT) if smtp and smtp_password is not None else None,
         )
         uow.session.add(account)
         await uow.session.flush()
