@@ -324,3 +324,26 @@ async def test_an_operator_token_takes_no_accounts(cli_env: dict[str, str], dove
     bare = await inboxql(cli_env, "token", "create")
     assert bare.code == 2
     assert "--operator" in bare.stderr
+
+
+async def test_a_running_sync_takes_up_an_auth_failed_account_again_after_set_password(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer
+) -> None:
+    account_id, user, _ = await synced_account(cli_env, dovecot, messages=1)
+    dovecot.set_password(user, "rotated-by-the-user")
+    async with running_sync(cli_env, account_id) as sync:
+
+        async def failed() -> bool:
+            row = await row_of(engine, account_id)
+            return row is not None and row.sync_state == "auth_failed"
+
+        await wait_for(failed)
+        done = await inboxql(cli_env, "account", "set-password", str(account_id), stdin="rotated-by-the-user\n")
+        assert done.code == 0, done.stderr
+        dovecot.append(user, "rotated-by-the-user", "INBOX", [mail("after the new password")])
+
+        async def arrived() -> bool:
+            return len(await message_ids(engine, account_id)) == 2
+
+        await wait_for(arrived)  # the same process, no restart
+        assert sync.returncode is None
