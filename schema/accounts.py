@@ -32,6 +32,7 @@ from schema.models import (
     Label,
     Message,
     MessagePlace,
+    MutationKey,
     Outbox,
     Thread,
     ThreadRef,
@@ -216,7 +217,13 @@ async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -
         if found is None:
             return None
         await s.execute(update(Account).where(Account.id == account_id).values(sync_state=REMOVING, sync_error=None))
-        revoked = await tokens.revoke_for_account(s, account_id)
+        # Every token that grants it is revoked, one of several accounts too (a grant that shrank under its
+        # holder would be a surprise; a revoked token is a clear error), and the replies its idempotency keys
+        # kept (they hold the account's data) go.
+        granting = await tokens.granting(s, account_id)
+        revoked = await tokens.revoke_ids(s, granting)
+        if granting:
+            await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
         # What would reach the outside world after removal goes first: hooks, queued write-backs, queued sends.
         for table in (Webhook, Action, Outbox):
             await s.execute(delete(table).where(table.account_id == account_id))

@@ -184,13 +184,11 @@ async def revoke_ids(session: AsyncSession, token_ids: Sequence[int]) -> list[in
     return sorted(live)
 
 
-async def revoke_for_account(session: AsyncSession, account_id: int) -> list[int]:
-    """Revoke every live token that grants this account (a token of several accounts included: a grant that
-    shrank under its holder would be a surprise; a revoked one is a clear error). Returns their ids."""
-    granting = list(
+async def granting(session: AsyncSession, account_id: int) -> list[int]:
+    """The ids of every token (live or revoked) that grants this account."""
+    return sorted(
         await session.scalars(select(ApiTokenAccount.token_id).where(ApiTokenAccount.account_id == account_id))
     )
-    return await revoke_ids(session, granting)
 
 
 def _scopes(row: ApiToken) -> tuple[str, ...]:
@@ -242,11 +240,11 @@ __all__ = [
     "UnknownAccounts",
     "accounts_for_token",
     "create_token",
+    "granting",
     "listing",
     "lookup",
     "lookup_id",
     "revoke",
-    "revoke_for_account",
     "revoke_ids",
     "token_hash",
     "touch",

@@ -18,7 +18,18 @@ from inboxql.devmail import DovecotServer
 from schema import tokens, webhooks
 from schema.crypto import CredentialBox, Purpose
 from schema.db import session_factory
-from schema.models import Account, Action, ApiToken, Base, ChangeLog, Message, MimeBlob, Outbox, utcnow
+from schema.models import (
+    Account,
+    Action,
+    ApiToken,
+    Base,
+    ChangeLog,
+    Message,
+    MimeBlob,
+    MutationKey,
+    Outbox,
+    utcnow,
+)
 from tests.conftest import new_user
 from tests.test_cli import INBOXQL, Done, assert_unguarded, cli_env, guard_dir, inboxql
 
@@ -167,6 +178,9 @@ async def test_account_remove_deletes_its_mirror_change_log_pending_work_and_rev
         only_doomed = await tokens.create_token(s, [doomed], admin=True)
         both = await tokens.create_token(s, [doomed, kept])
         only_kept = await tokens.create_token(s, [kept])
+        grant = await tokens.lookup(s, both)
+        assert grant is not None
+        s.add(MutationKey(token_id=grant.token_id, key="k1", mutation="updateMessages", result={"subject": "x"}))
         await webhooks.create(s, credential_box, doomed, "https://example.com/hook", ["*"])
         s.add(Action(account_id=doomed, kind="flags", state="pending", payload={}))
         s.add(
@@ -196,6 +210,7 @@ async def test_account_remove_deletes_its_mirror_change_log_pending_work_and_rev
         assert await tokens.lookup(s, only_kept) is not None
         assert await s.scalar(select(func.count()).where(MimeBlob.sha256.in_(blobs))) == 0
         assert await s.scalar(select(func.count()).where(ChangeLog.account_id == doomed)) == 0
+        assert await s.scalar(select(func.count()).where(MutationKey.token_id == grant.token_id)) == 0
         revoked = list(await s.scalars(select(ApiToken.id).where(ApiToken.revoked_at.is_not(None))))
     assert re.fullmatch(rf"account {doomed} removed; tokens revoked: [\d, ]+\n", done.stdout), done.stdout
     assert set(map(int, done.stdout.split(": ")[1].split(", "))) <= set(revoked)
