@@ -9,18 +9,23 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select, update
 
+from gateway.testing import Client, start_gateway
 from inboxql.devmail import DovecotServer
 from schema import keyring, webhooks
 from schema.crypto import CredentialBox, KeyRing, Purpose
 from schema.db import create_engine, session_factory
 from schema.models import Account, Webhook
+from schema.settings import Settings
+from schema.unit import Store
 from tests.conftest import new_user, throwaway_database
+from tests.gateway.test_webhooks import CREATE, FAST, Receiver, eventually, make_changes, new_tenant, serve
 from tests.test_cli import assert_unguarded, guard_dir, inboxql
 from tests.test_cli_accounts import add_account, mail, message_ids, read_until, running_sync, wait_for
 
@@ -131,3 +136,54 @@ async def test_rotations_at_once_lose_no_key(ring_env: dict[str, str]) -> None:
     done = await asyncio.gather(*(inboxql(ring_env, "secret", "rotate") for _ in range(4)))
     assert [d.code for d in done] == [0] * 4, [d.stderr for d in done]
     assert sorted(k.id for k in keyring.read(Path(ring_env["INBOXQL_SECRET_KEY_FILE"]))) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_running_gateway_keeps_signing_webhooks_across_a_rotation(
+    ring_env: dict[str, str], own_database: str
+) -> None:
+    """The gateway started with key 1 only: after `secret rotate` re-sealed the hook's secret under key 2, its
+    deliveries are still signed with the right secret, and what it seals from then on is under key 2."""
+    path = Path(ring_env["INBOXQL_SECRET_KEY_FILE"])
+    settings = Settings.from_env(ring_env)  # creates the ring: key 1
+    engine = create_engine(own_database, pool_size=2)
+    store = Store(engine)
+    receiver = Receiver()
+    sink = serve(receiver.app())
+    gateway = start_gateway(settings, FAST)
+    try:
+        tenant = await new_tenant(store, settings)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            admin = Client(http, tenant.token)
+            created = (await admin.data(CREATE, {"a": tenant.gid, "u": f"{sink.url}/hook", "e": ["*"]}))[
+                "createWebhook"
+            ]
+            receiver.secret = created["secret"]
+            rotated = await inboxql(ring_env, "secret", "rotate")
+            assert rotated.code == 0, rotated.stderr
+            async with store.sessions() as s:
+                (sealed,) = await s.scalars(select(Webhook.secret).where(Webhook.account_id == tenant.account))
+            assert CredentialBox.key_id(sealed) == 2
+
+            # Before it has opened anything sealed under key 2: sealing alone reads the new ring. (This hook wants
+            # messages, and only folders change below: the receiver sees the first hook's events only.)
+            second = (await admin.data(CREATE, {"a": tenant.gid, "u": f"{sink.url}/hook", "e": ["message"]}))[
+                "createWebhook"
+            ]
+            await make_changes(store, tenant, 3)
+
+            async def delivered() -> bool:
+                return len(receiver.accepted) >= 3
+
+            await eventually(delivered)
+            assert receiver.bad_signatures == 0
+        async with store.sessions() as s:
+            newest = await s.scalar(
+                select(Webhook.secret).where(Webhook.account_id == tenant.account).order_by(Webhook.id.desc()).limit(1)
+            )
+        assert newest is not None
+        assert CredentialBox.key_id(newest) == 2  # the running gateway sealed with the key added after it started
+        assert CredentialBox(KeyRing.load(path)).open(newest, Purpose.WEBHOOK) == second["secret"]
+    finally:
+        gateway.stop()
+        sink.stop()
+        await engine.dispose()
