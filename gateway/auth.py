@@ -46,6 +46,8 @@ class Viewer:
     admin: bool = False
     # A read-only token (schema.tokens): every mutation is FORBIDDEN (gateway.graphql.mutations.Writable).
     read_only: bool = False
+    # The operator scope (schema.tokens): manages accounts (gateway.graphql.mutations.operator); grants no mail.
+    operator: bool = False
 
 
 def bearer(headers: Mapping[str, str]) -> str | None:
@@ -96,7 +98,14 @@ class TokenCache:
         found = (
             None
             if grant is None
-            else Viewer(grant.token_id, grant.account_ids, key.hex()[:32], admin=grant.admin, read_only=grant.read_only)
+            else Viewer(
+                grant.token_id,
+                grant.account_ids,
+                key.hex()[:32],
+                admin=grant.admin,
+                read_only=grant.read_only,
+                operator=grant.operator,
+            )
         )
         if found is None:
             self._grants.pop(key, None)  # revoked
@@ -114,7 +123,12 @@ class TokenCache:
             None
             if grant is None
             else Viewer(
-                grant.token_id, grant.account_ids, f"id{token_id}", admin=grant.admin, read_only=grant.read_only
+                grant.token_id,
+                grant.account_ids,
+                f"id{token_id}",
+                admin=grant.admin,
+                read_only=grant.read_only,
+                operator=grant.operator,
             )
         )
 

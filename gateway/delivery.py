@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.config import GatewayConfig
 from schema import webhooks
 from schema.changelog import Change
-from schema.crypto import CredentialBox, CredentialError
+from schema.crypto import CredentialBox, CredentialError, Purpose
 from schema.db import session_factory
 
 log = logging.getLogger(__name__)
@@ -501,7 +501,7 @@ class Deliverer:
         except RefusedURL as exc:
             return None, f"refused: {exc}"
         try:
-            secret = self.box.open(claimed.secret)
+            secret = self.box.open(claimed.secret, Purpose.WEBHOOK)
         except CredentialError as exc:
             return None, str(exc)
         target, host, extensions = pinned(claimed.url, addresses[0])

@@ -2,13 +2,20 @@
 
     inboxql db upgrade
     inboxql account add --imap-url imap[s]://USER@HOST:PORT --password-stdin [--starttls] [--tls-ca-file F]
+    inboxql account list
+    inboxql account set-password ID [--smtp-password]      (the password(s) on standard input)
+    inboxql account remove ID --yes
     inboxql sync [--once] [--account ID ...]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
-    inboxql token create --account ID [--account ID ...] [--admin] [--read-only]
+    inboxql token create --account ID [--account ID ...] [--admin] [--read-only] [--name NAME]
+    inboxql token create --operator [--name NAME]
+    inboxql token list [--all]
+    inboxql token revoke ID [ID ...]
+    inboxql secret rotate | prune
     inboxql demo
 
-Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY.
+Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY (or INBOXQL_SECRET_KEY_FILE).
 """
 
 from __future__ import annotations
@@ -90,6 +97,24 @@ def _build_parser() -> argparse.ArgumentParser:
         help="allow a plaintext login (imap:// without --starttls) to a non-loopback address",
     )
 
+    account.add_parser("list", help="every account: id, address, login, server, sync state, last error")
+    set_password = account.add_parser(
+        "set-password",
+        help="new credentials from standard input, checked against the server first; clears auth_failed",
+    )
+    set_password.add_argument("account_id", type=int)
+    set_password.add_argument(
+        "--smtp-password",
+        action="store_true",
+        help="a second line on standard input is a password of its own for sending (SMTP)",
+    )
+    remove = account.add_parser(
+        "remove",
+        help="delete an account: its mirror, change log, webhooks, queued actions and outbox; revoke its tokens",
+    )
+    remove.add_argument("account_id", type=int)
+    remove.add_argument("--yes", action="store_true", help="yes, delete it (required)")
+
     outbox = commands.add_parser("outbox", help="messages sent through inboxql").add_subparsers(
         dest="outbox_command", required=True
     )
@@ -116,8 +141,14 @@ def _build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=8000, help="the port to listen on")
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
-    create = token.add_parser("create", help="print a new API token for the given accounts")
-    create.add_argument("--account", type=int, action="append", required=True)
+    create = token.add_parser("create", help="print a new API token for the given accounts (or --operator)")
+    create.add_argument("--account", type=int, action="append", default=[])
+    create.add_argument("--name", help="what the token is for (shown by token list)")
+    create.add_argument(
+        "--operator",
+        action="store_true",
+        help="the operator scope: manage accounts through the API (add, list, remove, set credentials); no mail",
+    )
     create.add_argument(
         "--admin",
         action="store_true",
@@ -128,6 +159,17 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the token may read but every mutation is refused (FORBIDDEN)",
     )
+
+    listing_tokens = token.add_parser("list", help="tokens: id, name, hint, scopes, accounts, created, last used")
+    listing_tokens.add_argument("--all", action="store_true", help="revoked tokens too")
+    revoke = token.add_parser("revoke", help="revoke tokens by id (open streams end within the token cache period)")
+    revoke.add_argument("token_id", type=int, nargs="+")
+
+    secret = commands.add_parser("secret", help="the key ring credentials are sealed with").add_subparsers(
+        dest="secret_command", required=True
+    )
+    secret.add_parser("rotate", help="add a new key and re-seal every stored credential with it (no downtime)")
+    secret.add_parser("prune", help="drop the older keys once nothing is sealed with them")
 
     demo = commands.add_parser("demo", help="a local Dovecot with sample mail, synced and served")
     demo.add_argument("--dir", help="where the demo keeps its Dovecot (default: ~/.local/share/inboxql/demo)")
@@ -161,27 +203,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "db":
         return asyncio.run(commands.db_upgrade(settings))
     if args.command == "account":
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise UsageError("no password on standard input")
-        url = parse_imap_url(args.imap_url)
-        if args.starttls and url.security == "none":
-            url = ImapUrl(url.host, url.port, "starttls", url.username)
-        smtp = parse_smtp(args.smtp_url) if args.smtp_url else None
-        return asyncio.run(
-            commands.account_add(
-                settings,
-                url.host,
-                url.port,
-                url.security,
-                url.username,
-                password,
-                address=args.address,
-                tls_ca_file=args.tls_ca_file,
-                allow_insecure=args.allow_insecure,
-                smtp=smtp,
-            )
-        )
+        return _account(args, settings)
     if args.command == "outbox":
         return asyncio.run(commands.outbox_list(settings, every=args.all))
     if args.command == "sync":
@@ -191,12 +213,78 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "gateway":
         return commands.gateway(settings, args.host, args.port)
     if args.command == "token":
-        return asyncio.run(commands.token_create(settings, args.account, admin=args.admin, read_only=args.read_only))
+        return _token(args, settings)
+    if args.command == "secret":
+        if args.secret_command == "rotate":
+            return asyncio.run(commands.secret_rotate(settings))
+        return asyncio.run(commands.secret_prune(settings))
     if args.command == "demo":
         from inboxql import demo
 
         return demo.run(settings, args.dir, args.port)
     raise UsageError(f"unknown command {args.command}")
+
+
+def _password(what: str = "password") -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError(f"no {what} on standard input")
+    return password
+
+
+def _account(args: argparse.Namespace, settings: Settings) -> int:
+    from inboxql import commands
+
+    if args.account_command == "list":
+        return asyncio.run(commands.account_list(settings))
+    if args.account_command == "set-password":
+        password = _password()
+        smtp_password = _password("SMTP password (second line)") if args.smtp_password else None
+        return asyncio.run(commands.account_set_password(settings, args.account_id, password, smtp_password))
+    if args.account_command == "remove":
+        if not args.yes:
+            raise UsageError("removing deletes the account's mirror and revokes its tokens: pass --yes")
+        return asyncio.run(commands.account_remove(settings, args.account_id))
+    password = _password()
+    url = parse_imap_url(args.imap_url)
+    if args.starttls and url.security == "none":
+        url = ImapUrl(url.host, url.port, "starttls", url.username)
+    smtp = parse_smtp(args.smtp_url) if args.smtp_url else None
+    return asyncio.run(
+        commands.account_add(
+            settings,
+            url.host,
+            url.port,
+            url.security,
+            url.username,
+            password,
+            address=args.address,
+            tls_ca_file=args.tls_ca_file,
+            allow_insecure=args.allow_insecure,
+            smtp=smtp,
+        )
+    )
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from inboxql import commands
+
+    if args.token_command == "list":
+        return asyncio.run(commands.token_list(settings, revoked=args.all))
+    if args.token_command == "revoke":
+        return asyncio.run(commands.token_revoke(settings, args.token_id))
+    if not args.account and not args.operator:
+        raise UsageError("name the token's accounts (--account ID), or make it an operator token (--operator)")
+    return asyncio.run(
+        commands.token_create(
+            settings,
+            args.account,
+            admin=args.admin,
+            read_only=args.read_only,
+            operator=args.operator,
+            name=args.name,
+        )
+    )
 
 
 if __name__ == "__main__":

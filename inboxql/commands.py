@@ -6,8 +6,10 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
-from schema import accounts
+from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
 from schema.migrate import upgrade
@@ -64,7 +66,7 @@ async def account_add(
         if address is None:
             address = username if "@" in username else f"{username}@{host}"
         imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)
-        box = CredentialBox(settings.secret_key)
+        box = CredentialBox(settings.key_ring())
         account_id = await accounts.create(store, box, address, imap, password, smtp)
         if store.redis is not None:
             await store.redis.aclose()
@@ -89,7 +91,7 @@ async def verify(settings: Settings, account_id: int) -> int:
     """Differences go to standard output, one a line, then their count; exit 0 only when identical."""
     engine = create_engine(settings.database_url, pool_size=2)
     try:
-        diffs = await verify_account(Store(engine), CredentialBox(settings.secret_key), account_id)
+        diffs = await verify_account(Store(engine), CredentialBox(settings.key_ring()), account_id)
     except LookupError as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2
@@ -112,34 +114,215 @@ def gateway(settings: Settings, host: str, port: int) -> int:
 
 
 async def new_token(
-    settings: Settings, account_ids: Sequence[int], *, admin: bool = False, read_only: bool = False
+    settings: Settings,
+    account_ids: Sequence[int],
+    *,
+    admin: bool = False,
+    read_only: bool = False,
+    operator: bool = False,
+    name: str | None = None,
 ) -> str:
-    """A new token for these accounts (admin: it may also manage their webhooks; read_only: no mutation); its
-    plaintext, shown once.
+    """A new token for these accounts (admin: it may also manage their webhooks; read_only: no mutation), or an
+    operator token (no accounts: it manages accounts); its plaintext, shown once.
 
-    Raises schema.tokens.UnknownAccounts when an account does not exist.
+    Raises schema.tokens.UnknownAccounts when an account does not exist, BadToken for scopes that do not go
+    together.
     """
-    from schema import tokens
-
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         async with session_factory(engine)() as session, session.begin():
-            return await tokens.create_token(session, account_ids, admin=admin, read_only=read_only)
+            return await tokens.create_token(
+                session, account_ids, admin=admin, read_only=read_only, operator=operator, name=name
+            )
     finally:
         await engine.dispose()
 
 
 async def token_create(
-    settings: Settings, account_ids: Sequence[int], *, admin: bool = False, read_only: bool = False
+    settings: Settings,
+    account_ids: Sequence[int],
+    *,
+    admin: bool = False,
+    read_only: bool = False,
+    operator: bool = False,
+    name: str | None = None,
 ) -> int:
-    from schema.tokens import UnknownAccounts
-
     try:
-        token = await new_token(settings, account_ids, admin=admin, read_only=read_only)
-    except UnknownAccounts as exc:
+        token = await new_token(settings, account_ids, admin=admin, read_only=read_only, operator=operator, name=name)
+    except (tokens.UnknownAccounts, tokens.BadToken) as exc:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1
     print(token)
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment is not None else "never"
+
+
+async def token_list(settings: Settings, *, revoked: bool) -> int:
+    """One line a token: id, name, hint (its first characters, never the secret), scopes, accounts, created,
+    last used (and revoked, with --all)."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            found = await tokens.listing(session, revoked=revoked)
+    finally:
+        await engine.dispose()
+    for t in found:
+        granted = "accounts " + ",".join(map(str, t.account_ids)) if t.account_ids else "no accounts"
+        fields = [str(t.id), t.name or "-", f"{t.hint}...", "+".join(t.scopes), granted]
+        fields += [f"created {_when(t.created_at)}", f"last used {_when(t.last_used_at)}"]
+        if t.revoked_at is not None:
+            fields.append(f"revoked {_when(t.revoked_at)}")
+        print("\t".join(fields))
+    return 0
+
+
+async def token_revoke(settings: Settings, token_ids: Sequence[int]) -> int:
+    """Revoke tokens by id (from `token list`); exit 1 when one of them was not live."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            revoked = await tokens.revoke_ids(session, sorted(set(token_ids)))
+    finally:
+        await engine.dispose()
+    for token_id in revoked:
+        print(f"revoked token {token_id}")
+    missing = sorted(set(token_ids) - set(revoked))
+    if missing:
+        print(f"inboxql: no live token {', '.join(map(str, missing))}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def account_list(settings: Settings) -> int:
+    """One line an account: id, address, login, server, sync state, last error."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            found = await accounts.listing(session)
+    finally:
+        await engine.dispose()
+    for a in found:
+        error = " ".join((a.sync_error or "-").split())
+        print("\t".join([str(a.id), a.address, a.imap.username, a.server, a.sync_state, error]))
+    return 0
+
+
+async def account_set_password(
+    settings: Settings, account_id: int, password: str, smtp_password: str | None = None
+) -> int:
+    """Check the new password against the account's server, then store it (clearing `auth_failed`). The SMTP
+    login is checked too when sending uses this password (or the new SMTP one given)."""
+    from gateway.logins import ImapLogin, check_imap, check_smtp
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            found = await accounts.info(session, account_id)
+        if found is None or found.sync_state == accounts.REMOVING:
+            print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
+            return 2
+        imap = found.imap
+        login = ImapLogin(imap.host, imap.port, imap.security, imap.username, password, imap.tls_ca_file)
+        # The endpoint was accepted when the account was added (--allow-insecure included).
+        problem = await check_imap(login, allow_insecure=True)
+        if problem is None and found.smtp is not None and (smtp_password is not None or not found.own_smtp_password):
+            problem = await check_smtp(found.smtp, imap.username, smtp_password or password, imap.tls_ca_file)
+        if problem is not None:
+            print(f"inboxql: {problem.message}; nothing was changed", file=sys.stderr)
+            return 1
+        store = Store(engine, connect(settings.redis_url))
+        try:
+            changed = await accounts.set_password(
+                store, CredentialBox(settings.key_ring()), account_id, password, smtp_password
+            )
+        finally:
+            if store.redis is not None:
+                await store.redis.aclose()
+    finally:
+        await engine.dispose()
+    if not changed:
+        print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
+        return 2
+    print(f"account {account_id}: new credentials stored; it syncs again")
+    return 0
+
+
+async def account_remove(settings: Settings, account_id: int, *, wait_seconds: float = 30.0) -> int:
+    engine = create_engine(settings.database_url, pool_size=2)
+    try:
+        removed = await accounts.remove(Store(engine), account_id, wait_seconds=wait_seconds)
+    finally:
+        await engine.dispose()
+    if removed is None:
+        print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
+        return 2
+    if not removed.let_go:
+        print(
+            f"inboxql: the sync process holding account {account_id} did not let go within {wait_seconds:.0f} s; "
+            "removed all the same",
+            file=sys.stderr,
+        )
+    revoked = ", ".join(map(str, removed.revoked_tokens)) or "none"
+    print(f"account {account_id} removed; tokens revoked: {revoked}")
+    return 0
+
+
+NO_RING = (
+    "the secret key comes from INBOXQL_SECRET_KEY, which cannot hold a second key: to rotate, write it to a file "
+    "(its one line is read as key 1), point INBOXQL_SECRET_KEY_FILE at it, unset INBOXQL_SECRET_KEY in every "
+    "process, and run this again"
+)
+
+
+async def secret_rotate(settings: Settings) -> int:
+    """Add a new key to the ring and re-seal every stored credential with it; the old keys still open, so
+    running processes keep working (they read the ring again when they meet the new key)."""
+    if settings.secret_key_file is None:
+        print(f"inboxql: {NO_RING}", file=sys.stderr)
+        return 2
+    from schema import keyring, sealed
+
+    keys = keyring.add_key(Path(settings.secret_key_file))
+    box = CredentialBox(settings.key_ring())
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        done = await sealed.reseal(engine, box)
+    finally:
+        await engine.dispose()
+    newest = box.ring.newest.id
+    older = ", ".join(str(k.id) for k in sorted(keys, key=lambda k: k.id) if k.id != newest)
+    print(
+        f"key {newest} seals from now on; {done.resealed} credentials re-sealed with it "
+        f"({done.current} were already, {done.changed_meanwhile} changed meanwhile); keys {older} still open "
+        "older ones: `inboxql secret prune` drops them once every process runs with the new ring"
+    )
+    return 0
+
+
+async def secret_prune(settings: Settings) -> int:
+    """Drop every key but the newest from the ring, once nothing stored is sealed with them (re-sealing first)."""
+    if settings.secret_key_file is None:
+        print(f"inboxql: {NO_RING}", file=sys.stderr)
+        return 2
+    from schema import keyring, sealed
+
+    box = CredentialBox(settings.key_ring())
+    newest = box.ring.newest.id
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        await sealed.reseal(engine, box)
+        in_use = await sealed.key_ids_in_use(engine, box)
+    finally:
+        await engine.dispose()
+    stale = {key_id: n for key_id, n in in_use.items() if key_id != newest}
+    if stale:
+        print(f"inboxql: credentials still sealed with older keys ({stale}); nothing was dropped", file=sys.stderr)
+        return 1
+    keyring.keep_only(Path(settings.secret_key_file), newest)
+    print(f"the key ring holds key {newest} only")
     return 0
 
 

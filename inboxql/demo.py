@@ -106,7 +106,7 @@ async def _ensure_account(settings: Settings, server: DovecotServer, postfix: Po
             return found
         endpoint = accounts.ImapEndpoint(server.host, server.port, "none", DEMO_USER, str(server.ca_file))
         return await accounts.create(
-            store, CredentialBox(settings.secret_key), "demo@inboxql.test", endpoint, DEMO_PASSWORD, smtp
+            store, CredentialBox(settings.key_ring()), "demo@inboxql.test", endpoint, DEMO_PASSWORD, smtp
         )
     finally:
         await engine.dispose()

@@ -1,15 +1,51 @@
-"""Accounts: creation with sealed credentials, and the sync state a client can see."""
+"""Accounts: creation with sealed credentials, the sync state a client can see, new credentials, and removal.
+
+Removal (`remove`) goes in steps, each its own transaction, so a large mirror never holds one huge transaction
+and an interrupted removal is finished by running it again:
+
+    mark REMOVING (the sync process lets go: synccore.supervisor), revoke the tokens that grant it, drop its
+    webhooks, queued actions and outbox -> wait (bounded) for the lease holder to let go -> delete the mirror in
+    batches (places, messages and their unshared blobs, threads, folders, labels, uploads, change log) -> the row
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
+from schema import tokens
 from schema.changelog import ObjectType, Op
-from schema.crypto import CredentialBox
-from schema.models import Account
+from schema.crypto import CredentialBox, Purpose
+from schema.messages import drop_unused_blobs
+from schema.models import (
+    Account,
+    Action,
+    ChangeLog,
+    ChangeSeq,
+    Folder,
+    Label,
+    Message,
+    MessagePlace,
+    MutationKey,
+    Outbox,
+    Thread,
+    ThreadRef,
+    Upload,
+    Webhook,
+    utcnow,
+)
 from schema.unit import Store, UnitOfWork
+
+# The sync state of an account being removed: the sync process lets go of it and never takes it again.
+REMOVING = "removing"
+AUTH_FAILED = "auth_failed"
+BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +74,9 @@ async def create(
     imap: ImapEndpoint,
     password: str,
     smtp: SmtpSettings | None = None,
+    smtp_password: str | None = None,
 ) -> int:
+    """A new account (sync state pending); `smtp_password` when sending logs in with a password of its own."""
     async with store.unit(0) as uow:
         account = Account(
             address=address,
@@ -46,13 +84,14 @@ async def create(
             imap_port=imap.port,
             imap_security=imap.security,
             imap_username=imap.username,
-            imap_password=box.seal(password),
+            imap_password=box.seal(password, Purpose.ACCOUNT),
             tls_ca_file=imap.tls_ca_file,
             sync_state="pending",
             smtp_host=smtp.host if smtp else None,
             smtp_port=smtp.port if smtp else None,
             smtp_security=smtp.security if smtp else None,
             smtp_username=smtp.username if smtp else None,
+            smtp_password=box.seal(smtp_password, Purpose.ACCOUNT) if smtp and smtp_password is not None else None,
         )
         uow.session.add(account)
         await uow.session.flush()
@@ -91,13 +130,22 @@ async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> No
         uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
 
 
-async def set_password(store: Store, box: CredentialBox, account_id: int, password: str) -> None:
-    """New credentials clear an authentication failure: the sync core tries again."""
+async def set_password(
+    store: Store, box: CredentialBox, account_id: int, password: str, smtp_password: str | None = None
+) -> bool:
+    """New credentials (the IMAP password, and the SMTP one when it differs) replace the old in place (the same
+    account, the same ids) and clear an authentication failure: the sync core tries again. False when the
+    account does not exist or is being removed."""
     async with store.unit(account_id) as uow:
-        await uow.session.execute(
-            update(Account).where(Account.id == account_id).values(imap_password=box.seal(password))
-        )
+        state = await uow.session.scalar(select(Account.sync_state).where(Account.id == account_id).with_for_update())
+        if state is None or state == REMOVING:
+            return False
+        values: dict[str, bytes] = {"imap_password": box.seal(password, Purpose.ACCOUNT)}
+        if smtp_password is not None:
+            values["smtp_password"] = box.seal(smtp_password, Purpose.ACCOUNT)
+        await uow.session.execute(update(Account).where(Account.id == account_id).values(**values))
         await set_state(uow, "pending")
+    return True
 
 
 async def identity_mode(store: Store, account_id: int) -> str | None:
@@ -121,3 +169,155 @@ async def settle_identity_mode(store: Store, account_id: int, mode: str) -> str:
 async def replace_identity_mode(uow: UnitOfWork, mode: str) -> None:
     """A new identity mode, with the messages re-keyed in the same unit (schema.messages.rekey_by_content)."""
     await uow.session.execute(update(Account).where(Account.id == uow.account_id).values(identity_mode=mode))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    """What an operator sees of an account: never its credentials."""
+
+    id: int
+    address: str
+    imap: ImapEndpoint
+    smtp: SmtpSettings | None
+    sync_state: str
+    sync_error: str | None
+    lease_owner: str | None
+    created_at: datetime
+    # Sending logs in with a password of its own (else with the IMAP one).
+    own_smtp_password: bool = False
+
+    @property
+    def server(self) -> str:
+        return f"{self.imap.host}:{self.imap.port} ({self.imap.security})"
+
+
+def _info(row: Account) -> AccountInfo:
+    smtp = None
+    if row.smtp_host is not None and row.smtp_port is not None:
+        smtp = SmtpSettings(row.smtp_host, row.smtp_port, row.smtp_security or "starttls", row.smtp_username)
+    return AccountInfo(
+        id=row.id,
+        address=row.address,
+        imap=ImapEndpoint(row.imap_host, row.imap_port, row.imap_security, row.imap_username, row.tls_ca_file),
+        smtp=smtp,
+        sync_state=row.sync_state,
+        sync_error=row.sync_error,
+        lease_owner=row.lease_owner,
+        created_at=row.created_at,
+        own_smtp_password=row.smtp_password is not None,
+    )
+
+
+async def listing(session: AsyncSession, after: int = 0, limit: int | None = None) -> list[AccountInfo]:
+    """Accounts by id (those after `after`, at most `limit`)."""
+    query = select(Account).where(Account.id > after).order_by(Account.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_info(row) for row in await session.scalars(query)]
+
+
+async def info(session: AsyncSession, account_id: int) -> AccountInfo | None:
+    row = await session.get(Account, account_id)
+    return None if row is None else _info(row)
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What a removal did: the tokens it revoked, and whether the sync process let go in time."""
+
+    account_id: int
+    revoked_tokens: list[int]
+    let_go: bool
+
+
+async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -> Removed | None:
+    """Remove an account: its mirror, change log, webhooks, queued actions and outbox are deleted and the tokens
+    that grant it are revoked. None when it does not exist. Waits up to `wait_seconds` for the sync process that
+    holds its lease to let go (it does within its rescan period), then deletes either way: a sync write that
+    lands after the row is gone fails on its foreign key and is dropped."""
+    async with store.sessions() as s, s.begin():
+        found = await s.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
+        if found is None:
+            return None
+        await s.execute(update(Account).where(Account.id == account_id).values(sync_state=REMOVING, sync_error=None))
+        # Every token that grants it is revoked, one of several accounts too (a grant that shrank under its
+        # holder would be a surprise; a revoked token is a clear error), and the replies its idempotency keys
+        # kept (they hold the account's data) go.
+        granting = await tokens.granting(s, account_id)
+        revoked = await tokens.revoke_ids(s, granting)
+        if granting:
+            await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
+        # What would reach the outside world after removal goes first: hooks, queued write-backs, queued sends.
+        for table in (Webhook, Action, Outbox):
+            await s.execute(delete(table).where(table.account_id == account_id))
+    let_go = await _wait_for_release(store, account_id, wait_seconds)
+    await _delete_mirror(store, account_id)
+    return Removed(account_id, revoked, let_go)
+
+
+async def _wait_for_release(store: Store, account_id: int, wait_seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        async with store.sessions() as s:
+            row = (
+                await s.execute(select(Account.lease_owner, Account.lease_expires_at).where(Account.id == account_id))
+            ).first()
+        if (
+            row is None
+            or row.lease_owner is None
+            or (row.lease_expires_at is not None and row.lease_expires_at < utcnow())
+        ):
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.5)
+
+
+async def _delete_mirror(store: Store, account_id: int) -> None:
+    # Messages first (places, labels and attachments go with them), with the blobs no other message holds.
+    while True:
+        async with store.sessions() as s, s.begin():
+            rows = list(
+                await s.execute(
+                    select(Message.id, Message.blob_sha256).where(Message.account_id == account_id).limit(BATCH)
+                )
+            )
+            if not rows:
+                break
+            ids = [r.id for r in rows]
+            await s.execute(delete(MessagePlace).where(MessagePlace.message_id.in_(ids)))
+            await s.execute(delete(Message).where(Message.id.in_(ids)))
+            await drop_unused_blobs(s, [r.blob_sha256 for r in rows])
+    await _delete_by_key(store, Thread.id, Thread.account_id, account_id)
+    for key, owner in (
+        (Folder.id, Folder.account_id),
+        (Label.id, Label.account_id),
+        (Upload.id, Upload.account_id),
+    ):
+        await _delete_by_key(store, key, owner, account_id)
+    async with store.sessions() as s, s.begin():
+        await s.execute(delete(ThreadRef).where(ThreadRef.account_id == account_id))
+    while True:
+        async with store.sessions() as s, s.begin():
+            seqs = list(await s.scalars(select(ChangeLog.seq).where(ChangeLog.account_id == account_id).limit(BATCH)))
+            if not seqs:
+                break
+            await s.execute(delete(ChangeLog).where(ChangeLog.account_id == account_id, ChangeLog.seq.in_(seqs)))
+    async with store.sessions() as s, s.begin():
+        # Whatever a sync write added meanwhile goes with the row (the foreign keys cascade).
+        await s.execute(delete(Message).where(Message.account_id == account_id))
+        await s.execute(delete(Thread).where(Thread.account_id == account_id))
+        await s.execute(delete(ChangeLog).where(ChangeLog.account_id == account_id))
+        await s.execute(delete(ChangeSeq).where(ChangeSeq.account_id == account_id))
+        await s.execute(delete(Account).where(Account.id == account_id))
+
+
+async def _delete_by_key(
+    store: Store, key: InstrumentedAttribute[int], owner: InstrumentedAttribute[int], account_id: int
+) -> None:
+    while True:
+        async with store.sessions() as s, s.begin():
+            ids: Sequence[int] = list(await s.scalars(select(key).where(owner == account_id).limit(BATCH)))
+            if not ids:
+                return
+            await s.execute(delete(key.class_).where(key.in_(ids)))

@@ -342,6 +342,10 @@ class ApiToken(Base):
     admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # A read-only token is refused every mutation.
     read_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The operator scope: the token manages accounts (add, list, remove, set credentials) and grants no mail.
+    operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the token is for, as its creator named it (`inboxql token create --name`); shown by `token list`.
+    name: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiTokenAccount(Base):

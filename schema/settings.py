@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from schema import keyring
+from schema.crypto import KeyRing
 
 DEFAULT_DATABASE_URL = "mysql+asyncmy://root@127.0.0.1:3306/inboxql?charset=utf8mb4"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -17,17 +19,11 @@ def _config_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "inboxql"
 
 
-def _default_secret_key(env: Mapping[str, str]) -> str:
-    """A per-machine key kept in a 0600 file, so the defaults work without configuration."""
-    path = _config_dir(env) / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(key + "\n")
-    return key
+def _key_file(env: Mapping[str, str]) -> Path:
+    """The key ring file (schema.keyring): INBOXQL_SECRET_KEY_FILE, or a per-machine 0600 file, created on first
+    use, so the defaults work without configuration."""
+    named = env.get("INBOXQL_SECRET_KEY_FILE")
+    return Path(named) if named else _config_dir(env) / "secret.key"
 
 
 class SettingsError(ValueError):
@@ -54,13 +50,29 @@ def check_database_url(url: str) -> str:
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    # The master key in use (INBOXQL_SECRET_KEY, or the newest key of the ring file).
     secret_key: str = ""
+    # The key ring file, when the keys come from one (then `inboxql secret rotate` can add a key to it).
+    secret_key_file: str | None = None
+
+    def key_ring(self) -> KeyRing:
+        """The keys credentials are sealed and opened with: the ring file's (read again when it changes), or
+        INBOXQL_SECRET_KEY alone."""
+        if self.secret_key_file is not None:
+            return KeyRing.load(Path(self.secret_key_file))
+        return KeyRing.single(self.secret_key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        return cls(
-            database_url=check_database_url(env.get("INBOXQL_DATABASE_URL", DEFAULT_DATABASE_URL)),
-            redis_url=env.get("INBOXQL_REDIS_URL", DEFAULT_REDIS_URL),
-            secret_key=env.get("INBOXQL_SECRET_KEY") or _default_secret_key(env),
-        )
+        database_url = check_database_url(env.get("INBOXQL_DATABASE_URL", DEFAULT_DATABASE_URL))
+        redis_url = env.get("INBOXQL_REDIS_URL", DEFAULT_REDIS_URL)
+        if env.get("INBOXQL_SECRET_KEY"):
+            return cls(database_url, redis_url, env["INBOXQL_SECRET_KEY"])
+        path = _key_file(env)
+        try:
+            keys = keyring.ensure(path)
+        except (OSError, keyring.KeyRingError) as exc:
+            raise SettingsError(f"the key ring {path} cannot be used: {exc}") from None
+        newest = max(keys, key=lambda k: k.id)
+        return cls(database_url, redis_url, newest.secret, str(path))

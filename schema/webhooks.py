@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import changelog
 from schema.changelog import Change, ObjectType, Op
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, ChangeSeq, Webhook, WebhookDelivery, table, utcnow
 
 ACTIVE = "active"
@@ -90,7 +90,7 @@ async def create(
         account_id=account_id,
         url=url,
         events=wanted,
-        secret=box.seal(secret),
+        secret=box.seal(secret, Purpose.WEBHOOK),
         cursor=await changelog.newest_seq(session, account_id),
         state=ACTIVE,
         failures=0,

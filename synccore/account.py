@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from schema import accounts, actions, folders, messages
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.folders import Discovered
 from schema.models import Account, Folder, Message, utcnow
 from schema.retry import retry_deadlocks
@@ -300,7 +300,7 @@ class AccountSync:
             account.imap_port,
             account.imap_security,
             account.imap_username,
-            self.box.open(account.imap_password),
+            self.box.open(account.imap_password, Purpose.ACCOUNT),
             account.tls_ca_file,
         )
         try:

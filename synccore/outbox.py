@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from schema import folders, outbox
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
@@ -123,7 +123,7 @@ class OutboxSender:
             port=account.smtp_port,
             security=security,  # type: ignore[arg-type]
             username=account.smtp_username or account.imap_username,
-            password=self.box.open(sealed),
+            password=self.box.open(sealed, Purpose.ACCOUNT),
             ca_file=account.tls_ca_file,
         )
 

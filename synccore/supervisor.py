@@ -2,6 +2,9 @@
 
 A lease names its owner as host:pid:nonce and lasts LEASE_SECONDS unless renewed. A lease whose owner ran
 on this host and is dead (killed, crashed) is taken over at once, so a restart does not wait it out.
+
+An account being removed (schema.accounts.remove marks it REMOVING, then deletes it) is let go at the next rescan:
+its task is cancelled and its lease released, and it is never taken again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 
 from schema import changelog, idempotency, leases
+from schema.accounts import REMOVING
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.models import Account, utcnow
@@ -59,7 +63,7 @@ class Supervisor:
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
         self.store = Store(self.engine, self.redis)
-        self.box = CredentialBox(settings.secret_key)
+        self.box = CredentialBox(settings.key_ring())
         self.parser = ParsePool(default_workers())
         self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
@@ -88,6 +92,17 @@ class Supervisor:
     async def _release(self, ids: list[int]) -> None:
         await leases.release(self.store, self.owner, ids)
 
+    async def _let_go(self, present: Sequence[Account]) -> None:
+        """Stop the tasks of accounts that are gone or being removed, and release their leases."""
+        live = {a.id for a in present if a.sync_state != REMOVING}
+        gone = [account_id for account_id in self._tasks if account_id not in live]
+        for account_id in gone:
+            task = self._tasks.pop(account_id)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            log.info("account %s: removed, let go", account_id)
+        await self._release(gone)
+
     async def expire_changes(self) -> int:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
         before = utcnow() - timedelta(days=self.change_log_days)
@@ -102,6 +117,8 @@ class Supervisor:
         """Sync the accounts until caught up; returns a process exit code."""
         failures = 0
         for account in await self.accounts(only):
+            if account.sync_state == REMOVING:
+                continue
             if account.sync_state == "auth_failed":
                 log.warning("account %s: skipped, its login was refused (set new credentials)", account.id)
                 failures += 1
@@ -125,11 +142,13 @@ class Supervisor:
         if self._bells_task is None:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
         while True:
-            for account in await self.accounts(only):
+            present = await self.accounts(only)
+            await self._let_go(present)
+            for account in present:
                 task = self._tasks.get(account.id)
                 if task is not None and not task.done():
                     continue
-                if account.sync_state == "auth_failed":
+                if account.sync_state in ("auth_failed", REMOVING):
                     continue
                 if await self.acquire(account.id):
                     bell = self.bells.event(account.id)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from schema import blobs, skipped
 from schema.aggregates import keywords_of
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Folder, Label, Message, MessageLabel, MessagePlace
 from schema.unit import Store
 from synccore.connection import Endpoint, open_client
@@ -34,7 +34,7 @@ async def verify(store: Store, box: CredentialBox, account_id: int) -> list[str]
         account.imap_port,
         account.imap_security,
         account.imap_username,
-        box.open(account.imap_password),
+        box.open(account.imap_password, Purpose.ACCOUNT),
         account.tls_ca_file,
     )
     client = await open_client(endpoint, allow_insecure=True)

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from inboxql.devmail import DovecotServer
 from schema import accounts, tokens
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.db import create_engine, drop_database, session_factory
 from schema.models import Account, ApiToken, Base
 from schema.settings import Settings
@@ -179,7 +179,7 @@ async def test_account_add_prints_only_the_new_id_and_stores_the_password_sealed
     assert (account.imap_host, account.imap_port, account.imap_security) == ("127.0.0.1", dovecot.port, "none")
     assert account.imap_password != password.encode()
     assert password.encode() not in account.imap_password
-    assert credential_box.open(account.imap_password) == password
+    assert credential_box.open(account.imap_password, Purpose.ACCOUNT) == password
     assert password not in done.stderr
     assert_unguarded(done)
 

@@ -2,8 +2,9 @@
 
 ```
 schema          the root (Query, Mutation, Subscription) and the extensions every operation runs through
-query           the root Query: lists of an account's objects (keyset connections), search, node lookups
-mutations/      the root Mutation, one class per area (messages, folders, drafts, sending, webhooks);
+query           the root Query: lists of an account's objects (keyset connections), search, node lookups, and
+                the operator's `managedAccounts`
+mutations/      the root Mutation, one class per area (messages, folders, drafts, sending, webhooks, operator);
                 writes and composing: what they share
 subscriptions   the root Subscription: the change feed, live, and thin filters over it
 changes         the delta feed (`changes`, `changesCursor`): a page of the change log after a cursor
@@ -18,7 +19,8 @@ types/          the object types: thin, typed, built from rows
 
 Transport (gateway.http, gateway.sse, gateway.downloads) and workers (gateway.fanout, gateway.delivery) live
 one floor up and import from here. From there, this package takes only the renderer the schema executes
-subscriptions with (gateway.render), the webhook URL check (gateway.delivery.check_url), the codec of ids and
+subscriptions with (gateway.render), the webhook URL check (gateway.delivery.check_url), the login checks of the
+operator API (gateway.logins), the codec of ids and
 cursors (gateway.ids), errors, config and the Services type. This package's `__init__` imports nothing, so
 that importing one module of it never loads the whole schema.
 """

@@ -24,6 +24,7 @@ from gateway.ids import pk_of
 from gateway.services import Services
 
 NOT_ADMIN = "managing webhooks needs a token with the admin scope (inboxql token create --admin)"
+NOT_OPERATOR = "managing accounts needs an operator token (inboxql token create --operator)"
 
 
 @dataclass
@@ -61,6 +62,14 @@ class Context:
         if self.viewer is None or not self.viewer.admin:
             raise Forbidden(NOT_ADMIN)
         return accounts
+
+    def operator(self) -> Viewer:
+        """The viewer of an operator field (gateway.graphql.operator): UNAUTHENTICATED without a token,
+        FORBIDDEN without the operator scope, before any argument is looked at."""
+        self.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
+        if self.viewer is None or not self.viewer.operator:
+            raise Forbidden(NOT_OPERATOR)
+        return self.viewer
 
     @property
     def writer(self) -> Viewer:

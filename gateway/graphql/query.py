@@ -23,6 +23,7 @@ from gateway.graphql.types.fields import described
 from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Message, Thread, prefetch_threads
 from gateway.graphql.types.nodes import NODE_CLASSES
+from gateway.graphql.types.operator import MANAGED_KEYS, ManagedAccount
 from gateway.graphql.types.outbox import OutboxConnection, outbox_connection
 from gateway.graphql.types.relay import Connection, Node, connection
 from gateway.graphql.types.webhooks import HOOK_KEYS, Webhook
@@ -269,6 +270,26 @@ class Query:
             return int(await db.scalar(select(func.count()).where(mine)) or 0)
 
         return connection(pages.cut(rows, HOOK_KEYS, page), Webhook.of, count)
+
+    @described(
+        "Every account (not only the token's), by id, with its servers and sync state; filter by sync state. "
+        "Operator-scoped."
+    )
+    async def managed_accounts(
+        self,
+        info: Info,
+        sync_states: list[str] | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[ManagedAccount]:
+        info.context.operator()
+        page = pages.PageArgs.of(first, after)
+        conditions = []
+        if sync_states:
+            if len(sync_states) > 10:
+                raise BadUserInput("at most 10 sync states")
+            conditions.append(AccountRow.sync_state.in_(sync_states))
+        return await _page(info, select(*ACCOUNT_COLUMNS), conditions, MANAGED_KEYS, page, ManagedAccount.of)
 
     @described("Any object by its global id; null when it does not exist or is not yours.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:

@@ -4,7 +4,7 @@
 classifies every failure by what it means for a retry (`errors` draws the tree: transient, permanent, uncertain).
 """
 
-from .client import SubmitResult, submit, tls_context
+from .client import SubmitResult, check_login, submit, tls_context
 from .endpoint import Security, SmtpEndpoint, parse_smtp_url
 from .errors import SmtpAuthFailed, SmtpError, SmtpPermanent, SmtpTlsFailed, SmtpTransient, SmtpUncertain
 
@@ -18,6 +18,7 @@ __all__ = [
     "SmtpTransient",
     "SmtpUncertain",
     "SubmitResult",
+    "check_login",
     "parse_smtp_url",
     "submit",
     "tls_context",

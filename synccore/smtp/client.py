@@ -37,7 +37,7 @@ from aiosmtplib import (
 from .endpoint import SmtpEndpoint
 from .errors import SmtpAuthFailed, SmtpError, SmtpPermanent, SmtpTlsFailed, SmtpTransient, SmtpUncertain
 
-__all__ = ["SubmitResult", "submit", "tls_context"]
+__all__ = ["SubmitResult", "check_login", "submit", "tls_context"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.M)
@@ -169,6 +169,33 @@ async def _data(client: aiosmtplib.SMTP, message: bytes, timeout: float, final_t
     return reply.code, reply.message
 
 
+def _client(endpoint: SmtpEndpoint, timeout: float) -> aiosmtplib.SMTP:
+    return aiosmtplib.SMTP(
+        hostname=endpoint.host,
+        port=endpoint.port,
+        use_tls=endpoint.security == "tls",
+        start_tls=endpoint.security == "starttls",  # True: required, not opportunistic
+        tls_context=tls_context(endpoint) if endpoint.security != "plain" else None,
+        timeout=timeout,
+    )
+
+
+async def check_login(endpoint: SmtpEndpoint, *, timeout: float = 30.0) -> None:
+    """Connect, log in and quit, sending nothing: whether the endpoint takes these credentials. Raises
+    SmtpAuthFailed when it refuses them, SmtpTlsFailed or SmtpTransient when it cannot be reached as asked."""
+    client = _client(endpoint, timeout)
+    await _connect(client, endpoint)
+    try:
+        try:
+            await _login(client, endpoint)
+        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
+            raise SmtpTransient(f"connection lost during the login: {error}") from error
+        with contextlib.suppress(SMTPException, OSError, TimeoutError):
+            await client.quit(timeout=timeout)
+    finally:
+        client.close()
+
+
 async def submit(
     endpoint: SmtpEndpoint,
     envelope_from: str,
@@ -187,14 +214,7 @@ async def submit(
     """
     if not recipients:
         raise ValueError("no recipients")
-    client = aiosmtplib.SMTP(
-        hostname=endpoint.host,
-        port=endpoint.port,
-        use_tls=endpoint.security == "tls",
-        start_tls=endpoint.security == "starttls",  # True: required, not opportunistic
-        tls_context=tls_context(endpoint) if endpoint.security != "plain" else None,
-        timeout=timeout,
-    )
+    client = _client(endpoint, timeout)
     await _connect(client, endpoint)
     try:
         try:

@@ -20,7 +20,7 @@ from inboxql.devmail import DovecotServer
 from inboxql.devsmtp import PostfixServer
 from mime.compose import Draft, Mailbox, reply_headers, reply_subject
 from schema import accounts, outbox
-from schema.crypto import CredentialBox
+from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Folder, Message, MessagePlace, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
@@ -188,7 +188,11 @@ async def _faulty_account(
         await s.execute(
             update(Account)
             .where(Account.id == account_id)
-            .values(smtp_username=USERNAME, smtp_password=box.seal(PASSWORD), tls_ca_file=str(certificates.ca_file))
+            .values(
+                smtp_username=USERNAME,
+                smtp_password=box.seal(PASSWORD, Purpose.ACCOUNT),
+                tls_ca_file=str(certificates.ca_file),
+            )
         )
     await sync_once(store, box, account_id)
     return account_id, dovecot.address(user)

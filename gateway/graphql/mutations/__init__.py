@@ -11,6 +11,7 @@ import strawberry
 from gateway.graphql.mutations.drafts import DraftMutations
 from gateway.graphql.mutations.folders import FolderMutations
 from gateway.graphql.mutations.messages import MessageMutations
+from gateway.graphql.mutations.operator import OperatorMutations
 from gateway.graphql.mutations.sending import SendingMutations
 from gateway.graphql.mutations.webhooks import WebhookMutations
 from gateway.graphql.mutations.writes import ReadOnlyTokens
@@ -25,5 +26,6 @@ class Mutation(
     DraftMutations,
     SendingMutations,
     WebhookMutations,
+    OperatorMutations,
 ):
     """Every mutation: the fields of the bases, in their order."""
