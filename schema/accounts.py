@@ -91,8 +91,21 @@ async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> No
         uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
 
 
+async def refuse_credentials(uow: UnitOfWork, tried: bytes, error: str) -> bool:
+    """The server refused the sealed credentials `tried`: mark the account `auth_failed`, unless they were replaced
+    meanwhile (set_password), which a login started before must not undo. Returns whether it was marked."""
+    stored = await uow.session.scalar(
+        select(Account.imap_password).where(Account.id == uow.account_id).with_for_update()
+    )
+    if stored != tried:
+        return False
+    await set_state(uow, "auth_failed", error)
+    return True
+
+
 async def set_password(store: Store, box: CredentialBox, account_id: int, password: str) -> None:
-    """New credentials clear an authentication failure: the sync core tries again."""
+    """New credentials clear an authentication failure: the sync core tries again (the supervisor restarts the
+    account within a rescan; a login refused meanwhile does not mark the new ones, see refuse_credentials)."""
     async with store.unit(account_id) as uow:
         await uow.session.execute(
             update(Account).where(Account.id == account_id).values(imap_password=box.seal(password))

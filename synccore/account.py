@@ -3,7 +3,9 @@
 Connection budget: one connection for passes over the folders, one that IDLEs on the inbox (RFC 2177:
 re-issued before the server's 29-minute limit), and one for write-back (synccore.actions), opened when the
 first action comes and kept while the account is followed. A lost connection reconnects with jittered exponential
-backoff; a refused login marks the account `auth_failed` and stops until its credentials change.
+backoff. A login refused for its credentials ([AUTHENTICATIONFAILED], or plain NOs several times in a row) marks
+the account `auth_failed` and stops it until its credentials change; any other refusal ([UNAVAILABLE], [LIMIT],
+BAD) is retried with the same backoff.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from schema.unit import Store
 from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
-from synccore.connection import Endpoint, open_client
+from synccore.connection import Endpoint, Refusal, open_client, refusal
 from synccore.folder import FolderContext, FolderSync
 from synccore.identity import IdentityMode, detect
 from synccore.imap import AuthenticationFailed, ImapClient
@@ -35,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Folders whose role makes them least urgent are synced last.
 _LAST = {"trash": 2, "junk": 2, "all": 3}
+# Plain NOs to LOGIN in a row that count as refused credentials (servers that name no reason).
+PLAIN_REFUSALS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,12 @@ class Tuning:
 
 class AuthStopped(Exception):
     """The server refused the credentials: the account waits for new ones."""
+
+
+class LoginDeferred(ConnectionError):
+    """The server refused the login for now (`NO [UNAVAILABLE]`, `[LIMIT]`, BAD): try again after a backoff.
+
+    A ConnectionError, so the action executor's retry of a failed connection covers it too."""
 
 
 class AccountSync:
@@ -71,6 +81,7 @@ class AccountSync:
         self.tuning = tuning or Tuning()
         self.mode: IdentityMode | None = None
         self.passes = 0
+        self.plain_refusals = 0  # plain NOs to LOGIN in a row
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -131,11 +142,19 @@ class AccountSync:
             await self.full_pass(client)
             await self._state("ready")
             backoff.reset()
+            if self.tuning.connections >= 2 and client.has("IDLE"):
+                try:
+                    idler = await self._connect()
+                except LoginDeferred as exc:
+                    # E.g. [LIMIT]: the server allows one connection less than the budget. Polling the inbox
+                    # with the others beats restarting the account in a loop.
+                    log.warning(
+                        "account %s: a second connection was refused (%s); polling the inbox", self.account_id, exc
+                    )
             async with asyncio.TaskGroup() as group:
-                if self.tuning.connections < 2 or not client.has("IDLE"):
+                if idler is None:
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
                 else:
-                    idler = await self._connect()
                     group.create_task(self._idle_inbox(idler))
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
         except* AuthStopped:
@@ -262,11 +281,30 @@ class AccountSync:
             account.tls_ca_file,
         )
         try:
-            return await open_client(endpoint, allow_insecure=True)
+            client = await open_client(endpoint, allow_insecure=True)
         except AuthenticationFailed as exc:
+            kind = refusal(exc)
+            self.plain_refusals = self.plain_refusals + 1 if kind is Refusal.UNCLEAR else 0
+            if kind is Refusal.TEMPORARY or (kind is Refusal.UNCLEAR and self.plain_refusals < PLAIN_REFUSALS):
+                raise LoginDeferred(str(exc)) from exc
+            if not await self._refuse_credentials(account.imap_password, str(exc)):
+                log.info(
+                    "account %s: login refused, but its credentials changed meanwhile: trying them", self.account_id
+                )
+                return await self._connect()
             log.warning("account %s: login refused; waiting for new credentials", self.account_id)
-            await self._state("auth_failed", str(exc))
             raise AuthStopped(str(exc)) from exc
+        self.plain_refusals = 0
+        return client
+
+    async def _refuse_credentials(self, tried: bytes, error: str) -> bool:
+        """Mark the account `auth_failed` unless its credentials changed since `tried` was read."""
+
+        async def step() -> bool:
+            async with self.store.unit(self.account_id) as uow:
+                return await accounts.refuse_credentials(uow, tried, error)
+
+        return await retry_deadlocks(step)
 
     async def _state(self, state: str, error: str | None = None, *, keep_ready: bool = False) -> None:
         """Set the sync state clients see; with keep_ready a caught-up account stays "ready" (catching up
