@@ -29,8 +29,8 @@ from synccore.backoff import Backoff
 from synccore.connection import Endpoint, Refusal, open_client, refusal
 from synccore.folder import FolderContext, FolderSync
 from synccore.identity import IdentityMode, detect
-from synccore.imap import AuthenticationFailed, ImapClient
-from synccore.parsing import ParsePool
+from synccore.imap import AuthenticationFailed, CommandFailed, ImapClient
+from synccore.parsing import ParsePool, WorkerCrashed
 from synccore.roles import assign_roles
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,20 @@ class Tuning:
     # Connections per account: one for passes over the folders, one to IDLE on the inbox. With a budget of
     # one, the inbox is polled like every other folder.
     connections: int = 2
+
+
+@dataclass(slots=True)
+class _Retry:
+    """A folder whose last sync failed: when to try it again."""
+
+    name: str  # a rename is a new chance at once
+    backoff: Backoff
+    due: float  # loop time
+
+
+# A folder's sync that ends in one of these left the connection usable: the pass goes on with the next folder.
+# (A tagged NO or BAD, e.g. `NO [SERVERBUG]` for a mailbox unreadable on disk; a parse worker that keeps dying.)
+_FOLDER_FAILURES = (planning.FolderGone, CommandFailed, WorkerCrashed)
 
 
 class AuthStopped(Exception):
@@ -82,6 +96,7 @@ class AccountSync:
         self.mode: IdentityMode | None = None
         self.passes = 0
         self.plain_refusals = 0  # plain NOs to LOGIN in a row
+        self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -95,13 +110,13 @@ class AccountSync:
         try:
             first = utcnow()
             await self._state("syncing", keep_ready=True)
-            await self.full_pass(client)
+            complete = await self.full_pass(client)
             if await self._has_orphans():
                 # A move seen as an expunge before its arrival: a second pass finds where it went.
                 second = utcnow()
-                await self.full_pass(client)
-                await self._collect_orphans(second)
-            else:
+                if await self.full_pass(client) and complete:
+                    await self._collect_orphans(second)
+            elif complete:
                 await self._collect_orphans(first)
             await self._state("ready")
         finally:
@@ -138,8 +153,9 @@ class AccountSync:
         idler: ImapClient | None = None
         try:
             await self._state("syncing", keep_ready=True)
-            pass_start = utcnow()
-            await self.full_pass(client)
+            pass_start: datetime | None = utcnow()
+            if not await self.full_pass(client):
+                pass_start = None
             await self._state("ready")
             backoff.reset()
             if self.tuning.connections >= 2 and client.has("IDLE"):
@@ -170,32 +186,92 @@ class AccountSync:
             return
         sync = FolderSync(self._ctx(), inbox)
         while True:
-            await sync.run(client)
+            try:
+                await sync.run(client)
+            except _FOLDER_FAILURES as exc:
+                await asyncio.sleep(await self._folder_failed(inbox, exc))
+                continue
+            await self._folder_synced(inbox)
             async with client.idle() as events:
                 await events.next(self.tuning.idle_restart)
 
-    async def _poll(self, client: ImapClient, previous_pass: datetime, skip_roles: frozenset[str]) -> None:
+    async def _poll(self, client: ImapClient, previous_pass: datetime | None, skip_roles: frozenset[str]) -> None:
+        """`previous_pass`: when the last pass that synced every folder started (None: none has yet)."""
         last_start = previous_pass
         while True:
             await asyncio.sleep(self.tuning.poll_interval)
             start = utcnow()
-            await self.full_pass(client, skip_roles=skip_roles)
+            if not await self.full_pass(client, skip_roles=skip_roles):
+                continue  # an orphan may have moved into the folder that failed: keep it (and its id)
             # Orphans from before the previous pass were looked for in every folder since: gone for good.
-            await self._collect_orphans(last_start)
+            if last_start is not None:
+                await self._collect_orphans(last_start)
             last_start = start
 
     # -- passes --------------------------------------------------------------------------------------
-    async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> None:
+    async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Sync every folder (but those of `skip_roles`); returns whether each one did. One that fails is skipped
+        with its error on its row and tried again after a backoff, so it never holds up the others."""
         if self.mode is None:
             self.mode = await detect(client)
-        for folder in await self.discover(client):
+        complete = True
+        found = await self.discover(client)
+        for gone in self.folder_retries.keys() - {f.id for f in found}:
+            del self.folder_retries[gone]
+        for folder in found:
             if folder.role in skip_roles:
+                continue
+            if not self._folder_due(folder):
+                complete = False
                 continue
             try:
                 await FolderSync(self._ctx(), folder).run(client)
-            except planning.FolderGone:
-                log.info("folder %s went away during its sync", folder.name)
+            except _FOLDER_FAILURES as exc:
+                complete = False
+                await self._folder_failed(folder, exc)
+            else:
+                await self._folder_synced(folder)
         self.passes += 1
+        return complete
+
+    def _folder_due(self, folder: Folder) -> bool:
+        retry = self.folder_retries.get(folder.id)
+        if retry is None or retry.name != folder.name:
+            return True
+        return asyncio.get_running_loop().time() >= retry.due
+
+    async def _folder_failed(self, folder: Folder, exc: Exception) -> float:
+        """Put the error on the folder's row and schedule its retry; returns the delay."""
+        # A folder deleted since the LIST: the next discovery removes it. Else the server refused it (Dovecot
+        # answers SELECT of a mailbox it cannot read with a plain `NO [SERVERBUG]`, as it does for a missing one).
+        reason = exc.__cause__ if isinstance(exc, planning.FolderGone) and exc.__cause__ is not None else exc
+        retry = self.folder_retries.get(folder.id)
+        if retry is None or retry.name != folder.name:
+            retry = _Retry(folder.name, Backoff(self.tuning.backoff_base, self.tuning.backoff_cap), 0.0)
+            self.folder_retries[folder.id] = retry
+        delay = retry.backoff.next()
+        retry.due = asyncio.get_running_loop().time() + delay
+        error = _describe(reason)
+        log.warning("account %s: folder %s: %s; trying it again in %.1f s", self.account_id, folder.name, error, delay)
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.set_sync_error(uow, folder.id, error)
+
+        await retry_deadlocks(step)
+        folder.sync_error = error
+        return delay
+
+    async def _folder_synced(self, folder: Folder) -> None:
+        if self.folder_retries.pop(folder.id, None) is None and folder.sync_error is None:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.set_sync_error(uow, folder.id, None)
+
+        await retry_deadlocks(step)
+        folder.sync_error = None
 
     async def discover(self, client: ImapClient) -> list[Folder]:
         """LIST the server's folders and mirror creations, renames and deletions."""
