@@ -134,7 +134,10 @@ class AccountSync:
             except Exception as exc:
                 delay = backoff.next()
                 log.warning("account %s: %s; reconnecting in %.1f s", self.account_id, _describe(exc), delay)
-                await self._state("error", _describe(exc))
+                try:
+                    await self._state("error", _describe(exc))
+                except Exception as unrecorded:  # MySQL may be what failed: the retry matters, not the record
+                    log.info("account %s: state not recorded: %s", self.account_id, _describe(unrecorded))
                 await asyncio.sleep(delay)
 
     # -- the steady state ------------------------------------------------------------------------

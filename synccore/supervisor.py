@@ -2,6 +2,9 @@
 
 A lease names its owner as host:pid:nonce and lasts LEASE_SECONDS unless renewed. A lease whose owner ran
 on this host and is dead (killed, crashed) is taken over at once, so a restart does not wait it out.
+
+MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
+the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schema import changelog
 from schema.crypto import CredentialBox
@@ -25,6 +29,7 @@ from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.backoff import Backoff
 from synccore.bells import Bells
 from synccore.parsing import ParsePool, default_workers
 
@@ -35,6 +40,8 @@ RENEW_SECONDS = 20
 RESCAN_SECONDS = 10
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
+# What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
+DATABASE_DOWN = (OperationalError, InterfaceError, OSError)
 
 
 def _owner_alive(owner: str) -> bool:
@@ -65,6 +72,7 @@ class Supervisor:
         self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._renew_due = self._expire_due = 0.0  # loop times of run_forever's next renewal and expiry
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
@@ -114,6 +122,12 @@ class Supervisor:
                 .where(Account.lease_owner == self.owner)
                 .values(lease_expires_at=utcnow() + timedelta(seconds=LEASE_SECONDS))
             )
+            held = set(await s.scalars(select(Account.id).where(Account.lease_owner == self.owner)))
+        # A lease that expired while MySQL was away may have been taken by another process: its account is theirs.
+        for account_id, task in self._tasks.items():
+            if account_id not in held and not task.done():
+                log.warning("account %s: its lease was taken over; letting it go", account_id)
+                task.cancel()
 
     async def _release(self, ids: list[int]) -> None:
         if not ids:
@@ -153,29 +167,50 @@ class Supervisor:
         return 1 if failures else 0
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
-        renew_due = expire_due = 0.0
-        loop = asyncio.get_running_loop()
+        self._renew_due = self._expire_due = 0.0
         if self._bells_task is None:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
+        waiting = Backoff(0.5, 30.0)
         while True:
-            for account in await self.accounts(only):
-                task = self._tasks.get(account.id)
-                if task is not None and not task.done():
-                    continue
-                if account.sync_state == "auth_failed":
-                    continue
-                if await self.acquire(account.id):
-                    bell = self.bells.event(account.id)
-                    sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
-                    self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
-                    log.info("account %s: syncing", account.id)
-            if loop.time() >= renew_due:
-                await self._renew()
-                renew_due = loop.time() + RENEW_SECONDS
-            if loop.time() >= expire_due:
-                try:
-                    log.info("change log: %s entries expired", await self.expire_changes())
-                except Exception as exc:  # the next round tries again
-                    log.warning("change log expiry failed: %s", exc)
-                expire_due = loop.time() + EXPIRE_SECONDS
+            try:
+                await self._round(only)
+            except DATABASE_DOWN as exc:
+                delay = waiting.next()
+                log.warning("database unavailable (%s); trying again in %.1f s", _short(exc), delay)
+                await asyncio.sleep(delay)
+                continue
+            if waiting.attempt:
+                log.info("database available again")
+                waiting.reset()
             await asyncio.sleep(RESCAN_SECONDS if not only else min(RESCAN_SECONDS, RENEW_SECONDS))
+
+    async def _round(self, only: Sequence[int] | None) -> None:
+        """Start a task for each account that has none and whose lease is free; renew leases; expire the log."""
+        loop = asyncio.get_running_loop()
+        for account in await self.accounts(only):
+            task = self._tasks.get(account.id)
+            if task is not None and not task.done():
+                continue
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
+            if account.sync_state == "auth_failed":
+                continue
+            if await self.acquire(account.id):
+                bell = self.bells.event(account.id)
+                sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
+                self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+                log.info("account %s: syncing", account.id)
+        if loop.time() >= self._renew_due:
+            await self._renew()
+            self._renew_due = loop.time() + RENEW_SECONDS
+        if loop.time() >= self._expire_due:
+            try:
+                log.info("change log: %s entries expired", await self.expire_changes())
+            except Exception as exc:  # the next round tries again
+                log.warning("change log expiry failed: %s", exc)
+            self._expire_due = loop.time() + EXPIRE_SECONDS
+
+
+def _short(exc: BaseException) -> str:
+    # SQLAlchemy's text of a driver error adds the statement and a link: the first line says what happened.
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
