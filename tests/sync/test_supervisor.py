@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
+from schema import accounts
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine
 from schema.migrate import upgrade
@@ -89,6 +90,38 @@ async def test_a_lease_of_a_dead_process_is_taken_over_at_once(
     async with store.sessions() as s:
         owner = await s.scalar(select(Account.lease_owner).where(Account.id == account_id))
     assert owner is None
+
+
+async def test_an_account_refused_for_its_password_resumes_when_new_credentials_are_set(
+    settings: Settings, store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    user, password = new_user(dovecot)
+    dovecot.append(user, password, "INBOX", list(generate(6, seed=67)))
+    account_id = await add_account(store, credential_box, dovecot, user, "an-old-password")
+    supervisor = Supervisor(settings, Tuning(poll_interval=0.5))
+    task = asyncio.create_task(supervisor.run_forever([account_id]))
+    try:
+        async with asyncio.timeout(60):
+            while (state := await _account_state(store, account_id)) != "auth_failed":
+                assert state != "ready"
+                await asyncio.sleep(0.1)
+        # What `inboxql account set-password` calls: the same process picks the account up again (next rescan).
+        await accounts.set_password(store, credential_box, account_id, password)
+        async with asyncio.timeout(60):
+            while await _account_state(store, account_id) != "ready":
+                await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await supervisor.close()
+    await assert_identical(store, credential_box, account_id)
+
+
+async def _account_state(store: Store, account_id: int) -> str | None:
+    async with store.sessions() as s:
+        state: str | None = await s.scalar(select(Account.sync_state).where(Account.id == account_id))
+    return state
 
 
 INBOXQL = str(Path(sys.executable).with_name("inboxql"))
