@@ -111,10 +111,11 @@ class AccountSync:
             first = utcnow()
             await self._state("syncing", keep_ready=True)
             complete = await self.full_pass(client)
+            # Orphans are collected only after a pass that reached every folder: one may sit in a folder that failed.
             if await self._has_orphans():
                 # A move seen as an expunge before its arrival: a second pass finds where it went.
                 second = utcnow()
-                if await self.full_pass(client) and complete:
+                if await self.full_pass(client):
                     await self._collect_orphans(second)
             elif complete:
                 await self._collect_orphans(first)
