@@ -98,13 +98,16 @@ class DovecotServer:
         *,
         capabilities: str | None = None,
         auth_switch: bool = False,
+        max_user_connections: int = 200,
     ):
         """`capabilities` replaces what Dovecot advertises after login (its `imap_capability`), so tests can
         play a server without CONDSTORE or QRESYNC. `auth_switch` puts a password database in front that
-        `set_auth_unavailable` makes fail temporarily for a user, as a passdb whose backend is down does."""
+        `set_auth_unavailable` makes fail temporarily for a user, as a passdb whose backend is down does. A login
+        beyond `max_user_connections` of a user (from one address) is answered `NO [LIMIT]`."""
         self.root = Path(root_dir).resolve()
         self.capabilities = capabilities
         self.auth_switch = auth_switch
+        self.max_user_connections = max_user_connections
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
         self.lmtp_port = free_port()
@@ -321,7 +324,7 @@ mail_fsync = never
 first_valid_uid = 1
 default_internal_user = {who.internal_user}
 default_login_user = {who.login_user}
-mail_max_userip_connections = 200
+mail_max_userip_connections = {server.max_user_connections}
 {f"imap_capability = {server.capabilities}" if server.capabilities else ""}
 service imap-login {{
   inet_listener imap {{

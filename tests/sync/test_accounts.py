@@ -9,20 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema import accounts
 from schema.crypto import CredentialBox
-from schema.models import Account
+from schema.models import Account, Message
 from schema.unit import Store
 from synccore.account import AccountSync, AuthStopped, LoginDeferred, Tuning
 from synccore.connection import Endpoint, InsecureConnection, Refusal, open_client, refusal
 from synccore.imap import AuthenticationFailed, ConnectionLost
 from synccore.imap.responses import ResponseCode
 from tests.conftest import new_user
-from tests.sync.support import add_account, assert_identical, sync_once
+from tests.sync.support import add_account, assert_identical, connect, sync_once
 
 
 async def _state(store: Store, account_id: int) -> str:
@@ -258,3 +258,45 @@ async def test_credentials_replaced_during_a_refused_login_are_not_marked_failed
     async with store.unit(account_id) as uow:
         assert await accounts.refuse_credentials(uow, current, "NO [AUTHENTICATIONFAILED]")
     assert await _state(store, account_id) == "auth_failed"
+
+
+async def test_a_second_connection_refused_with_limit_polls_the_inbox_instead_of_giving_up(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """Dovecot answers a login beyond mail_max_userip_connections with `NO [LIMIT]`: here the account's IDLE
+    connection, since another client holds one of the two allowed."""
+    root = Path(tempfile.mkdtemp(prefix="inboxql-dovecot-limit-"))
+    dovecot = DovecotServer(root, max_user_connections=2)
+    dovecot.start()
+    try:
+        user, password = new_user(dovecot)
+        dovecot.append(user, password, "INBOX", list(generate(4, seed=93)))
+        account_id = await add_account(store, credential_box, dovecot, user, password)
+        other = await connect(dovecot, user, password)  # the user's mail client
+        sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.3, backoff_base=0.2))
+        task = asyncio.create_task(sync.run_forever())
+        try:
+            await _wait_state(store, account_id, "ready", timeout=30)
+            await other.append("INBOX", next(iter(generate(1, seed=94))))
+            async with asyncio.timeout(30):  # new mail still arrives, by polling
+                while await _message_count(store, account_id) < 5:
+                    assert not task.done()
+                    await asyncio.sleep(0.1)
+            assert await _state(store, account_id) == "ready"
+            # Both allowed connections are taken (the client's, the sync's passes): the limit is in force.
+            with pytest.raises(AuthenticationFailed, match=r"\[LIMIT\]"):
+                await connect(dovecot, user, password)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await other.logout()
+        await assert_identical(store, credential_box, account_id)
+    finally:
+        dovecot.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _message_count(store: Store, account_id: int) -> int:
+    async with store.sessions() as s:
+        found = await s.scalar(select(func.count()).select_from(Message).where(Message.account_id == account_id))
+    return found or 0
