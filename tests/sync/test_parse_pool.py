@@ -16,7 +16,7 @@ from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
-from synccore.parsing import ParsePool, prepare_many
+from synccore.parsing import ParsePool, WorkerCrashed, prepare_many
 from tests.sync.support import add_account, assert_identical
 
 
@@ -91,3 +91,26 @@ async def test_an_account_syncs_after_the_shared_worker_was_killed(
     await AccountSync(store, credential_box, account_id, Tuning(), pool).run_once()
     await assert_identical(store, credential_box, account_id)
     assert pool.rebuilds == 1
+
+
+async def test_a_batch_that_kills_the_new_worker_too_fails_alone_and_the_pool_goes_on(pool: ParsePool) -> None:
+    """As a message that exhausts memory would: the batch fails (its folder is retried later), the others parse."""
+    raws = list(generate(1500, seed=75))
+    await pool.prepare(raws[:8])
+    (first,) = _workers()
+    batch = asyncio.create_task(pool.prepare(raws))
+    await asyncio.sleep(0.3)
+    await _kill(first)
+    async with asyncio.timeout(30):  # the retry runs on a new worker
+        while not (_workers() - {first}):
+            await asyncio.sleep(0.02)
+    (second,) = _workers() - {first}
+    await asyncio.sleep(0.3)
+    assert not batch.done()
+    await _kill(second)
+
+    with pytest.raises(WorkerCrashed):
+        await batch
+    assert pool.rebuilds == 2
+    few = list(generate(20, seed=76))
+    assert [p.digest for p in await pool.prepare(few)] == [p.digest for p in prepare_many(few)]
