@@ -24,6 +24,7 @@ from schema.migrate import upgrade
 from schema.models import Account, Folder, MessagePlace, utcnow
 from schema.settings import Settings
 from schema.unit import Store
+from synccore import supervisor as supervisor_module
 from synccore.account import Tuning
 from synccore.supervisor import Supervisor
 from synccore.verify import verify
@@ -122,6 +123,46 @@ async def _account_state(store: Store, account_id: int) -> str | None:
     async with store.sessions() as s:
         state: str | None = await s.scalar(select(Account.sync_state).where(Account.id == account_id))
     return state
+
+
+async def test_an_account_whose_lease_another_process_took_is_let_go(
+    settings: Settings,
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """E.g. after MySQL was away longer than a lease: the other process renewed first, so this one stops."""
+    monkeypatch.setattr(supervisor_module, "RESCAN_SECONDS", 0.2)
+    monkeypatch.setattr(supervisor_module, "RENEW_SECONDS", 0.2)
+    user, password = new_user(dovecot)
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    supervisor = Supervisor(settings, Tuning(poll_interval=0.5))
+    task = asyncio.create_task(supervisor.run_forever([account_id]))
+    try:
+        async with asyncio.timeout(30):
+            while account_id not in supervisor._tasks:
+                await asyncio.sleep(0.05)
+        account_task = supervisor._tasks[account_id]
+        rival = f"{socket.gethostname()}:{os.getpid()}:rival"  # alive: this very process
+        async with store.sessions() as s, s.begin():
+            await s.execute(
+                update(Account)
+                .where(Account.id == account_id)
+                .values(lease_owner=rival, lease_expires_at=utcnow() + timedelta(minutes=5))
+            )
+        async with asyncio.timeout(30):
+            while not account_task.done():
+                await asyncio.sleep(0.05)
+        assert account_task.cancelled()
+        assert not await supervisor.acquire(account_id)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await supervisor.close()
+    async with store.sessions() as s:
+        assert await s.scalar(select(Account.lease_owner).where(Account.id == account_id)) == rival
 
 
 INBOXQL = str(Path(sys.executable).with_name("inboxql"))
