@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox
@@ -50,6 +51,8 @@ class Tuning:
     # Connections per account: one for passes over the folders, one to IDLE on the inbox. With a budget of
     # one, the inbox is polled like every other folder.
     connections: int = 2
+    # Retries after a MySQL error wait at most this long (the IMAP backoff_cap protects servers, not our database).
+    database_retry_cap: float = 30.0
 
 
 @dataclass(slots=True)
@@ -134,6 +137,9 @@ class AccountSync:
                 raise
             except Exception as exc:
                 delay = backoff.next()
+                if isinstance(_innermost(exc), DBAPIError):
+                    # MySQL away: retrying costs no IMAP server anything, and a restart is over in seconds.
+                    delay = min(delay, self.tuning.database_retry_cap)
                 log.warning("account %s: %s; reconnecting in %.1f s", self.account_id, _describe(exc), delay)
                 try:
                     await self._state("error", _describe(exc))
@@ -431,10 +437,15 @@ def _unselectable(flags: frozenset[str]) -> bool:
     return "\\noselect" in lowered or "\\nonexistent" in lowered
 
 
-def _describe(exc: BaseException) -> str:
-    # A task group's failure says only "unhandled errors in a TaskGroup": name what failed inside it.
+def _innermost(exc: BaseException) -> BaseException:
+    # A task group's failure says only "unhandled errors in a TaskGroup": what failed is inside it.
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _innermost(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
 
 

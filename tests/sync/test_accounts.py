@@ -15,6 +15,7 @@ from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema import accounts
 from schema.crypto import CredentialBox
+from schema.db import create_engine
 from schema.models import Account, Message
 from schema.unit import Store
 from synccore.account import AccountSync, AuthStopped, LoginDeferred, Tuning
@@ -300,3 +301,26 @@ async def _message_count(store: Store, account_id: int) -> int:
     async with store.sessions() as s:
         found = await s.scalar(select(func.count()).select_from(Message).where(Message.account_id == account_id))
     return found or 0
+
+
+async def test_retries_after_a_database_error_wait_at_most_the_database_cap(
+    credential_box: CredentialBox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MySQL refusing connections (nothing listens on the port): the account retries within the database cap,
+    not after the IMAP backoff that protects servers."""
+    from inboxql.devmail import free_port
+
+    engine = create_engine(f"mysql+asyncmy://root@127.0.0.1:{free_port()}/nowhere?charset=utf8mb4", pool_size=1)
+    sync = AccountSync(Store(engine), credential_box, 1, Tuning(backoff_base=60, database_retry_cap=0.1))
+    task = asyncio.create_task(sync.run_forever())
+    try:
+        with caplog.at_level("WARNING", logger="synccore.account"):
+            await asyncio.sleep(1.5)
+        assert not task.done()
+        retries = [r.getMessage() for r in caplog.records if "reconnecting in" in r.getMessage()]
+        assert len(retries) >= 3, retries
+        assert all("OperationalError" in r and r.endswith("reconnecting in 0.1 s") for r in retries), retries
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.dispose()
