@@ -33,10 +33,6 @@ class PrivateMariaDB:
         self.datadir = root / "data"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @staticmethod
-    def available() -> bool:
-        return Path(MARIADBD).exists() and Path(INSTALL_DB).exists()
-
     def url(self, database: str) -> str:
         return f"mysql+asyncmy://root@{self.host}:{self.port}/{database}?charset=utf8mb4"
 
@@ -104,10 +100,6 @@ class PrivateMariaDB:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def remove(self) -> None:
         self.stop()
