@@ -97,11 +97,17 @@ class DovecotServer:
         tls_port: int | None = None,
         *,
         capabilities: str | None = None,
+        auth_switch: bool = False,
+        max_user_connections: int = 200,
     ):
         """`capabilities` replaces what Dovecot advertises after login (its `imap_capability`), so tests can
-        play a server without CONDSTORE or QRESYNC."""
+        play a server without CONDSTORE or QRESYNC. `auth_switch` puts a password database in front that
+        `set_auth_unavailable` makes fail temporarily for a user, as a passdb whose backend is down does. A login
+        beyond `max_user_connections` of a user (from one address) is answered `NO [LIMIT]`."""
         self.root = Path(root_dir).resolve()
         self.capabilities = capabilities
+        self.auth_switch = auth_switch
+        self.max_user_connections = max_user_connections
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
         self.lmtp_port = free_port()
@@ -211,6 +217,22 @@ class DovecotServer:
             os.utime(staged, (stamp, stamp))
         staged.replace(target)
 
+    @property
+    def auth_flags(self) -> Path:
+        """Users whose logins fail temporarily: one empty file each (see set_auth_unavailable)."""
+        return self.root / "auth-unavailable"
+
+    def set_auth_unavailable(self, name: str, unavailable: bool = True) -> None:
+        """Make the user's logins answer `NO [UNAVAILABLE]` (Dovecot's word for a passdb that failed
+        temporarily) until called with False; needs `auth_switch`. Applies from the next login."""
+        if not self.auth_switch:
+            raise DevMailError("set_auth_unavailable needs DovecotServer(auth_switch=True)")
+        flag = self.auth_flags / name
+        if unavailable:
+            flag.touch()
+        else:
+            flag.unlink(missing_ok=True)
+
     def users(self) -> list[str]:
         folder = self.root / "users"
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
@@ -252,6 +274,18 @@ class DovecotServer:
         (self.root / "users").mkdir(exist_ok=True)
         if not self.ca_file.exists():
             _self_signed_cert(self.root / "tls")
+        if self.auth_switch:
+            self.auth_flags.mkdir(mode=0o755, exist_ok=True)
+            script = self.root / "auth-switch.sh"
+            # Dovecot's checkpassword protocol: "user NUL password NUL ..." on fd 3; exit 111 is a temporary
+            # failure (NO [UNAVAILABLE]), exit 1 a refusal that lets the passwd-file passdb below decide.
+            script.write_text(
+                "#!/bin/sh\n"
+                "user=$(tr '\\000' '\\n' <&3 | head -n 1)\n"
+                f'[ -e "{self.auth_flags}/$user" ] && exit 111\n'
+                "exit 1\n"
+            )
+            script.chmod(0o755)
         self.config_file.write_text(_config(self, who))
 
 
@@ -276,7 +310,7 @@ auth_mechanisms = plain login
 auth_cache_size = 0
 # alice@inboxql.test (an LMTP recipient, or a login with the domain) is the passwd-file user alice.
 auth_username_format = %Ln
-passdb {{
+{_auth_switch(server)}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {server.passwd_file}
 }}
@@ -290,7 +324,7 @@ mail_fsync = never
 first_valid_uid = 1
 default_internal_user = {who.internal_user}
 default_login_user = {who.login_user}
-mail_max_userip_connections = 200
+mail_max_userip_connections = {server.max_user_connections}
 {f"imap_capability = {server.capabilities}" if server.capabilities else ""}
 service imap-login {{
   inet_listener imap {{
@@ -323,6 +357,18 @@ namespace inbox {{
   inbox = yes
   separator = /
 {mailboxes}
+}}
+"""
+
+
+def _auth_switch(server: DovecotServer) -> str:
+    if not server.auth_switch:
+        return ""
+    return f"""passdb {{
+  driver = checkpassword
+  args = {server.root}/auth-switch.sh
+  result_failure = continue
+  result_internalfail = return-fail
 }}
 """
 

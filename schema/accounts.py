@@ -130,6 +130,18 @@ async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> No
         uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
 
 
+async def refuse_credentials(uow: UnitOfWork, tried: bytes, error: str) -> bool:
+    """The server refused the sealed credentials `tried`: mark the account `auth_failed`, unless they were replaced
+    meanwhile (set_password), which a login started before must not undo. Returns whether it was marked."""
+    stored = await uow.session.scalar(
+        select(Account.imap_password).where(Account.id == uow.account_id).with_for_update()
+    )
+    if stored != tried:
+        return False
+    await set_state(uow, "auth_failed", error)
+    return True
+
+
 async def set_password(
     store: Store, box: CredentialBox, account_id: int, password: str, smtp_password: str | None = None
 ) -> bool:

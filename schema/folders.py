@@ -78,6 +78,16 @@ async def set_cursor(uow: UnitOfWork, folder_id: int, **values: Any) -> None:
     await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(**values))
 
 
+async def set_sync_error(uow: UnitOfWork, folder_id: int, error: str | None) -> None:
+    """Record why the folder's sync failed (None: it synced); logged when it changes, so clients see it."""
+    before = await uow.session.execute(select(Folder.sync_error).where(Folder.id == folder_id))
+    row = before.first()
+    if row is None or row.sync_error == error:
+        return  # gone meanwhile, or nothing new
+    await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(sync_error=error))
+    uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+
+
 async def of_account(uow: UnitOfWork) -> list[Folder]:
     return list(await uow.session.scalars(select(Folder).where(Folder.account_id == uow.account_id)))
 

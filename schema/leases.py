@@ -57,18 +57,20 @@ async def acquire(store: Store, account_id: int, owner: str, seconds: float, ali
     return await retry_deadlocks(step)
 
 
-async def renew(store: Store, owner: str, seconds: float) -> None:
-    """Extend every lease `owner` holds."""
+async def renew(store: Store, owner: str, seconds: float) -> set[int]:
+    """Extend every lease `owner` holds; returns the accounts it holds (one whose lease expired and another
+    process took is not among them)."""
 
-    async def step() -> None:
+    async def step() -> set[int]:
         async with store.sessions() as s, s.begin():
             await s.execute(
                 update(Account)
                 .where(Account.lease_owner == owner)
                 .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
             )
+            return set(await s.scalars(select(Account.id).where(Account.lease_owner == owner)))
 
-    await retry_deadlocks(step)
+    return await retry_deadlocks(step)
 
 
 async def release(store: Store, owner: str, ids: Sequence[int]) -> None:

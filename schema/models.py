@@ -132,6 +132,8 @@ class Folder(Base):
     total_count: Mapped[int] = mapped_column(Integer, default=0)
     unread_count: Mapped[int] = mapped_column(Integer, default=0)
     synced_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Why the last sync of this folder failed (e.g. the server refused SELECT); None once it synced again.
+    sync_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Label(Base):

@@ -40,6 +40,7 @@ async def folder_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
             "total_count": f.total_count,
             "unread_count": f.unread_count,
             "sync_state": f.sync_state,
+            "sync_error": f.sync_error,
         }
         for f in rows
     }

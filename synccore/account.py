@@ -3,7 +3,9 @@
 Connection budget: one connection for passes over the folders, one that IDLEs on the inbox (RFC 2177:
 re-issued before the server's 29-minute limit), and one for write-back (synccore.actions), opened when the
 first action comes and kept while the account is followed. A lost connection reconnects with jittered exponential
-backoff; a refused login marks the account `auth_failed` and stops until its credentials change.
+backoff. A login refused for its credentials ([AUTHENTICATIONFAILED], or plain NOs several times in a row) marks
+the account `auth_failed` and stops it until its credentials change; any other refusal ([UNAVAILABLE], [LIMIT],
+BAD) is retried with the same backoff.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox, Purpose
@@ -24,11 +27,11 @@ from schema.unit import Store
 from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
-from synccore.connection import IMAP_TIMEOUT, Endpoint, open_client
+from synccore.connection import IMAP_TIMEOUT, Endpoint, Refusal, open_client, refusal
 from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FolderContext, FolderSync
 from synccore.identity import IdentityMode, account_mode
-from synccore.imap import AuthenticationFailed, Exists, Expunge, FetchItem, ImapClient, Vanished
-from synccore.parsing import ParsePool
+from synccore.imap import AuthenticationFailed, CommandFailed, Exists, Expunge, FetchItem, ImapClient, Vanished
+from synccore.parsing import ParsePool, WorkerCrashed
 from synccore.roles import assign_roles
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,8 @@ _CHANGES = (Exists, Expunge, FetchItem, Vanished)
 
 # Folders whose role makes them least urgent are synced last.
 _LAST = {"trash": 2, "junk": 2, "all": 3}
+# Plain NOs to LOGIN in a row that count as refused credentials (servers that name no reason).
+PLAIN_REFUSALS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +62,32 @@ class Tuning:
     # with their reason (schema.skipped).
     batch_bytes: int = BATCH_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    # Retries after a MySQL error wait at most this long (the IMAP backoff_cap protects servers, not our database).
+    database_retry_cap: float = 30.0
+
+
+@dataclass(slots=True)
+class _Retry:
+    """A folder whose last sync failed: when to try it again."""
+
+    name: str  # a rename is a new chance at once
+    backoff: Backoff
+    due: float  # loop time
+
+
+# A folder's sync that ends in one of these left the connection usable: the pass goes on with the next folder.
+# (A tagged NO or BAD, e.g. `NO [SERVERBUG]` for a mailbox unreadable on disk; a parse worker that keeps dying.)
+_FOLDER_FAILURES = (planning.FolderGone, CommandFailed, WorkerCrashed)
 
 
 class AuthStopped(Exception):
     """The server refused the credentials: the account waits for new ones."""
+
+
+class LoginDeferred(ConnectionError):
+    """The server refused the login for now (`NO [UNAVAILABLE]`, `[LIMIT]`, BAD): try again after a backoff.
+
+    A ConnectionError, so the action executor's retry of a failed connection covers it too."""
 
 
 class AccountSync:
@@ -85,6 +112,8 @@ class AccountSync:
         # Folders synced beside the passes (the inbox, on its IDLE connection): since when a change there may not be
         # mirrored yet, or None while it idles with nothing pending. Orphan collection waits for them (_orphan_bound).
         self._watched: dict[int, datetime | None] = {}
+        self.plain_refusals = 0  # plain NOs to LOGIN in a row
+        self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -98,13 +127,14 @@ class AccountSync:
         try:
             first = utcnow()
             await self._state("syncing", keep_ready=True)
-            await self.full_pass(client)
+            complete = await self.full_pass(client)
+            # Orphans are collected only after a pass that reached every folder: one may sit in a folder that failed.
             if await self._has_orphans():
                 # A move seen as an expunge before its arrival: a second pass finds where it went.
                 second = utcnow()
-                await self.full_pass(client)
-                await self._collect_orphans(second)
-            else:
+                if await self.full_pass(client):
+                    await self._collect_orphans(second)
+            elif complete:
                 await self._collect_orphans(first)
             await self._state("ready")
         finally:
@@ -121,8 +151,14 @@ class AccountSync:
                 raise
             except Exception as exc:
                 delay = backoff.next()
+                if isinstance(_innermost(exc), DBAPIError):
+                    # MySQL away: retrying costs no IMAP server anything, and a restart is over in seconds.
+                    delay = min(delay, self.tuning.database_retry_cap)
                 log.warning("account %s: %s; reconnecting in %.1f s", self.account_id, _describe(exc), delay)
-                await self._state("error", _describe(exc))
+                try:
+                    await self._state("error", _describe(exc))
+                except Exception as unrecorded:  # MySQL may be what failed: the retry matters, not the record
+                    log.info("account %s: state not recorded: %s", self.account_id, _describe(unrecorded))
                 await asyncio.sleep(delay)
 
     # -- the steady state ------------------------------------------------------------------------
@@ -156,15 +192,24 @@ class AccountSync:
         idler: ImapClient | None = None
         try:
             await self._state("syncing", keep_ready=True)
-            pass_start = utcnow()
-            await self.full_pass(client)
+            pass_start: datetime | None = utcnow()
+            if not await self.full_pass(client):
+                pass_start = None
             await self._state("ready")
             backoff.reset()
+            if self.tuning.connections >= 2 and client.has("IDLE"):
+                try:
+                    idler = await self._connect()
+                except LoginDeferred as exc:
+                    # E.g. [LIMIT]: the server allows one connection less than the budget. Polling the inbox
+                    # with the others beats restarting the account in a loop.
+                    log.warning(
+                        "account %s: a second connection was refused (%s); polling the inbox", self.account_id, exc
+                    )
             async with asyncio.TaskGroup() as group:
-                if self.tuning.connections < 2 or not client.has("IDLE"):
+                if idler is None:
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
                 else:
-                    idler = await self._connect()
                     group.create_task(self._idle_inbox(idler))
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
         except* AuthStopped:
@@ -184,7 +229,12 @@ class AccountSync:
         while True:
             self._watched[inbox.id] = since
             started = utcnow()
-            await sync.run(client)
+            try:
+                await sync.run(client)
+            except _FOLDER_FAILURES as exc:
+                await asyncio.sleep(await self._folder_failed(inbox, exc))
+                continue
+            await self._folder_synced(inbox)
             if any(isinstance(r, _CHANGES) for r in client.unsolicited):
                 # The inbox changed after this run's SELECT (a message moved in while it downloaded): look again
                 # before idling, still unsettled since the first of these runs.
@@ -196,28 +246,83 @@ class AccountSync:
                 await events.next(self.tuning.idle_restart)
                 self._watched[inbox.id] = since
 
-    async def _poll(self, client: ImapClient, previous_pass: datetime, skip_roles: frozenset[str]) -> None:
+    async def _poll(self, client: ImapClient, previous_pass: datetime | None, skip_roles: frozenset[str]) -> None:
+        """`previous_pass`: when the last pass that synced every folder started (None: none has yet)."""
         last_start = previous_pass
         while True:
             await asyncio.sleep(self.tuning.poll_interval)
             start = utcnow()
-            await self.full_pass(client, skip_roles=skip_roles)
+            if not await self.full_pass(client, skip_roles=skip_roles):
+                continue  # an orphan may have moved into the folder that failed: keep it (and its id)
             # Orphans from before the previous pass were looked for in every folder since: gone for good.
-            await self._collect_orphans(last_start)
+            if last_start is not None:
+                await self._collect_orphans(last_start)
             last_start = start
 
     # -- passes --------------------------------------------------------------------------------------
-    async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> None:
+    async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Sync every folder (but those of `skip_roles`); returns whether each one did. One that fails is skipped
+        with its error on its row and tried again after a backoff, so it never holds up the others."""
         if self.mode is None:
             self.mode = await account_mode(self.store, self.account_id, client)
-        for folder in await self.discover(client):
+        complete = True
+        found = await self.discover(client)
+        for gone in self.folder_retries.keys() - {f.id for f in found}:
+            del self.folder_retries[gone]
+        for folder in found:
             if folder.role in skip_roles:
+                continue
+            if not self._folder_due(folder):
+                complete = False
                 continue
             try:
                 await FolderSync(self._ctx(), folder).run(client)
-            except planning.FolderGone:
-                log.info("folder %s went away during its sync", folder.name)
+            except _FOLDER_FAILURES as exc:
+                complete = False
+                await self._folder_failed(folder, exc)
+            else:
+                await self._folder_synced(folder)
         self.passes += 1
+        return complete
+
+    def _folder_due(self, folder: Folder) -> bool:
+        retry = self.folder_retries.get(folder.id)
+        if retry is None or retry.name != folder.name:
+            return True
+        return asyncio.get_running_loop().time() >= retry.due
+
+    async def _folder_failed(self, folder: Folder, exc: Exception) -> float:
+        """Put the error on the folder's row and schedule its retry; returns the delay."""
+        # A folder deleted since the LIST: the next discovery removes it. Else the server refused it (Dovecot
+        # answers SELECT of a mailbox it cannot read with a plain `NO [SERVERBUG]`, as it does for a missing one).
+        reason = exc.__cause__ if isinstance(exc, planning.FolderGone) and exc.__cause__ is not None else exc
+        retry = self.folder_retries.get(folder.id)
+        if retry is None or retry.name != folder.name:
+            retry = _Retry(folder.name, Backoff(self.tuning.backoff_base, self.tuning.backoff_cap), 0.0)
+            self.folder_retries[folder.id] = retry
+        delay = retry.backoff.next()
+        retry.due = asyncio.get_running_loop().time() + delay
+        error = _describe(reason)
+        log.warning("account %s: folder %s: %s; trying it again in %.1f s", self.account_id, folder.name, error, delay)
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.set_sync_error(uow, folder.id, error)
+
+        await retry_deadlocks(step)
+        folder.sync_error = error
+        return delay
+
+    async def _folder_synced(self, folder: Folder) -> None:
+        if self.folder_retries.pop(folder.id, None) is None and folder.sync_error is None:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.set_sync_error(uow, folder.id, None)
+
+        await retry_deadlocks(step)
+        folder.sync_error = None
 
     async def discover(self, client: ImapClient) -> list[Folder]:
         """LIST the server's folders and mirror creations, renames and deletions."""
@@ -304,11 +409,30 @@ class AccountSync:
             account.tls_ca_file,
         )
         try:
-            return await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
+            client = await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
         except AuthenticationFailed as exc:
+            kind = refusal(exc)
+            self.plain_refusals = self.plain_refusals + 1 if kind is Refusal.UNCLEAR else 0
+            if kind is Refusal.TEMPORARY or (kind is Refusal.UNCLEAR and self.plain_refusals < PLAIN_REFUSALS):
+                raise LoginDeferred(str(exc)) from exc
+            if not await self._refuse_credentials(account.imap_password, str(exc)):
+                log.info(
+                    "account %s: login refused, but its credentials changed meanwhile: trying them", self.account_id
+                )
+                return await self._connect()
             log.warning("account %s: login refused; waiting for new credentials", self.account_id)
-            await self._state("auth_failed", str(exc))
             raise AuthStopped(str(exc)) from exc
+        self.plain_refusals = 0
+        return client
+
+    async def _refuse_credentials(self, tried: bytes, error: str) -> bool:
+        """Mark the account `auth_failed` unless its credentials changed since `tried` was read."""
+
+        async def step() -> bool:
+            async with self.store.unit(self.account_id) as uow:
+                return await accounts.refuse_credentials(uow, tried, error)
+
+        return await retry_deadlocks(step)
 
     async def _state(self, state: str, error: str | None = None, *, keep_ready: bool = False) -> None:
         """Set the sync state clients see; with keep_ready a caught-up account stays "ready" (catching up
@@ -369,10 +493,15 @@ def _unselectable(flags: frozenset[str]) -> bool:
     return "\\noselect" in lowered or "\\nonexistent" in lowered
 
 
-def _describe(exc: BaseException) -> str:
-    # A task group's failure says only "unhandled errors in a TaskGroup": name what failed inside it.
+def _innermost(exc: BaseException) -> BaseException:
+    # A task group's failure says only "unhandled errors in a TaskGroup": what failed is inside it.
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _innermost(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
 
 

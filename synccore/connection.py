@@ -5,11 +5,33 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from dataclasses import dataclass
+from enum import StrEnum
 
-from synccore.imap import ImapClient, Security
+from synccore.imap import AuthenticationFailed, ImapClient, Security
 
 # How long a command may wait without the connection moving a byte (synccore.imap: inactivity, not total time).
 IMAP_TIMEOUT = 60.0
+
+# RFC 5530 §3: codes saying the credentials themselves were refused; only new ones can help.
+_CREDENTIALS_REFUSED = frozenset({"AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED"})
+
+
+class Refusal(StrEnum):
+    """What a refused login says about the credentials."""
+
+    WRONG = "wrong"  # [AUTHENTICATIONFAILED] and kin: wait for new credentials
+    UNCLEAR = "unclear"  # a plain NO: many servers say nothing more, also when the password is wrong
+    TEMPORARY = "temporary"  # [UNAVAILABLE], [LIMIT], [INUSE], BAD, ...: try again later
+
+
+def refusal(exc: AuthenticationFailed) -> Refusal:
+    """Dovecot answers `NO [UNAVAILABLE]` when its password database is down and `NO [AUTHENTICATIONFAILED]`
+    to a wrong password; a BAD is a protocol hiccup, not a verdict on the password."""
+    if exc.status != "NO":
+        return Refusal.TEMPORARY
+    if exc.code is None:
+        return Refusal.UNCLEAR
+    return Refusal.WRONG if exc.code.name.upper() in _CREDENTIALS_REFUSED else Refusal.TEMPORARY
 
 
 class InsecureConnection(Exception):

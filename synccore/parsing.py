@@ -7,16 +7,20 @@ loop writes the previous batch to MySQL, instead of blocking it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from mime import ParsedMessage, parse_message
 from schema import blobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,28 +60,70 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+class WorkerCrashed(RuntimeError):
+    """A batch broke its worker process again after the pool was rebuilt (e.g. a message that exhausts memory)."""
+
+
 class ParsePool:
-    """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0."""
+    """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0.
+
+    A worker that dies (the kernel's OOM killer, a SIGKILL) breaks the whole executor: every later call would
+    raise BrokenProcessPool, for every account, until the process restarts. The broken executor is replaced by a
+    new one and the batch runs again once; a batch that breaks the new one too raises WorkerCrashed (its folder
+    is retried later), and the pool is rebuilt for the others.
+    """
 
     def __init__(self, workers: int = 0) -> None:
         self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            # spawn, not fork: forking a process that runs an event loop and threads copies their locks.
-            self._pool = ProcessPoolExecutor(
-                workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
-                initargs=(os.getpid(),),
-            )
+        self._pool: ProcessPoolExecutor | None = self._start() if workers > 0 else None
+        self.rebuilds = 0
+
+    def _start(self) -> ProcessPoolExecutor:
+        # spawn, not fork: forking a process that runs an event loop and threads copies their locks.
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     async def prepare(self, raws: Sequence[bytes]) -> list[Prepared]:
         if self._pool is None or len(raws) < 8:
             return prepare_many(raws)
+        attempts = 2
+        for attempt in range(1, attempts + 1):
+            pool = self._pool
+            try:
+                return await self._run(pool, raws)
+            except BrokenProcessPool as exc:
+                self._rebuild(pool)
+                if attempt == attempts:
+                    raise WorkerCrashed(f"a parse worker died twice on a batch of {len(raws)} messages") from exc
+        raise AssertionError("unreachable")
+
+    async def _run(self, pool: ProcessPoolExecutor, raws: Sequence[bytes]) -> list[Prepared]:
         loop = asyncio.get_running_loop()
         step = -(-len(raws) // self.workers)
-        parts = [loop.run_in_executor(self._pool, prepare_many, raws[i : i + step]) for i in range(0, len(raws), step)]
-        return [p for part in await asyncio.gather(*parts) for p in part]
+        parts: list[asyncio.Future[list[Prepared]]] = []
+        try:
+            for i in range(0, len(raws), step):  # a pool broken while idle refuses at once, here
+                parts.append(loop.run_in_executor(pool, prepare_many, raws[i : i + step]))
+        finally:
+            # Every part is awaited to its end, so none is left running or with an unread exception.
+            done = await asyncio.gather(*parts, return_exceptions=True)
+        failures = [d for d in done if isinstance(d, BaseException)]
+        if failures:
+            raise next((f for f in failures if isinstance(f, BrokenProcessPool)), failures[0])
+        return [p for part in done if not isinstance(part, BaseException) for p in part]
+
+    def _rebuild(self, broken: ProcessPoolExecutor | None) -> None:
+        """Replace the broken executor, unless another batch has done so already."""
+        if broken is None or broken is not self._pool:
+            return
+        log.warning("a parse worker process died; starting a new pool")
+        broken.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._start()
+        self.rebuilds += 1
 
     def close(self) -> None:
         if self._pool is not None:

@@ -5,6 +5,9 @@ on this host and is dead (killed, crashed) is taken over at once, so a restart d
 
 An account being removed (schema.accounts.remove marks it REMOVING, then deletes it) is let go at the next rescan:
 its task is cancelled and its lease released, and it is never taken again.
+
+MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
+the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from redis.asyncio import Redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schema import changelog, idempotency, leases
 from schema.accounts import REMOVING
@@ -28,6 +32,7 @@ from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.backoff import Backoff
 from synccore.bells import Bells
 from synccore.parsing import ParsePool, default_workers
 
@@ -38,6 +43,8 @@ RENEW_SECONDS = 20
 RESCAN_SECONDS = 10
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
+# What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
+DATABASE_DOWN = (OperationalError, InterfaceError, OSError)
 
 
 def _owner_alive(owner: str) -> bool:
@@ -68,6 +75,7 @@ class Supervisor:
         self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._renew_due = self._expire_due = 0.0  # loop times of run_forever's next renewal and expiry
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
@@ -87,7 +95,12 @@ class Supervisor:
         return await leases.acquire(self.store, account_id, self.owner, LEASE_SECONDS, _owner_alive)
 
     async def _renew(self) -> None:
-        await leases.renew(self.store, self.owner, LEASE_SECONDS)
+        held = await leases.renew(self.store, self.owner, LEASE_SECONDS)
+        # A lease that expired while MySQL was away may have been taken by another process: its account is theirs.
+        for account_id, task in self._tasks.items():
+            if account_id not in held and not task.done():
+                log.warning("account %s: its lease was taken over; letting it go", account_id)
+                task.cancel()
 
     async def _release(self, ids: list[int]) -> None:
         await leases.release(self.store, self.owner, ids)
@@ -137,31 +150,52 @@ class Supervisor:
         return 1 if failures else 0
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
-        renew_due = expire_due = 0.0
-        loop = asyncio.get_running_loop()
+        self._renew_due = self._expire_due = 0.0
         if self._bells_task is None:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
+        waiting = Backoff(0.5, 30.0)
         while True:
-            present = await self.accounts(only)
-            await self._let_go(present)
-            for account in present:
-                task = self._tasks.get(account.id)
-                if task is not None and not task.done():
-                    continue
-                if account.sync_state in ("auth_failed", REMOVING):
-                    continue
-                if await self.acquire(account.id):
-                    bell = self.bells.event(account.id)
-                    sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
-                    self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
-                    log.info("account %s: syncing", account.id)
-            if loop.time() >= renew_due:
-                await self._renew()
-                renew_due = loop.time() + RENEW_SECONDS
-            if loop.time() >= expire_due:
-                try:
-                    log.info("change log: %s entries expired", await self.expire_changes())
-                except Exception as exc:  # the next round tries again
-                    log.warning("change log expiry failed: %s", exc)
-                expire_due = loop.time() + EXPIRE_SECONDS
+            try:
+                await self._round(only)
+            except DATABASE_DOWN as exc:
+                delay = waiting.next()
+                log.warning("database unavailable (%s); trying again in %.1f s", _short(exc), delay)
+                await asyncio.sleep(delay)
+                continue
+            if waiting.attempt:
+                log.info("database available again")
+                waiting.reset()
             await asyncio.sleep(RESCAN_SECONDS if not only else min(RESCAN_SECONDS, RENEW_SECONDS))
+
+    async def _round(self, only: Sequence[int] | None) -> None:
+        """Start a task for each account that has none and whose lease is free; renew leases; expire the log."""
+        loop = asyncio.get_running_loop()
+        present = await self.accounts(only)
+        await self._let_go(present)
+        for account in present:
+            task = self._tasks.get(account.id)
+            if task is not None and not task.done():
+                continue
+            if task is not None and not task.cancelled() and task.exception() is not None:
+                log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
+            if account.sync_state in ("auth_failed", REMOVING):
+                continue
+            if await self.acquire(account.id):
+                bell = self.bells.event(account.id)
+                sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
+                self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+                log.info("account %s: syncing", account.id)
+        if loop.time() >= self._renew_due:
+            await self._renew()
+            self._renew_due = loop.time() + RENEW_SECONDS
+        if loop.time() >= self._expire_due:
+            try:
+                log.info("change log: %s entries expired", await self.expire_changes())
+            except Exception as exc:  # the next round tries again
+                log.warning("change log expiry failed: %s", exc)
+            self._expire_due = loop.time() + EXPIRE_SECONDS
+
+
+def _short(exc: BaseException) -> str:
+    # SQLAlchemy's text of a driver error adds the statement and a link: the first line says what happened.
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]

@@ -24,7 +24,10 @@ class SyncProgress:
 @strawberry.type(description="A mailbox account being mirrored.")
 class Account(Node):
     address: str
-    sync_state: str = strawberry.field(description="pending, syncing, ready or auth_failed.")
+    sync_state: str = strawberry.field(
+        description="pending, syncing, ready, error (retrying with backoff; see syncError) or auth_failed (the "
+        "server refused the credentials: waiting for new ones)."
+    )
     sync_error: str | None
     created_at: datetime
     pk: strawberry.Private[int]

@@ -41,6 +41,10 @@ class Folder(Node):
     message_count: int
     unread_count: int
     sync_state: str
+    sync_error: str | None = strawberry.field(
+        description="Why the last sync of this folder failed (the server's answer), or null; the folder is retried "
+        "with backoff while the account's other folders sync."
+    )
     account_pk: strawberry.Private[int]
 
     @classmethod
@@ -53,6 +57,7 @@ class Folder(Node):
             message_count=row.total_count,
             unread_count=row.unread_count,
             sync_state=row.sync_state,
+            sync_error=row.sync_error,
             account_pk=row.account_id,
         )
 

@@ -1,0 +1,116 @@
+"""The MIME worker pool survives its workers: one killed (the OOM killer's SIGKILL) is replaced and the batch runs
+again, for the account that saw it and every other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
+from schema.crypto import CredentialBox
+from schema.unit import Store
+from synccore.account import AccountSync, Tuning
+from synccore.parsing import ParsePool, WorkerCrashed, prepare_many
+from tests.sync.support import add_account, assert_identical
+
+
+def _workers() -> set[int]:
+    """This process's multiprocessing workers (spawned: `python -c "from multiprocessing.spawn import ..."`)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"multiprocessing.spawn" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+async def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    async with asyncio.timeout(10):
+        while pid in _workers():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def pool() -> Iterator[ParsePool]:
+    parser = ParsePool(1)
+    yield parser
+    parser.close()
+
+
+async def test_a_killed_idle_worker_is_replaced_and_the_batch_parsed(pool: ParsePool) -> None:
+    raws = list(generate(40, seed=71))
+    expected = [p.digest for p in prepare_many(raws)]
+    assert [p.digest for p in await pool.prepare(raws)] == expected
+    (worker,) = _workers()
+    await _kill(worker)
+
+    assert [p.digest for p in await pool.prepare(raws)] == expected
+    assert pool.rebuilds == 1
+    (replacement,) = _workers()
+    assert replacement != worker
+
+
+async def test_a_worker_killed_in_the_middle_of_a_batch_is_replaced_and_the_batch_parsed(pool: ParsePool) -> None:
+    raws = list(generate(1500, seed=72))
+    expected = [p.digest for p in prepare_many(raws)]
+    await pool.prepare(raws[:8])  # the worker is up
+    (worker,) = _workers()
+    batch = asyncio.create_task(pool.prepare(raws))
+    await asyncio.sleep(0.3)  # it is parsing (1500 messages take the worker over a second)
+    assert not batch.done()
+    await _kill(worker)
+
+    assert [p.digest for p in await batch] == expected
+    assert pool.rebuilds == 1
+
+
+async def test_an_account_syncs_after_the_shared_worker_was_killed(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str], pool: ParsePool
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(30, seed=73)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await pool.prepare(list(generate(8, seed=74)))  # another account's batch started the worker
+    (worker,) = _workers()
+    await _kill(worker)
+
+    await AccountSync(store, credential_box, account_id, Tuning(), pool).run_once()
+    await assert_identical(store, credential_box, account_id)
+    assert pool.rebuilds == 1
+
+
+async def test_a_batch_that_kills_the_new_worker_too_fails_alone_and_the_pool_goes_on(pool: ParsePool) -> None:
+    """As a message that exhausts memory would: the batch fails (its folder is retried later), the others parse."""
+    raws = list(generate(1500, seed=75))
+    await pool.prepare(raws[:8])
+    (first,) = _workers()
+    batch = asyncio.create_task(pool.prepare(raws))
+    await asyncio.sleep(0.3)
+    await _kill(first)
+    async with asyncio.timeout(30):  # the retry runs on a new worker
+        while not (_workers() - {first}):
+            await asyncio.sleep(0.02)
+    (second,) = _workers() - {first}
+    await asyncio.sleep(0.3)
+    assert not batch.done()
+    await _kill(second)
+
+    with pytest.raises(WorkerCrashed):
+        await batch
+    assert pool.rebuilds == 2
+    few = list(generate(20, seed=76))
+    assert [p.digest for p in await pool.prepare(few)] == [p.digest for p in prepare_many(few)]
