@@ -44,16 +44,19 @@ async def hang_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     the stacks of the tasks say what each one waits for.
     """
     loop = asyncio.get_running_loop()
+    # A test that takes long by design names its own limit: @pytest.mark.hang_seconds(600).
+    marker = request.node.get_closest_marker("hang_seconds")
+    limit = max(HANG_SECONDS, float(marker.args[0])) if marker is not None else HANG_SECONDS
 
     def expire() -> None:
         tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        print(f"\n{request.node.nodeid} still running after {HANG_SECONDS:.0f} s; {len(tasks)} tasks:", file=sys.stderr)
+        print(f"\n{request.node.nodeid} still running after {limit:.0f} s; {len(tasks)} tasks:", file=sys.stderr)
         for task in tasks:
             task.print_stack(file=sys.stderr)
         for task in tasks:
             task.cancel()
 
-    handle = loop.call_later(HANG_SECONDS, expire)
+    handle = loop.call_later(limit, expire)
     try:
         yield
     finally:

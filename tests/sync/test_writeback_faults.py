@@ -338,6 +338,7 @@ async def _server_message_ids(client: ImapClient) -> Counter[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.hang_seconds(600)
 async def test_mutations_survive_sigkills_and_a_concurrent_workload(
     settings: Settings, store: Store, credential_box: CredentialBox, dovecot: DovecotServer, tmp_path: Path
 ) -> None:
