@@ -521,3 +521,15 @@ async def rekey_by_content(uow: UnitOfWork) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def identity_sample(session: AsyncSession, account_id: int) -> str | None:
+    """An identity the account's messages are known by, a server's own ("guid:...") before a content hash
+    ("sha:..."): what tells the identity mode of an account mirrored before the mode was recorded."""
+    for condition in (Message.identity.not_like("sha:%"), Message.identity.like("sha:%")):
+        found: str | None = await session.scalar(
+            select(Message.identity).where(Message.account_id == account_id, condition).limit(1)
+        )
+        if found is not None:
+            return found
+    return None

@@ -73,7 +73,12 @@ async def account_mode(store: Store, account_id: int, client: ImapClient) -> Ide
     """The identity mode of an account: the one its first sync found, kept whatever the server offers since."""
     stored = await accounts.identity_mode(store, account_id)
     if stored is None:
-        found = await detect(client)
+        # Mirrored before the mode was recorded: the messages say which one it was.
+        async with store.sessions() as s:
+            sample = await messages.identity_sample(s, account_id)
+        found = _PREFIXES.get(sample.split(":", 1)[0]) if sample else None
+        if found is None:
+            found = await detect(client)
         return IdentityMode(await accounts.settle_identity_mode(store, account_id, found.value))
     mode = IdentityMode(stored)
     if await offers(client, mode):
@@ -94,6 +99,15 @@ async def account_mode(store: Store, account_id: int, client: ImapClient) -> Ide
 def metadata_items(client: ImapClient, mode: IdentityMode) -> str:
     modseq = " MODSEQ" if client.has("CONDSTORE") else ""
     return f"(UID FLAGS INTERNALDATE RFC822.SIZE{modseq}{_ITEM[mode]})"
+
+
+# The prefix of an identity (identity_of, content_identity) and the mode that made it.
+_PREFIXES = {
+    "oid": IdentityMode.OBJECTID,
+    "gm": IdentityMode.GMAIL,
+    "guid": IdentityMode.XGUID,
+    "sha": IdentityMode.HASH,
+}
 
 
 def identity_of(mode: IdentityMode, item: FetchItem) -> str | None:

@@ -39,7 +39,8 @@ _HIDDEN_CAPABILITIES = {b"OBJECTID", b"X-GM-EXT-1"}
 
 @dataclass(slots=True)
 class Exchange:
-    """One command and what the server said to it (untagged responses sent while it ran)."""
+    """One command and what the server said to it (untagged responses sent while it ran). With pipelined commands
+    on one connection, an untagged response is credited to the newest one still running."""
 
     connection: int
     mailbox: str | None  # selected when the command was sent

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
@@ -88,6 +88,31 @@ async def test_a_server_that_starts_offering_objectid_keeps_every_id(
         assert await _mode(store, account_id) == first
         await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_an_account_mirrored_before_the_mode_was_recorded_keeps_its_ids(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """A database from before the mode was stored: the messages' identities tell it, not the server's offer."""
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(20, seed=67)))
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
+        await sync_once(store, credential_box, account_id)
+        before = await _ids(store, account_id)
+        seq = await _last_seq(store, account_id)
+        async with store.sessions() as s, s.begin():
+            await s.execute(update(Account).where(Account.id == account_id).values(identity_mode=None))
+
+        proxy.offer_objectid = True
+        await _move_some_and_add(dovecot, user, password)
+        await sync_once(store, credential_box, account_id)
+
+        after = await _ids(store, account_id)
+        assert {identity: after.get(identity) for identity in before} == before
+        assert await _deleted_since(store, account_id, seq) == []
+        assert await _mode(store, account_id) == "xguid"
+        await assert_identical(store, credential_box, account_id)
 
 
 async def test_a_server_that_stops_giving_x_guid_rekeys_messages_by_content(
