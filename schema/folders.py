@@ -102,3 +102,8 @@ async def with_role(session: AsyncSession, account_id: int, role: str) -> Folder
         select(Folder).where(Folder.account_id == account_id, Folder.role == role).order_by(Folder.id).limit(1)
     )
     return found
+
+
+async def of_account_id(session: AsyncSession, account_id: int) -> list[Folder]:
+    """Every folder of the account (deleting ones included)."""
+    return list(await session.scalars(select(Folder).where(Folder.account_id == account_id)))

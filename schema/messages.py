@@ -168,6 +168,34 @@ async def message_id_header(session: AsyncSession, message_id: int | None) -> st
     return found
 
 
+async def held(session: AsyncSession, folder_id: int, uidvalidity: int) -> dict[int, tuple[str, str]]:
+    """UID -> (flags, message identity) of the places the mirror holds in a folder under a UIDVALIDITY."""
+    rows = await session.execute(
+        select(MessagePlace.uid, MessagePlace.flags, Message.identity)
+        .join(Message, Message.id == MessagePlace.message_id)
+        .where(MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity == uidvalidity)
+    )
+    return {uid: (flags, identity) for uid, flags, identity in rows}
+
+
+async def held_count(session: AsyncSession, folder_id: int, uidvalidity: int) -> int:
+    """How many places the mirror holds in a folder under a UIDVALIDITY (no placeholder of a pending action)."""
+    found = await session.scalar(
+        select(func.count())
+        .select_from(MessagePlace)
+        .where(MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity == uidvalidity)
+    )
+    return int(found or 0)
+
+
+async def has_orphans(session: AsyncSession, account_id: int) -> bool:
+    """Whether a message of the account has lost its last place (schema.messages.collect_orphans deletes it)."""
+    found = await session.scalar(
+        select(Message.id).where(Message.account_id == account_id, Message.orphaned_at.is_not(None)).limit(1)
+    )
+    return found is not None
+
+
 async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
     """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
     if not fetched:

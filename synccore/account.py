@@ -15,13 +15,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox, Purpose
 from schema.folders import Discovered
-from schema.models import Account, Folder, Message, utcnow
+from schema.models import Account, Folder, utcnow
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
@@ -330,7 +329,7 @@ class AccountSync:
         roles = assign_roles([(m.name, m.flags, m.delimiter) for m in listing])
         found = {m.name: Discovered(m.name, m.delimiter, tuple(sorted(m.flags)), roles.get(m.name)) for m in listing}
         async with self.store.sessions() as s:
-            known = {f.name: f for f in await s.scalars(select(Folder).where(Folder.account_id == self.account_id))}
+            known = {f.name: f for f in await folders.of_account_id(s, self.account_id)}
             # A folder a mutation created, renamed or deleted stays as the mutation left it until its action ran.
             waiting = await actions.pending_folders(s, self.account_id)
         involved = set().union(*waiting.values()) if waiting else set()
@@ -362,7 +361,7 @@ class AccountSync:
         if gone or arrived or relisted:
             await retry_deadlocks(step)
         async with self.store.sessions() as s:
-            rows = list(await s.scalars(select(Folder).where(Folder.account_id == self.account_id)))
+            rows = await folders.of_account_id(s, self.account_id)
         rows = [f for f in rows if f.id not in waiting and f.sync_state != "deleting"]
         return sorted(rows, key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name))
 
@@ -448,19 +447,11 @@ class AccountSync:
 
     async def _folder_by_role(self, role: str) -> Folder | None:
         async with self.store.sessions() as s:
-            found: Folder | None = await s.scalar(
-                select(Folder).where(Folder.account_id == self.account_id, Folder.role == role)
-            )
-            return found
+            return await folders.with_role(s, self.account_id, role)
 
     async def _has_orphans(self) -> bool:
         async with self.store.sessions() as s:
-            found = await s.scalar(
-                select(Message.id)
-                .where(Message.account_id == self.account_id, Message.orphaned_at.is_not(None))
-                .limit(1)
-            )
-            return found is not None
+            return await messages.has_orphans(s, self.account_id)
 
     def _orphan_bound(self, before: datetime) -> datetime:
         """How old an orphan must be to be gone for good: older than `before` (the start of a pass over every

@@ -18,12 +18,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from schema import folders, messages, skipped
 from schema.messages import Fetched, PlaceFlags
-from schema.models import Folder, Message, MessagePlace
+from schema.models import Folder
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
@@ -192,21 +191,11 @@ class FolderSync:
 
     async def _local(self, uidvalidity: int) -> dict[int, tuple[str, str]]:
         async with self.ctx.store.sessions() as s:
-            rows = await s.execute(
-                select(MessagePlace.uid, MessagePlace.flags, Message.identity)
-                .join(Message, Message.id == MessagePlace.message_id)
-                .where(MessagePlace.folder_id == self.folder.id, MessagePlace.uidvalidity == uidvalidity)
-            )
-            return {uid: (flags, identity) for uid, flags, identity in rows}
+            return await messages.held(s, self.folder.id, uidvalidity)
 
     async def _local_count(self, uidvalidity: int) -> int:
         async with self.ctx.store.sessions() as s:
-            found = await s.scalar(
-                select(func.count())
-                .select_from(MessagePlace)
-                .where(MessagePlace.folder_id == self.folder.id, MessagePlace.uidvalidity == uidvalidity)
-            )
-        return found or 0
+            return await messages.held_count(s, self.folder.id, uidvalidity)
 
     async def _reconcile(self, client: ImapClient, uidvalidity: int, remote: dict[int, FetchItem]) -> None:
         plan = planning.plan_reconcile(
