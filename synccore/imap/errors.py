@@ -31,7 +31,8 @@ class ConnectionLost(ImapError, ConnectionError):
 
 
 class ImapTimeout(ImapError, TimeoutError):
-    """A call did not complete within its timeout."""
+    """A call timed out: a command after its connection moved no byte for its timeout (the connection is then
+    dropped), a connect or IDLE step after its timeout in all."""
 
 
 class ProtocolError(ImapError):
