@@ -64,6 +64,11 @@ class WorkerCrashed(RuntimeError):
     """A batch broke its worker process again after the pool was rebuilt (e.g. a message that exhausts memory)."""
 
 
+# Batches smaller than both are parsed on the event loop (see ParsePool.prepare).
+INLINE_COUNT = 8
+INLINE_BYTES = 512 * 1024
+
+
 class ParsePool:
     """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0.
 
@@ -88,7 +93,9 @@ class ParsePool:
         )
 
     async def prepare(self, raws: Sequence[bytes]) -> list[Prepared]:
-        if self._pool is None or len(raws) < 8:
+        # A few small messages parse faster here than the trip to a worker costs; a large one (batches are sized
+        # by bytes, so a 20 MiB message comes alone) would hold the event loop for seconds: a worker takes it.
+        if self._pool is None or (len(raws) < INLINE_COUNT and sum(map(len, raws)) < INLINE_BYTES):
             return prepare_many(raws)
         attempts = 2
         for attempt in range(1, attempts + 1):

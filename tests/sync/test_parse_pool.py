@@ -114,3 +114,27 @@ async def test_a_batch_that_kills_the_new_worker_too_fails_alone_and_the_pool_go
     assert pool.rebuilds == 2
     few = list(generate(20, seed=76))
     assert [p.digest for p in await pool.prepare(few)] == [p.digest for p in prepare_many(few)]
+
+
+async def test_one_large_message_is_parsed_by_a_worker_not_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches are sized by bytes, so a 20 MiB message comes alone: parsed inline, it would hold the loop (every
+    IDLE, the write-back, the other accounts) for seconds."""
+    sent: list[int] = []
+    run = ParsePool._run
+
+    async def counting(self: ParsePool, pool: object, raws: list[bytes]) -> object:
+        sent.append(len(raws))
+        return await run(self, pool, raws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ParsePool, "_run", counting)
+    small = list(generate(3, seed=4))
+    large = small[0] + b"\r\n" + b"x" * 76 * 10_000  # 760 KB of body
+    pool = ParsePool(1)
+    try:
+        assert [p.parsed.subject for p in await pool.prepare(small)] == [p.parsed.subject for p in prepare_many(small)]
+        assert sent == []  # three small messages: inline
+        [parsed] = await pool.prepare([large])
+        assert sent == [1]  # one large one: a worker
+        assert parsed.parsed.subject == prepare_many([large])[0].parsed.subject
+    finally:
+        pool.close()
