@@ -60,6 +60,13 @@ async def account_add(
         print(f"inboxql: cannot reach {host}:{port}: {exc}; nothing was stored", file=sys.stderr)
         return 1
     await client.logout()
+    if smtp is not None:
+        from gateway.logins import check_smtp
+
+        problem = await check_smtp(smtp, username, password, tls_ca_file)
+        if problem is not None:
+            print(f"inboxql: sending: {problem.message}; nothing was stored", file=sys.stderr)
+            return 1
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         store = Store(engine, connect(settings.redis_url))

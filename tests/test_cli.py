@@ -30,7 +30,8 @@ import pytest
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from inboxql.devmail import DovecotServer
+from inboxql.devmail import DovecotServer, free_port
+from inboxql.devsmtp import PostfixServer
 from schema import accounts, tokens
 from schema.crypto import CredentialBox, Purpose
 from schema.db import create_engine, drop_database, session_factory
@@ -38,7 +39,7 @@ from schema.models import Account, ApiToken, Base
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.imap import ImapClient
-from tests.conftest import fresh_database_url
+from tests.conftest import fresh_database_url, new_user
 
 INBOXQL = Path(sys.executable).with_name("inboxql")
 GUARD_MARKER = "inboxql-test-guard: blocked a connection to"
@@ -199,6 +200,37 @@ async def test_account_add_with_a_wrong_password_fails_clearly_and_stores_nothin
     assert "nothing was stored" in done.stderr
     assert wrong not in done.stderr
     assert await accounts_of(engine, user) == []
+
+
+async def test_account_add_checks_the_smtp_login_too(
+    cli_env: dict[str, str], engine: AsyncEngine, dovecot: DovecotServer, postfix: PostfixServer
+) -> None:
+    """The submission server is asked too (Postfix, SASL through the Dovecot's auth): a send would fail later."""
+    user, password = new_user(dovecot)
+    imap = f"imap://{user}@127.0.0.1:{dovecot.port}"
+    ca = ["--tls-ca-file", str(dovecot.ca_file)]
+    closed = free_port()
+    unreachable = await inboxql(
+        cli_env, "account", "add", "--imap-url", imap, "--password-stdin",
+        "--smtp-url", f"smtp://127.0.0.1:{closed}", *ca, stdin=password + "\n",
+    )  # fmt: skip
+    assert unreachable.code == 1
+    assert f"cannot reach 127.0.0.1:{closed}" in unreachable.stderr
+    assert "nothing was stored" in unreachable.stderr
+    refused = await inboxql(
+        cli_env, "account", "add", "--imap-url", imap, "--password-stdin",
+        "--smtp-url", f"smtp://someone-else@127.0.0.1:{postfix.port}", *ca, stdin=password + "\n",
+    )  # fmt: skip
+    assert refused.code == 1
+    assert "refused the login of 'someone-else'" in refused.stderr
+    assert password not in refused.stderr
+    assert await accounts_of(engine, user) == []
+    added = await inboxql(
+        cli_env, "account", "add", "--imap-url", imap, "--password-stdin",
+        "--smtp-url", f"smtp://127.0.0.1:{postfix.port}", *ca, stdin=password + "\n",
+    )  # fmt: skip
+    assert added.code == 0, added.stderr
+    assert [a.smtp_port for a in await accounts_of(engine, user)] == [postfix.port]
 
 
 async def test_imaps_without_the_servers_ca_fails_verification_and_stores_nothing(
