@@ -11,16 +11,16 @@ client library; it never imports the sync core itself.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import cast
 
-from schema.accounts import SmtpSettings
+from schema.accounts import AccountInfo, SmtpSettings
 from synccore.imap import AuthenticationFailed, ImapClient, ImapError, Security
 from synccore.smtp import Security as SmtpSecurity
 from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpError, check_login
+from synccore.smtp.endpoint import is_loopback
 
 CHECK_SECONDS = 20.0
 
@@ -53,19 +53,10 @@ class ImapLogin:
         return f"ImapLogin({self.security}://{self.username}@{self.host}:{self.port})"
 
 
-def _loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def check_imap(login: ImapLogin, *, allow_insecure: bool = False) -> LoginProblem | None:
     """None when the server takes the login."""
     where = f"{login.host}:{login.port}"
-    if login.security == "none" and not allow_insecure and not _loopback(login.host):
+    if login.security == "none" and not allow_insecure and not is_loopback(login.host):
         return LoginProblem(LoginProblemCode.INSECURE, f"refusing a plaintext login to {login.host}: use TLS")
     client = ImapClient(timeout=CHECK_SECONDS)
     try:
@@ -112,3 +103,15 @@ async def check_smtp(smtp: SmtpSettings, username: str, password: str, tls_ca_fi
     except (SmtpError, OSError, TimeoutError) as exc:
         return LoginProblem(LoginProblemCode.SMTP_UNREACHABLE, f"cannot reach {where}: {exc}")
     return None
+
+
+async def check_credentials(found: AccountInfo, password: str, smtp_password: str | None) -> LoginProblem | None:
+    """New credentials of an existing account, tried before they replace the stored ones: the IMAP login, and the
+    SMTP one when sending uses the new password (its own, or the IMAP one it shares). The endpoints were accepted
+    when the account was added, --allow-insecure included, so they are checked as they are."""
+    imap = found.imap
+    login = ImapLogin(imap.host, imap.port, imap.security, imap.username, password, imap.tls_ca_file)
+    problem = await check_imap(login, allow_insecure=True)
+    if problem is None and found.smtp is not None and (smtp_password is not None or not found.own_smtp_password):
+        problem = await check_smtp(found.smtp, imap.username, smtp_password or password, imap.tls_ca_file)
+    return problem

@@ -222,7 +222,7 @@ async def account_set_password(
 ) -> int:
     """Check the new password against the account's server, then store it (clearing `auth_failed`). The SMTP
     login is checked too when sending uses this password (or the new SMTP one given)."""
-    from gateway.logins import ImapLogin, check_imap, check_smtp
+    from gateway.logins import check_credentials
 
     engine = create_engine(settings.database_url, pool_size=1)
     try:
@@ -231,12 +231,7 @@ async def account_set_password(
         if found is None or found.sync_state == accounts.REMOVING:
             print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
             return 2
-        imap = found.imap
-        login = ImapLogin(imap.host, imap.port, imap.security, imap.username, password, imap.tls_ca_file)
-        # The endpoint was accepted when the account was added (--allow-insecure included).
-        problem = await check_imap(login, allow_insecure=True)
-        if problem is None and found.smtp is not None and (smtp_password is not None or not found.own_smtp_password):
-            problem = await check_smtp(found.smtp, imap.username, smtp_password or password, imap.tls_ca_file)
+        problem = await check_credentials(found, password, smtp_password)
         if problem is not None:
             print(f"inboxql: {problem.message}; nothing was changed", file=sys.stderr)
             return 1

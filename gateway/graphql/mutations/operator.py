@@ -26,7 +26,7 @@ from gateway.graphql.types.operator import (
     SmtpServerInput,
 )
 from gateway.ids import pk_of, to_global
-from gateway.logins import ImapLogin, check_imap, check_smtp
+from gateway.logins import ImapLogin, check_credentials, check_imap, check_smtp
 from schema import accounts
 from schema.models import Account as AccountRow
 
@@ -123,12 +123,7 @@ class OperatorMutations:
             found = await accounts.info(session, account_id)
         if found is None or found.sync_state == accounts.REMOVING:
             raise not_found("Account")
-        imap = found.imap
-        # The servers were accepted when the account was added: its stored endpoint is checked as it is.
-        login = ImapLogin(imap.host, imap.port, imap.security, imap.username, password, imap.tls_ca_file)
-        problem = await check_imap(login, allow_insecure=True)
-        if problem is None and found.smtp is not None and (smtp_password is not None or not found.own_smtp_password):
-            problem = await check_smtp(found.smtp, imap.username, smtp_password or password, imap.tls_ca_file)
+        problem = await check_credentials(found, password, smtp_password)
         if problem is not None:
             return _problem(problem)
         if not await accounts.set_password(services.store, services.box, account_id, password, smtp_password):
