@@ -88,10 +88,6 @@ async def set_sync_error(uow: UnitOfWork, folder_id: int, error: str | None) -> 
     uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
 
 
-async def of_account(uow: UnitOfWork) -> list[Folder]:
-    return list(await uow.session.scalars(select(Folder).where(Folder.account_id == uow.account_id)))
-
-
 async def by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, Folder]:
     return {f.id: f for f in await session.scalars(select(Folder).where(Folder.id.in_(list(ids))))}
 
@@ -104,6 +100,6 @@ async def with_role(session: AsyncSession, account_id: int, role: str) -> Folder
     return found
 
 
-async def of_account_id(session: AsyncSession, account_id: int) -> list[Folder]:
+async def of_account(session: AsyncSession, account_id: int) -> list[Folder]:
     """Every folder of the account (deleting ones included)."""
     return list(await session.scalars(select(Folder).where(Folder.account_id == account_id)))

@@ -329,7 +329,7 @@ class AccountSync:
         roles = assign_roles([(m.name, m.flags, m.delimiter) for m in listing])
         found = {m.name: Discovered(m.name, m.delimiter, tuple(sorted(m.flags)), roles.get(m.name)) for m in listing}
         async with self.store.sessions() as s:
-            known = {f.name: f for f in await folders.of_account_id(s, self.account_id)}
+            known = {f.name: f for f in await folders.of_account(s, self.account_id)}
             # A folder a mutation created, renamed or deleted stays as the mutation left it until its action ran.
             waiting = await actions.pending_folders(s, self.account_id)
         involved = set().union(*waiting.values()) if waiting else set()
@@ -361,7 +361,7 @@ class AccountSync:
         if gone or arrived or relisted:
             await retry_deadlocks(step)
         async with self.store.sessions() as s:
-            rows = await folders.of_account_id(s, self.account_id)
+            rows = await folders.of_account(s, self.account_id)
         rows = [f for f in rows if f.id not in waiting and f.sync_state != "deleting"]
         return sorted(rows, key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name))
 

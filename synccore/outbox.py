@@ -68,9 +68,7 @@ class OutboxSender:
             endpoint = await self._endpoint()
             result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
         except SmtpTransient as exc:
-            backoff = Backoff(2.0, RETRY_CAP)
-            backoff.attempt = entry.attempts
-            delay = backoff.next()
+            delay = _retry_delay(entry)
             log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
             async with self.store.unit(self.account_id) as uow:
                 await outbox.retry_later(uow, entry, delay, str(exc))
@@ -90,9 +88,7 @@ class OutboxSender:
         async with self.store.unit(self.account_id) as uow:
             await outbox.sent(uow, entry, response)
             if later:
-                backoff = Backoff(2.0, RETRY_CAP)
-                backoff.attempt = entry.attempts
-                delay = backoff.next()
+                delay = _retry_delay(entry)
                 resent = await outbox.resend_later(uow, entry, later, delay, f"refused for now: {refused}")
                 log.info(
                     "account %s: send %s: %d recipients again as %s", self.account_id, entry.id, len(later), resent
@@ -144,3 +140,10 @@ class OutboxSender:
         identity = await identity_at(self.store, self.account_id, client, sent.name, uid, entry.sent_copy)
         async with self.store.unit(self.account_id) as uow:
             await outbox.filed(uow, entry, uidvalidity, uid, identity)
+
+
+def _retry_delay(entry: Outbox) -> float:
+    """How long a send refused for now waits: the backoff after the entry's attempts so far."""
+    backoff = Backoff(2.0, RETRY_CAP)
+    backoff.attempt = entry.attempts
+    return backoff.next()
