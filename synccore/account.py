@@ -149,6 +149,7 @@ class AccountSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelled()
                 delay = backoff.next()
                 if isinstance(_innermost(exc), DBAPIError):
                     # MySQL away: retrying costs no IMAP server anything, and a restart is over in seconds.
@@ -157,6 +158,7 @@ class AccountSync:
                 try:
                     await self._state("error", _describe(exc))
                 except Exception as unrecorded:  # MySQL may be what failed: the retry matters, not the record
+                    _raise_if_cancelled()
                     log.info("account %s: state not recorded: %s", self.account_id, _describe(unrecorded))
                 await asyncio.sleep(delay)
 
@@ -502,3 +504,12 @@ async def _quietly_logout(client: ImapClient) -> None:
             await client.logout()
     except Exception:
         await client.close()
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the task's cancellation if one was asked for while an error was on its way: a driver interrupted by it
+    may raise its own error instead (a cancelled read of the database connection), which the retry loops above
+    catch as a failure to retry after a backoff, and the supervisor's cancel (shutdown, a lost lease) is lost."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
