@@ -57,7 +57,13 @@ async def rename(uow: UnitOfWork, folder_id: int, new_name: str) -> None:
 
 
 async def remove(uow: UnitOfWork, folder_id: int) -> None:
-    """The folder is gone from the server: its places go; messages found nowhere else become orphans."""
+    """The folder is gone from the server: its places go; messages found nowhere else become orphans.
+
+    Discovery and the action executor can both conclude that a folder went (a deleteFolder the server performed
+    is also missing from the next LIST): the row is locked first, and a folder already removed is left alone, so
+    the log never says twice that it was deleted."""
+    if await uow.session.scalar(select(Folder.id).where(Folder.id == folder_id).with_for_update()) is None:
+        return
     await messages.remove_places(uow, folder_id)
     # Places of messages with a pending action were left above, but the folder's row takes them along (ON DELETE
     # CASCADE): their messages must be refreshed too, or one found nowhere else is never marked an orphan.

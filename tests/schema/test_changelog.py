@@ -383,6 +383,45 @@ async def test_each_unit_logs_exactly_the_objects_it_changed(store: Store, crede
     assert all(c.data is not None for c in [*created, *added, *flagged, *removed])
 
 
+async def test_a_folder_two_writers_find_gone_is_deleted_once_in_the_log(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    # Discovery (the folder is missing from LIST) and the action executor (the server performed a deleteFolder)
+    # can both remove a folder, concurrently: the log must say once that it went.
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id, "Doomed")
+    raw = mail(f"g.{secrets.token_hex(4)}@example.org", "Gone", when=datetime(2026, 11, 1, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw)])
+    cursor = await newest(store, account_id)
+    first_removed = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with store.unit(account_id) as uow:
+            await folders.remove(uow, folder_id)
+            first_removed.set()
+            await release.wait()  # the second writer waits on the folder's lock meanwhile
+
+    async def second() -> None:
+        await first_removed.wait()
+        async with store.unit(account_id) as uow:
+            await folders.remove(uow, folder_id)
+
+    one = asyncio.create_task(first())
+    two = asyncio.create_task(second())
+    await first_removed.wait()
+    await asyncio.sleep(0.3)
+    assert not two.done()  # held by the first writer's lock, not deciding on a stale read
+    release.set()
+    await asyncio.gather(one, two)
+    logged = entries(await log_after(store, account_id, cursor))
+    assert logged.count((FOLDER, folder_id, DELETE)) == 1, logged
+    async with store.unit(account_id) as uow:
+        await folders.remove(uow, folder_id)
+    assert entries(await log_after(store, account_id, cursor)) == logged
+
+
 async def test_a_flag_change_no_client_can_see_logs_nothing(store: Store, credential_box: CredentialBox) -> None:
     # schema.aggregates: "the change log carries every visible change and nothing else". \Deleted is not
     # part of any logged state (states.message_states), so setting it must not log a message update.

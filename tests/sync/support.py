@@ -74,13 +74,16 @@ async def fold_log(store: Store, account_id: int) -> dict[tuple[str, int], dict[
             .order_by(ChangeLog.seq)
         )
         expected_seq = 1
+        deleted: set[tuple[str, int]] = set()
         for seq, kind, oid, op, data in rows:
             assert seq == expected_seq, f"gap in the log at {expected_seq}"
             expected_seq += 1
             key = (kind, oid)
             if op == Op.DELETE:
+                assert key not in deleted, f"second delete of {key} (seq {seq})"
                 assert key in objects, f"delete of {key} that the log never created"
                 del objects[key]
+                deleted.add(key)
             elif op == Op.CREATE:
                 assert key not in objects, f"second create of {key}"
                 objects[key] = data
