@@ -46,3 +46,12 @@ def test_schema_imports_neither() -> None:
         for module, names in _imports("schema").items()
     }
     assert {m: n for m, n in crossing.items() if n} == {}
+
+
+@pytest.mark.parametrize("package", ["ops", "mime"])
+def test_the_leaf_packages_import_nothing_of_the_project(package: str) -> None:
+    project = {"gateway", "synccore", "schema", "inboxql", "mime", "ops", "tests", "bench"} - {package}
+    crossing = {
+        module: sorted(n for n in names if n.split(".")[0] in project) for module, names in _imports(package).items()
+    }
+    assert {m: n for m, n in crossing.items() if n} == {}
