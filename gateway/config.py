@@ -85,6 +85,9 @@ class GatewayConfig:
     # 429 for unknown tokens until the window ends (tokens it already showed valid still work).
     max_auth_failures: int = 20
     auth_failure_window_seconds: float = 60.0
+    # Subscribers handing an event over at once (gateway.gate); the rest wait in line, so a burst of deliveries
+    # leaves the loop to requests between steps. 0: no gate.
+    delivery_width: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -135,4 +138,5 @@ class GatewayConfig:
             auth_failure_window_seconds=float(
                 env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
             ),
+            delivery_width=int(env.get("INBOXQL_GATEWAY_DELIVERY_WIDTH", base.delivery_width)),
         )
