@@ -38,6 +38,27 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
     """Recompute flags and labels of messages whose places changed; orphan those with no place left."""
     s = uow.session
     for chunk in _chunks(ids):
+        # The messages are locked before their places are read. Two units changing one message's places at once
+        # (the inbox's sync on its IDLE connection removes its last place there while a poll adds one in the folder
+        # it moved to) each see only their own change until the other commits: unlocked, the one that wrote last
+        # wrote what it had read before the other's commit (an orphan mark on a message that has a place, which
+        # orphan collection then deleted with that place). Locked, the second reads after the first committed.
+        rows = (
+            await s.execute(
+                select(
+                    Message.id,
+                    Message.thread_id,
+                    Message.unread,
+                    Message.starred,
+                    Message.answered,
+                    Message.draft,
+                    Message.orphaned_at,
+                )
+                .where(Message.id.in_(chunk))
+                .order_by(Message.id)
+                .with_for_update()
+            )
+        ).all()
         places: dict[int, list[set[str]]] = defaultdict(list)
         for mid, flags in await s.execute(
             select(MessagePlace.message_id, MessagePlace.flags).where(MessagePlace.message_id.in_(chunk))
@@ -50,19 +71,6 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             current_labels[mid].add(lid)
         wanted_names = {mid: set().union(*map(keywords_of, fl)) for mid, fl in places.items()}
         label_ids = await labels.ensure(uow, set().union(*wanted_names.values()) if wanted_names else set())
-        rows = (
-            await s.execute(
-                select(
-                    Message.id,
-                    Message.thread_id,
-                    Message.unread,
-                    Message.starred,
-                    Message.answered,
-                    Message.draft,
-                    Message.orphaned_at,
-                ).where(Message.id.in_(chunk))
-            )
-        ).all()
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         add_links: list[dict[str, int]] = []
         drop_links: list[tuple[int, int]] = []

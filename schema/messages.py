@@ -431,9 +431,15 @@ async def collect_orphans(uow: UnitOfWork, before: datetime) -> int:
             Message.orphaned_at.is_not(None),
             Message.orphaned_at < before,
         )
+        .order_by(Message.id)
         .with_for_update()
     )
-    ids = sorted(still)
+    locked = list(still)
+    # And never one that has a place, whatever its mark says: deleting it would take the place along.
+    placed = set(await s.scalars(select(MessagePlace.message_id).where(MessagePlace.message_id.in_(locked)).distinct()))
+    if placed:
+        uow.dirty_messages.update(placed)  # the refresh clears a mark left by a unit that read too early
+    ids = sorted(set(locked) - placed)
     await delete_messages(uow, ids)
     return len(ids)
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import parse_message
@@ -381,6 +381,66 @@ async def test_each_unit_logs_exactly_the_objects_it_changed(store: Store, crede
         assert await s.scalar(select(MimeBlob.id).where(MimeBlob.sha256 == hashlib.sha256(raw_a).digest())) is None
         assert await s.get(Message, m2) is not None
     assert all(c.data is not None for c in [*created, *added, *flagged, *removed])
+
+
+@pytest.mark.usefixtures("draw_hooks")
+async def test_a_message_moved_while_two_units_see_one_side_each_is_not_marked_an_orphan(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    # The inbox's sync (on its IDLE connection) removes a message's place there while a poll places it in the
+    # folder it moved to. The poll's unit is held after its last statement, before COMMIT, while the inbox's
+    # runs: that one must compute the message's state after the poll committed, not from what it read before.
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id, "INBOX")
+    archive = await new_folder(store, account_id, "Archive")
+    raw = mail(f"m.{secrets.token_hex(4)}@example.org", "Moved", when=datetime(2026, 11, 1, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        (mid,) = await messages.add(uow, inbox, UIDVALIDITY, [fetched(1, raw)])
+    drawn = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(_: int | None) -> None:
+        drawn.set()
+        await release.wait()
+
+    async def poll() -> None:
+        AFTER_DRAW.set(held)
+        async with store.unit(account_id) as uow:
+            await messages.add(uow, archive, UIDVALIDITY, [fetched(7, raw)])
+
+    async def inbox_sync() -> None:
+        async with store.unit(account_id) as uow:
+            assert await messages.remove_places(uow, inbox, [1]) == 1
+
+    placing = asyncio.create_task(poll())
+    await drawn.wait()
+    removing = asyncio.create_task(inbox_sync())
+    await asyncio.sleep(0.3)
+    release.set()
+    await asyncio.gather(placing, removing)
+    async with store.sessions() as s:
+        assert await s.scalar(select(Message.orphaned_at).where(Message.id == mid)) is None
+        assert list(await s.scalars(select(MessagePlace.folder_id).where(MessagePlace.message_id == mid))) == [archive]
+    async with store.unit(account_id) as uow:
+        assert await messages.collect_orphans(uow, before=datetime.now(UTC).replace(tzinfo=None) + timedelta(1)) == 0
+
+
+async def test_orphan_collection_never_deletes_a_message_that_has_a_place(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    # Whatever a stale mark says: deleting the message would take its place along (ON DELETE CASCADE).
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    raw = mail(f"p.{secrets.token_hex(4)}@example.org", "Placed", when=datetime(2026, 11, 1, tzinfo=UTC))
+    async with store.unit(account_id) as uow:
+        (mid,) = await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, raw)])
+    async with store.sessions() as s, s.begin():
+        await s.execute(update(Message).where(Message.id == mid).values(orphaned_at=datetime(2026, 1, 1)))
+    async with store.unit(account_id) as uow:
+        assert await messages.collect_orphans(uow, before=datetime.now(UTC).replace(tzinfo=None) + timedelta(1)) == 0
+    async with store.sessions() as s:
+        assert await s.scalar(select(Message.orphaned_at).where(Message.id == mid)) is None  # the mark is cleared
+        assert await s.scalar(select(func.count()).select_from(MessagePlace).where(MessagePlace.message_id == mid)) == 1
 
 
 async def test_a_folder_two_writers_find_gone_is_deleted_once_in_the_log(
