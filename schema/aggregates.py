@@ -160,6 +160,13 @@ def _when(row: Any) -> datetime:
 async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
     s = uow.session
     for chunk in _chunks(ids, 500):
+        # Locked before their members are read, as messages are before their places (refresh_messages): two units
+        # changing two messages of one thread at once would otherwise each write aggregates missing the other's.
+        result = await s.execute(
+            select(*THREAD_COLUMNS).where(Thread.id.in_(chunk)).order_by(Thread.id).with_for_update()
+        )
+        keys = list(result.keys())  # once: Row._asdict() builds the key view again for every row
+        current = {t.id: t for t in result}
         members: dict[int, list[Any]] = defaultdict(list)
         orphans: set[int] = set()
         for row in await s.execute(
@@ -191,9 +198,6 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
         ):
             folders[tid].add(fid)
         thread_labels = await _thread_labels(uow, chunk)
-        result = await s.execute(select(*THREAD_COLUMNS).where(Thread.id.in_(chunk)))
-        keys = list(result.keys())  # once: Row._asdict() builds the key view again for every row
-        current = {t.id: t for t in result}
         gone = [tid for tid in current if tid not in members and tid not in orphans]
         if gone:
             await s.execute(delete(Thread).where(Thread.id.in_(gone)))
@@ -244,6 +248,14 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
     without reading every member's addresses and dates (what a full refresh needs)."""
     s = uow.session
     for chunk in _chunks(ids):
+        threads = (
+            await s.execute(
+                select(Thread.id, Thread.unread_count, Thread.starred, Thread.label_ids)
+                .where(Thread.id.in_(chunk))
+                .order_by(Thread.id)
+                .with_for_update()  # before the members are counted (refresh_threads says why)
+            )
+        ).all()
         counts: dict[int, tuple[int, bool]] = {
             tid: (int(unread or 0), bool(starred))
             for tid, unread, starred in await s.execute(
@@ -258,9 +270,7 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
         }
         thread_labels = await _thread_labels(uow, chunk)
         groups: dict[tuple[int, bool, tuple[int, ...]], list[int]] = defaultdict(list)
-        for tid, unread_count, starred, label_ids in await s.execute(
-            select(Thread.id, Thread.unread_count, Thread.starred, Thread.label_ids).where(Thread.id.in_(chunk))
-        ):
+        for tid, unread_count, starred, label_ids in threads:
             unread, star = counts.get(tid, (0, False))
             now = (unread, star, tuple(sorted(thread_labels.get(tid, set()))))
             if now != (unread_count, bool(starred), tuple(label_ids or ())):
@@ -278,6 +288,11 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
     s = uow.session
     if not ids:
         return
+    # Locked before their places are counted (refresh_threads says why): the inbox's sync and a poll, or the
+    # action executor and a sync, may change one folder at once.
+    # populate_existing: the rows as committed, not as this session may have loaded them before.
+    locking = select(Folder).where(Folder.id.in_(ids)).order_by(Folder.id).with_for_update()
+    found = list(await s.scalars(locking.execution_options(populate_existing=True)))
     counts = {
         fid: (total, int(unread or 0))
         for fid, total, unread in await s.execute(
@@ -291,7 +306,7 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
         )
     }
     changed = []
-    for folder in await s.scalars(select(Folder).where(Folder.id.in_(ids))):
+    for folder in found:
         total, unread = counts.get(folder.id, (0, 0))
         if (folder.total_count, folder.unread_count) != (total, unread):
             folder.total_count, folder.unread_count = total, unread

@@ -425,6 +425,55 @@ async def test_a_message_moved_while_two_units_see_one_side_each_is_not_marked_a
         assert await messages.collect_orphans(uow, before=datetime.now(UTC).replace(tzinfo=None) + timedelta(1)) == 0
 
 
+@pytest.mark.usefixtures("draw_hooks")
+async def test_two_units_reading_one_folder_and_thread_at_once_both_count(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    # Two units mark a message each read, both in one folder and one thread: the first is held after its last
+    # statement, before COMMIT, while the second runs. The counts must hold both, not the second's stale view.
+    account_id = await new_account(store, credential_box)
+    folder_id = await new_folder(store, account_id)
+    subject = f"Thread {secrets.token_hex(3)}"
+    first_id = f"a.{secrets.token_hex(4)}@example.org"
+    first = mail(first_id, subject, when=datetime(2026, 11, 1, tzinfo=UTC))
+    reply = (
+        f"Message-ID: <r.{secrets.token_hex(4)}@example.org>\r\nIn-Reply-To: <{first_id}>\r\n"
+        f"Date: {format_datetime(datetime(2026, 11, 2, tzinfo=UTC))}\r\nFrom: Bob <bob@example.org>\r\n"
+        f"Subject: Re: {subject}\r\n\r\nReply.\r\n"
+    ).encode()
+    async with store.unit(account_id) as uow:
+        root, answer = await messages.add(uow, folder_id, UIDVALIDITY, [fetched(1, first), fetched(2, reply)])
+    async with store.sessions() as s:
+        thread_id = await s.scalar(select(Message.thread_id).where(Message.id == root))
+        assert await s.scalar(select(Message.thread_id).where(Message.id == answer)) == thread_id
+    drawn = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(_: int | None) -> None:
+        drawn.set()
+        await release.wait()
+
+    async def read(uid: int, hold: bool) -> None:
+        if hold:
+            AFTER_DRAW.set(held)
+        async with store.unit(account_id) as uow:
+            assert await messages.set_flags(uow, folder_id, UIDVALIDITY, [messages.PlaceFlags(uid, ("\\Seen",), None)])
+
+    holding = asyncio.create_task(read(1, True))
+    await drawn.wait()
+    second = asyncio.create_task(read(2, False))
+    await asyncio.sleep(0.3)
+    release.set()
+    await asyncio.gather(holding, second)
+    async with store.sessions() as s:
+        folder = await s.get(Folder, folder_id)
+        thread = await s.get(Thread, thread_id)
+        assert folder is not None
+        assert thread is not None
+        assert (folder.total_count, folder.unread_count) == (2, 0)
+        assert (thread.message_count, thread.unread_count) == (2, 0)
+
+
 async def test_orphan_collection_never_deletes_a_message_that_has_a_place(
     store: Store, credential_box: CredentialBox
 ) -> None:
