@@ -27,6 +27,7 @@ _STYLE = """
 @media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --muted: #9aa5b1; --bg: #0d1117; --card: #161b22;
   --line: #30363d; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg);
   background: var(--bg); }
 header { display: flex; flex-wrap: wrap; gap: .25em 1em; align-items: baseline; padding: .75em 1em;
