@@ -92,7 +92,8 @@ class BarsView:
 
 
 class LinesView:
-    """Plain lines: `account 1 me@example.com INBOX: 250 of 1,000 messages (412 msg/s)`."""
+    """Plain lines: `account 1 me@example.com INBOX: 250 of 1,000 messages (412 msg/s)`, and for the account
+    `account 1 me@example.com: 250 of 1,020 messages, syncing`."""
 
     def __init__(self, out: TextIO, every: float = 1.0) -> None:
         self.out = out
@@ -103,28 +104,34 @@ class LinesView:
 
     def _line(self, key: tuple[int, int | None], label: str, text: str, mirrored: int, *, final: bool) -> None:
         now = time.monotonic()
-        self.started.setdefault(key, (mirrored, now))
+        first, since = self.started.setdefault(key, (mirrored, now))
         before = self.printed.get(key)
-        if before is not None and (before[0] == text or (not final and now - before[2] < self.every)):
-            return
-        rate = ""
-        if before is not None and mirrored > before[1] and now > before[2]:
-            rate = f" ({(mirrored - before[1]) / (now - before[2]):,.0f} msg/s)"
         if final:
-            first, since = self.started[key]
-            if mirrored > first and now > since:
-                rate = f" ({(mirrored - first) / (now - since):,.0f} msg/s over {now - since:.1f} s)"
+            # The last word on what moved during the run (with its rate over the whole run), and on what changed
+            # since it was last printed; nothing again for the rest.
+            if mirrored == first and before is not None and before[0] == text:
+                return
+            rate = (
+                f" ({(mirrored - first) / (now - since):,.0f} msg/s over {now - since:.1f} s)"
+                if mirrored > first
+                else ""
+            )
+        else:
+            if before is not None and (before[0] == text or now - before[2] < self.every):
+                return
+            rate = ""
+            if before is not None and mirrored > before[1]:
+                rate = f" ({(mirrored - before[1]) / (now - before[2]):,.0f} msg/s)"
         print(f"{label}: {text}{rate}", file=self.out, flush=True)
         self.printed[key] = (text, mirrored, now)
 
     def _all(self, snap: status.Snapshot, *, final: bool) -> None:
         for a in snap.accounts:
             label = f"account {a.id} {a.address}"
-            error = f", {' '.join(a.sync_error.split())}" if a.sync_error else ""
-            text = f"{a.progress} messages ({a.sync_state}{error})"
-            self._line((a.id, None), label, text, a.mirrored, final=final)
+            error = f": {' '.join(a.sync_error.split())}" if a.sync_error else ""
+            self._line((a.id, None), label, f"{a.progress} messages, {a.sync_state}{error}", a.mirrored, final=final)
             for f in a.folders:
-                ferror = f" ({' '.join(f.sync_error.split())})" if f.sync_error else ""
+                ferror = f", {' '.join(f.sync_error.split())}" if f.sync_error else ""
                 self._line((a.id, f.id), f"{label} {f.name}", f"{f.progress} messages{ferror}", f.mirrored, final=final)
 
     def show(self, snap: status.Snapshot) -> None:

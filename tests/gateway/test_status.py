@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Route, async_playwright
+from playwright.async_api import Browser, Route, ViewportSize, async_playwright
 
 from gateway.testing import ServerThread, World
 from inboxql.devmail import DovecotServer
@@ -31,7 +31,7 @@ from tests.gateway.test_graphiql import CHROMIUM_FLAGS
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 SCREENSHOT = Path("/tmp/inboxql-status-page.png")
-PHONE = {"width": 390, "height": 844}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 MESSAGES = 1000
 
 
