@@ -11,9 +11,6 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
@@ -27,14 +24,6 @@ from tests.test_cli import INBOXQL, assert_unguarded, cli_env, guard_dir, inboxq
 __all__ = ["cli_env", "guard_dir"]  # fixtures used by the tests below
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    """The console script's environment, with this checkout first on the path: the script is the virtualenv's,
-    whose editable install may point at another checkout of the project."""
-    return {**cli_env, "PYTHONPATH": os.pathsep.join([cli_env["PYTHONPATH"], str(ROOT)])}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +70,14 @@ def _on_a_terminal(env: dict[str, str], *args: str, timeout: float = 120) -> tup
 
 
 async def test_status_piped_prints_one_tab_separated_line_per_account_and_folder(
-    env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+    cli_env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
     synced = await _account(store, credential_box, dovecot, 3, seed=1401)
     await sync_once(store, credential_box, synced.id)
     async with store.sessions() as s:
         head = await changelog.newest_seq(s, synced.id)
 
-    done = await inboxql(env, "status", "--folders")
+    done = await inboxql(cli_env, "status", "--folders")
     assert done.code == 0, done.stderr
     lines = done.stdout.splitlines()
     mine = [line.split("\t") for line in lines if line.split("\t")[0] == str(synced.id)]
@@ -101,12 +90,12 @@ async def test_status_piped_prints_one_tab_separated_line_per_account_and_folder
 
 
 async def test_status_shows_a_refused_login_with_its_error(
-    env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+    cli_env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
     refused = await _account(store, credential_box, dovecot, 0, seed=0)
     async with store.unit(refused.id) as uow:
         await accounts.set_state(uow, "auth_failed", "AuthenticationFailed: NO [AUTHENTICATIONFAILED] failed.")
-    done = await inboxql(env, "status")
+    done = await inboxql(cli_env, "status")
     [fields] = [line.split("\t") for line in done.stdout.splitlines() if line.startswith(f"{refused.id}\t")]
     assert fields[2] == "auth_failed"
     assert fields[-1] == "AuthenticationFailed: NO [AUTHENTICATIONFAILED] failed."
@@ -114,11 +103,11 @@ async def test_status_shows_a_refused_login_with_its_error(
 
 
 async def test_status_on_a_terminal_is_a_table(
-    env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+    cli_env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
     synced = await _account(store, credential_box, dovecot, 2, seed=1402)
     await sync_once(store, credential_box, synced.id)
-    code, out = await asyncio.to_thread(_on_a_terminal, env, "status")
+    code, out = await asyncio.to_thread(_on_a_terminal, cli_env, "status")
     assert code == 0, out
     text = ANSI.sub("", out)
     assert "inboxql accounts" in text
@@ -130,10 +119,10 @@ async def test_status_on_a_terminal_is_a_table(
 
 
 async def test_sync_once_piped_prints_plain_progress_lines(
-    env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+    cli_env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
     account = await _account(store, credential_box, dovecot, 600, seed=1403)
-    done = await inboxql(env, "sync", "--once", "--account", str(account.id))
+    done = await inboxql(cli_env, "sync", "--once", "--account", str(account.id))
     assert done.code == 0, done.stderr
     assert ANSI.search(done.stdout) is None
     label = f"account {account.id} {account.address}"
@@ -147,10 +136,10 @@ async def test_sync_once_piped_prints_plain_progress_lines(
 
 
 async def test_sync_once_on_a_terminal_draws_progress_bars_with_counts_and_rate(
-    env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+    cli_env: dict[str, str], store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
     account = await _account(store, credential_box, dovecot, 1000, seed=1404)
-    code, out = await asyncio.to_thread(_on_a_terminal, env, "sync", "--once", "--account", str(account.id))
+    code, out = await asyncio.to_thread(_on_a_terminal, cli_env, "sync", "--once", "--account", str(account.id))
     assert code == 0, out
     assert ANSI.search(out) is not None  # drawn, redrawn in place
     text = ANSI.sub("", out)
