@@ -5,6 +5,7 @@ Chromium (Debian's) with every request off this machine aborted."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import struct
 import subprocess
@@ -111,6 +112,16 @@ async def synced(
     return account_id, f"{user}@example.test", sampler.samples
 
 
+@pytest.fixture(scope="module")
+async def refused(gw_store: Store, credential_box: CredentialBox, dovecot: DovecotServer) -> tuple[int, str]:
+    """An account whose password is wrong, after the sync tried it: its id and the real password."""
+    user, password = new_user(dovecot)
+    account_id = await _account(gw_store, credential_box, dovecot, user, password + "-wrong")
+    with pytest.raises(AuthStopped):
+        await AccountSync(gw_store, credential_box, account_id, Tuning()).run_once()
+    return account_id, password
+
+
 async def _status(http: httpx.AsyncClient, token: str | None) -> httpx.Response:
     headers = {"authorization": f"Bearer {token}"} if token is not None else {}
     return await http.get("/status.json", headers=headers)
@@ -143,16 +154,9 @@ async def test_the_json_shows_an_initial_sync_growing_to_1000_of_1000(
 
 
 async def test_an_account_with_a_wrong_password_shows_its_error_and_when(
-    http: httpx.AsyncClient,
-    gw_store: Store,
-    credential_box: CredentialBox,
-    dovecot: DovecotServer,
-    operator_token: str,
+    http: httpx.AsyncClient, operator_token: str, refused: tuple[int, str]
 ) -> None:
-    user, password = new_user(dovecot)
-    account_id = await _account(gw_store, credential_box, dovecot, user, password + "-wrong")
-    with pytest.raises(AuthStopped):
-        await AccountSync(gw_store, credential_box, account_id, Tuning()).run_once()
+    account_id, password = refused
     body = (await _status(http, operator_token)).json()
     account = next(a for a in body["accounts"] if a["accountId"] == account_id)
     assert account["syncState"] == "auth_failed"
@@ -202,6 +206,7 @@ async def test_the_page_shows_the_sync_on_a_phone_with_nothing_fetched_from_outs
     operator_token: str,
     world: World,
     synced: tuple[int, str, list[dict[str, Any]]],
+    refused: tuple[int, str],
 ) -> None:
     account_id, address, _ = synced
     context = await browser.new_context(viewport=PHONE, device_scale_factor=1)
@@ -228,6 +233,10 @@ async def test_the_page_shows_the_sync_on_a_phone_with_nothing_fetched_from_outs
     assert operator_token not in page.url
     assert "#" not in page.url
     assert not await page.locator("#login").is_visible()
+    failed = await page.locator(f'[data-account="{refused[0]}"]').inner_text()
+    assert "auth_failed" in failed
+    assert "AUTHENTICATIONFAILED" in failed
+    assert re.search(r"\(\d+ s ago\)", failed), failed  # when
     # Usable on a phone: nothing wider than the screen.
     assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     await card.scroll_into_view_if_needed()
@@ -242,12 +251,12 @@ async def test_the_page_shows_the_sync_on_a_phone_with_nothing_fetched_from_outs
     assert outside == []
 
     # An account's token: the page says it is refused and shows no account.
-    refused = await context.new_page()
-    await refused.goto(f"{gateway.url}/status#token={world.token_alice}", wait_until="load")
-    problem = refused.locator("#problem")
+    denied = await context.new_page()
+    await denied.goto(f"{gateway.url}/status#token={world.token_alice}", wait_until="load")
+    problem = denied.locator("#problem")
     await problem.get_by_text("operator token").wait_for(timeout=30_000)
-    assert await refused.locator("[data-account]").count() == 0
-    assert await refused.locator("#login").is_visible()
+    assert await denied.locator("[data-account]").count() == 0
+    assert await denied.locator("#login").is_visible()
     await context.close()
 
 
