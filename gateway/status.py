@@ -7,7 +7,8 @@ errors, which an account's own token must not see. It reads MySQL through schema
 queries), never the sync core: the page shows what the sync process recorded (tests/test_layers.py).
 
 The page itself carries no data and needs no token to load (its token comes in the link's fragment, which the
-browser does not send): `/status#token=iqt_...`.
+browser does not send): `/status#token=iqt_...`. `/status.json?account=1&account=2` reads only those accounts (a
+script's question, and a smaller answer: 1,000 accounts of 6 folders are about 1.4 MB and 120 ms to build).
 
 ```
 {"takenAt": "2026-12-06T11:00:00.123456",
@@ -31,7 +32,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.auth import bearer, client_address, throttled_response
 from gateway.caps import TooManyAuthFailures
-from gateway.errors import FORBIDDEN, UNAUTHENTICATED
+from gateway.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED
 from gateway.ids import to_global
 from gateway.services import Services
 from gateway.statuspage import status_page
@@ -128,6 +129,10 @@ class StatusRoutes:
             return _error(401, UNAUTHENTICATED, "the token is unknown or revoked")
         if not viewer.operator:
             return _error(403, FORBIDDEN, NOT_OPERATOR)
+        try:
+            only = [int(v) for v in request.query_params.getlist("account")]
+        except ValueError:
+            return _error(400, BAD_USER_INPUT, "account must be an account's number (?account=1&account=2)")
         async with self.sessions() as session:
-            snap = await status.snapshot(session)
+            snap = await status.snapshot(session, only or None)
         return JSONResponse(as_json(snap), headers={"cache-control": "no-store"})

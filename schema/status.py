@@ -86,33 +86,45 @@ class Snapshot:
 
 async def snapshot(session: AsyncSession, only: Sequence[int] | None = None) -> Snapshot:
     """Every account (those of `only`, when given) by id, folders by role then name (the order the sync takes)."""
-    query = select(Account).order_by(Account.id)
+    # Columns, not ORM objects: no identity map or per-object bookkeeping for thousands of folder rows (a third of
+    # the time with 6,000 folders), and never an account's sealed credentials.
+    query = select(
+        Account.id,
+        Account.address,
+        Account.sync_state,
+        Account.sync_error,
+        Account.sync_error_at,
+        Account.lease_owner,
+        Account.lease_expires_at,
+    ).order_by(Account.id)
     if only:
         query = query.where(Account.id.in_(list(only)))
-    rows = list(await session.scalars(query))
+    rows = list(await session.execute(query))
     ids = [a.id for a in rows]
     folders: dict[int, list[FolderProgress]] = {i: [] for i in ids}
     heads: dict[int, int] = {}
     hooks: dict[int, list[webhooks.Health]] = {i: [] for i in ids}
     if ids:
-        for f in await session.scalars(select(Folder).where(Folder.account_id.in_(ids))):
-            folders[f.account_id].append(
-                FolderProgress(
-                    f.id,
-                    f.name,
-                    f.role,
-                    f.sync_state,
-                    f.total_count,
-                    f.server_count,
-                    f.sync_error,
-                    f.sync_error_at,
-                    f.synced_at,
-                )
-            )
-        rows_seq = await session.execute(
+        folder_rows = await session.execute(
+            select(
+                Folder.account_id,
+                Folder.id,
+                Folder.name,
+                Folder.role,
+                Folder.sync_state,
+                Folder.total_count,
+                Folder.server_count,
+                Folder.sync_error,
+                Folder.sync_error_at,
+                Folder.synced_at,
+            ).where(Folder.account_id.in_(ids))
+        )
+        for account_id, *values in folder_rows:
+            folders[account_id].append(FolderProgress(*values))
+        seqs = await session.execute(
             select(ChangeSeq.account_id, ChangeSeq.last_seq).where(ChangeSeq.account_id.in_(ids))
         )
-        heads = {account_id: last_seq for account_id, last_seq in rows_seq}
+        heads = {account_id: last_seq for account_id, last_seq in seqs}
         for h in await webhooks.health(session, ids):
             hooks[h.account_id].append(h)
     return Snapshot(

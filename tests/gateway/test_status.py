@@ -152,6 +152,11 @@ async def test_the_json_shows_an_initial_sync_growing_to_1000_of_1000(
     inbox = next(f for f in account["folders"] if f["name"] == "INBOX")
     assert (inbox["syncState"], inbox["progress"]) == ("follow", "1,000 of 1,000")
 
+    only = await http.get(
+        "/status.json", params={"account": account_id}, headers={"authorization": f"Bearer {operator_token}"}
+    )
+    assert [a["accountId"] for a in only.json()["accounts"]] == [account_id]
+
 
 async def test_an_account_with_a_wrong_password_shows_its_error_and_when(
     http: httpx.AsyncClient, operator_token: str, refused: tuple[int, str]
