@@ -8,6 +8,7 @@ Routes:
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+    /status, /status.json      the operator status page and the JSON it polls (operator tokens; gateway.status)
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
@@ -43,6 +44,7 @@ from gateway.http import GatewayView
 from gateway.limits import RateLimiter, StreamSlots
 from gateway.services import Services
 from gateway.signing import Signer
+from gateway.status import StatusRoutes
 from gateway.uploads import Uploads, pruning
 from schema.crypto import CredentialBox
 from schema.db import create_engine
@@ -99,6 +101,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     downloads = Downloads(services)
     uploads = Uploads(services)
     fanout = services.fanout
+    status = StatusRoutes(services)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -142,6 +145,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/attachments/{id}", downloads.attachment),
         Route("/messages/{id}/raw", downloads.raw),
         Route("/uploads", uploads.upload, methods=["POST"]),
+        Route("/status", status.page),
+        Route("/status.json", status.data),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.

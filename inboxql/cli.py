@@ -6,6 +6,7 @@
     inboxql account set-password ID [--smtp-password]      (the password(s) on standard input)
     inboxql account remove ID --yes
     inboxql sync [--once] [--account ID ...]
+    inboxql status [--folders]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
     inboxql token create --account ID [--account ID ...] [--admin] [--read-only] [--name NAME]
@@ -126,6 +127,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--account", type=int, action="append", help="only this account (repeatable)")
     sync.add_argument("--poll-interval", type=float, default=30.0, help="seconds between passes over folders")
 
+    status = commands.add_parser(
+        "status",
+        help="every account: state, sync process, messages mirrored of the server's, change log, webhooks, error",
+        description="The accounts table of the operator status page: a table on a terminal, tab-separated lines "
+        "when piped (id, address, state, lease holder, mirrored, server count, change-log head, failing/webhooks, "
+        "error time, error).",
+    )
+    status.add_argument("--folders", action="store_true", help="a line for each folder too")
+
     verify = commands.add_parser("verify", help="compare the mirror with the live server")
     verify.add_argument("account_id", type=int)
 
@@ -208,6 +218,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(commands.outbox_list(settings, every=args.all))
     if args.command == "sync":
         return asyncio.run(commands.sync(settings, once=args.once, accounts=args.account, poll=args.poll_interval))
+    if args.command == "status":
+        return asyncio.run(commands.status(settings, folders=args.folders))
     if args.command == "verify":
         return asyncio.run(commands.verify(settings, args.account_id))
     if args.command == "gateway":

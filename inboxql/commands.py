@@ -84,14 +84,37 @@ async def account_add(
 
 
 async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None, poll: float) -> int:
+    """Follow the accounts, or (once) sync them until caught up with their progress on stdout (inboxql.progress)."""
     supervisor = Supervisor(settings, Tuning(poll_interval=poll))
     try:
         if once:
-            return await supervisor.run_once(accounts)
+            from inboxql import progress
+
+            watcher = create_engine(settings.database_url, pool_size=1)
+            try:
+                async with progress.shown(watcher, accounts):
+                    return await supervisor.run_once(accounts)
+            finally:
+                await watcher.dispose()
         await supervisor.run_forever(accounts)
         return 0
     finally:
         await supervisor.close()
+
+
+async def status(settings: Settings, *, folders: bool) -> int:
+    """The accounts table (inboxql.status): a rich table on a terminal, tab-separated lines when piped."""
+    from inboxql import status as view
+    from schema import status as read
+
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_factory(engine)() as session:
+            snap = await read.snapshot(session)
+    finally:
+        await engine.dispose()
+    view.render(snap, sys.stdout, folders=folders)
+    return 0
 
 
 async def verify(settings: Settings, account_id: int) -> int:

@@ -141,6 +141,9 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
         # The token in the fragment: the browser never sends it, so no access log holds it (gateway.graphiql).
         say(f"GraphiQL: {graphql}?q={query}#headers={headers}")
         say(f"API token (shown once; admin: it may also manage the account's webhooks): {token}")
+        # An operator token of its own: the status page names every account, which an account's token may not see.
+        operator = await commands.new_token(settings, [], operator=True, name="demo status page")
+        say(f"Status page: http://127.0.0.1:{port}/status#token={operator}")
         say("Following the mailbox (IDLE on the inbox) and serving GraphQL; Ctrl-C stops.")
         web = gateway_server(settings, "127.0.0.1", port)
         tasks = {

@@ -122,9 +122,13 @@ async def get_state(uow: UnitOfWork) -> str | None:
 
 
 async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> None:
+    """The account's sync state and its error (None clears it); the error's time goes beside it (for the operator
+    status page, unlogged: clients' state of an account holds neither). Logged when the state moves."""
     before = await uow.session.scalar(select(Account.sync_state).where(Account.id == uow.account_id))
     await uow.session.execute(
-        update(Account).where(Account.id == uow.account_id).values(sync_state=state, sync_error=error)
+        update(Account)
+        .where(Account.id == uow.account_id)
+        .values(sync_state=state, sync_error=error, sync_error_at=utcnow() if error is not None else None)
     )
     if before != state:
         uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
@@ -251,7 +255,11 @@ async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -
         found = await s.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
         if found is None:
             return None
-        await s.execute(update(Account).where(Account.id == account_id).values(sync_state=REMOVING, sync_error=None))
+        await s.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values(sync_state=REMOVING, sync_error=None, sync_error_at=None)
+        )
         # Every token that grants it is revoked, one of several accounts too (a grant that shrank under its
         # holder would be a surprise; a revoked token is a clear error), and the replies its idempotency keys
         # kept (they hold the account's data) go.

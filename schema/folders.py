@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import messages
 from schema.changelog import ObjectType, Op
-from schema.models import Folder, MessagePlace
+from schema.models import Folder, MessagePlace, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -85,13 +85,36 @@ async def set_cursor(uow: UnitOfWork, folder_id: int, **values: Any) -> None:
 
 
 async def set_sync_error(uow: UnitOfWork, folder_id: int, error: str | None) -> None:
-    """Record why the folder's sync failed (None: it synced); logged when it changes, so clients see it."""
+    """Record why the folder's sync failed (None: it synced), and when; logged when the error changes, so clients
+    see it. The same error again moves only its time (`sync_error_at`, for the operator status page), unlogged:
+    clients' state of the folder (schema.states) does not hold the time, and a folder retried with backoff would
+    otherwise log an entry per retry that changes nothing they see."""
     before = await uow.session.execute(select(Folder.sync_error).where(Folder.id == folder_id))
     row = before.first()
-    if row is None or row.sync_error == error:
-        return  # gone meanwhile, or nothing new
-    await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(sync_error=error))
-    uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+    if row is None:
+        return  # gone meanwhile
+    when = utcnow() if error is not None else None
+    if row.sync_error == error and error is None:
+        return  # nothing new
+    await uow.session.execute(update(Folder).where(Folder.id == folder_id).values(sync_error=error, sync_error_at=when))
+    if row.sync_error != error:
+        uow.record(ObjectType.FOLDER, Op.UPDATE, [folder_id])
+
+
+async def record_server_counts(uow: UnitOfWork, counts: dict[int, int]) -> None:
+    """The servers' message count of these folders (EXISTS of a SELECT, MESSAGES of a STATUS), by folder id.
+
+    Not logged, as set_cursor logs none of its bookkeeping but a sync state's move: clients' state of a folder
+    (schema.states) does not hold it, and it changes with every message that arrives on the server; logging it
+    would wake every subscriber and webhook of the account for nothing they see. Only the operator's views read it
+    (schema.status), straight from the row. Written only where it differs, so a folder polled with nothing new
+    costs no write."""
+    for folder_id, count in counts.items():
+        await uow.session.execute(
+            update(Folder)
+            .where(Folder.id == folder_id, (Folder.server_count.is_(None)) | (Folder.server_count != count))
+            .values(server_count=count)
+        )
 
 
 async def by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, Folder]:

@@ -77,6 +77,8 @@ class Account(Base):
     # pending -> syncing -> ready; auth_failed stops retries until credentials change
     sync_state: Mapped[str] = mapped_column(String(32), default="pending")
     sync_error: Mapped[str | None] = mapped_column(Text)
+    # When sync_error was last recorded (None while there is none): the operator status page shows it.
+    sync_error_at: Mapped[datetime | None] = mapped_column(Timestamp)
     capabilities: Mapped[str | None] = mapped_column(Text)
     # How the account's messages are known (synccore.identity.IdentityMode): fixed by the first sync, so that a
     # server that starts offering OBJECTID later does not give every message a new identity.
@@ -134,6 +136,10 @@ class Folder(Base):
     synced_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Why the last sync of this folder failed (e.g. the server refused SELECT); None once it synced again.
     sync_error: Mapped[str | None] = mapped_column(Text)
+    sync_error_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # How many messages the server said the folder holds (EXISTS of the last SELECT, or STATUS before the folder's
+    # first one): beside total_count it is the "x of N" of an initial sync. None until the server was asked.
+    server_count: Mapped[int | None] = mapped_column(Integer)
 
 
 class Label(Base):

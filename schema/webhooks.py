@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import Select, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -318,12 +319,85 @@ def now() -> datetime:
     return utcnow()
 
 
+@dataclass(frozen=True, slots=True)
+class Health:
+    """How a hook is doing, for the operator's views (schema.status): never its secret, nor its URL's query or
+    credentials (a receiver may take a token there)."""
+
+    id: int
+    account_id: int
+    endpoint: str  # scheme://host[:port]/path
+    state: str
+    failures: int  # consecutive failed attempts of the event at its cursor
+    failing_since: datetime | None
+    disabled_reason: str | None
+    behind: int  # change-log entries after its cursor (those it does not subscribe to included)
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+
+    @property
+    def failing(self) -> bool:
+        return self.state != ACTIVE or self.failing_since is not None
+
+
+def endpoint_of(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def health(session: AsyncSession, account_ids: Sequence[int] | None = None) -> list[Health]:
+    """Every hook (of these accounts) with its newest delivery attempt, by account and id: three queries."""
+    query = (
+        select(Webhook, func.coalesce(ChangeSeq.last_seq, 0))
+        .outerjoin(ChangeSeq, ChangeSeq.account_id == Webhook.account_id)
+        .order_by(Webhook.account_id, Webhook.id)
+    )
+    if account_ids is not None:
+        query = query.where(Webhook.account_id.in_(list(account_ids)))
+    hooks = [(row[0], row[1]) for row in await session.execute(query)]
+    if not hooks:
+        return []
+    newest = (
+        select(WebhookDelivery.webhook_id, func.max(WebhookDelivery.id).label("id"))
+        .where(WebhookDelivery.webhook_id.in_([h.id for h, _ in hooks]))
+        .group_by(WebhookDelivery.webhook_id)
+        .subquery()
+    )
+    last = {
+        d.webhook_id: d
+        for d in await session.scalars(select(WebhookDelivery).join(newest, WebhookDelivery.id == newest.c.id))
+    }
+    found = []
+    for hook, head in hooks:
+        attempt = last.get(hook.id)
+        found.append(
+            Health(
+                id=hook.id,
+                account_id=hook.account_id,
+                endpoint=endpoint_of(hook.url),
+                state=hook.state,
+                failures=hook.failures,
+                failing_since=hook.failing_since,
+                disabled_reason=hook.disabled_reason,
+                behind=max(0, int(head) - hook.cursor),
+                last_attempt_at=attempt.created_at if attempt is not None else None,
+                last_status=attempt.status_code if attempt is not None else None,
+                last_error=attempt.error if attempt is not None else None,
+            )
+        )
+    return found
+
+
 __all__ = [
     "ACTIVE",
     "ALL",
     "DISABLED",
     "BadEvents",
     "Claim",
+    "Health",
     "TooManyHooks",
     "active",
     "busy_until",
@@ -331,7 +405,9 @@ __all__ = [
     "create",
     "disable",
     "enable",
+    "endpoint_of",
     "get",
+    "health",
     "hold",
     "next_event",
     "normalise_events",

@@ -268,6 +268,7 @@ class AccountSync:
             self.mode = await account_mode(self.store, self.account_id, client)
         complete = True
         found = await self.discover(client)
+        await self._count_unselected(client, found)
         for gone in self.folder_retries.keys() - {f.id for f in found}:
             del self.folder_retries[gone]
         for folder in found:
@@ -285,6 +286,31 @@ class AccountSync:
                 await self._folder_synced(folder)
         self.passes += 1
         return complete
+
+    async def _count_unselected(self, client: ImapClient, found: list[Folder]) -> None:
+        """Ask STATUS (RFC 3501 §6.3.10) for the message count of each folder never selected yet, so the account's
+        "x of N" is whole before its first folder downloads (the inbox's initial sync may take minutes before the
+        others are selected; each then records its own count from SELECT, schema.folders.record_server_counts).
+        Asked once per folder: a folder the server refuses is left to its own sync, which records the error."""
+        counts: dict[int, int] = {}
+        for folder in found:
+            if folder.server_count is not None:
+                continue
+            try:
+                status = await client.status(folder.name, ("MESSAGES",))
+            except CommandFailed:
+                continue
+            if "MESSAGES" in status:
+                counts[folder.id] = status["MESSAGES"]
+                folder.server_count = status["MESSAGES"]
+        if not counts:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.record_server_counts(uow, counts)
+
+        await retry_deadlocks(step)
 
     def _folder_due(self, folder: Folder) -> bool:
         retry = self.folder_retries.get(folder.id)

@@ -105,6 +105,7 @@ class FolderSync:
             )
             await self._resync(sel.uidvalidity)
             sel = await self._select(client)
+        await self._record_count(sel.exists)
         if self.folder.sync_state == "follow":
             await self._follow(client, sel)
         else:
@@ -398,6 +399,19 @@ class FolderSync:
                 await skipped.forget(uow, self.folder.id, uidvalidity, keep=keep)
 
         await retry_deadlocks(step)
+
+    async def _record_count(self, exists: int) -> None:
+        """The server's count of the folder, before any batch is downloaded: an initial sync reads "x of N" from
+        its start (schema.status). Written only when it moved (schema.folders.record_server_counts)."""
+        if self.folder.server_count == exists:
+            return
+
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                await folders.record_server_counts(uow, {self.folder.id: exists})
+
+        await retry_deadlocks(step)
+        self.folder.server_count = exists
 
     async def _set_cursor(self, **values: object) -> None:
         async def step() -> None:

@@ -42,6 +42,9 @@ from synccore.imap import ImapClient
 from tests.conftest import fresh_database_url, new_user
 
 INBOXQL = Path(sys.executable).with_name("inboxql")
+# The checkout under test: first on the console script's path, since the virtualenv's editable install may point at
+# another checkout of the project (a worktree's tests would otherwise run the main checkout's code).
+CHECKOUT = Path(__file__).resolve().parent.parent
 GUARD_MARKER = "inboxql-test-guard: blocked a connection to"
 GUARD = f'''
 import errno
@@ -121,7 +124,7 @@ def cli_env(settings: Settings, guard_dir: Path) -> dict[str, str]:
         INBOXQL_DATABASE_URL=settings.database_url,
         INBOXQL_SECRET_KEY=settings.secret_key,
         INBOXQL_REDIS_URL=settings.redis_url,
-        PYTHONPATH=os.pathsep.join([str(guard_dir), *filter(None, [env.get("PYTHONPATH")])]),
+        PYTHONPATH=os.pathsep.join([str(guard_dir), str(CHECKOUT), *filter(None, [env.get("PYTHONPATH")])]),
     )
     return env
 
@@ -564,6 +567,9 @@ async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
         assert "iqt_" not in sent
         assert "headers" not in sent
         assert "Bearer iqt_" in unquote(fragment)
+        # So does the status page's link, with an operator token.
+        [status_page] = [p for p in printed if p.startswith("Status page: ")]
+        assert re.fullmatch(rf"Status page: http://127\.0\.0\.1:{port}/status#token=iqt_\S+\n", status_page)
         assert _processes_mentioning(str(demo_dir)) != []  # its Dovecot runs
         # Its Postfix runs (as root): the master and its daemons, one process group, mention no folder.
         master_pid = int((demo_dir / "postfix" / "queue" / "pid" / "master.pid").read_text().split()[0])
