@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ops.sampler import ProfilerConfig
 
 
 def _flag(value: str) -> bool:
@@ -85,6 +87,8 @@ class GatewayConfig:
     # 429 for unknown tokens until the window ends (tokens it already showed valid still work).
     max_auth_failures: int = 20
     auth_failure_window_seconds: float = 60.0
+    # The always-on stack sampler behind /debug/profile (ops.sampler: INBOXQL_PROFILE_*; hz 0 switches it off).
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -135,4 +139,5 @@ class GatewayConfig:
             auth_failure_window_seconds=float(
                 env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
             ),
+            profiler=ProfilerConfig.from_env(env),
         )

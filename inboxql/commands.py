@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ops.sampler import ProfilerConfig, sampling
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
@@ -83,15 +84,24 @@ async def account_add(
     return 0
 
 
-async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None, poll: float) -> int:
-    supervisor = Supervisor(settings, Tuning(poll_interval=poll))
-    try:
-        if once:
-            return await supervisor.run_once(accounts)
-        await supervisor.run_forever(accounts)
-        return 0
-    finally:
-        await supervisor.close()
+async def sync(
+    settings: Settings,
+    *,
+    once: bool,
+    accounts: Sequence[int] | None,
+    poll: float,
+    profiler: ProfilerConfig | None = None,
+) -> int:
+    # The always-on sampler of this process's loop (ops.sampler): served by the operator port's /debug/profile.
+    with sampling(profiler or ProfilerConfig.from_env()):
+        supervisor = Supervisor(settings, Tuning(poll_interval=poll))
+        try:
+            if once:
+                return await supervisor.run_once(accounts)
+            await supervisor.run_forever(accounts)
+            return 0
+        finally:
+            await supervisor.close()
 
 
 async def verify(settings: Settings, account_id: int) -> int:
