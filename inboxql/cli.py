@@ -205,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # asyncmy warns of an index name MariaDB ignores in Alembic's own version table.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     try:
+        if args.command == "profile":  # only an HTTP request: no settings, so no key ring file is made
+            from inboxql.profile import fetch
+
+            return fetch(args.url, args.seconds, args.format, args.output)
         return _dispatch(args, Settings.from_env())
     except (UsageError, SettingsError, ProfilerConfigError) as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
@@ -228,10 +232,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(commands.verify(settings, args.account_id))
     if args.command == "gateway":
         return commands.gateway(settings, args.host, args.port)
-    if args.command == "profile":
-        from inboxql.profile import fetch
-
-        return fetch(args.url, args.seconds, args.format, args.output)
     if args.command == "token":
         return _token(args, settings)
     if args.command == "secret":

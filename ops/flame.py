@@ -1,13 +1,14 @@
 """Collapsed stacks as something a person can read: a self-contained SVG flame graph, speedscope's JSON, or the
 collapsed text itself.
 
-The SVG is drawn here (not flamegraph.pl's): one rectangle per frame, root at the bottom, a frame's width its share
-of the samples, siblings in name order so two graphs of the same code line up. It needs nothing from the network
-and no script: each frame's `<title>` is the browser's hover text (name, samples, share), and its label is cut to
-fit. Frames narrower than `MIN_WIDTH` pixels are left out (with their children), which bounds the file's size
-whatever the number of stacks; the samples they held still count in their parents' widths. Colours are warm, a
-hue per top-level package (so "sqlalchemy" and "synccore" read as areas) and a lightness per function; the labels
-the sampler adds (`account:3`, `thread:NAME`) are blue and `(idle)` grey.
+The SVG is drawn here (not flamegraph.pl's): one rectangle per frame, a frame's width its share of the samples,
+siblings in name order so two graphs of the same code line up. The root is at the top (an icicle graph): asyncio
+stacks are 30-80 frames deep, and a browser opens a tall SVG at its top, where the wide frames should be. It needs
+nothing from the network and no script: each frame's `<title>` is the browser's hover text (name, samples,
+share), and its label is cut to fit. Frames narrower than `MIN_WIDTH` pixels are left out (with their children),
+which bounds the file's size whatever the number of stacks; the samples they held still count in their parents'
+widths. Colours are warm, a hue per top-level package (so "sqlalchemy" and "synccore" read as areas) and a
+lightness per function; the labels the sampler adds (`account:3`, `thread:NAME`) are blue and `(idle)` grey.
 
     python -m ops.flame [--format svg|speedscope|collapsed] [--title T] < stacks.txt > graph.svg
 """
@@ -158,7 +159,7 @@ def svg(stacks: Mapping[Stack, int], title: str = "inboxql profile", subtitle: s
     if not total:
         parts.append(f'<text x="10" y="{TOP + 12}" fill="#555">no samples</text>\n')
     for level, x, width, node in frames:
-        y = height - 10 - (level + 1) * FRAME_HEIGHT
+        y = TOP + level * FRAME_HEIGHT
         share = 100.0 * node.total / total
         hover = f"{node.name} ({node.total} samples, {share:.2f}%)"
         parts.append(

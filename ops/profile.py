@@ -74,7 +74,7 @@ async def profile_response(sampler: Sampler, request: Request) -> Response:
     profile = sampler.profile(seconds)
     subtitle = (
         f"{profile.samples} samples over the last {profile.seconds:.0f} s at {profile.hz:g} Hz"
-        f" (asked for {seconds:g} s); stacks root first, width = share of samples"
+        f" (asked for {seconds:g} s); root at the top, width = share of samples, hover for counts"
     )
     # Rendering a large window takes tens of milliseconds: in a thread, so the loop's other work interleaves.
     body = await asyncio.to_thread(render, profile.stacks, fmt, "inboxql profile", subtitle)

@@ -14,8 +14,10 @@ kernel's recv), and the sample is taken when the sampled thread releases the GIL
 is sampled at its GIL switch points (every 5 ms at most), not at exact instants.
 
 What is sampled: the asyncio loop thread the sampler was started from (`start()` inside the loop), or every
-thread with `threads="all"`. A loop-thread sample whose innermost frame is the selector's `select` is counted as
-`(idle)`: the loop was waiting for I/O, and that share is what tells an operator how busy the loop is.
+thread with `threads="all"`. A loop-thread sample taken while the loop waits for I/O is counted as `(idle)`, and
+that share is what tells an operator how busy the loop is: with asyncio's own loop, the innermost frame is the
+selector's `select`; with uvloop (uvicorn's choice, so the gateway's), the loop is C and the innermost Python frame
+is the one that entered it (found at `start()`), which also covers uvloop's own C work: it cannot be told apart.
 
 Per-account attribution: the sync core sets `TASK_LABEL` (a contextvar, e.g. "account:3") in each account's task;
 tasks it starts copy the context, so an account's children carry it too. A contextvar of another thread cannot be
@@ -37,6 +39,7 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import inspect
 import logging
 import os
 import sys
@@ -154,6 +157,8 @@ class Sampler:
         self._labels: dict[CodeType, str] = {}
         self._samples = 0
         self._cpu = 0.0
+        # The Python frame the loop's C code runs tasks under (uvloop: whoever called run_until_complete).
+        self._entry: CodeType | None = None
         self._started = 0.0
 
     @property
@@ -175,6 +180,7 @@ class Sampler:
             return
         self._loop = loop or asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._entry = _loop_entry(sys._getframe(1))
         self._stopping = False
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="inboxql-sampler", daemon=True)
@@ -280,7 +286,7 @@ class Sampler:
                 if len(labels) >= MAX_NAMES:
                     labels.clear()
                 name = labels[code] = _frame_name(code, frame)
-            if innermost and idle_marks and name in _SELECTS:
+            if innermost and idle_marks and (name in _SELECTS or code is self._entry):
                 return (root, IDLE) if root else (IDLE,)
             innermost = False
             names.append(name)
@@ -313,6 +319,24 @@ class Sampler:
 
 # The selector calls an idle loop waits in (asyncio's selector loop on Linux, macOS and elsewhere).
 _SELECTS = frozenset(f"selectors:{kind}Selector.select" for kind in ("Epoll", "Kqueue", "Poll", "Select", "Devpoll"))
+
+
+_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _loop_entry(frame: FrameType | None) -> CodeType | None:
+    """The first plain function outside the chain of coroutines that `frame` runs in: the Python frame the loop
+    steps tasks from. Under uvloop, whose loop is C, a sample whose innermost frame is this one was taken while the
+    loop waited (or ran its own C code, which a Python sampler cannot see into). Under asyncio's own loop it is
+    `Handle._run`, innermost only while a C callback runs: left alone."""
+    seen = False
+    while frame is not None:
+        if frame.f_code.co_flags & _ASYNC:
+            seen = True
+        elif seen:
+            return None if frame.f_code.co_qualname == "Handle._run" else frame.f_code
+        frame = frame.f_back
+    return None
 
 
 def _frame_name(code: CodeType, frame: FrameType) -> str:

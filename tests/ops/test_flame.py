@@ -49,13 +49,13 @@ def test_the_svg_is_well_formed_and_each_frame_is_as_wide_as_its_samples() -> No
     assert "http://" not in document.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
-def test_children_stand_on_their_parent_root_at_the_bottom() -> None:
+def test_children_hang_below_their_parent_root_at_the_top() -> None:
     root = ET.fromstring(svg(STACKS).encode())
     rects = {(g.findtext(f"{SVG}title") or "").rsplit(" (", 1)[0]: g.find(f"{SVG}rect") for g in root.iter(f"{SVG}g")}
     parent, child = rects["account:3"], rects["synccore.folder:FolderSync.initial"]
     assert parent is not None
     assert child is not None
-    assert float(child.attrib["y"]) < float(parent.attrib["y"])
+    assert float(child.attrib["y"]) > float(parent.attrib["y"])
     assert float(child.attrib["x"]) >= float(parent.attrib["x"])
 
 
