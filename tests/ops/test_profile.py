@@ -13,7 +13,8 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway.testing import ServerThread, free_port
+from gateway.testing import ServerThread
+from inboxql.devmail import free_port
 from ops.profile import is_loopback, profile_routes
 from ops.sampler import ProfilerConfig, Sampler
 
