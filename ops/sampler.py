@@ -3,15 +3,19 @@ counts collapsed stacks (`a;b;c count`) in a rolling window, so an operator can 
 the last N seconds go?" without restarting it under a profiler.
 
 Why a thread reading `sys._current_frames()` and not `sys.setprofile`/cProfile: a profile hook runs on every call
-and return of every thread (cProfile slowed the initial sync by about 2x in bench/sync_bench.py), while a sampler
-costs a fixed amount per sample whatever the program does: about 25 us to read the loop thread's stack and its
-task's label, plus 60-100 us of CPU for the thread's own wake-up on this kind of virtual machine (measured with
-`time.thread_time()`: the wake-up, not the walk, is the cost). Hence the default of 49 Hz (not a divisor of common
-timer periods, so it does not beat with them): about 0.5% of a core; BENCHMARKS.md has the figure measured on the
-initial sync. The sampler reports its own CPU time (`stats()`).
-What it cannot see: time inside C code shows on the Python caller that called it (a compiled driver, zlib, the
-kernel's recv), and the sample is taken when the sampled thread releases the GIL, so a long pure-Python stretch
-is sampled at its GIL switch points (every 5 ms at most), not at exact instants.
+and return of every thread, so its cost grows with what the program does, while a sampler costs a fixed amount per
+sample: about 25 us to read the loop thread's stack and its task's label, plus the thread's wake-up and its wait
+for the GIL, which dominate (measured with `time.thread_time()` on a 2-core VM: 80-110 us a sample in the initial
+sync, up to 300 us in a loop that releases the GIL thousands of times a second for socket calls, each release
+waking the waiting sampler for nothing). Hence the default of 29 Hz (not a divisor of common timer periods, so it
+does not beat with them): about 0.3% of a core in the initial sync and under 1% in that worst loop; BENCHMARKS.md
+has the figures. The sampler reports its own CPU time (`stats()`, and a log line when it stops).
+What it cannot see: time inside C code shows on the Python function that called it (a compiled driver, zlib, the
+kernel's send). And it is biased where samples *end*: the sampler needs the GIL to read the frames, so it reads
+them when the loop's thread lets go of it, which a busy asyncio loop does at every socket call (or after the 5 ms
+switch interval in pure Python). The innermost frames are therefore skewed toward calls that release the GIL (in
+the initial sync, `_SelectorSocketTransport.write` ends a fifth of the samples), while the frames above them still
+say which code path was running. Read a flame graph by its wide callers, not by the self time of its leaves.
 
 What is sampled: the asyncio loop thread the sampler was started from (`start()` inside the loop), or every
 thread with `threads="all"`. A loop-thread sample taken while the loop waits for I/O is counted as `(idle)`, and
@@ -70,7 +74,7 @@ _current_tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[object]] | None = g
 class ProfilerConfig:
     """The sampler's settings (`from_env`: INBOXQL_PROFILE_*). hz 0 turns the sampler off."""
 
-    hz: float = 49.0
+    hz: float = 29.0
     window_seconds: float = 600.0
     bucket_seconds: float = 10.0
     threads: str = "loop"  # "loop": the event loop's thread; "all": every thread
@@ -192,6 +196,16 @@ class Sampler:
             return
         self._stopping = True
         thread.join(timeout=5)
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        # What the always-on profiler cost this process, said once at the end (and read by bench/profiler_bench.py).
+        log.info(
+            "profile sampler: %d samples in %.1f s at %g Hz; its thread used %.3f s CPU (%.2f%% of a core)",
+            self._samples,
+            elapsed,
+            self.config.hz,
+            self._cpu,
+            100 * self._cpu / elapsed,
+        )
         if self.config.dump:
             self._write_dump(self.config.dump)
 

@@ -40,12 +40,12 @@ def burn_on_the_gateway_loop(seconds: float) -> None:
 
 @pytest.fixture(scope="module")
 async def busy_gateway(gateway: ServerThread) -> ServerThread:
-    """The gateway after its loop spent 0.8 s in `burn_on_the_gateway_loop`."""
+    """The gateway after its loop spent 1 s in `burn_on_the_gateway_loop`."""
     sampler: Sampler = gateway.app.state.sampler
     assert sampler.running
     assert sampler.loop is not None
-    sampler.loop.call_soon_threadsafe(burn_on_the_gateway_loop, 0.8)
-    await asyncio.sleep(1.2)
+    sampler.loop.call_soon_threadsafe(burn_on_the_gateway_loop, 1.0)
+    await asyncio.sleep(1.4)
     return gateway
 
 
@@ -69,7 +69,7 @@ async def test_a_loopback_client_gets_the_flame_graph_with_the_busy_function(
 
     collapsed = (await http.get("/debug/profile", params={"seconds": "60", "format": "collapsed"})).text
     lines = [line for line in collapsed.splitlines() if line.rsplit(" ", 1)[0].endswith(";" + BUSY)]
-    # 0.8 s at 49 Hz: about 39 samples, fewer when the sampler waits for the GIL behind the burning loop.
+    # 1 s at 29 Hz: about 29 samples, fewer when the sampler waits for the GIL behind the burning loop.
     assert sum(int(line.rsplit(" ", 1)[1]) for line in lines) >= 10, collapsed[:2000]
 
     speedscope = (await http.get("/debug/profile", params={"format": "speedscope"})).json()
