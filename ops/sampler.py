@@ -370,8 +370,8 @@ def _task_context(task: asyncio.Task[object]) -> contextvars.Context | None:
     for referent in gc.get_referents(task):  # 3.11's C Task holds its context without exposing it
         if type(referent) is contextvars.Context:
             return referent
-    context = getattr(task, "_context", None)  # the pure-Python Task (no _asyncio module)
-    return context if isinstance(context, contextvars.Context) else None
+    own = getattr(task, "_context", None)  # the pure-Python Task (no _asyncio module)
+    return own if isinstance(own, contextvars.Context) else None
 
 
 @contextlib.contextmanager
