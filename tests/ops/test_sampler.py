@@ -8,9 +8,20 @@ import time
 from pathlib import Path
 
 import pytest
+from greenlet import greenlet
 
 from ops.flame import parse_collapsed
-from ops.sampler import IDLE, OTHER, TRUNCATED, ConfigError, ProfilerConfig, Sampler, labelled, sampling
+from ops.sampler import (
+    GREENLET,
+    IDLE,
+    OTHER,
+    TRUNCATED,
+    ConfigError,
+    ProfilerConfig,
+    Sampler,
+    labelled,
+    sampling,
+)
 
 SPIN = "tests.ops.test_sampler:spin_in_a_known_function"
 
@@ -73,6 +84,22 @@ async def test_deep_stacks_keep_their_innermost_frames() -> None:
     deep = [s for s in sampler.profile().stacks if s[-1] == SPIN]
     assert deep
     assert all(s[0] == TRUNCATED and len(s) == 21 for s in deep)
+
+
+async def test_work_in_a_greenlet_is_rooted_at_greenlet() -> None:
+    """As SQLAlchemy's asyncio layer runs the ORM: a greenlet's frames do not link back to the loop's stack."""
+    sampler = Sampler(ProfilerConfig(hz=200))
+    sampler.start()
+    try:
+        with labelled("account:5"):
+            greenlet(spin_in_a_known_function).switch(0.3)
+            spin_in_a_known_function(0.3)
+    finally:
+        sampler.stop()
+    spinning = [s for s in sampler.profile().stacks if s[-1] == SPIN]
+    assert [s for s in spinning if s[:3] == ("account:5", GREENLET, SPIN)]
+    this_test = "tests.ops.test_sampler:test_work_in_a_greenlet_is_rooted_at_greenlet"
+    assert [s for s in spinning if GREENLET not in s and s[-2] == this_test]  # the call outside the greenlet
 
 
 async def test_the_window_drops_old_buckets_and_caps_distinct_stacks() -> None:
