@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from greenlet import greenlet
+from sqlalchemy.util import greenlet_spawn
 
 from ops.flame import parse_collapsed
 from ops.sampler import (
@@ -87,12 +87,12 @@ async def test_deep_stacks_keep_their_innermost_frames() -> None:
 
 
 async def test_work_in_a_greenlet_is_rooted_at_greenlet() -> None:
-    """As SQLAlchemy's asyncio layer runs the ORM: a greenlet's frames do not link back to the loop's stack."""
+    """SQLAlchemy's asyncio layer runs the ORM so: the greenlet's frames do not link back to the awaiting coroutine."""
     sampler = Sampler(ProfilerConfig(hz=200))
     sampler.start()
     try:
         with labelled("account:5"):
-            greenlet(spin_in_a_known_function).switch(0.3)
+            await greenlet_spawn(spin_in_a_known_function, 0.3)
             spin_in_a_known_function(0.3)
     finally:
         sampler.stop()
