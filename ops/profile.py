@@ -69,8 +69,10 @@ async def profile_response(sampler: Sampler, request: Request) -> Response:
         return error(400, "BAD_USER_INPUT", "seconds must be a number")
     if not 1 <= seconds <= window:
         return error(400, "BAD_USER_INPUT", f"seconds must be between 1 and {window:g} (the sampler's window)")
-    if not sampler.running:
+    if not sampler.enabled:
         return error(503, "UNAVAILABLE", "the profiler is off in this process (INBOXQL_PROFILE_HZ=0)")
+    if not sampler.running:
+        return error(503, "UNAVAILABLE", "the profiler is not running (the process is starting or stopping)")
     profile = sampler.profile(seconds)
     subtitle = (
         f"{profile.samples} samples over the last {profile.seconds:.0f} s at {profile.hz:g} Hz"
