@@ -5,11 +5,12 @@ the last N seconds go?" without restarting it under a profiler.
 Why a thread reading `sys._current_frames()` and not `sys.setprofile`/cProfile: a profile hook runs on every call
 and return of every thread, so its cost grows with what the program does, while a sampler costs a fixed amount per
 sample: about 25 us to read the loop thread's stack and its task's label, plus the thread's wake-up and its wait
-for the GIL, which dominate (measured with `time.thread_time()` on a 2-core VM: 80-110 us a sample in the initial
+for the GIL, which dominate (measured with `time.thread_time()` on a 2-core VM: 110-130 us a sample in the initial
 sync, up to 300 us in a loop that releases the GIL thousands of times a second for socket calls, each release
 waking the waiting sampler for nothing). Hence the default of 29 Hz (not a divisor of common timer periods, so it
 does not beat with them): about 0.3% of a core in the initial sync and under 1% in that worst loop; BENCHMARKS.md
 has the figures. The sampler reports its own CPU time (`stats()`, and a log line when it stops).
+
 What it cannot see: time inside C code shows on the Python function that called it (a compiled driver, zlib, the
 kernel's send). And it is biased where samples *end*: the sampler needs the GIL to read the frames, so it reads
 them when the loop's thread lets go of it, which a busy asyncio loop does at every socket call (or after the 5 ms

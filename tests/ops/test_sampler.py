@@ -4,6 +4,9 @@ bounded rolling window, and is configured from the environment."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -175,3 +178,21 @@ def test_settings_from_the_environment() -> None:
         {"INBOXQL_PROFILE_HZ": "0", "INBOXQL_PROFILE_THREADS": "ALL", "INBOXQL_PROFILE_DUMP": "/tmp/p.txt"}
     )
     assert (config.hz, config.threads, config.dump) == (0, "all", "/tmp/p.txt")
+
+
+@pytest.mark.parametrize("command", [["sync", "--once"], ["gateway", "--port", "9"]])
+def test_a_bad_setting_stops_the_command_with_its_name(command: list[str], tmp_path: Path) -> None:
+    """Before anything connects: the message names the variable, exit 2, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INBOXQL_")}
+    env.update(INBOXQL_PROFILE_HZ="fast", INBOXQL_SECRET_KEY="k" * 43, XDG_CONFIG_HOME=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "inboxql.cli", *command],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "inboxql: INBOXQL_PROFILE_HZ must be a number, not 'fast'"
