@@ -9,10 +9,13 @@ Routes:
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
     /status, /status.json      the operator status page and the JSON it polls (operator tokens; gateway.status)
+    /debug/profile             the sampler's flame graph of the last N seconds (ops.profile), to loopback clients
+                               and operator tokens (gateway.operators)
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
-GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
+GatewayConfig.webhooks is off, prunes expired uploads (gateway.uploads), and runs the stack sampler on the
+loop's thread (ops.sampler; off with INBOXQL_PROFILE_HZ=0).
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter, StreamSlots
+from gateway.operators import operator_guard
 from gateway.services import Services
 from gateway.signing import Signer
 from gateway.status import StatusRoutes
 from gateway.uploads import Uploads, pruning
+from ops.profile import profile_routes
+from ops.sampler import Sampler
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.fulltext import VocabularyCache
@@ -102,6 +108,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     uploads = Uploads(services)
     fanout = services.fanout
     status = StatusRoutes(services)
+    sampler = Sampler(config.profiler)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -128,11 +135,15 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
-        async with (
-            running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
-            pruning(engine, config.upload_prune_seconds),
-        ):
-            yield
+        sampler.start()  # samples this loop's thread from now on
+        try:
+            async with (
+                running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
+                pruning(engine, config.upload_prune_seconds),
+            ):
+                yield
+        finally:
+            sampler.stop()
         await fanout.stop()
         await redis.aclose()
         await engine.dispose()
@@ -147,6 +158,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/uploads", uploads.upload, methods=["POST"]),
         Route("/status", status.page),
         Route("/status.json", status.data),
+        *profile_routes(sampler, operator_guard(services.tokens)),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.
@@ -154,4 +166,5 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     # For tests and benchmarks that look inside a running gateway; the app itself passes `services` down.
     app.state.services = services
+    app.state.sampler = sampler
     return app

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ops.sampler import ProfilerConfig
 
 
 def _flag(value: str) -> bool:
@@ -88,6 +90,8 @@ class GatewayConfig:
     # Subscribers handing an event over at once (gateway.gate); the rest wait in line, so a burst of deliveries
     # leaves the loop to requests between steps. 0: no gate.
     delivery_width: int = 4
+    # The always-on stack sampler behind /debug/profile (ops.sampler: INBOXQL_PROFILE_*; hz 0 switches it off).
+    profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -139,4 +143,5 @@ class GatewayConfig:
                 env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
             ),
             delivery_width=int(env.get("INBOXQL_GATEWAY_DELIVERY_WIDTH", base.delivery_width)),
+            profiler=ProfilerConfig.from_env(env),
         )

@@ -9,6 +9,7 @@
     inboxql status [--folders]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
+    inboxql profile [--seconds N] [--url URL] [--format svg|collapsed|speedscope] [-o FILE]
     inboxql token create --account ID [--account ID ...] [--admin] [--read-only] [--name NAME]
     inboxql token create --operator [--name NAME]
     inboxql token list [--all]
@@ -16,7 +17,8 @@
     inboxql secret rotate | prune
     inboxql demo
 
-Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY (or INBOXQL_SECRET_KEY_FILE).
+Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY (or INBOXQL_SECRET_KEY_FILE);
+the sampling profiler's from INBOXQL_PROFILE_* (ops.sampler), `inboxql profile`'s token from INBOXQL_TOKEN.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from ops.sampler import ConfigError as ProfilerConfigError
 from schema.accounts import SmtpSettings
 from schema.settings import Settings, SettingsError
 
@@ -150,6 +153,19 @@ def _build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     gateway.add_argument("--port", type=int, default=8000, help="the port to listen on")
 
+    profile = commands.add_parser(
+        "profile",
+        help="a running process's flame graph of the last N seconds",
+        description="Fetch what a running gateway or sync process's always-on sampler saw in the last N seconds. "
+        "The gateway needs an operator token in INBOXQL_TOKEN unless asked from this machine; the sync process "
+        "serves it on its operator port to loopback clients.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    profile.add_argument("--seconds", type=float, default=60.0, help="how far back (at most the sampler's window)")
+    profile.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway, or the sync process's port")
+    profile.add_argument("--format", choices=("svg", "collapsed", "speedscope"), default="svg")
+    profile.add_argument("-o", "--output", help="write here instead of standard output")
+
     token = commands.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = token.add_parser("create", help="print a new API token for the given accounts (or --operator)")
     create.add_argument("--account", type=int, action="append", default=[])
@@ -199,8 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # asyncmy warns of an index name MariaDB ignores in Alembic's own version table.
     logging.getLogger("asyncmy").setLevel(logging.ERROR)
     try:
+        if args.command == "profile":  # only an HTTP request: no settings, so no key ring file is made
+            from inboxql.profile import fetch
+
+            return fetch(args.url, args.seconds, args.format, args.output)
         return _dispatch(args, Settings.from_env())
-    except (UsageError, SettingsError) as exc:
+    except (UsageError, SettingsError, ProfilerConfigError) as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

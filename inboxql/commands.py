@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ops.sampler import ProfilerConfig, sampling
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
@@ -83,23 +84,32 @@ async def account_add(
     return 0
 
 
-async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None, poll: float) -> int:
+async def sync(
+    settings: Settings,
+    *,
+    once: bool,
+    accounts: Sequence[int] | None,
+    poll: float,
+    profiler: ProfilerConfig | None = None,
+) -> int:
     """Follow the accounts, or (once) sync them until caught up with their progress on stdout (inboxql.progress)."""
-    supervisor = Supervisor(settings, Tuning(poll_interval=poll))
-    try:
-        if once:
-            from inboxql import progress
+    # The always-on sampler of this process's loop (ops.sampler): served by the operator port's /debug/profile.
+    with sampling(profiler or ProfilerConfig.from_env()):
+        supervisor = Supervisor(settings, Tuning(poll_interval=poll))
+        try:
+            if once:
+                from inboxql import progress
 
-            watcher = create_engine(settings.database_url, pool_size=1)
-            try:
-                async with progress.shown(watcher, accounts):
-                    return await supervisor.run_once(accounts)
-            finally:
-                await watcher.dispose()
-        await supervisor.run_forever(accounts)
-        return 0
-    finally:
-        await supervisor.close()
+                watcher = create_engine(settings.database_url, pool_size=1)
+                try:
+                    async with progress.shown(watcher, accounts):
+                        return await supervisor.run_once(accounts)
+                finally:
+                    await watcher.dispose()
+            await supervisor.run_forever(accounts)
+            return 0
+        finally:
+            await supervisor.close()
 
 
 async def status(settings: Settings, *, folders: bool) -> int:

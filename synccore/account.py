@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 
+from ops.sampler import labelled
 from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox, Purpose
 from schema.folders import Discovered
@@ -117,6 +118,15 @@ class AccountSync:
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
         """Sync until every folder is caught up, then return."""
+        # The sampler's stacks of this account's work (and of the tasks it starts) begin with `account:ID`.
+        with labelled(f"account:{self.account_id}"):
+            await self._once()
+
+    async def run_forever(self) -> None:
+        with labelled(f"account:{self.account_id}"):
+            await self._forever()
+
+    async def _once(self) -> None:
         executor = self._executor()
         try:
             await executor.drain()  # what mutations asked first, so the pass below sees it on the server
@@ -139,7 +149,7 @@ class AccountSync:
         finally:
             await _quietly_logout(client)
 
-    async def run_forever(self) -> None:
+    async def _forever(self) -> None:
         backoff = Backoff(self.tuning.backoff_base, self.tuning.backoff_cap)
         while True:
             try:
