@@ -8,10 +8,13 @@ Routes:
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+    /metrics                   Prometheus metrics (ops.metrics), to loopback clients and operator tokens
+                               (gateway.metrics)
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
-The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
-GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
+The lifespan watches the event loop for blocking calls (ops.watchdog: INBOXQL_STALL_MS), runs webhook delivery
+(gateway.delivery), woken by the fan-out's doorbell, unless GatewayConfig.webhooks is off, and prunes expired
+uploads (gateway.uploads).
 """
 
 from __future__ import annotations
@@ -40,11 +43,14 @@ from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter, StreamSlots
+from gateway.metrics import MetricsEndpoint
 from gateway.services import Services
 from gateway.signing import Signer
 from gateway.uploads import Uploads, pruning
+from ops import metrics
+from ops.watchdog import watching
 from schema.crypto import CredentialBox
-from schema.db import create_engine
+from schema.db import create_engine, pool_use
 from schema.fulltext import VocabularyCache
 from schema.redisconn import connect
 from schema.settings import Settings
@@ -124,11 +130,14 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
+        untrack = metrics.track_pool(lambda: pool_use(engine))
         async with (
+            watching(),
             running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
             pruning(engine, config.upload_prune_seconds),
         ):
             yield
+        untrack()
         await fanout.stop()
         await redis.aclose()
         await engine.dispose()
@@ -136,6 +145,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", MetricsEndpoint(services)),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
         Route("/attachments/{id}", downloads.attachment),

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ops.server import EndpointError, operator_endpoint, port_from_env
+from ops.watchdog import watching
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
@@ -83,15 +85,30 @@ async def account_add(
     return 0
 
 
-async def sync(settings: Settings, *, once: bool, accounts: Sequence[int] | None, poll: float) -> int:
-    supervisor = Supervisor(settings, Tuning(poll_interval=poll))
+async def sync(
+    settings: Settings,
+    *,
+    once: bool,
+    accounts: Sequence[int] | None,
+    poll: float,
+    metrics_port: int | None = None,
+) -> int:
+    """The sync process, watched for blocking calls (ops.watchdog) and, given a port (or INBOXQL_METRICS_PORT),
+    serving its metrics on 127.0.0.1 (ops.server)."""
     try:
-        if once:
-            return await supervisor.run_once(accounts)
-        await supervisor.run_forever(accounts)
-        return 0
-    finally:
-        await supervisor.close()
+        port = metrics_port if metrics_port is not None else port_from_env()
+        async with watching(), operator_endpoint(port):
+            supervisor = Supervisor(settings, Tuning(poll_interval=poll))
+            try:
+                if once:
+                    return await supervisor.run_once(accounts)
+                await supervisor.run_forever(accounts)
+                return 0
+            finally:
+                await supervisor.close()
+    except EndpointError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
 
 
 async def verify(settings: Settings, account_id: int) -> int:

@@ -1,0 +1,97 @@
+"""The gateway's side of the metrics (ops.metrics): `/metrics` for operators, and what GraphQL operations count.
+
+`/metrics` answers loopback clients (Prometheus on the same host) and operator tokens
+(`inboxql token create --operator`); anyone else gets a JSON error like the API's: 401 without a valid token,
+403 with a token of another scope. A reverse proxy in front must pass the client's address on (X-Forwarded-For,
+which uvicorn's proxy_headers reads, as the per-address rate limits need anyway), or every client looks local.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from gateway.auth import authenticate, client_address, throttled_response, unauthenticated_response
+from gateway.caps import TooManyAuthFailures
+from gateway.errors import FORBIDDEN
+from gateway.services import Services
+from ops import metrics
+
+
+def _loopback(address: str | None) -> bool:
+    if address is None:
+        return False
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsEndpoint:
+    """GET /metrics: the process's metrics in Prometheus's text format, to loopback clients and operators."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def __call__(self, request: Request) -> Response:
+        if not _loopback(client_address(request)):
+            try:
+                valid, viewer = await authenticate(self.services.tokens, request)
+            except TooManyAuthFailures as exc:
+                return throttled_response(exc)
+            if not valid or viewer is None:
+                return unauthenticated_response("metrics need an operator token (or a loopback client)")
+            if not viewer.operator:
+                body = {"errors": [{"message": "metrics need an operator token", "extensions": {"code": FORBIDDEN}}]}
+                return JSONResponse(body, status_code=403)
+        return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+
+def _operation(extension: SchemaExtension) -> str:
+    """The operation's type as a label value: "invalid" when no operation could be read from the document."""
+    try:
+        kind = extension.execution_context.operation_type
+    except Exception:  # a document that does not parse, or names no operation it holds
+        return "invalid"
+    return str(kind.value)  # query, mutation, subscription
+
+
+class OperationMetrics(SchemaExtension):
+    """Counts every operation by type and outcome, times queries and mutations, and keeps the subscription gauge.
+
+    A subscription's operation lasts as long as the subscription (it ends when the client stops it or its socket
+    closes), so it is counted when it starts and held in inboxql_graphql_subscribers until then; its duration is
+    not a latency and is not timed.
+    """
+
+    def __init__(self) -> None:
+        self.subscribed = False
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.subscribed:
+                metrics.SUBSCRIBERS.dec()
+            else:
+                kind = _operation(self)
+                result = self.execution_context.result
+                outcome = "error" if result is None or getattr(result, "errors", None) else "ok"
+                metrics.GRAPHQL_REQUESTS.labels(kind, outcome).inc()
+                if kind in ("query", "mutation"):
+                    metrics.GRAPHQL_LATENCY.labels(kind).observe(time.perf_counter() - started)
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ec = self.execution_context
+        if ec.operation_type is OperationType.SUBSCRIPTION and ec.result is None:
+            self.subscribed = True
+            metrics.SUBSCRIBERS.inc()
+            metrics.GRAPHQL_REQUESTS.labels("subscription", "ok").inc()
+        yield
