@@ -43,7 +43,7 @@ from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter, StreamSlots
-from gateway.metrics import MetricsEndpoint
+from gateway.metrics import metrics_route
 from gateway.services import Services
 from gateway.signing import Signer
 from gateway.uploads import Uploads, pruning
@@ -145,7 +145,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", MetricsEndpoint(services)),
+        metrics_route(services),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
         Route("/attachments/{id}", downloads.attachment),

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -33,16 +34,13 @@ def _loopback(address: str | None) -> bool:
         return False
 
 
-class MetricsEndpoint:
+def metrics_route(services: Services) -> Route:
     """GET /metrics: the process's metrics in Prometheus's text format, to loopback clients and operators."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    async def __call__(self, request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         if not _loopback(client_address(request)):
             try:
-                valid, viewer = await authenticate(self.services.tokens, request)
+                valid, viewer = await authenticate(services.tokens, request)
             except TooManyAuthFailures as exc:
                 return throttled_response(exc)
             if not valid or viewer is None:
@@ -51,6 +49,8 @@ class MetricsEndpoint:
                 body = {"errors": [{"message": "metrics need an operator token", "extensions": {"code": FORBIDDEN}}]}
                 return JSONResponse(body, status_code=403)
         return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+
+    return Route("/metrics", endpoint)
 
 
 def _operation(extension: SchemaExtension) -> str:
