@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import secrets
@@ -18,11 +19,18 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import websockets
 from sqlalchemy import func, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from gateway.testing import ServerThread
 from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
 from schema.db import create_engine
@@ -171,7 +179,7 @@ async def deployment(
         INBOXQL_DATABASE_URL=ops_database_url,
         INBOXQL_REDIS_URL=REDIS_URL,
         INBOXQL_SECRET_KEY=secrets.token_urlsafe(32),
-        INBOXQL_WEBHOOKS="0",
+        INBOXQL_WEBHOOK_ALLOW_LOOPBACK="1",  # the receivers below
         # This checkout's code (ahead of the installed one), and the stall maker.
         PYTHONPATH=os.pathsep.join([str(ROOT), str(root / "site"), *filter(None, [env.get("PYTHONPATH")])]),
     )
@@ -181,7 +189,7 @@ async def deployment(
         env, "account", "add", "--imap-url", f"imap://{user}@127.0.0.1:{dovecot.port}", "--password-stdin",
         stdin=password + "\n",
     )  # fmt: skip
-    token = await _inboxql(env, "token", "create", "--account", account_id)
+    token = await _inboxql(env, "token", "create", "--account", account_id, "--admin")  # webhooks too
     operator_token = await _inboxql(env, "token", "create", "--operator", "--name", "prometheus")
     sync_port, gateway_port = free_port(), free_port()
     sync = await _spawn(
@@ -348,3 +356,79 @@ async def test_a_blocked_loop_is_logged_once_with_the_blocking_frame_and_counted
     # Counted once per stall: as many as were logged meanwhile (a loaded machine may add one of its own).
     assert after - counted == len(records) >= 1
     print(f"\n{process}: {ours[0].splitlines()[0]}")
+
+
+def _receiver() -> ServerThread:
+    """Webhook receivers on loopback: /ok answers 204, /fail 500."""
+
+    async def ok(request: Request) -> Response:
+        return Response(status_code=204)
+
+    async def fail(request: Request) -> Response:
+        return Response(status_code=500)
+
+    app = Starlette(routes=[Route("/ok", ok, methods=["POST"]), Route("/fail", fail, methods=["POST"])])
+    server = ServerThread(app, free_port())
+    server.start()
+    return server
+
+
+async def test_subscribers_mutations_and_webhook_deliveries_are_counted(deployment: Deployment) -> None:
+    await _eventually(lambda: _at_least(deployment.database_url, N), 120, f"{N} messages mirrored")
+    prometheus = deployment.prometheus
+    gateway = 'job="gateway"'
+    started = f'inboxql_graphql_requests_total{{{gateway},operation="subscription",outcome="ok"}}'
+    mutations = f'inboxql_graphql_requests_total{{{gateway},operation="mutation",outcome="ok"}}'
+    delivered = f'inboxql_webhook_deliveries_total{{{gateway},outcome="ok"}}'
+    failed = f'inboxql_webhook_deliveries_total{{{gateway},outcome="failed"}}'
+    before: dict[str, float] = {}
+    for q in (started, mutations, delivered, failed):
+        found = await asyncio.to_thread(prometheus.value, q)
+        before[q] = found or 0.0
+    receiver = _receiver()
+    headers = {"Authorization": f"Bearer {deployment.token}"}
+    try:
+        async with httpx.AsyncClient(base_url=deployment.gateway_url, timeout=10) as client:
+
+            async def graphql(query: str, variables: dict[str, object] | None = None) -> dict[str, Any]:
+                answer = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
+                body: dict[str, Any] = answer.json()
+                assert "errors" not in body, body
+                data: dict[str, Any] = body["data"]
+                return data
+
+            account = (await graphql("{ accounts { nodes { id } } }"))["accounts"]["nodes"][0]["id"]
+            for path in ("ok", "fail"):
+                await graphql(
+                    'mutation($a: ID!, $u: String!) { createWebhook(accountId: $a, url: $u, events: ["message"]) '
+                    "{ webhook { id } } }",
+                    {"a": account, "u": f"{receiver.url}/{path}"},
+                )
+            ws_url = deployment.gateway_url.replace("http://", "ws://") + "/graphql"
+            async with websockets.connect(ws_url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": headers}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                follow = "subscription($a: ID!) { changes(accountId: $a) { cursor } }"
+                subscribe = {"query": follow, "variables": {"a": account}}
+                await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": subscribe}))
+                await _prometheus_says(prometheus, f"inboxql_graphql_subscribers{{{gateway}}}", 1)
+                await _prometheus_says(prometheus, started, before[started] + 1)
+                message = await graphql(
+                    "query($a: ID!) { messages(accountId: $a, first: 1) { nodes { id } } }", {"a": account}
+                )
+                ids = [message["messages"]["nodes"][0]["id"]]
+                await graphql(
+                    "mutation($ids: [ID!]!) { updateMessages(input: {ids: $ids, starred: true}) { actions { id } } }",
+                    {"ids": ids},
+                )
+                assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "next"  # the change, live
+            await _prometheus_says(prometheus, f"inboxql_graphql_subscribers{{{gateway}}}", 0)
+            await _prometheus_says(prometheus, mutations, before[mutations] + 3)  # two hooks and the update
+            await _prometheus_says(prometheus, delivered, before[delivered] + 1)
+
+            async def failed_once() -> bool:
+                return (await asyncio.to_thread(prometheus.value, failed) or 0) >= before[failed] + 1
+
+            await _eventually(failed_once, 30, "the failing receiver's attempt counted")
+    finally:
+        receiver.stop()
