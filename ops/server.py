@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 import uvicorn
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 ENV = "INBOXQL_METRICS_PORT"
 HOST = "127.0.0.1"
-START_TIMEOUT = 10.0
 
 
 class EndpointError(Exception):
@@ -84,20 +84,17 @@ async def operator_endpoint(
         operator_app(routes), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
     )
     server = _Server(config)
-    task = asyncio.create_task(server.serve(), name="operator-endpoint")
+    # Bound and listening here, not by uvicorn: uvicorn answers a port in use with sys.exit, which would end the
+    # whole process; and a socket that listens from the start queues a scrape that comes before uvicorn accepts.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        async with asyncio.timeout(START_TIMEOUT):
-            while not server.started:
-                if task.done():
-                    break
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pass
-    if not server.started:
-        server.should_exit = True
-        with contextlib.suppress(BaseException):
-            await task
-        raise EndpointError(f"the operator endpoint could not listen on {host}:{port}")
+        sock.bind((host, port))
+        sock.listen(config.backlog)
+    except OSError as exc:
+        sock.close()
+        raise EndpointError(f"the operator endpoint cannot listen on {host}:{port}: {exc.strerror}") from None
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="operator-endpoint")
     log.info("operator endpoint: http://%s:%d/metrics", host, port)
     try:
         yield server
@@ -105,3 +102,4 @@ async def operator_endpoint(
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        sock.close()

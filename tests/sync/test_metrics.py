@@ -12,11 +12,13 @@ from sqlalchemy.exc import OperationalError
 
 from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
-from schema import accounts
+from schema import accounts, actions
 from schema.crypto import CredentialBox
+from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, AuthStopped, LoginDeferred, Tuning, error_kind
 from synccore.imap import AuthenticationFailed, CommandFailed, ConnectionLost, ImapTimeout, ProtocolError
+from synccore.supervisor import Supervisor
 from tests.conftest import new_user
 from tests.sync.support import add_account
 
@@ -57,6 +59,7 @@ async def test_a_server_that_refuses_connections_counts_connection_errors_and_re
     await asyncio.sleep(1.0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    await accounts.remove(store, account_id, wait_seconds=0)
     counted = _value("inboxql_imap_errors_total", kind="connection") - errors
     assert counted >= 2
     assert _value("inboxql_imap_reconnects_total") - reconnects == counted
@@ -104,3 +107,26 @@ async def test_an_empty_mailbox_times_no_first_message(
     dovecot.append(user, password, "INBOX", generate(1, seed=6))
     await sync.run_once()
     assert _value("inboxql_first_message_seconds_count") == timed
+
+
+async def test_the_supervisor_measures_accounts_by_state_and_the_action_queue(
+    settings: Settings, store: Store, credential_box: CredentialBox
+) -> None:
+    endpoint = accounts.ImapEndpoint("127.0.0.1", free_port(), "none", "nobody")
+    account_id = await accounts.create(store, credential_box, "queue@example.test", endpoint, "secret")
+    supervisor = Supervisor(settings)
+    other = account_id
+    try:
+        await supervisor.measure(await supervisor.accounts())
+        queued, pending = _value("inboxql_action_queue_depth"), _value("inboxql_accounts", state="pending")
+        async with store.unit(account_id) as uow:
+            await actions.create_folder(uow, "Projects", "/")
+        other = await accounts.create(store, credential_box, "other@example.test", endpoint, "secret")
+        await supervisor.measure(await supervisor.accounts())
+        assert _value("inboxql_action_queue_depth") - queued == 1
+        assert _value("inboxql_accounts", state="pending") - pending == 1
+        assert _value("inboxql_db_pool_size") >= 20  # the supervisor's pool: 10, and 10 more in overflow
+    finally:
+        await supervisor.close()
+        for gone in (account_id, other):  # accounts on a dead port: no other test should meet them
+            await accounts.remove(store, gone, wait_seconds=0)
