@@ -4,20 +4,23 @@ One blocking call on the loop (a parse, a bcrypt, a synchronous socket, a big JS
 sync and every client's request at once, and leaves no trace in any log: the loop is merely slow. So:
 
 ```
- loop thread                               watchdog thread (wakes every threshold / 4)
- heartbeat, every `tick` (call_later):     due = when the next heartbeat should run
-   lag = now - due  ──► inboxql_loop_lag_seconds
-   due = now + tick                        now - due > threshold?  ──► a stall: take the loop thread's stack
-                                             (sys._current_frames), count inboxql_loop_stalls_total
-                                           the heartbeat ran again?  ──► the stall ended: log it ONCE, with its
-                                             duration and the stack taken while it lasted
+ loop thread                                  watchdog thread (wakes every threshold / 2)
+ heartbeat, every `tick` (call_later):        due = when the next heartbeat should run
+   lag = now - due ──► inboxql_loop_lag_seconds  now - due > threshold? ──► stalled: take the loop thread's
+   lag > threshold ──► inboxql_loop_stalls_total   stack now (sys._current_frames), while the call still runs
+                       and (due, lag) to the thread  a stall ended (from the heartbeat) ──► log it ONCE: its
+   due = now + tick                                  duration, the stack taken while it lasted, and how much of
+                                                     it the loop thread spent on the CPU (a computation) or not
+                                                     (a blocking wait, or a machine too busy to run it)
 ```
 
-The heartbeat costs the loop one timer callback per tick; the thread only reads two floats, and reads a stack
-only when the loop is stalled. A stall that lasts past LONG_STALL is logged then, stack included, because the
-loop may never come back (a deadlock); its end is then one more line, without the stack.
+The loop measures and counts each stall exactly (the heartbeat's lag); the thread only looks at the stack, so a
+stall too short for it to see (under threshold + threshold / 2) is logged without one. The heartbeat costs the
+loop one timer callback per tick; the thread reads two floats, and a stack only when the loop is stalled. A stall
+that lasts past LONG_STALL is logged then, stack included, because the loop may never come back (a deadlock); its
+end is then one more line, without the stack.
 
-Limits: the thread needs the GIL to look; a C call that holds the GIL throughout is noticed only once it lets go,
+Limits: the thread needs the GIL to look; a C call that holds the GIL throughout is seen only once it lets go,
 and the stack taken then may already be past the culprit. A pure-Python loop, `time.sleep`, or blocking I/O are
 caught in the act.
 
@@ -28,6 +31,7 @@ one); `INBOXQL_STALL_MS` sets the threshold (100 ms by default; 0 switches the d
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -35,7 +39,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ops import metrics
@@ -61,12 +65,24 @@ def threshold_from_env(default: float = DEFAULT_THRESHOLD) -> float:
     return max(0.0, value)
 
 
+def _cpu_clock(thread_id: int) -> Callable[[], float] | None:
+    """A reader of a thread's CPU time (Linux and most Unixes), or None where there is none."""
+    try:
+        clock = time.pthread_getcpuclockid(thread_id)
+        time.clock_gettime(clock)
+    except (AttributeError, OSError):
+        return None
+    return lambda: time.clock_gettime(clock)
+
+
 @dataclass(slots=True)
 class Stall:
-    """One stall as the thread saw it: when the loop should have come back, and its stack then."""
+    """A stall the thread saw while it lasted: when the loop should have come back, and its stack then."""
 
     due: float
     stack: str
+    seen_at: float  # time.monotonic() when the stack was taken
+    cpu_at: float | None  # the loop thread's CPU time then
     logged: bool = False
 
 
@@ -78,13 +94,15 @@ class Watchdog:
             raise ValueError("the stall threshold must be positive")
         self.loop = loop
         self.threshold = threshold
-        # The heartbeat's period: a stall is noticed at most threshold + tick after it began.
+        # The heartbeat's period and the thread's: a stall's stack is taken at most threshold + tick + check after
+        # it began. Each wakes 20 times a second at the default threshold.
         self.tick = min(threshold / 2, 0.05)
-        self.check = threshold / 4
-        self.stalls = 0  # stalls seen, for tests and the curious
+        self.check = threshold / 2
+        self.stalls = 0  # stalls counted, for tests and the curious
         self._loop_thread = threading.get_ident()
+        self._cpu: Callable[[], float] | None = None
         self._due = 0.0  # written by the loop, read by the thread (a float: one atomic store under the GIL)
-        self._lag = 0.0
+        self._ended: collections.deque[tuple[float, float]] = collections.deque()  # (due, lag) of each stall
         self._handle: asyncio.TimerHandle | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +110,7 @@ class Watchdog:
     # -- the loop's side ---------------------------------------------------------------------------------------
     def start(self) -> None:
         self._loop_thread = threading.get_ident()
+        self._cpu = _cpu_clock(self._loop_thread)
         self._due = time.monotonic() + self.tick
         self._handle = self.loop.call_later(self.tick, self._beat)
         self._stop.clear()
@@ -109,9 +128,13 @@ class Watchdog:
 
     def _beat(self) -> None:
         now = time.monotonic()
-        lag = max(0.0, now - self._due)
+        due = self._due
+        lag = max(0.0, now - due)
         metrics.LOOP_LAG.observe(lag)
-        self._lag = lag  # before _due: the thread reads _due first, and a new _due means a new _lag
+        if lag > self.threshold:
+            self.stalls += 1
+            metrics.LOOP_STALLS.inc()
+            self._ended.append((due, lag))
         self._due = now + self.tick
         self._handle = self.loop.call_later(self.tick, self._beat)
 
@@ -119,37 +142,61 @@ class Watchdog:
     def _watch(self) -> None:
         stall: Stall | None = None
         while not self._stop.wait(self.check):
-            due = self._due
-            now = time.monotonic()
-            if stall is None:
-                if now - due > self.threshold:
-                    stall = Stall(due, self._stack())
-                    self.stalls += 1
-                    metrics.LOOP_STALLS.inc()
-            elif due != stall.due:
-                self._ended(stall, self._lag)
-                stall = None
-            elif not stall.logged and now - stall.due > LONG_STALL:
-                stall.logged = True
-                log.warning(
-                    "event loop blocked for over %.1f s so far (threshold %d ms); the loop thread's stack:\n%s",
-                    now - stall.due,
-                    self.threshold * 1000,
-                    stall.stack,
-                )
-        if stall is not None and not stall.logged:  # stopped while stalled (it ends with the loop)
-            self._ended(stall, time.monotonic() - stall.due)
+            stall = self._look(stall)
+        stall = self._look(stall)
+        if stall is not None and not stall.logged:  # the loop came back only to stop its heartbeat: count it here
+            self.stalls += 1
+            metrics.LOOP_STALLS.inc()
+            self._log_end(stall, time.monotonic() - stall.due)
 
-    def _ended(self, stall: Stall, seconds: float) -> None:
+    def _look(self, stall: Stall | None) -> Stall | None:
+        while self._ended:
+            due, lag = self._ended.popleft()
+            if stall is not None and stall.due == due:
+                self._log_end(stall, lag)
+                stall = None
+            else:
+                log.warning(
+                    "event loop blocked for %d ms (threshold %d ms); it ended before its stack could be taken",
+                    lag * 1000,
+                    self.threshold * 1000,
+                )
+        due = self._due
+        now = time.monotonic()
+        if stall is None and now - due > self.threshold:
+            stall = Stall(due, self._stack(), now, self._cpu() if self._cpu else None)
+        elif stall is not None and not stall.logged and now - stall.due > LONG_STALL:
+            stall.logged = True
+            log.warning(
+                "event loop blocked for over %.1f s so far (threshold %d ms)%s; the loop thread's stack:\n%s",
+                now - stall.due,
+                self.threshold * 1000,
+                self._cpu_share(stall),
+                stall.stack,
+            )
+        return stall
+
+    def _log_end(self, stall: Stall, seconds: float) -> None:
         if stall.logged:
             log.warning("event loop stall ended after %d ms", seconds * 1000)
             return
         log.warning(
-            "event loop blocked for %d ms (threshold %d ms); the loop thread's stack while it was blocked:\n%s",
+            "event loop blocked for %d ms (threshold %d ms)%s; the loop thread's stack while it was blocked:\n%s",
             seconds * 1000,
             self.threshold * 1000,
+            self._cpu_share(stall),
             stall.stack,
         )
+
+    def _cpu_share(self, stall: Stall) -> str:
+        """How much of the watched part of the stall the loop thread ran on the CPU: near 100% is a computation,
+        near 0% a wait (blocking I/O, a sleep, a lock) or a machine too busy to run the process."""
+        if self._cpu is None or stall.cpu_at is None:
+            return ""
+        wall = time.monotonic() - stall.seen_at
+        if wall <= 0:
+            return ""
+        return f", on the CPU {min(1.0, (self._cpu() - stall.cpu_at) / wall):.0%} of it"
 
     def _stack(self) -> str:
         frame = sys._current_frames().get(self._loop_thread)

@@ -119,3 +119,35 @@ def test_a_watchdog_needs_a_positive_threshold() -> None:
             Watchdog(loop, 0)
     finally:
         loop.close()
+
+
+async def test_a_stall_says_whether_the_loop_computed_or_waited(caplog: pytest.LogCaptureFixture) -> None:
+    """A blocking wait (a synchronous sleep, socket or lock) leaves the loop thread off the CPU; a computation keeps
+    it on: the log says which, so a reader knows what kind of culprit the stack shows."""
+    caplog.set_level(logging.WARNING, logger="ops.watchdog")
+    async with watching(0.1):
+        await asyncio.sleep(0.1)
+        time.sleep(0.4)  # the point: a blocking call on the loop
+        await asyncio.sleep(0.2)
+    (record,) = _blocked_records(caplog)
+    share = re.search(r"on the CPU (\d+)% of it", record.getMessage())
+    assert share is not None, record.getMessage()
+    assert int(share.group(1)) < 50
+    assert "in test_a_stall_says_whether_the_loop_computed_or_waited" in record.getMessage()
+
+
+async def test_a_stall_too_short_for_its_stack_is_still_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The heartbeat counts every stall; the thread, which looks only every threshold / 2, may miss the stack of a
+    short one: it is logged all the same, once, saying so."""
+    caplog.set_level(logging.WARNING, logger="ops.watchdog")
+    async with watching(0.1) as dog:
+        assert dog is not None
+        dog.check = 10.0  # a thread that never looks in time
+        await asyncio.sleep(0.1)
+        hash_passwords_on_the_loop(0.2)
+        await asyncio.sleep(0.1)
+    (record,) = _blocked_records(caplog)
+    assert "ended before its stack could be taken" in record.getMessage()
+    assert dog.stalls == 1
