@@ -14,7 +14,9 @@ sync and every client's request at once, and leaves no trace in any log: the loo
                                                      (a blocking wait, or a machine too busy to run it)
 ```
 
-The loop measures and counts each stall exactly (the heartbeat's lag); the thread only looks at the stack, so a
+A stall's duration is how late the heartbeat ran: the blocking call's length less up to one tick (50 ms), since
+the call may have started just after a heartbeat. The loop counts each stall (the heartbeat's lag); the thread
+only looks at the stack, so a
 stall too short for it to see (under threshold + threshold / 2) is logged without one. The heartbeat costs the
 loop one timer callback per tick; the thread reads two floats, and a stack only when the loop is stalled. A stall
 that lasts past LONG_STALL is logged then, stack included, because the loop may never come back (a deadlock); its

@@ -350,7 +350,7 @@ async def test_a_blocked_loop_is_logged_once_with_the_blocking_frame_and_counted
     # Logged with its duration, about the 300 ms it blocked, and the frames down to the blocking call.
     duration = re.search(r"blocked for (\d+) ms", ours[0])
     assert duration is not None, ours[0]
-    assert 250 <= int(duration.group(1)) < 2000, ours[0]
+    assert 200 <= int(duration.group(1)) < 2000, ours[0]  # 300 ms, less up to one heartbeat (50 ms)
     assert f"in {STALL_FUNCTION}" in ours[0]
     assert "in _on_usr1" in ours[0]
     # Counted once per stall: as many as were logged meanwhile (a loaded machine may add one of its own).
