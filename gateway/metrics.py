@@ -34,20 +34,31 @@ def _loopback(address: str | None) -> bool:
         return False
 
 
+async def refuse_unless_operator(services: Services, request: Request) -> Response | None:
+    """None when the request may see operator routes (a loopback client, or an operator token); else the error to
+    answer: 401 without a valid token, 403 for a token of another scope, 429 for an address sending bad tokens.
+    For `/metrics` and any other operator route of the gateway (a profiler's)."""
+    if _loopback(client_address(request)):
+        return None
+    try:
+        valid, viewer = await authenticate(services.tokens, request)
+    except TooManyAuthFailures as exc:
+        return throttled_response(exc)
+    if not valid or viewer is None:
+        return unauthenticated_response("operator routes need an operator token (or a loopback client)")
+    if not viewer.operator:
+        body = {"errors": [{"message": "operator routes need an operator token", "extensions": {"code": FORBIDDEN}}]}
+        return JSONResponse(body, status_code=403)
+    return None
+
+
 def metrics_route(services: Services) -> Route:
     """GET /metrics: the process's metrics in Prometheus's text format, to loopback clients and operators."""
 
     async def endpoint(request: Request) -> Response:
-        if not _loopback(client_address(request)):
-            try:
-                valid, viewer = await authenticate(services.tokens, request)
-            except TooManyAuthFailures as exc:
-                return throttled_response(exc)
-            if not valid or viewer is None:
-                return unauthenticated_response("metrics need an operator token (or a loopback client)")
-            if not viewer.operator:
-                body = {"errors": [{"message": "metrics need an operator token", "extensions": {"code": FORBIDDEN}}]}
-                return JSONResponse(body, status_code=403)
+        refused = await refuse_unless_operator(services, request)
+        if refused is not None:
+            return refused
         return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
 
     return Route("/metrics", endpoint)
