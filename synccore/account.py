@@ -286,7 +286,7 @@ class AccountSync:
         with its error on its row and tried again after a backoff, so it never holds up the others."""
         if self.mode is None:
             self.mode = await account_mode(self.store, self.account_id, client)
-        if not self.passes:
+        if self.first_message.undecided:
             async with self.store.sessions() as s:
                 self.first_message.begin(empty=not await messages.has_any(s, self.account_id))
         complete = True

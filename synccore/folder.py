@@ -51,6 +51,11 @@ class FirstMessage:
     started: float | None = None  # time.monotonic(); None: not measuring
     done: bool = False
 
+    @property
+    def undecided(self) -> bool:
+        """Whether the account has yet to be found new (measured) or not (ignored)."""
+        return not self.done and self.started is None
+
     def begin(self, empty: bool) -> None:
         if not self.done and self.started is None:
             if empty:
