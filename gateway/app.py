@@ -11,11 +11,13 @@ Routes:
     /status, /status.json      the operator status page and the JSON it polls (operator tokens; gateway.status)
     /debug/profile             the sampler's flame graph of the last N seconds (ops.profile), to loopback clients
                                and operator tokens (gateway.operators)
+    /metrics                   Prometheus metrics (ops.metrics), to loopback clients and operator tokens
+                               (gateway.operators)
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
-The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
-GatewayConfig.webhooks is off, prunes expired uploads (gateway.uploads), and runs the stack sampler on the
-loop's thread (ops.sampler; off with INBOXQL_PROFILE_HZ=0).
+The lifespan watches the event loop for blocking calls (ops.watchdog: INBOXQL_STALL_MS), runs the stack sampler on
+the loop's thread (ops.sampler; off with INBOXQL_PROFILE_HZ=0), runs webhook delivery (gateway.delivery), woken by
+the fan-out's doorbell, unless GatewayConfig.webhooks is off, and prunes expired uploads (gateway.uploads).
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
 from gateway.limits import RateLimiter, StreamSlots
+from gateway.metrics import metrics_route
 from gateway.operators import operator_guard
 from gateway.services import Services
 from gateway.signing import Signer
 from gateway.status import StatusRoutes
 from gateway.uploads import Uploads, pruning
+from ops import metrics
 from ops.profile import profile_routes
 from ops.sampler import Sampler
+from ops.watchdog import watching
 from schema.crypto import CredentialBox
-from schema.db import create_engine
+from schema.db import create_engine, pool_use
 from schema.fulltext import VocabularyCache
 from schema.redisconn import connect
 from schema.settings import Settings
@@ -136,13 +141,16 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
         sampler.start()  # samples this loop's thread from now on
+        untrack = metrics.track_pool(lambda: pool_use(engine))
         try:
             async with (
+                watching(),
                 running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
                 pruning(engine, config.upload_prune_seconds),
             ):
                 yield
         finally:
+            untrack()
             sampler.stop()
         await fanout.stop()
         await redis.aclose()
@@ -151,6 +159,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        metrics_route(services),
         Route("/graphql", view, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", view),
         Route("/attachments/{id}", downloads.attachment),

@@ -51,6 +51,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import GatewayConfig
+from ops import metrics
 from schema import webhooks
 from schema.changelog import Change
 from schema.crypto import CredentialBox, CredentialError, Purpose
@@ -432,6 +433,7 @@ class Deliverer:
         # Committed: the hook's row is free, and no connection is held, while the receiver takes its time.
         status, error, elapsed = await self.post(claimed)
         ok = error is None and status is not None and 200 <= status < 300
+        metrics.WEBHOOK_DELIVERIES.labels("ok" if ok else "failed").inc()
         if not ok and error is None:
             error = f"HTTP {status}"
         if ok and elapsed <= deadline * SLOW_SHARE * 1000:

@@ -5,7 +5,7 @@
     inboxql account list
     inboxql account set-password ID [--smtp-password]      (the password(s) on standard input)
     inboxql account remove ID --yes
-    inboxql sync [--once] [--account ID ...]
+    inboxql sync [--once] [--account ID ...] [--metrics-port PORT]
     inboxql status [--folders]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
@@ -129,6 +129,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--once", action="store_true", help="sync until every folder is caught up, then exit")
     sync.add_argument("--account", type=int, action="append", help="only this account (repeatable)")
     sync.add_argument("--poll-interval", type=float, default=30.0, help="seconds between passes over folders")
+    sync.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: INBOXQL_METRICS_PORT, else off)",
+    )
 
     status = commands.add_parser(
         "status",
@@ -237,7 +242,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "outbox":
         return asyncio.run(commands.outbox_list(settings, every=args.all))
     if args.command == "sync":
-        return asyncio.run(commands.sync(settings, once=args.once, accounts=args.account, poll=args.poll_interval))
+        return asyncio.run(
+            commands.sync(
+                settings,
+                once=args.once,
+                accounts=args.account,
+                poll=args.poll_interval,
+                metrics_port=args.metrics_port,
+            )
+        )
     if args.command == "status":
         return asyncio.run(commands.status(settings, folders=args.folders))
     if args.command == "verify":

@@ -9,7 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ops.profile import profile_routes
 from ops.sampler import ProfilerConfig, sampling
+from ops.server import EndpointError, operator_endpoint, port_from_env
+from ops.watchdog import watching
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
@@ -91,25 +94,34 @@ async def sync(
     accounts: Sequence[int] | None,
     poll: float,
     profiler: ProfilerConfig | None = None,
+    metrics_port: int | None = None,
 ) -> int:
-    """Follow the accounts, or (once) sync them until caught up with their progress on stdout (inboxql.progress)."""
-    # The always-on sampler of this process's loop (ops.sampler): served by the operator port's /debug/profile.
-    with sampling(profiler or ProfilerConfig.from_env()):
-        supervisor = Supervisor(settings, Tuning(poll_interval=poll))
-        try:
-            if once:
-                from inboxql import progress
+    """Follow the accounts, or (once) sync them until caught up with their progress on stdout (inboxql.progress).
 
-                watcher = create_engine(settings.database_url, pool_size=1)
+    The process is watched for blocking calls (ops.watchdog) and sampled (ops.sampler); given a port (or
+    INBOXQL_METRICS_PORT), it serves its metrics and the sampler's flame graphs on 127.0.0.1 (ops.server)."""
+    try:
+        port = metrics_port if metrics_port is not None else port_from_env()
+        with sampling(profiler or ProfilerConfig.from_env()) as sampler:
+            async with watching(), operator_endpoint(port, profile_routes(sampler)):
+                supervisor = Supervisor(settings, Tuning(poll_interval=poll))
                 try:
-                    async with progress.shown(watcher, accounts):
-                        return await supervisor.run_once(accounts)
+                    if once:
+                        from inboxql import progress
+
+                        watcher = create_engine(settings.database_url, pool_size=1)
+                        try:
+                            async with progress.shown(watcher, accounts):
+                                return await supervisor.run_once(accounts)
+                        finally:
+                            await watcher.dispose()
+                    await supervisor.run_forever(accounts)
+                    return 0
                 finally:
-                    await watcher.dispose()
-            await supervisor.run_forever(accounts)
-            return 0
-        finally:
-            await supervisor.close()
+                    await supervisor.close()
+    except EndpointError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
 
 
 async def status(settings: Settings, *, folders: bool) -> int:

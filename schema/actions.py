@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema.changelog import ObjectType, Op
@@ -295,6 +295,14 @@ async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
     if not_before is None:
         return 0.0
     return max(0.0, (not_before - utcnow()).total_seconds())
+
+
+async def pending_count(session: AsyncSession) -> int:
+    """Pending actions of every account: the write-back queue's depth (ops.metrics)."""
+    found = await session.scalar(
+        select(func.count()).select_from(Action).where(Action.state == ActionState.PENDING.value)
+    )
+    return int(found or 0)
 
 
 async def pending_messages(session: AsyncSession, account_id: int, message_ids: Iterable[int]) -> set[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -21,6 +22,14 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         isolation_level="READ COMMITTED",
         echo=echo,
     )
+
+
+def pool_use(engine: AsyncEngine) -> tuple[int, int]:
+    """(connections checked out, the most the pool hands out: its size plus overflow), for ops.metrics."""
+    pool = engine.sync_engine.pool
+    if not isinstance(pool, QueuePool):
+        return 0, 0
+    return pool.checkedout(), pool.size() + pool._max_overflow
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

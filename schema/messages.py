@@ -196,6 +196,12 @@ async def has_orphans(session: AsyncSession, account_id: int) -> bool:
     return found is not None
 
 
+async def has_any(session: AsyncSession, account_id: int) -> bool:
+    """Whether the account's mirror holds a message at all (a new account's holds none)."""
+    found = await session.scalar(select(Message.id).where(Message.account_id == account_id).limit(1))
+    return found is not None
+
+
 async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
     """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
     if not fetched:
@@ -227,6 +233,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
                 return []
     if new:
         ids.update(await _create(uow, list(new.values())))
+        uow.new_messages += len(new)
     # A UID already placed with another message (the server broke the UID promise, or an earlier listing
     # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
     displaced = await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])

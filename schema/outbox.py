@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime.compose import ComposeError, Draft, compose, recipients, validate_address
@@ -174,6 +174,13 @@ async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
         return None
     now = utcnow()
     return max(0.0, min((max(at, nb or at) - now).total_seconds() for at, nb in rows))
+
+
+async def waiting_count(session: AsyncSession) -> int:
+    """Entries of every account queued or being sent: the outbox's depth (ops.metrics)."""
+    waiting = [OutboxState.QUEUED.value, OutboxState.SENDING.value]
+    found = await session.scalar(select(func.count()).select_from(Outbox).where(Outbox.state.in_(waiting)))
+    return int(found or 0)
 
 
 async def claim(uow: UnitOfWork, entry: Outbox) -> bool:

@@ -61,6 +61,8 @@ class UnitOfWork:
         # The server reported a change of a message that a pending action protects (schema.actions), and it was
         # left alone: the folder sync must look at that folder again in full once the action has run.
         self.skipped_pending = False
+        # Messages this unit created (schema.messages.add): the sync core counts them once committed (ops.metrics).
+        self.new_messages = 0
         self._session: AsyncSession | None = None
 
     @property

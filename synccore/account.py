@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 
+from ops import metrics
 from ops.sampler import labelled
 from schema import accounts, actions, folders, messages
 from schema.crypto import CredentialBox, Purpose
@@ -28,9 +30,21 @@ from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
 from synccore.connection import IMAP_TIMEOUT, Endpoint, Refusal, open_client, refusal
-from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FolderContext, FolderSync
+from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
 from synccore.identity import IdentityMode, account_mode
-from synccore.imap import AuthenticationFailed, CommandFailed, Exists, Expunge, FetchItem, ImapClient, Vanished
+from synccore.imap import (
+    AuthenticationFailed,
+    CommandFailed,
+    ConnectionLost,
+    Exists,
+    Expunge,
+    FetchItem,
+    ImapClient,
+    ImapTimeout,
+    MissingCapability,
+    ProtocolError,
+    Vanished,
+)
 from synccore.parsing import ParsePool, WorkerCrashed
 from synccore.roles import assign_roles
 
@@ -114,6 +128,7 @@ class AccountSync:
         self._watched: dict[int, datetime | None] = {}
         self.plain_refusals = 0  # plain NOs to LOGIN in a row
         self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
+        self.first_message = FirstMessage()  # ops.metrics.FIRST_MESSAGE
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -155,11 +170,14 @@ class AccountSync:
             try:
                 await self._follow_forever(backoff)
             except AuthStopped:
+                metrics.IMAP_ERRORS.labels("auth").inc()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 _raise_if_cancelled()
+                metrics.IMAP_ERRORS.labels(error_kind(exc)).inc()
+                metrics.RECONNECTS.inc()
                 delay = backoff.next()
                 if isinstance(_innermost(exc), DBAPIError):
                     # MySQL away: retrying costs no IMAP server anything, and a restart is over in seconds.
@@ -254,8 +272,10 @@ class AccountSync:
             since = started
             async with client.idle() as events:
                 self._watched[inbox.id] = None
-                await events.next(self.tuning.idle_restart)
+                pushed = await events.next(self.tuning.idle_restart)
                 self._watched[inbox.id] = since
+            if any(isinstance(r, _CHANGES) for r in pushed):
+                sync.pushed_at = time.monotonic()  # where inboxql_change_to_commit_seconds starts
 
     async def _poll(self, client: ImapClient, previous_pass: datetime | None, skip_roles: frozenset[str]) -> None:
         """`previous_pass`: when the last pass that synced every folder started (None: none has yet)."""
@@ -276,6 +296,9 @@ class AccountSync:
         with its error on its row and tried again after a backoff, so it never holds up the others."""
         if self.mode is None:
             self.mode = await account_mode(self.store, self.account_id, client)
+        if self.first_message.undecided:
+            async with self.store.sessions() as s:
+                self.first_message.begin(empty=not await messages.has_any(s, self.account_id))
         complete = True
         found = await self.discover(client)
         await self._count_unselected(client, found)
@@ -295,6 +318,8 @@ class AccountSync:
             else:
                 await self._folder_synced(folder)
         self.passes += 1
+        if complete:
+            self.first_message.stop()  # every folder looked at: an account with no mail is not waiting for any
         return complete
 
     async def _count_unselected(self, client: ImapClient, found: list[Folder]) -> None:
@@ -340,6 +365,7 @@ class AccountSync:
         delay = retry.backoff.next()
         retry.due = asyncio.get_running_loop().time() + delay
         error = _describe(reason)
+        metrics.IMAP_ERRORS.labels(error_kind(reason)).inc()
         log.warning("account %s: folder %s: %s; trying it again in %.1f s", self.account_id, folder.name, error, delay)
 
         async def step() -> None:
@@ -430,7 +456,9 @@ class AccountSync:
     def _ctx(self) -> FolderContext:
         assert self.mode is not None
         t = self.tuning
-        return FolderContext(self.store, self.account_id, self.mode, self.parser, t.batch_bytes, t.max_message_bytes)
+        return FolderContext(
+            self.store, self.account_id, self.mode, self.parser, t.batch_bytes, t.max_message_bytes, self.first_message
+        )
 
     async def _connect(self) -> ImapClient:
         async with self.store.sessions() as s:
@@ -520,6 +548,24 @@ def _listing(d: Discovered) -> tuple[str | None, str | None, str]:
 def _unselectable(flags: frozenset[str]) -> bool:
     lowered = {f.lower() for f in flags}
     return "\\noselect" in lowered or "\\nonexistent" in lowered
+
+
+def error_kind(exc: BaseException) -> str:
+    """The kind of an error that stopped a connection or a folder, one of ops.metrics.IMAP_ERROR_KINDS."""
+    exc = _innermost(exc)
+    if isinstance(exc, AuthenticationFailed | AuthStopped):
+        return "auth"
+    if isinstance(exc, LoginDeferred | CommandFailed | planning.FolderGone):
+        return "refused"
+    if isinstance(exc, ImapTimeout | TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionLost | OSError):  # ConnectionError and the TLS errors are OSErrors
+        return "connection"
+    if isinstance(exc, ProtocolError | MissingCapability):
+        return "protocol"
+    if isinstance(exc, DBAPIError):
+        return "database"
+    return "other"
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 from sqlalchemy.exc import DBAPIError
 
+from ops import metrics
 from schema import folders, messages, skipped
 from schema.messages import Fetched, PlaceFlags
 from schema.models import Folder
@@ -40,6 +42,37 @@ BATCH_BYTES = 8 << 20
 MAX_MESSAGE_BYTES = MAX_LITERAL
 
 
+@dataclass(slots=True)
+class FirstMessage:
+    """How long a new account waits for its first message (ops.metrics.FIRST_MESSAGE): from the start of its first
+    sync, its mirror empty, to the commit of a message. Measured once per account and process; an account whose
+    first pass over every folder stores nothing (an empty mailbox) is not waiting, and is no longer measured."""
+
+    started: float | None = None  # time.monotonic(); None: not measuring
+    done: bool = False
+
+    @property
+    def undecided(self) -> bool:
+        """Whether the account has yet to be found new (measured) or not (ignored)."""
+        return not self.done and self.started is None
+
+    def begin(self, empty: bool) -> None:
+        if not self.done and self.started is None:
+            if empty:
+                self.started = time.monotonic()
+            else:
+                self.done = True
+
+    def stored(self, count: int) -> None:
+        if count and self.started is not None:
+            metrics.FIRST_MESSAGE.observe(time.monotonic() - self.started)
+            self.stop()
+
+    def stop(self) -> None:
+        self.started = None
+        self.done = True
+
+
 @dataclass(frozen=True, slots=True)
 class FolderContext:
     store: Store
@@ -48,6 +81,7 @@ class FolderContext:
     parser: ParsePool
     batch_bytes: int = BATCH_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    first: FirstMessage | None = None
 
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
@@ -89,6 +123,11 @@ class FolderSync:
         self.skipped = False
         # The folder's skipped messages (schema.skipped) by UID, as read before the last download.
         self._skips: dict[int, skipped.Skip] = {}
+        # When the server told of a change (an IDLE push; time.monotonic()): set by whoever heard it, taken by run.
+        self.pushed_at: float | None = None
+        # When this run noticed the server's changes, while following (not during the initial download): the start
+        # of inboxql_change_to_commit_seconds for what it commits.
+        self._noticed: float | None = None
 
     async def run(self, client: ImapClient) -> None:
         # What the server said in passing (EXISTS, EXPUNGE, FETCH of other folders or of earlier passes) is
@@ -96,6 +135,8 @@ class FolderSync:
         client.drain_unsolicited()
         self.skipped = False
         await self._reload()
+        noticed, self.pushed_at = self.pushed_at or time.monotonic(), None
+        self._noticed = noticed if self.folder.sync_state == "follow" else None
         sel = await self._select(client)
         if sel.uidvalidity is None:
             raise planning.SyncError(f"{self.folder.name}: the server reported no UIDVALIDITY")
@@ -234,6 +275,7 @@ class FolderSync:
             return uow.skipped_pending
 
         self.skipped |= await retry_deadlocks(step)
+        self._committed(0)
 
     async def _fetch_new(self, client: ImapClient, uidvalidity: int, items: list[FetchItem]) -> None:
         """Place known messages at once; download the others newest first, one batch ahead."""
@@ -376,14 +418,24 @@ class FolderSync:
     async def _write_units(self, uidvalidity: int, fetched: list[Fetched]) -> None:
         written = [f.uid for f in fetched if f.uid in self._skips]
 
-        async def step() -> bool:
+        async def step() -> tuple[bool, int]:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.add(uow, self.folder.id, uidvalidity, fetched)
                 if written:  # skipped before (a limit raised since): mirrored now
                     await skipped.forget(uow, self.folder.id, uidvalidity, uids=written)
-            return uow.skipped_pending
+            return uow.skipped_pending, uow.new_messages
 
-        self.skipped |= await retry_deadlocks(step)
+        skipped_pending, created = await retry_deadlocks(step)
+        self.skipped |= skipped_pending
+        self._committed(created)
+
+    def _committed(self, created: int) -> None:
+        """Metrics of a commit that mirrored the server's changes (`created`: new messages among them)."""
+        metrics.MESSAGES_MIRRORED.inc(created)
+        if self.ctx.first is not None:
+            self.ctx.first.stored(created)
+        if self._noticed is not None:
+            metrics.CHANGE_TO_COMMIT.observe(time.monotonic() - self._noticed)
 
     async def _record_skips(self, uidvalidity: int, skips: list[skipped.Skip]) -> None:
         async def step() -> None:

@@ -23,10 +23,11 @@ from datetime import timedelta
 from redis.asyncio import Redis
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from schema import changelog, idempotency, leases
+from ops import metrics
+from schema import actions, changelog, idempotency, leases, outbox
 from schema.accounts import REMOVING
 from schema.crypto import CredentialBox
-from schema.db import create_engine
+from schema.db import create_engine, pool_use
 from schema.models import Account, utcnow
 from schema.redisconn import connect
 from schema.settings import Settings
@@ -67,6 +68,7 @@ class Supervisor:
         self.tuning = tuning or Tuning()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.engine = create_engine(settings.database_url)
+        self._untrack_pool = metrics.track_pool(lambda: pool_use(self.engine))
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
         self.store = Store(self.engine, self.redis)
@@ -86,6 +88,7 @@ class Supervisor:
         await self._release(list(self._tasks))
         await self.redis.aclose()
         await self.engine.dispose()
+        self._untrack_pool()
         self.parser.close()
 
     async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
@@ -126,10 +129,23 @@ class Supervisor:
             log.info("%d idempotency keys expired", keys)
         return expired
 
+    async def measure(self, present: Sequence[Account]) -> None:
+        """The gauges read from the database (ops.metrics): accounts by state, the action and outbox queues.
+        A failure costs the figures, never the round."""
+        metrics.set_accounts(a.sync_state for a in present)
+        try:
+            async with self.store.sessions() as s:
+                metrics.ACTION_QUEUE.set(await actions.pending_count(s))
+                metrics.OUTBOX.set(await outbox.waiting_count(s))
+        except DATABASE_DOWN as exc:
+            log.info("queue depths not measured: %s", _short(exc))
+
     async def run_once(self, only: Sequence[int] | None = None) -> int:
         """Sync the accounts until caught up; returns a process exit code."""
         failures = 0
-        for account in await self.accounts(only):
+        present = await self.accounts(only)
+        await self.measure(present)
+        for account in present:
             if account.sync_state == REMOVING:
                 continue
             if account.sync_state == "auth_failed":
@@ -172,6 +188,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         present = await self.accounts(only)
         await self._let_go(present)
+        await self.measure(present)
         for account in present:
             task = self._tasks.get(account.id)
             if task is not None and not task.done():

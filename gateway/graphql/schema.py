@@ -33,6 +33,7 @@ from gateway.graphql.types.folders import Folder, Label
 from gateway.graphql.types.messages import Attachment, Message, Thread
 from gateway.graphql.types.outbox import OutboxEntry
 from gateway.limits import CostLimiter, RateLimiter, SubscriptionCap
+from gateway.metrics import OperationMetrics
 from gateway.render import SharedEventExecutor
 
 
@@ -80,6 +81,8 @@ def build_schema(
         rules.append(NoIntrospection)
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         ErrorCodes,
+        # Outside the others: it times the whole operation, and counts one refused by any of them as an error.
+        OperationMetrics,
         # Before every other: a websocket's operation runs with its own reader and loaders from the start.
         PerOperation,
         # Clients send the same few documents again and again: parse and validate each once.
