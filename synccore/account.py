@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 
-from schema import accounts, actions, folders, messages
+from schema import accounts, actions, folders, gmail, messages
 from schema.crypto import CredentialBox, Purpose
 from schema.folders import Discovered
 from schema.models import Account, Folder, utcnow
@@ -113,6 +113,8 @@ class AccountSync:
         self._watched: dict[int, datetime | None] = {}
         self.plain_refusals = 0  # plain NOs to LOGIN in a row
         self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
+        # Gmail: the label folders (id, name) whose derived places were last brought up to date (schema.gmail).
+        self._views: frozenset[tuple[int, str]] | None = None
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -212,7 +214,8 @@ class AccountSync:
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
                 else:
                     group.create_task(self._idle_inbox(idler))
-                    group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
+                    skip = frozenset({self._watched_role()})
+                    group.create_task(self._poll(client, pass_start, skip_roles=skip))
         except* AuthStopped:
             raise AuthStopped() from None
         finally:
@@ -221,8 +224,16 @@ class AccountSync:
             if idler is not None:
                 await _quietly_logout(idler)
 
+    def _watched_role(self) -> str:
+        """The folder the IDLE connection watches: the inbox; on Gmail All Mail, where every message is (new mail,
+        and a label change, which Gmail reports as a FETCH there)."""
+        return "all" if self._gmail() else "inbox"
+
+    def _gmail(self) -> bool:
+        return self.mode is IdentityMode.GMAIL
+
     async def _idle_inbox(self, client: ImapClient) -> None:
-        inbox = await self._folder_by_role("inbox")
+        inbox = await self._folder_by_role(self._watched_role())
         if inbox is None:
             return
         sync = FolderSync(self._ctx(), inbox)
@@ -270,9 +281,12 @@ class AccountSync:
         found = await self.discover(client)
         for gone in self.folder_retries.keys() - {f.id for f in found}:
             del self.folder_retries[gone]
+        stored = await self._gmail_views(found)
         for folder in found:
             if folder.role in skip_roles:
                 continue
+            if stored is not None and folder.role not in stored:
+                continue  # a Gmail label folder: a view of All Mail, derived from the labels (schema.gmail)
             if not self._folder_due(folder):
                 complete = False
                 continue
@@ -285,6 +299,24 @@ class AccountSync:
                 await self._folder_synced(folder)
         self.passes += 1
         return complete
+
+    async def _gmail_views(self, found: list[Folder]) -> frozenset[str] | None:
+        """On Gmail, the roles of the folders to sync (All Mail, Trash, Spam: every message once), after bringing
+        the derived places up to date if the label folders changed; None elsewhere (every folder is synced).
+
+        A server that offers X-GM-EXT-1 but lists no \\All folder is synced folder by folder, like any other."""
+        if not self._gmail() or not any(f.role == "all" for f in found):
+            return None
+        views = frozenset((f.id, f.name) for f in found if f.role not in gmail.STORED_ROLES)
+        if views != self._views:
+
+            async def step() -> None:
+                async with self.store.unit(self.account_id) as uow:
+                    await gmail.refresh_all_views(uow)
+
+            await retry_deadlocks(step)
+            self._views = views
+        return frozenset(gmail.STORED_ROLES)
 
     def _folder_due(self, folder: Folder) -> bool:
         retry = self.folder_retries.get(folder.id)

@@ -20,6 +20,7 @@ MODSEQ (one counter, as Gmail's is), and each view it touched a new HIGHESTMODSE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.parser
 import email.policy
 import itertools
@@ -282,7 +283,6 @@ class GmailStore:
             async with self.changes:
                 self.changes.notify_all()
 
-        try:
+        # Changed outside a loop (seeding before the server starts): nobody waits.
+        with contextlib.suppress(RuntimeError):
             asyncio.get_running_loop().create_task(ring())
-        except RuntimeError:  # changed outside a loop (seeding before the server starts): nobody waits
-            pass

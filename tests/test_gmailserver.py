@@ -141,7 +141,7 @@ def test_store_labels_changes_modseq_and_reports_labels(imap: imaplib.IMAP4) -> 
 def test_search_by_gmail_ids(imap: imaplib.IMAP4, store: GmailStore) -> None:
     imap.select('"[Gmail]/All Mail"')
     third = max(store.mails.values(), key=lambda m: m.msgid)
-    typ, data = imap.uid("SEARCH", "X-GM-MSGID", str(third.msgid))
+    _typ, data = imap.uid("SEARCH", "X-GM-MSGID", str(third.msgid))
     assert data == [b"3"]
     _typ, data = imap.uid("SEARCH", "X-GM-THRID", str(third.thrid))
     assert data == [b"1 3"]
@@ -149,7 +149,8 @@ def test_search_by_gmail_ids(imap: imaplib.IMAP4, store: GmailStore) -> None:
 
 def test_append_to_a_label_folder_labels_the_message(imap: imaplib.IMAP4, store: GmailStore) -> None:
     typ, data = imap.append("Work", "(\\Seen)", None, _raw(9))
-    assert typ == "OK" and b"APPENDUID" in data[0], data
+    assert typ == "OK", data
+    assert b"APPENDUID" in data[0], data
     newest = max(store.mails.values(), key=lambda m: m.msgid)
     assert newest.labels == {"Work"}
     assert newest.flags == {"\\Seen"}

@@ -1,0 +1,293 @@
+"""Gmail accounts (X-GM-EXT-1), against the Gmail-dialect server of tests/gmailserver.py and the real MariaDB:
+each message mirrored once from All Mail, Trash and Spam, with its labels, Gmail's threads, its label folders as
+derived places; what another client changes (labels, archiving, trash, deletion) is mirrored, and `verify`
+compares in Gmail's model."""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from schema import accounts
+from schema.changelog import ObjectType, Op
+from schema.crypto import CredentialBox
+from schema.gmail import VIEW_UIDVALIDITY
+from schema.models import ChangeLog, Folder, Label, Message, MessageLabel, MessagePlace
+from schema.unit import Store
+from synccore.verify import verify
+from tests.gmailserver import GmailServer
+from tests.gmailstore import ALL, INBOX, TRASH, GmailStore, Mail
+from tests.sync.gmail_mailbox import labels_of, seed
+from tests.sync.support import sync_once
+
+USER, PASSWORD = "me@gmail.test", "secret"
+
+
+@dataclass
+class Gmail:
+    server: GmailServer
+    store: Store
+    box: CredentialBox
+    account_id: int
+
+    @property
+    def mail(self) -> GmailStore:
+        return self.server.store
+
+    async def sync(self) -> None:
+        await sync_once(self.store, self.box, self.account_id)
+
+    async def other_client(self, work: Callable[[imaplib.IMAP4], Any]) -> Any:
+        """Another client changes the mailbox over the wire (stdlib imaplib, in a thread)."""
+
+        def run() -> Any:
+            client = imaplib.IMAP4("127.0.0.1", self.server.port)
+            client.login(USER, PASSWORD)
+            try:
+                return work(client)
+            finally:
+                client.logout()
+
+        return await asyncio.to_thread(run)
+
+    async def message_of(self, mail: Mail) -> Message:
+        async with self.store.sessions() as s:
+            found = await s.scalar(
+                select(Message).where(Message.account_id == self.account_id, Message.identity == f"gm:{mail.msgid}")
+            )
+        assert found is not None, mail.msgid
+        return found
+
+    async def folders_of(self, message_id: int) -> set[str]:
+        async with self.store.sessions() as s:
+            rows = await s.scalars(
+                select(Folder.name)
+                .join(MessagePlace, MessagePlace.folder_id == Folder.id)
+                .where(MessagePlace.message_id == message_id)
+            )
+            return set(rows)
+
+    async def labels_of(self, message_id: int) -> set[str]:
+        async with self.store.sessions() as s:
+            rows = await s.scalars(
+                select(Label.name)
+                .join(MessageLabel, MessageLabel.label_id == Label.id)
+                .where(MessageLabel.message_id == message_id)
+            )
+            return set(rows)
+
+    async def log_since(self, seq: int) -> list[tuple[str, int, str]]:
+        async with self.store.sessions() as s:
+            rows = await s.execute(
+                select(ChangeLog.object_type, ChangeLog.object_id, ChangeLog.op)
+                .where(ChangeLog.account_id == self.account_id, ChangeLog.seq > seq)
+                .order_by(ChangeLog.seq)
+            )
+            return [(t, i, o) for t, i, o in rows]
+
+    async def last_seq(self) -> int:
+        async with self.store.sessions() as s:
+            rows = await s.scalars(
+                select(ChangeLog.seq).where(ChangeLog.account_id == self.account_id).order_by(ChangeLog.seq.desc())
+            )
+            return next(iter(rows), 0)
+
+
+async def _gmail(store: Store, credential_box: CredentialBox, count: int) -> AsyncIterator[Gmail]:
+    mail = GmailStore()
+    seed(mail, count)
+    server = GmailServer(mail, users={USER: PASSWORD})
+    await server.start()
+    try:
+        endpoint = accounts.ImapEndpoint("127.0.0.1", server.port, "none", USER)
+        account_id = await accounts.create(store, credential_box, USER, endpoint, PASSWORD)
+        yield Gmail(server, store, credential_box, account_id)
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def gmail(store: Store, credential_box: CredentialBox) -> AsyncIterator[Gmail]:
+    async for g in _gmail(store, credential_box, 12):
+        yield g
+
+
+@pytest.fixture
+async def gmail_2000(store: Store, credential_box: CredentialBox) -> AsyncIterator[Gmail]:
+    async for g in _gmail(store, credential_box, 2000):
+        yield g
+
+
+async def test_a_mailbox_of_2000_is_mirrored_once_with_labels_and_threads(gmail_2000: Gmail) -> None:
+    g = gmail_2000
+    started = time.monotonic()
+    await g.sync()
+    took = time.monotonic() - started
+    assert g.mail.stats.bodies == 2000, "each message's body is fetched once"
+    async with g.store.sessions() as s:
+        rows = list(
+            await s.execute(
+                select(Message.id, Message.identity, Message.thread_id).where(Message.account_id == g.account_id)
+            )
+        )
+        assert len(rows) == 2000
+        by_identity = {identity: (mid, tid) for mid, identity, tid in rows}
+        places: Counter[tuple[str, int]] = Counter(
+            (name, validity)
+            for name, validity in await s.execute(
+                select(Folder.name, MessagePlace.uidvalidity)
+                .join(MessagePlace, MessagePlace.folder_id == Folder.id)
+                .where(Folder.account_id == g.account_id)
+            )
+        )
+        label_rows = {
+            name: (kind, role)
+            for name, kind, role in await s.execute(
+                select(Label.name, Label.kind, Label.role).where(Label.account_id == g.account_id)
+            )
+        }
+        links: dict[int, set[str]] = defaultdict(set)
+        for mid, name in await s.execute(
+            select(MessageLabel.message_id, Label.name)
+            .join(Label, Label.id == MessageLabel.label_id)
+            .where(Label.account_id == g.account_id)
+        ):
+            links[mid].add(name)
+    # Stored once: in All Mail under its UIDVALIDITY; the label folders hold derived places only.
+    real = {name: n for (name, validity), n in places.items() if validity != VIEW_UIDVALIDITY}
+    assert real == {ALL: 2000}
+    assert places[(INBOX, VIEW_UIDVALIDITY)] == len(g.mail.boxes[INBOX].uids)
+    assert places[("Work", VIEW_UIDVALIDITY)] == len(g.mail.boxes["Work"].uids)
+    assert places[("[Gmail]/Starred", VIEW_UIDVALIDITY)] == len(g.mail.boxes["[Gmail]/Starred"].uids)
+    # Labels of kind gmail, the system ones with their roles; each message's labels as Gmail has them.
+    assert label_rows["\\Inbox"] == ("gmail", "inbox")
+    assert label_rows["\\Sent"] == ("gmail", "sent")
+    assert label_rows["\\Important"] == ("gmail", "important")
+    assert label_rows["\\Starred"] == ("gmail", "flagged")
+    assert label_rows["Work"] == ("gmail", None)
+    for mail in g.mail.mails.values():
+        mid, _ = by_identity[f"gm:{mail.msgid}"]
+        assert links[mid] == set(mail.gm_labels()), mail.msgid
+    # Gmail's threads: one per X-GM-THRID.
+    threads: dict[int, set[int]] = defaultdict(set)
+    for mail in g.mail.mails.values():
+        threads[mail.thrid].add(by_identity[f"gm:{mail.msgid}"][1])
+    assert all(len(tids) == 1 for tids in threads.values())
+    assert len({next(iter(t)) for t in threads.values()}) == len(threads) == 500
+    assert await verify(g.store, g.box, g.account_id) == []
+    print(f"2000 Gmail messages mirrored in {took:.1f} s")
+
+
+async def test_starred_and_inbox_follow_flags_and_labels(gmail: Gmail) -> None:
+    await gmail.sync()
+    first = min(gmail.mail.mails.values(), key=lambda m: m.msgid)  # message 0: \Inbox, \Important, \Sent, \Starred
+    row = await gmail.message_of(first)
+    assert row.starred
+    assert await gmail.folders_of(row.id) == {
+        ALL,
+        INBOX,
+        "[Gmail]/Important",
+        "[Gmail]/Sent Mail",
+        "[Gmail]/Starred",
+        "Work",
+        "Travel",
+    }
+    assert labels_of(0) | {"\\Starred"} == await gmail.labels_of(row.id)
+
+
+async def test_a_label_change_is_a_message_update(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    seq = await gmail.last_seq()
+    bodies = gmail.mail.stats.bodies
+
+    def relabel(c: imaplib.IMAP4) -> None:
+        c.select('"[Gmail]/All Mail"')
+        c.uid("STORE", str(gmail.mail.boxes[ALL].uids[target.msgid]), "+X-GM-LABELS", "(Receipts)")
+
+    await gmail.other_client(relabel)
+    await gmail.sync()
+    assert "Receipts" in await gmail.labels_of(row.id)
+    assert "Receipts" in await gmail.folders_of(row.id)
+    log = await gmail.log_since(seq)
+    messages = [(i, op) for t, i, op in log if t == ObjectType.MESSAGE.value]
+    assert messages == [(row.id, Op.UPDATE.value)], log
+    assert gmail.mail.stats.bodies == bodies, "a label change downloads no body"
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_archiving_removes_the_message_from_inbox_only(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    seq = await gmail.last_seq()
+
+    def archive(c: imaplib.IMAP4) -> None:
+        c.select("INBOX")
+        c.uid("MOVE", str(gmail.mail.boxes[INBOX].uids[target.msgid]), '"[Gmail]/All Mail"')
+
+    await gmail.other_client(archive)
+    assert "\\Inbox" not in target.labels
+    await gmail.sync()
+    folders = await gmail.folders_of(row.id)
+    assert INBOX not in folders
+    assert ALL in folders
+    assert "\\Inbox" not in await gmail.labels_of(row.id)
+    ops = {op for t, i, op in await gmail.log_since(seq) if t == ObjectType.MESSAGE.value and i == row.id}
+    assert ops == {Op.UPDATE.value}
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_trash_keeps_the_message_and_expunging_there_deletes_it(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    seq = await gmail.last_seq()
+
+    def trash(c: imaplib.IMAP4) -> None:
+        c.select("INBOX")
+        c.uid("MOVE", str(gmail.mail.boxes[INBOX].uids[target.msgid]), '"[Gmail]/Trash"')
+
+    await gmail.other_client(trash)
+    await gmail.sync()
+    assert (await gmail.message_of(target)).id == row.id
+    assert await gmail.folders_of(row.id) == {TRASH}
+    ops = {op for t, i, op in await gmail.log_since(seq) if t == ObjectType.MESSAGE.value and i == row.id}
+    assert ops == {Op.UPDATE.value}
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+    def delete(c: imaplib.IMAP4) -> None:
+        c.select('"[Gmail]/Trash"')
+        c.uid("STORE", "1:*", "+FLAGS", "(\\Deleted)")
+        c.expunge()
+
+    await gmail.other_client(delete)
+    await gmail.sync()
+    async with gmail.store.sessions() as s:
+        assert await s.get(Message, row.id) is None
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_new_label_folder_and_new_mail_are_mirrored(gmail: Gmail) -> None:
+    await gmail.sync()
+
+    def append(c: imaplib.IMAP4) -> None:
+        assert c.create("Projects")[0] == "OK"
+        raw = b"From: x@test\r\nSubject: new\r\nMessage-ID: <new@test>\r\n\r\nhi\r\n"
+        assert c.append("Projects", None, None, raw)[0] == "OK"
+
+    await gmail.other_client(append)
+    await gmail.sync()
+    newest = max(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(newest)
+    assert await gmail.folders_of(row.id) == {ALL, "Projects"}
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
