@@ -6,6 +6,7 @@ compares in Gmail's model."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import imaplib
 import time
 from collections import Counter, defaultdict
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from schema import accounts
+from schema import accounts, actions
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.gmail import VIEW_UIDVALIDITY
-from schema.models import ChangeLog, Folder, Label, Message, MessageLabel, MessagePlace
+from schema.models import Account, Action, ChangeLog, Folder, Label, Message, MessageLabel, MessagePlace
 from schema.unit import Store
+from synccore.account import AccountSync, Tuning
 from synccore.verify import verify
 from tests.gmailserver import GmailServer
 from tests.gmailstore import ALL, INBOX, TRASH, GmailStore, Mail
@@ -291,3 +293,136 @@ async def test_new_label_folder_and_new_mail_are_mirrored(gmail: Gmail) -> None:
     row = await gmail.message_of(newest)
     assert await gmail.folders_of(row.id) == {ALL, "Projects"}
     assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+# -- write-back ---------------------------------------------------------------------------------------------
+
+
+async def _folder_id(g: Gmail, name: str) -> int:
+    async with g.store.sessions() as s:
+        found = await s.scalar(select(Folder.id).where(Folder.account_id == g.account_id, Folder.name == name))
+    assert found is not None
+    return found
+
+
+async def _action_states(g: Gmail, ids: list[int]) -> list[tuple[str, str]]:
+    async with g.store.sessions() as s:
+        rows = await s.execute(select(Action.kind, Action.state).where(Action.id.in_(ids)).order_by(Action.id))
+        return [(k, st) for k, st in rows]
+
+
+async def test_a_label_added_through_the_api_is_stored_as_an_x_gm_label(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    async with gmail.store.unit(gmail.account_id) as uow:
+        queued = await actions.set_flags(uow, [row.id], add=["Receipts", "\\Seen"], remove=["Work"])
+    # At once in the mirror: the label, and the message in the label's folder.
+    assert "Receipts" in await gmail.labels_of(row.id)
+    assert "Work" not in await gmail.folders_of(row.id)
+    await gmail.sync()
+    assert await _action_states(gmail, queued) == [("gmail_labels", "done"), ("flags", "done")]
+    assert "Receipts" in target.labels
+    assert "Work" not in target.labels
+    assert "\\Seen" in target.flags
+    assert await gmail.folders_of(row.id) == {
+        ALL,
+        INBOX,
+        "[Gmail]/Important",
+        "[Gmail]/Sent Mail",
+        "[Gmail]/Starred",
+        "Travel",
+        "Receipts",
+    }
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_moves_follow_gmail_trash_restore_archive(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    trash, inbox, all_mail = [await _folder_id(gmail, n) for n in (TRASH, INBOX, ALL)]
+    async with gmail.store.unit(gmail.account_id) as uow:
+        await actions.move(uow, [row.id], trash)
+    assert await gmail.folders_of(row.id) == {TRASH}
+    await gmail.sync()
+    assert target.place == TRASH
+    assert (await gmail.message_of(target)).id == row.id
+    assert await gmail.folders_of(row.id) == {TRASH}
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+    async with gmail.store.unit(gmail.account_id) as uow:
+        await actions.move(uow, [row.id], inbox)  # out of the trash, into the inbox
+    await gmail.sync()
+    assert target.place == ALL
+    assert "\\Inbox" in target.labels
+    assert {ALL, INBOX} <= await gmail.folders_of(row.id)
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+    async with gmail.store.unit(gmail.account_id) as uow:
+        await actions.move(uow, [row.id], all_mail)  # archive
+    assert INBOX not in await gmail.folders_of(row.id)
+    await gmail.sync()
+    assert "\\Inbox" not in target.labels
+    assert target.place == ALL
+    assert INBOX not in await gmail.folders_of(row.id)
+    assert (await gmail.message_of(target)).id == row.id
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_moving_from_the_inbox_to_a_label_relabels(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    assert "Receipts" not in target.labels
+    async with gmail.store.unit(gmail.account_id) as uow:
+        await actions.move(uow, [row.id], await _folder_id(gmail, "Receipts"))
+    await gmail.sync()
+    assert "Receipts" in target.labels
+    assert "\\Inbox" not in target.labels
+    assert "Receipts" in await gmail.folders_of(row.id)
+    assert INBOX not in await gmail.folders_of(row.id)
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_deleting_for_good_goes_through_the_trash(gmail: Gmail) -> None:
+    await gmail.sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+    async with gmail.store.unit(gmail.account_id) as uow:
+        await actions.expunge(uow, [row.id])
+    await gmail.sync()
+    assert target.msgid not in gmail.mail.mails
+    async with gmail.store.sessions() as s:
+        assert await s.get(Message, row.id) is None
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_a_label_change_reaches_the_mirror_through_idle_on_all_mail(gmail: Gmail) -> None:
+    """Polling every 60 s: only the IDLE connection, which watches All Mail on Gmail, can bring it in time."""
+    sync = AccountSync(gmail.store, gmail.box, gmail.account_id, Tuning(poll_interval=60))
+    task = asyncio.create_task(sync.run_forever())
+    try:
+        target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+        for _ in range(200):
+            async with gmail.store.sessions() as s:
+                if await s.scalar(select(Account.sync_state).where(Account.id == gmail.account_id)) == "ready":
+                    break
+            await asyncio.sleep(0.05)
+        row = await gmail.message_of(target)
+        await asyncio.sleep(0.5)  # the IDLE connection is up
+
+        def relabel(c: imaplib.IMAP4) -> None:
+            c.select('"[Gmail]/All Mail"')
+            c.uid("STORE", str(gmail.mail.boxes[ALL].uids[target.msgid]), "+X-GM-LABELS", "(Receipts)")
+
+        started = time.monotonic()
+        await gmail.other_client(relabel)
+        while "Receipts" not in await gmail.labels_of(row.id):
+            assert time.monotonic() - started < 10, "the label change was not mirrored through IDLE"
+            await asyncio.sleep(0.05)
+        assert "Receipts" in await gmail.folders_of(row.id)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
