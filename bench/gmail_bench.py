@@ -111,8 +111,9 @@ def main() -> None:
     for r in results:
         verdict = "identical" if r.differences == 0 else f"{r.differences} differences"
         print(
-            f"| {r.name} | {r.wall:.2f} | {args.messages / r.wall:,.0f} | {r.bodies:,} | {r.body_bytes / common.MIB:.2f}"
-            f" | {r.sent_bytes / common.MIB:.2f} | {r.messages:,} | {r.places:,} | {verdict} |"
+            f"| {r.name} | {r.wall:.2f} | {args.messages / r.wall:,.0f} | {r.bodies:,}"
+            f" | {r.body_bytes / common.MIB:.2f} | {r.sent_bytes / common.MIB:.2f} | {r.messages:,} | {r.places:,}"
+            f" | {verdict} |"
         )
     gm = results[0]
     goal = "met" if gm.bodies == args.messages else "MISSED"
