@@ -297,6 +297,8 @@ class AccountSync:
                 await self._folder_failed(folder, exc)
             else:
                 await self._folder_synced(folder)
+        if stored is not None and complete:
+            await self._views_caught_up(found)
         self.passes += 1
         return complete
 
@@ -317,6 +319,20 @@ class AccountSync:
             await retry_deadlocks(step)
             self._views = views
         return frozenset(gmail.STORED_ROLES)
+
+    async def _views_caught_up(self, found: list[Folder]) -> None:
+        """Gmail: once All Mail, Trash and Spam are caught up, so are the label folders derived from them (their
+        sync state says so to clients: they are never synced on their own)."""
+        behind = [f for f in found if f.role not in gmail.STORED_ROLES and f.sync_state != "follow"]
+        if not behind:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                for folder in behind:
+                    await folders.set_cursor(uow, folder.id, sync_state="follow")
+
+        await retry_deadlocks(step)
 
     def _folder_due(self, folder: Folder) -> bool:
         retry = self.folder_retries.get(folder.id)

@@ -426,3 +426,12 @@ async def test_a_label_change_reaches_the_mirror_through_idle_on_all_mail(gmail:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_label_folders_are_caught_up_with_all_mail(gmail: Gmail) -> None:
+    await gmail.sync()
+    async with gmail.store.sessions() as s:
+        states = dict(
+            (await s.execute(select(Folder.name, Folder.sync_state).where(Folder.account_id == gmail.account_id))).all()
+        )
+    assert set(states.values()) == {"follow"}, states
