@@ -690,6 +690,9 @@ class GmailServer:
         self._sessions.add(task)
         try:
             await Session(self, reader, writer).serve()
+        except asyncio.CancelledError:
+            # stop() ends the sessions so; asyncio's stream callback would log a cancelled handler as an error.
+            writer.close()
         finally:
             self._sessions.discard(task)
 
