@@ -136,14 +136,17 @@ class FolderSync:
         if planning.nothing_changed(f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held):
             return
         if client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
-            if sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)
+            if self.gmail:
+                # Gmail gives a label change a new MODSEQ too: CHANGEDSINCE reports it with the labels asked for
+                # (QRESYNC's changes in SELECT would carry the flags alone).
+                result = await client.uid_fetch("1:*", "(UID FLAGS X-GM-LABELS)", changedsince=f.highestmodseq)
+                vanished, changed = sel.vanished, result.items
+            elif sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)
                 vanished, changed = sel.vanished, sel.changed
             elif "QRESYNC" in client.enabled:
                 vanished, changed = [], []
             else:
-                # Gmail gives a label change a new MODSEQ too: CHANGEDSINCE reports it with the labels asked for.
-                items = "(UID FLAGS X-GM-LABELS)" if self.gmail else "(UID FLAGS)"
-                result = await client.uid_fetch("1:*", items, changedsince=f.highestmodseq)
+                result = await client.uid_fetch("1:*", "(UID FLAGS)", changedsince=f.highestmodseq)
                 vanished, changed = [], result.items
             fresh = await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))
             new_items = {uid: i for uid, i in by_uid(fresh.items).items() if uid >= uidnext}

@@ -395,6 +395,7 @@ class Session:
             if mods and mods[0].upper() == "CHANGEDSINCE":
                 since = int(mods[1])
                 self.condstore = True
+                self.store.stats.changedsince += 1
         if by_uid and "UID" not in items:
             items.insert(0, "UID")
         if since is not None and "MODSEQ" not in items:

@@ -84,6 +84,7 @@ class Stats:
     body_bytes: int = 0  # message bytes sent in BODY[]/RFC822 literals
     bodies: int = 0
     sent_bytes: int = 0  # everything written to clients
+    changedsince: int = 0  # FETCHes with CHANGEDSINCE (RFC 7162): what an incremental sync should use
 
 
 class GmailStore:

@@ -216,6 +216,7 @@ async def test_a_label_change_is_a_message_update(gmail: Gmail) -> None:
     row = await gmail.message_of(target)
     seq = await gmail.last_seq()
     bodies = gmail.mail.stats.bodies
+    asked = gmail.mail.stats.changedsince
 
     def relabel(c: imaplib.IMAP4) -> None:
         c.select('"[Gmail]/All Mail"')
@@ -229,6 +230,7 @@ async def test_a_label_change_is_a_message_update(gmail: Gmail) -> None:
     messages = [(i, op) for t, i, op in log if t == ObjectType.MESSAGE.value]
     assert messages == [(row.id, Op.UPDATE.value)], log
     assert gmail.mail.stats.bodies == bodies, "a label change downloads no body"
+    assert gmail.mail.stats.changedsince > asked, "found by CONDSTORE's CHANGEDSINCE (labels change the MODSEQ)"
     assert await verify(gmail.store, gmail.box, gmail.account_id) == []
 
 
