@@ -14,14 +14,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
-from schema import accounts, actions
+from gateway.ids import to_global
+from gateway.testing import Client, start_gateway
+from schema import accounts, actions, tokens
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
 from schema.gmail import VIEW_UIDVALIDITY
 from schema.models import Account, Action, ChangeLog, Folder, Label, Message, MessageLabel, MessagePlace
+from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.verify import verify
@@ -452,3 +456,53 @@ async def test_label_folders_are_caught_up_with_all_mail(gmail: Gmail) -> None:
             (await s.execute(select(Folder.name, Folder.sync_state).where(Folder.account_id == gmail.account_id))).all()
         )
     assert set(states.values()) == {"follow"}, states
+
+
+async def test_the_api_shows_gmail_folders_labels_and_threads(gmail: Gmail, settings: Settings) -> None:
+    """Through the gateway over HTTP, as a client reads it: INBOX lists the messages that carry \\Inbox, a message's
+    folders are its labels' folders, its labels are of kind gmail with their roles, its thread is Gmail's."""
+    await gmail.sync()
+    async with gmail.store.sessions() as s, s.begin():
+        token = await tokens.create_token(s, [gmail.account_id])
+    server = start_gateway(settings)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            client = Client(http, token)
+            account = to_global("Account", gmail.account_id)
+            found = await client.data(
+                "query($a: ID!) { folders(accountId: $a, first: 50) {"
+                " edges { node { id name role messageCount syncState } } } }",
+                {"a": account},
+            )
+            by_name = {e["node"]["name"]: e["node"] for e in found["folders"]["edges"]}
+            in_inbox = {m.msgid for m in gmail.mail.mails.values() if "\\Inbox" in m.labels}
+            assert by_name[INBOX]["messageCount"] == len(in_inbox)
+            assert by_name[INBOX]["syncState"] == "follow"
+            query = """query($a: ID!, $f: ID!) { messages(accountId: $a, filter: {folderId: $f}, first: 100) {
+                edges { node { id subject starred folders { name } labels { name kind role } thread { id } } } } }"""
+            listed = (await client.data(query, {"a": account, "f": by_name[INBOX]["id"]}))["messages"]["edges"]
+            assert len(listed) == len(in_inbox)
+            first = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+            wanted = to_global("Message", (await gmail.message_of(first)).id)
+            node = next(e["node"] for e in listed if e["node"]["id"] == wanted)
+            assert {f["name"] for f in node["folders"]} == {
+                ALL,
+                INBOX,
+                "[Gmail]/Important",
+                "[Gmail]/Sent Mail",
+                "[Gmail]/Starred",
+                "Work",
+                "Travel",
+            }
+            assert node["starred"] is True
+            labels = {lb["name"]: (lb["kind"], lb["role"]) for lb in node["labels"]}
+            assert labels == {
+                "\\Inbox": ("gmail", "inbox"),
+                "\\Important": ("gmail", "important"),
+                "\\Sent": ("gmail", "sent"),
+                "\\Starred": ("gmail", "flagged"),
+                "Work": ("gmail", None),
+                "Travel": ("gmail", None),
+            }
+    finally:
+        server.stop()
