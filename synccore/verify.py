@@ -101,10 +101,11 @@ async def _compare_folder(store: Store, client: ImapClient, folder: Folder, gmai
     ]
     diffs += [f"{where}: UID {uid} in the mirror, not on the server" for uid in sorted(local.keys() - remote_flags)]
     common = sorted(remote_flags.keys() & local.keys())
+    what = "flags and labels" if gmail_model else "flags"
     for uid in common:
         if remote_flags[uid] != local[uid][0]:
             diffs.append(
-                f"{where}: UID {uid} flags {remote_flags[uid]!r} on the server, {local[uid][0]!r} in the mirror"
+                f"{where}: UID {uid} {what} {remote_flags[uid]!r} on the server, {local[uid][0]!r} in the mirror"
             )
     for start in range(0, len(common), CHUNK):
         uids = common[start : start + CHUNK]

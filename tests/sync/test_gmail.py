@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
 from gateway.ids import to_global
 from gateway.testing import Client, start_gateway
@@ -506,3 +506,42 @@ async def test_the_api_shows_gmail_folders_labels_and_threads(gmail: Gmail, sett
             }
     finally:
         server.stop()
+
+
+async def test_a_label_renamed_elsewhere_moves_its_messages_folder(gmail: Gmail) -> None:
+    await gmail.sync()
+    work = {m.msgid for m in gmail.mail.mails.values() if "Work" in m.labels}
+    assert (await gmail.other_client(lambda c: c.rename("Work", "Job")))[0] == "OK"
+    await gmail.sync()
+    async with gmail.store.sessions() as s:
+        in_job = set(
+            await s.scalars(
+                select(Message.identity)
+                .join(MessagePlace, MessagePlace.message_id == Message.id)
+                .join(Folder, Folder.id == MessagePlace.folder_id)
+                .where(Folder.account_id == gmail.account_id, Folder.name == "Job")
+            )
+        )
+        names = set(await s.scalars(select(Folder.name).where(Folder.account_id == gmail.account_id)))
+    assert in_job == {f"gm:{m}" for m in work}
+    assert "Work" not in names
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
+
+
+async def test_verify_finds_a_wrong_label_and_a_missing_view(gmail: Gmail) -> None:
+    await gmail.sync()
+    first = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(first)
+    work = await _folder_id(gmail, "Work")
+    async with gmail.store.sessions() as s, s.begin():
+        await s.execute(delete(MessagePlace).where(MessagePlace.message_id == row.id, MessagePlace.folder_id == work))
+        all_mail = await _folder_id(gmail, ALL)
+        await s.execute(
+            update(MessagePlace)
+            .where(MessagePlace.message_id == row.id, MessagePlace.folder_id == all_mail)
+            .values(labels="Travel")
+        )
+    diffs = await verify(gmail.store, gmail.box, gmail.account_id)
+    uid = gmail.mail.boxes[ALL].uids[first.msgid]
+    assert f"folder 'Work': message gm:{first.msgid} on the server, not in the mirror" in diffs
+    assert any(d.startswith(f"folder '{ALL}': UID {uid} flags and labels") for d in diffs), diffs
