@@ -30,7 +30,7 @@ from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.verify import verify
 from tests.gmailserver import GmailServer
-from tests.gmailstore import ALL, INBOX, TRASH, GmailStore, Mail
+from tests.gmailstore import ALL, INBOX, SPAM, TRASH, GmailStore, Mail
 from tests.sync.gmail_mailbox import labels_of, seed
 from tests.sync.support import sync_once
 
@@ -545,3 +545,19 @@ async def test_verify_finds_a_wrong_label_and_a_missing_view(gmail: Gmail) -> No
     uid = gmail.mail.boxes[ALL].uids[first.msgid]
     assert f"folder 'Work': message gm:{first.msgid} on the server, not in the mirror" in diffs
     assert any(d.startswith(f"folder '{ALL}': UID {uid} flags and labels") for d in diffs), diffs
+
+
+async def test_spam_is_apart_from_all_mail(gmail: Gmail) -> None:
+    await gmail.initial_sync()
+    target = min(gmail.mail.mails.values(), key=lambda m: m.msgid)
+    row = await gmail.message_of(target)
+
+    def report_spam(c: imaplib.IMAP4) -> None:
+        c.select('"[Gmail]/All Mail"')
+        c.uid("MOVE", str(gmail.mail.boxes[ALL].uids[target.msgid]), '"[Gmail]/Spam"')
+
+    await gmail.other_client(report_spam)
+    await gmail.sync()
+    assert (await gmail.message_of(target)).id == row.id
+    assert await gmail.folders_of(row.id) == {SPAM}
+    assert await verify(gmail.store, gmail.box, gmail.account_id) == []
