@@ -21,6 +21,14 @@ placeholder UIDVALIDITY 0 and UID -(place id), until the server's COPYUID names 
 A move or delete queued on top of a pending move of the same message is told that placeholder; when the earlier
 move ends, it hands the later action the real place (the UID the server gave, or the folder it failed back to).
 
+Gmail accounts (schema.gmail) keep one real place per message (All Mail, Trash or Spam) and derived places in
+the label folders: labels change by `gmail_labels` actions (UID STORE [+|-]X-GM-LABELS on the real place), and a
+move follows Gmail's model (`_gmail_move`): into Trash or Spam the real place moves; into a label folder the
+label is added and \\Inbox removed (Gmail's "move out of the inbox"), the message first moved back to All Mail
+if it was in Trash or Spam; into All Mail it is archived. A deletion for good on Gmail is a move to Trash and an
+expunge there (an expunge in All Mail would only trash it). Flag changes and expunges never name a derived place:
+its UID is All Mail's, not its folder's.
+
 The folder sync never overwrites a pending change: `pending_messages` and `pending_folders` tell it what to
 leave alone. When an action ends, its folders are marked for a full compare (`highestmodseq` cleared), so a
 change the server made meanwhile wins after the action ran.
@@ -37,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schema import gmail
 from schema.changelog import ObjectType, Op
-from schema.models import Action, Folder, MessagePlace, table, utcnow
+from schema.models import Account, Action, Folder, MessagePlace, table, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -54,6 +63,7 @@ class ActionKind(StrEnum):
     FOLDER_RENAME = "folder_rename"
     FOLDER_DELETE = "folder_delete"
     DRAFT_SAVE = "draft_save"
+    GMAIL_LABELS = "gmail_labels"
 
 
 class ActionState(StrEnum):
@@ -145,15 +155,28 @@ async def _queue_many(
 async def set_flags(
     uow: UnitOfWork, message_ids: Sequence[int], add: Iterable[str], remove: Iterable[str]
 ) -> list[int]:
-    """Add and remove flags (system flags or keywords) on every place of the messages; one action each."""
+    """Add and remove flags (system flags or keywords) on every place of the messages; one action each. On Gmail
+    a label (any name that is not a system flag) is an X-GM-LABEL (`gmail_labels`)."""
     plus, minus = set(add), set(remove)
     if plus & minus:
         raise Refused(f"a flag cannot be both added and removed: {', '.join(sorted(plus & minus))}")
+    folders = await _gmail_folders(uow)
+    queued: list[int] = []
+    if folders is not None:
+        labels_plus = {f for f in plus if not f.startswith("\\")}
+        labels_minus = {f for f in minus if not f.startswith("\\")}
+        plus, minus = plus - labels_plus, minus - labels_minus
+        if labels_plus or labels_minus:
+            queued += await gmail_labels(uow, folders, message_ids, labels_plus, labels_minus)
+        if not plus and not minus:
+            return queued
     rows: list[tuple[dict[str, Any], int | None, int | None]] = []
     by_flags: dict[str, list[int]] = defaultdict(list)  # the places' new flags -> place ids: a statement each
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
         changed = []
         for p in places:
+            if p.uidvalidity == gmail.VIEW_UIDVALIDITY:
+                continue  # derived from the real place's flags (schema.gmail.refresh_views, below)
             after = _text((_flags(p.flags) | plus) - minus)
             if after != p.flags:
                 changed.append(_place(p))
@@ -163,11 +186,16 @@ async def set_flags(
             rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
     for flags, place_ids in by_flags.items():
         await uow.session.execute(update(MessagePlace).where(MessagePlace.id.in_(place_ids)).values(flags=flags))
-    return await _queue_many(uow, ActionKind.FLAGS, rows)
+    if folders is not None:
+        await gmail.refresh_views(uow, [mid for _, mid, _ in rows if mid is not None])
+    return queued + await _queue_many(uow, ActionKind.FLAGS, rows)
 
 
 async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> list[int]:
     """Move messages into a folder: one place moves there (keeping its row), other copies are expunged."""
+    folders = await _gmail_folders(uow)
+    if folders is not None and folder_id in folders:
+        return await _gmail_move(uow, folders, message_ids, folder_id)
     queued = []
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
         if not places or (len(places) == 1 and places[0].folder_id == folder_id):
@@ -195,12 +223,111 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
 async def expunge(uow: UnitOfWork, message_ids: Sequence[int]) -> list[int]:
     """Delete messages for good: every place is expunged; the message row goes when the server agreed."""
     queued = []
+    folders = await _gmail_folders(uow)
+    if folders is not None:
+        trash = next((fid for fid, f in folders.items() if f.role == "trash"), None)
+        if trash is not None:
+            queued += await _gmail_move(uow, folders, message_ids, trash)
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        views = [p for p in places if p.uidvalidity == gmail.VIEW_UIDVALIDITY]
+        if views:
+            await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in views])))
+            _touch(uow, mid, (p.folder_id for p in views), moved=True)
+            places = [p for p in places if p.uidvalidity != gmail.VIEW_UIDVALIDITY]
         if not places:
             continue
         await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in places])))
         _touch(uow, mid, (p.folder_id for p in places), moved=True)
         queued.append(await _queue(uow, ActionKind.EXPUNGE, {"expunge": [_place(p) for p in places]}, message_id=mid))
+    return queued
+
+
+# -- Gmail ------------------------------------------------------------------------------------------------
+
+
+async def _gmail_folders(uow: UnitOfWork) -> dict[int, Folder] | None:
+    """The account's folders by id when it is mirrored in Gmail's model (schema.gmail), else None."""
+    mode = await uow.session.scalar(select(Account.identity_mode).where(Account.id == uow.account_id))
+    if mode != "gmail":
+        return None
+    found = {f.id: f for f in await uow.session.scalars(select(Folder).where(Folder.account_id == uow.account_id))}
+    return found if any(f.role == "all" for f in found.values()) else None
+
+
+def _real_place(places: Sequence[MessagePlace], folders: dict[int, Folder]) -> MessagePlace | None:
+    """A Gmail message's one stored place: in All Mail, Trash or Spam (or moving there), never a derived one."""
+    for p in places:
+        folder = folders.get(p.folder_id)
+        if p.uidvalidity != gmail.VIEW_UIDVALIDITY and folder is not None and folder.role in gmail.STORED_ROLES:
+            return p
+    return None
+
+
+def _label_of(folder: Folder) -> str | None:
+    """The label a Gmail folder is the view of (None: All Mail, Trash, Spam)."""
+    if folder.role in gmail.STORED_ROLES or folder.role == "archive":
+        return None
+    by_role = {role: name for name, role in gmail.SYSTEM_LABELS.items()}
+    return by_role.get(folder.role or "", folder.name)
+
+
+async def gmail_labels(
+    uow: UnitOfWork, folders: dict[int, Folder], message_ids: Sequence[int], plus: set[str], minus: set[str]
+) -> list[int]:
+    """Add and remove Gmail labels (X-GM-LABELS) on the messages' real places; one action each."""
+    rows: list[tuple[dict[str, Any], int | None, int | None]] = []
+    for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        real = _real_place(places, folders)
+        if real is None:
+            continue
+        before = set(real.labels.split("\n")) if real.labels else set()
+        after = (before | plus) - minus
+        if after == before:
+            continue
+        await uow.session.execute(
+            update(MessagePlace).where(MessagePlace.id == real.id).values(labels=gmail.labels_text(after))
+        )
+        _touch(uow, mid, [real.folder_id], moved=False)
+        payload = {"add": sorted(plus), "remove": sorted(minus), "places": [_place(real)], "labels": real.labels}
+        rows.append((payload, mid, None))
+    await gmail.refresh_views(uow, [mid for _, mid, _ in rows if mid is not None])
+    return await _queue_many(uow, ActionKind.GMAIL_LABELS, rows)
+
+
+async def _gmail_move(
+    uow: UnitOfWork, folders: dict[int, Folder], message_ids: Sequence[int], folder_id: int
+) -> list[int]:
+    """A move in Gmail's model: see the module's docstring."""
+    target = folders[folder_id]
+    all_id = next(fid for fid, f in folders.items() if f.role == "all")
+    queued: list[int] = []
+    relabel: list[int] = []
+    for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
+        real = _real_place(places, folders)
+        if real is None:
+            continue
+        into = folder_id if target.role in ("trash", "junk") else all_id
+        if real.folder_id != into and (into != all_id or folders[real.folder_id].role != "all"):
+            views = [p for p in places if p.uidvalidity == gmail.VIEW_UIDVALIDITY]
+            payload: dict[str, Any] = {"to": into, "move": _place(real), "expunge": []}
+            touched = {into, real.folder_id, *(p.folder_id for p in views)}
+            await uow.session.execute(
+                update(MessagePlace)
+                .where(MessagePlace.id == real.id)
+                .values(folder_id=into, uidvalidity=PLACEHOLDER_UIDVALIDITY, uid=-real.id, modseq=None)
+            )
+            if views:
+                await uow.session.execute(delete(MessagePlace).where(MessagePlace.id.in_([p.id for p in views])))
+            _touch(uow, mid, touched, moved=True)
+            queued.append(await _queue(uow, ActionKind.MOVE, payload, message_id=mid, folder_id=into))
+        if into == all_id:
+            relabel.append(mid)
+    if relabel:
+        label = _label_of(target)
+        plus = {label} if label is not None else set()
+        minus = set() if label == "\\Inbox" else {"\\Inbox"}
+        queued += await gmail_labels(uow, folders, relabel, plus, minus)
+    await gmail.refresh_views(uow, list(message_ids))
     return queued
 
 
@@ -458,6 +585,7 @@ async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int]
             await _hand_over(uow, action, where)
         if action.message_id is not None:
             _touch(uow, action.message_id, [p["to"]], moved=moved_to is None)
+            await gmail.refresh_views(uow, [action.message_id])  # on Gmail: the All Mail UID they carry
     await _finish(uow, action, ActionState.DONE)
 
 
@@ -503,7 +631,12 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
                 await _hand_over(uow, action, m)
         if p.get("expunge"):
             await _restore_places(uow, mid, p["expunge"])
+        await gmail.refresh_views(uow, [mid])  # on Gmail, the label folders follow the place put back
         _touch(uow, mid, _folders_of(action), moved=True)
+    elif action.kind == ActionKind.GMAIL_LABELS and mid is not None:
+        await s.execute(update(MessagePlace).where(MessagePlace.id == p["places"][0]["id"]).values(labels=p["labels"]))
+        await gmail.refresh_views(uow, [mid])
+        _touch(uow, mid, _folders_of(action), moved=False)
     elif action.kind == ActionKind.FOLDER_RENAME:
         for r in p["folders"]:
             await s.execute(update(Folder).where(Folder.id == r["id"]).values(name=r["from"]))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-from schema import labels
+from schema import gmail, labels
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, table, utcnow
 
@@ -60,10 +60,15 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             )
         ).all()
         places: dict[int, list[set[str]]] = defaultdict(list)
-        for mid, flags in await s.execute(
-            select(MessagePlace.message_id, MessagePlace.flags).where(MessagePlace.message_id.in_(chunk))
+        gmail_names: dict[int, set[str]] = defaultdict(set)  # X-GM-LABELS, on Gmail accounts
+        for mid, flags, gm_labels in await s.execute(
+            select(MessagePlace.message_id, MessagePlace.flags, MessagePlace.labels).where(
+                MessagePlace.message_id.in_(chunk)
+            )
         ):
             places[mid].append(set(flags.split()))
+            if gm_labels:
+                gmail_names[mid].update(gm_labels.split("\n"))
         current_labels: dict[int, set[int]] = defaultdict(set)
         for mid, lid in await s.execute(
             select(MessageLabel.message_id, MessageLabel.label_id).where(MessageLabel.message_id.in_(chunk))
@@ -71,6 +76,11 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             current_labels[mid].add(lid)
         wanted_names = {mid: set().union(*map(keywords_of, fl)) for mid, fl in places.items()}
         label_ids = await labels.ensure(uow, set().union(*wanted_names.values()) if wanted_names else set())
+        if gmail_names:
+            label_ids.update(await labels.ensure(uow, set().union(*gmail_names.values()), kind=gmail.KIND))
+        for mid, names in gmail_names.items():
+            if mid in places:
+                wanted_names.setdefault(mid, set()).update(names)
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         add_links: list[dict[str, int]] = []
         drop_links: list[tuple[int, int]] = []

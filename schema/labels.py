@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 
+from schema import gmail
 from schema.changelog import ObjectType, Op
 from schema.models import Label
 
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 
 async def ensure(uow: UnitOfWork, names: Iterable[str], kind: str = "keyword") -> dict[str, int]:
-    """Ids of the labels with these names, creating (and logging) the missing ones."""
+    """Ids of the labels with these names, creating (and logging) the missing ones. A Gmail system label gets the
+    role of the folder it stands for (schema.gmail.SYSTEM_LABELS)."""
     wanted = set(names)
     if not wanted:
         return {}
@@ -29,7 +31,14 @@ async def ensure(uow: UnitOfWork, names: Iterable[str], kind: str = "keyword") -
         # INSERT IGNORE: a concurrent writer may create the same label; its row is as good as ours, and
         # only the writer whose row it is logs the creation.
         result = await s.execute(
-            insert(Label).prefix_with("IGNORE").values(account_id=uow.account_id, name=name, kind=kind)
+            insert(Label)
+            .prefix_with("IGNORE")
+            .values(
+                account_id=uow.account_id,
+                name=name,
+                kind=kind,
+                role=gmail.label_role(name) if kind == gmail.KIND else None,
+            )
         )
         if getattr(result, "rowcount", 0) == 1:
             created.append(name)

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
-from schema import actions, blobs, threads
+from schema import actions, blobs, gmail, threads
 from schema.changelog import ObjectType, Op
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
@@ -40,6 +40,9 @@ class Fetched:
     parsed: ParsedMessage | None = None
     # The raw message as stored (schema.blobs.pack), when the caller packed it already.
     packed: tuple[str, bytes] | None = None
+    # Gmail: X-GM-LABELS (kept on the place) and X-GM-THRID (the thread of a new message). schema.gmail
+    labels: tuple[str, ...] = ()
+    gm_thread: int | None = None
 
 
 # The defect of a message stored with its raw bytes but few parsed fields: the store refused the whole of them.
@@ -84,6 +87,7 @@ class PlaceFlags:
     uid: int
     flags: tuple[str, ...]
     modseq: int | None
+    labels: tuple[str, ...] | None = None  # Gmail's X-GM-LABELS; None: not reported (left as they are)
 
 
 def flags_text(flags: Iterable[str]) -> str:
@@ -169,13 +173,14 @@ async def message_id_header(session: AsyncSession, message_id: int | None) -> st
 
 
 async def held(session: AsyncSession, folder_id: int, uidvalidity: int) -> dict[int, tuple[str, str]]:
-    """UID -> (flags, message identity) of the places the mirror holds in a folder under a UIDVALIDITY."""
+    """UID -> (flags, message identity) of the places the mirror holds in a folder under a UIDVALIDITY; on Gmail
+    the flags are followed by the labels (schema.gmail.place_key)."""
     rows = await session.execute(
-        select(MessagePlace.uid, MessagePlace.flags, Message.identity)
+        select(MessagePlace.uid, MessagePlace.flags, MessagePlace.labels, Message.identity)
         .join(Message, Message.id == MessagePlace.message_id)
         .where(MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity == uidvalidity)
     )
-    return {uid: (flags, identity) for uid, flags, identity in rows}
+    return {uid: (gmail.place_key(flags, labels), identity) for uid, flags, labels, identity in rows}
 
 
 async def held_count(session: AsyncSession, folder_id: int, uidvalidity: int) -> int:
@@ -240,7 +245,10 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     stmt = mysql_insert(table(MessagePlace))
     await s.execute(
         stmt.on_duplicate_key_update(
-            message_id=stmt.inserted.message_id, flags=stmt.inserted.flags, modseq=stmt.inserted.modseq
+            message_id=stmt.inserted.message_id,
+            flags=stmt.inserted.flags,
+            modseq=stmt.inserted.modseq,
+            labels=stmt.inserted.labels,
         ),
         [
             {
@@ -251,6 +259,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
                 "uid": f.uid,
                 "flags": flags_text(f.flags),
                 "modseq": f.modseq,
+                "labels": gmail.labels_text(f.labels),
             }
             for f in fetched
         ],
@@ -279,8 +288,9 @@ async def _holders(s: AsyncSession, folder_id: int, uidvalidity: int, uids: Sequ
     return found
 
 
-def _thread_key(p: ParsedMessage, internaldate: datetime | None) -> threads.ThreadKey:
+def _thread_key(p: ParsedMessage, internaldate: datetime | None, gm_thread: int | None = None) -> threads.ThreadKey:
     return threads.ThreadKey(
+        gmail_thread=gm_thread,
         message_id=p.message_id,
         references=tuple(p.references) + ((p.in_reply_to,) if p.in_reply_to else ()),
         subject=p.subject,
@@ -296,7 +306,7 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     keys = []
     for f in items:
         assert f.parsed is not None
-        keys.append(_thread_key(f.parsed, f.internaldate))
+        keys.append(_thread_key(f.parsed, f.internaldate, f.gm_thread))
     thread_ids = await threads.assign(uow, keys)
     rows: list[dict[str, Any]] = []
     for f, tid in zip(items, thread_ids, strict=True):
@@ -361,7 +371,8 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                 continue
             c = by_uid[place.uid]
             flags = flags_text(c.flags)
-            if flags != place.flags or (c.modseq is not None and c.modseq != place.modseq):
+            labels = place.labels if c.labels is None else gmail.labels_text(c.labels)
+            if flags != place.flags or labels != place.labels or (c.modseq is not None and c.modseq != place.modseq):
                 changed.append(
                     {
                         "id": place.id,
@@ -372,13 +383,19 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                         "uid": place.uid,
                         "flags": flags,
                         "modseq": c.modseq,
+                        "labels": labels,
                     }
                 )
-                if flags != place.flags:
+                if flags != place.flags or labels != place.labels:
                     uow.dirty_messages.add(place.message_id)
     if changed:
         stmt = mysql_insert(table(MessagePlace))
-        await s.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags, modseq=stmt.inserted.modseq), changed)
+        await s.execute(
+            stmt.on_duplicate_key_update(
+                flags=stmt.inserted.flags, modseq=stmt.inserted.modseq, labels=stmt.inserted.labels
+            ),
+            changed,
+        )
         uow.dirty_folders.add(folder_id)
     return len(changed)
 

@@ -151,6 +151,8 @@ class Label(Base):
     name: Mapped[str] = mapped_column(String(255, collation="utf8mb4_bin"))
     # "keyword" (an IMAP keyword on a generic server) or "gmail" (X-GM-LABELS)
     kind: Mapped[str] = mapped_column(String(16), default="keyword")
+    # A Gmail system label's role as folders know it (\\Inbox: "inbox", \\Sent: "sent", \\Starred: "flagged", ...)
+    role: Mapped[str | None] = mapped_column(String(16))
 
 
 class MimeBlob(Base):
@@ -309,6 +311,8 @@ class MessagePlace(Base):
     # System flags and keywords as the server reports them, sorted, space separated.
     flags: Mapped[str] = mapped_column(String(1024, collation="utf8mb4_bin"), default="")
     modseq: Mapped[int | None] = mapped_column(BigInteger)
+    # Gmail's X-GM-LABELS of the message at this place, sorted, one per line ("" elsewhere): schema.gmail.
+    labels: Mapped[str] = mapped_column(Text(collation="utf8mb4_bin"), default="", server_default="")
 
 
 class MessageLabel(Base):

@@ -48,7 +48,7 @@ async def folder_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
 
 async def label_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
     rows = await session.scalars(select(Label).where(Label.id.in_(ids)))
-    return {lb.id: {"name": lb.name, "kind": lb.kind} for lb in rows}
+    return {lb.id: {"name": lb.name, "kind": lb.kind, "role": lb.role} for lb in rows}
 
 
 async def thread_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:

@@ -1,4 +1,5 @@
-"""Threading, JWZ-style: messages that share any Message-ID (their own, In-Reply-To or References) share a
+"""Threading, JWZ-style (on Gmail accounts by X-GM-THRID instead: ThreadKey.gmail_thread): messages that share
+any Message-ID (their own, In-Reply-To or References) share a
 thread. ``thread_refs`` keeps every Message-ID a thread has seen, including those of messages we do not
 have (JWZ's empty containers), so a reply that arrives before its parent still joins its siblings, and a
 message that links two threads merges them. The subject is a fallback only for replies that carry no
@@ -36,6 +37,13 @@ class ThreadKey:
     normalized_subject: str
     is_reply: bool
     when: datetime
+    # Gmail's X-GM-THRID: the thread Gmail put the message in, which wins over references and subjects.
+    gmail_thread: int | None = None
+
+
+def _gmail_ref(thread: int) -> bytes:
+    # Kept among the thread's refs under a key no Message-ID hashes to (a Message-ID holds an @).
+    return ref_hash(f"x-gm-thrid:{thread}")
 
 
 def ref_hash(message_id: str) -> bytes:
@@ -65,7 +73,10 @@ async def assign(uow: UnitOfWork, keys: Sequence[ThreadKey]) -> list[int]:
     """The thread id of each new message, creating, joining and merging threads as needed."""
     s = uow.session
     hashes = [
-        [ref_hash(m) for m in ((k.message_id,) if k.message_id else ()) + k.references if m.strip("<> ")] for k in keys
+        [_gmail_ref(k.gmail_thread)]
+        if k.gmail_thread is not None
+        else [ref_hash(m) for m in ((k.message_id,) if k.message_id else ()) + k.references if m.strip("<> ")]
+        for k in keys
     ]
     every = {h for hs in hashes for h in hs}
     known: dict[bytes, int] = {}
@@ -142,7 +153,11 @@ async def assign(uow: UnitOfWork, keys: Sequence[ThreadKey]) -> list[int]:
 
 
 async def _subject_fallback(uow: UnitOfWork, keys: Sequence[ThreadKey], groups: _Union) -> None:
-    lonely = [i for i, k in enumerate(keys) if k.is_reply and not k.references and k.normalized_subject]
+    lonely = [
+        i
+        for i, k in enumerate(keys)
+        if k.is_reply and not k.references and k.normalized_subject and k.gmail_thread is None
+    ]
     if not lonely:
         return
     subjects = {keys[i].normalized_subject[:191] for i in lonely}
@@ -163,6 +178,7 @@ async def _subject_fallback(uow: UnitOfWork, keys: Sequence[ThreadKey], groups: 
             for j, other in enumerate(keys):
                 if (
                     j != i
+                    and other.gmail_thread is None
                     and other.normalized_subject == k.normalized_subject
                     and abs(other.when - k.when) <= SUBJECT_WINDOW
                 ):

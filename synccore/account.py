@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ops import metrics
 from ops.sampler import labelled
-from schema import accounts, actions, folders, messages
+from schema import accounts, actions, folders, gmail, messages
 from schema.crypto import CredentialBox, Purpose
 from schema.folders import Discovered
 from schema.models import Account, Folder, utcnow
@@ -129,6 +129,8 @@ class AccountSync:
         self.plain_refusals = 0  # plain NOs to LOGIN in a row
         self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
         self.first_message = FirstMessage()  # ops.metrics.FIRST_MESSAGE
+        # Gmail: the label folders (id, name) whose derived places were last brought up to date (schema.gmail).
+        self._views: frozenset[tuple[int, str]] | None = None
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -240,7 +242,8 @@ class AccountSync:
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
                 else:
                     group.create_task(self._idle_inbox(idler))
-                    group.create_task(self._poll(client, pass_start, skip_roles=frozenset({"inbox"})))
+                    skip = frozenset({self._watched_role()})
+                    group.create_task(self._poll(client, pass_start, skip_roles=skip))
         except* AuthStopped:
             raise AuthStopped() from None
         finally:
@@ -249,8 +252,16 @@ class AccountSync:
             if idler is not None:
                 await _quietly_logout(idler)
 
+    def _watched_role(self) -> str:
+        """The folder the IDLE connection watches: the inbox; on Gmail All Mail, where every message is (new mail,
+        and a label change, which Gmail reports as a FETCH there)."""
+        return "all" if self._gmail() else "inbox"
+
+    def _gmail(self) -> bool:
+        return self.mode is IdentityMode.GMAIL
+
     async def _idle_inbox(self, client: ImapClient) -> None:
-        inbox = await self._folder_by_role("inbox")
+        inbox = await self._folder_by_role(self._watched_role())
         if inbox is None:
             return
         sync = FolderSync(self._ctx(), inbox)
@@ -304,9 +315,12 @@ class AccountSync:
         await self._count_unselected(client, found)
         for gone in self.folder_retries.keys() - {f.id for f in found}:
             del self.folder_retries[gone]
+        stored = await self._gmail_views(found)
         for folder in found:
             if folder.role in skip_roles:
                 continue
+            if stored is not None and folder.role not in stored:
+                continue  # a Gmail label folder: a view of All Mail, derived from the labels (schema.gmail)
             if not self._folder_due(folder):
                 complete = False
                 continue
@@ -317,6 +331,8 @@ class AccountSync:
                 await self._folder_failed(folder, exc)
             else:
                 await self._folder_synced(folder)
+        if stored is not None and complete:
+            await self._views_caught_up(found)
         self.passes += 1
         if complete:
             self.first_message.stop()  # every folder looked at: an account with no mail is not waiting for any
@@ -344,6 +360,38 @@ class AccountSync:
         async def step() -> None:
             async with self.store.unit(self.account_id) as uow:
                 await folders.record_server_counts(uow, counts)
+
+        await retry_deadlocks(step)
+
+    async def _gmail_views(self, found: list[Folder]) -> frozenset[str] | None:
+        """On Gmail, the roles of the folders to sync (All Mail, Trash, Spam: every message once), after bringing
+        the derived places up to date if the label folders changed; None elsewhere (every folder is synced).
+
+        A server that offers X-GM-EXT-1 but lists no \\All folder is synced folder by folder, like any other."""
+        if not self._gmail() or not any(f.role == "all" for f in found):
+            return None
+        views = frozenset((f.id, f.name) for f in found if f.role not in gmail.STORED_ROLES)
+        if views != self._views:
+
+            async def step() -> None:
+                async with self.store.unit(self.account_id) as uow:
+                    await gmail.refresh_all_views(uow)
+
+            await retry_deadlocks(step)
+            self._views = views
+        return frozenset(gmail.STORED_ROLES)
+
+    async def _views_caught_up(self, found: list[Folder]) -> None:
+        """Gmail: once All Mail, Trash and Spam are caught up, so are the label folders derived from them (their
+        sync state says so to clients: they are never synced on their own)."""
+        behind = [f for f in found if f.role not in gmail.STORED_ROLES and f.sync_state != "follow"]
+        if not behind:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                for folder in behind:
+                    await folders.set_cursor(uow, folder.id, sync_state="follow")
 
         await retry_deadlocks(step)
 

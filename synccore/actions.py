@@ -9,6 +9,7 @@ run(bell)                      woken by the account's action bell (Redis), or a 
     folders       ->  CREATE, RENAME, DELETE
     draft_save    ->  APPEND the version (APPENDUID), UID EXPUNGE the older copies carrying the draft's Message-ID;
                       the draft's place takes the new UID and identity, so the message keeps its id
+    gmail_labels  ->  UID STORE +X-GM-LABELS / -X-GM-LABELS on the message's All Mail UID (Gmail)
   complete / fail / retry_later in a unit of work each batch
   then the outbox (synccore.outbox): SMTP submission, the Sent copy APPENDed
 ```
@@ -237,6 +238,8 @@ class ActionExecutor:
                 return Outcome([(action, None)], [], {action.id: filed} if filed is not None else {})
             if kind == ActionKind.EXPUNGE:
                 await self._expunge(action.payload["expunge"])
+            elif kind == ActionKind.GMAIL_LABELS:
+                await self._labels(action)
             elif kind == ActionKind.FOLDER_CREATE:
                 await self._create(action.payload["name"])
             elif kind == ActionKind.FOLDER_RENAME:
@@ -420,6 +423,24 @@ class ActionExecutor:
             await client.uid_store(sorted(stale), "add", ["\\Deleted"])
             await client.uid_expunge(sorted(stale))
         return uidvalidity, uid, await identity_at(self.store, self.account_id, client, folder.name, uid, raw)
+
+    async def _labels(self, action: Action) -> None:
+        """Gmail: the labels on the message's real place, where it is now (a move queued before may have put it
+        back into All Mail since the action was queued)."""
+        ref = action.payload["places"][0]
+        async with self.store.sessions() as s:
+            place = (await messages.places_by_id(s, [ref["id"]])).get(ref["id"])
+        if place is None or place.uidvalidity <= actions.PLACEHOLDER_UIDVALIDITY:
+            raise Gone("the message is not where its labels can be changed")
+        folder = (await self._folders({place.folder_id})).get(place.folder_id)
+        if folder is None:
+            raise Gone("the folder was deleted")
+        if await self._select(folder) != place.uidvalidity:
+            raise Gone(f"{folder.name} has a new UIDVALIDITY")
+        client = await self._client()
+        for op in ("add", "remove"):
+            if action.payload[op]:
+                await client.uid_store_labels([place.uid], "add" if op == "add" else "remove", action.payload[op])
 
     async def _expunge(self, places: Sequence[dict[str, int]]) -> None:
         by_folder: dict[int, list[dict[str, int]]] = defaultdict(list)

@@ -22,11 +22,11 @@ from dataclasses import dataclass, fields, replace
 from sqlalchemy.exc import DBAPIError
 
 from ops import metrics
-from schema import folders, messages, skipped
+from schema import folders, gmail, messages, skipped
 from schema.messages import Fetched, PlaceFlags
 from schema.models import Folder
 from schema.retry import retry_deadlocks
-from schema.unit import Store
+from schema.unit import Store, UnitOfWork
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import MAX_LITERAL, CommandFailed, FetchItem, ImapClient, SelectedMailbox
@@ -118,6 +118,9 @@ class FolderSync:
     def __init__(self, ctx: FolderContext, folder: Folder) -> None:
         self.ctx = ctx
         self.folder = folder
+        # Gmail (X-GM-EXT-1): labels are read with the flags and kept on the place; the label folders' places are
+        # derived from them in the same unit of work (schema.gmail), since only All Mail, Trash and Spam are synced.
+        self.gmail = ctx.mode is IdentityMode.GMAIL
         # This run left a change of the server's alone because a pending action protects its message: the cursor
         # then keeps no HIGHESTMODSEQ, so the folder is compared in full until the action has run.
         self.skipped = False
@@ -175,7 +178,12 @@ class FolderSync:
         if planning.nothing_changed(f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held):
             return
         if client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
-            if sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)
+            if self.gmail:
+                # Gmail gives a label change a new MODSEQ too: CHANGEDSINCE reports it with the labels asked for
+                # (QRESYNC's changes in SELECT would carry the flags alone).
+                result = await client.uid_fetch("1:*", "(UID FLAGS X-GM-LABELS)", changedsince=f.highestmodseq)
+                vanished, changed = sel.vanished, result.items
+            elif sel.vanished or sel.changed:  # QRESYNC answered in SELECT (RFC 7162 §3.2.5)
                 vanished, changed = sel.vanished, sel.changed
             elif "QRESYNC" in client.enabled:
                 vanished, changed = [], []
@@ -205,6 +213,7 @@ class FolderSync:
         async def step() -> None:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.remove_places(uow, self.folder.id)
+                await self._views(uow)
                 await skipped.forget(uow, self.folder.id, uidvalidity, keep=set())
                 await folders.set_cursor(
                     uow, self.folder.id, uidvalidity=uidvalidity, uidnext=None, highestmodseq=None, sync_state="initial"
@@ -242,7 +251,7 @@ class FolderSync:
     async def _reconcile(self, client: ImapClient, uidvalidity: int, remote: dict[int, FetchItem]) -> None:
         plan = planning.plan_reconcile(
             await self._local(uidvalidity),
-            {uid: (planning.flags_text(i.flags or ()), identity_of(self.ctx.mode, i)) for uid, i in remote.items()},
+            {uid: (self._key(i), identity_of(self.ctx.mode, i)) for uid, i in remote.items()},
         )
         if plan.removed or plan.new:
             log.info(
@@ -264,7 +273,9 @@ class FolderSync:
         if not flag_items and not removed:
             return
         changes = [
-            PlaceFlags(i.uid, planning.clean_flags(i.flags or ()), i.modseq) for i in flag_items if i.uid is not None
+            PlaceFlags(i.uid, planning.clean_flags(i.flags or ()), i.modseq, self._labels(i))
+            for i in flag_items
+            if i.uid is not None
         ]
 
         async def step() -> bool:
@@ -272,6 +283,7 @@ class FolderSync:
                 await messages.remove_places(uow, self.folder.id, list(removed))
                 await skipped.forget(uow, self.folder.id, uidvalidity, uids=list(removed))
                 await messages.set_flags(uow, self.folder.id, uidvalidity, changes)
+                await self._views(uow)
             return uow.skipped_pending
 
         self.skipped |= await retry_deadlocks(step)
@@ -371,7 +383,22 @@ class FolderSync:
             raw=body,
             parsed=prepared.parsed if prepared is not None else None,
             packed=(prepared.codec, prepared.packed) if prepared is not None else None,
+            labels=self._labels(meta) or (),
+            gm_thread=meta.gm_thrid if self.gmail else None,
         )
+
+    def _labels(self, item: FetchItem) -> tuple[str, ...] | None:
+        """X-GM-LABELS on Gmail (None elsewhere, or when the server left them out of a FETCH)."""
+        return item.gm_labels if self.gmail else None
+
+    def _key(self, item: FetchItem) -> str:
+        """What is compared of a place: flags, and on Gmail labels (schema.gmail.place_key)."""
+        return gmail.place_key(planning.flags_text(item.flags or ()), gmail.labels_text(self._labels(item) or ()))
+
+    async def _views(self, uow: UnitOfWork) -> None:
+        """Gmail: the label folders follow the labels of the messages this unit changed."""
+        if self.gmail:
+            await gmail.refresh_views(uow, sorted(uow.dirty_messages))
 
     async def _write(self, uidvalidity: int, fetched: list[Fetched]) -> None:
         """Write a batch; if the store refuses it, each message alone, so that one bad message (a row over
@@ -421,6 +448,7 @@ class FolderSync:
         async def step() -> tuple[bool, int]:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
                 await messages.add(uow, self.folder.id, uidvalidity, fetched)
+                await self._views(uow)
                 if written:  # skipped before (a limit raised since): mirrored now
                     await skipped.forget(uow, self.folder.id, uidvalidity, uids=written)
             return uow.skipped_pending, uow.new_messages

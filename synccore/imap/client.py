@@ -367,6 +367,23 @@ class ImapClient(Connection):
                 modified = [int(v) for v in value]
         return StoreResult([r for r in untagged if isinstance(r, FetchItem)], modified)
 
+    async def uid_store_labels(
+        self, uids: UidSet, action: StoreAction, labels: Iterable[str], *, timeout: float | None = None
+    ) -> StoreResult:
+        """Gmail's UID STORE [+|-]X-GM-LABELS (developers.google.com/gmail/imap/imap-extensions): a system label
+        (\\Inbox, \\Starred, ...) goes as the atom it is, any other as a mailbox name (modified UTF-7)."""
+        items: list[bytes] = []
+        for label in labels:
+            part = label.encode("ascii") if label.startswith("\\") and label[1:].isalnum() else mailbox(label)
+            if not isinstance(part, bytes):
+                raise ValueError(f"not a label that can be sent: {label!r}")
+            items.append(part)
+        uid_text = _uid_set(uids)
+        item = {"add": b"+X-GM-LABELS", "remove": b"-X-GM-LABELS", "set": b"X-GM-LABELS"}[action]
+        parts: list[Part] = [uid_text.encode(), item, b"(" + b" ".join(items) + b")"]
+        _, untagged = await self._run("UID STORE", parts, _FETCH, timeout=timeout, uids=uid_text)
+        return StoreResult([r for r in untagged if isinstance(r, FetchItem)], [])
+
     async def uid_copy(self, uids: UidSet, destination: str | bytes, *, timeout: float | None = None) -> CopyUid | None:
         """UID COPY; returns the COPYUID mapping when the server has UIDPLUS (RFC 4315 §3)."""
         parts = [_uid_set(uids).encode(), mailbox(destination)]

@@ -76,6 +76,9 @@ class Folder(Node):
 class Label(Node):
     name: str
     kind: str = strawberry.field(description="keyword or gmail.")
+    role: str | None = strawberry.field(
+        description="A Gmail system label's folder role: inbox (\\Inbox), sent, drafts, flagged (\\Starred), important."
+    )
     account_pk: strawberry.Private[int]
 
     @classmethod
@@ -84,6 +87,7 @@ class Label(Node):
             id=strawberry.ID(to_global("Label", row.id)),
             name=row.name,
             kind=row.kind,
+            role=row.role,
             account_pk=row.account_id,
         )
 
