@@ -145,7 +145,12 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         try:
             async with (
                 watching(),
-                running(Deliverer(engine, services.box, config, fanout) if config.webhooks else None),
+                # Built off the loop: its HTTP client loads the CA certificates, ~0.2 s (ops.watchdog saw it).
+                running(
+                    await asyncio.to_thread(Deliverer, engine, services.box, config, fanout)
+                    if config.webhooks
+                    else None
+                ),
                 pruning(engine, config.upload_prune_seconds),
             ):
                 yield
