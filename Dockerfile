@@ -14,19 +14,23 @@
 # `debootstrap --variant=minbase bookworm` tree imported into podman. Nothing here needs more than Debian 12.
 ARG BASE=debian:bookworm-slim
 
-# --- build: a wheel with GraphiQL's files (npm runs here only), installed with the pinned dependencies -------------
+# --- build: a wheel with GraphiQL's files, installed with the pinned dependencies into a virtualenv -----------------
 FROM ${BASE} AS build
 # A build behind a TLS-intercepting proxy passes its CA bundle as a file inside the build (e.g. podman build
 # --volume /etc/ssl/certs/ca-certificates.crt:/run/build-ca.pem:ro --build-arg BUILD_CA_BUNDLE=/run/build-ca.pem).
 ARG BUILD_CA_BUNDLE=
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
-RUN apt-get update -qq \
-    && apt-get install -y -qq --no-install-recommends python3 python3-venv nodejs npm ca-certificates >/dev/null \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# GraphiQL's files come from the checkout when scripts/vendor-graphiql made them there (scripts/setup does), else
+# npm makes them here from the same lockfile (setup.py runs the script): Debian's nodejs and npm are installed
+# only then, and in this stage only (Debian's npm is a large install: most of the stage's time without the files).
+RUN tools="python3 python3-venv ca-certificates"; \
+    if [ -z "$(ls gateway/static/graphiql 2>/dev/null)" ]; then tools="$tools nodejs npm"; fi; \
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends $tools >/dev/null \
+    && rm -rf /var/lib/apt/lists/*
 # constraints.txt pins every dependency (PIP_CONSTRAINT also reaches pip's isolated build of the wheel); a
-# non-editable install builds the wheel, whose build step runs scripts/vendor-graphiql (setup.py).
+# non-editable install builds the wheel, GraphiQL's files and the migrations included (setup.py).
 RUN if [ -n "$BUILD_CA_BUNDLE" ]; then \
         export PIP_CERT="$BUILD_CA_BUNDLE" NPM_CONFIG_CAFILE="$BUILD_CA_BUNDLE"; fi \
     && python3 -m venv /opt/inboxql \
