@@ -3,7 +3,8 @@
 One image runs either process, so the check looks at what the container's first process is. The gateway is
 healthy when its /healthz answers on the port it listens on (INBOXQL_GATEWAY_PORT, or --port). The sync process
 serves no HTTP by default: it is healthy while it runs (it exits when it cannot go on, and the container's
-restart policy starts it again); when it serves metrics (--metrics-port N), that endpoint must answer.
+restart policy starts it again); when it serves metrics (--metrics-port N, or INBOXQL_METRICS_PORT), that
+endpoint must answer.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def url_to_check(argv: Sequence[str], env: dict[str, str]) -> str | None:
     if "gateway" in argv:
         port = _option(argv, "--port") or env.get("INBOXQL_GATEWAY_PORT", "8000")
         return f"http://127.0.0.1:{port}/healthz"
-    metrics = _option(argv, "--metrics-port")
-    if "sync" in argv and metrics is not None:
+    metrics = _option(argv, "--metrics-port") or env.get("INBOXQL_METRICS_PORT")
+    if "sync" in argv and metrics:
         return f"http://127.0.0.1:{metrics}/metrics"
     return None
 

@@ -63,3 +63,4 @@ def test_the_healthcheck_asks_the_gateway_on_its_port_and_the_sync_process_only_
     assert url_to_check(["inboxql", "gateway", "--port", "9001"], env) == "http://127.0.0.1:9001/healthz"
     assert url_to_check(["inboxql", "sync"], env) is None
     assert url_to_check(["inboxql", "sync", "--metrics-port=9102"], env) == "http://127.0.0.1:9102/metrics"
+    assert url_to_check(["inboxql", "sync"], {"INBOXQL_METRICS_PORT": "9103"}) == "http://127.0.0.1:9103/metrics"
