@@ -14,7 +14,7 @@
     inboxql token create --operator [--name NAME]
     inboxql token list [--all]
     inboxql token revoke ID [ID ...]
-    inboxql secret rotate | prune
+    inboxql secret rotate | prune | init
     inboxql demo
 
 Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY (or INBOXQL_SECRET_KEY_FILE);
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,8 +156,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "(gateway/README.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    gateway.add_argument("--host", default="127.0.0.1", help="the address to listen on")
-    gateway.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    # The defaults can come from the environment, so a container image or a service's env file can make the
+    # gateway listen on 0.0.0.0 (or another port) without a command line of its own.
+    gateway.add_argument(
+        "--host",
+        default=os.environ.get("INBOXQL_GATEWAY_HOST", "127.0.0.1"),
+        help="the address to listen on (INBOXQL_GATEWAY_HOST)",
+    )
+    gateway.add_argument(
+        "--port",
+        type=int,
+        default=os.environ.get("INBOXQL_GATEWAY_PORT", "8000"),
+        help="the port to listen on (INBOXQL_GATEWAY_PORT)",
+    )
 
     profile = commands.add_parser(
         "profile",
@@ -201,6 +213,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     secret.add_parser("rotate", help="add a new key and re-seal every stored credential with it (no downtime)")
     secret.add_parser("prune", help="drop the older keys once nothing is sealed with them")
+    secret.add_parser(
+        "init",
+        help="make the key ring file if there is none (0600, one new key) and print where it is; "
+        "for installers and for a container's key volume",
+    )
 
     demo = commands.add_parser("demo", help="a local Dovecot with sample mail, synced and served")
     demo.add_argument("--dir", help="where the demo keeps its Dovecot (default: ~/.local/share/inboxql/demo)")
@@ -260,6 +277,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "token":
         return _token(args, settings)
     if args.command == "secret":
+        if args.secret_command == "init":
+            # Settings.from_env made the ring already when it was missing (unless INBOXQL_SECRET_KEY_REQUIRED).
+            print(settings.secret_key_file or "INBOXQL_SECRET_KEY (no key ring file)")
+            return 0
         if args.secret_command == "rotate":
             return asyncio.run(commands.secret_rotate(settings))
         return asyncio.run(commands.secret_prune(settings))

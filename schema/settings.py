@@ -19,6 +19,22 @@ def _config_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "inboxql"
 
 
+def _key_required(env: Mapping[str, str]) -> bool:
+    """INBOXQL_SECRET_KEY_REQUIRED=1: the key must be given, never made here. The container image sets it: a key
+    made inside a container is lost with the container, and every stored password with it."""
+    return env.get("INBOXQL_SECRET_KEY_REQUIRED", "").strip().lower() in ("1", "yes", "true")
+
+
+def missing_key_message(path: Path) -> str:
+    return (
+        f"no secret key: set INBOXQL_SECRET_KEY, or provide the key ring file {path} (INBOXQL_SECRET_KEY_FILE). "
+        "INBOXQL_SECRET_KEY_REQUIRED is set (as in the container image), so none is made here: a key made inside "
+        "a container is lost with the container, and the stored passwords with it. Make one once and keep it, "
+        "e.g. `python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > secret.key`, then mount it "
+        f"(`docker run -v $PWD/secret.key:{path}:ro ...`) or pass it (`-e INBOXQL_SECRET_KEY=...`)"
+    )
+
+
 def _key_file(env: Mapping[str, str]) -> Path:
     """The key ring file (schema.keyring): INBOXQL_SECRET_KEY_FILE, or a per-machine 0600 file, created on first
     use, so the defaults work without configuration."""
@@ -70,6 +86,8 @@ class Settings:
         if env.get("INBOXQL_SECRET_KEY"):
             return cls(database_url, redis_url, env["INBOXQL_SECRET_KEY"])
         path = _key_file(env)
+        if _key_required(env) and not path.exists():
+            raise SettingsError(missing_key_message(path))
         try:
             keys = keyring.ensure(path)
         except (OSError, keyring.KeyRingError) as exc:
