@@ -101,6 +101,7 @@ class Watchdog:
         self.tick = min(threshold / 2, 0.05)
         self.check = threshold / 2
         self.stalls = 0  # stalls counted, for tests and the curious
+        self.beats = 0  # heartbeats run (the metrics are the process's: other loops may beat there too)
         self._loop_thread = threading.get_ident()
         self._cpu: Callable[[], float] | None = None
         self._due = 0.0  # written by the loop, read by the thread (a float: one atomic store under the GIL)
@@ -132,6 +133,7 @@ class Watchdog:
         now = time.monotonic()
         due = self._due
         lag = max(0.0, now - due)
+        self.beats += 1
         metrics.LOOP_LAG.observe(lag)
         if lag > self.threshold:
             self.stalls += 1

@@ -31,8 +31,15 @@ def _watchdog_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "inboxql-watchdog"]
 
 
-def _blocked_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "ops.watchdog" and "blocked" in r.getMessage()]
+def _blocked_records(
+    caplog: pytest.LogCaptureFixture, culprit: str = "hash_passwords_on_the_loop"
+) -> list[logging.LogRecord]:
+    """This test's stalls: another loop of the process (a test server's thread) may stall meanwhile too."""
+    return [
+        r
+        for r in caplog.records
+        if r.name == "ops.watchdog" and "blocked" in r.getMessage() and culprit in r.getMessage()
+    ]
 
 
 async def test_a_300_ms_block_is_logged_once_with_its_frame_and_duration(caplog: pytest.LogCaptureFixture) -> None:
@@ -57,7 +64,7 @@ async def test_a_300_ms_block_is_logged_once_with_its_frame_and_duration(caplog:
     assert duration is not None, message
     assert 200 <= int(duration.group(1)) < 1000, message  # 300 ms, less up to one heartbeat (50 ms)
     assert dog.stalls == 1
-    assert _stalls_counted() - counted == 1
+    assert _stalls_counted() - counted >= 1  # the process's count (other loops may stall meanwhile too)
 
 
 async def test_the_watchdog_thread_ends_with_the_block() -> None:
@@ -72,10 +79,12 @@ async def test_the_watchdog_thread_ends_with_the_block() -> None:
 
 async def test_loop_lag_is_observed_by_the_heartbeat() -> None:
     seen = REGISTRY.get_sample_value("inboxql_loop_lag_seconds_count") or 0.0
-    async with watching(0.1):
+    async with watching(0.1) as dog:
+        assert dog is not None
         await asyncio.sleep(0.3)
-    beats = (REGISTRY.get_sample_value("inboxql_loop_lag_seconds_count") or 0.0) - seen
-    assert 3 <= beats <= 8  # a heartbeat every 50 ms
+    assert 3 <= dog.beats <= 8  # a heartbeat every 50 ms
+    # Observed in the process's metrics (where other loops of this process, e.g. a test server's, beat too).
+    assert (REGISTRY.get_sample_value("inboxql_loop_lag_seconds_count") or 0.0) - seen >= dog.beats
 
 
 async def test_a_loop_that_never_comes_back_is_logged_while_it_lasts(
@@ -129,7 +138,7 @@ async def test_a_stall_says_whether_the_loop_computed_or_waited(caplog: pytest.L
         await asyncio.sleep(0.1)
         time.sleep(0.4)  # the point: a blocking call on the loop
         await asyncio.sleep(0.2)
-    (record,) = _blocked_records(caplog)
+    (record,) = _blocked_records(caplog, "test_a_stall_says_whether_the_loop_computed_or_waited")
     share = re.search(r"on the CPU (\d+)% of it", record.getMessage())
     assert share is not None, record.getMessage()
     assert int(share.group(1)) < 50
@@ -148,6 +157,5 @@ async def test_a_stall_too_short_for_its_stack_is_still_logged_and_counted(
         await asyncio.sleep(0.1)
         hash_passwords_on_the_loop(0.2)
         await asyncio.sleep(0.1)
-    (record,) = _blocked_records(caplog)
-    assert "ended before its stack could be taken" in record.getMessage()
+    assert len(_blocked_records(caplog, "ended before its stack could be taken")) == 1
     assert dog.stalls == 1
