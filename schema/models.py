@@ -66,7 +66,7 @@ class Account(Base):
     # "tls" (implicit, imaps://), "starttls", or "none" (loopback or explicitly allowed only)
     imap_security: Mapped[str] = mapped_column(String(16))
     imap_username: Mapped[str] = mapped_column(String(320))
-    imap_password: Mapped[bytes] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
+    imap_password: Mapped[bytes | None] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto; None: OAuth2
     tls_ca_file: Mapped[str | None] = mapped_column(String(1024))
     # SMTP submission (sending): host and port, "starttls", "tls" or "none"; the IMAP login unless set.
     smtp_host: Mapped[str | None] = mapped_column(String(255))
@@ -74,7 +74,14 @@ class Account(Base):
     smtp_security: Mapped[str | None] = mapped_column(String(16))
     smtp_username: Mapped[str | None] = mapped_column(String(320))
     smtp_password: Mapped[bytes | None] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
-    # pending -> syncing -> ready; auth_failed stops retries until credentials change
+    # OAuth2 logins (oauth/): the provider's name and the sealed refresh token instead of a password; the access
+    # token is cached sealed with its expiry, so every process of the account shares one.
+    oauth2_provider: Mapped[str | None] = mapped_column(String(64))
+    oauth2_refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary(4096))
+    oauth2_access_token: Mapped[bytes | None] = mapped_column(LargeBinary(4096))
+    oauth2_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # pending -> syncing -> ready; auth_failed stops retries until credentials change, needs_consent (an OAuth2
+    # grant refused) until the user consents again
     sync_state: Mapped[str] = mapped_column(String(32), default="pending")
     sync_error: Mapped[str | None] = mapped_column(Text)
     capabilities: Mapped[str | None] = mapped_column(Text)

@@ -28,6 +28,7 @@ from synccore.backoff import Backoff
 from synccore.identity import identity_at
 from synccore.imap import ImapClient, ImapError
 from synccore.smtp import SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+from synccore.tokens import ConsentNeeded, TokenKeeper, TokenUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,16 @@ RETRY_CAP = 600.0
 
 class OutboxSender:
     def __init__(
-        self, store: Store, box: CredentialBox, account_id: int, client: Callable[[], Awaitable[ImapClient]]
+        self,
+        store: Store,
+        box: CredentialBox,
+        account_id: int,
+        client: Callable[[], Awaitable[ImapClient]],
+        tokens: TokenKeeper | None = None,
     ) -> None:
         self.store = store
         self.box = box
+        self.tokens = tokens or TokenKeeper(store, box)
         self.account_id = account_id
         self.client = client
         self._recovered = False
@@ -113,14 +120,22 @@ class OutboxSender:
         security = account.smtp_security or "starttls"
         if security not in ("starttls", "tls", "plain"):
             raise ValueError(f"unknown SMTP security {security!r}")
+        token: str | None = None
+        if account.oauth2_provider is not None:
+            try:
+                token = await self.tokens.access_token(self.account_id)
+            except (ConsentNeeded, TokenUnavailable) as exc:
+                # Kept for later: the account's sync stops on the same refusal and shows it; a new consent sends.
+                raise SmtpTransient(f"no access token for sending: {exc}") from None
         sealed = account.smtp_password or account.imap_password
         return SmtpEndpoint(
             host=account.smtp_host,
             port=account.smtp_port,
             security=security,  # type: ignore[arg-type]
             username=account.smtp_username or account.imap_username,
-            password=self.box.open(sealed, Purpose.ACCOUNT),
+            password=self.box.open(sealed, Purpose.ACCOUNT) if sealed is not None else None,
             ca_file=account.tls_ca_file,
+            oauth2_token=token,
         )
 
     async def _file(self, entry: Outbox) -> None:
