@@ -8,6 +8,9 @@ Routes:
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
     /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+    /oauth2/{provider}/start   the OAuth2 consent flow: an operator's start link, the provider's callback, and
+    /oauth2/{provider}/callback  the built-in page it ends on (gateway.consent)
+    /oauth2/done
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan also runs webhook delivery (gateway.delivery), woken by the fan-out's doorbell, unless
@@ -33,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.auth import TokenCache
 from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
+from gateway.consent import ConsentFlow
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
@@ -97,6 +101,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         connection_init_wait_timeout=timedelta(seconds=config.ws_init_seconds),
     )
     downloads = Downloads(services)
+    flow = ConsentFlow(services)
     uploads = Uploads(services)
     fanout = services.fanout
 
@@ -142,6 +147,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/attachments/{id}", downloads.attachment),
         Route("/messages/{id}/raw", downloads.raw),
         Route("/uploads", uploads.upload, methods=["POST"]),
+        Route("/oauth2/done", flow.done),
+        Route("/oauth2/{provider}/start", flow.start),
+        Route("/oauth2/{provider}/callback", flow.callback),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.

@@ -88,6 +88,12 @@ class GatewayConfig:
     # Subscribers handing an event over at once (gateway.gate); the rest wait in line, so a burst of deliveries
     # leaves the loop to requests between steps. 0: no gate.
     delivery_width: int = 4
+    # The OAuth2 consent flow (gateway.consent): the INBOXQL_OAUTH2_* settings (providers by name, oauth.providers),
+    # the gateway's public address (for the redirect URI the provider sends the browser back to; default: the
+    # address the start link was requested at) and the page to land on afterwards (default: a built-in one).
+    oauth2_env: tuple[tuple[str, str], ...] = ()
+    oauth2_public_url: str | None = None
+    oauth2_done_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -139,4 +145,7 @@ class GatewayConfig:
                 env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
             ),
             delivery_width=int(env.get("INBOXQL_GATEWAY_DELIVERY_WIDTH", base.delivery_width)),
+            oauth2_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("INBOXQL_OAUTH2_"))),
+            oauth2_public_url=env.get("INBOXQL_OAUTH2_PUBLIC_URL") or None,
+            oauth2_done_url=env.get("INBOXQL_OAUTH2_DONE_URL") or None,
         )

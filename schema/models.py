@@ -520,6 +520,21 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class ConsentFlow(Base):
+    """One step of an OAuth2 consent flow (gateway.consent): a start link an operator minted, or a `state` sent to
+    the provider with its PKCE verifier. Keyed by the SHA-256 of the secret the browser carries (a copy of the
+    table opens no flow), used once (taken by deleting it) and only until it expires."""
+
+    __tablename__ = "oauth2_flows"
+    __table_args__ = (Index("ix_oauth2_flows_expires", "expires_at"), TABLE_ARGS)
+
+    key: Mapped[bytes] = mapped_column(BINARY(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "link" or "state"
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 __all__ = [
     "Account",
     "Action",
@@ -529,6 +544,7 @@ __all__ = [
     "Base",
     "ChangeLog",
     "ChangeSeq",
+    "ConsentFlow",
     "Folder",
     "Label",
     "Message",

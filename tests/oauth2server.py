@@ -31,15 +31,15 @@ from authlib.oauth2.rfc6749 import (
     OAuth2Request,
     TokenMixin,
 )
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from inboxql.devmail import free_port
@@ -229,7 +229,7 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
 
 
 class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         state: State = self.server.state
@@ -258,7 +258,7 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
 
 
 class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation, as Microsoft does
 
     def authenticate_refresh_token(self, refresh_token: str) -> Token | None:
@@ -273,7 +273,7 @@ class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
 
 
 class _Revocation(RevocationEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         state: State = self.server.state
@@ -284,7 +284,7 @@ class _Revocation(RevocationEndpoint):  # type: ignore[misc]
 
 
 class _Introspection(IntrospectionEndpoint):  # type: ignore[misc]
-    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]  # noqa: RUF012
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Token | None:
         return self.server.state.by_access(token_string)  # type: ignore[no-any-return]

@@ -2,7 +2,8 @@
 
 The access token is cached sealed beside it, with its expiry, so that the sync process, the outbox and a restart
 share one token instead of each asking the provider. `imap_password` becomes optional (an OAuth2 account has
-none); a downgrade gives such accounts an empty one, which their server will refuse.
+none); a downgrade gives such accounts an empty one, which their server will refuse. `oauth2_flows` holds the
+consent flow's single-use start links and states (gateway.consent).
 
 Revision ID: 0012
 Revises: 0011
@@ -27,9 +28,23 @@ def upgrade() -> None:
     op.add_column("accounts", sa.Column("oauth2_refresh_token", sa.LargeBinary(4096), nullable=True))
     op.add_column("accounts", sa.Column("oauth2_access_token", sa.LargeBinary(4096), nullable=True))
     op.add_column("accounts", sa.Column("oauth2_expires_at", DATETIME(fsp=6), nullable=True))
+    op.create_table(
+        "oauth2_flows",
+        sa.Column("key", sa.BINARY(32), nullable=False),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("data", sa.JSON(), nullable=False),
+        sa.Column("expires_at", DATETIME(fsp=6), nullable=False),
+        sa.Column("created_at", DATETIME(fsp=6), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_unicode_ci",
+    )
+    op.create_index("ix_oauth2_flows_expires", "oauth2_flows", ["expires_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("oauth2_flows")
     op.execute("UPDATE accounts SET imap_password = '' WHERE imap_password IS NULL")
     op.alter_column("accounts", "imap_password", existing_type=sa.LargeBinary(2048), nullable=False)
     for column in ("oauth2_expires_at", "oauth2_access_token", "oauth2_refresh_token", "oauth2_provider"):
