@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning  # first: importing it puts an "always" filter in front
 
 with warnings.catch_warnings():
     # authlib 1.9 prefers the httpx2 package and warns on import when it falls back to httpx, which the project
     # pins (the webhook deliverer uses it too). The fallback is what these tests exercise; the warning would only
     # reach every command's stderr.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    warnings.filterwarnings("ignore", "The httpx module is deprecated", AuthlibDeprecationWarning)
     from authlib.integrations.base_client.errors import OAuthError
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
