@@ -149,6 +149,7 @@ class State:
     users: dict[str, str] = field(default_factory=dict)  # name -> password
     codes: dict[str, Code] = field(default_factory=dict)
     tokens: list[Token] = field(default_factory=list)
+    spent: set[str] = field(default_factory=set)  # codes used or expired (the log guard looks for them too)
     requests: Counter[str] = field(default_factory=Counter)  # "token:refresh_token", "introspect:active", ...
     access_lifetime: int = 3600
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -252,6 +253,7 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
 
     def delete_authorization_code(self, authorization_code: Code) -> None:
         self.server.state.codes.pop(authorization_code.code, None)
+        self.server.state.spent.add(authorization_code.code)
 
     def authenticate_user(self, authorization_code: Code) -> str:
         return authorization_code.user
@@ -373,6 +375,17 @@ class AuthServer:
         with self.state.lock:
             self.state.tokens.append(token)
         return token
+
+    @property
+    def spent_codes(self) -> set[str]:
+        return self.state.spent
+
+    def revoke_access(self, access_token: str) -> None:
+        """Only this access token stops working (its refresh token still does)."""
+        with self.state.lock:
+            found = self.state.by_access(access_token)
+            if found is not None:
+                found.revoked = True
 
     def revoke_user(self, user: str) -> None:
         """The user withdrew consent: every grant of theirs is revoked, access and refresh tokens alike."""
