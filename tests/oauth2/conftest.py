@@ -7,7 +7,7 @@ import logging
 import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -97,7 +97,5 @@ def no_token_in_logs(
 
 
 @pytest.fixture
-async def keeper(
-    store: Store, credential_box: CredentialBox, provider_env: dict[str, str]
-) -> AsyncIterator[TokenKeeper]:
-    yield TokenKeeper(store, credential_box, env=provider_env)
+def keeper(store: Store, credential_box: CredentialBox, provider_env: dict[str, str]) -> TokenKeeper:
+    return TokenKeeper(store, credential_box, env=provider_env)

@@ -48,7 +48,8 @@ async def test_a_revoked_token_is_refused_after_the_challenge_is_answered(
     try:
         with pytest.raises(AuthenticationFailed) as refused:
             await client.authenticate_oauth2(user, token.access_token, mechanism=mechanism)
-        assert refused.value.code is not None and refused.value.code.name == "AUTHENTICATIONFAILED"
+        assert refused.value.code is not None
+        assert refused.value.code.name == "AUTHENTICATIONFAILED"
     finally:
         await client.close()
 
@@ -80,7 +81,8 @@ async def test_the_login_check_takes_a_token(
     other = auth_server.grant(CLIENT[0], "somebody-else")
     wrong = ImapLogin(oauth_dovecot.host, oauth_dovecot.port, "none", user, "", oauth2_token=other.access_token)
     problem = await check_imap(wrong)
-    assert problem is not None and problem.code is LoginProblemCode.LOGIN_REFUSED
+    assert problem is not None
+    assert problem.code is LoginProblemCode.LOGIN_REFUSED
 
 
 async def test_a_server_without_oauth_mechanisms_is_a_typed_problem(
@@ -89,4 +91,5 @@ async def test_a_server_without_oauth_mechanisms_is_a_typed_problem(
     token = auth_server.grant(CLIENT[0], "nobody")
     login = ImapLogin(dovecot.host, dovecot.port, "none", "nobody", "", oauth2_token=token.access_token)
     problem = await check_imap(login)
-    assert problem is not None and "neither OAUTHBEARER nor XOAUTH2" in problem.message
+    assert problem is not None
+    assert "neither OAUTHBEARER nor XOAUTH2" in problem.message
