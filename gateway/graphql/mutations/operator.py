@@ -112,11 +112,12 @@ class OperatorMutations:
         )
         return AccountPayload(account=await _managed(info, account_id), problem=None)
 
-    @described(
-        "A single-use start link of the OAuth2 consent flow (authorization code with PKCE) for one mailbox: the "
-        "user's browser goes there, consents at the provider, and comes back to the gateway, which checks the IMAP "
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        name="createOAuth2ConsentLink",
+        description="A single-use start link of the OAuth2 consent flow (authorization code with PKCE) for one "
+        "mailbox: the user's browser goes there, consents at the provider, and comes back to the gateway, which checks the IMAP "
         "login with the new token and creates the account (or re-authorizes the one with that login, leaving "
-        "needs_consent). Operator-scoped; the link expires after an hour."
+        "needs_consent). Operator-scoped; the link expires after an hour.",
     )
     async def create_oauth2_consent_link(self, info: Info, input: OAuth2ConsentInput) -> OAuth2ConsentLink:
         info.context.operator()
