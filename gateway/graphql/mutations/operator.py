@@ -115,9 +115,9 @@ class OperatorMutations:
     @strawberry.field(  # type: ignore[untyped-decorator]
         name="createOAuth2ConsentLink",
         description="A single-use start link of the OAuth2 consent flow (authorization code with PKCE) for one "
-        "mailbox: the user's browser goes there, consents at the provider, and comes back to the gateway, which checks the IMAP "
-        "login with the new token and creates the account (or re-authorizes the one with that login, leaving "
-        "needs_consent). Operator-scoped; the link expires after an hour.",
+        "mailbox: the user's browser goes there, consents at the provider, and comes back to the gateway, which "
+        "checks the IMAP login with the new token and creates the account (or re-authorizes the one with that "
+        "login, leaving needs_consent). Operator-scoped; the link expires after an hour.",
     )
     async def create_oauth2_consent_link(self, info: Info, input: OAuth2ConsentInput) -> OAuth2ConsentLink:
         info.context.operator()
