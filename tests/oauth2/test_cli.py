@@ -121,7 +121,7 @@ async def test_sending_with_an_access_token_through_postfix_and_dovecots_sasl(
 ) -> None:
     """Postfix asks Dovecot's auth service, which offers XOAUTH2 and OAUTHBEARER through its oauth2 passdb: a live
     token sends (and the message arrives), a revoked one is refused as a login failure."""
-    user, password = oauth_user
+    user, _ = oauth_user
     token = auth_server.grant(CLIENT[0], user)
     endpoint = SmtpEndpoint(
         oauth_postfix.host, oauth_postfix.port, "starttls", user, ca_file=str(oauth_dovecot.ca_file),
