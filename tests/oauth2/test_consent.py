@@ -30,7 +30,7 @@ from synccore.account import AccountSync, Tuning
 from synccore.tokens import TokenKeeper
 from tests.gateway.test_graphiql import CHROMIUM_FLAGS
 from tests.imap.test_client import message
-from tests.oauth2.conftest import CLIENT, OTHER_CLIENT, PROVIDER
+from tests.oauth2.conftest import CLIENT, OTHER_CLIENT, PROVIDER, as_browser
 from tests.oauth2.test_refresh import account_row, inbox_count
 from tests.oauth2server import AuthServer
 
@@ -103,20 +103,29 @@ async def accounts_of(store: Store, user: str) -> int:
 
 async def to_provider(http: httpx.AsyncClient, link: str) -> str:
     """GET the start link: the gateway's 302 to the provider's consent page."""
-    started = await http.get(link)
+    with as_browser():
+        started = await http.get(link)
     assert started.status_code == 302, started.text
     return started.headers["location"]
 
 
 async def consent(authorize_url: str, user: str, password: str, decision: str = "allow") -> str:
     """What the user does at the provider, over HTTP: returns where the provider sends the browser back."""
-    async with httpx.AsyncClient(timeout=30) as provider:
-        page = await provider.get(authorize_url)
-        assert page.status_code == 200
-        assert "Sign in and consent" in page.text
-        answer = await provider.post(authorize_url, data={"username": user, "password": password, "decision": decision})
+    with as_browser():
+        async with httpx.AsyncClient(timeout=30) as provider:
+            page = await provider.get(authorize_url)
+            assert page.status_code == 200
+            assert "Sign in and consent" in page.text
+            form = {"username": user, "password": password, "decision": decision}
+            answer = await provider.post(authorize_url, data=form)
     assert answer.status_code == 302, answer.text
     return answer.headers["location"]
+
+
+async def back_to_gateway(http: httpx.AsyncClient, url: str) -> httpx.Response:
+    """The browser following the provider's redirect to the gateway's callback."""
+    with as_browser():
+        return await http.get(url)
 
 
 def assert_error_page(response: httpx.Response, words: str) -> None:
@@ -190,7 +199,7 @@ async def test_a_revoked_grant_shows_in_the_api_and_a_new_consent_reauthorizes_t
 ) -> None:
     user, password = oauth_user
     back = await consent(await to_provider(http, await start_link(operator, oauth_dovecot, user)), user, password)
-    done = await http.get(back)
+    done = await back_to_gateway(http, back)
     assert done.status_code == 303
     account_id = account_pk(parse_qs(urlsplit(done.headers["location"]).query)["account"][0])
     tuning = Tuning(poll_interval=0.2, backoff_base=0.01, backoff_cap=0.05)
@@ -205,7 +214,7 @@ async def test_a_revoked_grant_shows_in_the_api_and_a_new_consent_reauthorizes_t
     assert shown["oauth2Provider"] == PROVIDER
 
     back = await consent(await to_provider(http, await start_link(operator, oauth_dovecot, user)), user, password)
-    again = await http.get(back)
+    again = await back_to_gateway(http, back)
     assert again.status_code == 303
     assert account_pk(parse_qs(urlsplit(again.headers["location"]).query)["account"][0]) == account_id
     assert await accounts_of(store, user) == 1
@@ -232,9 +241,9 @@ async def test_a_reused_state_is_refused_and_creates_nothing_more(
 ) -> None:
     user, password = oauth_user
     back = await consent(await to_provider(http, await start_link(operator, oauth_dovecot, user)), user, password)
-    assert (await http.get(back)).status_code == 303
+    assert (await back_to_gateway(http, back)).status_code == 303
     assert await accounts_of(store, user) == 1
-    assert_error_page(await http.get(back), "used already")
+    assert_error_page(await back_to_gateway(http, back), "used already")
     assert await accounts_of(store, user) == 1
 
 
@@ -250,7 +259,7 @@ async def test_an_error_from_the_provider_is_shown_and_creates_nothing(
         await to_provider(http, await start_link(operator, oauth_dovecot, user)), user, password, decision="deny"
     )
     assert "error=access_denied" in back
-    assert_error_page(await http.get(back), "did not grant access (access_denied)")
+    assert_error_page(await back_to_gateway(http, back), "did not grant access (access_denied)")
     assert await accounts_of(store, user) == 0
 
 
@@ -274,7 +283,7 @@ async def test_a_code_issued_to_another_client_is_refused_and_creates_nothing(
     )
     back = await consent(theirs, user, password)
     code = parse_qs(urlsplit(back).query)["code"][0]
-    answer = await http.get(f"/oauth2/{PROVIDER}/callback?{urlencode({'code': code, 'state': state})}")
+    answer = await back_to_gateway(http, f"/oauth2/{PROVIDER}/callback?{urlencode({'code': code, 'state': state})}")
     assert_error_page(answer, "refused the authorization code (invalid_grant)")
     assert await accounts_of(store, user) == 0
 
