@@ -27,7 +27,7 @@ from schema.unit import Store
 from synccore.backoff import Backoff
 from synccore.identity import identity_at
 from synccore.imap import ImapClient, ImapError
-from synccore.smtp import SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
 from synccore.tokens import ConsentNeeded, TokenKeeper, TokenUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,16 @@ class OutboxSender:
                 return  # cancelled meanwhile
         try:
             endpoint = await self._endpoint()
-            result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+            try:
+                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+            except SmtpAuthFailed:
+                if endpoint.oauth2_token is None:
+                    raise
+                # Refused at AUTH, before any byte of the message: an access token revoked or expired early is
+                # refreshed once more and the send tried again, as IMAP logins are (synccore.tokens).
+                log.info("account %s: send %s: access token refused; refreshing it once", self.account_id, entry.id)
+                endpoint = await self._endpoint(replacing=endpoint.oauth2_token)
+                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
         except SmtpTransient as exc:
             delay = _retry_delay(entry)
             log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
@@ -112,7 +121,7 @@ class OutboxSender:
         async with self.store.unit(self.account_id) as uow:
             await outbox.give_up(uow, entry, state, why)
 
-    async def _endpoint(self) -> SmtpEndpoint:
+    async def _endpoint(self, *, replacing: str | None = None) -> SmtpEndpoint:
         async with self.store.sessions() as s:
             account = await s.get(Account, self.account_id)
         if account is None or account.smtp_host is None or account.smtp_port is None:
@@ -123,7 +132,7 @@ class OutboxSender:
         token: str | None = None
         if account.oauth2_provider is not None:
             try:
-                token = await self.tokens.access_token(self.account_id)
+                token = await self.tokens.access_token(self.account_id, replacing=replacing)
             except (ConsentNeeded, TokenUnavailable) as exc:
                 # Kept for later: the account's sync stops on the same refusal and shows it; a new consent sends.
                 raise SmtpTransient(f"no access token for sending: {exc}") from None

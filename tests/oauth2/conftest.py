@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from inboxql.devmail import DovecotServer
+from inboxql.devsmtp import PostfixServer
 from schema.crypto import CredentialBox
 from schema.unit import Store
 from synccore.tokens import TokenKeeper
@@ -42,6 +43,15 @@ def oauth_dovecot(auth_server: AuthServer) -> Iterator[DovecotServer]:
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def oauth_postfix(oauth_dovecot: DovecotServer) -> Iterator[PostfixServer]:
+    """Postfix taking submissions with SASL through `oauth_dovecot`'s auth service: XOAUTH2 and OAUTHBEARER too."""
+    root = Path(tempfile.mkdtemp(prefix="inboxql-postfix-oauth2-"))
+    with PostfixServer(root, oauth_dovecot) as server:
+        yield server
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +25,6 @@ from tests.test_cli import cli_env, guard_dir, inboxql
 __all__ = ["cli_env", "guard_dir"]  # fixtures used below
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def oauth_postfix(oauth_dovecot: DovecotServer) -> Iterator[PostfixServer]:
-    root = Path(tempfile.mkdtemp(prefix="inboxql-postfix-oauth2-"))
-    with PostfixServer(root, oauth_dovecot) as server:
-        yield server
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
