@@ -164,22 +164,24 @@ async def cache_tokens(
     access_token: str,
     expires_at: datetime,
     refresh_token: str | None,
-) -> bool:
+) -> bytes | None:
     """Keep a refreshed access token (and a rotated refresh token) unless the account's refresh token changed
-    since `tried` (its sealed value) was read: a new consent wins over a refresh started before it."""
+    since `tried` (its sealed value) was read: a new consent wins over a refresh started before it. Returns the
+    sealed refresh token the account holds now (the rotated one, or `tried`); None when it changed meanwhile."""
     async with store.sessions() as s, s.begin():
         stored = await s.scalar(select(Account.oauth2_refresh_token).where(Account.id == account_id).with_for_update())
         if stored != tried:
-            return False
+            return None
         values: dict[str, object] = {
             "oauth2_access_token": box.seal(access_token, Purpose.ACCOUNT),
             "oauth2_expires_at": expires_at,
         }
+        holds = tried
         if refresh_token is not None:
-            values["oauth2_refresh_token"] = box.seal(refresh_token, Purpose.ACCOUNT)
+            holds = values["oauth2_refresh_token"] = box.seal(refresh_token, Purpose.ACCOUNT)
         # No change-log entry: a cached token is no state a client sees.
         await s.execute(update(Account).where(Account.id == account_id).values(**values))
-    return True
+    return holds
 
 
 async def refuse_grant(uow: UnitOfWork, tried: bytes, error: str) -> bool:

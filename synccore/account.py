@@ -431,7 +431,6 @@ class AccountSync:
     async def _connect_oauth2(self, account: Account) -> ImapClient:
         """Log in with the account's access token; a refused one is refreshed and tried once more before the
         account is marked needs_consent (synccore.tokens). A temporary refusal is retried with the backoff."""
-        assert account.oauth2_refresh_token is not None
         replacing: str | None = None
         for attempt in (1, 2):
             try:
@@ -446,8 +445,10 @@ class AccountSync:
                     raise LoginDeferred(str(exc)) from exc
                 if attempt == 2:
                     reason = f"the server refused a fresh access token ({exc}): consent again"
-                    if not await self.tokens.refuse(self.account_id, account.oauth2_refresh_token, reason):
-                        return await self._connect()  # a new grant arrived meanwhile: try it
+                    # The grant this token came from (a rotating provider replaced the one read above).
+                    if not await self.tokens.refuse(self.account_id, self.tokens.grant(self.account_id), reason):
+                        # A new consent arrived meanwhile: its token is tried after the backoff, not at once.
+                        raise LoginDeferred(f"login refused while the grant changed: {exc}") from exc
                     raise AuthStopped(reason) from exc
                 log.info("account %s: access token refused; refreshing it once", self.account_id)
                 replacing = token

@@ -58,6 +58,9 @@ class TokenKeeper:
         self.ahead = ahead
         self.refreshes = 0  # token endpoint requests made (tests count them)
         self._locks: dict[int, asyncio.Lock] = {}
+        # The sealed refresh token behind the access token last handed out, per account: what `refuse` must find
+        # still stored. Not the one read before a refresh, which a rotating provider has replaced since.
+        self._grant: dict[int, bytes] = {}
 
     async def access_token(self, account_id: int, *, replacing: str | None = None) -> str:
         """A token good for at least `ahead` seconds more; with `replacing` (a token the server just refused), one
@@ -72,8 +75,13 @@ class TokenKeeper:
                 raise ConsentNeeded(account.sync_error or "the provider refused the grant")
             cached = self._cached(account)
             if cached is not None and cached != replacing:
+                self._grant[account_id] = account.oauth2_refresh_token
                 return cached
             return await self._refresh(account)
+
+    def grant(self, account_id: int) -> bytes | None:
+        """The sealed refresh token behind the access token last handed out for the account (for `refuse`)."""
+        return self._grant.get(account_id)
 
     def _cached(self, account: Account) -> str | None:
         if account.oauth2_access_token is None or account.oauth2_expires_at is None:
@@ -100,20 +108,29 @@ class TokenKeeper:
         except oauth.TokenEndpointUnavailable as exc:
             raise TokenUnavailable(f"{provider.name}: {exc}") from None
         expires = utcnow() + timedelta(seconds=max(0.0, granted.expires_at - time.time()))
-        await self.store_refreshed(account.id, tried, granted, expires)
+        holds = await self.store_refreshed(account.id, tried, granted, expires)
+        if holds is not None:
+            self._grant[account.id] = holds
+        else:  # a new consent replaced the grant meanwhile: this token is of the old one, let a refusal not count
+            self._grant.pop(account.id, None)
         log.info("account %s: access token refreshed (%s)", account.id, provider.name)
         return granted.access_token
 
-    async def store_refreshed(self, account_id: int, tried: bytes, granted: oauth.TokenSet, expires: datetime) -> None:
-        async def step() -> bool:
+    async def store_refreshed(
+        self, account_id: int, tried: bytes, granted: oauth.TokenSet, expires: datetime
+    ) -> bytes | None:
+        async def step() -> bytes | None:
             return await accounts.cache_tokens(
                 self.store, self.box, account_id, tried, granted.access_token, expires, granted.refresh_token
             )
 
-        await retry_deadlocks(step)
+        return await retry_deadlocks(step)
 
-    async def refuse(self, account_id: int, tried: bytes, reason: str) -> bool:
-        """Mark the account needs_consent unless its grant changed since `tried` was read."""
+    async def refuse(self, account_id: int, tried: bytes | None, reason: str) -> bool:
+        """Mark the account needs_consent unless its grant changed since `tried` was read (None: unknown, so it
+        is not marked)."""
+        if tried is None:
+            return False
 
         async def step() -> bool:
             async with self.store.unit(account_id) as uow:

@@ -141,3 +141,29 @@ async def test_a_revoked_grant_marks_the_account_needs_consent_once_with_no_retr
     assert row.sync_error is not None
     assert "invalid_grant" in row.sync_error
     assert row.oauth2_access_token is None
+
+
+async def test_a_server_that_refuses_every_fresh_token_stops_the_account_after_one_refresh(
+    store: Store,
+    credential_box: CredentialBox,
+    oauth_dovecot: DovecotServer,
+    auth_server: AuthServer,
+    oauth_user: tuple[str, str],
+    keeper: TokenKeeper,
+) -> None:
+    """The provider keeps granting (and rotating refresh tokens) but the mail server refuses each token, as Gmail
+    does for a user who turned IMAP off: one refresh, one more login, then needs_consent, not a loop of refreshes
+    (a rotated refresh token must not look like a new consent)."""
+    user, _ = oauth_user
+    stranger = auth_server.grant(CLIENT[0], f"not-{user}")  # a grant of another user: Dovecot refuses its tokens
+    account_id = await add_oauth2_account(store, credential_box, oauth_dovecot, user, stranger)
+    tuning = Tuning(poll_interval=0.2, backoff_base=0.01, backoff_cap=0.05)
+    before = auth_server.state.requests.copy()
+    async with asyncio.timeout(30):
+        await AccountSync(store, credential_box, account_id, tuning, tokens=keeper).run_forever()
+    asked = auth_server.state.requests - before
+    assert asked["token:refresh_token"] == 1
+    row = await account_row(store, account_id)
+    assert row.sync_state == accounts.NEEDS_CONSENT
+    assert row.sync_error is not None
+    assert "refused a fresh access token" in row.sync_error
