@@ -86,6 +86,7 @@ async def mint(services: Services, link: ConsentLink, base_url: str) -> tuple[st
     provider(services.config, link.provider)
     secret = secrets.token_urlsafe(32)
     async with services.store.sessions() as session, session.begin():
+        await consent.prune(session)  # links and states nobody came back for (an index range, usually empty)
         await consent.put(session, consent.LINK, secret, asdict(link), LINK_LIFETIME)
     base = (services.config.oauth2_public_url or base_url).rstrip("/")
     expires = datetime.now(UTC) + LINK_LIFETIME

@@ -35,6 +35,7 @@ from tests.oauth2.test_refresh import account_row, inbox_count
 from tests.oauth2server import AuthServer
 
 LINK = """mutation($input: OAuth2ConsentInput!) { createOAuth2ConsentLink(input: $input) { url expiresAt } }"""
+ACCOUNTS = """{ accounts { edges { node { syncState syncError } } } }"""
 MANAGED = """{ managedAccounts { edges { node { id syncState syncError oauth2Provider } } } }"""
 
 
@@ -212,6 +213,10 @@ async def test_a_revoked_grant_shows_in_the_api_and_a_new_consent_reauthorizes_t
     assert shown["syncState"] == "needs_consent"
     assert "consent again" in shown["syncError"]
     assert shown["oauth2Provider"] == PROVIDER
+    async with store.sessions() as s, s.begin():
+        reader = Client(http, await tokens.create_token(s, [account_id], read_only=True))
+    mine = (await reader.data(ACCOUNTS))["accounts"]["edges"][0]["node"]
+    assert (mine["syncState"], mine["syncError"]) == ("needs_consent", shown["syncError"])
 
     back = await consent(await to_provider(http, await start_link(operator, oauth_dovecot, user)), user, password)
     again = await back_to_gateway(http, back)
