@@ -13,6 +13,9 @@ Routes:
                                and operator tokens (gateway.operators)
     /metrics                   Prometheus metrics (ops.metrics), to loopback clients and operator tokens
                                (gateway.operators)
+    /oauth2/{provider}/start   the OAuth2 consent flow: an operator's start link, the provider's callback, and
+    /oauth2/{provider}/callback  the built-in page it ends on (gateway.consent)
+    /oauth2/done
 
 Every HTTP request but an upload passes the body cap first (gateway.caps.BodyLimit: 413 past max_body_bytes).
 The lifespan watches the event loop for blocking calls (ops.watchdog: INBOXQL_STALL_MS), runs the stack sampler on
@@ -39,6 +42,7 @@ from starlette.staticfiles import StaticFiles
 from gateway.auth import TokenCache
 from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
+from gateway.consent import ConsentFlow
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
@@ -110,6 +114,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         connection_init_wait_timeout=timedelta(seconds=config.ws_init_seconds),
     )
     downloads = Downloads(services)
+    flow = ConsentFlow(services)
     uploads = Uploads(services)
     fanout = services.fanout
     status = StatusRoutes(services)
@@ -173,6 +178,9 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         Route("/status", status.page),
         Route("/status.json", status.data),
         *profile_routes(sampler, operator_guard(services.tokens)),
+        Route("/oauth2/done", flow.done),
+        Route("/oauth2/{provider}/start", flow.start),
+        Route("/oauth2/{provider}/callback", flow.callback),
         Mount(STATIC_URL, StaticFiles(directory=STATIC_DIR, check_dir=False), name="graphiql-static"),
     ]
     # Outside the routes, inside Starlette's error middleware: a body past the cap is a 413, never a 500.

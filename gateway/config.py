@@ -92,6 +92,12 @@ class GatewayConfig:
     delivery_width: int = 4
     # The always-on stack sampler behind /debug/profile (ops.sampler: INBOXQL_PROFILE_*; hz 0 switches it off).
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
+    # The OAuth2 consent flow (gateway.consent): the INBOXQL_OAUTH2_* settings (providers by name, oauth.providers),
+    # the gateway's public address (for the redirect URI the provider sends the browser back to; default: the
+    # address the start link was requested at) and the page to land on afterwards (default: a built-in one).
+    oauth2_env: tuple[tuple[str, str], ...] = ()
+    oauth2_public_url: str | None = None
+    oauth2_done_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -144,4 +150,7 @@ class GatewayConfig:
             ),
             delivery_width=int(env.get("INBOXQL_GATEWAY_DELIVERY_WIDTH", base.delivery_width)),
             profiler=ProfilerConfig.from_env(env),
+            oauth2_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("INBOXQL_OAUTH2_"))),
+            oauth2_public_url=env.get("INBOXQL_OAUTH2_PUBLIC_URL") or None,
+            oauth2_done_url=env.get("INBOXQL_OAUTH2_DONE_URL") or None,
         )

@@ -1,6 +1,7 @@
 """Checking a login before credentials are stored (the operator API, and `inboxql account set-password`).
 
-IMAP: connect (TLS verified, or STARTTLS), LOGIN, LOGOUT. SMTP: connect, AUTH, QUIT; nothing is sent. What went
+IMAP: connect (TLS verified, or STARTTLS), LOGIN (or, with an OAuth2 access token, AUTHENTICATE OAUTHBEARER or
+XOAUTH2 as advertised), LOGOUT. SMTP: connect, AUTH, QUIT; nothing is sent. What went
 wrong comes back as a typed `LoginProblem`, never as an exception, so the API answers it as a payload error.
 
 The gateway reaches mail servers only through the protocol packages (`synccore.imap`, `synccore.smtp`), which
@@ -17,7 +18,7 @@ from enum import StrEnum
 from typing import cast
 
 from schema.accounts import AccountInfo, SmtpSettings
-from synccore.imap import AuthenticationFailed, ImapClient, ImapError, Security
+from synccore.imap import AuthenticationFailed, ImapClient, ImapError, MissingCapability, Security
 from synccore.smtp import Security as SmtpSecurity
 from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpError, check_login
 from synccore.smtp.endpoint import is_loopback
@@ -48,8 +49,9 @@ class ImapLogin:
     username: str
     password: str
     tls_ca_file: str | None = None
+    oauth2_token: str | None = None  # logs in with this access token instead of the password
 
-    def __repr__(self) -> str:  # never show the password
+    def __repr__(self) -> str:  # never show the password or the token
         return f"ImapLogin({self.security}://{self.username}@{self.host}:{self.port})"
 
 
@@ -68,8 +70,13 @@ async def check_imap(login: ImapLogin, *, allow_insecure: bool = False) -> Login
                 "tls" if login.security == "tls" else "starttls" if login.security == "starttls" else "none"
             )
             await client.connect(login.host, login.port, security=security, ssl_context=context)
-            await client.login(login.username, login.password)
+            if login.oauth2_token is not None:
+                await client.authenticate_oauth2(login.username, login.oauth2_token, host=login.host, port=login.port)
+            else:
+                await client.login(login.username, login.password)
             await client.logout()
+    except MissingCapability:
+        return LoginProblem(LoginProblemCode.LOGIN_REFUSED, f"{where} offers neither OAUTHBEARER nor XOAUTH2")
     except AuthenticationFailed as exc:
         if exc.code is not None and exc.code.name == "UNAVAILABLE":
             return LoginProblem(LoginProblemCode.LOGIN_UNAVAILABLE, f"{where} cannot check logins now: {exc.text}")
@@ -81,8 +88,11 @@ async def check_imap(login: ImapLogin, *, allow_insecure: bool = False) -> Login
     return None
 
 
-async def check_smtp(smtp: SmtpSettings, username: str, password: str, tls_ca_file: str | None) -> LoginProblem | None:
-    """None when the submission server takes the login (smtp.username, or the IMAP `username`)."""
+async def check_smtp(
+    smtp: SmtpSettings, username: str, password: str, tls_ca_file: str | None, *, oauth2_token: str | None = None
+) -> LoginProblem | None:
+    """None when the submission server takes the login (smtp.username, or the IMAP `username`), with the password
+    or the OAuth2 access token."""
     where = f"{smtp.host}:{smtp.port}"
     try:
         endpoint = SmtpEndpoint(
@@ -92,6 +102,7 @@ async def check_smtp(smtp: SmtpSettings, username: str, password: str, tls_ca_fi
             username=smtp.username or username,
             password=password,
             ca_file=tls_ca_file,
+            oauth2_token=oauth2_token,
         )
     except ValueError as exc:
         return LoginProblem(LoginProblemCode.INSECURE, f"SMTP {where}: {exc}")

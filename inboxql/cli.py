@@ -2,6 +2,7 @@
 
     inboxql db upgrade
     inboxql account add --imap-url imap[s]://USER@HOST:PORT --password-stdin [--starttls] [--tls-ca-file F]
+    inboxql account add --imap-url imap[s]://USER@HOST:PORT --oauth2 NAME --refresh-token-stdin [...]
     inboxql account list
     inboxql account set-password ID [--smtp-password]      (the password(s) on standard input)
     inboxql account remove ID --yes
@@ -19,6 +20,7 @@
 
 Configuration comes from INBOXQL_DATABASE_URL, INBOXQL_REDIS_URL and INBOXQL_SECRET_KEY (or INBOXQL_SECRET_KEY_FILE);
 the sampling profiler's from INBOXQL_PROFILE_* (ops.sampler), `inboxql profile`'s token from INBOXQL_TOKEN.
+OAuth2 providers from INBOXQL_OAUTH2_<NAME>_* (oauth.providers).
 """
 
 from __future__ import annotations
@@ -87,7 +89,16 @@ def _build_parser() -> argparse.ArgumentParser:
     account = commands.add_parser("account", help="accounts").add_subparsers(dest="account_command", required=True)
     add = account.add_parser("add", help="add an IMAP account (the login is checked first)")
     add.add_argument("--imap-url", required=True, help="imap://USER@HOST:PORT or imaps://USER@HOST:PORT")
-    add.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    login = add.add_mutually_exclusive_group(required=True)
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.add_argument(
+        "--oauth2",
+        metavar="NAME",
+        help="log in with OAuth2 through provider NAME (INBOXQL_OAUTH2_NAME_*); needs --refresh-token-stdin",
+    )
+    add.add_argument(
+        "--refresh-token-stdin", action="store_true", help="with --oauth2: read the refresh token from stdin"
+    )
     add.add_argument("--address", help="the account's email address (default: the user name)")
     add.add_argument("--tls-ca-file", help="trust this CA file instead of the system's (IMAP and SMTP)")
     add.add_argument(
@@ -311,11 +322,33 @@ def _account(args: argparse.Namespace, settings: Settings) -> int:
         if not args.yes:
             raise UsageError("removing deletes the account's mirror and revokes its tokens: pass --yes")
         return asyncio.run(commands.account_remove(settings, args.account_id))
-    password = _password()
+    if args.oauth2 and not args.refresh_token_stdin:
+        raise UsageError("--oauth2 needs --refresh-token-stdin (the refresh token on standard input)")
+    if args.refresh_token_stdin and not args.oauth2:
+        raise UsageError("--refresh-token-stdin goes with --oauth2 NAME")
+    secret = _password("refresh token" if args.oauth2 else "password")
     url = parse_imap_url(args.imap_url)
     if args.starttls and url.security == "none":
         url = ImapUrl(url.host, url.port, "starttls", url.username)
     smtp = parse_smtp(args.smtp_url) if args.smtp_url else None
+    if args.oauth2:
+        from inboxql.grants import account_add_oauth2
+
+        return asyncio.run(
+            account_add_oauth2(
+                settings,
+                url.host,
+                url.port,
+                url.security,
+                url.username,
+                args.oauth2,
+                secret,
+                address=args.address,
+                tls_ca_file=args.tls_ca_file,
+                allow_insecure=args.allow_insecure,
+                smtp=smtp,
+            )
+        )
     return asyncio.run(
         commands.account_add(
             settings,
@@ -323,7 +356,7 @@ def _account(args: argparse.Namespace, settings: Settings) -> int:
             url.port,
             url.security,
             url.username,
-            password,
+            secret,
             address=args.address,
             tls_ca_file=args.tls_ca_file,
             allow_insecure=args.allow_insecure,

@@ -99,15 +99,20 @@ class DovecotServer:
         capabilities: str | None = None,
         auth_switch: bool = False,
         max_user_connections: int = 200,
+        oauth2_introspection: str | None = None,
     ):
         """`capabilities` replaces what Dovecot advertises after login (its `imap_capability`), so tests can
         play a server without CONDSTORE or QRESYNC. `auth_switch` puts a password database in front that
         `set_auth_unavailable` makes fail temporarily for a user, as a passdb whose backend is down does. A login
-        beyond `max_user_connections` of a user (from one address) is answered `NO [LIMIT]`."""
+        beyond `max_user_connections` of a user (from one address) is answered `NO [LIMIT]`. `oauth2_introspection`
+        (an RFC 7662 endpoint's URL, the resource server's credentials in it) adds an oauth2 passdb: the server
+        then offers AUTH=XOAUTH2 and AUTH=OAUTHBEARER (IMAP, and SMTP through its SASL service) and accepts an
+        access token the endpoint says is active for that user; passwords keep working."""
         self.root = Path(root_dir).resolve()
         self.capabilities = capabilities
         self.auth_switch = auth_switch
         self.max_user_connections = max_user_connections
+        self.oauth2_introspection = oauth2_introspection
         self.port = port or free_port()
         self.tls_port = tls_port or free_port()
         self.lmtp_port = free_port()
@@ -286,6 +291,10 @@ class DovecotServer:
                 "exit 1\n"
             )
             script.chmod(0o755)
+        if self.oauth2_introspection is not None:
+            oauth2 = self.root / "dovecot-oauth2.conf.ext"
+            oauth2.write_text(_oauth2_config(self.oauth2_introspection))
+            oauth2.chmod(0o600)  # it holds the resource server's secret
         self.config_file.write_text(_config(self, who))
 
 
@@ -306,11 +315,11 @@ ssl = yes
 ssl_cert = <{root}/tls/cert.pem
 ssl_key = <{root}/tls/key.pem
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" oauthbearer xoauth2" if server.oauth2_introspection else ""}
 auth_cache_size = 0
 # alice@inboxql.test (an LMTP recipient, or a login with the domain) is the passwd-file user alice.
 auth_username_format = %Ln
-{_auth_switch(server)}passdb {{
+{_auth_switch(server)}{_oauth2_passdb(server)}passdb {{
   driver = passwd-file
   args = scheme=PLAIN {server.passwd_file}
 }}
@@ -370,6 +379,30 @@ def _auth_switch(server: DovecotServer) -> str:
   result_failure = continue
   result_internalfail = return-fail
 }}
+"""
+
+
+def _oauth2_passdb(server: DovecotServer) -> str:
+    if server.oauth2_introspection is None:
+        return ""
+    return f"""# OAuth2 access tokens (XOAUTH2, OAUTHBEARER), checked with the authorization server's introspection.
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {server.root}/dovecot-oauth2.conf.ext
+}}
+"""
+
+
+def _oauth2_config(introspection_url: str) -> str:
+    # RFC 7662: POST token=..., authenticated as the resource server (the credentials in the URL); the answer's
+    # "active" must be true and its "username" must be the user who logs in. No tokeninfo URL: always introspect.
+    return f"""introspection_mode = post
+introspection_url = {introspection_url}
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
 """
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, select, update
@@ -45,6 +45,11 @@ from schema.unit import Store, UnitOfWork
 # The sync state of an account being removed: the sync process lets go of it and never takes it again.
 REMOVING = "removing"
 AUTH_FAILED = "auth_failed"
+# An OAuth2 account whose grant the provider refused (a revoked or expired refresh token), or whose fresh access
+# token the server still refused: the sync stops until the user consents again (the gateway's consent flow).
+NEEDS_CONSENT = "needs_consent"
+# The states in which the sync process leaves an account alone.
+STOPPED = frozenset({AUTH_FAILED, NEEDS_CONSENT, REMOVING})
 BATCH = 2000
 
 
@@ -55,6 +60,17 @@ class ImapEndpoint:
     security: str  # "tls", "starttls" or "none"
     username: str
     tls_ca_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OAuth2Grant:
+    """What an OAuth2 account logs in with: its provider's name (oauth.provider) and a refresh token, with the
+    access token already granted (cached sealed, so the first login asks the provider nothing)."""
+
+    provider: str
+    refresh_token: str = field(repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +88,15 @@ async def create(
     box: CredentialBox,
     address: str,
     imap: ImapEndpoint,
-    password: str,
+    password: str | None,
     smtp: SmtpSettings | None = None,
     smtp_password: str | None = None,
+    oauth2: OAuth2Grant | None = None,
 ) -> int:
-    """A new account (sync state pending); `smtp_password` when sending logs in with a password of its own."""
+    """A new account (sync state pending); `smtp_password` when sending logs in with a password of its own. An
+    OAuth2 account (`oauth2`) has no password: IMAP and SMTP log in with its access tokens."""
+    if (password is None) == (oauth2 is None):
+        raise ValueError("an account logs in with a password or with an OAuth2 grant, not both")
     async with store.unit(0) as uow:
         account = Account(
             address=address,
@@ -84,7 +104,8 @@ async def create(
             imap_port=imap.port,
             imap_security=imap.security,
             imap_username=imap.username,
-            imap_password=box.seal(password, Purpose.ACCOUNT),
+            imap_password=box.seal(password, Purpose.ACCOUNT) if password is not None else None,
+            **(_grant_values(box, oauth2) if oauth2 is not None else {}),
             tls_ca_file=imap.tls_ca_file,
             sync_state="pending",
             smtp_host=smtp.host if smtp else None,
@@ -98,6 +119,84 @@ async def create(
         uow.account_id = account.id
         uow.record(ObjectType.ACCOUNT, Op.CREATE, [account.id])
     return account.id
+
+
+def _grant_values(box: CredentialBox, grant: OAuth2Grant) -> dict[str, object]:
+    return {
+        "oauth2_provider": grant.provider,
+        "oauth2_refresh_token": box.seal(grant.refresh_token, Purpose.ACCOUNT),
+        "oauth2_access_token": box.seal(grant.access_token, Purpose.ACCOUNT) if grant.access_token else None,
+        "oauth2_expires_at": grant.expires_at if grant.access_token else None,
+    }
+
+
+async def find_login(session: AsyncSession, host: str, port: int, username: str) -> int | None:
+    """The account that logs in as `username` at host:port (the consent flow re-authorizes it), if any."""
+    found: int | None = await session.scalar(
+        select(Account.id)
+        .where(Account.imap_host == host, Account.imap_port == port, Account.imap_username == username)
+        .where(Account.sync_state != REMOVING)
+        .order_by(Account.id)
+        .limit(1)
+    )
+    return found
+
+
+async def reauthorize(store: Store, box: CredentialBox, account_id: int, grant: OAuth2Grant) -> bool:
+    """A new OAuth2 grant replaces the account's credentials in place (the same account, the same ids) and
+    clears `needs_consent` / `auth_failed`: the sync core takes it up again. False when the account does not
+    exist or is being removed."""
+    async with store.unit(account_id) as uow:
+        state = await uow.session.scalar(select(Account.sync_state).where(Account.id == account_id).with_for_update())
+        if state is None or state == REMOVING:
+            return False
+        values = {**_grant_values(box, grant), "imap_password": None, "smtp_password": None}
+        await uow.session.execute(update(Account).where(Account.id == account_id).values(**values))
+        await set_state(uow, "pending")
+    return True
+
+
+async def cache_tokens(
+    store: Store,
+    box: CredentialBox,
+    account_id: int,
+    tried: bytes,
+    access_token: str,
+    expires_at: datetime,
+    refresh_token: str | None,
+) -> bytes | None:
+    """Keep a refreshed access token (and a rotated refresh token) unless the account's refresh token changed
+    since `tried` (its sealed value) was read: a new consent wins over a refresh started before it. Returns the
+    sealed refresh token the account holds now (the rotated one, or `tried`); None when it changed meanwhile."""
+    async with store.sessions() as s, s.begin():
+        stored = await s.scalar(select(Account.oauth2_refresh_token).where(Account.id == account_id).with_for_update())
+        if stored != tried:
+            return None
+        values: dict[str, object] = {
+            "oauth2_access_token": box.seal(access_token, Purpose.ACCOUNT),
+            "oauth2_expires_at": expires_at,
+        }
+        holds = tried
+        if refresh_token is not None:
+            holds = values["oauth2_refresh_token"] = box.seal(refresh_token, Purpose.ACCOUNT)
+        # No change-log entry: a cached token is no state a client sees.
+        await s.execute(update(Account).where(Account.id == account_id).values(**values))
+    return holds
+
+
+async def refuse_grant(uow: UnitOfWork, tried: bytes, error: str) -> bool:
+    """The provider refused the sealed refresh token `tried` (or the server refused even a fresh access token):
+    mark the account `needs_consent`, unless a new grant replaced it meanwhile. Returns whether it was marked."""
+    stored = await uow.session.scalar(
+        select(Account.oauth2_refresh_token).where(Account.id == uow.account_id).with_for_update()
+    )
+    if stored != tried:
+        return False
+    await uow.session.execute(
+        update(Account).where(Account.id == uow.account_id).values(oauth2_access_token=None, oauth2_expires_at=None)
+    )
+    await set_state(uow, NEEDS_CONSENT, error)
+    return True
 
 
 async def set_smtp(store: Store, account_id: int, smtp: SmtpSettings, tls_ca_file: str | None) -> None:
@@ -134,7 +233,7 @@ async def set_state(uow: UnitOfWork, state: str, error: str | None = None) -> No
         uow.record(ObjectType.ACCOUNT, Op.UPDATE, [uow.account_id])
 
 
-async def refuse_credentials(uow: UnitOfWork, tried: bytes, error: str) -> bool:
+async def refuse_credentials(uow: UnitOfWork, tried: bytes | None, error: str) -> bool:
     """The server refused the sealed credentials `tried`: mark the account `auth_failed`, unless they were replaced
     meanwhile (set_password), which a login started before must not undo. Returns whether it was marked."""
     stored = await uow.session.scalar(
@@ -156,7 +255,13 @@ async def set_password(
         state = await uow.session.scalar(select(Account.sync_state).where(Account.id == account_id).with_for_update())
         if state is None or state == REMOVING:
             return False
-        values: dict[str, bytes] = {"imap_password": box.seal(password, Purpose.ACCOUNT)}
+        # A password replaces an OAuth2 grant too: the account logs in with it from now on.
+        values: dict[str, bytes | None] = {
+            "imap_password": box.seal(password, Purpose.ACCOUNT),
+            "oauth2_provider": None,
+            "oauth2_refresh_token": None,
+            "oauth2_access_token": None,
+        }
         if smtp_password is not None:
             values["smtp_password"] = box.seal(smtp_password, Purpose.ACCOUNT)
         await uow.session.execute(update(Account).where(Account.id == account_id).values(**values))
@@ -201,6 +306,8 @@ class AccountInfo:
     created_at: datetime
     # Sending logs in with a password of its own (else with the IMAP one).
     own_smtp_password: bool = False
+    # The OAuth2 provider the account logs in through (None: a password).
+    oauth2_provider: str | None = None
 
     @property
     def server(self) -> str:
@@ -221,6 +328,7 @@ def _info(row: Account) -> AccountInfo:
         lease_owner=row.lease_owner,
         created_at=row.created_at,
         own_smtp_password=row.smtp_password is not None,
+        oauth2_provider=row.oauth2_provider,
     )
 
 

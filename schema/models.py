@@ -66,7 +66,7 @@ class Account(Base):
     # "tls" (implicit, imaps://), "starttls", or "none" (loopback or explicitly allowed only)
     imap_security: Mapped[str] = mapped_column(String(16))
     imap_username: Mapped[str] = mapped_column(String(320))
-    imap_password: Mapped[bytes] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
+    imap_password: Mapped[bytes | None] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto; None: OAuth2
     tls_ca_file: Mapped[str | None] = mapped_column(String(1024))
     # SMTP submission (sending): host and port, "starttls", "tls" or "none"; the IMAP login unless set.
     smtp_host: Mapped[str | None] = mapped_column(String(255))
@@ -74,7 +74,14 @@ class Account(Base):
     smtp_security: Mapped[str | None] = mapped_column(String(16))
     smtp_username: Mapped[str | None] = mapped_column(String(320))
     smtp_password: Mapped[bytes | None] = mapped_column(LargeBinary(2048))  # sealed by schema.crypto
-    # pending -> syncing -> ready; auth_failed stops retries until credentials change
+    # OAuth2 logins (oauth/): the provider's name and the sealed refresh token instead of a password; the access
+    # token is cached sealed with its expiry, so every process of the account shares one.
+    oauth2_provider: Mapped[str | None] = mapped_column(String(64))
+    oauth2_refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary(4096))
+    oauth2_access_token: Mapped[bytes | None] = mapped_column(LargeBinary(4096))
+    oauth2_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # pending -> syncing -> ready; auth_failed stops retries until credentials change, needs_consent (an OAuth2
+    # grant refused) until the user consents again
     sync_state: Mapped[str] = mapped_column(String(32), default="pending")
     sync_error: Mapped[str | None] = mapped_column(Text)
     # When sync_error was last recorded (None while there is none): the operator status page shows it.
@@ -523,6 +530,21 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
+class ConsentFlow(Base):
+    """One step of an OAuth2 consent flow (gateway.consent): a start link an operator minted, or a `state` sent to
+    the provider with its PKCE verifier. Keyed by the SHA-256 of the secret the browser carries (a copy of the
+    table opens no flow), used once (taken by deleting it) and only until it expires."""
+
+    __tablename__ = "oauth2_flows"
+    __table_args__ = (Index("ix_oauth2_flows_expires", "expires_at"), TABLE_ARGS)
+
+    key: Mapped[bytes] = mapped_column(BINARY(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "link" or "state"
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
 __all__ = [
     "Account",
     "Action",
@@ -532,6 +554,7 @@ __all__ = [
     "Base",
     "ChangeLog",
     "ChangeSeq",
+    "ConsentFlow",
     "Folder",
     "Label",
     "Message",

@@ -32,6 +32,8 @@ class Sealed:
 SEALED = (
     Sealed(Account.id, Account.imap_password, Purpose.ACCOUNT),
     Sealed(Account.id, Account.smtp_password, Purpose.ACCOUNT),
+    Sealed(Account.id, Account.oauth2_refresh_token, Purpose.ACCOUNT),
+    Sealed(Account.id, Account.oauth2_access_token, Purpose.ACCOUNT),
     Sealed(Webhook.id, Webhook.secret, Purpose.WEBHOOK),
 )
 

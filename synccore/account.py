@@ -5,7 +5,9 @@ re-issued before the server's 29-minute limit), and one for write-back (synccore
 first action comes and kept while the account is followed. A lost connection reconnects with jittered exponential
 backoff. A login refused for its credentials ([AUTHENTICATIONFAILED], or plain NOs several times in a row) marks
 the account `auth_failed` and stops it until its credentials change; any other refusal ([UNAVAILABLE], [LIMIT],
-BAD) is retried with the same backoff.
+BAD) is retried with the same backoff. An OAuth2 account logs in with an access token (synccore.tokens: refreshed
+ahead of expiry, and once more when the server refuses it); a grant the provider refuses, or a fresh token the
+server still refuses, marks it `needs_consent` and stops it until the user consents again.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from synccore.imap import (
 )
 from synccore.parsing import ParsePool, WorkerCrashed
 from synccore.roles import assign_roles
+from synccore.tokens import ConsentNeeded, TokenKeeper
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,11 @@ class AccountSync:
         tuning: Tuning | None = None,
         parser: ParsePool | None = None,
         bell: asyncio.Event | None = None,
+        tokens: TokenKeeper | None = None,
     ) -> None:
         self.store = store
+        # OAuth2 accounts' access tokens; the supervisor shares one keeper among its accounts.
+        self.tokens = tokens or TokenKeeper(store, box)
         # Rung when a mutation queued an action for this account (synccore.bells); None: the executor polls.
         self.bell = bell
         self.parser = parser or ParsePool(0)
@@ -499,7 +505,7 @@ class AccountSync:
     # -- helpers -------------------------------------------------------------------------------------
     def _executor(self) -> ActionExecutor:
         """Write-back on a connection of its own, so an action never waits for a pass over the folders."""
-        return ActionExecutor(self.store, self.account_id, self._connect, box=self.box)
+        return ActionExecutor(self.store, self.account_id, self._connect, box=self.box, tokens=self.tokens)
 
     def _ctx(self) -> FolderContext:
         assert self.mode is not None
@@ -513,14 +519,10 @@ class AccountSync:
             account = await s.get(Account, self.account_id)
         if account is None:
             raise AuthStopped(f"account {self.account_id} no longer exists")
-        endpoint = Endpoint(
-            account.imap_host,
-            account.imap_port,
-            account.imap_security,
-            account.imap_username,
-            self.box.open(account.imap_password, Purpose.ACCOUNT),
-            account.tls_ca_file,
-        )
+        if account.oauth2_provider is not None:
+            return await self._connect_oauth2(account)
+        assert account.imap_password is not None
+        endpoint = _endpoint(account, self.box.open(account.imap_password, Purpose.ACCOUNT))
         try:
             client = await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
         except AuthenticationFailed as exc:
@@ -538,7 +540,33 @@ class AccountSync:
         self.plain_refusals = 0
         return client
 
-    async def _refuse_credentials(self, tried: bytes, error: str) -> bool:
+    async def _connect_oauth2(self, account: Account) -> ImapClient:
+        """Log in with the account's access token; a refused one is refreshed and tried once more before the
+        account is marked needs_consent (synccore.tokens). A temporary refusal is retried with the backoff."""
+        replacing: str | None = None
+        for attempt in (1, 2):
+            try:
+                token = await self.tokens.access_token(self.account_id, replacing=replacing)
+            except ConsentNeeded as exc:
+                raise AuthStopped(str(exc)) from None
+            endpoint = _endpoint(account, "", token)
+            try:
+                return await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
+            except AuthenticationFailed as exc:
+                if refusal(exc) is Refusal.TEMPORARY:
+                    raise LoginDeferred(str(exc)) from exc
+                if attempt == 2:
+                    reason = f"the server refused a fresh access token ({exc}): consent again"
+                    # The grant this token came from (a rotating provider replaced the one read above).
+                    if not await self.tokens.refuse(self.account_id, self.tokens.grant(self.account_id), reason):
+                        # A new consent arrived meanwhile: its token is tried after the backoff, not at once.
+                        raise LoginDeferred(f"login refused while the grant changed: {exc}") from exc
+                    raise AuthStopped(reason) from exc
+                log.info("account %s: access token refused; refreshing it once", self.account_id)
+                replacing = token
+        raise AssertionError("unreachable")
+
+    async def _refuse_credentials(self, tried: bytes | None, error: str) -> bool:
         """Mark the account `auth_failed` unless its credentials changed since `tried` was read."""
 
         async def step() -> bool:
@@ -634,6 +662,18 @@ async def _quietly_logout(client: ImapClient) -> None:
             await client.logout()
     except Exception:
         await client.close()
+
+
+def _endpoint(account: Account, password: str, oauth2_token: str | None = None) -> Endpoint:
+    return Endpoint(
+        account.imap_host,
+        account.imap_port,
+        account.imap_security,
+        account.imap_username,
+        password,
+        account.tls_ca_file,
+        oauth2_token,
+    )
 
 
 def _raise_if_cancelled() -> None:

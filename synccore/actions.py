@@ -44,6 +44,7 @@ from synccore.backoff import Backoff
 from synccore.identity import identity_at
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
 from synccore.outbox import OutboxSender
+from synccore.tokens import TokenKeeper
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +93,11 @@ class ActionExecutor:
         *,
         backoff: Backoff | None = None,
         box: CredentialBox | None = None,
+        tokens: TokenKeeper | None = None,
     ) -> None:
         self.store = store
         # Sending is write-back too: the outbox goes out on this connection, woken by the same bell.
-        self.outbox = OutboxSender(store, box, account_id, self._client) if box is not None else None
+        self.outbox = OutboxSender(store, box, account_id, self._client, tokens) if box is not None else None
         self.account_id = account_id
         self.connect = connect
         self.backoff = backoff or Backoff(1.0, 300.0)

@@ -46,8 +46,10 @@ class Endpoint:
     username: str
     password: str
     tls_ca_file: str | None = None
+    # An OAuth2 access token: the login is AUTHENTICATE OAUTHBEARER or XOAUTH2 (as advertised), not LOGIN.
+    oauth2_token: str | None = None
 
-    def __repr__(self) -> str:  # never show the password
+    def __repr__(self) -> str:  # never show the password or the token
         return f"Endpoint({self.security}://{self.username}@{self.host}:{self.port})"
 
 
@@ -81,7 +83,12 @@ async def open_client(
     context = tls_context(endpoint.tls_ca_file) if security != "none" else None
     await client.connect(endpoint.host, endpoint.port, security=security, ssl_context=context)
     try:
-        await client.login(endpoint.username, endpoint.password)
+        if endpoint.oauth2_token is not None:
+            await client.authenticate_oauth2(
+                endpoint.username, endpoint.oauth2_token, host=endpoint.host, port=endpoint.port
+            )
+        else:
+            await client.login(endpoint.username, endpoint.password)
         for wanted in ("QRESYNC", "CONDSTORE"):
             if client.has(wanted) and client.has("ENABLE"):
                 await client.enable(wanted)

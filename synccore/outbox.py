@@ -27,7 +27,8 @@ from schema.unit import Store
 from synccore.backoff import Backoff
 from synccore.identity import identity_at
 from synccore.imap import ImapClient, ImapError
-from synccore.smtp import SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+from synccore.tokens import ConsentNeeded, TokenKeeper, TokenUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,16 @@ RETRY_CAP = 600.0
 
 class OutboxSender:
     def __init__(
-        self, store: Store, box: CredentialBox, account_id: int, client: Callable[[], Awaitable[ImapClient]]
+        self,
+        store: Store,
+        box: CredentialBox,
+        account_id: int,
+        client: Callable[[], Awaitable[ImapClient]],
+        tokens: TokenKeeper | None = None,
     ) -> None:
         self.store = store
         self.box = box
+        self.tokens = tokens or TokenKeeper(store, box)
         self.account_id = account_id
         self.client = client
         self._recovered = False
@@ -66,7 +73,16 @@ class OutboxSender:
                 return  # cancelled meanwhile
         try:
             endpoint = await self._endpoint()
-            result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+            try:
+                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+            except SmtpAuthFailed:
+                if endpoint.oauth2_token is None:
+                    raise
+                # Refused at AUTH, before any byte of the message: an access token revoked or expired early is
+                # refreshed once more and the send tried again, as IMAP logins are (synccore.tokens).
+                log.info("account %s: send %s: access token refused; refreshing it once", self.account_id, entry.id)
+                endpoint = await self._endpoint(replacing=endpoint.oauth2_token)
+                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
         except SmtpTransient as exc:
             delay = _retry_delay(entry)
             log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
@@ -105,7 +121,7 @@ class OutboxSender:
         async with self.store.unit(self.account_id) as uow:
             await outbox.give_up(uow, entry, state, why)
 
-    async def _endpoint(self) -> SmtpEndpoint:
+    async def _endpoint(self, *, replacing: str | None = None) -> SmtpEndpoint:
         async with self.store.sessions() as s:
             account = await s.get(Account, self.account_id)
         if account is None or account.smtp_host is None or account.smtp_port is None:
@@ -113,14 +129,22 @@ class OutboxSender:
         security = account.smtp_security or "starttls"
         if security not in ("starttls", "tls", "plain"):
             raise ValueError(f"unknown SMTP security {security!r}")
+        token: str | None = None
+        if account.oauth2_provider is not None:
+            try:
+                token = await self.tokens.access_token(self.account_id, replacing=replacing)
+            except (ConsentNeeded, TokenUnavailable) as exc:
+                # Kept for later: the account's sync stops on the same refusal and shows it; a new consent sends.
+                raise SmtpTransient(f"no access token for sending: {exc}") from None
         sealed = account.smtp_password or account.imap_password
         return SmtpEndpoint(
             host=account.smtp_host,
             port=account.smtp_port,
             security=security,  # type: ignore[arg-type]
             username=account.smtp_username or account.imap_username,
-            password=self.box.open(sealed, Purpose.ACCOUNT),
+            password=self.box.open(sealed, Purpose.ACCOUNT) if sealed is not None else None,
             ca_file=account.tls_ca_file,
+            oauth2_token=token,
         )
 
     async def _file(self, entry: Outbox) -> None:

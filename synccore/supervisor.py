@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from ops import metrics
 from schema import actions, changelog, idempotency, leases, outbox
-from schema.accounts import REMOVING
+from schema.accounts import AUTH_FAILED, NEEDS_CONSENT, REMOVING, STOPPED
 from schema.crypto import CredentialBox
 from schema.db import create_engine, pool_use
 from schema.models import Account, utcnow
@@ -36,6 +36,7 @@ from synccore.account import AccountSync, Tuning
 from synccore.backoff import Backoff
 from synccore.bells import Bells
 from synccore.parsing import ParsePool, default_workers
+from synccore.tokens import TokenKeeper
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class Supervisor:
         self.redis: Redis = connect(settings.redis_url)
         self.store = Store(self.engine, self.redis)
         self.box = CredentialBox(settings.key_ring())
+        # One keeper of OAuth2 access tokens for every account of this process (synccore.tokens).
+        self.tokens = TokenKeeper(self.store, self.box)
         self.parser = ParsePool(default_workers())
         self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
@@ -149,8 +152,8 @@ class Supervisor:
         for account in present:
             if account.sync_state == REMOVING:
                 continue
-            if account.sync_state == "auth_failed":
-                log.warning("account %s: skipped, its login was refused (set new credentials)", account.id)
+            if account.sync_state in (AUTH_FAILED, NEEDS_CONSENT):
+                log.warning("account %s: skipped, its login was refused (%s)", account.id, account.sync_state)
                 failures += 1
                 continue
             if not await self.acquire(account.id):
@@ -158,7 +161,9 @@ class Supervisor:
                 failures += 1
                 continue
             try:
-                await AccountSync(self.store, self.box, account.id, self.tuning, self.parser).run_once()
+                await AccountSync(
+                    self.store, self.box, account.id, self.tuning, self.parser, tokens=self.tokens
+                ).run_once()
             except Exception as exc:
                 log.error("account %s: %s: %s", account.id, type(exc).__name__, exc)
                 failures += 1
@@ -196,11 +201,11 @@ class Supervisor:
                 continue
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
-            if account.sync_state in ("auth_failed", REMOVING):
+            if account.sync_state in STOPPED:
                 continue
             if await self.acquire(account.id):
                 bell = self.bells.event(account.id)
-                sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell)
+                sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens)
                 self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
                 log.info("account %s: syncing", account.id)
         if loop.time() >= self._renew_due:

@@ -181,6 +181,7 @@ async def test_account_add_prints_only_the_new_id_and_stores_the_password_sealed
     assert [a.id for a in stored] == [account_id]
     account = stored[0]
     assert (account.imap_host, account.imap_port, account.imap_security) == ("127.0.0.1", dovecot.port, "none")
+    assert account.imap_password is not None
     assert account.imap_password != password.encode()
     assert password.encode() not in account.imap_password
     assert credential_box.open(account.imap_password, Purpose.ACCOUNT) == password

@@ -132,6 +132,7 @@ async def test_set_password_checks_the_login_first_then_clears_auth_failed_and_k
     fresh = await row_of(engine, account_id)
     assert fresh is not None
     assert (fresh.sync_state, fresh.sync_error) == ("pending", None)
+    assert fresh.imap_password is not None
     assert credential_box.open(fresh.imap_password, Purpose.ACCOUNT) == "changed-on-the-server"
 
     dovecot.append(user, "changed-on-the-server", "INBOX", [mail("after the new password")])

@@ -97,6 +97,7 @@ async def test_rotation_reseals_every_credential_while_a_running_sync_keeps_logg
             assert account is not None
             assert hook is not None
             assert account.smtp_password is not None
+            assert account.imap_password is not None
             fresh = CredentialBox(KeyRing.load(path))
             for sealed in (account.imap_password, account.smtp_password, hook.secret):
                 assert fresh.key_id(sealed) == 2

@@ -26,3 +26,12 @@ def test_pypi_schema_package_is_not_what_schema_resolves_to() -> None:
     assert not hasattr(schema, "Schema")
     models = importlib.import_module("schema.models")
     assert models.Base.metadata.tables
+
+
+def test_importable_oauth_is_ours_not_pypis() -> None:
+    """PyPI's `oauth` is an OAuth 1.0 library of 2009; ours (providers, token refresh) must be the one imported."""
+    import oauth
+
+    assert oauth.__file__ is not None
+    assert Path(oauth.__file__).resolve() == REPO / "oauth" / "__init__.py"
+    assert hasattr(oauth, "refresh")

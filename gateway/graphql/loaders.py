@@ -42,7 +42,9 @@ V = TypeVar("V")
 
 # A message as lists show it: everything but the bodies, which only `textBody`/`htmlBody` load.
 MESSAGE_COLUMNS = tuple(c for c in Message.__table__.c if c.name not in {"text_body", "html_body"})
-ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in {"imap_password", "smtp_password"})
+# An account without its sealed secrets: passwords and OAuth2 tokens are never read into a request.
+_SECRETS = {"imap_password", "smtp_password", "oauth2_refresh_token", "oauth2_access_token"}
+ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in _SECRETS)
 # An outbox entry without the message it holds twice (as delivered and as filed in Sent).
 OUTBOX_COLUMNS = tuple(c for c in Outbox.__table__.c if c.name not in {"message", "sent_copy"})
 

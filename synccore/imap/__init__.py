@@ -1,10 +1,12 @@
 """An asyncio IMAP4rev1 client: protocol only, no database, no imports from the rest of inboxql.
 
 Bytes become typed values in `parser` (pure functions, framed by `reader`); `client.ImapClient`
-drives a connection (`connection.Connection`: pipelining, routing, timeouts). See `errors` for the
-exception tree.
+drives a connection (`connection.Connection`: pipelining, routing, timeouts). `sasl` builds the OAuth2
+mechanisms' messages (XOAUTH2, OAUTHBEARER) that `ImapClient.authenticate_oauth2` sends. See `errors`
+for the exception tree.
 """
 
+from . import sasl
 from .client import IdleEvents, ImapClient, Security, StoreAction
 from .command import Literal, astring, mailbox, quoted
 from .connection import MAX_UNSOLICITED, Connection
@@ -94,5 +96,6 @@ __all__ = [
     "parse_stream",
     "parse_uid_set",
     "quoted",
+    "sasl",
     "tokenize",
 ]

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Literal as TypingLiteral
 
+from . import sasl
 from .command import Literal, Part, astring, mailbox, quoted
 from .connection import Connection, Security
 from .errors import AuthenticationFailed, CommandFailed, ConnectionLost, ImapTimeout, MissingCapability
@@ -125,6 +126,39 @@ class ImapClient(Connection):
             failure=AuthenticationFailed,
         )
         await self._refresh_caps(before, timeout)
+
+    async def authenticate_oauth2(
+        self,
+        user: str,
+        token: str,
+        *,
+        mechanism: sasl.Mechanism | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        timeout: float | None = None,
+    ) -> sasl.Mechanism:
+        """AUTHENTICATE with an OAuth2 access token: OAUTHBEARER (RFC 7628) or XOAUTH2, whichever the server
+        advertises (`sasl.choose`) unless `mechanism` says. Returns the mechanism used; raises
+        `MissingCapability` when the server offers neither and `AuthenticationFailed` on NO.
+
+        A refused token gets a challenge (`+ base64 JSON`) instead of a NO: the second segment answers it as
+        the mechanism requires, so the server ends with its tagged NO rather than waiting for us."""
+        chosen = mechanism or sasl.choose(self._capabilities)
+        if chosen is None or f"AUTH={chosen}" not in self._capabilities:
+            raise MissingCapability("AUTH=OAUTHBEARER or AUTH=XOAUTH2", "an OAuth2 login")
+        first = sasl.encoded_initial_response(chosen, user, token, host=host, port=port)
+        abort = sasl.abort_response(chosen) + b"\r\n"
+        head = b" AUTHENTICATE " + chosen.encode()
+        if "SASL-IR" in self._capabilities:  # RFC 4959: the initial response on the command line
+            segments = [(head + b" " + first + b"\r\n", True), (abort, False)]
+        else:  # RFC 3501 §6.2.2: an empty challenge first (`+ `), then the response, then maybe the error
+            segments = [(head + b"\r\n", True), (first + b"\r\n", True), (abort, False)]
+        before = self._caps_seen
+        await self._run_segments(
+            "AUTHENTICATE", segments, _NONE, timeout=timeout, secret=True, failure=AuthenticationFailed
+        )
+        await self._refresh_caps(before, timeout)
+        return chosen
 
     async def _refresh_caps(self, before: int, timeout: float | None) -> None:
         # Servers usually put [CAPABILITY ...] in the tagged OK; if not, ask (RFC 3501 §6.2.3

@@ -16,6 +16,7 @@ loss before the 354 is transient and only a loss after the payload went out is u
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import ssl
@@ -106,11 +107,44 @@ async def _connect(client: aiosmtplib.SMTP, endpoint: SmtpEndpoint) -> None:
         raise SmtpTransient(f"no connection to {endpoint.host}:{endpoint.port}: {error}") from error
 
 
+def _oauthbearer(user: str, token: str, host: str, port: int) -> bytes:
+    """RFC 7628 §3.1's initial client response (base64): a GS2 header naming the user, then host, port, token.
+    (synccore.imap.sasl builds the same for IMAP; this package stays free of project imports.)"""
+    if any(c in user + token for c in "\x01\r\n"):
+        raise SmtpAuthFailed("a user name or token holding control characters")
+    authzid = user.replace("=", "=3D").replace(",", "=2C")
+    return base64.b64encode(f"n,a={authzid},\x01host={host}\x01port={port}\x01auth=Bearer {token}\x01\x01".encode())
+
+
+async def _login_oauth2(client: aiosmtplib.SMTP, endpoint: SmtpEndpoint, token: str) -> None:
+    """RFC 4954 AUTH with an access token: OAUTHBEARER when EHLO offers it, else XOAUTH2. A refused token gets a
+    334 challenge (base64 JSON) that must be answered (RFC 7628 §3.2.3: %x01; XOAUTH2: an empty line) before the
+    server sends its 535."""
+    assert endpoint.username is not None
+    if client.is_ehlo_or_helo_needed:
+        await client.ehlo()
+    offered = {method.upper() for method in client.server_auth_methods}
+    if "OAUTHBEARER" in offered:
+        initial = _oauthbearer(endpoint.username, token, endpoint.host, endpoint.port)
+        reply = await client.execute_command(b"AUTH", b"OAUTHBEARER", initial)
+        if reply.code == 334:
+            reply = await client.execute_command(base64.b64encode(b"\x01"))
+        if reply.code != 235:
+            raise SMTPAuthenticationError(reply.code, reply.message)
+    elif "XOAUTH2" in offered:
+        await client.auth_xoauth2(endpoint.username, token)  # aiosmtplib answers the challenge itself
+    else:
+        raise SMTPException("the server offers neither OAUTHBEARER nor XOAUTH2")
+
+
 async def _login(client: aiosmtplib.SMTP, endpoint: SmtpEndpoint) -> None:
     if endpoint.username is None:
         return
     try:
-        await client.login(endpoint.username, endpoint.password or "")
+        if endpoint.oauth2_token is not None:
+            await _login_oauth2(client, endpoint, endpoint.oauth2_token)
+        else:
+            await client.login(endpoint.username, endpoint.password or "")
     except SMTPAuthenticationError as error:
         if 400 <= error.code < 500:  # RFC 4954 §6: 454 temporary authentication failure
             raise SmtpTransient(error.message, code=error.code) from error

@@ -28,7 +28,8 @@ def is_loopback(host: str) -> bool:
 class SmtpEndpoint:
     """A submission server. `security`: "starttls" (required, not opportunistic), "tls" (implicit, port 465) or
     "plain" (no TLS; refused with credentials unless the host is loopback). The certificate is verified against
-    `ca_file` or the system's store unless `verify` is False."""
+    `ca_file` or the system's store unless `verify` is False. With `oauth2_token` the login is SASL OAUTHBEARER
+    (RFC 7628) or XOAUTH2 as `username`."""
 
     host: str
     port: int
@@ -37,6 +38,8 @@ class SmtpEndpoint:
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
     verify: bool = True
+    # An OAuth2 access token: AUTH OAUTHBEARER or XOAUTH2 (whichever EHLO advertises) instead of a password.
+    oauth2_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.security not in SECURITIES:

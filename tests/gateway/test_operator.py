@@ -68,6 +68,7 @@ async def test_add_account_checks_the_login_first_and_lists_the_account_with_its
         row = await s.scalar(select(Account).where(Account.imap_username == user))
     assert row is not None
     assert account["id"] == to_global("Account", row.id)
+    assert row.imap_password is not None
     assert password.encode() not in row.imap_password
     assert CredentialBox(gw_settings.secret_key).open(row.imap_password, Purpose.ACCOUNT) == password
 
@@ -151,6 +152,7 @@ async def test_set_credentials_checks_them_then_clears_auth_failed_in_place(
     async with gw_store.sessions() as s:
         row = await s.get(Account, account_id)
     assert row is not None
+    assert row.imap_password is not None
     assert (row.sync_state, box.open(row.imap_password, Purpose.ACCOUNT)) == ("auth_failed", password)
 
     done = (await operator.data(SET, {"i": {"accountId": gid, "password": "the-new-one"}}))["setAccountCredentials"]
@@ -158,6 +160,7 @@ async def test_set_credentials_checks_them_then_clears_auth_failed_in_place(
     async with gw_store.sessions() as s:
         row = await s.get(Account, account_id)
     assert row is not None
+    assert row.imap_password is not None
     assert box.open(row.imap_password, Purpose.ACCOUNT) == "the-new-one"
     assert row.smtp_password is None  # sending keeps using the IMAP login
 

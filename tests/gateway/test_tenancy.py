@@ -333,6 +333,17 @@ def operator_calls(account: str) -> list[tuple[str, str, dict[str, Any]]]:
             {"i": {"accountId": account, "password": "walked"}},
         ),
         ("removeAccount", "mutation($a: ID!) { removeAccount(accountId: $a) { accountId } }", {"a": account}),
+        (
+            "createOAuth2ConsentLink",
+            "mutation($i: OAuth2ConsentInput!) { createOAuth2ConsentLink(input: $i) { url } }",
+            {
+                "i": {
+                    "provider": "google",
+                    "login": "walked",
+                    "imap": {k: imap[k] for k in ("host", "port", "security")},
+                }
+            },
+        ),
     ]
 
 

@@ -27,6 +27,7 @@ def test_every_password_or_secret_column_is_listed_for_rotation() -> None:
         for table in Base.metadata.sorted_tables
         for column in table.columns
         if any(word in column.name for word in ("password", "secret"))
+        or column.name.endswith("_token")  # OAuth2 refresh and access tokens (not token_hash, token_id)
     }
     assert found == listed
 
@@ -85,9 +86,12 @@ async def test_rotation_reseals_under_the_newest_key_and_never_overwrites_a_newe
     assert box.raced
     async with store.sessions() as s:
         rows = {a.id: a for a in await s.scalars(select(Account).where(Account.id.in_([quiet, busy])))}
-    assert box.key_id(rows[quiet].imap_password) == 2
-    assert box.open(rows[quiet].imap_password, Purpose.ACCOUNT) == "quiet-pw"
-    assert box.open(rows[busy].imap_password, Purpose.ACCOUNT) == "set-meanwhile"
-    assert box.key_id(rows[busy].imap_password) == 2
+    quiet_sealed, busy_sealed = rows[quiet].imap_password, rows[busy].imap_password
+    assert quiet_sealed is not None
+    assert busy_sealed is not None
+    assert box.key_id(quiet_sealed) == 2
+    assert box.open(quiet_sealed, Purpose.ACCOUNT) == "quiet-pw"
+    assert box.open(busy_sealed, Purpose.ACCOUNT) == "set-meanwhile"
+    assert box.key_id(busy_sealed) == 2
     assert done.changed_meanwhile == 1
     assert done.resealed >= 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import strawberry
 
+import oauth
 from gateway import logins
+from gateway.consent import ConsentLink, mint
 from gateway.errors import BadUserInput, not_found
 from gateway.graphql.context import Info
 from gateway.graphql.types.fields import described
@@ -21,6 +23,8 @@ from gateway.graphql.types.operator import (
     AddAccountInput,
     LoginProblem,
     ManagedAccount,
+    OAuth2ConsentInput,
+    OAuth2ConsentLink,
     RemovedAccount,
     SetAccountCredentialsInput,
     SmtpServerInput,
@@ -107,6 +111,39 @@ class OperatorMutations:
             services.store, services.box, address, endpoint, login.password, smtp, smtp_password
         )
         return AccountPayload(account=await _managed(info, account_id), problem=None)
+
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        name="createOAuth2ConsentLink",
+        description="A single-use start link of the OAuth2 consent flow (authorization code with PKCE) for one "
+        "mailbox: the user's browser goes there, consents at the provider, and comes back to the gateway, which "
+        "checks the IMAP login with the new token and creates the account (or re-authorizes the one with that "
+        "login, leaving needs_consent). Operator-scoped; the link expires after an hour.",
+    )
+    async def create_oauth2_consent_link(self, info: Info, input: OAuth2ConsentInput) -> OAuth2ConsentLink:
+        info.context.operator()
+        login = _text(input.login, "the login", MAX_LOGIN)
+        host = _text(input.imap.host, "the IMAP host", MAX_HOST)
+        smtp = _smtp(input.smtp) if input.smtp is not None else None
+        if input.smtp is not None and input.smtp.password is not None:
+            raise BadUserInput("an OAuth2 account sends with its access token: give no SMTP password")
+        address = _text(input.address or (login if "@" in login else f"{login}@{host}"), "the address", MAX_LOGIN)
+        link = ConsentLink(
+            provider=_text(input.provider, "the provider", 64).lower(),
+            login=login,
+            address=address,
+            imap_host=host,
+            imap_port=_port(input.imap.port),
+            imap_security=input.imap.security.value,
+            smtp_host=smtp.host if smtp else None,
+            smtp_port=smtp.port if smtp else None,
+            smtp_security=smtp.security if smtp else None,
+            smtp_username=smtp.username if smtp else None,
+        )
+        try:
+            url, expires = await mint(info.context.services, link, str(info.context.request.base_url))
+        except oauth.ProviderNotConfigured as exc:
+            raise BadUserInput(str(exc)) from None
+        return OAuth2ConsentLink(url=url, expires_at=expires)
 
     @described(
         "New credentials for an account, checked with its servers first (a refused login is the payload's problem "

@@ -25,8 +25,9 @@ class SyncProgress:
 class Account(Node):
     address: str
     sync_state: str = strawberry.field(
-        description="pending, syncing, ready, error (retrying with backoff; see syncError) or auth_failed (the "
-        "server refused the credentials: waiting for new ones)."
+        description="pending, syncing, ready, error (retrying with backoff; see syncError), auth_failed (the "
+        "server refused the credentials: waiting for new ones) or needs_consent (an OAuth2 account whose grant "
+        "the provider refused, e.g. revoked: waiting for the user to consent again; see syncError)."
     )
     sync_error: str | None
     created_at: datetime

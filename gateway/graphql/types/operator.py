@@ -57,9 +57,15 @@ class ManagedAccount:
     address: str
     imap: ImapServer
     smtp: SmtpServer | None
-    sync_state: str = strawberry.field(description="pending, syncing, ready, auth_failed or removing.")
+    sync_state: str = strawberry.field(
+        description="pending, syncing, ready, error, auth_failed, needs_consent (its OAuth2 grant was refused: "
+        "run the consent flow again) or removing."
+    )
     sync_error: str | None = strawberry.field(description="The last error of the sync, if any.")
     created_at: datetime
+    oauth2_provider: str | None = strawberry.field(
+        default=None, description="The OAuth2 provider the account logs in through; null: a password."
+    )
 
     @classmethod
     def of(cls, row: Row[Any] | AccountRow) -> ManagedAccount:
@@ -81,6 +87,7 @@ class ManagedAccount:
             sync_state=row.sync_state,
             sync_error=row.sync_error,
             created_at=utc(row.created_at) or datetime.now(UTC),
+            oauth2_provider=row.oauth2_provider,
         )
 
 
@@ -135,3 +142,30 @@ class SetAccountCredentialsInput:
     account_id: strawberry.ID
     password: str = strawberry.field(description="The IMAP password (and the SMTP one, unless sending has its own).")
     smtp_password: str | None = strawberry.field(default=None, description="A password of its own for sending.")
+
+
+@strawberry.input(description="An IMAP server an OAuth2 login goes to (no password: the consent grants access).")
+class OAuth2ImapServerInput:
+    host: str
+    port: int
+    security: ImapSecurity
+
+
+@strawberry.input(description="Whose mailbox a consent link connects, through which provider, on which servers.")
+class OAuth2ConsentInput:
+    provider: str = strawberry.field(description="A provider configured by name (INBOXQL_OAUTH2_<NAME>_*).")
+    login: str = strawberry.field(
+        description="The IMAP login (usually the address); the provider's page is pre-filled with it, and the "
+        "consent must be given by that mailbox."
+    )
+    imap: OAuth2ImapServerInput
+    smtp: SmtpServerInput | None = strawberry.field(
+        default=None, description="Sending, with the same OAuth2 login (a password given here is refused)."
+    )
+    address: str | None = strawberry.field(default=None, description="Default: the login (or login@host).")
+
+
+@strawberry.type(description="A start link of the OAuth2 consent flow: single use, for the user's browser.")
+class OAuth2ConsentLink:
+    url: str = strawberry.field(description="Send the user here; it leads to the provider's consent page.")
+    expires_at: datetime
