@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from inboxql import commands
-from inboxql.devmail import DevMailError, DovecotServer, free_port
+from inboxql.devmail import DevMailError, DovecotServer, free_ports
 from inboxql.devsmtp import PostfixServer
 from inboxql.mailgen import generate
 from schema import accounts, changelog
@@ -53,8 +53,8 @@ def _ports(root: Path) -> dict[str, int]:
     """The demo's servers keep their ports across runs, so the stored account stays valid."""
     state = root / "ports.json"
     ports: dict[str, int] = json.loads(state.read_text()) if state.exists() else {}
-    for name in ("imap", "imaps", "submission"):
-        ports.setdefault(name, free_port())
+    missing = [name for name in ("imap", "imaps", "submission") if name not in ports]
+    ports.update(zip(missing, free_ports(len(missing), avoid=ports.values()), strict=True))
     root.mkdir(parents=True, exist_ok=True)
     state.write_text(json.dumps(ports))
     return ports

@@ -13,6 +13,7 @@ authentication service: both listen on loopback ports of their own, for the priv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -46,10 +47,24 @@ class DevMailError(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
+
+
+def free_ports(count: int, avoid: Iterable[int | None] = ()) -> list[int]:
+    """`count` distinct free ports, none of `avoid` (ports chosen before, not bound yet): each socket stays bound
+    until all are chosen (one at a time, the kernel may hand out the same port twice, and Dovecot refuses a
+    configuration that listens twice on one port)."""
+    taken = {p for p in avoid if p}
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                ports.append(port)
+        return ports
 
 
 def ensure_dovecot_installed() -> None:
@@ -113,10 +128,11 @@ class DovecotServer:
         self.auth_switch = auth_switch
         self.max_user_connections = max_user_connections
         self.oauth2_introspection = oauth2_introspection
-        self.port = port or free_port()
-        self.tls_port = tls_port or free_port()
-        self.lmtp_port = free_port()
-        self.auth_port = free_port()
+        chosen = free_ports(4, avoid=(port, tls_port))
+        self.port = port or chosen[0]
+        self.tls_port = tls_port or chosen[1]
+        self.lmtp_port = chosen[2]
+        self.auth_port = chosen[3]
         self.domain = MAIL_DOMAIN
         self._proc: subprocess.Popen[bytes] | None = None
 
