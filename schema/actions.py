@@ -616,7 +616,8 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
     elif action.kind in (ActionKind.MOVE, ActionKind.EXPUNGE) and mid is not None:
         if p.get("move"):
             m = p["move"]
-            source = await s.scalar(select(Folder.uidvalidity).where(Folder.id == m["folder_id"]))
+            # Locked: a folder sync changing its UIDVALIDITY (synccore.folder's resync) commits first or waits.
+            source = await s.scalar(select(Folder.uidvalidity).where(Folder.id == m["folder_id"]).with_for_update())
             if source != m["uidvalidity"] or m["uidvalidity"] == PLACEHOLDER_UIDVALIDITY:
                 # The folder it came from is gone or has a new UIDVALIDITY (RFC 3501 §2.3.1.1: the UID means
                 # nothing there now), or it came from where an earlier move put it under no known UID: no place
@@ -726,7 +727,10 @@ async def _restore_places(uow: UnitOfWork, message_id: int, places: Sequence[dic
     ]
     # Only into folders that still have the UIDVALIDITY the places were taken under.
     found = await uow.session.execute(
-        select(Folder.id, Folder.uidvalidity).where(Folder.id.in_([r["folder_id"] for r in rows]))
+        select(Folder.id, Folder.uidvalidity)
+        .where(Folder.id.in_([r["folder_id"] for r in rows]))
+        .order_by(Folder.id)
+        .with_for_update()  # as for a move's undo (fail): a resync commits first or waits
     )
     existing = {folder_id: uidvalidity for folder_id, uidvalidity in found}
     rows = [r for r in rows if r["folder_id"] in existing and existing[r["folder_id"]] == r["uidvalidity"]]

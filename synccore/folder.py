@@ -212,12 +212,15 @@ class FolderSync:
     async def _resync(self, uidvalidity: int) -> None:
         async def step() -> None:
             async with self.ctx.store.unit(self.ctx.account_id) as uow:
-                await messages.remove_places(uow, self.folder.id)
-                await self._views(uow)
-                await skipped.forget(uow, self.folder.id, uidvalidity, keep=set())
+                # The folder's row first (its new UIDVALIDITY locks it): an action's undo putting a place back under
+                # the old one (schema.actions.fail) either commits before, and its place is removed below, or reads
+                # the new UIDVALIDITY after, and puts nothing back.
                 await folders.set_cursor(
                     uow, self.folder.id, uidvalidity=uidvalidity, uidnext=None, highestmodseq=None, sync_state="initial"
                 )
+                await messages.remove_places(uow, self.folder.id)
+                await self._views(uow)
+                await skipped.forget(uow, self.folder.id, uidvalidity, keep=set())
 
         await retry_deadlocks(step)
         await self._reload()
