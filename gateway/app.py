@@ -46,7 +46,6 @@ from gateway.consent import ConsentFlow
 from gateway.delivery import Deliverer, running
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
-from gateway.gate import Gate
 from gateway.graphiql import STATIC_DIR, STATIC_URL
 from gateway.graphql.schema import build_schema
 from gateway.http import GatewayView
@@ -98,7 +97,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         ),
         signer=Signer(settings.key_ring(), config.download_link_seconds),
         box=CredentialBox(settings.key_ring()),
-        fanout=Fanout(engine, settings.redis_url, gate=Gate(config.delivery_width) if config.delivery_width else None),
+        fanout=Fanout(engine, settings.redis_url),
         store=Store(engine, redis),
         streams=StreamSlots(config.max_streams_per_token),
         vocabulary=VocabularyCache(engine),

@@ -87,9 +87,6 @@ class GatewayConfig:
     # 429 for unknown tokens until the window ends (tokens it already showed valid still work).
     max_auth_failures: int = 20
     auth_failure_window_seconds: float = 60.0
-    # Subscribers handing an event over at once (gateway.gate); the rest wait in line, so a burst of deliveries
-    # leaves the loop to requests between steps. 0: no gate.
-    delivery_width: int = 4
     # The always-on stack sampler behind /debug/profile (ops.sampler: INBOXQL_PROFILE_*; hz 0 switches it off).
     profiler: ProfilerConfig = field(default_factory=ProfilerConfig)
     # The OAuth2 consent flow (gateway.consent): the INBOXQL_OAUTH2_* settings (providers by name, oauth.providers),
@@ -148,7 +145,6 @@ class GatewayConfig:
             auth_failure_window_seconds=float(
                 env.get("INBOXQL_GATEWAY_AUTH_FAILURE_WINDOW", base.auth_failure_window_seconds)
             ),
-            delivery_width=int(env.get("INBOXQL_GATEWAY_DELIVERY_WIDTH", base.delivery_width)),
             profiler=ProfilerConfig.from_env(env),
             oauth2_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("INBOXQL_OAUTH2_"))),
             oauth2_public_url=env.get("INBOXQL_OAUTH2_PUBLIC_URL") or None,

@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Callable
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from gateway.gate import Gate
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.types.changes import Change
 from schema import changelog, doorbell
@@ -81,10 +80,8 @@ class Fanout:
         poll_seconds: float = 1.0,
         safety_seconds: float = 10.0,
         read_limit: int = 200,
-        gate: Gate | None = None,
     ) -> None:
         self.engine = engine
-        self.gate = gate
         self.redis_url = redis_url
         self.doorbells = doorbell.Doorbells.of(engine)
         self.poll_seconds = poll_seconds
@@ -184,15 +181,6 @@ class Fanout:
                 log.exception("doorbell callback failed")
 
     # -- subscribers --------------------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def handing_over(self) -> AsyncIterator[None]:
-        """Around a subscriber's hand-over of one batch (until it asks for the next): in line at the gate."""
-        if self.gate is None:
-            yield
-            return
-        async with self.gate.slot():
-            yield
 
     @contextlib.asynccontextmanager
     async def listen(self, account_id: int) -> AsyncIterator[None]:

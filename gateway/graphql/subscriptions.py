@@ -62,12 +62,9 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
                 continue
             if batch.changes[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
                 raise expired()  # expired while the subscriber lagged behind
-            # The batch's renders and sends happen while the slot is held: a burst of subscribers takes turns
-            # (gateway.gate) instead of flooding the loop ahead of everyone else.
-            async with fanout.handing_over():
-                for change in batch.changes:
-                    seq = change.seq
-                    yield change
+            for change in batch.changes:
+                seq = change.seq
+                yield change
 
 
 async def derived(change: Change, name: str, build: Callable[[], Awaitable[E | None]]) -> E | None:
