@@ -400,12 +400,18 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
     return len(changed)
 
 
-async def remove_places(uow: UnitOfWork, folder_id: int, uids: Sequence[int] | None = None) -> int:
-    """Forget places (expunged, or every place of a folder when uids is None)."""
+async def remove_places(
+    uow: UnitOfWork, folder_id: int, uids: Sequence[int] | None = None, *, not_under: int | None = None
+) -> int:
+    """Forget places (expunged, or every place of a folder when uids is None); with `not_under`, every place of
+    the folder under another UIDVALIDITY than that one (a placeholder of a pending action excepted): UIDs that mean
+    nothing on the server any more."""
     s = uow.session
     query = (
         select(MessagePlace.id, MessagePlace.message_id).where(MessagePlace.folder_id == folder_id).with_for_update()
     )
+    if not_under is not None:
+        query = query.where(MessagePlace.uidvalidity.not_in([not_under, actions.PLACEHOLDER_UIDVALIDITY]))
     rows: list[Any] = []
     if uids is None:
         rows = list(await s.execute(query))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
@@ -81,6 +82,10 @@ class Tuning:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     # Retries after a MySQL error wait at most this long (the IMAP backoff_cap protects servers, not our database).
     database_retry_cap: float = 30.0
+    # Each followed folder is compared in full at least this often (synccore.folder.FolderContext says why).
+    full_compare_seconds: float = field(
+        default_factory=lambda: float(os.environ.get("INBOXQL_FULL_COMPARE_SECONDS", "900"))
+    )
 
 
 @dataclass(slots=True)
@@ -134,6 +139,7 @@ class AccountSync:
         self._watched: dict[int, datetime | None] = {}
         self.plain_refusals = 0  # plain NOs to LOGIN in a row
         self.folder_retries: dict[int, _Retry] = {}  # folders whose last sync failed, by id
+        self._compared: dict[int, float] = {}  # folder id -> when it was last compared in full (FolderContext)
         self.first_message = FirstMessage()  # ops.metrics.FIRST_MESSAGE
         # Gmail: the label folders (id, name) whose derived places were last brought up to date (schema.gmail).
         self._views: frozenset[tuple[int, str]] | None = None
@@ -511,7 +517,15 @@ class AccountSync:
         assert self.mode is not None
         t = self.tuning
         return FolderContext(
-            self.store, self.account_id, self.mode, self.parser, t.batch_bytes, t.max_message_bytes, self.first_message
+            self.store,
+            self.account_id,
+            self.mode,
+            self.parser,
+            t.batch_bytes,
+            t.max_message_bytes,
+            self.first_message,
+            t.full_compare_seconds,
+            self._compared,
         )
 
     async def _connect(self) -> ImapClient:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from sqlalchemy.exc import DBAPIError
 
@@ -82,6 +82,12 @@ class FolderContext:
     batch_bytes: int = BATCH_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     first: FirstMessage | None = None
+    # A folder in follow is compared in full (every UID and its flags) at least this often, whatever CONDSTORE's
+    # cheap check says, and `compared` (folder id -> time.monotonic()) remembers when, across passes. The cheap
+    # check (same HIGHESTMODSEQ, UIDNEXT and count) cannot see a place the mirror holds wrongly beside one it
+    # misses: a mirror that drifted once, whatever the cause, would stay so. 0: only the cheap check.
+    full_compare_seconds: float = 0.0
+    compared: dict[int, float] = field(default_factory=dict)
 
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
@@ -175,9 +181,17 @@ class FolderSync:
         # The places under this UIDVALIDITY, not the folder's total_count: that one counts the optimistic
         # placeholders of pending moves, which the server does not hold yet.
         held = await self._local_count(sel.uidvalidity)
-        if planning.nothing_changed(f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held):
+        every = self.ctx.full_compare_seconds
+        full = every > 0 and time.monotonic() - self.ctx.compared.setdefault(f.id, time.monotonic()) >= every
+        unchanged = planning.nothing_changed(
+            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held
+        )
+        if unchanged and not full:
             return
-        if client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
+        if full:
+            self.ctx.compared[f.id] = time.monotonic()
+            await self._forget_other_uidvalidities(sel.uidvalidity)
+        if not full and client.has("CONDSTORE") and f.highestmodseq and sel.highestmodseq:
             if self.gmail:
                 # Gmail gives a label change a new MODSEQ too: CHANGEDSINCE reports it with the labels asked for
                 # (QRESYNC's changes in SELECT would carry the flags alone).
@@ -208,6 +222,14 @@ class FolderSync:
         await self._set_cursor(
             uidnext=max(sel.uidnext or 0, top + 1, uidnext), highestmodseq=None if self.skipped else sel.highestmodseq
         )
+
+    async def _forget_other_uidvalidities(self, uidvalidity: int) -> None:
+        async def step() -> None:
+            async with self.ctx.store.unit(self.ctx.account_id) as uow:
+                if await messages.remove_places(uow, self.folder.id, not_under=uidvalidity):
+                    log.warning("folder %s: places under an old UIDVALIDITY forgotten", self.folder.name)
+
+        await retry_deadlocks(step)
 
     async def _resync(self, uidvalidity: int) -> None:
         async def step() -> None:

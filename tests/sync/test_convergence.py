@@ -16,7 +16,7 @@ from inboxql.mailgen import generate
 from schema import actions
 from schema.changelog import ObjectType
 from schema.crypto import CredentialBox
-from schema.models import ChangeLog, Folder, Message, utcnow
+from schema.models import ChangeLog, Folder, Message, MessagePlace, utcnow
 from schema.unit import Store
 from synccore import planning
 from synccore.account import AccountSync, Tuning
@@ -191,3 +191,43 @@ async def test_a_message_placed_again_while_its_orphan_is_collected_stays(
     await sync_once(store, credential_box, account_id)
     await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+@pytest.mark.parametrize("every", [0.0, 0.5])
+async def test_a_drift_the_cheap_check_cannot_see_is_found_by_the_periodic_full_compare(
+    every: float, store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """A place the mirror holds wrongly beside one it misses leaves HIGHESTMODSEQ, UIDNEXT and the count as they
+    were: CONDSTORE's cheap check says nothing changed, forever. The full compare (every `every` seconds; 0: never)
+    finds it."""
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(12, seed=41)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    async with store.sessions() as s, s.begin():
+        inbox = await s.scalar(select(Folder).where(Folder.account_id == account_id, Folder.name == "INBOX"))
+        assert inbox is not None
+        place = await s.scalar(
+            select(MessagePlace).where(MessagePlace.folder_id == inbox.id).order_by(MessagePlace.uid).limit(1)
+        )
+        assert place is not None
+        real = place.uid
+        place.uid = 99_999  # the mirror drifted: UID `real` missing, a UID the server never gave held instead
+    sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.2, full_compare_seconds=every))
+    client = await sync._connect()
+    try:
+        for _ in range(2):  # the first follow starts the folder's clock, the second is past it
+            await sync.full_pass(client)
+            await asyncio.sleep(every + 0.1)
+    finally:
+        await client.logout()
+    diffs = await verify(store, credential_box, account_id)
+    if every:
+        assert diffs == []
+    else:
+        assert sorted(diffs) == sorted(
+            [
+                "folder 'INBOX': UID 99999 in the mirror, not on the server",
+                f"folder 'INBOX': UID {real} on the server, not in the mirror",
+            ]
+        )

@@ -67,6 +67,9 @@ def _env(settings: Settings) -> dict[str, str]:
         "INBOXQL_DATABASE_URL": settings.database_url,
         "INBOXQL_REDIS_URL": settings.redis_url,
         "INBOXQL_SECRET_KEY": settings.secret_key,
+        # Folders are compared in full every 10 s (beside CONDSTORE's cheap check), as they are every 15 minutes
+        # by default: the convergence check below waits 60 s.
+        "INBOXQL_FULL_COMPARE_SECONDS": "10",
     }
 
 
