@@ -202,6 +202,9 @@ class AccountSync:
                 except Exception as unrecorded:  # MySQL may be what failed: the retry matters, not the record
                     _raise_if_cancelled()
                     log.info("account %s: state not recorded: %s", self.account_id, _describe(unrecorded))
+                # A cancel that landed in the record above and was swallowed on the way (a driver's cleanup) is
+                # still counted on the task: raise it rather than sleep on it until the next attempt.
+                _raise_if_cancelled()
                 await asyncio.sleep(delay)
 
     # -- the steady state ------------------------------------------------------------------------
