@@ -31,7 +31,7 @@ from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
 from synccore.actions import ActionExecutor
-from synccore.backoff import Backoff
+from synccore.backoff import Backoff, raise_if_cancelled
 from synccore.connection import IMAP_TIMEOUT, Endpoint, Refusal, open_client, refusal
 from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
 from synccore.identity import IdentityMode, account_mode
@@ -189,7 +189,7 @@ class AccountSync:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 metrics.IMAP_ERRORS.labels(error_kind(exc)).inc()
                 metrics.RECONNECTS.inc()
                 delay = backoff.next()
@@ -200,11 +200,11 @@ class AccountSync:
                 try:
                     await self._state("error", _describe(exc))
                 except Exception as unrecorded:  # MySQL may be what failed: the retry matters, not the record
-                    _raise_if_cancelled()
+                    raise_if_cancelled()
                     log.info("account %s: state not recorded: %s", self.account_id, _describe(unrecorded))
                 # A cancel that landed in the record above and was swallowed on the way (a driver's cleanup) is
                 # still counted on the task: raise it rather than sleep on it until the next attempt.
-                _raise_if_cancelled()
+                raise_if_cancelled()
                 await asyncio.sleep(delay)
 
     # -- the steady state ------------------------------------------------------------------------
@@ -228,7 +228,12 @@ class AccountSync:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Until both have ended: one whose cancel was swallowed on the way (raise_if_cancelled says how) is
+            # asked again, instead of this account waiting on it for good.
+            while pending := [t for t in tasks if not t.done()]:
+                await asyncio.wait(pending, timeout=1.0)
+                for task in pending:
+                    task.cancel()
         errors = [e for e in (t.exception() for t in tasks if not t.cancelled()) if e is not None]
         for error in sorted(errors, key=lambda e: not isinstance(e, AuthStopped)):
             raise error
@@ -691,12 +696,3 @@ def _endpoint(account: Account, password: str, oauth2_token: str | None = None) 
         account.tls_ca_file,
         oauth2_token,
     )
-
-
-def _raise_if_cancelled() -> None:
-    """Raise the task's cancellation if one was asked for while an error was on its way: a driver interrupted by it
-    may raise its own error instead (a cancelled read of the database connection), which the retry loops above
-    catch as a failure to retry after a backoff, and the supervisor's cancel (shutdown, a lost lease) is lost."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -40,7 +40,7 @@ from schema.models import Action, Folder, MessagePlace
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import planning
-from synccore.backoff import Backoff
+from synccore.backoff import Backoff, raise_if_cancelled
 from synccore.identity import identity_at
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
 from synccore.outbox import OutboxSender
@@ -111,6 +111,7 @@ class ActionExecutor:
                 if bell is not None:
                     bell.clear()
                 wait = await self.drain()
+                raise_if_cancelled()  # a cancel the drain turned into an error to retry later, or swallowed
                 timeout = SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE)
                 if bell is None:
                     await asyncio.sleep(timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 
@@ -19,3 +20,13 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def raise_if_cancelled() -> None:
+    """Raise the task's cancellation if one was asked for and has not come out as CancelledError: a driver or a
+    library's cleanup interrupted by it may raise its own error instead (a cancelled read of the database
+    connection), or swallow it, and a retry loop would then go on retrying, losing the supervisor's cancel
+    (shutdown, a lost lease). Every retry loop of the sync core calls this before it waits again."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -16,7 +16,9 @@ from schema.crypto import CredentialBox
 from schema.models import Account
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff
+from synccore.imap import ImapClient
 
 
 def test_delays_stay_within_half_to_full_ceiling() -> None:
@@ -159,3 +161,33 @@ async def test_an_account_cancelled_while_its_connection_fails_stops(
                 await asyncio.wait([task], timeout=5)
                 pytest.fail(f"the account ignored a cancel {steps} loop steps after the refused connection")
             assert task.cancelled()
+
+
+async def test_an_executor_whose_drain_swallowed_a_cancel_still_stops(
+    store: Store, credential_box: CredentialBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library's cleanup that swallows the CancelledError (or turns it into an error the drain retries later)
+    must not keep the write-back executor running: the account would wait on it for good (the account's task
+    cancels it when the folder sync stops, e.g. on refused credentials)."""
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 1, "none", "nobody")
+    account_id = await accounts.create(store, credential_box, "swallowed@example.test", endpoint, "pw")
+    started = asyncio.Event()
+
+    async def swallowing(self: ActionExecutor) -> float | None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)
+        return None  # as if nothing were pending
+
+    monkeypatch.setattr(ActionExecutor, "drain", swallowing)
+    executor = ActionExecutor(store, account_id, _never_connects)
+    task = asyncio.create_task(executor.run(asyncio.Event()))
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=5)
+    assert task in done, "the executor slept on a cancel its drain swallowed"
+    assert task.cancelled()
+
+
+async def _never_connects() -> ImapClient:
+    raise AssertionError("nothing to perform")
