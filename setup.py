@@ -13,6 +13,7 @@ schema package as schema/_alembic/ (schema.migrate looks there first).
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from pathlib import Path
 
@@ -21,17 +22,19 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 GRAPHIQL = ROOT / "gateway" / "static" / "graphiql"
-# The files gateway.graphiql.ASSETS names (this file cannot import the package it builds).
-ASSETS = (
-    "react.production.min.js",
-    "react-dom.production.min.js",
-    "js.cookie.min.js",
-    "graphiql.min.js",
-    "graphiql.min.css",
-    "plugin-explorer.umd.js",
-    "plugin-explorer.css",
-    "graphql-ws.min.js",
-)
+
+
+def _assets() -> tuple[str, ...]:
+    """gateway.graphiql.ASSETS, read from its source: this file cannot import the package it builds (its
+    dependencies may not be installed yet), and a second copy of the list would drift."""
+    tree = ast.parse((ROOT / "gateway" / "graphiql.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "ASSETS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise SystemExit("gateway/graphiql.py names no ASSETS")
+
+
+ASSETS = _assets()
 
 
 class BuildPyWithGraphiQL(build_py):

@@ -22,7 +22,7 @@ from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import Tuning
 from synccore.connection import Endpoint, InsecureConnection, open_client
-from synccore.imap import AuthenticationFailed, ImapError
+from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
 from synccore.supervisor import Supervisor
 from synccore.verify import verify as verify_account
 
@@ -36,6 +36,37 @@ async def db_upgrade(settings: Settings) -> int:
     await asyncio.to_thread(upgrade, settings.database_url)
     log.info("the database is at the newest revision")
     return 0
+
+
+async def check_logins(endpoint: Endpoint, smtp: accounts.SmtpSettings | None, *, allow_insecure: bool) -> int | None:
+    """Log in to the IMAP server (and the SMTP one, when sending is configured) as a new account will, with its
+    password or its access token; None when both took it, else the exit code, after saying why on stderr."""
+    where = f"{endpoint.host}:{endpoint.port}"
+    token = endpoint.oauth2_token
+    try:
+        client = await open_client(endpoint, allow_insecure=allow_insecure)
+    except InsecureConnection as exc:
+        print(f"inboxql: {exc} (or pass --allow-insecure)", file=sys.stderr)
+        return 2
+    except MissingCapability:
+        print(f"inboxql: {where} offers neither OAUTHBEARER nor XOAUTH2; nothing was stored", file=sys.stderr)
+        return 1
+    except AuthenticationFailed:
+        what = "access token" if token is not None else "login"
+        print(f"inboxql: the server refused the {what} of {endpoint.username!r}; nothing was stored", file=sys.stderr)
+        return 1
+    except (ImapError, OSError) as exc:
+        print(f"inboxql: cannot reach {where}: {exc}; nothing was stored", file=sys.stderr)
+        return 1
+    await client.logout()
+    if smtp is not None:
+        from gateway.logins import check_smtp
+
+        problem = await check_smtp(smtp, endpoint.username, endpoint.password, endpoint.tls_ca_file, oauth2_token=token)
+        if problem is not None:
+            print(f"inboxql: sending: {problem.message}; nothing was stored", file=sys.stderr)
+            return 1
+    return None
 
 
 async def account_add(
@@ -52,25 +83,9 @@ async def account_add(
     smtp: accounts.SmtpSettings | None = None,
 ) -> int:
     endpoint = Endpoint(host, port, security, username, password, tls_ca_file)
-    try:
-        client = await open_client(endpoint, allow_insecure=allow_insecure)
-    except InsecureConnection as exc:
-        print(f"inboxql: {exc} (or pass --allow-insecure)", file=sys.stderr)
-        return 2
-    except AuthenticationFailed:
-        print(f"inboxql: the server refused the login of {username!r}; nothing was stored", file=sys.stderr)
-        return 1
-    except (ImapError, OSError) as exc:
-        print(f"inboxql: cannot reach {host}:{port}: {exc}; nothing was stored", file=sys.stderr)
-        return 1
-    await client.logout()
-    if smtp is not None:
-        from gateway.logins import check_smtp
-
-        problem = await check_smtp(smtp, username, password, tls_ca_file)
-        if problem is not None:
-            print(f"inboxql: sending: {problem.message}; nothing was stored", file=sys.stderr)
-            return 1
+    refused = await check_logins(endpoint, smtp, allow_insecure=allow_insecure)
+    if refused is not None:
+        return refused
     engine = create_engine(settings.database_url, pool_size=1)
     try:
         store = Store(engine, connect(settings.redis_url))

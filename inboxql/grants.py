@@ -11,14 +11,14 @@ import sys
 from datetime import UTC, datetime
 
 import oauth
+from inboxql.commands import check_logins
 from schema import accounts
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
-from synccore.connection import Endpoint, InsecureConnection, open_client
-from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
+from synccore.connection import Endpoint
 
 
 async def account_add_oauth2(
@@ -48,28 +48,9 @@ async def account_add_oauth2(
         print(f"inboxql: {provider_name}: {exc}; nothing was stored", file=sys.stderr)
         return 1
     endpoint = Endpoint(host, port, security, username, "", tls_ca_file, granted.access_token)
-    try:
-        client = await open_client(endpoint, allow_insecure=allow_insecure)
-    except InsecureConnection as exc:
-        print(f"inboxql: {exc} (or pass --allow-insecure)", file=sys.stderr)
-        return 2
-    except MissingCapability:
-        print(f"inboxql: {host}:{port} offers neither OAUTHBEARER nor XOAUTH2; nothing was stored", file=sys.stderr)
-        return 1
-    except AuthenticationFailed:
-        print(f"inboxql: the server refused the access token of {username!r}; nothing was stored", file=sys.stderr)
-        return 1
-    except (ImapError, OSError) as exc:
-        print(f"inboxql: cannot reach {host}:{port}: {exc}; nothing was stored", file=sys.stderr)
-        return 1
-    await client.logout()
-    if smtp is not None:
-        from gateway.logins import check_smtp
-
-        problem = await check_smtp(smtp, username, "", tls_ca_file, oauth2_token=granted.access_token)
-        if problem is not None:
-            print(f"inboxql: sending: {problem.message}; nothing was stored", file=sys.stderr)
-            return 1
+    refused = await check_logins(endpoint, smtp, allow_insecure=allow_insecure)
+    if refused is not None:
+        return refused
     grant = accounts.OAuth2Grant(
         provider.name,
         granted.refresh_token or refresh_token,  # a provider that rotates gave a new one; the old one is spent

@@ -544,7 +544,7 @@ class AccountSync:
         if account.oauth2_provider is not None:
             return await self._connect_oauth2(account)
         assert account.imap_password is not None
-        endpoint = _endpoint(account, self.box.open(account.imap_password, Purpose.ACCOUNT))
+        endpoint = Endpoint.of(account, self.box.open(account.imap_password, Purpose.ACCOUNT))
         try:
             client = await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
         except AuthenticationFailed as exc:
@@ -571,7 +571,7 @@ class AccountSync:
                 token = await self.tokens.access_token(self.account_id, replacing=replacing)
             except ConsentNeeded as exc:
                 raise AuthStopped(str(exc)) from None
-            endpoint = _endpoint(account, "", token)
+            endpoint = Endpoint.of(account, "", token)
             try:
                 return await open_client(endpoint, allow_insecure=True, inactivity=self.tuning.imap_inactivity)
             except AuthenticationFailed as exc:
@@ -684,15 +684,3 @@ async def _quietly_logout(client: ImapClient) -> None:
             await client.logout()
     except Exception:
         await client.close()
-
-
-def _endpoint(account: Account, password: str, oauth2_token: str | None = None) -> Endpoint:
-    return Endpoint(
-        account.imap_host,
-        account.imap_port,
-        account.imap_security,
-        account.imap_username,
-        password,
-        account.tls_ca_file,
-        oauth2_token,
-    )

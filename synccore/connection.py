@@ -6,8 +6,12 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from synccore.imap import AuthenticationFailed, ImapClient, Security
+
+if TYPE_CHECKING:
+    from schema.models import Account
 
 # How long a command may wait without the connection moving a byte (synccore.imap: inactivity, not total time).
 IMAP_TIMEOUT = 60.0
@@ -51,6 +55,19 @@ class Endpoint:
 
     def __repr__(self) -> str:  # never show the password or the token
         return f"Endpoint({self.security}://{self.username}@{self.host}:{self.port})"
+
+    @classmethod
+    def of(cls, account: Account, password: str, oauth2_token: str | None = None) -> Endpoint:
+        """A stored account's IMAP server, with its opened password (or an access token)."""
+        return cls(
+            account.imap_host,
+            account.imap_port,
+            account.imap_security,
+            account.imap_username,
+            password,
+            account.tls_ca_file,
+            oauth2_token,
+        )
 
 
 def is_loopback(host: str) -> bool:

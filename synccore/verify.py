@@ -37,15 +37,7 @@ async def verify(store: Store, box: CredentialBox, account_id: int) -> list[str]
         raise LookupError(f"account {account_id} does not exist")
     token = await TokenKeeper(store, box).access_token(account_id) if account.oauth2_provider is not None else None
     password = box.open(account.imap_password, Purpose.ACCOUNT) if account.imap_password is not None else ""
-    endpoint = Endpoint(
-        account.imap_host,
-        account.imap_port,
-        account.imap_security,
-        account.imap_username,
-        password,
-        account.tls_ca_file,
-        token,
-    )
+    endpoint = Endpoint.of(account, password, token)
     client = await open_client(endpoint, allow_insecure=True)
     gmail_model = await accounts.identity_mode(store, account_id) == "gmail" and client.has("X-GM-EXT-1")
     try:
