@@ -152,6 +152,21 @@ async def _queue_many(
 # -- what mutations queue ---------------------------------------------------------------------------------
 
 
+# RFC 3501 §9: flag-keyword = atom; atom-specials are "(" ")" "{" SP CTL list-wildcards quoted-specials
+# resp-specials. A system flag is a backslash and an atom.
+ATOM_SPECIALS = frozenset('(){ %*"\\]')
+
+
+def check_keyword(name: str) -> None:
+    """A flag IMAP can carry: a keyword (an atom of printable ASCII) or a system flag (a backslash and an atom);
+    else Refused."""
+    atom = name[1:] if name.startswith("\\") else name
+    bad = [c for c in atom if c in ATOM_SPECIALS or not " " < c < "\x7f"]
+    if not atom or bad:
+        what = f"{bad[0]!r}" if bad else "nothing"
+        raise Refused(f"a label may not contain {what} here (labels are IMAP keywords: RFC 3501 atoms)")
+
+
 async def set_flags(
     uow: UnitOfWork, message_ids: Sequence[int], add: Iterable[str], remove: Iterable[str]
 ) -> list[int]:
@@ -170,6 +185,8 @@ async def set_flags(
             queued += await gmail_labels(uow, folders, message_ids, labels_plus, labels_minus)
         if not plus and not minus:
             return queued
+    for name in sorted(plus | minus):
+        check_keyword(name)
     rows: list[tuple[dict[str, Any], int | None, int | None]] = []
     by_flags: dict[str, list[int]] = defaultdict(list)  # the places' new flags -> place ids: a statement each
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():

@@ -25,13 +25,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import delete, select, update
 
 from mime.compose import Attachment, Draft, Mailbox, compose
 from mime.parse import ParsedMessage, extract_part, parse_message
-from schema import actions, blobs, messages
+from schema import actions, blobs, gmail, messages
 from schema.actions import Refused
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.models import Attachment as AttachmentRow
@@ -49,6 +49,16 @@ PLACEHOLDER_BASE = 2 << 40
 
 def placeholder_identity(action_id: int) -> str:
     return f"draft:{action_id}"
+
+
+class Filed(NamedTuple):
+    """Where the server keeps a version the executor APPENDed, under the identity it gave it."""
+
+    uidvalidity: int
+    uid: int
+    identity: str
+    # Gmail: the version's real place in All Mail (it was APPENDed to Drafts, a label folder: schema.gmail).
+    home: gmail.Stored | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +224,9 @@ def _content(message: EmailMessage, subtype: str) -> str | None:
 # -- how a draft_save ends (synccore.actions) ------------------------------------------------------------------
 
 
-async def saved(uow: UnitOfWork, action: Action, filed: tuple[int, int, str] | None) -> None:
-    """The version is on the server at (UIDVALIDITY, UID) under an identity: the draft's place and row take them.
+async def saved(uow: UnitOfWork, action: Action, filed: Filed | None) -> None:
+    """The version is on the server at (UIDVALIDITY, UID) under an identity: the draft's place and row take them
+    (on Gmail, the place becomes the version's real place in All Mail).
 
     None: there was nothing to save (the draft was deleted meanwhile). A message the folder sync made of the
     server's copy before this ran (it should not: pending_arrivals) yields to the draft, which keeps its id.
@@ -223,11 +234,18 @@ async def saved(uow: UnitOfWork, action: Action, filed: tuple[int, int, str] | N
     p = action.payload
     mid = action.message_id
     if filed is not None and mid is not None and p.get("place") is not None:
-        uidvalidity, uid, identity = filed
-        other = await messages.file_copy(uow, mid, p["place"], uidvalidity, uid, identity)
-        if other is not None:
-            await _forget(uow, other)
-            await messages.file_copy(uow, mid, p["place"], uidvalidity, uid, identity)
+        if filed.home is not None:
+            other = await messages.take_identity(uow, mid, filed.identity)
+            if other is not None:
+                await _forget(uow, other)
+                await messages.take_identity(uow, mid, filed.identity)
+            await gmail.take_home(uow, mid, p["place"], filed.home)
+        else:
+            uidvalidity, uid, identity, _ = filed
+            other = await messages.file_copy(uow, mid, p["place"], uidvalidity, uid, identity)
+            if other is not None:
+                await _forget(uow, other)
+                await messages.file_copy(uow, mid, p["place"], uidvalidity, uid, identity)
     await _drop_blobs(uow, p)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
@@ -158,6 +159,61 @@ async def refresh_all_views(uow: UnitOfWork) -> None:
     """Every message's derived places: after a label folder appeared, was renamed or went away."""
     ids = list(await uow.session.scalars(select(Message.id).where(Message.account_id == uow.account_id)))
     await refresh_views(uow, ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Where Gmail keeps a message: its real place (All Mail, Trash or Spam) and what the sync compares there."""
+
+    folder_id: int
+    uidvalidity: int
+    uid: int
+    flags: str
+    labels: str
+    modseq: int | None
+
+
+async def take_home(uow: UnitOfWork, message_id: int, place_id: int, stored: Stored) -> None:
+    """A message of ours that Gmail now keeps at `stored` (a sent message its SMTP filed, a draft APPENDed to a
+    label folder): the place the mirror showed it at (a placeholder in Sent Mail or Drafts, or the real place of
+    the version it replaced) becomes that real place, and its label folders views of it, as the sync would
+    have made them."""
+    s = uow.session
+    rows = await s.execute(
+        select(MessagePlace.id, MessagePlace.folder_id).where(MessagePlace.message_id == message_id).with_for_update()
+    )
+    places: dict[int, int] = {pid: fid for pid, fid in rows}
+    if place_id not in places:
+        return
+    # Gmail keeps a message once: its other places (the real one of the version it replaced, the views) go, and
+    # so does a place another message held at that UID.
+    await s.execute(
+        delete(MessagePlace).where(
+            MessagePlace.id != place_id,
+            (MessagePlace.message_id == message_id)
+            | (
+                (MessagePlace.folder_id == stored.folder_id)
+                & (MessagePlace.uidvalidity == stored.uidvalidity)
+                & (MessagePlace.uid == stored.uid)
+            ),
+        )
+    )
+    await s.execute(
+        update(MessagePlace)
+        .where(MessagePlace.id == place_id)
+        .values(
+            folder_id=stored.folder_id,
+            uidvalidity=stored.uidvalidity,
+            uid=stored.uid,
+            flags=stored.flags,
+            labels=stored.labels,
+            modseq=stored.modseq,
+        )
+    )
+    uow.moved_messages.add(message_id)
+    uow.dirty_messages.add(message_id)
+    uow.dirty_folders.update({*places.values(), stored.folder_id})
+    await refresh_views(uow, [message_id])
 
 
 def place_labels(rows: Iterable[tuple[int, str]]) -> dict[int, set[str]]:

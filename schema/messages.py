@@ -547,12 +547,9 @@ async def file_copy(
     """
     s = uow.session
     if identity is not None:
-        other = await s.scalar(
-            select(Message.id).where(Message.account_id == uow.account_id, Message.identity == identity)
-        )
-        if other is not None and other != message_id:
-            return int(other)
-        await s.execute(update(Message).where(Message.id == message_id).values(identity=identity))
+        other = await take_identity(uow, message_id, identity)
+        if other is not None:
+            return other
     folder_id = await s.scalar(
         select(MessagePlace.folder_id).where(MessagePlace.id == place_id, MessagePlace.message_id == message_id)
     )
@@ -569,6 +566,17 @@ async def file_copy(
     await s.execute(update(MessagePlace).where(MessagePlace.id == place_id).values(uidvalidity=uidvalidity, uid=uid))
     uow.dirty_messages.add(message_id)
     uow.dirty_folders.add(folder_id)
+    return None
+
+
+async def take_identity(uow: UnitOfWork, message_id: int, identity: str) -> int | None:
+    """The message is known by the server's `identity` from now on. Returns the id of another message that holds
+    it already (the folder sync mirrored the server's copy first), changing nothing."""
+    s = uow.session
+    other = await s.scalar(select(Message.id).where(Message.account_id == uow.account_id, Message.identity == identity))
+    if other is not None and other != message_id:
+        return int(other)
+    await s.execute(update(Message).where(Message.id == message_id).values(identity=identity))
     return None
 
 

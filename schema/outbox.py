@@ -33,9 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime.compose import ComposeError, Draft, compose, recipients, validate_address
 from mime.parse import ParsedMessage, parse_message
-from schema import actions, messages
+from schema import actions, blobs, gmail, messages
 from schema.changelog import ObjectType, Op
-from schema.models import Folder, MessagePlace, Outbox, utcnow
+from schema.models import Folder, Message, MessagePlace, Outbox, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -317,6 +317,45 @@ async def filed(uow: UnitOfWork, entry: Outbox, uidvalidity: int, uid: int, iden
         await _drop_mirror_copy(uow, entry)
         await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
         uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+
+
+async def filed_at_home(uow: UnitOfWork, entry: Outbox, stored: gmail.Stored, identity: str, raw: bytes) -> None:
+    """Gmail filed the sent message at `stored` (All Mail) under `identity`, as `raw`: the mirror's placeholder
+    becomes that real place, and its content Gmail's (which need not be our Sent copy: the Bcc header is ours).
+    When the All Mail sync mirrored Gmail's copy first, that copy is the one kept."""
+    if entry.mirror_message_id is None:
+        return
+    place_id = await uow.session.scalar(
+        select(MessagePlace.id).where(
+            MessagePlace.message_id == entry.mirror_message_id,
+            MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY,
+        )
+    )
+    if place_id is None:
+        return
+    other = await messages.take_identity(uow, entry.mirror_message_id, identity)
+    if other is not None:
+        await _drop_mirror_copy(uow, entry)
+        await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
+        uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+        return
+    await gmail.take_home(uow, entry.mirror_message_id, place_id, stored)
+    before = await uow.session.scalar(select(Message.blob_sha256).where(Message.id == entry.mirror_message_id))
+    if before is not None and before != blobs.digest(raw):
+        await messages.rewrite(uow, entry.mirror_message_id, raw, parse_message(raw))
+        await messages.drop_unused_blobs(
+            uow.session, [before], await actions.pending_blobs(uow.session, uow.account_id)
+        )
+
+
+async def unfiled(uow: UnitOfWork, entry: Outbox) -> None:
+    """The server's copy of the sent message was not found: the mirror's own goes (the sync brings the server's;
+    kept, it would stay a second copy)."""
+    if entry.mirror_message_id is None:
+        return
+    await _drop_mirror_copy(uow, entry)
+    await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=None))
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
 
 
 async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:

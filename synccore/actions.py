@@ -39,9 +39,9 @@ from schema.messages import PlaceFlags
 from schema.models import Action, Folder, MessagePlace
 from schema.retry import retry_deadlocks
 from schema.unit import Store
-from synccore import planning
+from synccore import gmail, planning
 from synccore.backoff import Backoff, raise_if_cancelled
-from synccore.identity import identity_at
+from synccore.identity import IdentityMode, account_mode, identity_at
 from synccore.imap import CommandFailed, ImapClient, ImapError, astring, format_uid_set
 from synccore.outbox import OutboxSender
 from synccore.tokens import TokenKeeper
@@ -64,7 +64,7 @@ class Outcome:
     done: list[tuple[Action, tuple[int, int] | None]]
     failed: list[tuple[Action, str]]
     # draft_save: action id -> (UIDVALIDITY, UID, identity) of the version APPENDed
-    filed: dict[int, tuple[int, int, str]] = field(default_factory=dict)
+    filed: dict[int, drafts.Filed] = field(default_factory=dict)
     # What a STORE answered, folder -> (UIDVALIDITY, {uid: (flags, modseq)}): the server's flags after the change,
     # others' changes included, which the mirror takes (its folder sync skipped them while the action waited).
     flags: dict[int, tuple[int, dict[int, tuple[tuple[str, ...], int | None]]]] = field(default_factory=dict)
@@ -392,7 +392,7 @@ class ActionExecutor:
             raise Gone("the message was expunged on the server")
         return None  # several copies: the next full compare of the target places the right one by identity
 
-    async def _save_draft(self, action: Action) -> tuple[int, int, str] | None:
+    async def _save_draft(self, action: Action) -> drafts.Filed | None:
         """APPEND the version the action names, then expunge every other copy of the draft in its folder (the
         version it replaces, and one a crash left after an APPEND): safe to repeat. None: nothing to save, the
         draft was deleted meanwhile."""
@@ -408,6 +408,8 @@ class ActionExecutor:
         client = await self._client()
         flags = [f for f in place.flags.split() if f.lower() != "\\recent"]
         placed = await client.append(folder.name, raw, flags)
+        if await account_mode(self.store, self.account_id, client) is IdentityMode.GMAIL:
+            return await self._gmail_draft(folder, placed, p.get("message_id_header"))
         uidvalidity = await self._select(folder)
         if uidvalidity is None:
             raise Transient(f"{folder.name}: no UIDVALIDITY")
@@ -425,7 +427,25 @@ class ActionExecutor:
         if stale:
             await client.uid_store(sorted(stale), "add", ["\\Deleted"])
             await client.uid_expunge(sorted(stale))
-        return uidvalidity, uid, await identity_at(self.store, self.account_id, client, folder.name, uid, raw)
+        return drafts.Filed(
+            uidvalidity, uid, await identity_at(self.store, self.account_id, client, folder.name, uid, raw)
+        )
+
+    async def _gmail_draft(self, folder: Folder, placed: tuple[int, int] | None, header: str | None) -> drafts.Filed:
+        """Gmail: the version APPENDed to Drafts (a label folder) is a message of All Mail; the older versions
+        there are deleted for good (synccore.gmail)."""
+        if placed is None:
+            raise Transient(f"{folder.name}: the APPEND named no UID (APPENDUID)")
+        async with self.store.sessions() as s:
+            all_mail = await folders.with_role(s, self.account_id, "all")
+            trash = await folders.with_role(s, self.account_id, "trash")
+        if all_mail is None or trash is None:
+            raise Gone("the account has no All Mail or Trash folder to keep the draft in")
+        try:
+            home, identity = await gmail.appended(await self._client(), folder, placed[1], all_mail, trash, header)
+        except LookupError as exc:
+            raise Transient(str(exc)) from exc
+        return drafts.Filed(home.uidvalidity, home.uid, identity, home)
 
     async def _labels(self, action: Action) -> None:
         """Gmail: the labels on the message's real place, where it is now (a move queued before may have put it

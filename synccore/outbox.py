@@ -9,6 +9,7 @@ drain()
                              5xx       -> failed (the server's text), the mirror's Sent copy removed
                              lost after DATA      -> uncertain
     APPEND the Sent copy (\\Seen), APPENDUID -> the mirror's placeholder takes the UID and identity
+      (Gmail: no APPEND; its SMTP filed the message: the placeholder becomes that copy, synccore.gmail)
 ```
 Runs inside the account's action executor (same connection, same bell): sending is write-back too.
 """
@@ -24,8 +25,9 @@ from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
+from synccore import gmail
 from synccore.backoff import Backoff
-from synccore.identity import identity_at
+from synccore.identity import IdentityMode, account_mode, identity_at
 from synccore.imap import ImapClient, ImapError
 from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
 from synccore.tokens import ConsentNeeded, TokenKeeper, TokenUnavailable
@@ -152,11 +154,14 @@ class OutboxSender:
         its UID and identity."""
         if entry.mirror_message_id is None:
             return
+        client = await self.client()
+        if await account_mode(self.store, self.account_id, client) is IdentityMode.GMAIL:
+            await self._file_on_gmail(entry, client)
+            return
         async with self.store.sessions() as s:
             sent = await folders.with_role(s, self.account_id, "sent")
         if sent is None:
             return
-        client = await self.client()
         placed = await client.append(sent.name, entry.sent_copy, ["\\Seen"])
         if placed is None:
             return  # no UIDPLUS: the next pass over Sent mirrors the server's copy
@@ -164,6 +169,26 @@ class OutboxSender:
         identity = await identity_at(self.store, self.account_id, client, sent.name, uid, entry.sent_copy)
         async with self.store.unit(self.account_id) as uow:
             await outbox.filed(uow, entry, uidvalidity, uid, identity)
+
+    async def _file_on_gmail(self, entry: Outbox, client: ImapClient) -> None:
+        """Gmail's SMTP filed the message itself (All Mail, labelled \\Sent): the mirror's copy becomes that
+        one, never a second copy of ours. Not there after a few looks, the mirror's copy goes and the All Mail
+        sync brings Gmail's when it appears."""
+        async with self.store.sessions() as s:
+            all_mail = await folders.with_role(s, self.account_id, "all")
+        try:
+            found = await gmail.filed_by_gmail(client, all_mail, entry.message_id_header) if all_mail else None
+        except LookupError as exc:
+            log.warning("account %s: send %s: %s", self.account_id, entry.id, exc)
+            found = None
+        async with self.store.unit(self.account_id) as uow:
+            if found is None:
+                log.info(
+                    "account %s: send %s: Gmail has not filed it yet; the sync will bring it", self.account_id, entry.id
+                )
+                await outbox.unfiled(uow, entry)
+            else:
+                await outbox.filed_at_home(uow, entry, found.home, found.identity, found.raw)
 
 
 def _retry_delay(entry: Outbox) -> float:

@@ -6,8 +6,9 @@ payload names the actions (poll their `state`) and the messages as they are now.
 
 `ids` are global ids of messages or threads (a thread stands for all its messages), at most 1000, all of one
 account. An id the token does not grant reads like a missing one: the whole mutation is NOT_FOUND and nothing
-changes. Labels are IMAP keywords (RFC 3501 §2.3.2): atoms, so no spaces, parentheses, quotes, backslashes,
-wildcards, `]`, `{` or control characters, and at most 128 characters.
+changes. A label is 1 to 128 characters without control characters or a leading backslash; on most servers it
+is an IMAP keyword (RFC 3501 §2.3.2), an atom, so also without spaces, parentheses, quotes, backslashes,
+wildcards, `]`, `{` or non-ASCII (schema.actions.check_keyword); on Gmail it is a label, any name.
 """
 
 from __future__ import annotations
@@ -35,19 +36,20 @@ from schema.models import Action, Folder, MessagePlace
 from schema.unit import UnitOfWork
 
 MAX_LABEL = 128
-# RFC 3501 §9: atom-specials are "(" ")" "{" SP CTL list-wildcards quoted-specials resp-specials.
-ATOM_SPECIALS = frozenset('(){ %*"\\]')
 SEEN = "\\Seen"
 FLAGGED = "\\Flagged"
 
 
 def check_label(name: str) -> None:
-    """A label is an IMAP keyword: an atom of 1 to 128 ASCII characters (else BAD_USER_INPUT)."""
+    """1 to 128 characters, no control character, not a system flag (else BAD_USER_INPUT). What else a label
+    may hold depends on the account's server: schema.actions.set_flags refuses the rest."""
     if not 0 < len(name) <= MAX_LABEL:
         raise BadUserInput(f"a label is 1 to {MAX_LABEL} characters")
-    bad = [c for c in name if c in ATOM_SPECIALS or not " " < c < "\x7f"]
+    bad = [c for c in name if c < " " or c == "\x7f"]
     if bad:
-        raise BadUserInput(f"a label may not contain {bad[0]!r} (labels are IMAP keywords: RFC 3501 atoms)")
+        raise BadUserInput(f"a label may not contain {bad[0]!r}")
+    if name.startswith("\\"):
+        raise BadUserInput("a label may not start with a backslash (system flags are set by unread and starred)")
 
 
 @strawberry.input
