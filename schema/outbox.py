@@ -304,19 +304,12 @@ async def filed(uow: UnitOfWork, entry: Outbox, uidvalidity: int, uid: int, iden
     """
     if entry.mirror_message_id is None:
         return
-    place_id = await uow.session.scalar(
-        select(MessagePlace.id).where(
-            MessagePlace.message_id == entry.mirror_message_id,
-            MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY,
-        )
-    )
+    place_id = await _placeholder(uow, entry.mirror_message_id)
     if place_id is None and identity is None:
         return
     other = await messages.file_copy(uow, entry.mirror_message_id, place_id or 0, uidvalidity, uid, identity)
     if other is not None:
-        await _drop_mirror_copy(uow, entry)
-        await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
-        uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+        await _mirrored_as(uow, entry, other)
 
 
 async def filed_at_home(uow: UnitOfWork, entry: Outbox, stored: gmail.Stored, identity: str, raw: bytes) -> None:
@@ -325,19 +318,12 @@ async def filed_at_home(uow: UnitOfWork, entry: Outbox, stored: gmail.Stored, id
     When the All Mail sync mirrored Gmail's copy first, that copy is the one kept."""
     if entry.mirror_message_id is None:
         return
-    place_id = await uow.session.scalar(
-        select(MessagePlace.id).where(
-            MessagePlace.message_id == entry.mirror_message_id,
-            MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY,
-        )
-    )
+    place_id = await _placeholder(uow, entry.mirror_message_id)
     if place_id is None:
         return
     other = await messages.take_identity(uow, entry.mirror_message_id, identity)
     if other is not None:
-        await _drop_mirror_copy(uow, entry)
-        await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=other))
-        uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+        await _mirrored_as(uow, entry, other)
         return
     await gmail.take_home(uow, entry.mirror_message_id, place_id, stored)
     before = await uow.session.scalar(select(Message.blob_sha256).where(Message.id == entry.mirror_message_id))
@@ -353,8 +339,23 @@ async def unfiled(uow: UnitOfWork, entry: Outbox) -> None:
     kept, it would stay a second copy)."""
     if entry.mirror_message_id is None:
         return
+    await _mirrored_as(uow, entry, None)
+
+
+async def _placeholder(uow: UnitOfWork, message_id: int) -> int | None:
+    """The place of the mirror's copy of a sent message while it waits for the server's UID."""
+    found: int | None = await uow.session.scalar(
+        select(MessagePlace.id).where(
+            MessagePlace.message_id == message_id, MessagePlace.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY
+        )
+    )
+    return found
+
+
+async def _mirrored_as(uow: UnitOfWork, entry: Outbox, message_id: int | None) -> None:
+    """The mirror's own copy goes: the entry's message is the server's copy the sync mirrored (or none yet)."""
     await _drop_mirror_copy(uow, entry)
-    await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=None))
+    await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=message_id))
     uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
 
 
