@@ -405,7 +405,8 @@ async def remove_places(
 ) -> int:
     """Forget places (expunged, or every place of a folder when uids is None); with `not_under`, every place of
     the folder under another UIDVALIDITY than that one (a placeholder of a pending action excepted): UIDs that mean
-    nothing on the server any more."""
+    nothing on the server any more, gone even where a pending action protects the message (RFC 3501 §2.3.1.1: no
+    later pass could tell them from the new UIDVALIDITY's, and the folder would show the message twice)."""
     s = uow.session
     query = (
         select(MessagePlace.id, MessagePlace.message_id).where(MessagePlace.folder_id == folder_id).with_for_update()
@@ -418,10 +419,11 @@ async def remove_places(
     else:
         for start in range(0, len(uids), 1000):
             rows += list(await s.execute(query.where(MessagePlace.uid.in_(uids[start : start + 1000]))))
-    waiting = await actions.pending_messages(s, uow.account_id, (r.message_id for r in rows))
-    if waiting:
-        uow.skipped_pending = True
-        rows = [r for r in rows if r.message_id not in waiting]
+    if not_under is None:
+        waiting = await actions.pending_messages(s, uow.account_id, (r.message_id for r in rows))
+        if waiting:
+            uow.skipped_pending = True
+            rows = [r for r in rows if r.message_id not in waiting]
     if not rows:
         return 0
     place_ids = [r.id for r in rows]

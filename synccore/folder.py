@@ -240,7 +240,7 @@ class FolderSync:
                 await folders.set_cursor(
                     uow, self.folder.id, uidvalidity=uidvalidity, uidnext=None, highestmodseq=None, sync_state="initial"
                 )
-                await messages.remove_places(uow, self.folder.id)
+                await messages.remove_places(uow, self.folder.id, not_under=uidvalidity)
                 await self._views(uow)
                 await skipped.forget(uow, self.folder.id, uidvalidity, keep=set())
 
