@@ -42,10 +42,12 @@ from synccore.imap import (
     Exists,
     Expunge,
     FetchItem,
+    IdleEvents,
     ImapClient,
     ImapTimeout,
     MissingCapability,
     ProtocolError,
+    Untagged,
     Vanished,
 )
 from synccore.parsing import ParsePool, WorkerCrashed
@@ -143,6 +145,10 @@ class AccountSync:
         self.first_message = FirstMessage()  # ops.metrics.FIRST_MESSAGE
         # Gmail: the label folders (id, name) whose derived places were last brought up to date (schema.gmail).
         self._views: frozenset[tuple[int, str]] | None = None
+        # Set by the executor when actions end: an undo may have put a place back that the server no longer has,
+        # and a pass that left a pending action's message alone must look again. The IDLE-watched folder hears no
+        # push for either, so this wakes it (_idle_inbox).
+        self.actions_ended = asyncio.Event()
 
     # -- entry points ------------------------------------------------------------------------------
     async def run_once(self) -> None:
@@ -289,24 +295,37 @@ class AccountSync:
         while True:
             self._watched[inbox.id] = since
             started = utcnow()
+            self.actions_ended.clear()  # what ends from now on, this run or the next looks at
             try:
                 await sync.run(client)
             except _FOLDER_FAILURES as exc:
                 await asyncio.sleep(await self._folder_failed(inbox, exc))
                 continue
             await self._folder_synced(inbox)
-            if any(isinstance(r, _CHANGES) for r in client.unsolicited):
-                # The inbox changed after this run's SELECT (a message moved in while it downloaded): look again
-                # before idling, still unsettled since the first of these runs.
+            if any(isinstance(r, _CHANGES) for r in client.unsolicited) or self.actions_ended.is_set():
+                # The inbox changed after this run's SELECT (a message moved in while it downloaded), or an action
+                # ended meanwhile: look again before idling, still unsettled since the first of these runs.
                 continue
             # Settled as of this run's start: what changed since is reported when IDLE starts, or while it lasts.
             since = started
             async with client.idle() as events:
                 self._watched[inbox.id] = None
-                pushed = await events.next(self.tuning.idle_restart)
+                pushed = await self._push_or_ended(events)
                 self._watched[inbox.id] = since
             if any(isinstance(r, _CHANGES) for r in pushed):
                 sync.pushed_at = time.monotonic()  # where inboxql_change_to_commit_seconds starts
+
+    async def _push_or_ended(self, events: IdleEvents) -> list[Untagged]:
+        """What the server pushed while idling, or [] when actions ended first (or IDLE is due to restart)."""
+        push = asyncio.ensure_future(events.next(self.tuning.idle_restart))
+        ended = asyncio.ensure_future(self.actions_ended.wait())
+        try:
+            await asyncio.wait({push, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (push, ended):
+                task.cancel()
+            await asyncio.gather(push, ended, return_exceptions=True)
+        return push.result() if push.done() and not push.cancelled() else []
 
     async def _poll(self, client: ImapClient, previous_pass: datetime | None, skip_roles: frozenset[str]) -> None:
         """`previous_pass`: when the last pass that synced every folder started (None: none has yet)."""
@@ -519,7 +538,9 @@ class AccountSync:
     # -- helpers -------------------------------------------------------------------------------------
     def _executor(self) -> ActionExecutor:
         """Write-back on a connection of its own, so an action never waits for a pass over the folders."""
-        return ActionExecutor(self.store, self.account_id, self._connect, box=self.box, tokens=self.tokens)
+        return ActionExecutor(
+            self.store, self.account_id, self._connect, box=self.box, tokens=self.tokens, ended=self.actions_ended
+        )
 
     def _ctx(self) -> FolderContext:
         assert self.mode is not None

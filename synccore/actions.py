@@ -94,8 +94,11 @@ class ActionExecutor:
         backoff: Backoff | None = None,
         box: CredentialBox | None = None,
         tokens: TokenKeeper | None = None,
+        ended: asyncio.Event | None = None,
     ) -> None:
         self.store = store
+        # Set whenever actions end (done or failed): the account's IDLE-watched folder looks again (AccountSync).
+        self.ended = ended
         # Sending is write-back too: the outbox goes out on this connection, woken by the same bell.
         self.outbox = OutboxSender(store, box, account_id, self._client, tokens) if box is not None else None
         self.account_id = account_id
@@ -173,6 +176,8 @@ class ActionExecutor:
             # restart and perform the batch again).
             await retry_deadlocks(partial(self._record, outcome))
             self.performed += len(outcome.done) + len(outcome.failed)
+            if self.ended is not None and (outcome.done or outcome.failed):
+                self.ended.set()
 
     async def _later(self, action: Action, delay: float, reason: str) -> None:
         async with self.store.unit(self.account_id) as uow:

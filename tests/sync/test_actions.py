@@ -6,6 +6,7 @@ must hold every optimistic change and every undo.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -19,7 +20,8 @@ from schema.models import Action, ChangeLog, Folder, Message, MessagePlace
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.actions import ActionExecutor
-from synccore.imap import ImapClient
+from synccore.imap import ImapClient, astring
+from synccore.verify import verify
 from tests.imapproxy import ImapProxy
 from tests.sync.support import (
     add_account,
@@ -560,4 +562,58 @@ async def test_a_change_made_on_the_server_while_an_action_waited_is_mirrored_wh
     finally:
         await passer.logout()
     await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_the_idle_watched_inbox_looks_again_when_a_failed_move_puts_a_place_back(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """Another client moved the message out of the inbox and back (a new UID) before the move queued on it ran:
+    the move fails (its UID is gone, the target holds no copy) and its undo puts the old UID back. The inbox's
+    pass left the new UID alone while the action was pending, and the server pushes nothing more: before, the
+    IDLE-watched inbox kept the old UID and missed the new one until the next change there (a write-back fault
+    run: 'UID 207 on the server, not in the mirror' beside 'UID 150 in the mirror, not on the server')."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=4)
+    other = await connect(dovecot, *mail_user)
+    [header] = await _message_ids(store, ids[:1])
+    await other.select("INBOX")
+    by_header = [b"HEADER", b"Message-ID", astring(header.strip("<>"))]
+    [uid] = await other.uid_search(by_header)
+    await other.uid_move([uid], "Archive")
+    await other.select("Archive")
+    await other.uid_move(await other.uid_search(by_header), "INBOX")
+    await other.logout()
+    async with store.unit(account_id) as uow:
+        [queued] = await actions.move(uow, ids[:1], await _folder_id(store, account_id, "Trash"))
+
+    sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.2))
+    client, idler = await sync._connect(), await sync._connect()
+    watching: asyncio.Task[None] | None = None
+    try:
+        await sync.full_pass(client, skip_roles={"inbox"})
+        watching = asyncio.create_task(sync._idle_inbox(idler))
+        inbox = await _folder_id(store, account_id, "inbox")
+        # The inbox's first pass has run (the new UID left to the pending action) and it idles.
+        while sync._watched.get(inbox, True) is not None:
+            await asyncio.sleep(0.05)
+        executor = sync._executor()
+        try:
+            await executor.drain()
+        finally:
+            await executor.close()
+        [(state, reason)] = await _states(store, [queued])
+        assert (state, reason) == (ActionState.FAILED.value, "the message was expunged on the server")
+        diffs = await verify(store, credential_box, account_id)
+        for _ in range(100):  # the inbox's pass after the failure, with nothing pushed by the server
+            if not diffs:
+                break
+            await asyncio.sleep(0.1)
+            diffs = await verify(store, credential_box, account_id)
+        assert diffs == []
+    finally:
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+        for c in (client, idler):
+            await c.close()
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
