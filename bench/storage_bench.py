@@ -11,6 +11,8 @@ newest revision, are each filled by the real sync (`inboxql sync --once`, a chil
 - **plain**, the baseline: the same database with those tables' PAGE_COMPRESSED set back to 0 before the sync
   (what that migration's downgrade does), i.e. the storage of the code before it.
 
+The plain one is synced first unless --compressed-first (the machine's load changes between the two).
+
 `inboxql verify` must find the compressed mirror identical to the server. mbsync (Debian's isync, installed when
 missing and running as root) copies the same mailbox into a Maildir as the outside baseline. Before measuring,
 each table's dirty pages are written out (FLUSH TABLES ... FOR EXPORT), so the files hold what the mirror holds.
@@ -29,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +44,7 @@ from bench import common
 from bench.common import MIB, BenchError, Timed
 from bench.sync_bench import _mbsync, _mbsync_config, _tree_bytes
 from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
 from schema.models import Base
 
 FTS = "(FULLTEXT index of messages)"
@@ -144,8 +148,39 @@ def _sync(server: DovecotServer, user: str, password: str, url: str, *, verify: 
     return Mirror(synced, flushed, sizes)
 
 
-# Bounds tried for the searchable text of a message (messages.text_body, the FULLTEXT index's body column).
-PREFIXES = (2000, 1000)
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """A copy of one of the compressed mirror's tables, made another way."""
+
+    table: str
+    label: str
+    alter: str = ""  # applied to the empty copy (a copy starts page compressed, as its table)
+    text_body: str = "text_body"  # what messages.text_body is filled with
+
+
+ALTERNATIVES = (
+    Alternative("messages", "as the mirror's (page compressed)"),
+    Alternative("messages", "text cut to 2,000 characters", text_body="LEFT(text_body, 2000)"),
+    Alternative("messages", "text cut to 1,000 characters", text_body="LEFT(text_body, 1000)"),
+    Alternative("change_log", "as the mirror's (page compressed)"),
+    Alternative(
+        "change_log",
+        "ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=8",
+        "PAGE_COMPRESSED=0, ROW_FORMAT=COMPRESSED, KEY_BLOCK_SIZE=8",
+    ),
+    Alternative(
+        "change_log",
+        "ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=4",
+        "PAGE_COMPRESSED=0, ROW_FORMAT=COMPRESSED, KEY_BLOCK_SIZE=4",
+    ),
+    Alternative("change_log", "column compression of data", "PAGE_COMPRESSED=0, MODIFY data LONGTEXT COMPRESSED NULL"),
+    Alternative("mime_blobs", "as the mirror's (page compressed)"),
+    Alternative(
+        "mime_blobs",
+        "ROW_FORMAT=COMPRESSED KEY_BLOCK_SIZE=8",
+        "PAGE_COMPRESSED=0, ROW_FORMAT=COMPRESSED, KEY_BLOCK_SIZE=8",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,26 +219,27 @@ def _copy_sizes(conn: Connection, db: str, name: str) -> tuple[int, int]:
     return pages + int(fts_files), int(disk)
 
 
-def prefix_copies(url: str) -> list[Copy]:
-    """Copies of the compressed mirror's messages table, rebuilt row by row (so all equally compact): as it is,
-    and with the searchable text cut to each of PREFIXES characters. Each is measured and dropped."""
+def measure_alternatives(url: str) -> list[Copy]:
+    """Each of ALTERNATIVES: a copy of its table in the compressed mirror's database, filled from the table row
+    by row (so the copies of a table are equally compact, unlike the table its sync grew), measured, dropped."""
     db = make_url(url).database or ""
     found: list[Copy] = []
     with _connection(url) as conn:
-        for cut in (None, *PREFIXES):
-            name = f"bench_messages_{cut or 'whole'}"
-            conn.execute(text(f"CREATE TABLE `{name}` LIKE messages"))
+        for i, alt in enumerate(ALTERNATIVES):
+            name = f"bench_copy_{i}"
+            conn.execute(text(f"CREATE TABLE `{name}` LIKE `{alt.table}`"))
             try:
-                body = f"LEFT(text_body, {cut})" if cut else "text_body"
-                columns = [str(r[0]) for r in conn.execute(text("SHOW COLUMNS FROM messages"))]
+                if alt.alter:
+                    conn.execute(text(f"ALTER TABLE `{name}` {alt.alter}"))
+                columns = [str(r[0]) for r in conn.execute(text(f"SHOW COLUMNS FROM `{alt.table}`"))]
                 listed = ", ".join(f"`{c}`" for c in columns)
-                chosen = ", ".join(body if c == "text_body" else f"`{c}`" for c in columns)
-                conn.execute(text(f"INSERT INTO `{name}` ({listed}) SELECT {chosen} FROM messages"))
+                chosen = ", ".join(alt.text_body if c == "text_body" else f"`{c}`" for c in columns)
+                conn.execute(text(f"INSERT INTO `{name}` ({listed}) SELECT {chosen} FROM `{alt.table}`"))
                 conn.commit()
                 pages, disk = _copy_sizes(conn, db, name)
             finally:
                 conn.execute(text(f"DROP TABLE `{name}`"))
-            found.append(Copy(f"text cut to {cut} characters" if cut else "text whole (as now)", pages, disk))
+            found.append(Copy(f"{alt.table}: {alt.label}", pages, disk))
     return found
 
 
@@ -211,7 +247,54 @@ def _allocated(root: Path) -> int:
     return sum(os.stat(p).st_blocks * 512 for p in root.rglob("*"))
 
 
-def run(messages: int, seed: int, prefixes: bool) -> None:
+@dataclass(frozen=True, slots=True)
+class Zlib:
+    """zlib over every 16 KiB page of the plain mirror's growing tables, once, in this process: what the server
+    does at least once per page when it writes a page-compressed table (again whenever a page is written again)."""
+
+    level: int
+    pages: int
+    cpu_seconds: float
+    blocks: int  # compressed pages in 4 KiB blocks
+
+
+def page_zlib(url: str, levels: tuple[int, ...] = (1, 6)) -> list[Zlib]:
+    """Empty when the server's files cannot be read from here (another host, or not root)."""
+    db = make_url(url).database or ""
+    with _connection(url) as conn:
+        datadir = Path(str(conn.execute(text("SELECT @@datadir")).scalar_one()))
+    files = [datadir / db / f"{table}.ibd" for table in growing_tables()]
+    files += sorted((datadir / db).glob("FTS_*.ibd")) if os.access(datadir / db, os.R_OK) else []
+    found = []
+    for level in levels:
+        pages = blocks = 0
+        start = time.process_time()
+        try:
+            for path in files:
+                with path.open("rb") as f:
+                    while page := f.read(16384):
+                        pages += 1
+                        blocks += -(-len(zlib.compress(page, level)) // 4096)
+        except OSError:
+            return []
+        found.append(Zlib(level, pages, time.process_time() - start, blocks * 4096))
+    return found
+
+
+def _plain(server: DovecotServer, user: str, password: str) -> tuple[Mirror, list[Zlib]]:
+    with common.throwaway_database("inboxql_storage_plain") as url:
+        _set_page_compression(url, False)
+        mirror = _sync(server, user, password, url, verify=False)
+        return mirror, page_zlib(url)
+
+
+def _compressed(server: DovecotServer, user: str, password: str, alternatives: bool) -> tuple[Mirror, list[Copy]]:
+    with common.throwaway_database("inboxql_storage") as url:
+        mirror = _sync(server, user, password, url, verify=True)
+        return mirror, measure_alternatives(url) if alternatives else []
+
+
+def run(messages: int, seed: int, alternatives: bool, compressed_first: bool) -> None:
     common.apt_install("mbsync", "isync")
     common.check_services()
     print(f"machine: {common.machine()}")
@@ -223,12 +306,12 @@ def run(messages: int, seed: int, prefixes: bool) -> None:
             seeded = common.seed_mailbox(server, user, password, messages, seed)
             total = sum(seeded.counts.values())
             print(f"seeded {total} messages ({seeded.raw_bytes / MIB:.1f} MiB raw): {seeded.counts}")
-            with common.throwaway_database("inboxql_storage_plain") as url:
-                _set_page_compression(url, False)
-                plain = _sync(server, user, password, url, verify=False)
-            with common.throwaway_database("inboxql_storage") as url:
-                compressed = _sync(server, user, password, url, verify=True)
-                copies = prefix_copies(url) if prefixes else []
+            if compressed_first:
+                compressed, copies = _compressed(server, user, password, alternatives)
+                plain, zlibbed = _plain(server, user, password)
+            else:
+                plain, zlibbed = _plain(server, user, password)
+                compressed, copies = _compressed(server, user, password, alternatives)
             config = work / "mbsyncrc"
             maildir = work / "Maildir"
             maildir.mkdir()
@@ -238,6 +321,7 @@ def run(messages: int, seed: int, prefixes: bool) -> None:
             maildir_bytes, maildir_blocks = _tree_bytes(maildir), _allocated(maildir)
         print(f"load average after the runs: {common.load_average()}")
         report(total, seeded.raw_bytes, plain, compressed, maildir_bytes, maildir_blocks)
+        report_zlib(zlibbed, blob_levels(messages, seed))
         if copies:
             report_copies(copies)
     finally:
@@ -246,6 +330,25 @@ def run(messages: int, seed: int, prefixes: bool) -> None:
 
 def _mib(n: int) -> str:
     return f"{n / MIB:8.2f}"
+
+
+def blob_levels(messages: int, seed: int, levels: tuple[int, ...] = (1, 6, 9)) -> dict[int, int]:
+    """The packed bytes of the same mail at each zlib level (schema.blobs.pack uses 1)."""
+    raws = list(generate(messages, seed))
+    return {level: sum(min(len(zlib.compress(raw, level)), len(raw)) for raw in raws) for level in levels}
+
+
+def report_zlib(pages: list[Zlib], blobs: dict[int, int]) -> None:
+    print()
+    print("== zlib's cost and gain ==")
+    for z in pages:
+        print(
+            f"every page of the plain mirror's growing tables ({z.pages} pages of 16 KiB) at level {z.level}:"
+            f" {z.cpu_seconds:.2f} CPU s once, {z.blocks / MIB:.1f} MiB in 4 KiB blocks"
+        )
+    if not pages:
+        print("(the server's files are not readable from here: the page figures are left out)")
+    print("the raw messages packed whole: " + ", ".join(f"level {lv} {n / MIB:.1f} MiB" for lv, n in blobs.items()))
 
 
 def report(total: int, raw: int, plain: Mirror, compressed: Mirror, maildir: int, maildir_blocks: int) -> None:
@@ -299,21 +402,22 @@ def report(total: int, raw: int, plain: Mirror, compressed: Mirror, maildir: int
 
 def report_copies(copies: list[Copy]) -> None:
     print()
-    print("== a bounded prefix of each body for search: copies of the compressed messages table (MiB) ==")
-    print("(rebuilt row by row, so all equally compact; FULLTEXT tables included; measured, then dropped)")
-    print(f"{'messages':34} {'pages':>8} {'disk':>8}")
+    print("== other ways, tried on copies of the compressed mirror's tables (MiB) ==")
+    print("(each filled from its table row by row, so a table's copies are equally compact; FULLTEXT tables included)")
+    print(f"{'copy':64} {'pages':>8} {'disk':>8}")
     for copy in copies:
-        print(f"{copy.label:34} {_mib(copy.pages)} {_mib(copy.disk)}")
+        print(f"{copy.label:64} {_mib(copy.pages)} {_mib(copy.disk)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-prefixes", action="store_true", help="skip measuring bounded text prefixes")
+    parser.add_argument("--no-alternatives", action="store_true", help="skip the copies made other ways")
+    parser.add_argument("--compressed-first", action="store_true", help="sync the compressed mirror first")
     args = parser.parse_args(argv)
     try:
-        run(args.messages, args.seed, not args.no_prefixes)
+        run(args.messages, args.seed, not args.no_alternatives, args.compressed_first)
     except BenchError as exc:
         print(f"storage_bench: {exc}", file=sys.stderr)
         return 1

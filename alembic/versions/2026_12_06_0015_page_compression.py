@@ -12,6 +12,11 @@ Each ALTER rebuilds its table in place, so on a large mirror the upgrade takes a
 tables once; reads go on meanwhile, and writes too except to messages (rebuilding a FULLTEXT index takes a
 shared lock). MySQL has no PAGE_COMPRESSED: there the migration changes nothing.
 
+What it needs of the server: its innodb_compression_algorithm (zlib by default; "none" turns compression off)
+and a file system that punches holes (ext4, XFS, Btrfs); elsewhere the pages are written whole, as before.
+The files are sparse: `ls` shows the uncompressed size, `du` what they take, and a copy made without regard
+for holes takes the uncompressed size.
+
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06 14:30:00.000000
