@@ -67,6 +67,10 @@ class Mirror:
     sync: Timed
     flush_seconds: float
     sizes: Sizes
+    # The server's count of pages it compressed and decompressed (page compression) over the sync, the verify and
+    # the flush: global counters, but only this benchmark's databases hold page-compressed tables.
+    compressed_pages: int
+    decompressed_pages: int
 
 
 @contextmanager
@@ -134,7 +138,20 @@ def _set_page_compression(url: str, on: bool) -> None:
             conn.execute(text(f"ALTER TABLE `{table}` PAGE_COMPRESSED={int(on)}"))
 
 
+def _compression_counters(url: str) -> tuple[int, int]:
+    with _connection(url) as conn:
+        rows = conn.execute(
+            text(
+                "SHOW GLOBAL STATUS WHERE variable_name IN"
+                " ('Innodb_num_pages_page_compressed', 'Innodb_num_pages_page_decompressed')"
+            )
+        ).all()
+    found = {str(name): int(value) for name, value in rows}
+    return found.get("Innodb_num_pages_page_compressed", 0), found.get("Innodb_num_pages_page_decompressed", 0)
+
+
 def _sync(server: DovecotServer, user: str, password: str, url: str, *, verify: bool) -> Mirror:
+    counted = _compression_counters(url)
     env = common.cli_env(url)
     account_id = common.add_account(server, user, password, env)
     synced = common.timed_run([*common.inboxql_command(), "sync", "--once", "--account", str(account_id)], env=env)
@@ -145,7 +162,8 @@ def _sync(server: DovecotServer, user: str, password: str, url: str, *, verify: 
         if checked.returncode != 0:
             raise BenchError(f"inboxql verify found differences:\n{checked.stderr[-3000:]}")
     flushed, sizes = measure(url)
-    return Mirror(synced, flushed, sizes)
+    compressed, decompressed = _compression_counters(url)
+    return Mirror(synced, flushed, sizes, compressed - counted[0], decompressed - counted[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +339,7 @@ def run(messages: int, seed: int, alternatives: bool, compressed_first: bool) ->
             maildir_bytes, maildir_blocks = _tree_bytes(maildir), _allocated(maildir)
         print(f"load average after the runs: {common.load_average()}")
         report(total, seeded.raw_bytes, plain, compressed, maildir_bytes, maildir_blocks)
-        report_zlib(zlibbed, blob_levels(messages, seed))
+        report_zlib(zlibbed, blob_levels(messages, seed), compressed)
         if copies:
             report_copies(copies)
     finally:
@@ -338,13 +356,16 @@ def blob_levels(messages: int, seed: int, levels: tuple[int, ...] = (1, 6, 9)) -
     return {level: sum(min(len(zlib.compress(raw, level)), len(raw)) for raw in raws) for level in levels}
 
 
-def report_zlib(pages: list[Zlib], blobs: dict[int, int]) -> None:
+def report_zlib(pages: list[Zlib], blobs: dict[int, int], compressed: Mirror) -> None:
     print()
     print("== zlib's cost and gain ==")
     for z in pages:
+        per_page = z.cpu_seconds / max(z.pages, 1)
         print(
             f"every page of the plain mirror's growing tables ({z.pages} pages of 16 KiB) at level {z.level}:"
-            f" {z.cpu_seconds:.2f} CPU s once, {z.blocks / MIB:.1f} MiB in 4 KiB blocks"
+            f" {z.cpu_seconds:.2f} CPU s once, {z.blocks / MIB:.1f} MiB in 4 KiB blocks;"
+            f" at {1e6 * per_page:.0f} us a page, the server's {compressed.compressed_pages} compressions"
+            f" ~{per_page * compressed.compressed_pages:.2f} CPU s"
         )
     if not pages:
         print("(the server's files are not readable from here: the page figures are left out)")
@@ -398,6 +419,11 @@ def report(total: int, raw: int, plain: Mirror, compressed: Mirror, maildir: int
             f" {mirror.flush_seconds:8.2f}"
         )
     print("the compressed mirror: `inboxql verify` found it identical")
+    for label, mirror in (("plain", plain), ("page compressed", compressed)):
+        print(
+            f"pages the server compressed / decompressed ({label}, sync, verify and flush):"
+            f" {mirror.compressed_pages} / {mirror.decompressed_pages}"
+        )
 
 
 def report_copies(copies: list[Copy]) -> None:
