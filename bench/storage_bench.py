@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -312,10 +313,51 @@ def _plain(server: DovecotServer, user: str, password: str) -> tuple[Mirror, lis
         return mirror, page_zlib(url)
 
 
-def _compressed(server: DovecotServer, user: str, password: str, alternatives: bool) -> tuple[Mirror, list[Copy]]:
+# What the server spends writing the mirror's largest tables plain and page compressed, apart from the sync.
+WRITTEN = ("mime_blobs", "messages", "change_log", "threads")
+ROUNDS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    compressed: bool
+    server_cpu: float  # MariaDB's CPU seconds (the whole server's: other work on it counts too)
+    wall: float
+
+
+def write_cost(url: str) -> list[Written]:
+    """Copies of WRITTEN filled from the compressed mirror and written out (FLUSH TABLES ... FOR EXPORT), plain
+    and page compressed in turn, ROUNDS times (each round starts with the other kind); each copy dropped."""
+    found: list[Written] = []
+    with _connection(url) as conn:
+        for round_ in range(ROUNDS):
+            for compressed in (False, True) if round_ % 2 == 0 else (True, False):
+                cpu = common._cpu_seconds(common.MARIADB_PID)
+                start = time.perf_counter()
+                for table in WRITTEN:
+                    name = f"bench_write_{table}"
+                    conn.execute(text(f"CREATE TABLE `{name}` LIKE `{table}`"))
+                    try:
+                        conn.execute(text(f"ALTER TABLE `{name}` PAGE_COMPRESSED={int(compressed)}"))
+                        conn.execute(text(f"INSERT INTO `{name}` SELECT * FROM `{table}`"))
+                        conn.commit()
+                        conn.execute(text(f"FLUSH TABLES `{name}` FOR EXPORT"))
+                        conn.execute(text("UNLOCK TABLES"))
+                    finally:
+                        conn.execute(text(f"DROP TABLE `{name}`"))
+                wall = time.perf_counter() - start
+                found.append(Written(compressed, common._cpu_seconds(common.MARIADB_PID) - cpu, wall))
+    return found
+
+
+def _compressed(
+    server: DovecotServer, user: str, password: str, alternatives: bool
+) -> tuple[Mirror, list[Copy], list[Written]]:
     with common.throwaway_database("inboxql_storage") as url:
         mirror = _sync(server, user, password, url, verify=True)
-        return mirror, measure_alternatives(url) if alternatives else []
+        if not alternatives:
+            return mirror, [], []
+        return mirror, measure_alternatives(url), write_cost(url)
 
 
 def run(messages: int, seed: int, alternatives: bool, compressed_first: bool) -> None:
@@ -331,11 +373,11 @@ def run(messages: int, seed: int, alternatives: bool, compressed_first: bool) ->
             total = sum(seeded.counts.values())
             print(f"seeded {total} messages ({seeded.raw_bytes / MIB:.1f} MiB raw): {seeded.counts}")
             if compressed_first:
-                compressed, copies = _compressed(server, user, password, alternatives)
+                compressed, copies, written = _compressed(server, user, password, alternatives)
                 plain, zlibbed = _plain(server, user, password)
             else:
                 plain, zlibbed = _plain(server, user, password)
-                compressed, copies = _compressed(server, user, password, alternatives)
+                compressed, copies, written = _compressed(server, user, password, alternatives)
             config = work / "mbsyncrc"
             maildir = work / "Maildir"
             maildir.mkdir()
@@ -348,6 +390,8 @@ def run(messages: int, seed: int, alternatives: bool, compressed_first: bool) ->
         report_zlib(zlibbed, blob_levels(messages, seed), compressed)
         if copies:
             report_copies(copies)
+        if written:
+            report_written(written)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -429,6 +473,21 @@ def report(total: int, raw: int, plain: Mirror, compressed: Mirror, maildir: int
         print(
             f"pages the server compressed / decompressed ({label}, sync, verify and flush):"
             f" {mirror.compressed_pages} / {mirror.decompressed_pages}"
+        )
+
+
+def report_written(written: list[Written]) -> None:
+    print()
+    print(f"== the server writing {', '.join(WRITTEN)} again: copies filled and written out, {ROUNDS} rounds ==")
+    print("(MariaDB's CPU is the whole server's: other work on it counts too)")
+    for compressed in (False, True):
+        mine = [w for w in written if w.compressed == compressed]
+        cpus = ", ".join(f"{w.server_cpu:.2f}" for w in mine)
+        walls = ", ".join(f"{w.wall:.2f}" for w in mine)
+        label = "page compressed" if compressed else "plain"
+        print(
+            f"{label:16} MariaDB CPU s {cpus} (median {statistics.median(w.server_cpu for w in mine):.2f});"
+            f" wall s {walls}"
         )
 
 
