@@ -1,7 +1,7 @@
 """Storage of the whole mirror beside the raw mail: every table, its indexes and its FULLTEXT index, as MariaDB
 counts them (pages) and as they take the disk (the .ibd files' allocated blocks).
 
-    .venv/bin/python -m bench.storage_bench [--messages 10000] [--seed 1]
+    .venv/bin/python -m bench.storage_bench [--messages 10000] [--seed 1] [--compressed-first] [--no-alternatives]
 
 One run: a private Dovecot is seeded with `inboxql.mailgen`'s mailbox; two fresh databases, migrated to the
 newest revision, are each filled by the real sync (`inboxql sync --once`, a child process):
@@ -21,6 +21,12 @@ What is printed per table: data+index MiB from information_schema after ANALYZE 
 auxiliary tables are not in information_schema.tables, and InnoDB keeps no statistics of them: their pages are
 their files' sizes), and the allocated MiB of its .ibd files (st_blocks: a page-compressed file is sparse, its
 size on `ls` stays that of uncompressed pages). Goal (issue 12): the whole mirror within 1.5x the raw size.
+
+Then what compression costs: zlib over every page of the plain mirror in this process, priced per page against
+the pages the server counted compressing (Innodb_num_pages_page_compressed); the blobs' own zlib levels; and,
+unless --no-alternatives, other ways measured on copies of the compressed mirror's tables (a bounded text
+prefix for search, a rebuilt FULLTEXT index, ROW_FORMAT=COMPRESSED, column compression) and the server's CPU
+writing copies of its largest tables plain and page compressed in turn.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def growing_tables() -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    pages: dict[str, int]  # table -> data+index bytes (information_schema; FTS tables from INNODB_SYS_TABLESTATS)
+    pages: dict[str, int]  # table -> data+index bytes (information_schema; FTS tables: their files' sizes)
     disk: dict[str, int]  # table -> allocated bytes of its .ibd files
     apparent: dict[str, int]  # table -> the files' sizes as `ls` shows them
 
