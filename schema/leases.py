@@ -17,6 +17,11 @@ LeaseLost: a process paused past its lease (SIGSTOP, a long GC, a dead network) 
 So one epoch's commits all end before the next epoch is taken (`lease_grants.last_commit_at` < the next
 `taken_at`), which is what the fleet test reads.
 
+A paused process may be paused in the middle of a transaction, holding row locks (of the account row, its change
+counter, its messages) that would keep its accounts from being taken over or written by their new holder. So the
+sync process's connections ask MariaDB to end a transaction left idle for the lease period
+(`idle_transaction_timeout`, end_idle_transactions): the locks of a paused process go when its leases do.
+
 Each statement runs again when InnoDB picks it as a deadlock's loser (schema.retry).
 """
 
@@ -26,9 +31,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, delete, func, insert, literal, literal_column, select, update
+from sqlalchemy import ColumnElement, delete, event, func, insert, literal, literal_column, select, update
 from sqlalchemy.dialects.mysql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -90,6 +96,21 @@ async def _epoch_locked(session: AsyncSession, account_id: int) -> int | None:
         select(Account.lease_epoch).where(Account.id == account_id).with_for_update(read=True)
     )
     return epoch
+
+
+def end_idle_transactions(engine: AsyncEngine, seconds: float) -> None:
+    """Have the server end any transaction of this engine's connections idle for `seconds` (MariaDB's
+    idle_transaction_timeout; a server without it, such as MySQL, is told so in the log and left as it is)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def limit(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(f"SET SESSION idle_transaction_timeout = {max(1, int(seconds))}")
+        except Exception as exc:  # the driver's own class of error: an unknown variable
+            log.warning("idle transactions are not ended by this server: %s", exc)
+        finally:
+            cursor.close()
 
 
 def _now() -> ColumnElement[datetime]:

@@ -3,7 +3,7 @@
 A fleet of these processes shares the accounts. Every round (RESCAN_SECONDS) a process beats in
 `sync_processes`, renews its leases for LEASE_SECONDS, and takes or gives up accounts toward its share: the
 accounts of its group (`--group`, or those pinned to no group) divided by the live processes of that group,
-rounded up. It takes at most a step of them a round (a quarter of its share, at least 4), picked at random among
+rounded up. It takes at most a step of them a round (a third of its share, at least 4), picked at random among
 free leases and skipping rows another process is taking, and gives surplus back a step at a time when another
 process joins: hand-overs are gradual, never a stampede.
 
@@ -61,8 +61,8 @@ DATABASE_DOWN = (OperationalError, InterfaceError, OSError)
 
 
 def step_of(share: int) -> int:
-    """How many leases a process takes or gives up in one round: a share moves in about four rounds."""
-    return max(4, math.ceil(share / 4))
+    """How many leases a process takes or gives up in one round: a share moves in about three rounds."""
+    return max(4, math.ceil(share / 3))
 
 
 class Supervisor:
@@ -73,6 +73,7 @@ class Supervisor:
         # A name for operators (`inboxql fleet list`); liveness never reads the host or pid in it.
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.engine = create_engine(settings.database_url)
+        leases.end_idle_transactions(self.engine, LEASE_SECONDS)
         self._untrack_pool = metrics.track_pool(lambda: pool_use(self.engine))
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
@@ -209,7 +210,9 @@ class Supervisor:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
         log.info("sync process %s (group %s) started", self.owner, self.group or "-")
         waiting = Backoff(0.5, 30.0)
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
                 if not await self._round(only):
                     count = len(self.store.held)
@@ -225,7 +228,8 @@ class Supervisor:
             if waiting.attempt:
                 log.info("database available again")
                 waiting.reset()
-            await asyncio.sleep(RESCAN_SECONDS)
+            # Rounds keep their pace however long one took (renewals must not drift toward the lease's end).
+            await asyncio.sleep(max(0.1, began + RESCAN_SECONDS - loop.time()))
 
     async def _round(self, only: Sequence[int] | None) -> bool:
         """Beat, renew the leases, take or give up accounts toward this process's share, start a task for each
