@@ -44,6 +44,7 @@ from schema.db import create_engine, pool_use
 from schema.models import Account, utcnow
 from schema.redisconn import connect
 from schema.settings import Settings
+from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.backoff import Backoff
 from synccore.bells import Bells
@@ -74,6 +75,11 @@ class Supervisor:
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.engine = create_engine(settings.database_url)
         leases.end_idle_transactions(self.engine, LEASE_SECONDS)
+        # The rounds' own connections: a renewal never waits behind the account tasks' writes for the pool (an
+        # initial sync of many accounts held all of it, and leases expired while their holder was alive).
+        self._lease_engine = create_engine(settings.database_url, pool_size=2)
+        leases.end_idle_transactions(self._lease_engine, LEASE_SECONDS)
+        self.leases = Store(self._lease_engine)
         self._untrack_pool = metrics.track_pool(lambda: pool_use(self.engine))
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
@@ -95,20 +101,21 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self._release(list(self.store.held))
-            await leases.leave(self.store, self.owner)
+            await leases.leave(self.leases, self.owner)
         except DATABASE_DOWN as exc:  # the leases expire by themselves
             log.warning("leases not released: %s", _short(exc))
         await self.redis.aclose()
         await self.engine.dispose()
+        await self._lease_engine.dispose()
         self._untrack_pool()
         # Joining the worker processes takes over half a second: off the loop (the stall detector caught it).
         await asyncio.to_thread(self.parser.close)
 
     async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
-        return await leases.accounts(self.store, only)
+        return await leases.accounts(self.leases, only)
 
     async def acquire(self, account_id: int) -> bool:
-        epoch = await leases.acquire(self.store, account_id, self.owner, LEASE_SECONDS)
+        epoch = await leases.acquire(self.leases, account_id, self.owner, LEASE_SECONDS)
         if epoch is None:
             return False
         self.store.held[account_id] = epoch
@@ -128,7 +135,7 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _renew(self) -> None:
-        held = await leases.renew(self.store, self.owner, LEASE_SECONDS)
+        held = await leases.renew(self.leases, self.owner, LEASE_SECONDS)
         # A lease that expired (this process paused, or MySQL away) may have been taken by another process: its
         # account is theirs. Its units are refused already (fencing); the task is stopped here too.
         lost = [i for i, epoch in self.store.held.items() if held.get(i) != epoch]
@@ -137,7 +144,7 @@ class Supervisor:
             self.store.held.pop(account_id)
         await self._stop(lost)
         # Leases this process does not know it holds (a claim whose commit's answer was lost): given back.
-        await leases.release(self.store, self.owner, [i for i in held if i not in self.store.held])
+        await leases.release(self.leases, self.owner, [i for i in held if i not in self.store.held])
         metrics.LEASES_HELD.set(len(self.store.held))
 
     async def _release(self, ids: Sequence[int]) -> None:
@@ -145,7 +152,7 @@ class Supervisor:
         await self._stop(ids)
         for account_id in ids:
             self.store.held.pop(account_id, None)
-        await leases.release(self.store, self.owner, ids)
+        await leases.release(self.leases, self.owner, ids)
 
     async def _let_go(self, present: Sequence[Account]) -> None:
         """Stop the tasks of accounts that are gone or being removed, and release their leases."""
@@ -170,7 +177,7 @@ class Supervisor:
         A failure costs the figures, never the round."""
         metrics.set_accounts(a.sync_state for a in present)
         try:
-            async with self.store.sessions() as s:
+            async with self.leases.sessions() as s:
                 metrics.ACTION_QUEUE.set(await actions.pending_count(s))
                 metrics.OUTBOX.set(await outbox.waiting_count(s))
         except DATABASE_DOWN as exc:
@@ -217,7 +224,7 @@ class Supervisor:
                 if not await self._round(only):
                     count = len(self.store.held)
                     await self._release(list(self.store.held))
-                    await leases.leave(self.store, self.owner)
+                    await leases.leave(self.leases, self.owner)
                     log.info("drained: %d accounts handed over", count)
                     return
             except DATABASE_DOWN as exc:
@@ -235,13 +242,14 @@ class Supervisor:
         """Beat, renew the leases, take or give up accounts toward this process's share, start a task for each
         account held that has none, expire the log. False when an operator asked this process to drain."""
         loop = asyncio.get_running_loop()
-        present = await self.accounts(only)
-        await self._let_go(present)
-        await self.measure(present)
-        beat = await leases.heartbeat(self.store, self.owner, self.group, LEASE_SECONDS)
+        # Renewal first: a round of a busy process can take seconds, and the lease must not wait for the rest.
+        beat = await leases.heartbeat(self.leases, self.owner, self.group, LEASE_SECONDS)
         if beat.draining:
             return False
         await self._renew()
+        present = await self.accounts(only)
+        await self._let_go(present)
+        await self.measure(present)
         await self._balance(present, beat.live, everything=bool(only))
         for account in present:
             if account.id not in self.store.held or account.sync_state in STOPPED:
@@ -280,7 +288,7 @@ class Supervisor:
             log.info("accounts %s: handed over (share %d of %d live processes)", surplus, share, live)
         elif len(mine) < share:
             candidates = [a.id for a in ours if a.id not in self.store.held and a.sync_state not in STOPPED]
-            taken = await leases.claim(self.store, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
+            taken = await leases.claim(self.leases, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
             self.store.held.update(taken)
         metrics.LEASES_HELD.set(len(self.store.held))
 
