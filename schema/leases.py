@@ -307,15 +307,12 @@ class Process:
 async def processes(store: Store) -> list[Process]:
     """The registered sync processes, oldest first."""
     async with store.sessions() as s:
-        held = dict(
-            (
-                await s.execute(
-                    select(Account.lease_owner, func.count())
-                    .where(Account.lease_owner.is_not(None), Account.lease_expires_at >= _now())
-                    .group_by(Account.lease_owner)
-                )
-            ).tuples()
+        counted = await s.execute(
+            select(Account.lease_owner, func.count())
+            .where(Account.lease_owner.is_not(None), Account.lease_expires_at >= _now())
+            .group_by(Account.lease_owner)
         )
+        held: dict[str | None, int] = {owner: n for owner, n in counted}
         rows = await s.execute(
             select(
                 SyncProcess.owner,
