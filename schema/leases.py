@@ -125,6 +125,13 @@ def _free() -> ColumnElement[bool]:
     return (Account.lease_owner.is_(None)) | (Account.lease_expires_at.is_(None)) | (Account.lease_expires_at < _now())
 
 
+async def forget_grants(session: AsyncSession, before: datetime) -> int:
+    """Delete the hand-overs taken before `before`, but each account's current one; how many went."""
+    current = select(Account.lease_epoch).where(Account.id == LeaseGrant.account_id).scalar_subquery()
+    result = await session.execute(delete(LeaseGrant).where(LeaseGrant.taken_at < before, LeaseGrant.epoch < current))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def accounts(store: Store, only: Sequence[int] | None = None) -> list[Account]:
     """The accounts to sync, by id (those of `only`, when given)."""
     async with store.sessions() as s:

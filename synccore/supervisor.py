@@ -168,6 +168,7 @@ class Supervisor:
         async with self.store.sessions() as s, s.begin():
             expired = await changelog.expire(s, None, before)
             keys = await idempotency.expire(s)
+            await leases.forget_grants(s, before)  # the lease history is kept as long as the log
         if keys:
             log.info("%d idempotency keys expired", keys)
         return expired

@@ -112,3 +112,17 @@ async def test_a_lease_is_extended_by_its_holder_without_a_new_epoch_and_free_on
     await _expire(store, account_id)
     assert await leases.claim(store, "two:2:bb", [account_id], 10, 5) == {account_id: 2}
     assert await leases.renew(store, "one:1:aa", 10) == {}
+
+
+async def test_old_hand_overs_are_forgotten_but_the_current_one_stays(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    account_id = await _account(store, credential_box, dovecot)
+    for owner in ("one:1:aa", "two:2:bb", "three:3:cc"):
+        assert await leases.acquire(store, account_id, owner, 10) is not None
+        await _expire(store, account_id)
+    async with store.sessions() as s, s.begin():
+        assert await leases.forget_grants(s, utcnow() + timedelta(minutes=1)) >= 2
+    async with store.sessions() as s:
+        kept = list(await s.scalars(select(LeaseGrant.owner).where(LeaseGrant.account_id == account_id)))
+    assert kept == ["three:3:cc"]
