@@ -6,7 +6,9 @@
     inboxql account list
     inboxql account set-password ID [--smtp-password]      (the password(s) on standard input)
     inboxql account remove ID --yes
-    inboxql sync [--once] [--account ID ...] [--metrics-port PORT]
+    inboxql account pin ID GROUP | unpin ID
+    inboxql sync [--once] [--account ID ...] [--group G] [--metrics-port PORT]
+    inboxql fleet list | drain OWNER
     inboxql status [--folders]
     inboxql verify ACCOUNT_ID
     inboxql gateway [--host H] [--port P]
@@ -131,6 +133,14 @@ def _build_parser() -> argparse.ArgumentParser:
     remove.add_argument("account_id", type=int)
     remove.add_argument("--yes", action="store_true", help="yes, delete it (required)")
 
+    pin = account.add_parser(
+        "pin", help="sync the account only in the sync processes started with --group GROUP (within seconds)"
+    )
+    pin.add_argument("account_id", type=int)
+    pin.add_argument("group", type=_group)
+    unpin = account.add_parser("unpin", help="sync the account in the processes started without --group")
+    unpin.add_argument("account_id", type=int)
+
     outbox = commands.add_parser("outbox", help="messages sent through inboxql").add_subparsers(
         dest="outbox_command", required=True
     )
@@ -140,12 +150,28 @@ def _build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="run the sync core")
     sync.add_argument("--once", action="store_true", help="sync until every folder is caught up, then exit")
     sync.add_argument("--account", type=int, action="append", help="only this account (repeatable)")
+    sync.add_argument(
+        "--group",
+        type=_group,
+        help="serve only the accounts pinned to GROUP (`inboxql account pin`); without it, the unpinned ones",
+    )
     sync.add_argument("--poll-interval", type=float, default=30.0, help="seconds between passes over folders")
     sync.add_argument(
         "--metrics-port",
         type=int,
         help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: INBOXQL_METRICS_PORT, else off)",
     )
+
+    fleet = commands.add_parser(
+        "fleet",
+        help="the sync processes sharing the accounts",
+        description="Sync processes share the accounts through leases of 10 s renewed every 2 s; the live ones of "
+        "a group each take about their share, and the accounts of one that stops renewing are taken over within "
+        "about 15 s.",
+    ).add_subparsers(dest="fleet_command", required=True)
+    fleet.add_parser("list", help="each sync process: name, group, accounts held, seconds since its heartbeat, state")
+    drain = fleet.add_parser("drain", help="a sync process hands its accounts over to the others and exits 0")
+    drain.add_argument("owner", help="the process's name, as `inboxql fleet list` shows it")
 
     status = commands.add_parser(
         "status",
@@ -236,6 +262,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _group(text: str) -> str:
+    if not text or len(text) > 64 or not text.isprintable() or text != text.strip():
+        raise argparse.ArgumentTypeError("a group is a name of 1 to 64 printable characters, no outer spaces")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
@@ -277,8 +309,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 accounts=args.account,
                 poll=args.poll_interval,
                 metrics_port=args.metrics_port,
+                group=args.group,
             )
         )
+    if args.command == "fleet":
+        from inboxql import fleet
+
+        if args.fleet_command == "list":
+            return asyncio.run(fleet.fleet_list(settings))
+        return asyncio.run(fleet.fleet_drain(settings, args.owner))
     if args.command == "status":
         return asyncio.run(commands.status(settings, folders=args.folders))
     if args.command == "verify":
@@ -318,6 +357,10 @@ def _account(args: argparse.Namespace, settings: Settings) -> int:
         password = _password()
         smtp_password = _password("SMTP password (second line)") if args.smtp_password else None
         return asyncio.run(commands.account_set_password(settings, args.account_id, password, smtp_password))
+    if args.account_command in ("pin", "unpin"):
+        from inboxql import fleet
+
+        return asyncio.run(fleet.account_pin(settings, args.account_id, getattr(args, "group", None)))
     if args.account_command == "remove":
         if not args.yes:
             raise UsageError("removing deletes the account's mirror and revokes its tokens: pass --yes")

@@ -100,6 +100,10 @@ IMAP_ERRORS = Counter(
     ["kind"],
 )
 RECONNECTS = Counter("inboxql_imap_reconnects_total", "Times an account's sync started again after an error.")
+LEASES_HELD = Gauge("inboxql_leases_held", "Accounts whose lease this sync process holds.")
+LEASE_REFUSALS = Counter(
+    "inboxql_lease_refusals_total", "Units of work refused because this process had lost the account's lease."
+)
 ACTION_QUEUE = Gauge("inboxql_action_queue_depth", "Write-back actions waiting to be performed on the server.")
 OUTBOX = Gauge("inboxql_outbox_depth", "Outgoing messages queued or being sent.")
 

@@ -98,8 +98,42 @@ class Account(Base):
     identity_mode: Mapped[str | None] = mapped_column(String(16))
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Raised each time the lease changes hands: a unit of work of the sync core commits only while the epoch it
+    # was given is still the account's (schema.leases, fencing).
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The process group the account is pinned to (`inboxql sync --group G`); None: any process without a group.
+    lease_group: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+
+
+class SyncProcess(Base):
+    """A running `inboxql sync`: its heartbeat says it is alive, and the live ones of a group share its accounts."""
+
+    __tablename__ = "sync_processes"
+    __table_args__ = TABLE_ARGS
+
+    owner: Mapped[str] = mapped_column(String(64), primary_key=True)
+    group_name: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    heartbeat_at: Mapped[datetime] = mapped_column(Timestamp)
+    # `inboxql fleet drain OWNER`: the process hands its accounts over and exits.
+    draining: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+
+
+class LeaseGrant(Base):
+    """Each time an account's lease changed hands: who took it (the epoch), and the units of work it committed.
+    Fencing makes one epoch's commits end before the next epoch begins (schema.leases)."""
+
+    __tablename__ = "lease_grants"
+    __table_args__ = TABLE_ARGS
+
+    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    taken_at: Mapped[datetime] = mapped_column(Timestamp)
+    commits: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    last_commit_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ChangeSeq(Base):

@@ -40,6 +40,10 @@ class Store:
         if self.redis is not None:
             await self.doorbells.ring(self.redis, account_id, seq)
 
+    async def fence(self, uow: UnitOfWork) -> None:
+        """Called in the unit's transaction just before it commits; raising refuses the commit. A sync process's
+        store checks its lease there (schema.leases.FencedStore); this one writes for anyone."""
+
     async def ring_actions(self, account_id: int) -> None:
         """Wake the sync process that performs the account's queued actions (schema.actions)."""
         if self.redis is not None:
@@ -91,6 +95,7 @@ class UnitOfWork:
                 await session.rollback()
                 return
             await self._settle()
+            await self.store.fence(self)
             await session.commit()
         except BaseException:
             await session.rollback()

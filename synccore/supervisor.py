@@ -1,7 +1,19 @@
-"""The sync process: owns accounts through leases in MySQL and runs one task per account.
+"""The sync process: owns accounts through leases in MySQL (schema.leases) and runs one task per account.
 
-A lease names its owner as host:pid:nonce and lasts LEASE_SECONDS unless renewed. A lease whose owner ran
-on this host and is dead (killed, crashed) is taken over at once, so a restart does not wait it out.
+A fleet of these processes shares the accounts. Every round (RESCAN_SECONDS) a process beats in
+`sync_processes`, renews its leases for LEASE_SECONDS, and takes or gives up accounts toward its share: the
+accounts of its group (`--group`, or those pinned to no group) divided by the live processes of that group,
+rounded up. It takes at most a step of them a round (a third of its share, at least 4), picked at random among
+free leases and skipping rows another process is taking, and gives surplus back a step at a time when another
+process joins: hand-overs are gradual, never a stampede.
+
+Liveness is renewal only: a process that stops renewing (killed, paused, cut off) loses its leases LEASE_SECONDS
+after its last renewal, and the others take its accounts over within a round or a few after that (failover
+within LEASE_SECONDS + 3 rounds = 16 s at most, 10-12 s in practice). Writes are fenced (schema.leases): a unit of
+work under a lease this process lost is refused and rolled back, and that account's task is stopped.
+
+An operator drains a process with `inboxql fleet drain OWNER`: at its next round it stops its account tasks,
+releases their leases for the others to take, and returns (`inboxql sync` exits 0).
 
 An account being removed (schema.accounts.remove marks it REMOVING, then deletes it) is let go at the next rescan:
 its task is cancelled and its lease released, and it is never taken again.
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import secrets
 import socket
@@ -40,39 +53,37 @@ from synccore.tokens import TokenKeeper
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60
-RENEW_SECONDS = 20
-RESCAN_SECONDS = 10
+LEASE_SECONDS = 10
+RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
 DATABASE_DOWN = (OperationalError, InterfaceError, OSError)
 
 
-def _owner_alive(owner: str) -> bool:
-    host, _, rest = owner.partition(":")
-    pid_text = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True  # another machine's: trust its expiry
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def step_of(share: int) -> int:
+    """How many leases a process takes or gives up in one round: a share moves in about three rounds."""
+    return max(4, math.ceil(share / 3))
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, tuning: Tuning | None = None) -> None:
+    def __init__(self, settings: Settings, tuning: Tuning | None = None, group: str | None = None) -> None:
         self.settings = settings
         self.tuning = tuning or Tuning()
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.group = group
+        # A name for operators (`inboxql fleet list`); liveness never reads the host or pid in it.
+        self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.engine = create_engine(settings.database_url)
+        leases.end_idle_transactions(self.engine, LEASE_SECONDS)
+        # The rounds' own connections: a renewal never waits behind the account tasks' writes for the pool (an
+        # initial sync of many accounts held all of it, and leases expired while their holder was alive).
+        self._lease_engine = create_engine(settings.database_url, pool_size=2)
+        leases.end_idle_transactions(self._lease_engine, LEASE_SECONDS)
+        self.leases = Store(self._lease_engine)
         self._untrack_pool = metrics.track_pool(lambda: pool_use(self.engine))
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
-        self.store = Store(self.engine, self.redis)
+        self.store = leases.FencedStore(self.engine, self.redis, self._refused)
         self.box = CredentialBox(settings.key_ring())
         # One keeper of OAuth2 access tokens for every account of this process (synccore.tokens).
         self.tokens = TokenKeeper(self.store, self.box)
@@ -80,7 +91,7 @@ class Supervisor:
         self.bells = Bells(self.redis, self.store.doorbells)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._renew_due = self._expire_due = 0.0  # loop times of run_forever's next renewal and expiry
+        self._expire_due = 0.0  # the loop time of run_forever's next change-log expiry
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
@@ -88,40 +99,68 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._release(list(self._tasks))
+        try:
+            await self._release(list(self.store.held))
+            await leases.leave(self.leases, self.owner)
+        except DATABASE_DOWN as exc:  # the leases expire by themselves
+            log.warning("leases not released: %s", _short(exc))
         await self.redis.aclose()
         await self.engine.dispose()
+        await self._lease_engine.dispose()
         self._untrack_pool()
         # Joining the worker processes takes over half a second: off the loop (the stall detector caught it).
         await asyncio.to_thread(self.parser.close)
 
     async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
-        return await leases.accounts(self.store, only)
+        return await leases.accounts(self.leases, only)
 
     async def acquire(self, account_id: int) -> bool:
-        return await leases.acquire(self.store, account_id, self.owner, LEASE_SECONDS, _owner_alive)
+        epoch = await leases.acquire(self.leases, account_id, self.owner, LEASE_SECONDS)
+        if epoch is None:
+            return False
+        self.store.held[account_id] = epoch
+        return True
+
+    def _refused(self, account_id: int) -> None:
+        """A unit of work of this account was refused (its lease was lost): stop the account's task."""
+        metrics.LEASE_REFUSALS.inc()
+        task = self._tasks.pop(account_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _stop(self, ids: Sequence[int]) -> None:
+        tasks = [t for t in (self._tasks.pop(i, None) for i in ids) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _renew(self) -> None:
-        held = await leases.renew(self.store, self.owner, LEASE_SECONDS)
-        # A lease that expired while MySQL was away may have been taken by another process: its account is theirs.
-        for account_id, task in self._tasks.items():
-            if account_id not in held and not task.done():
-                log.warning("account %s: its lease was taken over; letting it go", account_id)
-                task.cancel()
+        held = await leases.renew(self.leases, self.owner, LEASE_SECONDS)
+        # A lease that expired (this process paused, or MySQL away) may have been taken by another process: its
+        # account is theirs. Its units are refused already (fencing); the task is stopped here too.
+        lost = [i for i, epoch in self.store.held.items() if held.get(i) != epoch]
+        for account_id in lost:
+            log.warning("account %s: its lease was taken over; letting it go", account_id)
+            self.store.held.pop(account_id)
+        await self._stop(lost)
+        # Leases this process does not know it holds (a claim whose commit's answer was lost): given back.
+        await leases.release(self.leases, self.owner, [i for i in held if i not in self.store.held])
+        metrics.LEASES_HELD.set(len(self.store.held))
 
-    async def _release(self, ids: list[int]) -> None:
-        await leases.release(self.store, self.owner, ids)
+    async def _release(self, ids: Sequence[int]) -> None:
+        """Stop these accounts' tasks, then give their leases up."""
+        await self._stop(ids)
+        for account_id in ids:
+            self.store.held.pop(account_id, None)
+        await leases.release(self.leases, self.owner, ids)
 
     async def _let_go(self, present: Sequence[Account]) -> None:
         """Stop the tasks of accounts that are gone or being removed, and release their leases."""
         live = {a.id for a in present if a.sync_state != REMOVING}
-        gone = [account_id for account_id in self._tasks if account_id not in live]
-        for account_id in gone:
-            task = self._tasks.pop(account_id)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            log.info("account %s: removed, let go", account_id)
-        await self._release(gone)
+        gone = [account_id for account_id in {*self._tasks, *self.store.held} if account_id not in live]
+        if gone:
+            await self._release(gone)
+            log.info("accounts %s: removed, let go", sorted(gone))
 
     async def expire_changes(self) -> int:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
@@ -129,6 +168,7 @@ class Supervisor:
         async with self.store.sessions() as s, s.begin():
             expired = await changelog.expire(s, None, before)
             keys = await idempotency.expire(s)
+            await leases.forget_grants(s, before)  # the lease history is kept as long as the log
         if keys:
             log.info("%d idempotency keys expired", keys)
         return expired
@@ -138,7 +178,7 @@ class Supervisor:
         A failure costs the figures, never the round."""
         metrics.set_accounts(a.sync_state for a in present)
         try:
-            async with self.store.sessions() as s:
+            async with self.leases.sessions() as s:
                 metrics.ACTION_QUEUE.set(await actions.pending_count(s))
                 metrics.OUTBOX.set(await outbox.waiting_count(s))
         except DATABASE_DOWN as exc:
@@ -172,13 +212,22 @@ class Supervisor:
         return 1 if failures else 0
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
-        self._renew_due = self._expire_due = 0.0
+        """Sync until cancelled, or until an operator drains this process (then its leases are handed over)."""
+        self._expire_due = 0.0
         if self._bells_task is None:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
+        log.info("sync process %s (group %s) started", self.owner, self.group or "-")
         waiting = Backoff(0.5, 30.0)
+        loop = asyncio.get_running_loop()
         while True:
+            began = loop.time()
             try:
-                await self._round(only)
+                if not await self._round(only):
+                    count = len(self.store.held)
+                    await self._release(list(self.store.held))
+                    await leases.leave(self.leases, self.owner)
+                    log.info("drained: %d accounts handed over", count)
+                    return
             except DATABASE_DOWN as exc:
                 delay = waiting.next()
                 log.warning("database unavailable (%s); trying again in %.1f s", _short(exc), delay)
@@ -187,36 +236,62 @@ class Supervisor:
             if waiting.attempt:
                 log.info("database available again")
                 waiting.reset()
-            await asyncio.sleep(RESCAN_SECONDS if not only else min(RESCAN_SECONDS, RENEW_SECONDS))
+            # Rounds keep their pace however long one took (renewals must not drift toward the lease's end).
+            await asyncio.sleep(max(0.1, began + RESCAN_SECONDS - loop.time()))
 
-    async def _round(self, only: Sequence[int] | None) -> None:
-        """Start a task for each account that has none and whose lease is free; renew leases; expire the log."""
+    async def _round(self, only: Sequence[int] | None) -> bool:
+        """Beat, renew the leases, take or give up accounts toward this process's share, start a task for each
+        account held that has none, expire the log. False when an operator asked this process to drain."""
         loop = asyncio.get_running_loop()
+        # Renewal first: a round of a busy process can take seconds, and the lease must not wait for the rest.
+        beat = await leases.heartbeat(self.leases, self.owner, self.group, LEASE_SECONDS)
+        if beat.draining:
+            return False
+        await self._renew()
         present = await self.accounts(only)
         await self._let_go(present)
         await self.measure(present)
+        await self._balance(present, beat.live, everything=bool(only))
         for account in present:
+            if account.id not in self.store.held or account.sync_state in STOPPED:
+                continue
             task = self._tasks.get(account.id)
             if task is not None and not task.done():
                 continue
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
-            if account.sync_state in STOPPED:
-                continue
-            if await self.acquire(account.id):
-                bell = self.bells.event(account.id)
-                sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens)
-                self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
-                log.info("account %s: syncing", account.id)
-        if loop.time() >= self._renew_due:
-            await self._renew()
-            self._renew_due = loop.time() + RENEW_SECONDS
+            bell = self.bells.event(account.id)
+            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens)
+            self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+            log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
         if loop.time() >= self._expire_due:
             try:
                 log.info("change log: %s entries expired", await self.expire_changes())
             except Exception as exc:  # the next round tries again
                 log.warning("change log expiry failed: %s", exc)
             self._expire_due = loop.time() + EXPIRE_SECONDS
+        return True
+
+    async def _balance(self, present: Sequence[Account], live: int, *, everything: bool) -> None:
+        """Take free leases up to this process's share, or give surplus back, a step a round. Accounts pinned
+        to another group are given back at once. With `everything` (`--account`), the share is all of them."""
+        ours = [a for a in present if a.lease_group == self.group and a.sync_state != REMOVING]
+        foreign = [a.id for a in present if a.lease_group != self.group and a.id in self.store.held]
+        if foreign:
+            await self._release(foreign)
+            log.info("accounts %s: pinned to another group, let go", foreign)
+        share = len(ours) if everything else math.ceil(len(ours) / max(1, live))
+        step = len(ours) if everything else step_of(share)
+        mine = sorted(a.id for a in ours if a.id in self.store.held)
+        if len(mine) > share:
+            surplus = mine[share:][:step]
+            await self._release(surplus)
+            log.info("accounts %s: handed over (share %d of %d live processes)", surplus, share, live)
+        elif len(mine) < share:
+            candidates = [a.id for a in ours if a.id not in self.store.held and a.sync_state not in STOPPED]
+            taken = await leases.claim(self.leases, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
+            self.store.held.update(taken)
+        metrics.LEASES_HELD.set(len(self.store.held))
 
 
 def _short(exc: BaseException) -> str:

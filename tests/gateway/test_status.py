@@ -105,7 +105,7 @@ async def synced(
     user, password = new_user(dovecot)
     dovecot.append(user, password, "INBOX", list(generate(MESSAGES, seed=1301)))
     account_id = await _account(gw_store, credential_box, dovecot, user, password)
-    assert await leases.acquire(gw_store, account_id, "status-test:1:ab12cd34", 300, lambda owner: True)
+    assert await leases.acquire(gw_store, account_id, "status-test:1:ab12cd34", 300)
     with Sampler(gateway.url, operator_token, account_id) as sampler:
         await AccountSync(gw_store, credential_box, account_id, Tuning()).run_once()
         await asyncio.sleep(0.2)  # a last sample after the sync ended

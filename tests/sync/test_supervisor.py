@@ -66,24 +66,27 @@ async def test_one_process_follows_many_accounts(
         await assert_identical(store, credential_box, account_id)
 
 
-async def test_a_lease_of_a_dead_process_is_taken_over_at_once(
+async def test_a_lease_is_free_once_its_holder_stops_renewing_whatever_its_name_says(
     settings: Settings, store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:
+    """Liveness is renewal only: a holder whose name is this very (live) process still loses a lease it let
+    expire, and one it renews stays its own."""
     user, password = new_user(dovecot)
     account_id = await add_account(store, credential_box, dovecot, user, password)
-    proc = await asyncio.create_subprocess_exec("true")
-    await proc.wait()  # its pid is now free: a process that died holding the lease
+    alive = f"{socket.gethostname()}:{os.getpid()}:alive"
     async with store.sessions() as s, s.begin():
         await s.execute(
             update(Account)
             .where(Account.id == account_id)
-            .values(
-                lease_owner=f"{socket.gethostname()}:{proc.pid}:dead",
-                lease_expires_at=utcnow() + timedelta(minutes=5),
-            )
+            .values(lease_owner=alive, lease_expires_at=utcnow() + timedelta(minutes=5))
         )
     supervisor = Supervisor(settings)
     try:
+        assert not await supervisor.acquire(account_id)
+        async with store.sessions() as s, s.begin():
+            await s.execute(
+                update(Account).where(Account.id == account_id).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
         assert await supervisor.acquire(account_id)
         assert await supervisor.run_once([account_id]) == 0
     finally:
@@ -134,7 +137,6 @@ async def test_an_account_whose_lease_another_process_took_is_let_go(
 ) -> None:
     """E.g. after MySQL was away longer than a lease: the other process renewed first, so this one stops."""
     monkeypatch.setattr(supervisor_module, "RESCAN_SECONDS", 0.2)
-    monkeypatch.setattr(supervisor_module, "RENEW_SECONDS", 0.2)
     user, password = new_user(dovecot)
     account_id = await add_account(store, credential_box, dovecot, user, password)
     supervisor = Supervisor(settings, Tuning(poll_interval=0.5))
@@ -144,12 +146,16 @@ async def test_an_account_whose_lease_another_process_took_is_let_go(
             while account_id not in supervisor._tasks:
                 await asyncio.sleep(0.05)
         account_task = supervisor._tasks[account_id]
-        rival = f"{socket.gethostname()}:{os.getpid()}:rival"  # alive: this very process
+        rival = f"{socket.gethostname()}:{os.getpid()}:rival"
         async with store.sessions() as s, s.begin():
             await s.execute(
                 update(Account)
                 .where(Account.id == account_id)
-                .values(lease_owner=rival, lease_expires_at=utcnow() + timedelta(minutes=5))
+                .values(
+                    lease_owner=rival,
+                    lease_expires_at=utcnow() + timedelta(minutes=5),
+                    lease_epoch=Account.lease_epoch + 1,
+                )
             )
         async with asyncio.timeout(30):
             while not account_task.done():
