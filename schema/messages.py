@@ -269,7 +269,11 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     left = {mid for uid, mid in displaced.items() if mid != ids[by_uid[uid].identity]}
     uow.dirty_messages.update(touched, left)
     uow.moved_messages.update(touched, left)
-    uow.dirty_folders.add(folder_id)
+    if displaced or len(by_uid) < len(fetched):
+        uow.dirty_folders.add(folder_id)
+    else:  # every place is new: the folder's counts grow by them (what refresh_folder_counts would count)
+        unread = sum(1 for f in fetched if "\\Seen" not in flags_text(f.flags))
+        uow.places_added(folder_id, len(fetched), unread)
     return touched
 
 
