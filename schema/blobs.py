@@ -5,23 +5,21 @@ A blob whose packed bytes fit in one chunk is one `mime_blobs` row. A larger one
 statement) of a 20 MiB attachment would be larger than the server's max_allowed_packet (16 MiB by default on
 MariaDB, 4 MiB on older MySQL), which fails the whole transaction it is in.
 
-Rows are sent as a prepared statement's binary parameters in one MariaDB bulk command where the driver and the
-server offer it (asyncmy's COM_STMT_BULK_EXECUTE): spelled into an INSERT instead, the packed bytes were
-escaped by the driver and parsed back by the server, the largest statement of an initial sync (BENCHMARKS.md).
+Rows go in one bulk command of binary parameters where the driver and the server offer it (schema.bulk): the
+packed bytes are neither escaped by the driver nor parsed back by the server.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-from asyncmy.errors import NotSupportedError
 from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schema import bulk
 from schema.models import MimeBlob, MimeBlobChunk, table
 
 # Well under every default max_allowed_packet, even escaped (a driver may spell a byte in two).
@@ -57,30 +55,9 @@ async def put_many(session: AsyncSession, raws: Iterable[tuple[bytes, tuple[str,
             await _put_chunked(session, digest(raw), len(raw), codec, data)
         else:
             rows.append({"sha256": digest(raw), "size": len(raw), "codec": codec, "data": data, "chunks": 0})
-    if rows and not await _put_bulk(session, rows):
+    if rows and not await bulk.insert(session, table(MimeBlob), rows, ignore=True):
         # Same bytes, same name: a second writer of the same blob changes nothing.
         await session.execute(insert(table(MimeBlob)).prefix_with("IGNORE"), rows)
-
-
-_COLUMNS = ("sha256", "size", "codec", "data", "chunks")
-_BULK_INSERT = f"INSERT IGNORE INTO mime_blobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-
-
-async def _put_bulk(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> bool:
-    """The rows in one bulk command of binary parameters, on the session's connection and transaction; False
-    (nothing sent) where the driver or the server cannot, and the caller sends an INSERT instead."""
-    raw = await (await session.connection()).get_raw_connection()
-    driver = raw.driver_connection
-    if driver is None or not hasattr(driver, "prepare"):  # another driver than asyncmy
-        return False
-    statement = await driver.prepare(_BULK_INSERT)
-    try:
-        await statement.execute_bulk([tuple(row[c] for c in _COLUMNS) for row in rows])
-    except (NotSupportedError, ValueError):  # raised before anything is sent: no bulk here, or rows unfit for it
-        return False
-    finally:
-        await statement.close()
-    return True
 
 
 async def _put_chunked(session: AsyncSession, sha256: bytes, size: int, codec: str, data: bytes) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
-from schema import actions, blobs, gmail, threads
+from schema import actions, blobs, bulk, gmail, threads
 from schema.changelog import ObjectType, Op
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
@@ -330,11 +330,17 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "draft": "\\Draft" in f.flags,
             }
         )
-    created = list(
-        (
-            await s.execute(insert(table(Message)).returning(table(Message).c.id, sort_by_parameter_order=True), rows)
-        ).scalars()
-    )
+    if await bulk.insert(s, table(Message), rows):
+        ids = await known_identities(s, uow.account_id, (f.identity for f in items))
+        created = [ids[f.identity] for f in items]
+    else:
+        created = list(
+            (
+                await s.execute(
+                    insert(table(Message)).returning(table(Message).c.id, sort_by_parameter_order=True), rows
+                )
+            ).scalars()
+        )
     attachments = [
         row
         for f, mid in zip(items, created, strict=True)
