@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.sync_bench [--messages 10000] [--seed 1] [--no-profile]
     .venv/bin/python -m bench.sync_bench --scale 10000 100000 [--large-mib 50]
+    .venv/bin/python -m bench.sync_bench --write-path 2000
 
 One run: a private Dovecot (temp dir, free ports) is seeded with generated mail (~85% INBOX, ~10% Archive,
 ~5% Sent; ~70% \\Seen, ~5% \\Flagged, ~10% \\Answered, a few keywords); a fresh database gets the account;
@@ -36,6 +37,7 @@ import os
 import pstats
 import random
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -587,6 +589,60 @@ def run_scale(sizes: list[int], seed: int, large_mib: int) -> None:
         print(f"  peak RSS grew by {grown:.2f} bytes per byte the message grew (goal: no multiple copies, about 1-2)")
 
 
+# -- the write path alone -------------------------------------------------------------------------------------
+
+
+def write_path(messages: int, seed: int) -> None:
+    """messages.add in units of 250 prepared (parsed, packed) messages into a fresh database: the schema layer's
+    cost without IMAP or parsing. CPU is this process's (the driver's and SQLAlchemy's work, not MariaDB's)."""
+    from inboxql.mailgen import generate
+    from schema import accounts, folders
+    from schema import messages as store_messages
+    from schema.crypto import CredentialBox
+    from schema.db import create_engine
+    from schema.unit import Store
+    from synccore.parsing import prepare
+
+    raws = list(generate(messages, seed))
+    prepared = [prepare(raw) for raw in raws]
+    fetched = [
+        store_messages.Fetched(
+            uid=i + 1,
+            flags=("\\Seen",) if i % 3 else (),
+            modseq=None,
+            identity=f"sha:{p.digest.hex()}",
+            internaldate=p.parsed.date,
+            raw=raw,
+            parsed=p.parsed,
+            packed=(p.codec, p.packed),
+        )
+        for i, (raw, p) in enumerate(zip(raws, prepared, strict=True))
+    ]
+
+    async def write(url: str) -> tuple[float, float]:
+        engine = create_engine(url)
+        store = Store(engine)
+        try:
+            box = CredentialBox(secrets.token_urlsafe(32))
+            endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "bench")
+            account_id = await accounts.create(store, box, "bench@example.org", endpoint, "password")
+            async with store.unit(account_id) as uow:
+                folder = await folders.create(uow, folders.Discovered("INBOX", "/", (), None))
+            wall, cpu = time.perf_counter(), time.process_time()
+            for start in range(0, len(fetched), 250):
+                async with store.unit(account_id) as uow:
+                    await store_messages.add(uow, folder.id, 1, fetched[start : start + 250])
+            return time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            await engine.dispose()
+
+    print(f"load average at start: {common.load_average()}")
+    with common.throwaway_database() as url:
+        wall, cpu = asyncio.run(write(url))
+    print(f"write path, {messages} messages in units of 250: wall {wall:.2f} s, CPU of this process {cpu:.2f} s")
+    print(f"load average at the end: {common.load_average()}")
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 
 
@@ -765,9 +821,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=30, help="cumulative entries to print")
     parser.add_argument("--scale", type=int, nargs="+", metavar="N", help="initial syncs of these sizes instead")
     parser.add_argument("--large-mib", type=int, default=0, help="with --scale: one message of this size too")
+    parser.add_argument("--write-path", type=int, metavar="N", help="only messages.add of N prepared messages")
     args = parser.parse_args(argv)
     try:
-        if args.scale:
+        if args.write_path:
+            write_path(args.write_path, args.seed)
+        elif args.scale:
             run_scale(args.scale, args.seed, args.large_mib)
         else:
             run(args.messages, args.seed, not args.no_profile, args.top)
