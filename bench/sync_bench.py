@@ -231,7 +231,7 @@ def storage(url: str) -> Storage:
 _GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("IMAP fetch", ("/synccore/imap/",)),
     ("MIME parse", ("/mime/", "/email/", "/encodings/", "/html/", "quopri.py", "base64.py")),
-    ("SQL", ("/sqlalchemy/", "/asyncmy/", "/pymysql/", "/greenlet/", "/schema/models.py")),
+    ("SQL", ("/sqlalchemy/", "/asyncmy/", "/pymysql/", "/greenlet/", "/schema/models.py", "/schema/bulk.py")),
     (
         "thread/aggregate work",
         (
@@ -806,6 +806,7 @@ def _report_profile(total: int, wall: float, groups: dict[str, float], clock: Ph
     print()
     trips = sum(clock.sql_trips.values())
     print(f"MariaDB statements (SQLAlchemy cursor events): {trips} in {sum(clock.sql_seconds.values()):.1f} s awaited")
+    print("  (schema.bulk's commands, the INSERTs of messages and blobs, pass no cursor event: not listed)")
     for kind, count in sorted(clock.sql_trips.items(), key=lambda kv: -kv[1])[:24]:
         print(f"  {count:7d} x {kind:36} {clock.sql_seconds[kind]:7.2f} s")
     print()
