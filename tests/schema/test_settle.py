@@ -169,3 +169,34 @@ async def test_two_units_adding_to_one_folder_at_once_both_count(store: Store, c
     await asyncio.gather(holding, second)
     stored, counted = await counts(store, inbox)
     assert stored == counted == (2, 2)
+
+
+async def test_a_place_that_appeared_after_the_holders_were_read_is_not_counted_twice(
+    store: Store, credential_box: CredentialBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when another unit placed the UID between this unit's read of the holders and its INSERT: the read found
+    # nothing, the INSERT updated a row. The upsert's row count tells, and the folder is counted in full.
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    async with store.unit(account_id) as uow:
+        await messages.add(
+            uow, inbox, UIDVALIDITY, [fetched(1, mail(f"p.{secrets.token_hex(4)}@e.org", "P", when=when))]
+        )
+
+    async def nothing_held(*_: object) -> dict[int, int]:
+        return {}
+
+    monkeypatch.setattr(messages, "_holders", nothing_held)
+    async with store.unit(account_id) as uow:
+        await messages.add(
+            uow,
+            inbox,
+            UIDVALIDITY,
+            [
+                fetched(1, mail(f"q.{secrets.token_hex(4)}@e.org", "Q", when=when), ("\\Seen",)),
+                fetched(2, mail(f"r.{secrets.token_hex(4)}@e.org", "R", when=when)),
+            ],
+        )
+    stored, counted = await counts(store, inbox)
+    assert stored == counted == (2, 1)
