@@ -1,6 +1,8 @@
 """Initial sync of a 10,000-message mailbox: inboxql against mbsync, storage, resyncs, and where the time goes.
 
     .venv/bin/python -m bench.sync_bench [--messages 10000] [--seed 1] [--no-profile]
+    .venv/bin/python -m bench.sync_bench --scale 10000 100000 [--large-mib 50]
+    .venv/bin/python -m bench.sync_bench --write-path 2000
 
 One run: a private Dovecot (temp dir, free ports) is seeded with generated mail (~85% INBOX, ~10% Archive,
 ~5% Sent; ~70% \\Seen, ~5% \\Flagged, ~10% \\Answered, a few keywords); a fresh database gets the account;
@@ -12,6 +14,12 @@ then, each timed as a child process (wall time; CPU and peak RSS from wait4 on t
 4. storage: per-table InnoDB bytes (after ANALYZE TABLE), blob bytes, raw mail bytes;
 5. the initial sync again, in this process under cProfile, into a second fresh database.
 
+With --scale, instead: for each size a mailbox of its own and a fresh database, the initial sync timed with the
+peak RSS of the sync process and its MIME worker processes together (their RSS summed, polled every 20 ms), then
+mbsync on the same mailbox; msg/s of each size over the first's. --large-mib adds one message with an attachment
+of that many MiB, synced alone, beside one of 1 MiB synced alone (the peak of the same process tree; both are
+parsed in a worker process).
+
 Baselines (FIELD-NOTES, same kind of machine): mbsync 0.45-0.57 s for 10k; the Nylas fork 185 s, ~6x storage.
 Goals: >= half of mbsync's speed; storage <= 1.5x raw; (push latency: bench/push_bench.py).
 """
@@ -20,16 +28,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import cProfile
 import functools
 import imaplib
+import os
 import pstats
 import random
 import re
+import secrets
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
@@ -219,7 +231,7 @@ def storage(url: str) -> Storage:
 _GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("IMAP fetch", ("/synccore/imap/",)),
     ("MIME parse", ("/mime/", "/email/", "/encodings/", "/html/", "quopri.py", "base64.py")),
-    ("SQL", ("/sqlalchemy/", "/asyncmy/", "/pymysql/", "/greenlet/", "/schema/models.py")),
+    ("SQL", ("/sqlalchemy/", "/asyncmy/", "/pymysql/", "/greenlet/", "/schema/models.py", "/schema/bulk.py")),
     (
         "thread/aggregate work",
         (
@@ -418,6 +430,219 @@ def profile_sync(url: str, account_id: int, top: int) -> tuple[float, dict[str, 
     return wall, groups, clock, "\n".join(lines)
 
 
+# -- scale: msg/s and memory as the mailbox grows ----------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _tree(pid: int) -> list[int]:
+    found, todo = [pid], [pid]
+    while todo:
+        children = _children(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRun:
+    timed: Timed
+    peak_tree_rss: int  # bytes: the largest sum of VmRSS over the process and its descendants (workers)
+
+
+def tree_run(run: Callable[[], Timed]) -> TreeRun:
+    """A timed child process (common.timed_run), and meanwhile the RSS of it and all its descendants summed, every
+    20 ms. The child is the one child of this process that was not there before (the Dovecot started earlier is)."""
+    me = os.getpid()
+    before = set(_children(me))
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for child in set(_children(me)) - before:
+                peak[0] = max(peak[0], sum(_rss(p) for p in _tree(child)))
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        timed = run()
+    finally:
+        done.set()
+        watcher.join()
+    return TreeRun(timed, peak[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleRow:
+    messages: int
+    raw_bytes: int
+    inboxql: TreeRun
+    mbsync: TreeRun
+
+
+def scale_one(server: DovecotServer, work: Path, messages: int, seed: int) -> ScaleRow:
+    user, password = common.new_user(server)
+    started = time.perf_counter()
+    seeded = common.seed_mailbox(server, user, password, messages, seed)
+    total = sum(seeded.counts.values())
+    print(f"seeded {total} messages ({seeded.raw_bytes / MIB:.1f} MiB raw) in {time.perf_counter() - started:.1f} s")
+    with common.throwaway_database() as url:
+        env = common.cli_env(url)
+        account_id = common.add_account(server, user, password, env)
+        print(f"  load average before the sync of {total}: {common.load_average()}")
+        synced = tree_run(lambda: _inboxql(["sync", "--once", "--account", str(account_id)], env, 3600))
+    maildir = work / f"Maildir-{total}"
+    maildir.mkdir()
+    config = work / f"mbsyncrc-{total}"
+    config.write_text(_mbsync_config(server, user, password, maildir))
+    config.chmod(0o600)
+    mirrored = tree_run(lambda: _mbsync(config))
+    shutil.rmtree(maildir, ignore_errors=True)
+    return ScaleRow(total, seeded.raw_bytes, synced, mirrored)
+
+
+def large_message(mib: int, seed: int) -> bytes:
+    """One message carrying an attachment of `mib` MiB of incompressible bytes, base64 in 76-column lines."""
+    payload = base64.encodebytes(random.Random(seed).randbytes(mib << 20)).replace(b"\n", b"\r\n")
+    return (
+        (
+            b"Message-ID: <large.%d@example.org>\r\nDate: Sun, 6 Dec 2026 10:00:00 +0000\r\n"
+            b"From: Ann <ann@example.org>\r\nTo: bob@example.org\r\nSubject: A large attachment\r\n"
+            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            b"--b\r\nContent-Type: text/plain\r\n\r\nSee the attachment.\r\n"
+            b"--b\r\nContent-Type: application/octet-stream\r\n"
+            b'Content-Disposition: attachment; filename="large.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n' % seed
+        )
+        + payload
+        + b"--b--\r\n"
+    )
+
+
+def sync_alone(server: DovecotServer, raw: bytes) -> TreeRun:
+    """A mailbox of this one message, synced into a fresh database."""
+    user, password = common.new_user(server)
+    server.append(user, password, "INBOX", [raw])
+    with common.throwaway_database() as url:
+        env = common.cli_env(url)
+        account_id = common.add_account(server, user, password, env)
+        return tree_run(lambda: _inboxql(["sync", "--once", "--account", str(account_id)], env))
+
+
+def run_scale(sizes: list[int], seed: int, large_mib: int) -> None:
+    common.apt_install("mbsync", "isync")
+    common.check_services()
+    print(f"machine: {common.machine()}")
+    print(f"load average at start: {common.load_average()}")
+    work = Path(tempfile.mkdtemp(prefix="inboxql-bench-"))
+    rows: list[ScaleRow] = []
+    try:
+        with common.private_dovecot() as server:
+            for size in sizes:
+                rows.append(scale_one(server, work, size, seed))
+            if large_mib:
+                raw = large_message(large_mib, seed)
+                small = sync_alone(server, large_message(1, seed))  # parsed in a worker too (over INLINE_BYTES)
+                large = sync_alone(server, raw)
+        print(f"load average at the end: {common.load_average()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print("== initial sync as the mailbox grows (child processes; peak RSS of the sync and its MIME workers) ==")
+    head = f"{'messages':>9} {'raw MiB':>8} {'wall s':>8} {'msg/s':>7} {'CPU s':>7} {'peak RSS MiB':>13}"
+    print(f"{head} {'x first':>8} {'mbsync s':>9} {'x mbsync':>9}")
+    first = rows[0].messages / rows[0].inboxql.timed.wall
+    for row in rows:
+        t, mb = row.inboxql.timed, row.mbsync.timed
+        rate = row.messages / t.wall
+        print(
+            f"{row.messages:9,} {row.raw_bytes / MIB:8.1f} {t.wall:8.1f} {rate:7,.0f} {t.cpu:7.1f}"
+            f" {row.inboxql.peak_tree_rss / MIB:13.1f} {rate / first:8.2f} {mb.wall:9.2f} {mb.wall / t.wall:9.3f}"
+        )
+    print("goals: peak RSS <= 300 MiB; msg/s of the largest within 10% of the first (x first >= 0.90);")
+    print("       inboxql speed / mbsync speed (x mbsync) >= 0.5")
+    if large_mib:
+        print()
+        base = len(large_message(1, seed))
+        print(f"== one message of {len(raw) / MIB:.1f} MiB synced alone, beside one of {base / MIB:.1f} MiB ==")
+        for size, alone in ((base, small), (len(raw), large)):
+            print(
+                f"  {size / MIB:5.1f} MiB: peak RSS {alone.peak_tree_rss / MIB:7.1f} MiB, wall {alone.timed.wall:.1f} s"
+            )
+        grown = (large.peak_tree_rss - small.peak_tree_rss) / (len(raw) - base)
+        print(f"  peak RSS grew by {grown:.2f} bytes per byte the message grew (goal: no multiple copies, about 1-2)")
+
+
+# -- the write path alone -------------------------------------------------------------------------------------
+
+
+def write_path(messages: int, seed: int) -> None:
+    """messages.add in units of 250 prepared (parsed, packed) messages into a fresh database: the schema layer's
+    cost without IMAP or parsing. CPU is this process's (the driver's and SQLAlchemy's work, not MariaDB's)."""
+    from inboxql.mailgen import generate
+    from schema import accounts, folders
+    from schema import messages as store_messages
+    from schema.crypto import CredentialBox
+    from schema.db import create_engine
+    from schema.unit import Store
+    from synccore.parsing import prepare
+
+    raws = list(generate(messages, seed))
+    prepared = [prepare(raw) for raw in raws]
+    fetched = [
+        store_messages.Fetched(
+            uid=i + 1,
+            flags=("\\Seen",) if i % 3 else (),
+            modseq=None,
+            identity=f"sha:{p.digest.hex()}",
+            internaldate=p.parsed.date,
+            raw=raw,
+            parsed=p.parsed,
+            packed=(p.codec, p.packed),
+        )
+        for i, (raw, p) in enumerate(zip(raws, prepared, strict=True))
+    ]
+
+    async def write(url: str) -> tuple[float, float]:
+        engine = create_engine(url)
+        store = Store(engine)
+        try:
+            box = CredentialBox(secrets.token_urlsafe(32))
+            endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "bench")
+            account_id = await accounts.create(store, box, "bench@example.org", endpoint, "password")
+            async with store.unit(account_id) as uow:
+                folder = await folders.create(uow, folders.Discovered("INBOX", "/", (), None))
+            wall, cpu = time.perf_counter(), time.process_time()
+            for start in range(0, len(fetched), 250):
+                async with store.unit(account_id) as uow:
+                    await store_messages.add(uow, folder.id, 1, fetched[start : start + 250])
+            return time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            await engine.dispose()
+
+    print(f"load average at start: {common.load_average()}")
+    with common.throwaway_database() as url:
+        wall, cpu = asyncio.run(write(url))
+    print(f"write path, {messages} messages in units of 250: wall {wall:.2f} s, CPU of this process {cpu:.2f} s")
+    print(f"load average at the end: {common.load_average()}")
+
+
 # -- the run -------------------------------------------------------------------------------------------------
 
 
@@ -581,6 +806,7 @@ def _report_profile(total: int, wall: float, groups: dict[str, float], clock: Ph
     print()
     trips = sum(clock.sql_trips.values())
     print(f"MariaDB statements (SQLAlchemy cursor events): {trips} in {sum(clock.sql_seconds.values()):.1f} s awaited")
+    print("  (schema.bulk's commands, the INSERTs of messages and blobs, pass no cursor event: not listed)")
     for kind, count in sorted(clock.sql_trips.items(), key=lambda kv: -kv[1])[:24]:
         print(f"  {count:7d} x {kind:36} {clock.sql_seconds[kind]:7.2f} s")
     print()
@@ -594,9 +820,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     parser.add_argument("--top", type=int, default=30, help="cumulative entries to print")
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N", help="initial syncs of these sizes instead")
+    parser.add_argument("--large-mib", type=int, default=0, help="with --scale: one message of this size too")
+    parser.add_argument("--write-path", type=int, metavar="N", help="only messages.add of N prepared messages")
     args = parser.parse_args(argv)
     try:
-        run(args.messages, args.seed, not args.no_profile, args.top)
+        if args.write_path:
+            write_path(args.write_path, args.seed)
+        elif args.scale:
+            run_scale(args.scale, args.seed, args.large_mib)
+        else:
+            run(args.messages, args.seed, not args.no_profile, args.top)
     except BenchError as exc:
         print(f"sync_bench: {exc}", file=sys.stderr)
         return 1

@@ -196,7 +196,10 @@ def _content_type(headers: list[tuple[str, str]], default: str) -> tuple[str, di
     return default, {}
 
 
-def parse_entity(data: bytes, default_type: str, depth: int) -> Entity:
+def parse_entity(data: bytes, default_type: str, depth: int, *, containers: bool = True) -> Entity:
+    """The entity and its parts. With containers=False a multipart split into its parts keeps no body of its own
+    (who reads only the parts, as parse_message does, then holds a large attachment in one copy, not one per
+    level of the tree)."""
     defects: list[str] = []
     headers, body = _split_headers(data, defects)
     content_type, params = _content_type(headers, default_type)
@@ -213,11 +216,16 @@ def parse_entity(data: bytes, default_type: str, depth: int) -> Entity:
                 defects.append("MultipartInvariantViolationDefect")
             return entity
         child_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-        entity.children = [parse_entity(part, child_type, depth + 1) for part in parts]
+        if parts and not containers:
+            entity.body = body = b""
+        children = entity.children
+        for index, part in enumerate(parts):
+            parts[index] = b""  # each part's bytes go once its entity holds them
+            children.append(parse_entity(part, child_type, depth + 1, containers=containers))
     elif content_type in ENCAPSULATED:
         inner = transfer_decode(entity, [])
         if inner.strip():
-            entity.children = [parse_entity(inner, "text/plain", depth + 1)]
+            entity.children = [parse_entity(inner, "text/plain", depth + 1, containers=containers)]
     return entity
 
 
@@ -287,6 +295,36 @@ def _decode_base64(data: bytes, defects: list[str]) -> bytes:
     except (binascii.Error, ValueError):
         defects.append("InvalidBase64CharactersDefect")
         return b""
+
+
+# Base64 is measured this many bytes at a time: an attachment's size without its decoded bytes in memory.
+_MEASURE_BYTES = 1 << 20
+
+
+def base64_size(data: bytes, defects: list[str]) -> int:
+    """len(_decode_base64(data, defects)), without holding the decoded (or the compacted) bytes whole.
+
+    Clean base64 (alphabet only, '=' only at the end, whole quanta) is measured a chunk at a time; anything
+    else is decoded as transfer_decode would, so its defects are the same.
+    """
+    total = pad = 0
+    for start in range(0, len(data), _MEASURE_BYTES):
+        chunk = data[start : start + _MEASURE_BYTES].translate(None, _WHITESPACE)
+        if not chunk:
+            continue
+        if chunk.translate(None, _B64_ALPHABET).strip(b"="):
+            return len(_decode_base64(data, defects))  # stray characters
+        if pad and chunk.strip(b"="):
+            return len(_decode_base64(data, defects))  # '=' before the end
+        first = chunk.find(b"=")
+        if first >= 0:
+            if chunk[first:].strip(b"="):
+                return len(_decode_base64(data, defects))
+            pad += len(chunk) - first
+        total += len(chunk)
+    if total % 4 or pad > 2:
+        return len(_decode_base64(data, defects))
+    return total // 4 * 3 - pad
 
 
 def transfer_decode(entity: Entity, defects: list[str]) -> bytes:

@@ -33,6 +33,7 @@ from .entity import (
     ENCAPSULATED,
     MAX_DEPTH,
     Entity,
+    base64_size,
     disposition_of,
     entity_parts,
     filename_of,
@@ -129,8 +130,8 @@ def _leaf(entity: Entity, part_id: str, walk: _Walk) -> None:
         content_type = "text/plain"  # a multipart we could not split: show its text
     disposition = disposition_of(entity)
     filename = filename_of(entity)
-    data = entity.body if is_multipart else transfer_decode(entity, walk.defects)
     if content_type in ("text/plain", "text/html") and disposition != "attachment" and filename is None:
+        data = entity.body if is_multipart else transfer_decode(entity, walk.defects)
         text = decode_bytes(data, entity.params.get("charset"), walk.defects)
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -147,11 +148,20 @@ def _leaf(entity: Entity, part_id: str, walk: _Walk) -> None:
             part_id=part_id,
             filename=filename,
             content_type=content_type,
-            size=len(data),
+            size=_decoded_size(entity, is_multipart, walk.defects),
             content_id=content_id,
             inline=disposition == "inline" or (not disposition and content_id is not None),
         )
     )
+
+
+def _decoded_size(entity: Entity, is_multipart: bool, defects: list[str]) -> int:
+    """An attachment's decoded size: base64 (most of them, and the large ones) is measured, not decoded."""
+    if is_multipart:
+        return len(entity.body)
+    if (entity.get("content-transfer-encoding") or "").strip().lower() == "base64":
+        return base64_size(entity.body, defects)
+    return len(transfer_decode(entity, defects))
 
 
 _SINGLE_HEADERS = frozenset({"subject", "date", "message-id", "in-reply-to"})
@@ -226,7 +236,7 @@ def _join_texts(texts: list[str]) -> str:
 
 
 def _parse(raw: bytes) -> ParsedMessage:
-    root = parse_entity(raw, "text/plain", 0)
+    root = parse_entity(raw, "text/plain", 0, containers=False)
     defects = _tree_defects(root)
     walk = _Walk([], [], [], defects, [])
     _walk(root, walk)

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from schema import gmail, labels
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, table, utcnow
+from schema.states import State, iso
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -53,6 +54,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     Message.answered,
                     Message.draft,
                     Message.orphaned_at,
+                    *_LOGGED_MESSAGE_COLUMNS,
                 )
                 .where(Message.id.in_(chunk))
                 .order_by(Message.id)
@@ -60,13 +62,15 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             )
         ).all()
         places: dict[int, list[set[str]]] = defaultdict(list)
+        folders: dict[int, set[int]] = defaultdict(set)
         gmail_names: dict[int, set[str]] = defaultdict(set)  # X-GM-LABELS, on Gmail accounts
-        for mid, flags, gm_labels in await s.execute(
-            select(MessagePlace.message_id, MessagePlace.flags, MessagePlace.labels).where(
+        for mid, fid, flags, gm_labels in await s.execute(
+            select(MessagePlace.message_id, MessagePlace.folder_id, MessagePlace.flags, MessagePlace.labels).where(
                 MessagePlace.message_id.in_(chunk)
             )
         ):
             places[mid].append(set(flags.split()))
+            folders[mid].add(fid)
             if gm_labels:
                 gmail_names[mid].update(gm_labels.split("\n"))
         current_labels: dict[int, set[int]] = defaultdict(set)
@@ -102,6 +106,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 groups[values].append(row.id)
             want = {label_ids[name] for name in wanted_names.get(row.id, set())}
             have = current_labels.get(row.id, set())
+            uow.states[(ObjectType.MESSAGE, row.id)] = message_state(row, values, folders.get(row.id, set()), want)
             add_links += [{"message_id": row.id, "label_id": lid} for lid in want - have]
             drop_links += [(row.id, lid) for lid in have - want]
             if (
@@ -132,6 +137,35 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
         # A change no client can see (\\Deleted, \\Recent, a flag on one of two copies) is not logged.
         uow.record(ObjectType.MESSAGE, Op.UPDATE, visible)
+
+
+# What a message's logged state holds besides its flags, folders and labels (schema.states.message_states).
+_LOGGED_MESSAGE_COLUMNS = (
+    Message.subject,
+    Message.from_addrs,
+    Message.date,
+    Message.malformed,
+    Message.message_id_header,
+)
+
+
+def message_state(row: Any, flags: tuple[Any, ...], folder_ids: set[int], label_ids: set[int]) -> State:
+    """The logged state of a message as refresh_messages leaves it: the same as schema.states reads."""
+    unread, starred, answered, draft = flags[:4]
+    return {
+        "thread_id": row.thread_id,
+        "subject": row.subject,
+        "from": row.from_addrs,
+        "date": iso(row.date),
+        "unread": unread,
+        "starred": starred,
+        "answered": answered,
+        "draft": draft,
+        "malformed": row.malformed,
+        "message_id": row.message_id_header,
+        "folder_ids": sorted(folder_ids),
+        "label_ids": sorted(label_ids),
+    }
 
 
 def _participants(rows: Sequence[Any]) -> list[dict[str, str]]:
@@ -231,6 +265,7 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
             }
             if any(getattr(thread, k) != v for k, v in values.items()):
                 changed.append({**dict(zip(keys, thread, strict=True)), **values})
+                uow.states[(ObjectType.THREAD, tid)] = thread_state(values)
         if changed:
             # One multi-row statement for every changed thread: an UPDATE each would be a round trip each.
             stmt = mysql_insert(table(Thread))
@@ -239,6 +274,21 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 changed,
             )
         uow.record(ObjectType.THREAD, Op.UPDATE, [row["id"] for row in changed])
+
+
+def thread_state(values: dict[str, Any]) -> State:
+    """The logged state of a thread from its aggregates as refresh_threads writes them (schema.states)."""
+    return {
+        "subject": values["subject"],
+        "snippet": values["snippet"],
+        "participants": values["participants"],
+        "message_count": values["message_count"],
+        "unread_count": values["unread_count"],
+        "starred": values["starred"],
+        "last_message_at": iso(values["last_message_at"]),
+        "folder_ids": values["folder_ids"],
+        "label_ids": values["label_ids"],
+    }
 
 
 async def _thread_labels(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, set[int]]:
@@ -320,6 +370,26 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
         total, unread = counts.get(folder.id, (0, 0))
         if (folder.total_count, folder.unread_count) != (total, unread):
             folder.total_count, folder.unread_count = total, unread
+            changed.append(folder.id)
+    await s.flush()
+    uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
+
+
+async def add_folder_counts(uow: UnitOfWork, added: dict[int, tuple[int, int]]) -> None:
+    """Folders that only gained places in this unit (none changed or removed): their counts move by what was
+    added, instead of a count of every place of the folder (a unit's cost would grow with the folder). The row is
+    locked and read as committed first, as in refresh_folder_counts; every unit that changes a folder's places
+    moves or recounts its counts under that lock, so the old counts plus the added are what a count would find."""
+    if not added:
+        return
+    s = uow.session
+    locking = select(Folder).where(Folder.id.in_(sorted(added))).order_by(Folder.id).with_for_update()
+    changed = []
+    for folder in await s.scalars(locking.execution_options(populate_existing=True)):
+        total, unread = added[folder.id]
+        if total or unread:
+            folder.total_count += total
+            folder.unread_count += unread
             changed.append(folder.id)
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)

@@ -4,6 +4,9 @@ A blob whose packed bytes fit in one chunk is one `mime_blobs` row. A larger one
 `mime_blob_chunks` rows of CHUNK_BYTES each, written and read one at a time: a single row (and so a single
 statement) of a 20 MiB attachment would be larger than the server's max_allowed_packet (16 MiB by default on
 MariaDB, 4 MiB on older MySQL), which fails the whole transaction it is in.
+
+Rows go in one bulk command of binary parameters where the driver and the server offer it (schema.bulk): the
+packed bytes are neither escaped by the driver nor parsed back by the server.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from schema import bulk
 from schema.models import MimeBlob, MimeBlobChunk, table
 
 # Well under every default max_allowed_packet, even escaped (a driver may spell a byte in two).
@@ -51,7 +55,7 @@ async def put_many(session: AsyncSession, raws: Iterable[tuple[bytes, tuple[str,
             await _put_chunked(session, digest(raw), len(raw), codec, data)
         else:
             rows.append({"sha256": digest(raw), "size": len(raw), "codec": codec, "data": data, "chunks": 0})
-    if rows:
+    if rows and not await bulk.insert(session, table(MimeBlob), rows, ignore=True):
         # Same bytes, same name: a second writer of the same blob changes nothing.
         await session.execute(insert(table(MimeBlob)).prefix_with("IGNORE"), rows)
 

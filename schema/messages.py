@@ -13,7 +13,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
-from schema import actions, blobs, gmail, threads
+from schema import actions, blobs, bulk, gmail, threads
 from schema.changelog import ObjectType, Op
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
@@ -243,7 +243,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
     displaced = await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
     stmt = mysql_insert(table(MessagePlace))
-    await s.execute(
+    placed = await s.execute(
         stmt.on_duplicate_key_update(
             message_id=stmt.inserted.message_id,
             flags=stmt.inserted.flags,
@@ -269,7 +269,13 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
     left = {mid for uid, mid in displaced.items() if mid != ids[by_uid[uid].identity]}
     uow.dirty_messages.update(touched, left)
     uow.moved_messages.update(touched, left)
-    uow.dirty_folders.add(folder_id)
+    # Inserted rows count 1 each, updated ones 2: more than one each means a place appeared since _holders read
+    # (another unit placed the UID meanwhile), and the folder is counted in full.
+    if displaced or len(by_uid) < len(fetched) or getattr(placed, "rowcount", -1) != len(fetched):
+        uow.dirty_folders.add(folder_id)
+    else:  # every place is new: the folder's counts grow by them (what refresh_folder_counts would count)
+        unread = sum(1 for f in fetched if "\\Seen" not in flags_text(f.flags))
+        uow.places_added(folder_id, len(fetched), unread)
     return touched
 
 
@@ -326,11 +332,17 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "draft": "\\Draft" in f.flags,
             }
         )
-    created = list(
-        (
-            await s.execute(insert(table(Message)).returning(table(Message).c.id, sort_by_parameter_order=True), rows)
-        ).scalars()
-    )
+    if await bulk.insert(s, table(Message), rows):
+        ids = await known_identities(s, uow.account_id, (f.identity for f in items))
+        created = [ids[f.identity] for f in items]
+    else:
+        created = list(
+            (
+                await s.execute(
+                    insert(table(Message)).returning(table(Message).c.id, sort_by_parameter_order=True), rows
+                )
+            ).scalars()
+        )
     attachments = [
         row
         for f, mid in zip(items, created, strict=True)

@@ -21,7 +21,7 @@ from schema.models import Account, Action, Folder, Label, Message, MessageLabel,
 State = dict[str, Any]
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
@@ -74,7 +74,7 @@ async def thread_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
             "message_count": t.message_count,
             "unread_count": t.unread_count,
             "starred": t.starred,
-            "last_message_at": _iso(t.last_message_at),
+            "last_message_at": iso(t.last_message_at),
             "folder_ids": t.folder_ids,
             "label_ids": t.label_ids,
         }
@@ -112,7 +112,7 @@ async def message_states(session: AsyncSession, ids: Sequence[int]) -> dict[int,
             "thread_id": row.thread_id,
             "subject": row.subject,
             "from": row.from_addrs,
-            "date": _iso(row.date),
+            "date": iso(row.date),
             "unread": row.unread,
             "starred": row.starred,
             "answered": row.answered,
@@ -145,8 +145,8 @@ async def action_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
             "message_id": row.message_id,
             "folder_id": row.folder_id,
             "attempts": row.attempts,
-            "created_at": _iso(row.created_at),
-            "finished_at": _iso(row.finished_at),
+            "created_at": iso(row.created_at),
+            "finished_at": iso(row.finished_at),
         }
         for row in await session.execute(select(*cols).where(Action.id.in_(ids)))
     }
@@ -173,14 +173,14 @@ async def outbox_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
             "state": row.state,
             "error": row.error,
             "smtp_response": row.smtp_response,
-            "send_at": _iso(row.send_at),
-            "sent_at": _iso(row.sent_at),
+            "send_at": iso(row.send_at),
+            "sent_at": iso(row.sent_at),
             "recipients": list(row.recipients or ()),
             "attempts": row.attempts,
             "message_id_header": row.message_id_header,
             "message_id": row.mirror_message_id,
             "replied_message_id": row.reply_to_message_id,
-            "created_at": _iso(row.created_at),
+            "created_at": iso(row.created_at),
         }
         for row in await session.execute(select(*cols).where(Outbox.id.in_(ids)))
     }

@@ -9,6 +9,10 @@ On leaving the block the unit brings the aggregates it touched up to date (messa
 thread aggregates, folder counts), writes the change log rows of everything it changed with the objects'
 states, commits, and then rings the account's doorbell in Redis (schema.doorbell). Redis only rings: a lost
 PUBLISH loses nothing, because readers re-read the log from their cursor.
+
+The refreshes of messages and threads hold the logged states of what they refreshed (they read and computed
+every field of them, under lock, after the unit's writes): those go to the log as they are, and only the states
+of other changed objects are read again.
 """
 
 from __future__ import annotations
@@ -59,7 +63,12 @@ class UnitOfWork:
         self.moved_messages: set[int] = set()  # a place was added or removed: their folders changed
         self.dirty_threads: set[int] = set()  # members, their folders or their dates changed: a full refresh
         self.flagged_threads: set[int] = set()  # only their members' flags or labels changed: a recount
-        self.dirty_folders: set[int] = set()
+        self.dirty_folders: set[int] = set()  # their places changed in any way: counted again
+        # Places only added, none changed or removed (schema.messages.add): folder id -> (total, unread) to add to
+        # the counts the folder's row holds, instead of counting every place of a large folder in every unit.
+        self.added_places: dict[int, tuple[int, int]] = {}
+        # Logged states the settle computed already (schema.aggregates), by object.
+        self.states: dict[tuple[ObjectType, int], states.State] = {}
         self.last_seq: int | None = None
         self.rang_actions = False  # an action was queued: its executor is rung after commit
         # The server reported a change of a message that a pending action protects (schema.actions), and it was
@@ -77,6 +86,11 @@ class UnitOfWork:
 
     def record(self, object_type: ObjectType, op: Op, ids: Iterable[int]) -> None:
         self.changes.record(object_type, op, ids)
+
+    def places_added(self, folder_id: int, total: int, unread: int) -> None:
+        """New places in a folder, none of them replacing another: its counts move by these numbers."""
+        before = self.added_places.get(folder_id, (0, 0))
+        self.added_places[folder_id] = (before[0] + total, before[1] + unread)
 
     async def __aenter__(self) -> UnitOfWork:
         self._session = self.store.sessions()
@@ -113,9 +127,12 @@ class UnitOfWork:
         await aggregates.refresh_threads(self, sorted(self.dirty_threads))
         await aggregates.refresh_thread_flags(self, sorted(self.flagged_threads - self.dirty_threads))
         await aggregates.refresh_folder_counts(self, sorted(self.dirty_folders))
-        logged: dict[tuple[ObjectType, int], states.State] = {}
+        await aggregates.add_folder_counts(
+            self, {fid: n for fid, n in self.added_places.items() if fid not in self.dirty_folders}
+        )
+        logged = self.states
         for kind in ObjectType:
-            ids = self.changes.ids(kind)
+            ids = [oid for oid in self.changes.ids(kind) if (kind, oid) not in logged]
             if ids:
                 for oid, state in (await states.states(self.session, kind, ids)).items():
                     logged[(kind, oid)] = state

@@ -67,10 +67,16 @@ class WorkerCrashed(RuntimeError):
 # Batches smaller than both are parsed on the event loop (see ParsePool.prepare).
 INLINE_COUNT = 8
 INLINE_BYTES = 512 * 1024
+# A message at least this large is parsed in a thread of this process: sent to a worker, its raw bytes were
+# pickled, piped and unpickled and its packed bytes the same way back, four more copies of it at once (a 68 MiB
+# message raised the peak RSS of the sync and its worker by 5.7 bytes per byte; BENCHMARKS.md). The GIL is let go
+# in zlib and sha256 and taken back between the parser's steps, so the event loop goes on meanwhile.
+THREAD_BYTES = 8 << 20
 
 
 class ParsePool:
-    """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0.
+    """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0; one large message in a
+    thread.
 
     A worker that dies (the kernel's OOM killer, a SIGKILL) breaks the whole executor: every later call would
     raise BrokenProcessPool, for every account, until the process restarts. The broken executor is replaced by a
@@ -95,8 +101,11 @@ class ParsePool:
     async def prepare(self, raws: Sequence[bytes]) -> list[Prepared]:
         # A few small messages parse faster here than the trip to a worker costs; a large one (batches are sized
         # by bytes, so a 20 MiB message comes alone) would hold the event loop for seconds: a worker takes it.
-        if self._pool is None or (len(raws) < INLINE_COUNT and sum(map(len, raws)) < INLINE_BYTES):
+        size = sum(map(len, raws))
+        if self._pool is None or (len(raws) < INLINE_COUNT and size < INLINE_BYTES):
             return prepare_many(raws)
+        if len(raws) == 1 and size >= THREAD_BYTES:
+            return await asyncio.to_thread(prepare_many, raws)
         attempts = 2
         for attempt in range(1, attempts + 1):
             pool = self._pool

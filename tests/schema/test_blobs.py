@@ -49,3 +49,25 @@ async def test_a_compressible_large_blob_is_chunked_after_packing(store: Store) 
         chunks = await s.scalar(select(MimeBlob.chunks).where(MimeBlob.sha256 == blobs.digest(raw)))
         assert chunks == -(-len(packed) // blobs.CHUNK_BYTES)
         assert await blobs.get(s, blobs.digest(raw)) == raw
+
+
+async def test_many_blobs_of_every_byte_are_stored_exactly_within_the_transaction(store: Store) -> None:
+    rng = random.Random(10)
+    # Every byte value, quotes, backslashes and NULs: what escaping would have to get right, sent unescaped.
+    raws = [bytes(range(256)) * 3 + rng.randbytes(rng.randrange(1, 4000)) + b"'\\\x00\"" for _ in range(300)]
+    raws.append(raws[0])  # the same bytes twice in one call: stored once
+    async with store.sessions() as s:
+        before = int(await s.scalar(select(func.count()).select_from(MimeBlob)) or 0)
+    async with store.sessions() as s, s.begin():
+        await blobs.put_many(s, [(raw, None) for raw in raws])
+    async with store.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(MimeBlob)) == before + 300
+        for raw in raws:
+            assert await blobs.get(s, blobs.digest(raw)) == raw
+    undone = [rng.randbytes(100) for _ in range(20)]
+    async with store.sessions() as s, s.begin():
+        await blobs.put_many(s, [(raw, None) for raw in undone])
+        await s.rollback()
+    async with store.sessions() as s:
+        assert all([await blobs.get(s, blobs.digest(raw)) is None for raw in undone])
+        assert await s.scalar(select(func.count()).select_from(MimeBlob)) == before + 300

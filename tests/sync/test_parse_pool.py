@@ -16,7 +16,7 @@ from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
-from synccore.parsing import ParsePool, WorkerCrashed, prepare_many
+from synccore.parsing import THREAD_BYTES, ParsePool, WorkerCrashed, prepare_many
 from tests.sync.support import add_account, assert_identical
 
 
@@ -137,4 +137,40 @@ async def test_one_large_message_is_parsed_by_a_worker_not_on_the_event_loop(mon
         assert sent == [1]  # one large one: a worker
         assert parsed.parsed.subject == prepare_many([large])[0].parsed.subject
     finally:
+        pool.close()
+
+
+async def test_one_very_large_message_is_parsed_in_a_thread_while_the_loop_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sent to a worker, its bytes would be copied four more times (pickled and piped both ways)."""
+    sent: list[int] = []
+    run = ParsePool._run
+
+    async def counting(self: ParsePool, pool: object, raws: list[bytes]) -> object:
+        sent.append(len(raws))
+        return await run(self, pool, raws)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ParsePool, "_run", counting)
+    [head] = list(generate(1, seed=5))
+    huge = head + b"\r\n" + b"y" * 76 * (THREAD_BYTES // 76 + 1000)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    pool = ParsePool(1)
+    ticking = asyncio.create_task(ticker())
+    try:
+        await asyncio.sleep(0)
+        before = ticks
+        [parsed] = await pool.prepare([huge])
+        assert ticks > before + 1  # the loop ran other tasks while the message was parsed
+        assert sent == []
+        assert parsed == prepare_many([huge])[0]
+    finally:
+        ticking.cancel()
         pool.close()

@@ -1,0 +1,67 @@
+"""Many rows in one MariaDB bulk command of binary parameters (COM_STMT_BULK_EXECUTE), on a session's transaction.
+
+A multi-row INSERT spells every value into the statement's text: the driver escapes the bytes of blobs and
+bodies and the server parses them back, the largest statements of an initial sync (BENCHMARKS.md). A prepared
+statement's bulk command sends them as they are. Where the driver (asyncmy) or the server cannot, `insert` sends
+nothing and says so, and the caller writes the rows as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from asyncmy.errors import Error as DriverError
+from asyncmy.errors import NotSupportedError
+from sqlalchemy import JSON, Table
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def insert(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], *, ignore: bool = False
+) -> bool:
+    """INSERT (IGNORE) the rows; False, with nothing sent, where no bulk command can carry them.
+
+    Every row must give every column that has a default on SQLAlchemy's side. A column that is None in every row
+    is left out (the server's default applies, NULL for a column that can be None), since the bulk command needs a
+    type for each column. JSON values are serialized as SQLAlchemy would.
+    A refusal of the server is raised as SQLAlchemy's DBAPIError, like any statement's (schema.retry reads it).
+    """
+    if not rows:
+        return True
+    keys = rows[0].keys()
+    if any(row.keys() != keys for row in rows) or any(
+        c.default is not None and c.name not in keys for c in table.columns
+    ):
+        return False  # rows of several shapes, or a column left to a default only SQLAlchemy knows
+    raw = await (await session.connection()).get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None or not hasattr(driver, "prepare"):  # another driver than asyncmy
+        return False
+    columns = [c for c in table.columns if any(row.get(c.name) is not None for row in rows)]
+    encode = [isinstance(c.type, JSON) for c in columns]
+    values = [
+        tuple(
+            json.dumps(v) if as_json and v is not None else v
+            for c, as_json in zip(columns, encode, strict=True)
+            for v in (row.get(c.name),)
+        )
+        for row in rows
+    ]
+    sql = (
+        f"INSERT {'IGNORE ' if ignore else ''}INTO `{table.name}` ({', '.join(f'`{c.name}`' for c in columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})"
+    )
+    try:
+        statement = await driver.prepare(sql)
+        try:
+            await statement.execute_bulk(values)
+        finally:
+            await statement.close()
+    except (NotSupportedError, ValueError):  # raised before anything is sent: no bulk here, or rows unfit for it
+        return False
+    except DriverError as exc:
+        raise DBAPIError.instance(sql, None, exc, DriverError) from exc
+    return True
