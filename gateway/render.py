@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Mapping
 from typing import Any, cast
 
 from graphql import ExecutionResult, OperationType
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.graphql.context import Context
+from gateway.graphql.executor import PlainFieldExecutor
 
 RenderKey = tuple[str, int, str, int | None]
 COMPACT = (",", ":")  # as Strawberry encodes every other message
@@ -63,8 +63,9 @@ def _shared(result: ExecutionResult) -> ExecutionResult:
     return ExecutionResult(RenderedData(data) if data is not None else None, result.errors, result.extensions)
 
 
-class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, rendering each subscription event once per render key (see the module)."""
+class SharedEventExecutor(PlainFieldExecutor):
+    """Strawberry's executor (with gateway.graphql.executor's short path for plain fields), rendering each
+    subscription event once per render key (see the module)."""
 
     _render_key: RenderKey | None = None
 
