@@ -75,6 +75,8 @@ def _plain_leaf(parent_type: GraphQLObjectType, name: str) -> PlainLeaf | None:
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor; plain leaf fields answer without graphql-core's field machinery (see the module)."""
 
+    _plain_fields: dict[int, tuple[Any, GraphQLObjectType, PlainLeaf | None]] | None = None
+
     def execute_field(
         self,
         parent_type: GraphQLObjectType,
@@ -83,20 +85,34 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         path: Path,
         position_context: Any,
     ) -> Any:
-        manager = self.middleware_manager
-        if manager is None or not manager.middlewares:  # no extension wraps the resolvers
-            node = field_details_list[0].node
-            plain = None if node.arguments else plain_leaf(self.schema, parent_type, node.name.value)
-            if plain is not None:
-                try:
-                    value = plain.read(source, plain.name)
-                    if value is None:
-                        if not plain.non_null:
-                            return None
-                    else:
-                        coerced = plain.leaf.coerce_output_value(value)
-                        if coerced is not None and coerced is not Undefined:
-                            return coerced
-                except Exception:  # noqa: S110 (graphql-core's path below reports it as it always did)
-                    pass
+        plain = self._plain_field(parent_type, field_details_list)
+        if plain is not None:
+            try:
+                value = plain.read(source, plain.name)
+                if value is None:
+                    if not plain.non_null:
+                        return None
+                else:
+                    coerced = plain.leaf.coerce_output_value(value)
+                    if coerced is not None and coerced is not Undefined:
+                        return coerced
+            except Exception:  # noqa: S110 (graphql-core's path below reports it as it always did)
+                pass
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+    def _plain_field(self, parent_type: GraphQLObjectType, field_details_list: Any) -> PlainLeaf | None:
+        """The field's PlainLeaf, None when it takes graphql-core's path. graphql-core collects a selection's
+        fields once per parent type and hands the same list to every object of a page, so the answer is kept by
+        that list's identity and the parent type (with the list, so that its identity is not reused meanwhile)."""
+        known = self._plain_fields
+        if known is None:
+            known = self._plain_fields = {}
+        entry = known.get(id(field_details_list))
+        if entry is not None and entry[0] is field_details_list and entry[1] is parent_type:
+            return entry[2]
+        node = field_details_list[0].node
+        manager = self.middleware_manager
+        wrapped = manager is not None and bool(manager.middlewares)  # an extension wraps every resolver
+        plain = None if wrapped or node.arguments else plain_leaf(self.schema, parent_type, node.name.value)
+        known[id(field_details_list)] = (field_details_list, parent_type, plain)
+        return plain
