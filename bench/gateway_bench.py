@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,39 +302,37 @@ def start_gateway_process(settings: Settings, port: int, profile: str | None = N
     raise RuntimeError("the gateway process did not start")
 
 
-# Layers of the gateway's profile: the first package of a function's file that names one, else "other".
-LAYERS = (
-    ("strawberry", "strawberry"),
-    ("graphql", "graphql-core"),
-    ("sqlalchemy", "sqlalchemy"),
-    ("asyncmy", "driver (asyncmy)"),
-    ("aiomysql", "driver (aiomysql)"),
-    ("pymysql", "driver (pymysql)"),
-    ("uvicorn", "uvicorn, h11, httptools"),
-    ("h11", "uvicorn, h11, httptools"),
-    ("httptools", "uvicorn, h11, httptools"),
-    ("starlette", "starlette"),
-    ("redis", "redis"),
-    ("json", "json"),
-    ("asyncio", "asyncio"),
-    ("gateway", "gateway (ours)"),
-    ("schema", "schema (ours)"),
-)
+# Layers of the gateway's profile, by the top-level package of a function's file: an installed package (under
+# site-packages), one of ours (under the project's root), or the standard library's module or package.
+LAYERS = {
+    "strawberry": "strawberry",
+    "graphql": "graphql-core",
+    "sqlalchemy": "sqlalchemy",
+    "asyncmy": "driver (asyncmy)",
+    "aiomysql": "driver (aiomysql)",
+    "pymysql": "driver (pymysql)",
+    "uvicorn": "uvicorn, h11, httptools",
+    "h11": "uvicorn, h11, httptools",
+    "httptools": "uvicorn, h11, httptools",
+    "starlette": "starlette",
+    "redis": "redis",
+    "json": "json",
+    "asyncio": "asyncio",
+}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer_of(filename: str, function: str) -> str:
-    parts = filename.replace("\\", "/").split("/")
-    for part in reversed(parts[:-1]):
-        for package, layer in LAYERS:
-            if part == package:
-                return layer
-    stem = parts[-1].removesuffix(".py")
-    for package, layer in LAYERS:
-        if stem == package:
-            return layer
-    if filename == "~":  # a builtin: name its kind (select/epoll waits are idle time, not work)
-        return "idle (epoll)" if "poll" in function else "builtins"
-    return "other"
+    if filename == "~":  # a builtin: select/epoll waits are idle time, not work
+        return "idle (epoll)" if "poll" in function else "builtins (isinstance, getattr, ...)"
+    path = Path(filename)
+    if "site-packages" in path.parts:
+        top = path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
+        return LAYERS.get(top, "other packages")
+    if path.is_relative_to(ROOT):
+        return f"ours: {path.relative_to(ROOT).parts[0]}"
+    top = path.parent.name if path.parent.name not in ("lib", "") and not path.parent.name.startswith("python") else ""
+    return LAYERS.get(top or path.stem, "stdlib (other)")
 
 
 def print_layers(path: str, requests: int) -> None:
@@ -410,6 +409,14 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
                     print(gql.line())
                     print(gql_c.line())
                     print(low.line())
+                # What every request costs whatever it reads: HTTP, auth, the extensions, the rate limit's
+                # round trip to Redis, the response.
+                fixed = await measure(
+                    "  gateway, 1 client", graphql_call(client, "{ __typename }", {}), seconds / 2, 1, gateway_cpu
+                )
+                served += fixed.requests + 20
+                print("fixed cost: { __typename } with a token")
+                print(fixed.line())
         proc.terminate()
         proc.wait(timeout=30)
         proc = None
