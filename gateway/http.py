@@ -40,7 +40,7 @@ from gateway.graphiql import graphiql_page
 from gateway.graphql.context import Context
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.persisted import PersistedQueries
-from gateway.render import encode_message
+from gateway.render import dumps, encode_message
 from gateway.services import Services
 from gateway.sse import serve_event_stream, wants_event_stream
 from gateway.websocket import Connection, TooManyStreams
@@ -165,7 +165,7 @@ class GatewayView(GraphQL[Context, None]):
             shared = encode_message(data)
             if shared is not None:
                 return shared
-        return super().encode_json(data)
+        return dumps(data)  # text, not bytes: a websocket sends bytes as a binary frame
 
     def parse_json(self, data: str | bytes) -> Any:
         # A JSON body that is not an object (a bare string, a number) would crash Strawberry's parser: a 500.
