@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -44,6 +45,7 @@ from gateway.ids import to_global
 from gateway.testing import ServerThread, add_folder, fetched
 from inboxql.devmail import free_port
 from inboxql.mailgen import generate
+from ops.flame import parse_collapsed
 from schema import accounts, messages, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, drop_database
@@ -350,6 +352,31 @@ def print_layers(path: str, requests: int) -> None:
         print(f"  {layer:<26} {seconds:7.2f} s  {seconds / busy * 100:5.1f}%  {seconds / requests * 1000:6.2f} ms/req")
 
 
+OURS = ("gateway", "schema", "synccore", "inboxql", "ops", "mime")
+
+
+def sample_layer(frame: str) -> str:
+    """The layer of a sampled frame (`module:function`): where its process was when it was sampled."""
+    top = frame.partition(":")[0].split(".")[0]
+    if top in OURS:
+        return f"ours: {top}"
+    return LAYERS.get(top, "stdlib (other)" if top in sys.stdlib_module_names else "other packages")
+
+
+async def sampled_layers(url: str, seconds: float) -> Counter[str]:
+    """The gateway's own stack sampler (/debug/profile, 29 Hz, the event loop's thread) over the last `seconds`:
+    busy samples by the layer of their innermost frame. A sampler costs the gateway nothing per call, so unlike
+    cProfile it does not inflate the layers that make many small calls."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:  # loopback, without a token: allowed
+        r = await client.get("/debug/profile", params={"seconds": max(1, round(seconds)), "format": "collapsed"})
+    r.raise_for_status()
+    layers: Counter[str] = Counter()
+    for stack, count in parse_collapsed(r.text).items():
+        if stack != ("(idle)",):
+            layers[sample_layer(stack[-1])] += count
+    return layers
+
+
 @dataclass
 class Ratios:
     p50: float
@@ -382,6 +409,7 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
         proc = start_gateway_process(settings, port, profile)
         variables = {"a": to_global("Account", account)}
         found: dict[str, list[Ratios]] = {}
+        samples: dict[str, Counter[str]] = {}
         served = 0
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}, timeout=60
@@ -397,6 +425,7 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
                 print(f"run {number} of {runs} (load average {load_average()})")
                 for name, query, extra, floor in scenarios:
                     call = graphql_call(client, query, {**variables, **extra})
+                    gateway_started = time.perf_counter()
                     gql = await measure("  gateway, 1 client", call, seconds, 1, gateway_cpu)
                     gql_c = await measure(f"  gateway, {concurrency} clients", call, seconds, concurrency, gateway_cpu)
                     floor_call = partial(floor, engine, account)
@@ -405,6 +434,9 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
                     )
                     served += gql.requests + gql_c.requests + 40
                     found.setdefault(name, []).append(ratios(gql, low))
+                    samples.setdefault(name, Counter()).update(
+                        await sampled_layers(f"http://127.0.0.1:{port}", time.perf_counter() - gateway_started)
+                    )
                     print(name)
                     print(gql.line())
                     print(gql_c.line())
@@ -435,6 +467,11 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
             ):
                 each = " ".join(f"{v:.2f}x" for v in values)
                 print(f"  {label:<20} {each}   median {statistics.median(values):.2f}x, worst {max(values):.2f}x")
+        for name, layers in samples.items():
+            busy = sum(layers.values())
+            print(f"{name}: the gateway's busy samples by layer ({busy} over the runs' gateway measures)")
+            for layer, count in layers.most_common():
+                print(f"  {layer:<26} {count:5d}  {count / busy * 100:5.1f}%")
         if profile is not None:
             print()
             print_layers(profile, served)
