@@ -33,15 +33,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
+import strawberry
 from sqlalchemy import event, func, select
 from sqlalchemy.dialects.mysql import match
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import REDIS_URL, _cpu_seconds, database_url, load_average, machine, percentile
+from gateway.auth import Viewer
+from gateway.graphql.loaders import Loaders, Reader
 from gateway.ids import to_global
+from gateway.services import Services
 from gateway.testing import ServerThread, add_folder, fetched
 from inboxql.devmail import free_port
 from inboxql.mailgen import generate
@@ -377,6 +381,42 @@ async def sampled_layers(url: str, seconds: float) -> Counter[str]:
     return layers
 
 
+async def execution_cost(engine: AsyncEngine, account: int, executions: int) -> dict[str, float]:
+    """CPU ms per execution of the threads page in this process, by the schema alone (no HTTP, no extensions),
+    with Strawberry's stock executor and with ours (gateway.graphql.executor), taking turns so that both see the
+    same machine. Both read the same rows with the same statements: the difference is the execution."""
+    from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+    from gateway.graphql.context import Context
+    from gateway.graphql.executor import PlainFieldExecutor
+    from gateway.graphql.query import Query
+
+    executors = {"stock": StrawberryGraphQLCoreExecutionContext, "ours": PlainFieldExecutor}
+    schemas = {name: strawberry.Schema(query=Query, execution_context_class=e) for name, e in executors.items()}
+    viewer = Viewer(token_id=0, account_ids=frozenset({account}))
+    variables = {"a": to_global("Account", account)}
+    spent = dict.fromkeys(schemas, 0.0)
+    for turn in range(executions + 5):
+        for name, schema in schemas.items():
+            db = Reader(engine)
+            services = cast(Services, None)  # the threads page reads no service
+            context = Context(
+                request=cast(Any, None),
+                viewer=viewer,
+                db=db,
+                loaders=Loaders(db, viewer.account_ids),
+                services=services,
+            )
+            started = time.process_time()
+            result = await schema.execute(THREADS_QUERY, variable_values=variables, context_value=context)
+            if turn >= 5:  # the first few warm the caches
+                spent[name] += time.process_time() - started
+            await db.close()
+            if result.errors:
+                raise RuntimeError(f"the threads page failed: {result.errors}")
+    return {name: seconds / executions * 1000 for name, seconds in spent.items()}
+
+
 @dataclass
 class Ratios:
     p50: float
@@ -405,6 +445,7 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
         async with store.sessions() as session, session.begin():
             token = await tokens.create_token(session, [account])
         statements = await asyncio.to_thread(count_statements, settings, token, account)
+        execution = await execution_cost(engine, account, 60)
         port = free_port()
         proc = start_gateway_process(settings, port, profile)
         variables = {"a": to_global("Account", account)}
@@ -467,6 +508,11 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
             ):
                 each = " ".join(f"{v:.2f}x" for v in values)
                 print(f"  {label:<20} {each}   median {statistics.median(values):.2f}x, worst {max(values):.2f}x")
+        stock, ours = execution["stock"], execution["ours"]
+        print(
+            "executing the threads page in-process (schema only, no HTTP, same SQL): "
+            f"stock executor {stock:.2f} ms CPU, ours {ours:.2f} ms ({ours / stock:.2f}x)"
+        )
         for name, layers in samples.items():
             busy = sum(layers.values())
             print(f"{name}: the gateway's busy samples by layer ({busy} over the runs' gateway measures)")
