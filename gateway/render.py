@@ -14,8 +14,8 @@ token get the same answer. So:
 * the result's data is a `RenderedData` dict that keeps its JSON once made, and `encode_message` builds the
   graphql-transport-ws `next` message around it: one encoding of the event for all its subscribers.
 
-`dumps` is how the gateway writes JSON, responses and messages alike: orjson (compact, UTF-8), which measured
-about 8x faster than json.dumps on a page of 50 threads.
+`dumps` is how the gateway writes JSON, responses and messages alike: orjson (compact, UTF-8), faster than
+json.dumps on a page of 50 threads (BENCHMARKS.md, Gateway).
 
 The token is part of the key because a rendered event may hold signed links that name it (`downloadUrl`).
 """
