@@ -104,7 +104,7 @@ def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
 
 
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor; plain leaf fields answer without graphql-core's field machinery (see the module)."""
+    """Strawberry's executor; plain fields answer without graphql-core's field machinery (see the module)."""
 
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
 
@@ -137,8 +137,9 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     return None
             elif value is not Undefined:
                 if plain.item_type is None:
-                    return self._complete_object(plain, field_details_list, path, value, position_context)
-                if self._completes(plain, value):
+                    if not self.is_awaitable(value):
+                        return self._complete_object(plain, field_details_list, path, value, position_context)
+                elif self._completes(plain, value):
                     return self._complete_objects(plain, field_details_list, path, value, position_context)
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
 
