@@ -1,7 +1,12 @@
 """The gateway on a 10,000-message account: requests per second, p50/p99 latency, SQL statements per request,
 and the ratio to the floor (the same data fetched by hand-written SQL in one process, no HTTP, no GraphQL).
 
-    python -m bench.gateway_bench [--messages 10000] [--seconds 10] [--concurrency 4]
+    python -m bench.gateway_bench [--messages 10000] [--seconds 10] [--concurrency 4] [--runs 3] [--profile FILE]
+
+Each run measures the gateway and then the floor, scenario by scenario, so both see the same load on the machine;
+the ratios are per run, and the summary gives each ratio's median and worst over the runs. With --profile the
+gateway process runs under cProfile (slower: its figures are not comparable), writes its stats to FILE and the
+bench prints where its time went by layer (the package of each function, by own time).
 
 The mail comes from inboxql.mailgen, parsed and written through the schema write API (as the sync core writes
 it). The gateway runs as its own process (one uvicorn worker, no access log); the load comes from this one
@@ -15,26 +20,36 @@ import argparse
 import asyncio
 import json
 import os
+import pstats
 import random
 import secrets
+import signal
+import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
+import strawberry
 from sqlalchemy import event, func, select
 from sqlalchemy.dialects.mysql import match
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import REDIS_URL, _cpu_seconds, database_url, load_average, machine, percentile
+from gateway.auth import Viewer
+from gateway.graphql.loaders import Loaders, Reader
 from gateway.ids import to_global
+from gateway.services import Services
 from gateway.testing import ServerThread, add_folder, fetched
 from inboxql.devmail import free_port
 from inboxql.mailgen import generate
+from ops.flame import parse_collapsed
 from schema import accounts, messages, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, drop_database
@@ -261,14 +276,27 @@ def count_statements(settings: Settings, token: str, account: int) -> dict[str, 
     return counts
 
 
-def start_gateway_process(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+def start_gateway_process(settings: Settings, port: int, profile: str | None = None) -> subprocess.Popen[bytes]:
     code = (
         "from gateway.server import serve; from schema.settings import Settings; "
         f"serve(Settings(database_url={settings.database_url!r}, redis_url={settings.redis_url!r}, "
         f"secret_key={settings.secret_key!r}), '127.0.0.1', {port}, access_log=False)"
     )
+    if profile is not None:
+        # CPU time, not wall time: the machine is shared. The profiler starts on SIGUSR1 (after start-up, whose
+        # imports are no request's cost). uvicorn raises the SIGTERM it caught again once it has shut down; a
+        # handler of ours takes it, so the stats are written.
+        code = (
+            "import cProfile, signal, time\n"
+            "profiler = cProfile.Profile(time.process_time)\n"
+            "signal.signal(signal.SIGUSR1, lambda *_: profiler.enable())\n"
+            "signal.signal(signal.SIGTERM, lambda *_: None)\n"
+            f"{code}\n"
+            "profiler.disable()\n"
+            f"profiler.dump_stats({profile!r})\n"
+        )
     env = {**os.environ, "INBOXQL_GATEWAY_RATE_LIMIT_POINTS": str(10**12)}
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)  # its errors show in our stderr
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -280,7 +308,131 @@ def start_gateway_process(settings: Settings, port: int) -> subprocess.Popen[byt
     raise RuntimeError("the gateway process did not start")
 
 
-async def run(total: int, seconds: float, concurrency: int) -> None:
+# Layers of the gateway's profile, by the top-level package of a function's file: an installed package (under
+# site-packages), one of ours (under the project's root), or the standard library's module or package.
+LAYERS = {
+    "strawberry": "strawberry",
+    "graphql": "graphql-core",
+    "sqlalchemy": "sqlalchemy",
+    "asyncmy": "driver (asyncmy)",
+    "aiomysql": "driver (aiomysql)",
+    "pymysql": "driver (pymysql)",
+    "uvicorn": "uvicorn, h11, httptools",
+    "h11": "uvicorn, h11, httptools",
+    "httptools": "uvicorn, h11, httptools",
+    "starlette": "starlette",
+    "redis": "redis",
+    "json": "json",
+    "asyncio": "asyncio",
+}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def layer_of(filename: str, function: str) -> str:
+    if filename == "~":  # a builtin: select/epoll waits are idle time, not work
+        return "idle (epoll)" if "poll" in function else "builtins (isinstance, getattr, ...)"
+    path = Path(filename)
+    if "site-packages" in path.parts:
+        top = path.parts[path.parts.index("site-packages") + 1].removesuffix(".py")
+        return LAYERS.get(top, "other packages")
+    if path.is_relative_to(ROOT):
+        return f"ours: {path.relative_to(ROOT).parts[0]}"
+    top = path.parent.name if path.parent.name not in ("lib", "") and not path.parent.name.startswith("python") else ""
+    return LAYERS.get(top or path.stem, "stdlib (other)")
+
+
+def print_layers(path: str, requests: int) -> None:
+    stats = pstats.Stats(path)
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats keeps its table untyped
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
+        layer = layer_of(filename, function)
+        totals[layer] = totals.get(layer, 0.0) + own
+    busy = sum(v for k, v in totals.items() if k != "idle (epoll)")
+    print(f"profile of the gateway process: {busy:.2f} s busy over {requests} requests (own time by layer)")
+    for layer, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        if layer == "idle (epoll)":
+            continue
+        print(f"  {layer:<26} {seconds:7.2f} s  {seconds / busy * 100:5.1f}%  {seconds / requests * 1000:6.2f} ms/req")
+
+
+OURS = ("gateway", "schema", "synccore", "inboxql", "ops", "mime")
+
+
+def sample_layer(frame: str) -> str:
+    """The layer of a sampled frame (`module:function`): where its process was when it was sampled."""
+    top = frame.partition(":")[0].split(".")[0]
+    if top in OURS:
+        return f"ours: {top}"
+    return LAYERS.get(top, "stdlib (other)" if top in sys.stdlib_module_names else "other packages")
+
+
+async def sampled_layers(url: str, seconds: float) -> Counter[str]:
+    """The gateway's own stack sampler (/debug/profile, 29 Hz, the event loop's thread) over the last `seconds`:
+    busy samples by the layer of their innermost frame. A sampler costs the gateway nothing per call, so unlike
+    cProfile it does not inflate the layers that make many small calls."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:  # loopback, without a token: allowed
+        r = await client.get("/debug/profile", params={"seconds": max(1, round(seconds)), "format": "collapsed"})
+    r.raise_for_status()
+    layers: Counter[str] = Counter()
+    for stack, count in parse_collapsed(r.text).items():
+        if stack != ("(idle)",):
+            layers[sample_layer(stack[-1])] += count
+    return layers
+
+
+async def execution_cost(engine: AsyncEngine, account: int, executions: int) -> dict[str, float]:
+    """CPU ms per execution of the threads page in this process, by the schema alone (no HTTP, no extensions),
+    with Strawberry's stock executor and with ours (gateway.graphql.executor), taking turns so that both see the
+    same machine. Both read the same rows with the same statements: the difference is the execution."""
+    from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+    from gateway.graphql.context import Context
+    from gateway.graphql.executor import PlainFieldExecutor
+    from gateway.graphql.query import Query
+
+    executors = {"stock": StrawberryGraphQLCoreExecutionContext, "ours": PlainFieldExecutor}
+    schemas = {name: strawberry.Schema(query=Query, execution_context_class=e) for name, e in executors.items()}
+    viewer = Viewer(token_id=0, account_ids=frozenset({account}))
+    variables = {"a": to_global("Account", account)}
+    spent = dict.fromkeys(schemas, 0.0)
+    for turn in range(executions + 5):
+        for name, schema in schemas.items():
+            db = Reader(engine)
+            services = cast(Services, None)  # the threads page reads no service
+            context = Context(
+                request=cast(Any, None),
+                viewer=viewer,
+                db=db,
+                loaders=Loaders(db, viewer.account_ids),
+                services=services,
+            )
+            started = time.process_time()
+            result = await schema.execute(THREADS_QUERY, variable_values=variables, context_value=context)
+            if turn >= 5:  # the first few warm the caches
+                spent[name] += time.process_time() - started
+            await db.close()
+            if result.errors:
+                raise RuntimeError(f"the threads page failed: {result.errors}")
+    return {name: seconds / executions * 1000 for name, seconds in spent.items()}
+
+
+@dataclass
+class Ratios:
+    p50: float
+    cpu: float
+    throughput: float
+
+
+def ratios(gql: Figures, low: Figures) -> Ratios:
+    return Ratios(
+        p50=percentile(gql.latencies, 50) / percentile(low.latencies, 50),
+        cpu=(gql.cpu_seconds / gql.requests) / (low.cpu_seconds / low.requests),
+        throughput=low.rps / gql.rps,
+    )
+
+
+async def run(total: int, seconds: float, concurrency: int, runs: int, profile: str | None) -> None:
     url = database_url(f"inboxql_gwbench_{os.getpid()}_{secrets.token_hex(3)}")
     await create_database(url)
     await asyncio.to_thread(upgrade, url)
@@ -293,10 +445,13 @@ async def run(total: int, seconds: float, concurrency: int) -> None:
         async with store.sessions() as session, session.begin():
             token = await tokens.create_token(session, [account])
         statements = await asyncio.to_thread(count_statements, settings, token, account)
+        execution = await execution_cost(engine, account, 60)
         port = free_port()
-        proc = start_gateway_process(settings, port)
+        proc = start_gateway_process(settings, port, profile)
         variables = {"a": to_global("Account", account)}
-        results: list[tuple[str, Figures, Figures, int]] = []
+        found: dict[str, list[Ratios]] = {}
+        samples: dict[str, Counter[str]] = {}
+        served = 0
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}, timeout=60
         ) as client:
@@ -304,32 +459,72 @@ async def run(total: int, seconds: float, concurrency: int) -> None:
                 ("threads: 50 with last message, participants, labels", THREADS_QUERY, {}, floor_threads),
                 ("search: 'project review', unread only, first 50", SEARCH_QUERY, {"q": SEARCH_WORDS}, floor_search),
             ]
-            for name, query, extra, floor in scenarios:
-                call = graphql_call(client, query, {**variables, **extra})
-                gateway_cpu = partial(_cpu_seconds, proc.pid)
-                gql = await measure("  gateway, 1 client", call, seconds, 1, gateway_cpu)
-                gql_c = await measure(f"  gateway, {concurrency} clients", call, seconds, concurrency, gateway_cpu)
-                floor_call = partial(floor, engine, account)
-                low = await measure("  floor: hand-written SQL in-process", floor_call, seconds, 1, time.process_time)
-                results.append((name, gql, low, statements[name.split(":")[0]]))
-                print(name)
-                print(gql.line())
-                print(gql_c.line())
-                print(low.line())
+            gateway_cpu = partial(_cpu_seconds, proc.pid)
+            if profile is not None:
+                proc.send_signal(signal.SIGUSR1)
+            for number in range(1, runs + 1):
+                print(f"run {number} of {runs} (load average {load_average()})")
+                for name, query, extra, floor in scenarios:
+                    call = graphql_call(client, query, {**variables, **extra})
+                    gateway_started = time.perf_counter()
+                    gql = await measure("  gateway, 1 client", call, seconds, 1, gateway_cpu)
+                    gql_c = await measure(f"  gateway, {concurrency} clients", call, seconds, concurrency, gateway_cpu)
+                    floor_call = partial(floor, engine, account)
+                    low = await measure(
+                        "  floor: hand-written SQL in-process", floor_call, seconds, 1, time.process_time
+                    )
+                    served += gql.requests + gql_c.requests + 40
+                    found.setdefault(name, []).append(ratios(gql, low))
+                    samples.setdefault(name, Counter()).update(
+                        await sampled_layers(f"http://127.0.0.1:{port}", time.perf_counter() - gateway_started)
+                    )
+                    print(name)
+                    print(gql.line())
+                    print(gql_c.line())
+                    print(low.line())
+                # What every request costs whatever it reads: HTTP, auth, the extensions, the rate limit's
+                # round trip to Redis, the response.
+                fixed = await measure(
+                    "  gateway, 1 client", graphql_call(client, "{ __typename }", {}), seconds / 2, 1, gateway_cpu
+                )
+                served += fixed.requests + 20
+                print("fixed cost: { __typename } with a token")
+                print(fixed.line())
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc = None
         print()
         print(f"machine: {machine()}; load average {load_average()}")
         print(f"messages: {total}; one uvicorn worker (subprocess); load from this process over loopback")
-        for name, gql, low, n in results:
-            ratio = percentile(gql.latencies, 50) / percentile(low.latencies, 50)
-            cpu_ratio = (gql.cpu_seconds / gql.requests) / (low.cpu_seconds / low.requests)
-            print(
-                f"{name}: {n} SQL statements per request; p50 latency {ratio:.2f}x the floor; "
-                f"throughput {low.rps / gql.rps:.2f}x below the floor; CPU per request {cpu_ratio:.2f}x the floor's"
-            )
+        if profile is not None:
+            print("the gateway ran under cProfile: its times are inflated, compare the ratios of runs without it")
+        for name, found_ratios in found.items():
+            n = statements[name.split(":")[0]]
+            print(f"{name}: {n} SQL statements per request; over the floor, per run (median, worst of {runs}):")
+            for label, values in (
+                ("p50 latency", [r.p50 for r in found_ratios]),
+                ("CPU per request", [r.cpu for r in found_ratios]),
+                ("throughput (below)", [r.throughput for r in found_ratios]),
+            ):
+                each = " ".join(f"{v:.2f}x" for v in values)
+                print(f"  {label:<20} {each}   median {statistics.median(values):.2f}x, worst {max(values):.2f}x")
+        stock, ours = execution["stock"], execution["ours"]
+        print(
+            "executing the threads page in-process (schema only, no HTTP, same SQL): "
+            f"stock executor {stock:.2f} ms CPU, ours {ours:.2f} ms ({ours / stock:.2f}x)"
+        )
+        for name, layers in samples.items():
+            busy = sum(layers.values())
+            print(f"{name}: the gateway's busy samples by layer ({busy} over the runs' gateway measures)")
+            for layer, count in layers.most_common():
+                print(f"  {layer:<26} {count:5d}  {count / busy * 100:5.1f}%")
+        if profile is not None:
+            print()
+            print_layers(profile, served)
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
         await engine.dispose()
         await drop_database(url)
 
@@ -339,8 +534,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile, its stats to FILE")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.seconds, args.concurrency))
+    profile = os.path.abspath(args.profile) if args.profile else None
+    asyncio.run(run(args.messages, args.seconds, args.concurrency, args.runs, profile))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ GatewayError                 (never raised itself)
 ├── BadUserInput             BAD_USER_INPUT   malformed ids, cursors, arguments; parse and validation errors
 │   └── CostExceeded         BAD_USER_INPUT   the query's computed cost is above the maximum
 ├── CursorExpired            CURSOR_EXPIRED   a change cursor older than the change log keeps: re-read
+├── PersistedQueryNotFound   PERSISTED_QUERY_NOT_FOUND  no document is registered under that hash: send it once
 └── RateLimited              RATE_LIMITED     the token spent its budget for the current window
 anything else                INTERNAL         masked to "Internal server error" and logged with its traceback
 ```
@@ -31,6 +32,7 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 RATE_LIMITED = "RATE_LIMITED"
 INTERNAL = "INTERNAL"
 CURSOR_EXPIRED = "CURSOR_EXPIRED"
+PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"  # Apollo's code, which persisted-query links look for
 
 INTERNAL_MESSAGE = "Internal server error"
 
@@ -72,11 +74,26 @@ class RateLimited(GatewayError):
     code = RATE_LIMITED
 
 
+class PersistedQueryNotFound(GatewayError):
+    code = PERSISTED_QUERY_NOT_FOUND
+
+
 def not_found(kind: str) -> NotFound:
     return NotFound(f"{kind} not found")
 
 
-CODES = frozenset({UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, BAD_USER_INPUT, RATE_LIMITED, INTERNAL, CURSOR_EXPIRED})
+CODES = frozenset(
+    {
+        UNAUTHENTICATED,
+        FORBIDDEN,
+        NOT_FOUND,
+        BAD_USER_INPUT,
+        RATE_LIMITED,
+        INTERNAL,
+        CURSOR_EXPIRED,
+        PERSISTED_QUERY_NOT_FOUND,
+    }
+)
 _CLIENT_FAULTS = (ValueError, TypeError, OverflowError)
 
 

@@ -7,21 +7,22 @@ What it adds to the stock view:
 * no ``data`` entry in a response to a request that failed before execution;
 * one context per request (viewer, connection, loaders), closed when the response is ready;
 * 401 for a token that is present but not valid; without a token only introspection and ``__typename``
-  answer, and every field says UNAUTHENTICATED.
+  answer, and every field says UNAUTHENTICATED;
+* persisted queries: a hash in place of a document registered before (gateway.graphql.persisted).
 """
 
 from __future__ import annotations
 
 from typing import Any, cast
 
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -34,11 +35,12 @@ from gateway.auth import (
     unauthenticated_response,
 )
 from gateway.caps import TooManyAuthFailures
-from gateway.errors import http_status, response_body
+from gateway.errors import GatewayError, http_status, response_body
 from gateway.graphiql import graphiql_page
 from gateway.graphql.context import Context
 from gateway.graphql.loaders import Loaders, Reader
-from gateway.render import encode_message
+from gateway.graphql.persisted import PersistedQueries
+from gateway.render import dumps, encode_message
 from gateway.services import Services
 from gateway.sse import serve_event_stream, wants_event_stream
 from gateway.websocket import Connection, TooManyStreams
@@ -73,6 +75,7 @@ class GatewayView(GraphQL[Context, None]):
     def __init__(self, *args: Any, services: Services, **kw: Any):
         super().__init__(*args, **kw)
         self.services = services
+        self.persisted = PersistedQueries()
 
     def new_context(self, request: HTTPConnection, viewer: Viewer | None) -> Context:
         db = Reader(self.services.engine)
@@ -106,6 +109,8 @@ class GatewayView(GraphQL[Context, None]):
                 response = await self.run(request, context=context)
             except HTTPException as e:
                 response = PlainTextResponse(e.reason, status_code=e.status_code)
+            except GatewayError as e:  # the request failed before execution (a persisted query's hash)
+                response = self._request_error(request, e)
         finally:
             await context.close()
         if response.media_type == JSON or response.headers.get("content-type", "").startswith(JSON):
@@ -115,6 +120,19 @@ class GatewayView(GraphQL[Context, None]):
             if retry is not None:
                 response.headers["retry-after"] = str(retry)
         await response(scope, receive, send)
+
+    def _request_error(self, request: Request, error: GatewayError) -> Response:
+        """A request that failed before execution, as process_result shapes one: no data, a coded error."""
+        if request.state.media_type == GRAPHQL_RESPONSE:
+            request.state.status = 400
+        body = {"errors": [{"message": error.message, "extensions": {**error.extensions, "code": error.code}}]}
+        return JSONResponse(body)
+
+    async def parse_http_body(self, request: AsyncHTTPRequestAdapter) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            self.persisted.resolve(item)
+        return data
 
     async def _websocket(self, ws: WebSocket) -> None:
         """graphql-transport-ws on /graphql: authenticated by connection_init. The context is the connection's;
@@ -147,7 +165,7 @@ class GatewayView(GraphQL[Context, None]):
             shared = encode_message(data)
             if shared is not None:
                 return shared
-        return super().encode_json(data)
+        return dumps(data)  # text, not bytes: a websocket sends bytes as a binary frame
 
     def parse_json(self, data: str | bytes) -> Any:
         # A JSON body that is not an object (a bare string, a number) would crash Strawberry's parser: a 500.

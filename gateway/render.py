@@ -12,7 +12,10 @@ token get the same answer. So:
   leaves mid-render does not cancel it for the others, and with the event's own loaders (one set per batch,
   scoped to the event's account), so it never reads through, or holds, a subscriber's connection;
 * the result's data is a `RenderedData` dict that keeps its JSON once made, and `encode_message` builds the
-  graphql-transport-ws `next` message around it: one `json.dumps` of the event for all its subscribers.
+  graphql-transport-ws `next` message around it: one encoding of the event for all its subscribers.
+
+`dumps` is how the gateway writes JSON, responses and messages alike: orjson (compact, UTF-8), faster than
+json.dumps on a page of 50 threads (BENCHMARKS.md, Gateway).
 
 The token is part of the key because a rendered event may hold signed links that name it (`downloadUrl`).
 """
@@ -25,13 +28,23 @@ import json
 from collections.abc import Awaitable, Mapping
 from typing import Any, cast
 
+import orjson
 from graphql import ExecutionResult, OperationType
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.graphql.context import Context
+from gateway.graphql.executor import PlainFieldExecutor
 
 RenderKey = tuple[str, int, str, int | None]
-COMPACT = (",", ":")  # as Strawberry encodes every other message
+COMPACT = (",", ":")
+
+
+def dumps(value: object) -> str:
+    """JSON text, by orjson; by json.dumps what orjson refuses (integers beyond 64 bits, keys that are not
+    strings). orjson writes NaN and infinities as null, where json.dumps would write invalid JSON."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, separators=COMPACT)
 
 
 class RenderedData(dict[str, Any]):
@@ -41,7 +54,7 @@ class RenderedData(dict[str, Any]):
 
     def json(self) -> str:
         if self.encoded is None:
-            self.encoded = json.dumps(self, separators=COMPACT)
+            self.encoded = dumps(self)
         return self.encoded
 
 
@@ -54,8 +67,8 @@ def encode_message(message: Mapping[str, Any]) -> str | None:
     if not isinstance(payload, Mapping) or not isinstance(data, RenderedData):
         return None
     rest = {k: v for k, v in payload.items() if k != "data"}
-    tail = "," + json.dumps(rest, separators=COMPACT)[1:-1] if rest else ""
-    return f'{{"id":{json.dumps(message.get("id"))},"type":"next","payload":{{"data":{data.json()}{tail}}}}}'
+    tail = "," + dumps(rest)[1:-1] if rest else ""
+    return f'{{"id":{dumps(message.get("id"))},"type":"next","payload":{{"data":{data.json()}{tail}}}}}'
 
 
 def _shared(result: ExecutionResult) -> ExecutionResult:
@@ -63,8 +76,9 @@ def _shared(result: ExecutionResult) -> ExecutionResult:
     return ExecutionResult(RenderedData(data) if data is not None else None, result.errors, result.extensions)
 
 
-class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor, rendering each subscription event once per render key (see the module)."""
+class SharedEventExecutor(PlainFieldExecutor):
+    """Strawberry's executor (with gateway.graphql.executor's short path for plain fields), rendering each
+    subscription event once per render key (see the module)."""
 
     _render_key: RenderKey | None = None
 

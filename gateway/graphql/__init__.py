@@ -14,6 +14,8 @@ filters         filter inputs and the SQL conditions they become
 searchquery     the search box's language: text to a tree (pure)
 search          a search's tree as SQL conditions (full text and operators) and its relevance
 pages           keyset pagination
+executor        Strawberry's executor with a short path for plain fields (columns, objects held by their parent)
+persisted       persisted queries: documents registered by their SHA-256, run by their hash
 types/          the object types: thin, typed, built from rows
 ```
 

@@ -51,6 +51,7 @@ OUTBOX_COLUMNS = tuple(c for c in Outbox.__table__.c if c.name not in {"message"
 # A thread's messages read oldest first, by the same time the thread's aggregates use.
 MESSAGE_TIME = func.coalesce(Message.date, Message.received_at)
 THREAD_MESSAGE_KEYS = (pages.Key(MESSAGE_TIME, False, "sort_at"), pages.Key(Message.id, False, "id"))
+NEWEST = pages.PageArgs(1, True, None, None)  # the last of a thread's messages: its newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,10 @@ class Loaders:
     @cached_property
     def thread_messages(self) -> DataLoader[tuple[int, pages.PageArgs], pages.Window]:
         return _loader(self._thread_messages)
+
+    @cached_property
+    def last_messages(self) -> DataLoader[int, Row[Any] | None]:
+        return _loader(self._last_messages)
 
     @cached_property
     def progress(self) -> DataLoader[int, Progress]:
@@ -319,6 +324,22 @@ class Loaders:
             for thread_id in thread_ids:
                 found[(thread_id, page)] = pages.cut(per_thread.get(thread_id, []), THREAD_MESSAGE_KEYS, page)
         return [found[k] for k in keys]
+
+    async def _last_messages(self, keys: list[int]) -> list[Row[Any] | None]:
+        """Each thread's newest message (a thread's messages in reverse), or None: one row per thread, where a
+        page of one (thread_messages) reads two to tell whether more follow, and makes a cursor."""
+        newest = (
+            select(
+                *MESSAGE_COLUMNS,
+                func.row_number()
+                .over(partition_by=Message.thread_id, order_by=pages.ordering(THREAD_MESSAGE_KEYS, NEWEST))
+                .label("rn"),
+            )
+            .where(Message.thread_id.in_(keys), self._mine(Message.account_id), Message.orphaned_at.is_(None))
+            .subquery()
+        )
+        rows = await self.db.rows(select(newest).where(newest.c.rn == 1))
+        return _by_id(rows, keys, "thread_id")
 
     async def _progress(self, keys: list[int]) -> list[Progress]:
         rows = await self.db.rows(

@@ -7,6 +7,8 @@ import pytest
 
 from gateway import graphiql
 from gateway.http import GRAPHQL_RESPONSE, preferred_media_type
+from gateway.ids import to_global
+from gateway.render import dumps
 from gateway.testing import Client, World
 from schema.unit import Store
 
@@ -128,3 +130,29 @@ def test_graphiql_says_clearly_when_its_assets_are_missing(monkeypatch: pytest.M
     page = graphiql.graphiql_page()
     assert page.status_code == 503
     assert b"scripts/vendor-graphiql" in page.body
+
+
+async def test_answers_compact_utf8_json(alice: Client, world: World) -> None:
+    r = await alice.post(
+        'query($a: ID!) { search(accountId: $a, query: "Viktualienmarkt") { nodes { subject from { name } } } }',
+        {"a": to_global("Account", world.alice.id)},
+    )
+    assert r.json()["data"]["search"]["nodes"] == [
+        {"subject": "Grüße aus München", "from": [{"name": "Jürgen Müller"}]}
+    ]
+    assert "Grüße aus München".encode() in r.content  # UTF-8, as the content type says, not \u escapes
+    assert b'": ' not in r.content
+    assert b'", "' not in r.content
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": [1, "ü", None, True]}, '{"a":[1,"ü",null,true]}'),
+        ({"n": 2**70}, '{"n":1180591620717411303424}'),  # beyond orjson's 64 bits: json.dumps writes it
+        ({1: "x"}, '{"1":"x"}'),  # a key that is not a string: json.dumps too
+        ({"f": float("nan")}, '{"f":null}'),  # json.dumps would write NaN, which is not JSON
+    ],
+)
+def test_dumps_writes_json_for_anything_a_result_holds(value: object, text: str) -> None:
+    assert dumps(value) == text

@@ -25,7 +25,6 @@ class _NotLoaded:
 
 
 NOT_LOADED = _NotLoaded()
-LAST_ONE = pages.PageArgs(1, True, None, None)
 
 
 @strawberry.type
@@ -235,8 +234,8 @@ class Thread(Node):
         return self._load_last(info)
 
     async def _load_last(self, info: Info) -> Message | None:
-        window = await info.context.loaders.thread_messages.load((self.row.id, LAST_ONE))
-        return Message.of(window.rows[-1]) if window.rows else None
+        row = await info.context.loaders.last_messages.load(self.row.id)
+        return Message.of(row) if row is not None else None
 
     @strawberry.field
     async def account(self, info: Info) -> Account:
@@ -267,9 +266,9 @@ async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
 
     loaders = info.context.loaders
     if threads and wanted("lastMessage"):
-        windows = await loaders.thread_messages.load_many([(t.row.id, LAST_ONE) for t in threads])
-        for thread, window in zip(threads, windows, strict=True):
-            thread.last = Message.of(window.rows[-1]) if window.rows else None
+        newest = await loaders.last_messages.load_many([t.row.id for t in threads])
+        for thread, row in zip(threads, newest, strict=True):
+            thread.last = Message.of(row) if row is not None else None
     if threads and wanted("labels"):
         ids = sorted({lid for t in threads for lid in t.row.label_ids or ()})
         rows = {r.id: r for r in await present(loaders.labels.load_many(ids))} if ids else {}

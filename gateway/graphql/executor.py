@@ -1,0 +1,229 @@
+"""Strawberry's executor, with a short path for plain fields.
+
+A page of 50 threads answers about 1,100 fields, and most are plain: a column of a row (`subject`, `unread`,
+an address's `name`), or an object or list of objects held by its parent (`participants`, `edges`,
+`pageInfo`), with no resolver of ours and no arguments. graphql-core runs each of them through the whole field
+machinery: it looks the field up, builds a resolve info (a tuple of fourteen values, which Strawberry copies
+into its own), calls Strawberry's default resolver through two wrappers, asks whether the result is awaitable,
+and completes it through the non-null, list, leaf and object checks, item by item. That was most of the
+gateway's CPU on such a page.
+
+`PlainFieldExecutor` reads such a field as Strawberry's default resolver would and then:
+
+* a scalar or enum: coerces it as graphql-core would (`coerce_output_value`), and nothing else;
+* an object, or a list of objects, whose type checks nothing at run time (no `is_type_of`: it implements no
+  interface): executes each object's selection directly, with graphql-core's own error handling (an error
+  nulls the nearest nullable place, item or field, as before) and awaiting what the selection awaits.
+
+Everything else takes graphql-core's path: fields with a resolver, with arguments or directives, of interface
+or union type, objects that implement an interface, `__typename`, and any value that is null where the type
+forbids it, fails to coerce or is not a list where one is due (graphql-core then reports the error exactly as
+before). Schema extensions that wrap every field's resolver (graphql middleware) switch the short path off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
+
+from graphql import (
+    GraphQLLeafType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLSchema,
+    is_leaf_type,
+)
+from graphql.pyutils import Path, Undefined, gather_with_cancel
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
+
+
+class PlainLeaf(NamedTuple):
+    """How to answer a plain leaf field: read `name` with `read`, coerce with `leaf`."""
+
+    read: Callable[[Any, str], Any]
+    name: str
+    leaf: GraphQLLeafType
+    non_null: bool
+
+
+class PlainObjects(NamedTuple):
+    """How to answer a plain field holding an object (`item_type` is None) or a list of objects."""
+
+    read: Callable[[Any, str], Any]
+    name: str
+    object_type: GraphQLObjectType
+    field_type: GraphQLOutputType
+    item_type: GraphQLOutputType | None
+
+
+Plain = PlainLeaf | PlainObjects
+
+# Per schema, per (type name, field name): how to answer the field, or None when it takes graphql-core's path.
+_PLAIN: WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], Plain | None]] = WeakKeyDictionary()
+
+
+def plain_field(schema: GraphQLSchema, parent_type: GraphQLObjectType, name: str) -> Plain | None:
+    known = _PLAIN.get(schema)
+    if known is None:
+        known = _PLAIN[schema] = {}
+    key = (parent_type.name, name)
+    if key not in known:
+        known[key] = _plain_field(parent_type, name)
+    return known[key]
+
+
+def _unwrap(graphql_type: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
+    if isinstance(graphql_type, GraphQLNonNull):
+        return graphql_type.of_type, True
+    return graphql_type, False
+
+
+def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
+    field_def = parent_type.fields.get(name)
+    if field_def is None or field_def.args or not getattr(field_def.resolve, "_is_default", False):
+        return None  # unknown (or __typename), takes arguments, or has a resolver
+    field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if not isinstance(field, StrawberryField) or not field.is_basic_field or field.default_resolver is None:
+        return None
+    read, name = field.default_resolver, field.python_name
+    inner, non_null = _unwrap(field_def.type)
+    if is_leaf_type(inner):
+        return PlainLeaf(read, name, inner, non_null)
+    item_type: GraphQLOutputType | None = None
+    if isinstance(inner, GraphQLList):
+        item_type = inner.of_type
+        inner, _ = _unwrap(inner.of_type)
+    if not isinstance(inner, GraphQLObjectType) or inner.is_type_of is not None:
+        return None  # a list of lists or of leaves, an interface or union, or a type checked at run time
+    return PlainObjects(read, name, inner, field_def.type, item_type)
+
+
+class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor; plain fields answer without graphql-core's field machinery (see the module)."""
+
+    _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        path: Path,
+        position_context: Any,
+    ) -> Any:
+        plain = self._plain_field(parent_type, field_details_list)
+        if plain is not None:
+            try:
+                value = plain.read(source, plain.name)
+            except Exception:  # graphql-core's path below reports it as it always did
+                value = Undefined
+            if isinstance(plain, PlainLeaf):
+                if value is None and not plain.non_null:
+                    return None
+                if value is not None and value is not Undefined:
+                    try:
+                        coerced = plain.leaf.coerce_output_value(value)
+                    except Exception:  # as above
+                        coerced = None
+                    if coerced is not None and coerced is not Undefined:
+                        return coerced
+            elif value is None:
+                if not isinstance(plain.field_type, GraphQLNonNull):
+                    return None
+            elif value is not Undefined:
+                if plain.item_type is None:
+                    if not self.is_awaitable(value):
+                        return self._complete_object(plain, field_details_list, path, value, position_context)
+                elif self._completes(plain, value):
+                    return self._complete_objects(plain, field_details_list, path, value, position_context)
+        return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+    def _plain_field(self, parent_type: GraphQLObjectType, field_details_list: Any) -> Plain | None:
+        """How to answer the field, None when it takes graphql-core's path. graphql-core collects a selection's
+        fields once per parent type and hands the same list to every object of a page, so the answer is kept by
+        that list's identity and the parent type (with the list, so that its identity is not reused meanwhile)."""
+        known = self._plain_fields
+        if known is None:
+            known = self._plain_fields = {}
+        entry = known.get(id(field_details_list))
+        if entry is not None and entry[0] is field_details_list and entry[1] is parent_type:
+            return entry[2]
+        node = field_details_list[0].node
+        manager = self.middleware_manager
+        wrapped = manager is not None and bool(manager.middlewares)  # an extension wraps every resolver
+        plain = None
+        if not wrapped and not node.arguments and not any(d.node.directives for d in field_details_list):
+            plain = plain_field(self.schema, parent_type, node.name.value)
+        known[id(field_details_list)] = (field_details_list, parent_type, plain)
+        return plain
+
+    def _completes(self, plain: PlainObjects, value: Any) -> bool:
+        """Whether the short path can complete this list: a list of objects (nulls only where allowed)."""
+        if type(value) is not list:
+            return False
+        items_non_null = isinstance(plain.item_type, GraphQLNonNull)
+        is_awaitable = self.is_awaitable
+        return all((item is not None or not items_non_null) and not is_awaitable(item) for item in value)
+
+    def _complete_object(self, plain: PlainObjects, fields: Any, path: Path, value: Any, position: Any) -> Any:
+        try:
+            done = self.collect_and_execute_subfields(plain.object_type, fields, path, value, position)
+        except Exception as error:  # handled as graphql-core handles a field's error
+            self.handle_field_error(error, plain.field_type, fields, path)
+            return None
+        if self.is_awaitable(done):
+            return self._settle(done, plain.field_type, fields, path)
+        return done
+
+    def _complete_objects(self, plain: PlainObjects, fields: Any, path: Path, items: list[Any], position: Any) -> Any:
+        item_type = plain.item_type
+        assert item_type is not None
+        done: list[Any] = []
+        pending: list[int] = []
+        try:
+            for index, item in enumerate(items):
+                if item is None:
+                    done.append(None)
+                    continue
+                item_path = path.add_key(index, None)
+                try:
+                    one = self.collect_and_execute_subfields(plain.object_type, fields, item_path, item, position)
+                except Exception as error:  # an item's error nulls the item, or raises for a non-null one
+                    self.handle_field_error(error, item_type, fields, item_path)
+                    one = None
+                if self.is_awaitable(one):
+                    pending.append(index)
+                    one = self._settle(one, item_type, fields, item_path)
+                done.append(one)
+        except Exception as error:  # a non-null item's error nulls the field, or raises further
+            if pending:
+                self.settle_in_background([done[i] for i in pending])
+            self.handle_field_error(error, plain.field_type, fields, path)
+            return None
+        if pending:
+            return self._gather(done, pending, plain.field_type, fields, path)
+        return done
+
+    async def _settle(self, awaitable: Awaitable[Any], graphql_type: GraphQLOutputType, fields: Any, path: Path) -> Any:
+        try:
+            return await awaitable
+        except Exception as error:  # as graphql-core handles an awaited field's error
+            self.handle_field_error(error, graphql_type, fields, path)
+            return None
+
+    async def _gather(
+        self, done: list[Any], pending: list[int], field_type: GraphQLOutputType, fields: Any, path: Path
+    ) -> Any:
+        try:
+            settled = await gather_with_cancel(*(done[i] for i in pending))
+        except Exception as error:  # a non-null item's error nulls the field, or raises further
+            self.handle_field_error(error, field_type, fields, path)
+            return None
+        for index, value in zip(pending, settled, strict=True):
+            done[index] = value
+        return done
