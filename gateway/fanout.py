@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 
 from redis.asyncio import Redis
@@ -34,6 +35,7 @@ from schema.redisconn import connect
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX = 5.0
+CLIENT_NAME = "inboxql-gateway-doorbells"
 
 
 class _Bell:
@@ -124,7 +126,13 @@ class Fanout:
     async def run(self) -> None:
         backoff = 0.1
         while True:
-            redis: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=5)
+            # Named, so an operator's CLIENT LIST (and the balancer test) sees each process's one subscription.
+            redis: Redis = Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=2,
+                health_check_interval=5,
+                client_name=f"{CLIENT_NAME}:{os.getpid()}",
+            )
             try:
                 pubsub = redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.psubscribe(self.doorbells.pattern)
