@@ -119,8 +119,10 @@ async def _clients(url: str, token: str, variables: dict[str, str], n: int, pipe
                     await asyncio.sleep(1)
             sockets.append(ws)
             ready += 1
-        await ws.recv()
+        message = json.loads(await ws.recv())
         received.append(time.time())
+        if message.get("type") != "next" or "errors" in message.get("payload", {}):
+            raise RuntimeError(f"a subscriber got {message}")
 
     tasks = [asyncio.create_task(one()) for _ in range(n)]
     while ready < n:

@@ -1,0 +1,114 @@
+"""The fan-out's sharing across time (gateway.fanout keeps an account's recent batches by cursor), the rate
+limiter's charges of one turn made in one Redis round trip, and the heap keeper's policy for cyclic garbage
+(gateway.heap), through a real gateway, a real Redis and CPython's real collector."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import secrets
+import weakref
+from typing import Any
+
+import pytest
+from graphql import OperationType
+from redis.asyncio import Redis
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gateway import heap
+from gateway.fanout import Batch
+from gateway.limits import RateLimiter
+from gateway.testing import ServerThread, deliver
+from schema.unit import Store
+from tests.gateway.test_changes import Fresh, mail
+from tests.gateway.test_subscriptions import FOLLOW, cursor_now, follow, fresh, seq_of, take
+
+__all__ = ["fresh"]  # the fixture, used by name
+
+
+async def test_a_subscriber_arriving_later_at_a_cursor_shares_the_read_and_the_render(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One subscriber follows a change; a second starts at the same cursor once the first has it all. The second
+    gets the same events from the batch the first read (no second read of the log at that cursor, no second
+    render of its events): subscribers woken late by a doorbell share the work of those woken first."""
+    fanout = gateway.app.state.services.fanout
+    reads: list[tuple[int, int]] = []
+    renders: list[object] = []
+    read = fanout._read
+    execute = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    async def counted_read(account_id: int, after: int, mark: int) -> Batch:
+        reads.append((account_id, after))
+        batch: Batch = await read(account_id, after, mark)
+        return batch
+
+    def counted(self: StrawberryGraphQLCoreExecutionContext, serially: bool | None = None) -> Any:
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            renders.append(self.root_value)
+        return execute(self, serially)
+
+    monkeypatch.setattr(fanout, "_read", counted_read)
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("kept"), [])])
+    total = seq_of(await cursor_now(fresh)) - seq_of(start)
+    variables = {"acc": fresh.gid, "after": start}
+    received = []
+    for _ in range(2):
+        stream = follow(gateway, fresh.client.token or "", FOLLOW, variables)
+        try:
+            received.append(await take(stream, total))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert received[0] == received[1]
+    assert reads.count((fresh.id, seq_of(start))) == 1, reads
+    assert len(renders) == total
+
+
+async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
+    """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
+    same points spent as one call each; past the budget every one of them is refused."""
+    limiter = RateLimiter(redis, points=1000, window=60, prefix=f"fanout-test-{secrets.token_hex(4)}:")
+    calls: list[int] = []
+    spend = limiter.spend
+
+    async def counted(rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
+        calls.append(cost)
+        return await spend(rate_key, cost, now)
+
+    limiter.spend = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(limiter.charge("token:1", 3) for _ in range(300)))
+    assert calls == [900]
+    outcomes = await asyncio.gather(*(limiter.charge("token:1", 1) for _ in range(200)), return_exceptions=True)
+    assert calls == [900, 200]
+    assert all(isinstance(o, Exception) and "rate limit exceeded" in str(o) for o in outcomes)
+    left = await limiter.spend("token:1", 0)
+    assert left is not None
+    assert left[0] == 1000 - 1100
+
+
+class _Node:
+    """Something a cycle can hold and a weak reference can watch."""
+
+    other: object = None
+
+
+async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbage() -> None:
+    alive = _Node()
+    alive.other = alive  # a cycle, referenced: it survives the first freeze
+    watch = weakref.ref(alive)
+    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.05, sweep_seconds=0.5, quiet_seconds=0))
+    try:
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() > 0
+        del alive  # now cyclic garbage, frozen: no ordinary collection sees it
+        gc.collect()
+        assert watch() is not None
+        async with asyncio.timeout(5):
+            while watch() is not None:  # the sweep frees it
+                await asyncio.sleep(0.05)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert gc.get_freeze_count() == 0
