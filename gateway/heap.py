@@ -37,8 +37,7 @@ async def keep(
     """Freeze the survivors every `freeze_seconds`; sweep the frozen heap every `sweep_seconds`, preferably when
     `last_ring()` (a time.monotonic() stamp) is at least `quiet_seconds` old. Runs until cancelled; the heap is
     left unfrozen then."""
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no collection first: a full one blocks the loop (the first sweep frees start-up's garbage)
     swept = time.monotonic()
     try:
         while True:
