@@ -30,8 +30,9 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -45,6 +46,7 @@ from schema.redisconn import connect
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX = 5.0
+T = TypeVar("T")
 CLIENT_NAME = "inboxql-gateway-doorbells"
 
 
@@ -107,6 +109,7 @@ class Fanout:
         self._bells: dict[int, _Bell] = {}
         self._reads: dict[tuple[int, int], asyncio.Task[Batch]] = {}
         self._kept: dict[tuple[int, int], Batch] = {}
+        self._queries: dict[tuple[object, ...], asyncio.Future[Any]] = {}
         self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._heap: asyncio.Task[None] | None = None
@@ -268,9 +271,27 @@ class Fanout:
         return Batch(self.engine, account_id, entries, mark)
 
     async def cursor_valid(self, account_id: int, after: int) -> bool:
+        """Whether the log still holds what follows `after`: one query for all who ask it at the same time."""
+        return await self._once(("valid", account_id, after), partial(self._cursor_valid, account_id, after))
+
+    async def newest(self, account_id: int) -> int:
+        """The account's newest seq ("now" for a subscriber without a cursor): one query for all who ask at once."""
+        return await self._once(("newest", account_id), partial(self._newest, account_id))
+
+    async def _once(self, key: tuple[object, ...], query: Callable[[], Awaitable[T]]) -> T:
+        """`query()`, run once for every caller that asks with `key` while it runs: thousands of subscribers
+        (re)connecting together, e.g. the clients of a gateway that died, would otherwise each take a pooled
+        connection, and those at the back of the queue time out."""
+        pending = self._queries.get(key)
+        if pending is None:
+            pending = self._queries[key] = asyncio.ensure_future(query())
+            pending.add_done_callback(lambda _: self._queries.pop(key, None))
+        return cast("T", await asyncio.shield(pending))
+
+    async def _cursor_valid(self, account_id: int, after: int) -> bool:
         async with AsyncSession(self.engine) as session:
             return await changelog.cursor_valid(session, account_id, after)
 
-    async def newest(self, account_id: int) -> int:
+    async def _newest(self, account_id: int) -> int:
         async with AsyncSession(self.engine) as session:
             return await changelog.newest_seq(session, account_id)
