@@ -101,19 +101,22 @@ async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbag
     alive = _Node()
     alive.other = alive  # a cycle, referenced: it survives the first freeze
     watch = weakref.ref(alive)
-    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.05, sweep_seconds=0.5, quiet_seconds=0))
+    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.05, growth=0.5, quiet_seconds=0))
     try:
         await asyncio.sleep(0.2)
         assert gc.get_freeze_count() > 0
         del alive  # now cyclic garbage, frozen: no ordinary collection sees it
         gc.collect()
-        assert watch() is not None
+        await asyncio.sleep(0.2)
+        assert watch() is not None  # the heap has not grown: no sweep
+        grown: list[list[int]] = [[] for _ in range(gc.get_freeze_count())]  # the frozen heap doubles: a sweep is due
         async with asyncio.timeout(5):
             while watch() is not None:  # the sweep frees it
                 await asyncio.sleep(0.05)
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
+    assert len(grown) > 0
     assert gc.get_freeze_count() == 0
 
 
