@@ -8,9 +8,9 @@ the gateway's RSS growth per subscriber. Baseline (FIELD-NOTES): naive per-subsc
 
     python -m bench.fanout_bench [N ...]      (default 1000 5000 10000)
 
-Last run (2 cores, clients on the same machine): 1,000 -> p50 340 ms, p99 523 ms, 56 KiB per subscriber;
-5,000 -> p50 3.2 s, p99 4.1 s, 50 KiB; 10,000 -> p50 4.2 s, p99 6.0 s, 50 KiB (other runs: p99 3.7-6.4 s).
-The goal (10,000, p99 < 1 s, < 50 KB each) is missed for latency; memory is at its edge (49.6 KiB).
+Last runs (2026-12-06, 2 cores shared with other work, clients on the same machine): 10,000 -> p50 1.06 s,
+p99 1.55 s, 57.5 KiB per subscriber; 5,000 -> p99 766 ms, 58 KiB (load average 1.5); 1,000 -> p99 356 ms to
+1.13 s under load 11-27 (BENCHMARKS.md, Change feed). The goal (10,000, p99 < 1 s, < 50 KB each) is missed.
 """
 
 from __future__ import annotations
