@@ -9,6 +9,13 @@ The doorbell only says "account A has changes up to seq N"; the change log is th
 subscriber is one waiter on its account's bell (an asyncio.Event shared by all of them, replaced on each ring),
 not a queue of events; and subscribers of one account at the same cursor share one SQL read (`read`), whose
 `Batch` hands them the same event objects, so each event is rendered once for all of them (gateway.render).
+A ring wakes thousands of subscribers, but not in one instant: those that reach `read` after the read ended
+would read (and render) again. So a batch with entries is kept `keep_seconds` by (account, cursor), and every
+subscriber arriving at that cursor meanwhile takes it; entries after a cursor never change once read (seq order
+is commit order), so a kept batch is as true as a new read. An empty batch is never kept.
+
+The process's long-lived heap (thousands of sockets and suspended generators) is kept out of the garbage
+collector's way by gateway.heap, started and stopped with the fan-out.
 
 When Redis is gone, nothing is lost: `wait` times out after `poll_seconds` while the doorbell is down (every
 subscriber then re-reads the log on that timer), and `run` reconnects with backoff. Even while Redis is up, a
@@ -21,11 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from gateway import heap
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.types.changes import Change
 from schema import changelog, doorbell
@@ -34,6 +46,8 @@ from schema.redisconn import connect
 log = logging.getLogger(__name__)
 
 BACKOFF_MAX = 5.0
+T = TypeVar("T")
+CLIENT_NAME = "inboxql-gateway-doorbells"
 
 
 class _Bell:
@@ -80,6 +94,7 @@ class Fanout:
         poll_seconds: float = 1.0,
         safety_seconds: float = 10.0,
         read_limit: int = 200,
+        keep_seconds: float = 5.0,
     ) -> None:
         self.engine = engine
         self.redis_url = redis_url
@@ -87,13 +102,18 @@ class Fanout:
         self.poll_seconds = poll_seconds
         self.safety_seconds = safety_seconds
         self.read_limit = read_limit
+        self.keep_seconds = keep_seconds
         self.connected = False
         self.rings = 0
         self.reads = 0
         self._bells: dict[int, _Bell] = {}
         self._reads: dict[tuple[int, int], asyncio.Task[Batch]] = {}
+        self._kept: dict[tuple[int, int], Batch] = {}
+        self._queries: dict[tuple[object, ...], asyncio.Future[Any]] = {}
         self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._heap: asyncio.Task[None] | None = None
+        self._last_ring = 0.0  # time.monotonic() of the last doorbell heard: the heap keeper sweeps after quiet
         self._publisher: Redis | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -101,13 +121,15 @@ class Fanout:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="doorbell-fanout")
+            self._heap = asyncio.create_task(heap.keep(lambda: self._last_ring), name="heap-keeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._heap):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._heap = None
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher.aclose()
@@ -124,7 +146,13 @@ class Fanout:
     async def run(self) -> None:
         backoff = 0.1
         while True:
-            redis: Redis = Redis.from_url(self.redis_url, socket_connect_timeout=2, health_check_interval=5)
+            # Named, so an operator's CLIENT LIST (and the balancer test) sees each process's one subscription.
+            redis: Redis = Redis.from_url(
+                self.redis_url,
+                socket_connect_timeout=2,
+                health_check_interval=5,
+                client_name=f"{CLIENT_NAME}:{os.getpid()}",
+            )
             try:
                 pubsub = redis.pubsub(ignore_subscribe_messages=True)
                 await pubsub.psubscribe(self.doorbells.pattern)
@@ -153,6 +181,7 @@ class Fanout:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _on_message(self, channel: object) -> None:
+        self._last_ring = time.monotonic()
         account = self.doorbells.account_of(channel)
         if account is None:
             return
@@ -214,13 +243,26 @@ class Fanout:
         others who wait on the same one.
         """
         key = (account_id, after)
+        kept = self._kept.get(key)
+        if kept is not None:
+            return kept
         pending = self._reads.get(key)
         if pending is None:
             bell = self._bells.get(account_id)
             mark = -1 if bell is None else bell.rings
             pending = self._reads[key] = asyncio.create_task(self._read(account_id, after, mark))
-            pending.add_done_callback(lambda _: self._reads.pop(key, None))
+            pending.add_done_callback(partial(self._done, key))
         return await asyncio.shield(pending)
+
+    def _done(self, key: tuple[int, int], task: asyncio.Task[Batch]) -> None:
+        """A read has ended: a batch with entries is kept `keep_seconds` for subscribers who arrive at its cursor
+        later (their events are then the same objects, rendered once). An empty one is not: after a ring, the
+        next read at that cursor must go to the database."""
+        self._reads.pop(key, None)
+        if task.cancelled() or task.exception() is not None or not task.result().changes:
+            return
+        self._kept[key] = task.result()
+        asyncio.get_running_loop().call_later(self.keep_seconds, self._kept.pop, key, None)
 
     async def _read(self, account_id: int, after: int, mark: int) -> Batch:
         self.reads += 1
@@ -229,9 +271,27 @@ class Fanout:
         return Batch(self.engine, account_id, entries, mark)
 
     async def cursor_valid(self, account_id: int, after: int) -> bool:
+        """Whether the log still holds what follows `after`: one query for all who ask it at the same time."""
+        return await self._once(("valid", account_id, after), partial(self._cursor_valid, account_id, after))
+
+    async def newest(self, account_id: int) -> int:
+        """The account's newest seq ("now" for a subscriber without a cursor): one query for all who ask at once."""
+        return await self._once(("newest", account_id), partial(self._newest, account_id))
+
+    async def _once(self, key: tuple[object, ...], query: Callable[[], Awaitable[T]]) -> T:
+        """`query()`, run once for every caller that asks with `key` while it runs: thousands of subscribers
+        (re)connecting together, e.g. the clients of a gateway that died, would otherwise each take a pooled
+        connection, and those at the back of the queue time out."""
+        pending = self._queries.get(key)
+        if pending is None:
+            pending = self._queries[key] = asyncio.ensure_future(query())
+            pending.add_done_callback(lambda _: self._queries.pop(key, None))
+        return cast("T", await asyncio.shield(pending))
+
+    async def _cursor_valid(self, account_id: int, after: int) -> bool:
         async with AsyncSession(self.engine) as session:
             return await changelog.cursor_valid(session, account_id, after)
 
-    async def newest(self, account_id: int) -> int:
+    async def _newest(self, account_id: int) -> int:
         async with AsyncSession(self.engine) as session:
             return await changelog.newest_seq(session, account_id)

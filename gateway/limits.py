@@ -29,6 +29,7 @@ refuses with RATE_LIMITED.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -184,6 +185,16 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     return _Costing(schema, fragments, values).selections(root, operation.selection_set, DEFAULT_PAGE)
 
 
+class _Charges:
+    """The charges of one key made in one turn of the loop, and their shared answer (`RateLimiter.charge`)."""
+
+    __slots__ = ("answer", "cost")
+    answer: asyncio.Future[tuple[int, int] | None]  # set by the first charge, once the object exists
+
+    def __init__(self) -> None:
+        self.cost = 0
+
+
 class RateLimiter:
     """Fixed windows of `window` seconds; each token (or client address) may spend `points` per window. Keys are
     `prefix` + the rate key: client addresses are counted per deployment (its database), not across
@@ -198,6 +209,7 @@ class RateLimiter:
         self.fail_open = fail_open
         self.prefix = prefix
         self._warned_at = 0.0
+        self._charges: dict[str, _Charges] = {}
 
     async def spend(self, rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
         """(points left, seconds until the window resets) after spending; None when Redis is out of reach and
@@ -232,10 +244,23 @@ class RateLimiter:
         return self.points - spent, reset
 
     async def charge(self, rate_key: str, cost: int) -> None:
-        """Spends `cost`: RATE_LIMITED once the window's budget is spent."""
-        spent = await self.spend(rate_key, cost)
+        """Spends `cost`: RATE_LIMITED once the window's budget is spent. The charges of one key made in one turn
+        of the event loop (a doorbell hands an event to every subscriber of a token at once) are summed into one
+        Redis round trip, whose answer they share: the same points are spent as one call each would spend."""
+        together = self._charges.get(rate_key)
+        if together is None:
+            together = self._charges[rate_key] = _Charges()
+            together.answer = asyncio.ensure_future(self._spend_together(rate_key, together))
+        together.cost += cost
+        spent = await asyncio.shield(together.answer)
         if spent is not None and spent[0] < 0:
             raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
+
+    async def _spend_together(self, rate_key: str, together: _Charges) -> tuple[int, int] | None:
+        await asyncio.sleep(0)  # the other charges of this turn join in
+        if self._charges.get(rate_key) is together:
+            del self._charges[rate_key]
+        return await self.spend(rate_key, together.cost)
 
 
 class StreamSlots:

@@ -1,0 +1,148 @@
+"""The fan-out's sharing across time (gateway.fanout keeps an account's recent batches by cursor), the rate
+limiter's charges of one turn made in one Redis round trip, and the heap keeper's policy for cyclic garbage
+(gateway.heap), through a real gateway, a real Redis and CPython's real collector."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import secrets
+import weakref
+from typing import Any
+
+import pytest
+from graphql import OperationType
+from redis.asyncio import Redis
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from gateway import heap
+from gateway.fanout import Batch, Fanout
+from gateway.limits import RateLimiter
+from gateway.testing import ServerThread, deliver
+from schema.unit import Store
+from tests.conftest import REDIS_URL
+from tests.gateway.test_changes import Fresh, mail
+from tests.gateway.test_subscriptions import FOLLOW, cursor_now, follow, fresh, seq_of, take
+
+__all__ = ["fresh"]  # the fixture, used by name
+
+
+async def test_a_subscriber_arriving_later_at_a_cursor_shares_the_read_and_the_render(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One subscriber follows a change; a second starts at the same cursor once the first has it all. The second
+    gets the same events from the batch the first read (no second read of the log at that cursor, no second
+    render of its events): subscribers woken late by a doorbell share the work of those woken first."""
+    fanout = gateway.app.state.services.fanout
+    reads: list[tuple[int, int]] = []
+    renders: list[object] = []
+    read = fanout._read
+    execute = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    async def counted_read(account_id: int, after: int, mark: int) -> Batch:
+        reads.append((account_id, after))
+        batch: Batch = await read(account_id, after, mark)
+        return batch
+
+    def counted(self: StrawberryGraphQLCoreExecutionContext, serially: bool | None = None) -> Any:
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            renders.append(self.root_value)
+        return execute(self, serially)
+
+    monkeypatch.setattr(fanout, "_read", counted_read)
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("kept"), [])])
+    total = seq_of(await cursor_now(fresh)) - seq_of(start)
+    variables = {"acc": fresh.gid, "after": start}
+    received = []
+    for _ in range(2):
+        stream = follow(gateway, fresh.client.token or "", FOLLOW, variables)
+        try:
+            received.append(await take(stream, total))
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert received[0] == received[1]
+    assert reads.count((fresh.id, seq_of(start))) == 1, reads
+    assert len(renders) == total
+
+
+async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
+    """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
+    same points spent as one call each; past the budget every one of them is refused."""
+    limiter = RateLimiter(redis, points=1000, window=60, prefix=f"fanout-test-{secrets.token_hex(4)}:")
+    calls: list[int] = []
+    spend = limiter.spend
+
+    async def counted(rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
+        calls.append(cost)
+        return await spend(rate_key, cost, now)
+
+    limiter.spend = counted  # type: ignore[method-assign]
+    await asyncio.gather(*(limiter.charge("token:1", 3) for _ in range(300)))
+    assert calls == [900]
+    outcomes = await asyncio.gather(*(limiter.charge("token:1", 1) for _ in range(200)), return_exceptions=True)
+    assert calls == [900, 200]
+    assert all(isinstance(o, Exception) and "rate limit exceeded" in str(o) for o in outcomes)
+    left = await limiter.spend("token:1", 0)
+    assert left is not None
+    assert left[0] == 1000 - 1100
+
+
+class _Node:
+    """Something a cycle can hold and a weak reference can watch."""
+
+    other: object = None
+
+
+async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbage() -> None:
+    alive = _Node()
+    alive.other = alive  # a cycle, referenced: it survives the first freeze
+    watch = weakref.ref(alive)
+    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.05, growth=0.5, quiet_seconds=0))
+    try:
+        await asyncio.sleep(0.2)
+        assert gc.get_freeze_count() > 0
+        del alive  # now cyclic garbage, frozen: no ordinary collection sees it
+        gc.collect()
+        await asyncio.sleep(0.2)
+        assert watch() is not None  # the heap has not grown: no sweep
+        grown: list[list[int]] = [[] for _ in range(gc.get_freeze_count())]  # the frozen heap doubles: a sweep is due
+        async with asyncio.timeout(5):
+            while watch() is not None:  # the sweep frees it
+                await asyncio.sleep(0.05)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert len(grown) > 0
+    assert gc.get_freeze_count() == 0
+
+
+async def test_subscribers_starting_together_check_their_cursor_with_one_query(
+    gw_engine: AsyncEngine, fresh: Fresh, gw_store: Store
+) -> None:
+    """The clients of a gateway that died come back at once, thousands with the same cursor: one query checks it
+    for all of them (each taking a pooled connection timed the last ones out: INTERNAL errors in the fan-out
+    bench at 3,000), and one reads "now" for those without a cursor."""
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("checked"), [])])
+    fanout = Fanout(gw_engine, REDIS_URL)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(gw_engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await fanout.cursor_valid(fresh.id, 1)
+        await fanout.newest(fresh.id)
+        alone = len(statements)  # what one subscriber's checks take
+        valid = await asyncio.gather(*(fanout.cursor_valid(fresh.id, 1) for _ in range(50)))
+        newest = await asyncio.gather(*(fanout.newest(fresh.id) for _ in range(50)))
+    finally:
+        event.remove(gw_engine.sync_engine, "before_cursor_execute", count)
+    assert valid == [True] * 50
+    assert len(set(newest)) == 1
+    assert newest[0] > 1
+    assert len(statements) == 2 * alone, statements
