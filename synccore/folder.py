@@ -1,7 +1,9 @@
 """One folder's sync, a small state machine:
 
     INITIAL  downloading history, newest first, in bounded batches; resumable, since every batch commits
-             its places and a restart only fetches what has no place yet
+             its places and a restart only fetches what has no place yet. A folder that holds nothing yet first
+             downloads and commits its newest messages by sequence number (FIRST_BATCH), before it lists every
+             UID: a new account's inbox shows its newest threads while the rest follows
     FOLLOW   caught up: QRESYNC (VANISHED + changed flags in SELECT), else CONDSTORE CHANGEDSINCE, else a
              full UID and flag diff
     RESYNC   UIDVALIDITY changed: forget the folder's places (their messages wait as orphans, keeping
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 # planning.plan_batches. Three batches are in flight at once (downloading, parsing, writing).
 BODY_BATCH = 250
 BATCH_BYTES = 8 << 20
+# A folder's initial sync starts with this many of its newest messages, before the listing of every UID (which takes
+# seconds on a large folder), in a batch small enough to be parsed and committed at once.
+FIRST_BATCH = 100
 # Larger messages are skipped with their reason: the IMAP reader refuses a literal above this.
 MAX_MESSAGE_BYTES = MAX_LITERAL
 
@@ -165,6 +170,7 @@ class FolderSync:
     async def _initial(self, client: ImapClient, sel: SelectedMailbox) -> None:
         assert sel.uidvalidity is not None
         await self._set_cursor(uidvalidity=sel.uidvalidity, sync_state="initial")
+        await self._newest(client, sel.uidvalidity, sel.exists)
         remote = await self._remote_listing(client)
         await self._reconcile(client, sel.uidvalidity, remote)
         top = max(remote, default=0)
@@ -173,6 +179,15 @@ class FolderSync:
             highestmodseq=None if self.skipped else sel.highestmodseq,
             sync_state="follow",
         )
+
+    async def _newest(self, client: ImapClient, uidvalidity: int, exists: int) -> None:
+        """Download the newest FIRST_BATCH messages (by sequence number: no UID is known yet) of a folder that holds
+        none, and commit them. The listing that follows finds them placed. A folder resumed after a restart holds
+        places already, and goes on newest first from the listing."""
+        if exists == 0 or await self._local_count(uidvalidity):
+            return
+        head = await client.fetch(max(1, exists - FIRST_BATCH + 1), exists, metadata_items(client, self.ctx.mode))
+        await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()))
 
     async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
         f = self.folder
