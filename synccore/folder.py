@@ -32,7 +32,7 @@ from schema.unit import Store, UnitOfWork
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import MAX_LITERAL, CommandFailed, FetchItem, ImapClient, SelectedMailbox
-from synccore.parsing import ParsePool, Prepared
+from synccore.parsing import ParsePool, Prepared, prepare_many
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,9 @@ class FolderSync:
         if exists == 0 or await self._local_count(uidvalidity):
             return
         head = await client.fetch(max(1, exists - FIRST_BATCH + 1), exists, metadata_items(client, self.ctx.mode))
-        await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()))
+        # Parsed here, not in a worker process: a new sync process's workers are still starting (spawned, each
+        # importing the parser) when its first batch arrives, and this batch is small.
+        await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()), inline=True)
 
     async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
         f = self.folder
@@ -329,8 +331,11 @@ class FolderSync:
         self.skipped |= await retry_deadlocks(step)
         self._committed(0)
 
-    async def _fetch_new(self, client: ImapClient, uidvalidity: int, items: list[FetchItem]) -> None:
-        """Place known messages at once; download the others newest first, one batch ahead."""
+    async def _fetch_new(
+        self, client: ImapClient, uidvalidity: int, items: list[FetchItem], *, inline: bool = False
+    ) -> None:
+        """Place known messages at once; download the others newest first, one batch ahead (`inline`: parsed on
+        the event loop, not by the parse pool)."""
         items.sort(key=lambda i: i.uid or 0, reverse=True)
         with_identity = [i for i in items if identity_of(self.ctx.mode, i)]
         async with self.ctx.store.sessions() as s:
@@ -368,7 +373,7 @@ class FolderSync:
                 if len(metas) < len(batches[n]):
                     log.info("folder %s: %d expunged before download", self.folder.name, len(batches[n]) - len(metas))
                 raws = [bodies[m.uid or 0].body or b"" for m in metas]
-                prepared = await self.ctx.parser.prepare(raws)
+                prepared = prepare_many(raws) if inline else await self.ctx.parser.prepare(raws)
                 fetched = [
                     self._fetched(meta, body=raw, prepared=p)
                     for meta, raw, p in zip(metas, raws, prepared, strict=True)
