@@ -33,7 +33,7 @@ from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff, raise_if_cancelled
 from synccore.connection import IMAP_TIMEOUT, Endpoint, Refusal, open_client, refusal
-from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
+from synccore.folder import BATCH_BYTES, FIRST_BATCH, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
 from synccore.identity import IdentityMode, account_mode
 from synccore.imap import (
     AuthenticationFailed,
@@ -86,6 +86,9 @@ class Tuning:
     full_compare_seconds: float = field(
         default_factory=lambda: float(os.environ.get("INBOXQL_FULL_COMPARE_SECONDS", "900"))
     )
+    # A folder's initial sync first downloads this many of its newest messages, before it lists every UID
+    # (synccore.folder.FIRST_BATCH); 0: it lists first (bench.first_page_bench compares both).
+    first_batch: int = field(default_factory=lambda: int(os.environ.get("INBOXQL_FIRST_BATCH", str(FIRST_BATCH))))
 
 
 @dataclass(slots=True)
@@ -534,6 +537,7 @@ class AccountSync:
             self.first_message,
             t.full_compare_seconds,
             self._compared,
+            t.first_batch,
         )
 
     async def _connect(self) -> ImapClient:

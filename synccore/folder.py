@@ -2,7 +2,7 @@
 
     INITIAL  downloading history, newest first, in bounded batches; resumable, since every batch commits
              its places and a restart only fetches what has no place yet. A folder that holds nothing yet first
-             downloads and commits its newest messages by sequence number (FIRST_BATCH), before it lists every
+             downloads and commits its newest messages by sequence number (first_batch), before it lists every
              UID: a new account's inbox shows its newest threads while the rest follows
     FOLLOW   caught up: QRESYNC (VANISHED + changed flags in SELECT), else CONDSTORE CHANGEDSINCE, else a
              full UID and flag diff
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 BODY_BATCH = 250
 BATCH_BYTES = 8 << 20
 # A folder's initial sync starts with this many of its newest messages, before the listing of every UID (which takes
-# seconds on a large folder), in a batch small enough to be parsed and committed at once.
+# seconds on a large folder), in a batch small enough to be parsed and committed at once (FolderContext.first_batch).
 FIRST_BATCH = 100
 # Larger messages are skipped with their reason: the IMAP reader refuses a literal above this.
 MAX_MESSAGE_BYTES = MAX_LITERAL
@@ -93,6 +93,8 @@ class FolderContext:
     # misses: a mirror that drifted once, whatever the cause, would stay so. 0: only the cheap check.
     full_compare_seconds: float = 0.0
     compared: dict[int, float] = field(default_factory=dict)
+    # How many of its newest messages a folder that holds none downloads before it lists every UID; 0: none.
+    first_batch: int = FIRST_BATCH
 
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
@@ -181,12 +183,13 @@ class FolderSync:
         )
 
     async def _newest(self, client: ImapClient, uidvalidity: int, exists: int) -> None:
-        """Download the newest FIRST_BATCH messages (by sequence number: no UID is known yet) of a folder that holds
+        """Download the newest `first_batch` messages (by sequence number: no UID is known yet) of a folder that holds
         none, and commit them. The listing that follows finds them placed. A folder resumed after a restart holds
         places already, and goes on newest first from the listing."""
-        if exists == 0 or await self._local_count(uidvalidity):
+        first = self.ctx.first_batch
+        if exists == 0 or first <= 0 or await self._local_count(uidvalidity):
             return
-        head = await client.fetch(max(1, exists - FIRST_BATCH + 1), exists, metadata_items(client, self.ctx.mode))
+        head = await client.fetch(max(1, exists - first + 1), exists, metadata_items(client, self.ctx.mode))
         # Parsed here, not in a worker process: a new sync process's workers are still starting (spawned, each
         # importing the parser) when its first batch arrives, and this batch is small.
         await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()), inline=True)
