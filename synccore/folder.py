@@ -200,7 +200,7 @@ class FolderSync:
         uidnext = f.uidnext or 1
         # The places under this UIDVALIDITY, not the folder's total_count: that one counts the optimistic
         # placeholders of pending moves, which the server does not hold yet.
-        held = await self._local_count(sel.uidvalidity)
+        held = await self._held(sel.uidvalidity, sel.exists)
         every = self.ctx.full_compare_seconds
         full = every > 0 and time.monotonic() - self.ctx.compared.setdefault(f.id, time.monotonic()) >= every
         unchanged = planning.nothing_changed(
@@ -230,7 +230,7 @@ class FolderSync:
             await self._apply_changes(sel.uidvalidity, flag_items, vanished)
             if new_items:
                 await self._fetch_new(client, sel.uidvalidity, list(new_items.values()))
-            local_count = await self._local_count(sel.uidvalidity)
+            local_count = await self._held(sel.uidvalidity, sel.exists)
             if local_count != sel.exists:
                 # Expunges CONDSTORE alone cannot report, or a race with the server: compare everything.
                 await self._reconcile(client, sel.uidvalidity, await self._remote_listing(client))
@@ -288,6 +288,14 @@ class FolderSync:
     async def _local(self, uidvalidity: int) -> dict[int, tuple[str, str]]:
         async with self.ctx.store.sessions() as s:
             return await messages.held(s, self.folder.id, uidvalidity)
+
+    async def _held(self, uidvalidity: int, exists: int) -> int:
+        """The places under this UIDVALIDITY, read from the folder's kept count (schema.folders.places_under: a pass
+        over a large folder costs what one over a small folder does); counted place by place only when that differs
+        from the server's count, so that a kept count gone wrong is not taken for a change on every pass."""
+        async with self.ctx.store.sessions() as s:
+            held = await folders.places_under(s, self.folder.id, uidvalidity)
+        return held if held == exists else await self._local_count(uidvalidity)
 
     async def _local_count(self, uidvalidity: int) -> int:
         async with self.ctx.store.sessions() as s:
