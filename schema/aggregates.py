@@ -323,3 +323,21 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
             changed.append(folder.id)
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
+
+
+async def move_unread_counts(uow: UnitOfWork, moved: dict[int, int]) -> None:
+    """Folders whose places changed only in their flags: the unread count the row keeps moves by the difference
+    (a count of every place, as refresh_folder_counts does, would make each flag change cost as much as the folder
+    is large). The row is locked and read as committed first, as there: every unit that changes a folder's places
+    recounts or moves its counts under that lock."""
+    moved = {fid: n for fid, n in moved.items() if n}
+    if not moved:
+        return
+    s = uow.session
+    locking = select(Folder).where(Folder.id.in_(sorted(moved))).order_by(Folder.id).with_for_update()
+    changed = []
+    for folder in await s.scalars(locking.execution_options(populate_existing=True)):
+        folder.unread_count = max(0, folder.unread_count + moved[folder.id])
+        changed.append(folder.id)
+    await s.flush()
+    uow.record(ObjectType.FOLDER, Op.UPDATE, changed)

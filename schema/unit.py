@@ -56,6 +56,9 @@ class UnitOfWork:
         self.dirty_threads: set[int] = set()  # members, their folders or their dates changed: a full refresh
         self.flagged_threads: set[int] = set()  # only their members' flags or labels changed: a recount
         self.dirty_folders: set[int] = set()
+        # Folders whose places changed only in their flags (schema.messages.set_flags): folder id -> unread places
+        # gained (negative: lost), added to the count the row keeps unless the folder is counted again anyway.
+        self.unread_moved: dict[int, int] = {}
         self.last_seq: int | None = None
         self.rang_actions = False  # an action was queued: its executor is rung after commit
         # The server reported a change of a message that a pending action protects (schema.actions), and it was
@@ -108,6 +111,9 @@ class UnitOfWork:
         await aggregates.refresh_threads(self, sorted(self.dirty_threads))
         await aggregates.refresh_thread_flags(self, sorted(self.flagged_threads - self.dirty_threads))
         await aggregates.refresh_folder_counts(self, sorted(self.dirty_folders))
+        await aggregates.move_unread_counts(
+            self, {fid: n for fid, n in self.unread_moved.items() if fid not in self.dirty_folders}
+        )
         logged: dict[tuple[ObjectType, int], states.State] = {}
         for kind in ObjectType:
             ids = self.changes.ids(kind)
