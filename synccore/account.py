@@ -366,14 +366,18 @@ class AccountSync:
         "x of N" is whole before its first folder downloads (the inbox's initial sync may take minutes before the
         others are selected; each then records its own count from SELECT, schema.folders.record_server_counts).
         Asked once per folder: a folder the server refuses is left to its own sync, which records the error."""
+        unselected = [f for f in found if f.server_count is None]
+        # Pipelined (each answer names its mailbox): an account of a hundred folders on a distant server waits one
+        # round trip before its inbox downloads, not a hundred.
+        answers = await asyncio.gather(
+            *(client.status(f.name, ("MESSAGES",)) for f in unselected), return_exceptions=True
+        )
         counts: dict[int, int] = {}
-        for folder in found:
-            if folder.server_count is not None:
+        for folder, status in zip(unselected, answers, strict=True):
+            if isinstance(status, CommandFailed):
                 continue
-            try:
-                status = await client.status(folder.name, ("MESSAGES",))
-            except CommandFailed:
-                continue
+            if isinstance(status, BaseException):
+                raise status
             if "MESSAGES" in status:
                 counts[folder.id] = status["MESSAGES"]
                 folder.server_count = status["MESSAGES"]
