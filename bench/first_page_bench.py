@@ -168,7 +168,11 @@ def _one(
                             page = time.perf_counter() - t0
                             break
                     time.sleep(POLL_SECONDS)
-                print(f"first page after {page:.2f} s (INBOXQL_FIRST_BATCH={first_batch or 'default'})", flush=True)
+                print(
+                    f"first page after {page:.2f} s (INBOXQL_FIRST_BATCH={first_batch or 'default'}): account add"
+                    f" {add:.2f} s, inbox listed at {listed:.2f} s, first thread at {first:.2f} s",
+                    flush=True,
+                )
                 while verify:
                     node = _post(client, STATE_QUERY, {})["accounts"]["edges"][0]["node"]
                     progress = node["progress"]

@@ -131,6 +131,11 @@ def measure(messages: int, seed: int, passes: int, rounds: int) -> Sized:
                 raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
             print(f"initial sync of {messages}: {initial.wall:.1f} s; load average {common.load_average()}", flush=True)
             noop, flags = asyncio.run(_passes(url, env, account_id, server, user, password, passes, rounds))
+            print(
+                f"{messages}: no-op passes (ms) {[round(1000 * p.wall) for p in noop]}, after flag changes"
+                f" {[round(1000 * p.wall) for p in flags]}; load average {common.load_average()}",
+                flush=True,
+            )
     return Sized(messages, initial.wall, noop, flags)
 
 
