@@ -43,6 +43,9 @@ BATCH_BYTES = 8 << 20
 # A folder's initial sync starts with this many of its newest messages, before the listing of every UID (which takes
 # seconds on a large folder), in a batch small enough to be parsed and committed at once (FolderContext.first_batch).
 FIRST_BATCH = 100
+# ... parsed on the event loop (not in a worker, which a new sync process is still starting) when it holds at most this
+# many bytes: a large message would hold the loop for seconds.
+FIRST_BATCH_INLINE_BYTES = 2 << 20
 # Larger messages are skipped with their reason: the IMAP reader refuses a literal above this.
 MAX_MESSAGE_BYTES = MAX_LITERAL
 
@@ -190,16 +193,16 @@ class FolderSync:
         if exists == 0 or first <= 0 or await self._local_count(uidvalidity):
             return
         head = await client.fetch(max(1, exists - first + 1), exists, metadata_items(client, self.ctx.mode))
-        # Parsed here, not in a worker process: a new sync process's workers are still starting (spawned, each
-        # importing the parser) when its first batch arrives, and this batch is small.
+        # Parsed here if small, not in a worker process: a new sync process's workers are still starting (spawned,
+        # each importing the parser) when its first batch arrives.
         await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()), inline=True)
 
     async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
         f = self.folder
         assert sel.uidvalidity is not None
         uidnext = f.uidnext or 1
-        # The places under this UIDVALIDITY, not the folder's total_count: that one counts the optimistic
-        # placeholders of pending moves, which the server does not hold yet.
+        # The places under this UIDVALIDITY, not the folder's total_count alone: that one counts the optimistic
+        # placeholders of pending moves, which the server does not hold yet (_held subtracts them).
         held = await self._held(sel.uidvalidity, sel.exists)
         every = self.ctx.full_compare_seconds
         full = every > 0 and time.monotonic() - self.ctx.compared.setdefault(f.id, time.monotonic()) >= every
@@ -345,8 +348,8 @@ class FolderSync:
     async def _fetch_new(
         self, client: ImapClient, uidvalidity: int, items: list[FetchItem], *, inline: bool = False
     ) -> None:
-        """Place known messages at once; download the others newest first, one batch ahead (`inline`: parsed on
-        the event loop, not by the parse pool)."""
+        """Place known messages at once; download the others newest first, one batch ahead (`inline`: a batch of
+        at most FIRST_BATCH_INLINE_BYTES is parsed on the event loop, not by the parse pool)."""
         items.sort(key=lambda i: i.uid or 0, reverse=True)
         with_identity = [i for i in items if identity_of(self.ctx.mode, i)]
         async with self.ctx.store.sessions() as s:
@@ -384,7 +387,10 @@ class FolderSync:
                 if len(metas) < len(batches[n]):
                     log.info("folder %s: %d expunged before download", self.folder.name, len(batches[n]) - len(metas))
                 raws = [bodies[m.uid or 0].body or b"" for m in metas]
-                prepared = prepare_many(raws) if inline else await self.ctx.parser.prepare(raws)
+                if inline and sum(map(len, raws)) <= FIRST_BATCH_INLINE_BYTES:
+                    prepared = prepare_many(raws)
+                else:
+                    prepared = await self.ctx.parser.prepare(raws)
                 fetched = [
                     self._fetched(meta, body=raw, prepared=p)
                     for meta, raw, p in zip(metas, raws, prepared, strict=True)
