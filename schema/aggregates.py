@@ -375,21 +375,22 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
 
 
-async def add_folder_counts(uow: UnitOfWork, added: dict[int, tuple[int, int]]) -> None:
-    """Folders that only gained places in this unit (none changed or removed): their counts move by what was
-    added, instead of a count of every place of the folder (a unit's cost would grow with the folder). The row is
-    locked and read as committed first, as in refresh_folder_counts; every unit that changes a folder's places
-    moves or recounts its counts under that lock, so the old counts plus the added are what a count would find."""
-    if not added:
+async def move_folder_counts(uow: UnitOfWork, moves: dict[int, tuple[int, int]]) -> None:
+    """Folders whose places this unit only added, or changed only in their flags: their counts move by
+    (total, unread) gained (negative: lost), instead of a count of every place of the folder, which would make a
+    unit cost as much as the folder is large. The row is locked and read as committed first, as in
+    refresh_folder_counts: every unit that changes a folder's places moves or recounts its counts under that
+    lock, so the old counts plus the moves are what a count would find."""
+    moves = {fid: m for fid, m in moves.items() if m != (0, 0)}
+    if not moves:
         return
     s = uow.session
-    locking = select(Folder).where(Folder.id.in_(sorted(added))).order_by(Folder.id).with_for_update()
+    locking = select(Folder).where(Folder.id.in_(sorted(moves))).order_by(Folder.id).with_for_update()
     changed = []
     for folder in await s.scalars(locking.execution_options(populate_existing=True)):
-        total, unread = added[folder.id]
-        if total or unread:
-            folder.total_count += total
-            folder.unread_count += unread
-            changed.append(folder.id)
+        total, unread = moves[folder.id]
+        folder.total_count = max(0, folder.total_count + total)
+        folder.unread_count = max(0, folder.unread_count + unread)
+        changed.append(folder.id)
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import messages
@@ -132,3 +132,19 @@ async def with_role(session: AsyncSession, account_id: int, role: str) -> Folder
 async def of_account(session: AsyncSession, account_id: int) -> list[Folder]:
     """Every folder of the account (deleting ones included)."""
     return list(await session.scalars(select(Folder).where(Folder.account_id == account_id)))
+
+
+async def places_under(session: AsyncSession, folder_id: int, uidvalidity: int) -> int:
+    """How many places the folder holds under a UIDVALIDITY, from the count its row keeps (total_count, kept by every
+    unit that changes its places) less the places under any other UIDVALIDITY (the placeholders of pending moves,
+    under 0; leftovers of an old one): those are few, and found through uq_places_uid, so the cost does not grow with
+    the folder as a count of its places does (schema.messages.held_count). One statement: one snapshot of both. A
+    folder that is gone holds nothing."""
+    others = (
+        select(func.count())
+        .select_from(MessagePlace)
+        .where(MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity != uidvalidity)
+        .scalar_subquery()
+    )
+    found = await session.scalar(select(Folder.total_count - others).where(Folder.id == folder_id))
+    return max(0, int(found or 0))

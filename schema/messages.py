@@ -275,7 +275,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
         uow.dirty_folders.add(folder_id)
     else:  # every place is new: the folder's counts grow by them (what refresh_folder_counts would count)
         unread = sum(1 for f in fetched if "\\Seen" not in flags_text(f.flags))
-        uow.places_added(folder_id, len(fetched), unread)
+        uow.counts_move(folder_id, len(fetched), unread)
     return touched
 
 
@@ -362,6 +362,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
     s = uow.session
     by_uid = {c.uid: c for c in changes}
     changed: list[dict[str, Any]] = []
+    unread = 0  # unread places gained (negative: lost), as schema.aggregates.refresh_folder_counts counts them
     for start in range(0, len(changes), 1000):
         uids = list(by_uid)[start : start + 1000]
         # Locked, then checked for pending actions: a mutation committing meanwhile is either seen or waits.
@@ -374,6 +375,8 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                     MessagePlace.uid.in_(uids),
                 )
                 .with_for_update()
+                # As locked, not as this unit may have loaded them: the unread count moves by what they were.
+                .execution_options(populate_existing=True)
             )
         )
         waiting = await actions.pending_messages(s, uow.account_id, (p.message_id for p in found))
@@ -400,6 +403,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                 )
                 if flags != place.flags or labels != place.labels:
                     uow.dirty_messages.add(place.message_id)
+                unread += ("\\Seen" not in flags) - ("\\Seen" not in place.flags)
     if changed:
         stmt = mysql_insert(table(MessagePlace))
         await s.execute(
@@ -408,7 +412,8 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
             ),
             changed,
         )
-        uow.dirty_folders.add(folder_id)
+        # Only flags changed: the folder's counts move by the difference, not by a count of all its places.
+        uow.counts_move(folder_id, 0, unread)
     return len(changed)
 
 

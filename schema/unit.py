@@ -64,9 +64,10 @@ class UnitOfWork:
         self.dirty_threads: set[int] = set()  # members, their folders or their dates changed: a full refresh
         self.flagged_threads: set[int] = set()  # only their members' flags or labels changed: a recount
         self.dirty_folders: set[int] = set()  # their places changed in any way: counted again
-        # Places only added, none changed or removed (schema.messages.add): folder id -> (total, unread) to add to
-        # the counts the folder's row holds, instead of counting every place of a large folder in every unit.
-        self.added_places: dict[int, tuple[int, int]] = {}
+        # Folders whose places were only added (schema.messages.add) or changed only in their flags (set_flags):
+        # folder id -> (total, unread) gained (negative: lost), moved on the counts the folder's row holds unless the
+        # folder is counted again anyway (dirty_folders), instead of counting every place of a large folder.
+        self.count_moves: dict[int, tuple[int, int]] = {}
         # Logged states the settle computed already (schema.aggregates), by object.
         self.states: dict[tuple[ObjectType, int], states.State] = {}
         self.last_seq: int | None = None
@@ -87,10 +88,10 @@ class UnitOfWork:
     def record(self, object_type: ObjectType, op: Op, ids: Iterable[int]) -> None:
         self.changes.record(object_type, op, ids)
 
-    def places_added(self, folder_id: int, total: int, unread: int) -> None:
-        """New places in a folder, none of them replacing another: its counts move by these numbers."""
-        before = self.added_places.get(folder_id, (0, 0))
-        self.added_places[folder_id] = (before[0] + total, before[1] + unread)
+    def counts_move(self, folder_id: int, total: int, unread: int) -> None:
+        """A folder's places were only added, or changed only in their flags: its counts move by these numbers."""
+        before = self.count_moves.get(folder_id, (0, 0))
+        self.count_moves[folder_id] = (before[0] + total, before[1] + unread)
 
     async def __aenter__(self) -> UnitOfWork:
         self._session = self.store.sessions()
@@ -127,8 +128,8 @@ class UnitOfWork:
         await aggregates.refresh_threads(self, sorted(self.dirty_threads))
         await aggregates.refresh_thread_flags(self, sorted(self.flagged_threads - self.dirty_threads))
         await aggregates.refresh_folder_counts(self, sorted(self.dirty_folders))
-        await aggregates.add_folder_counts(
-            self, {fid: n for fid, n in self.added_places.items() if fid not in self.dirty_folders}
+        await aggregates.move_folder_counts(
+            self, {fid: n for fid, n in self.count_moves.items() if fid not in self.dirty_folders}
         )
         logged = self.states
         for kind in ObjectType:

@@ -33,7 +33,7 @@ from synccore import planning
 from synccore.actions import ActionExecutor
 from synccore.backoff import Backoff, raise_if_cancelled
 from synccore.connection import IMAP_TIMEOUT, Endpoint, Refusal, open_client, refusal
-from synccore.folder import BATCH_BYTES, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
+from synccore.folder import BATCH_BYTES, FIRST_BATCH, MAX_MESSAGE_BYTES, FirstMessage, FolderContext, FolderSync
 from synccore.identity import IdentityMode, account_mode
 from synccore.imap import (
     AuthenticationFailed,
@@ -88,6 +88,9 @@ class Tuning:
     full_compare_seconds: float = field(
         default_factory=lambda: float(os.environ.get("INBOXQL_FULL_COMPARE_SECONDS", "900"))
     )
+    # A folder's initial sync first downloads this many of its newest messages, before it lists every UID
+    # (synccore.folder.FIRST_BATCH); 0: it lists first (bench.first_page_bench compares both).
+    first_batch: int = field(default_factory=lambda: int(os.environ.get("INBOXQL_FIRST_BATCH", str(FIRST_BATCH))))
 
 
 @dataclass(slots=True)
@@ -382,14 +385,18 @@ class AccountSync:
         "x of N" is whole before its first folder downloads (the inbox's initial sync may take minutes before the
         others are selected; each then records its own count from SELECT, schema.folders.record_server_counts).
         Asked once per folder: a folder the server refuses is left to its own sync, which records the error."""
+        unselected = [f for f in found if f.server_count is None]
+        # Pipelined (each answer names its mailbox): an account of a hundred folders on a distant server waits one
+        # round trip before its inbox downloads, not a hundred.
+        answers = await asyncio.gather(
+            *(client.status(f.name, ("MESSAGES",)) for f in unselected), return_exceptions=True
+        )
         counts: dict[int, int] = {}
-        for folder in found:
-            if folder.server_count is not None:
+        for folder, status in zip(unselected, answers, strict=True):
+            if isinstance(status, CommandFailed):
                 continue
-            try:
-                status = await client.status(folder.name, ("MESSAGES",))
-            except CommandFailed:
-                continue
+            if isinstance(status, BaseException):
+                raise status
             if "MESSAGES" in status:
                 counts[folder.id] = status["MESSAGES"]
                 folder.server_count = status["MESSAGES"]
@@ -555,6 +562,7 @@ class AccountSync:
             self.first_message,
             t.full_compare_seconds,
             self._compared,
+            t.first_batch,
         )
 
     async def _connect(self) -> ImapClient:

@@ -1,7 +1,9 @@
 """One folder's sync, a small state machine:
 
     INITIAL  downloading history, newest first, in bounded batches; resumable, since every batch commits
-             its places and a restart only fetches what has no place yet
+             its places and a restart only fetches what has no place yet. A folder that holds nothing yet first
+             downloads and commits its newest messages by sequence number (first_batch), before it lists every
+             UID: a new account's inbox shows its newest threads while the rest follows
     FOLLOW   caught up: QRESYNC (VANISHED + changed flags in SELECT), else CONDSTORE CHANGEDSINCE, else a
              full UID and flag diff
     RESYNC   UIDVALIDITY changed: forget the folder's places (their messages wait as orphans, keeping
@@ -30,7 +32,7 @@ from schema.unit import Store, UnitOfWork
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import MAX_LITERAL, CommandFailed, FetchItem, ImapClient, SelectedMailbox
-from synccore.parsing import ParsePool, Prepared
+from synccore.parsing import ParsePool, Prepared, prepare_many
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,12 @@ log = logging.getLogger(__name__)
 # planning.plan_batches. Three batches are in flight at once (downloading, parsing, writing).
 BODY_BATCH = 250
 BATCH_BYTES = 8 << 20
+# A folder's initial sync starts with this many of its newest messages, before the listing of every UID (which takes
+# seconds on a large folder), in a batch small enough to be parsed and committed at once (FolderContext.first_batch).
+FIRST_BATCH = 100
+# ... parsed on the event loop (not in a worker, which a new sync process is still starting) when it holds at most this
+# many bytes: a large message would hold the loop for seconds.
+FIRST_BATCH_INLINE_BYTES = 2 << 20
 # Larger messages are skipped with their reason: the IMAP reader refuses a literal above this.
 MAX_MESSAGE_BYTES = MAX_LITERAL
 
@@ -88,6 +96,8 @@ class FolderContext:
     # misses: a mirror that drifted once, whatever the cause, would stay so. 0: only the cheap check.
     full_compare_seconds: float = 0.0
     compared: dict[int, float] = field(default_factory=dict)
+    # How many of its newest messages a folder that holds none downloads before it lists every UID; 0: none.
+    first_batch: int = FIRST_BATCH
 
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
@@ -165,6 +175,7 @@ class FolderSync:
     async def _initial(self, client: ImapClient, sel: SelectedMailbox) -> None:
         assert sel.uidvalidity is not None
         await self._set_cursor(uidvalidity=sel.uidvalidity, sync_state="initial")
+        await self._newest(client, sel.uidvalidity, sel.exists)
         remote = await self._remote_listing(client)
         await self._reconcile(client, sel.uidvalidity, remote)
         top = max(remote, default=0)
@@ -174,13 +185,25 @@ class FolderSync:
             sync_state="follow",
         )
 
+    async def _newest(self, client: ImapClient, uidvalidity: int, exists: int) -> None:
+        """Download the newest `first_batch` messages (by sequence number: no UID is known yet) of a folder that holds
+        none, and commit them. The listing that follows finds them placed. A folder resumed after a restart holds
+        places already, and goes on newest first from the listing."""
+        first = self.ctx.first_batch
+        if exists == 0 or first <= 0 or await self._local_count(uidvalidity):
+            return
+        head = await client.fetch(max(1, exists - first + 1), exists, metadata_items(client, self.ctx.mode))
+        # Parsed here if small, not in a worker process: a new sync process's workers are still starting (spawned,
+        # each importing the parser) when its first batch arrives.
+        await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()), inline=True)
+
     async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
         f = self.folder
         assert sel.uidvalidity is not None
         uidnext = f.uidnext or 1
-        # The places under this UIDVALIDITY, not the folder's total_count: that one counts the optimistic
-        # placeholders of pending moves, which the server does not hold yet.
-        held = await self._local_count(sel.uidvalidity)
+        # The places under this UIDVALIDITY, not the folder's total_count alone: that one counts the optimistic
+        # placeholders of pending moves, which the server does not hold yet (_held subtracts them).
+        held = await self._held(sel.uidvalidity, sel.exists)
         every = self.ctx.full_compare_seconds
         full = every > 0 and time.monotonic() - self.ctx.compared.setdefault(f.id, time.monotonic()) >= every
         unchanged = planning.nothing_changed(
@@ -210,7 +233,7 @@ class FolderSync:
             await self._apply_changes(sel.uidvalidity, flag_items, vanished)
             if new_items:
                 await self._fetch_new(client, sel.uidvalidity, list(new_items.values()))
-            local_count = await self._local_count(sel.uidvalidity)
+            local_count = await self._held(sel.uidvalidity, sel.exists)
             if local_count != sel.exists:
                 # Expunges CONDSTORE alone cannot report, or a race with the server: compare everything.
                 await self._reconcile(client, sel.uidvalidity, await self._remote_listing(client))
@@ -269,6 +292,14 @@ class FolderSync:
         async with self.ctx.store.sessions() as s:
             return await messages.held(s, self.folder.id, uidvalidity)
 
+    async def _held(self, uidvalidity: int, exists: int) -> int:
+        """The places under this UIDVALIDITY, read from the folder's kept count (schema.folders.places_under: a pass
+        over a large folder costs what one over a small folder does); counted place by place only when that differs
+        from the server's count, so that a kept count gone wrong is not taken for a change on every pass."""
+        async with self.ctx.store.sessions() as s:
+            held = await folders.places_under(s, self.folder.id, uidvalidity)
+        return held if held == exists else await self._local_count(uidvalidity)
+
     async def _local_count(self, uidvalidity: int) -> int:
         async with self.ctx.store.sessions() as s:
             return await messages.held_count(s, self.folder.id, uidvalidity)
@@ -314,8 +345,11 @@ class FolderSync:
         self.skipped |= await retry_deadlocks(step)
         self._committed(0)
 
-    async def _fetch_new(self, client: ImapClient, uidvalidity: int, items: list[FetchItem]) -> None:
-        """Place known messages at once; download the others newest first, one batch ahead."""
+    async def _fetch_new(
+        self, client: ImapClient, uidvalidity: int, items: list[FetchItem], *, inline: bool = False
+    ) -> None:
+        """Place known messages at once; download the others newest first, one batch ahead (`inline`: a batch of
+        at most FIRST_BATCH_INLINE_BYTES is parsed on the event loop, not by the parse pool)."""
         items.sort(key=lambda i: i.uid or 0, reverse=True)
         with_identity = [i for i in items if identity_of(self.ctx.mode, i)]
         async with self.ctx.store.sessions() as s:
@@ -353,7 +387,10 @@ class FolderSync:
                 if len(metas) < len(batches[n]):
                     log.info("folder %s: %d expunged before download", self.folder.name, len(batches[n]) - len(metas))
                 raws = [bodies[m.uid or 0].body or b"" for m in metas]
-                prepared = await self.ctx.parser.prepare(raws)
+                if inline and sum(map(len, raws)) <= FIRST_BATCH_INLINE_BYTES:
+                    prepared = prepare_many(raws)
+                else:
+                    prepared = await self.ctx.parser.prepare(raws)
                 fetched = [
                     self._fetched(meta, body=raw, prepared=p)
                     for meta, raw, p in zip(metas, raws, prepared, strict=True)

@@ -375,6 +375,19 @@ class ImapClient(Connection):
                 result.vanished.extend(resp.uids)
         return result
 
+    async def fetch(self, first: int, last: int, items: str, *, timeout: float | None = None) -> FetchResult:
+        """FETCH by message sequence numbers `first:last` (RFC 3501 §6.4.5), e.g. the newest messages of the
+        selected mailbox (`exists - n + 1` to `exists`) before any UID is known. Ask for UID among the items:
+        a sequence number holds only until the next expunge."""
+        text = items.strip()
+        if not text.startswith("("):
+            text = f"({text})"
+        if not 1 <= first <= last:
+            raise ValueError(f"not a sequence range: {first}:{last}")
+        parts: list[Part] = [f"{first}:{last}".encode(), text.encode("ascii")]
+        _, untagged = await self._run("FETCH", parts, _FETCH, timeout=timeout)
+        return FetchResult([r for r in untagged if isinstance(r, FetchItem)], [])
+
     async def uid_store(
         self,
         uids: UidSet,

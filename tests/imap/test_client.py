@@ -217,6 +217,21 @@ async def test_select_with_condstore_reports_modseq(dovecot: DovecotServer, mail
         assert examined.readonly
 
 
+async def test_fetch_by_sequence_numbers_reads_the_newest(dovecot: DovecotServer, mail_user: tuple[str, str]) -> None:
+    async with logged_in(dovecot, mail_user) as client:
+        for n in range(5):
+            await client.append("INBOX", message(n))
+        await client.select("INBOX")
+        await client.uid_store("2", "add", ["\\Deleted"])
+        await client.expunge()  # UIDs 1, 3, 4, 5 at sequence numbers 1..4
+        box = await client.select("INBOX")
+        newest = await client.fetch(box.exists - 1, box.exists, "UID FLAGS RFC822.SIZE")
+        assert sorted(i.uid or 0 for i in newest.items) == [4, 5]
+        assert all(i.size for i in newest.items)
+        with pytest.raises(ValueError, match="sequence range"):
+            await client.fetch(0, 2, "UID")
+
+
 async def test_qresync_select_reports_vanished_and_changed(dovecot: DovecotServer, mail_user: tuple[str, str]) -> None:
     async with logged_in(dovecot, mail_user) as client:
         for n in range(1, 6):

@@ -61,3 +61,24 @@ async def test_a_follow_pass_records_the_servers_new_count(
     dovecot.append(user, password, "INBOX", list(generate(2, seed=134)))
     await sync_once(store, credential_box, account_id)
     assert (await _folders(store, account_id))["INBOX"] == (5, 5)
+
+
+async def test_the_counts_of_unselected_folders_are_asked_at_once(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "Archive", list(generate(3, seed=135)))
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
+        held = proxy.hold(lambda e: e.verb == "STATUS")
+        sync = asyncio.create_task(sync_once(store, credential_box, account_id))
+        try:
+            async with asyncio.timeout(30):
+                await held.seen.wait()
+                # Pipelined: the other folders' STATUS go out while the first answer is held back.
+                while len(proxy.commands("STATUS")) < 2:
+                    await asyncio.sleep(0.01)
+        finally:
+            proxy.release(held)
+        await sync
+    assert (await _folders(store, account_id))["Archive"] == (3, 3)

@@ -1,0 +1,243 @@
+"""How long a new account waits for its inbox: from `inboxql account add` to the first page of 50 INBOX threads
+readable over GraphQL (subjects, participants, snippets), as a user would see it.
+
+    .venv/bin/python -m bench.first_page_bench [--messages 10000 100000] [--seed 1] [--no-verify]
+
+For each size: a private Dovecot is seeded with generated mail (`inboxql.mailgen`, ~85% INBOX). Then twice, each
+time into a fresh database with a gateway process (`inboxql gateway`, answering before the clock starts), timed from
+the start of `inboxql account add`: the account is added (its login checked), a token is created for it, `inboxql
+sync` starts (the long-running process, as a user runs it), and the gateway is polled over HTTP for the account's
+folders and then the inbox's first 50 threads until the page is full. The first time with INBOXQL_FIRST_BATCH=0
+(each folder lists every UID before it downloads: the baseline, stopped at its first page), the second with the
+default (the newest messages first); that one then runs to the end of the initial sync (every folder followed) and
+`inboxql verify` must say identical.
+
+Printed for each run: seconds from `account add` to the full first page, with where the time went (the `account
+add` process, the token, the inbox listed in `folders`, a first thread, the full page), the whole initial sync,
+and, measured in the same run, a bare `python -c pass` and the import of the CLI and sync modules (what each of
+the two processes pays before it can do anything). Goal (issue 12): <= 1 s on 10,000 and on 100,000 messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bench import common
+from bench.common import BenchError
+from gateway.ids import to_global
+from inboxql.devmail import DovecotServer, free_port
+from schema import tokens
+from schema.db import create_engine
+from schema.unit import Store
+
+FOLDERS_QUERY = """query($a: ID!) { folders(accountId: $a, first: 100) { edges { node { id role } } } }"""
+PAGE_QUERY = """query($a: ID!, $f: ID!) { threads(accountId: $a, filter: {folderId: $f}, first: 50) { edges { node {
+    id subject snippet lastMessageAt participants { name address } } } } }"""
+STATE_QUERY = """query { accounts(first: 10) { edges { node { syncState progress { folders foldersSynced messages } }
+} } }"""
+PAGE = 50
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class FirstPage:
+    messages: int
+    inbox: int  # messages seeded into INBOX
+    order: str  # "list first" (INBOXQL_FIRST_BATCH=0) or "newest first" (the default)
+    add: float  # the `account add` process, wall s
+    token: float  # creating the token in this process
+    listed: float  # from the clock's start to the inbox in `folders`
+    first_thread: float  # ... to a first inbox thread
+    page: float  # ... to 50 inbox threads with subjects
+    complete: float | None  # ... to the account ready (every folder followed); None: not waited for
+    verified: bool | None
+
+
+def _gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    gateway_env = {**env, "INBOXQL_GATEWAY_RATE_LIMIT_POINTS": str(10**12)}
+    argv = [*common.inboxql_command(), "gateway", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(argv, env=gateway_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    common.stop_process(proc)
+    raise BenchError("the gateway did not answer /healthz within 60 s")
+
+
+def _token(url: str, account_id: int) -> str:
+    async def create() -> str:
+        engine = create_engine(url)
+        try:
+            async with Store(engine).sessions() as session, session.begin():
+                return await tokens.create_token(session, [account_id], name="first page bench")
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(create())
+
+
+def _post(client: httpx.Client, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    r = client.post("/graphql", json={"query": query, "variables": variables})
+    r.raise_for_status()
+    body: dict[str, Any] = r.json()
+    if body.get("errors"):
+        raise BenchError(f"GraphQL errors: {body['errors']}")
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def measure(messages: int, seed: int, verify: bool, timeout: float) -> list[FirstPage]:
+    """Both orders on one seeded mailbox, each into a database of its own: listing every UID first
+    (INBOXQL_FIRST_BATCH=0, the order before the first batch; stopped at its first page), then the default."""
+    with common.private_dovecot() as server:
+        user, password = common.new_user(server)
+        start = time.perf_counter()
+        seeded = common.seed_mailbox(server, user, password, messages, seed)
+        print(f"seeded {messages} messages in {time.perf_counter() - start:.1f} s: {seeded.counts}", flush=True)
+        inbox = seeded.counts["INBOX"]
+        return [
+            _one(server, user, password, messages, inbox, "0", False, timeout),
+            _one(server, user, password, messages, inbox, None, verify, timeout),
+        ]
+
+
+def _one(
+    server: DovecotServer,
+    user: str,
+    password: str,
+    messages: int,
+    inbox_count: int,
+    first_batch: str | None,
+    verify: bool,
+    timeout: float,
+) -> FirstPage:
+    """One account added and synced into a fresh database; with `verify`, waits for the whole initial sync and
+    runs `inboxql verify`, else stops the sync at the first page."""
+    with common.throwaway_database("inboxql_firstpage") as url:
+        env = common.cli_env(url)
+        if first_batch is not None:
+            env["INBOXQL_FIRST_BATCH"] = first_batch
+        port = free_port()
+        gateway = _gateway(env, port)
+        sync: subprocess.Popen[bytes] | None = None
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by report_errors
+        complete: float | None = None
+        try:
+            print(f"load average before the timed run: {common.load_average()}", flush=True)
+            t0 = time.perf_counter()
+            account_id = common.add_account(server, user, password, env)
+            add = time.perf_counter() - t0
+            token = _token(url, account_id)
+            token_s = time.perf_counter() - t0 - add
+            sync = subprocess.Popen([*common.inboxql_command(), "sync"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            account = to_global("Account", account_id)
+            listed = first = page = 0.0
+            inbox: str | None = None
+            with httpx.Client(
+                base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}, timeout=30
+            ) as client:
+                while True:
+                    if time.perf_counter() - t0 > timeout:
+                        raise BenchError(f"no full first page after {timeout} s")
+                    if sync.poll() is not None:
+                        raise BenchError(f"inboxql sync exited {sync.returncode}")
+                    if inbox is None:
+                        edges = _post(client, FOLDERS_QUERY, {"a": account})["folders"]["edges"]
+                        inbox = next((e["node"]["id"] for e in edges if e["node"]["role"] == "inbox"), None)
+                        if inbox is not None:
+                            listed = time.perf_counter() - t0
+                    if inbox is not None:
+                        threads = _post(client, PAGE_QUERY, {"a": account, "f": inbox})["threads"]["edges"]
+                        if threads and not first:
+                            first = time.perf_counter() - t0
+                        if len(threads) >= PAGE and all(t["node"]["subject"] is not None for t in threads):
+                            page = time.perf_counter() - t0
+                            break
+                    time.sleep(POLL_SECONDS)
+                print(
+                    f"first page after {page:.2f} s (INBOXQL_FIRST_BATCH={first_batch or 'default'}): account add"
+                    f" {add:.2f} s, inbox listed at {listed:.2f} s, first thread at {first:.2f} s",
+                    flush=True,
+                )
+                while verify:
+                    node = _post(client, STATE_QUERY, {})["accounts"]["edges"][0]["node"]
+                    progress = node["progress"]
+                    if node["syncState"] == "ready" and progress["foldersSynced"] == progress["folders"]:
+                        complete = time.perf_counter() - t0
+                        break
+                    if time.perf_counter() - t0 > timeout + 3600:
+                        raise BenchError("the initial sync did not end within an hour of the first page")
+                    if sync.poll() is not None:
+                        raise BenchError(f"inboxql sync exited {sync.returncode}")
+                    time.sleep(0.5)
+        finally:
+            if sync is not None:
+                common.stop_process(sync)
+                common.report_errors("inboxql sync", log)
+            common.stop_process(gateway)
+        verified: bool | None = None
+        if verify:
+            done = common.timed_run([*common.inboxql_command(), "verify", str(account_id)], env=env, timeout=1800)
+            verified = done.returncode == 0
+            if not verified:
+                print(f"inboxql verify found differences:\n{done.stderr[-3000:]}", file=sys.stderr)
+    order = "list first" if first_batch == "0" else "newest first"
+    return FirstPage(messages, inbox_count, order, add, token_s, listed, first, page, complete, verified)
+
+
+def report(results: list[FirstPage], python_start: common.Timed, imports: common.Timed) -> None:
+    print()
+    print("== from `inboxql account add` to the first page of 50 INBOX threads over GraphQL (s) ==")
+    print(
+        f"{'messages':>9} {'inbox':>7} {'order':>13} {'add':>6} {'token':>6} {'listed':>7} {'1st':>6} {'page':>6}"
+        f" {'all':>7} {'msg/s':>6}  verify"
+    )
+    for r in results:
+        verdict = "-" if r.verified is None else "identical" if r.verified else "DIFFERENT"
+        whole = f"{r.complete:7.1f} {r.messages / (r.complete - r.add):6.0f}" if r.complete else f"{'-':>7} {'-':>6}"
+        print(
+            f"{r.messages:9d} {r.inbox:7d} {r.order:>13} {r.add:6.2f} {r.token:6.3f} {r.listed:7.2f}"
+            f" {r.first_thread:6.2f} {r.page:6.2f} {whole}  {verdict}"
+        )
+    print(
+        f"baseline, same run: `python -c pass` {python_start.wall:.3f} s; importing the sync process's modules"
+        f" {imports.wall:.2f} s (paid by `account add` and by `inboxql sync` before any IMAP)"
+    )
+    print("goal (issue 12): page <= 1 s on 10,000 and on 100,000 messages")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-verify", action="store_true", help="skip `inboxql verify` after the sync")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the first page")
+    args = parser.parse_args(argv)
+    common.check_services()
+    print(f"machine: {common.machine()}")
+    print(f"load average at start: {common.load_average()}", flush=True)
+    env = {**os.environ}
+    python_start = common.timed_run([sys.executable, "-c", "pass"], env=env, timeout=60)
+    imports = common.timed_run([sys.executable, "-c", "import inboxql.commands, synccore.supervisor"], env=env)
+    results = [r for n in args.messages for r in measure(n, args.seed, not args.no_verify, args.timeout)]
+    report(results, python_start, imports)
+    print(f"load average at the end: {common.load_average()}")
+    return 0 if all(r.verified is not False for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

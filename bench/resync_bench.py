@@ -1,0 +1,232 @@
+"""What a pass over a followed folder costs as the folder grows: a no-op pass and a pass after 1,000 flag changes, on
+a 1,000-message INBOX and on a 100,000-message one (issue 12: the larger within 1.5x of the smaller).
+
+    .venv/bin/python -m bench.resync_bench [--messages 1000 100000] [--passes 7] [--rounds 3]
+
+For each size: a private Dovecot gets that many generated messages (`inboxql.mailgen`), all in INBOX; a fresh
+database gets the account and `inboxql sync --once` mirrors it. Then, in this process, one IMAP connection and the
+sync core's own pass (`AccountSync.full_pass`, CONDSTORE/QRESYNC as Dovecot offers them): a warm-up pass, `--passes`
+no-op passes, then `--rounds` times 1,000 flag changes made from another IMAP connection (~70% \\Seen, ~30%
+\\Flagged toggled) followed by one pass. Printed: the median wall time of each kind of pass, its SQL statements and
+the time spent in them, the baseline measured beside each pass (a bare client's SELECT with QRESYNC from the
+same state on a second connection, after the other folders as in a pass: what Dovecot takes to open it and answer,
+which grows with the mailbox for any client), and the ratio of the largest size to the smallest, with and without
+that server share. `inboxql verify` must then say identical.
+Process start-up is left out: it is the same at every size (bench.sync_bench times whole `sync --once` processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import event
+
+from bench import common
+from bench.common import BenchError
+from bench.sync_bench import change_flags
+from inboxql.mailgen import generate
+from schema.crypto import CredentialBox
+from schema.db import create_engine
+from schema.settings import Settings
+from schema.unit import Store
+from synccore.account import AccountSync, Tuning
+from synccore.verify import verify
+
+FLAG_CHANGES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Pass:
+    wall: float  # seconds
+    statements: int
+    sql: float  # seconds inside statements (cursor execute)
+    server: float = 0.0  # a bare client's SELECT (QRESYNC) of the same state on another connection: Dovecot's part
+
+
+@dataclass(frozen=True, slots=True)
+class Sized:
+    messages: int
+    initial: float  # the `inboxql sync --once` that mirrored it, wall s
+    noop: list[Pass]
+    flags: list[Pass]
+
+
+class Statements:
+    """Counts the statements an engine runs, and the time inside them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self._started: list[float] = []
+
+    def before(self, *args: Any) -> None:
+        self._started.append(time.perf_counter())
+
+    def after(self, *args: Any) -> None:
+        self.count += 1
+        self.seconds += time.perf_counter() - self._started.pop()
+
+    @contextmanager
+    def on(self, engine: Any) -> Iterator[None]:
+        event.listen(engine, "before_cursor_execute", self.before)
+        event.listen(engine, "after_cursor_execute", self.after)
+        try:
+            yield
+        finally:
+            event.remove(engine, "before_cursor_execute", self.before)
+            event.remove(engine, "after_cursor_execute", self.after)
+
+
+async def _passes(
+    url: str, env: dict[str, str], account_id: int, server: Any, user: str, password: str, passes: int, rounds: int
+) -> tuple[list[Pass], list[Pass]]:
+    engine = create_engine(url)
+    counter = Statements()
+    try:
+        store = Store(engine)
+        box = CredentialBox(Settings.from_env(env).key_ring())
+        sync = AccountSync(store, box, account_id, Tuning())
+        client = await sync._connect()
+
+        async def timed() -> Pass:
+            before_count, before_sql = counter.count, counter.seconds
+            start = time.perf_counter()
+            if not await sync.full_pass(client):
+                raise BenchError("a pass did not reach every folder")
+            return Pass(time.perf_counter() - start, counter.count - before_count, counter.seconds - before_sql)
+
+        bare = await sync._connect()
+        others = [m.name for m in await bare.list_folders() if m.name != "INBOX" and "\\Noselect" not in m.flags]
+
+        async def server_select(modseq: int) -> float:
+            """What Dovecot alone takes to answer the SELECT of the inbox in a pass (QRESYNC from `modseq`), coming
+            from the other folders as a pass does: opening a mailbox is what grows with it on the server (a re-SELECT
+            of the one just open is far cheaper)."""
+            for name in others:  # as a pass does, which selects every other folder between two of the inbox
+                await bare.select(name)
+            start = time.perf_counter()
+            await bare.select("INBOX", qresync=(uidvalidity, modseq, None))
+            return time.perf_counter() - start
+
+        with counter.on(engine.sync_engine):
+            await timed()  # warm-up: the identity mode, the pool's connections
+            state = await bare.select("INBOX", condstore=True)
+            assert state.uidvalidity is not None
+            assert state.highestmodseq is not None
+            uidvalidity = state.uidvalidity
+            noop = []
+            for _ in range(passes):
+                ours = await timed()
+                noop.append(replace(ours, server=await server_select(state.highestmodseq)))
+            flags = []
+            for n in range(rounds):
+                before = await bare.select("INBOX", condstore=True)
+                assert before.highestmodseq is not None
+                await asyncio.to_thread(change_flags, server, user, password, FLAG_CHANGES, 100 + n)
+                ours = await timed()
+                flags.append(replace(ours, server=await server_select(before.highestmodseq)))
+        await bare.logout()
+        await client.logout()
+        diffs = await verify(store, box, account_id)
+        if diffs:
+            raise BenchError("inboxql verify found differences:\n" + "\n".join(diffs[:20]))
+        return noop, flags
+    finally:
+        await engine.dispose()
+
+
+def measure(messages: int, seed: int, passes: int, rounds: int) -> Sized:
+    with common.private_dovecot() as server:
+        user, password = common.new_user(server)
+        start = time.perf_counter()
+        server.append(user, password, "INBOX", generate(messages, seed))
+        print(f"seeded {messages} messages in INBOX in {time.perf_counter() - start:.1f} s", flush=True)
+        with common.throwaway_database("inboxql_resync") as url:
+            env = common.cli_env(url)
+            account_id = common.add_account(server, user, password, env)
+            initial = common.timed_run(
+                [*common.inboxql_command(), "sync", "--once", "--account", str(account_id)], env=env, timeout=3600
+            )
+            if initial.returncode != 0:
+                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
+            print(f"initial sync of {messages}: {initial.wall:.1f} s; load average {common.load_average()}", flush=True)
+            noop, flags = asyncio.run(_passes(url, env, account_id, server, user, password, passes, rounds))
+            print(
+                f"{messages}: no-op passes (ms) {[round(1000 * p.wall) for p in noop]}, after flag changes"
+                f" {[round(1000 * p.wall) for p in flags]}; load average {common.load_average()}",
+                flush=True,
+            )
+    return Sized(messages, initial.wall, noop, flags)
+
+
+def _median(passes: list[Pass]) -> Pass:
+    return Pass(
+        statistics.median(p.wall for p in passes),
+        int(statistics.median(p.statements for p in passes)),
+        statistics.median(p.sql for p in passes),
+        statistics.median(p.server for p in passes),
+    )
+
+
+def report(results: list[Sized]) -> None:
+    print()
+    print("== a pass over a followed INBOX (in-process AccountSync.full_pass; medians) ==")
+    head = (
+        "messages",
+        "no-op ms",
+        "stmts",
+        "in SQL ms",
+        "Dovecot ms",
+        "1k flags ms",
+        "stmts",
+        "in SQL ms",
+        "Dovecot ms",
+    )
+    widths = (9, 9, 6, 10, 10, 12, 6, 10, 10)
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, widths, strict=True)))
+    for r in results:
+        noop, flags = _median(r.noop), _median(r.flags)
+        print(
+            f"{r.messages:9d} {1000 * noop.wall:9.1f} {noop.statements:6d} {1000 * noop.sql:10.1f}"
+            f" {1000 * noop.server:10.1f} {1000 * flags.wall:12.1f} {flags.statements:6d} {1000 * flags.sql:10.1f}"
+            f" {1000 * flags.server:10.1f}"
+        )
+    print("(Dovecot ms: a bare client's SELECT with QRESYNC from the same state, the server's share of a pass)")
+    small, large = results[0], results[-1]
+    if large is not small:
+        for name, a, b in (
+            ("no-op", _median(small.noop), _median(large.noop)),
+            (f"after {FLAG_CHANGES} flag changes", _median(small.flags), _median(large.flags)),
+        ):
+            print(
+                f"ratio {large.messages} / {small.messages}, {name}: {b.wall / a.wall:.2f}x;"
+                f" without Dovecot's SELECT {(b.wall - b.server) / (a.wall - a.server):.2f}x (goal <= 1.5x)"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, nargs="+", default=[1000, 100_000])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--passes", type=int, default=7, help="no-op passes timed per size")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of 1,000 flag changes per size")
+    args = parser.parse_args(argv)
+    common.check_services()
+    print(f"machine: {common.machine()}")
+    print(f"load average at start: {common.load_average()}", flush=True)
+    results = [measure(n, args.seed, args.passes, args.rounds) for n in args.messages]
+    report(results)
+    print(f"load average at the end: {common.load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""A pass over a followed folder costs what changed, not what the folder holds: neither a no-op pass nor one after
+flag changes reads every place of the folder (a count of its places, a recount of its unread ones). The statements
+of each pass are recorded; one that reads message_places by folder alone, narrowed by no UID, id or message, is
+what grows with the folder. The counts the folder's row keeps must still be right."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+
+from inboxql.devmail import DovecotServer
+from inboxql.mailgen import generate
+from schema.crypto import CredentialBox
+from schema.models import Folder
+from schema.unit import Store
+from tests.sync.support import add_account, assert_identical, connect, sync_once
+
+# What narrows a read of message_places below "every place of the folder".
+_NARROWER = re.compile(
+    r"message_places\.(uid|id|message_id) IN|messages\.(id|thread_id) IN|message_places\.uidvalidity != ", re.I
+)
+
+
+@contextmanager
+def recorded(store: Store) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def whole_folder_reads(statements: list[str]) -> list[str]:
+    found = []
+    for sql in statements:
+        flat = " ".join(sql.split())
+        if not re.search(r"\bFROM message_places\b", flat, re.I) or "message_places.folder_id" not in flat:
+            continue
+        if flat.upper().startswith(("INSERT", "UPDATE", "DELETE")) or _NARROWER.search(flat):
+            continue
+        found.append(flat)
+    return found
+
+
+async def _counts(store: Store, account_id: int) -> tuple[int, int]:
+    async with store.sessions() as s:
+        folder = await s.scalar(select(Folder).where(Folder.account_id == account_id, Folder.name == "INBOX"))
+        assert folder is not None
+        return folder.total_count, folder.unread_count
+
+
+async def test_a_pass_reads_only_what_changed(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", [(raw, ("\\Seen",)) for raw in generate(30, seed=151)])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    assert await _counts(store, account_id) == (30, 0)
+
+    with recorded(store) as noop:
+        await sync_once(store, credential_box, account_id)
+    assert noop, "no statement recorded"
+    assert whole_folder_reads(noop) == []
+
+    other = await connect(dovecot, user, password)
+    try:
+        await other.select("INBOX")
+        await other.uid_store("1:4", "remove", ["\\Seen"])
+        await other.uid_store("5:6", "add", ["\\Flagged"])
+    finally:
+        await other.logout()
+    with recorded(store) as flags:
+        await sync_once(store, credential_box, account_id)
+    assert whole_folder_reads(flags) == []
+    assert await _counts(store, account_id) == (30, 4)
+
+    other = await connect(dovecot, user, password)
+    try:
+        await other.select("INBOX")
+        await other.uid_store("1:2", "add", ["\\Seen"])
+    finally:
+        await other.logout()
+    await sync_once(store, credential_box, account_id)
+    assert await _counts(store, account_id) == (30, 2)
+    await assert_identical(store, credential_box, account_id)
