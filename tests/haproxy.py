@@ -20,7 +20,6 @@ Installed with apt-get when missing (as root), like tests/prometheus.py.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -31,23 +30,13 @@ from pathlib import Path
 from types import TracebackType
 
 from inboxql.devmail import free_port
+from tests.debian import ensure_installed
 
 HAPROXY = "/usr/sbin/haproxy"
 
 
 class HAProxyError(RuntimeError):
     """The private balancer could not be installed, configured or started."""
-
-
-def ensure_haproxy_installed() -> None:
-    """Install Debian's haproxy when missing."""
-    if Path(HAPROXY).exists():
-        return
-    if os.geteuid() != 0:
-        raise HAProxyError("haproxy is not installed: run `sudo apt-get install haproxy`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "haproxy"], check=True, env=env)
 
 
 def balancer_config(port: int, servers: Sequence[int], *, maxconn: int = 4096, check_ms: int = 1000) -> str:
@@ -102,7 +91,7 @@ class HAProxyServer:
         return self.root / "haproxy.log"
 
     def start(self, timeout: float = 15.0) -> None:
-        ensure_haproxy_installed()
+        ensure_installed(HAPROXY, "haproxy")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "haproxy.cfg"
         config.write_text(balancer_config(self.port, self.servers, maxconn=self.maxconn))

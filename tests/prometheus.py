@@ -9,7 +9,6 @@ missing (as root), like Dovecot (inboxql.devmail).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -21,23 +20,13 @@ from urllib.parse import urlencode
 from urllib.request import urlopen
 
 from inboxql.devmail import free_port
+from tests.debian import ensure_installed
 
 PROMETHEUS = "/usr/bin/prometheus"
 
 
 class PrometheusError(RuntimeError):
     """The private server could not be installed or started, or its API answered with an error."""
-
-
-def ensure_prometheus_installed() -> None:
-    """Install Debian's prometheus when missing (scripts/setup lists it too)."""
-    if Path(PROMETHEUS).exists():
-        return
-    if os.geteuid() != 0:
-        raise PrometheusError("prometheus is not installed: run `sudo apt-get install prometheus`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"], check=True, env=env)
 
 
 def scrape_config(targets: Mapping[str, str], interval: str = "1s") -> str:
@@ -67,7 +56,7 @@ class PrometheusServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> None:
-        ensure_prometheus_installed()
+        ensure_installed(PROMETHEUS, "prometheus")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "prometheus.yml"
         config.write_text(scrape_config(self.targets))
