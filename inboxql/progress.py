@@ -49,6 +49,11 @@ class _Count(ProgressColumn):
 class _Rate(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
+        if not speed and task.elapsed:
+            # rich estimates a speed from two updates at least; a folder mirrored in one step after its first
+            # batch has one: its rate over the run instead.
+            moved = task.completed - task.fields.get("first", task.completed)
+            speed = moved / task.elapsed if moved > 0 else None
         return Text(f"{speed:,.0f} msg/s" if speed else "", style="progress.data.speed")
 
 
@@ -72,7 +77,7 @@ class BarsView:
         task = self.tasks.get(key)
         if task is None:
             # Started at the mirror's count: what earlier runs mirrored counts toward the bar, not toward the rate.
-            self.tasks[key] = self.progress.add_task(description, total=total, completed=mirrored)
+            self.tasks[key] = self.progress.add_task(description, total=total, completed=mirrored, first=mirrored)
             return
         self.progress.update(task, description=description, total=total, completed=mirrored)
 

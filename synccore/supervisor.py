@@ -160,7 +160,8 @@ class Supervisor:
         gone = [account_id for account_id in {*self._tasks, *self.store.held} if account_id not in live]
         if gone:
             await self._release(gone)
-            log.info("accounts %s: removed, let go", sorted(gone))
+            for account_id in sorted(gone):
+                log.info("account %s: removed, let go", account_id)
 
     async def expire_changes(self) -> int:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
@@ -189,6 +190,16 @@ class Supervisor:
         failures = 0
         present = await self.accounts(only)
         await self.measure(present)
+        renewing = asyncio.create_task(self._keep_renewing(), name="lease-renewal")
+        try:
+            failures = await self._sync_each_once(present)
+        finally:
+            renewing.cancel()
+            await asyncio.gather(renewing, return_exceptions=True)
+        return 1 if failures else 0
+
+    async def _sync_each_once(self, present: Sequence[Account]) -> int:
+        failures = 0
         for account in present:
             if account.sync_state == REMOVING:
                 continue
@@ -196,7 +207,7 @@ class Supervisor:
                 log.warning("account %s: skipped, its login was refused (%s)", account.id, account.sync_state)
                 failures += 1
                 continue
-            if not await self.acquire(account.id):
+            if not await self._wait_for_lease(account.id):
                 log.error("account %s is being synced by another process", account.id)
                 failures += 1
                 continue
@@ -209,7 +220,33 @@ class Supervisor:
                 failures += 1
             finally:
                 await self._release([account.id])
-        return 1 if failures else 0
+        return failures
+
+    async def _wait_for_lease(self, account_id: int) -> bool:
+        """Take the account's lease, waiting out one that its holder stopped renewing (a process killed or
+        paused): liveness is renewal, so such a lease is free within a lease period. False: still held after it
+        (another process is syncing the account)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LEASE_SECONDS + RESCAN_SECONDS
+        told = False
+        while not await self.acquire(account_id):
+            if loop.time() >= deadline:
+                return False
+            if not told:
+                log.info("account %s: its lease is held; waiting up to %d s for it", account_id, LEASE_SECONDS)
+                told = True
+            await asyncio.sleep(0.5)
+        return True
+
+    async def _keep_renewing(self) -> None:
+        """Renew the leases of a `--once` run as the rounds of a following process do: a sync longer than a lease
+        period keeps its account, and its units stay unrefused."""
+        while True:
+            await asyncio.sleep(RESCAN_SECONDS)
+            try:
+                await self._renew()
+            except DATABASE_DOWN as exc:
+                log.info("leases not renewed: %s", _short(exc))
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
         """Sync until cancelled, or until an operator drains this process (then its leases are handed over)."""
