@@ -10,6 +10,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -41,11 +42,15 @@ def prepare_many(raws: Sequence[bytes]) -> list[Prepared]:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """In a worker: end this process when the sync process that started it is gone.
+    """In a worker: end this process when the sync process that started it is gone, and leave Ctrl-C to it.
 
     A SIGKILLed parent runs no shutdown, so its workers (and multiprocessing's resource tracker, which lives
     as long as they hold its pipe) would run forever. Reparenting changes getppid(); the check costs nothing.
+    Ctrl-C at a terminal interrupts the whole foreground process group: a worker that took it died with a
+    KeyboardInterrupt traceback across the user's screen while its parent was shutting down in order (the
+    parent closes the pool, or its going ends the worker as above).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -64,13 +64,26 @@ async def test_a_killed_idle_worker_is_replaced_and_the_batch_parsed(pool: Parse
     assert replacement != worker
 
 
+async def test_a_worker_leaves_ctrl_c_to_the_sync_process(pool: ParsePool) -> None:
+    """Ctrl-C reaches the terminal's whole process group; the sync process shuts the pool down itself."""
+    raws = list(generate(40, seed=75))
+    expected = [p.digest for p in prepare_many(raws)]
+    await pool.prepare(raws)
+    (worker,) = _workers()
+    os.kill(worker, signal.SIGINT)
+    await asyncio.sleep(0.5)
+    assert _workers() == {worker}
+    assert [p.digest for p in await pool.prepare(raws)] == expected
+    assert pool.rebuilds == 0
+
+
 async def test_a_worker_killed_in_the_middle_of_a_batch_is_replaced_and_the_batch_parsed(pool: ParsePool) -> None:
-    raws = list(generate(1500, seed=72))
+    raws = list(generate(1500, seed=72)) * 3
     expected = [p.digest for p in prepare_many(raws)]
     await pool.prepare(raws[:8])  # the worker is up
     (worker,) = _workers()
     batch = asyncio.create_task(pool.prepare(raws))
-    await asyncio.sleep(0.3)  # it is parsing (1500 messages take the worker over a second)
+    await asyncio.sleep(0.1)  # it is parsing (4,500 messages take the worker over a second)
     assert not batch.done()
     await _kill(worker)
 
