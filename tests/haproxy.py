@@ -20,17 +20,15 @@ Installed with apt-get when missing (as root), like tests/prometheus.py.
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from inboxql.devmail import free_port
 from tests.debian import ensure_installed
+from tests.private import PrivateProcess
 
 HAPROXY = "/usr/sbin/haproxy"
 
@@ -72,7 +70,7 @@ def balancer_config(port: int, servers: Sequence[int], *, maxconn: int = 4096, c
     return "\n".join(lines) + "\n"
 
 
-class HAProxyServer:
+class HAProxyServer(PrivateProcess):
     host = "127.0.0.1"
 
     def __init__(self, root: Path, servers: Sequence[int], *, maxconn: int = 4096) -> None:
@@ -80,7 +78,6 @@ class HAProxyServer:
         self.servers = list(servers)
         self.maxconn = maxconn
         self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -113,24 +110,3 @@ class HAProxyServer:
                 time.sleep(0.05)
         self.stop()
         raise HAProxyError(f"haproxy was not listening within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)  # in the foreground, SIGTERM stops it at once (SIGUSR1 would drain)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> HAProxyServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)

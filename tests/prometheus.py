@@ -9,18 +9,16 @@ missing (as root), like Dovecot (inboxql.devmail).
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlencode
 from urllib.request import urlopen
 
 from inboxql.devmail import free_port
 from tests.debian import ensure_installed
+from tests.private import PrivateProcess
 
 PROMETHEUS = "/usr/bin/prometheus"
 
@@ -42,14 +40,13 @@ def scrape_config(targets: Mapping[str, str], interval: str = "1s") -> str:
     )
 
 
-class PrometheusServer:
+class PrometheusServer(PrivateProcess):
     host = "127.0.0.1"
 
     def __init__(self, root: Path, targets: Mapping[str, str]) -> None:
         self.root = root
         self.targets = dict(targets)
         self.port = free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -87,27 +84,6 @@ class PrometheusServer:
             time.sleep(0.1)
         self.stop()
         raise PrometheusError(f"prometheus was not ready within {timeout:.0f} s")
-
-    def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-        shutil.rmtree(self.root, ignore_errors=True)
 
     def query(self, promql: str) -> list[dict[str, object]]:
         """The instant vector of a PromQL expression: [{"metric": {labels}, "value": [time, "text"]}, ...]."""
