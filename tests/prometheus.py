@@ -105,8 +105,11 @@ class PrometheusServer(PrivateProcess):
         assert isinstance(sample, list)
         return float(sample[1])
 
-    def targets_up(self) -> dict[str, bool]:
-        """Each job's health as Prometheus last scraped it."""
+    def health(self) -> dict[str, str]:
+        """Each job's health as Prometheus last scraped it: "up", or "down: <the scrape's error>", or "unknown"."""
         with urlopen(f"{self.url}/api/v1/targets", timeout=5) as answer:
             body = json.load(answer)
-        return {t["labels"]["job"]: t["health"] == "up" for t in body["data"]["activeTargets"]}
+        return {
+            t["labels"]["job"]: t["health"] if t["health"] != "down" else f"down: {t.get('lastError', '')}"
+            for t in body["data"]["activeTargets"]
+        }

@@ -244,7 +244,17 @@ async def test_prometheus_counts_as_many_mirrored_messages_as_the_mirror_holds(d
     await _prometheus_says(prometheus, 'inboxql_accounts{job="sync",state="ready"}', 1)
     # One new account, one first message: measured once.
     await _prometheus_says(prometheus, 'inboxql_first_message_seconds_count{job="sync"}', 1)
-    assert prometheus.targets_up() == {"sync": True, "gateway": True}
+    # Both targets scraped and up. Waited for: one scrape of a loaded machine can miss the 1 s scrape timeout.
+    health: dict[str, str] = {}
+
+    async def both_up() -> bool:
+        health.update(await asyncio.to_thread(prometheus.health))
+        return health == {"sync": "up", "gateway": "up"}
+
+    try:
+        await _eventually(both_up, 30, "both targets up")
+    except AssertionError:
+        raise AssertionError(f"targets: {health}") from None
     for job in ("sync", "gateway"):
         size = await asyncio.to_thread(prometheus.value, f'inboxql_db_pool_size{{job="{job}"}}')
         assert size is not None
