@@ -7,8 +7,10 @@ token in a URL, e.g. an old GraphiQL link's ``?headers=``, is written as ``iqt_[
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+from collections.abc import Generator
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -75,6 +77,19 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, acce
     _server(settings, host, port, log_level="info", access_log=access_log).run()
 
 
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside an event loop of the caller's, who owns SIGINT and SIGTERM and stops it by setting
+    `should_exit` (uvicorn's own handlers would take the signals over while it serves and raise them again when
+    it is done, into whatever the caller was doing then)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 def server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Server:
-    """A uvicorn server to run inside an event loop of the caller's (`await server(...).serve()`)."""
-    return _server(settings, host, port, log_level="warning", access_log=False)
+    """A uvicorn server to run inside an event loop of the caller's (`await server(...).serve()`); the caller
+    stops it with `should_exit = True`."""
+    config = GatewayConfig.from_env()
+    app = create_app(settings, config)
+    return EmbeddedServer(uvicorn_config(app, config, host, port, log_level="warning", access_log=False))

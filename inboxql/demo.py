@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from redis.asyncio import Redis
@@ -36,6 +38,7 @@ from synccore.account import Tuning
 from synccore.supervisor import Supervisor
 
 log = logging.getLogger("inboxql.demo")
+T = TypeVar("T")
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo-password"
@@ -113,11 +116,56 @@ async def _ensure_account(settings: Settings, server: DovecotServer, postfix: Po
 
 
 async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer | None, port: int) -> int:
+    """The demo inside one event loop that owns SIGINT and SIGTERM: the first asks every part to stop in order
+    (the gateway finishes its requests and its lifespan, the sync lets its accounts go), a second one cancels."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    assert main is not None
+
+    def stop_requested() -> None:
+        if stop.is_set():
+            main.cancel()  # a second Ctrl-C: no more waiting
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested)
+    try:
+        return await _demo(settings, server, postfix, port, stop)
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, T]) -> T | None:
+    """`work`'s result, or None when `stop` is set first (the work is cancelled then)."""
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def _demo(
+    settings: Settings, server: DovecotServer, postfix: PostfixServer | None, port: int, stop: asyncio.Event
+) -> int:
     from gateway.ids import to_global
     from gateway.server import server as gateway_server
 
-    await commands.db_upgrade(settings)
-    account_id = await _ensure_account(settings, server, postfix)
+    if await _unless_stopped(stop, commands.db_upgrade(settings)) is None:
+        return 130
+    account_id = await _unless_stopped(stop, _ensure_account(settings, server, postfix))
+    if account_id is None:
+        return 130
     say(f"Dovecot: imap://{DEMO_USER}@{server.host}:{server.port} (password {DEMO_PASSWORD})")
     if postfix is not None:
         say(
@@ -127,7 +175,9 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
     say(f"Account {account_id}: initial sync...")
     supervisor = Supervisor(settings, Tuning(poll_interval=10.0))
     try:
-        code = await supervisor.run_once([account_id])
+        code = await _unless_stopped(stop, supervisor.run_once([account_id]))
+        if code is None:
+            return 130
         if code != 0:
             return code
         # Admin: the demo is a local playground on sample mail, and the token grants only the demo account, so
@@ -146,18 +196,25 @@ async def _run(settings: Settings, server: DovecotServer, postfix: PostfixServer
         say(f"Status page: http://127.0.0.1:{port}/status#token={operator}")
         say("Following the mailbox (IDLE on the inbox) and serving GraphQL; Ctrl-C stops.")
         web = gateway_server(settings, "127.0.0.1", port)
-        tasks = {
+        serving = asyncio.create_task(web.serve())
+        others = {
             asyncio.create_task(supervisor.run_forever([account_id])),
-            asyncio.create_task(web.serve()),
             asyncio.create_task(_announce(supervisor.store, settings.redis_url, account_id)),
         }
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for task in done:
-            task.result()
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({serving, stopped, *others}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            web.should_exit = True  # the gateway stops taking requests and finishes its lifespan
+            stopped.cancel()
+            for task in others:
+                task.cancel()
+            await asyncio.gather(serving, *others, return_exceptions=True)
+        for task in (serving, *others):  # a part that ended on its own, not by the stop, says why
+            error = task.exception() if task in done and not task.cancelled() else None
+            if error is not None:
+                raise error
+        say("Stopped.")
     finally:
         await supervisor.close()
     return 0
@@ -203,12 +260,12 @@ def say(line: str) -> None:
 
 
 def _terminated(signum: int, frame: object) -> None:
-    signal.raise_signal(signal.SIGINT)  # a requested stop: the same path as Ctrl-C (asyncio.run's own handler)
+    raise KeyboardInterrupt  # SIGTERM before the event loop runs: the same way out as Ctrl-C
 
 
 def run(settings: Settings, directory: str | None, port: int) -> int:
-    # SIGTERM (docker stop, systemd, timeout) ends the demo like Ctrl-C: through the finally below, so that its
-    # Dovecot stops too instead of outliving it. (uvicorn handles the signal itself while it serves.)
+    # SIGTERM (docker stop, systemd, timeout) ends the demo like Ctrl-C, through the finally below, so that its
+    # Dovecot and Postfix stop too instead of outliving it. While the event loop runs, _run owns both signals.
     signal.signal(signal.SIGTERM, _terminated)
     root = _demo_dir(directory)
     server = _start_dovecot(root)
@@ -217,7 +274,7 @@ def run(settings: Settings, directory: str | None, port: int) -> int:
         postfix = _start_postfix(root, server)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(settings, server, postfix, port))
-        return 0
+        return 130
     finally:
         if postfix is not None:
             postfix.stop()

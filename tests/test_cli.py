@@ -526,11 +526,12 @@ def _process_group(pgid: int) -> list[int]:
     return found
 
 
-async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
-    cli_env: dict[str, str], missing_database_url: str, tmp_path: Path
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+async def test_the_demo_shows_new_mail_and_stops_its_servers_when_told(
+    cli_env: dict[str, str], missing_database_url: str, tmp_path: Path, stop: str
 ) -> None:
-    """SIGTERM (docker stop, systemd, timeout) ends `inboxql demo` as Ctrl-C does: cleanly, and its Dovecot and
-    Postfix with it."""
+    """SIGTERM (docker stop, systemd, timeout) and Ctrl-C (SIGINT to the terminal's whole process group, the MIME
+    workers included) end `inboxql demo` cleanly, with no traceback, and its Dovecot and Postfix with it."""
     from inboxql.devmail import free_port
 
     env = {**cli_env, "INBOXQL_DATABASE_URL": missing_database_url}
@@ -548,6 +549,7 @@ async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job has
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
@@ -595,9 +597,12 @@ async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
                 assert line, (await proc.stderr.read()).decode()[-3000:]
         assert line.startswith(b"New message ")
         assert b"from demo@inboxql.test" in line
-        proc.terminate()
+        if stop == "SIGTERM":
+            proc.terminate()
+        else:
+            os.killpg(proc.pid, signal.SIGINT)
         async with asyncio.timeout(60):
-            _, err = await proc.communicate()
+            out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -609,3 +614,4 @@ async def test_the_demo_shows_new_mail_and_stops_its_servers_when_terminated(
     assert left == []
     assert proc.returncode == 0, err.decode()[-3000:]
     assert "Traceback" not in err.decode()
+    assert out.decode().splitlines()[-1] == "Stopped."
