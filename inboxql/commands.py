@@ -1,4 +1,9 @@
-"""What the command line runs: each returns a process exit code."""
+"""What the command line runs: each returns a process exit code.
+
+Only what every command needs is imported here; the sync core, the operator endpoint and the migrations are
+imported by the commands that run them: `inboxql account add` is the start of a new user's first page (issue
+12's clock), and those imports were half of its start-up.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,26 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ops.profile import profile_routes
-from ops.sampler import ProfilerConfig, sampling
-from ops.server import EndpointError, operator_endpoint, port_from_env
-from ops.watchdog import watching
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
-from schema.migrate import upgrade
 from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
-from synccore.account import Tuning
 from synccore.connection import Endpoint, InsecureConnection, open_client
 from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
-from synccore.supervisor import Supervisor
-from synccore.verify import verify as verify_account
+
+if TYPE_CHECKING:
+    from ops.sampler import ProfilerConfig
 
 log = logging.getLogger("inboxql")
 
 
 async def db_upgrade(settings: Settings) -> int:
+    from schema.migrate import upgrade
+
     if await create_database(settings.database_url):
         log.info("created the database")
     # Alembic's env.py runs its own event loop: give it a thread of its own.
@@ -116,6 +119,13 @@ async def sync(
 
     The process is watched for blocking calls (ops.watchdog) and sampled (ops.sampler); given a port (or
     INBOXQL_METRICS_PORT), it serves its metrics and the sampler's flame graphs on 127.0.0.1 (ops.server)."""
+    from ops.profile import profile_routes
+    from ops.sampler import ProfilerConfig, sampling
+    from ops.server import EndpointError, operator_endpoint, port_from_env
+    from ops.watchdog import watching
+    from synccore.account import Tuning
+    from synccore.supervisor import Supervisor
+
     try:
         port = metrics_port if metrics_port is not None else port_from_env()
         with sampling(profiler or ProfilerConfig.from_env()) as sampler:
@@ -157,6 +167,8 @@ async def status(settings: Settings, *, folders: bool) -> int:
 
 async def verify(settings: Settings, account_id: int) -> int:
     """Differences go to standard output, one a line, then their count; exit 0 only when identical."""
+    from synccore.verify import verify as verify_account
+
     engine = create_engine(settings.database_url, pool_size=2)
     try:
         diffs = await verify_account(Store(engine), CredentialBox(settings.key_ring()), account_id)

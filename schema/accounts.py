@@ -22,7 +22,6 @@ from sqlalchemy.orm import InstrumentedAttribute
 from schema import tokens
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox, Purpose
-from schema.messages import drop_unused_blobs
 from schema.models import (
     Account,
     Action,
@@ -118,7 +117,14 @@ async def create(
         await uow.session.flush()
         uow.account_id = account.id
         uow.record(ObjectType.ACCOUNT, Op.CREATE, [account.id])
+    await _ring_sync_processes(store)
     return account.id
+
+
+async def _ring_sync_processes(store: Store) -> None:
+    """After a commit that adds, removes or re-credentials an account: the sync processes look at once."""
+    if store.redis is not None:
+        await store.doorbells.ring_accounts(store.redis)
 
 
 def _grant_values(box: CredentialBox, grant: OAuth2Grant) -> dict[str, object]:
@@ -153,6 +159,7 @@ async def reauthorize(store: Store, box: CredentialBox, account_id: int, grant: 
         values = {**_grant_values(box, grant), "imap_password": None, "smtp_password": None}
         await uow.session.execute(update(Account).where(Account.id == account_id).values(**values))
         await set_state(uow, "pending")
+    await _ring_sync_processes(store)
     return True
 
 
@@ -266,6 +273,7 @@ async def set_password(
             values["smtp_password"] = box.seal(smtp_password, Purpose.ACCOUNT)
         await uow.session.execute(update(Account).where(Account.id == account_id).values(**values))
         await set_state(uow, "pending")
+    await _ring_sync_processes(store)
     return True
 
 
@@ -378,6 +386,7 @@ async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -
         # What would reach the outside world after removal goes first: hooks, queued write-backs, queued sends.
         for table in (Webhook, Action, Outbox):
             await s.execute(delete(table).where(table.account_id == account_id))
+    await _ring_sync_processes(store)
     let_go = await _wait_for_release(store, account_id, wait_seconds)
     await _delete_mirror(store, account_id)
     return Removed(account_id, revoked, let_go)
@@ -402,6 +411,10 @@ async def _wait_for_release(store: Store, account_id: int, wait_seconds: float) 
 
 
 async def _delete_mirror(store: Store, account_id: int) -> None:
+    # The message store's module (and the MIME package under it) only here: `inboxql account add` imports this
+    # module, and its start-up is the first part of a new user's wait for the inbox.
+    from schema.messages import drop_unused_blobs
+
     # Messages first (places, labels and attachments go with them), with the blobs no other message holds.
     while True:
         async with store.sessions() as s, s.begin():

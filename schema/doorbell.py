@@ -6,7 +6,10 @@ gateway process (gateway.fanout)  ◄──  PSUBSCRIBE inboxql:<db>:doorbell:* 
 ```
 
 The action bell is its sibling: after a mutation queued write-back (schema.actions), `ring_actions` wakes the
-sync process that holds the account's lease (synccore.bells, PSUBSCRIBE inboxql:<db>:actions:*). <db> is the
+sync process that holds the account's lease (synccore.bells, PSUBSCRIBE inboxql:<db>:actions:*). The accounts
+bell (`ring_accounts`, inboxql:<db>:accounts) tells every sync process that the set of accounts or their
+credentials changed (added, removed, re-authorized): their next round starts at once instead of on its timer, so
+a new account's inbox is downloading while `inboxql account add` is still printing its id. <db> is the
 database's name (`Doorbells.of(engine)`): deployments and test runs sharing one Redis do not hear each other.
 
 Redis only rings: a lost PUBLISH loses nothing, because readers re-read the change log from their cursor (and
@@ -60,6 +63,10 @@ class Doorbells:
     def actions_pattern(self) -> str:
         return self.actions_prefix + "*"
 
+    @property
+    def accounts_channel(self) -> str:
+        return f"inboxql:{self.namespace}:accounts"
+
     def channel(self, account_id: int) -> str:
         return f"{self.prefix}{account_id}"
 
@@ -84,6 +91,10 @@ class Doorbells:
     async def ring_actions(self, redis: Redis, account_id: int) -> None:
         """Wake the executor of the account's queued actions; best effort, like `ring`."""
         await _publish(redis, self.actions_channel(account_id), "1")
+
+    async def ring_accounts(self, redis: Redis) -> None:
+        """Wake every sync process's round: an account was added, removed or given new credentials."""
+        await _publish(redis, self.accounts_channel, "1")
 
 
 async def _publish(redis: Redis, name: str, message: str) -> None:

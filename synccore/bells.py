@@ -1,8 +1,11 @@
-"""The action bells of one sync process: one Redis subscription, an asyncio.Event per account.
+"""The bells of one sync process: one Redis subscription, an asyncio.Event per account, and one for the round.
 
 A mutation rings `inboxql:actions:<account>` after it commits (schema.unit). The executor of that account
 (synccore.actions) waits on its event; while Redis is away, executors fall back to their safety timer, so a
 lost ring delays an action but never loses it (the queue is in MySQL).
+
+An account added, removed or re-authorized rings `inboxql:accounts` (schema.accounts): `accounts_changed` is set
+and the supervisor's next round starts at once (synccore.supervisor); a lost ring waits for the round's timer.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Bells:
         self.redis = redis
         self.doorbells = doorbells
         self._events: dict[int, asyncio.Event] = {}
+        self.accounts_changed = asyncio.Event()
 
     def event(self, account_id: int) -> asyncio.Event:
         found = self._events.get(account_id)
@@ -31,17 +35,21 @@ class Bells:
         return found
 
     def ring_all(self) -> None:
-        """After a gap in the subscription, rings may have been missed: every executor looks once."""
+        """After a gap in the subscription, rings may have been missed: every executor looks once, and so does
+        the supervisor."""
         for event in self._events.values():
             event.set()
+        self.accounts_changed.set()
 
     async def run(self) -> None:
         backoff = Backoff(0.5, 10.0)
+        accounts = self.doorbells.accounts_channel
         while True:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 try:
                     await pubsub.psubscribe(self.doorbells.actions_pattern)
+                    await pubsub.subscribe(self.doorbells.accounts_channel)
                     self.ring_all()
                     backoff.reset()
                     while True:
@@ -49,7 +57,11 @@ class Bells:
                         if message is None:
                             await pubsub.ping()
                             continue
-                        account = self.doorbells.account_of(message.get("channel"))
+                        channel = message.get("channel")
+                        if channel in (accounts, accounts.encode()):
+                            self.accounts_changed.set()
+                            continue
+                        account = self.doorbells.account_of(channel)
                         if account is not None and account in self._events:
                             self._events[account].set()
                 finally:

@@ -25,6 +25,7 @@ the account tasks retry with theirs, and an account whose lease another process 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -258,6 +259,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
+            self.bells.accounts_changed.clear()  # a ring from now on is for the next round
             try:
                 if not await self._round(only):
                     count = len(self.store.held)
@@ -273,8 +275,12 @@ class Supervisor:
             if waiting.attempt:
                 log.info("database available again")
                 waiting.reset()
-            # Rounds keep their pace however long one took (renewals must not drift toward the lease's end).
-            await asyncio.sleep(max(0.1, began + RESCAN_SECONDS - loop.time()))
+            # Rounds keep their pace however long one took (renewals must not drift toward the lease's end); an
+            # account added, removed or re-authorized (the accounts bell, synccore.bells) starts the next at once.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.bells.accounts_changed.wait(), max(0.1, began + RESCAN_SECONDS - loop.time())
+                )
 
     async def _round(self, only: Sequence[int] | None) -> bool:
         """Beat, renew the leases, take or give up accounts toward this process's share, start a task for each

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import sys
 import tempfile
@@ -13,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import func, select, update
 
 from inboxql.devmail import DovecotServer
@@ -28,7 +30,7 @@ from synccore import supervisor as supervisor_module
 from synccore.account import Tuning
 from synccore.supervisor import Supervisor
 from synccore.verify import verify
-from tests.conftest import new_user
+from tests.conftest import REDIS_URL, new_user, throwaway_database
 from tests.mariadb import PrivateMariaDB
 from tests.sync.support import add_account, assert_identical
 
@@ -253,4 +255,53 @@ async def test_sync_waits_out_a_mysql_restart_and_mirrors_the_mail_that_came_mea
         if proc.returncode is None:
             proc.terminate()
         await asyncio.wait_for(proc.wait(), timeout=30)
+        await engine.dispose()
+
+
+@pytest.fixture
+def own_database() -> Iterator[str]:
+    """A database of its own: the process below syncs every account it finds."""
+    with throwaway_database("inboxql_bell") as url:
+        yield url
+
+
+async def test_a_running_process_takes_a_new_account_and_lets_a_removed_one_go_at_once(
+    own_database: str, dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding and removing an account ring the accounts bell (schema.doorbell): a sync process already running
+    starts the new account's sync at once, and lets a removed one go at once, not at its next round (a minute
+    away here, so only the bell can explain either)."""
+    monkeypatch.setattr(supervisor_module, "RESCAN_SECONDS", 60)
+    settings = Settings(database_url=own_database, redis_url=REDIS_URL, secret_key=secrets.token_urlsafe(32))
+    box = CredentialBox(settings.secret_key)
+    engine = create_engine(own_database)
+    redis = Redis.from_url(REDIS_URL)
+    store = Store(engine, redis)
+    supervisor = Supervisor(settings, Tuning(poll_interval=0.5))
+    task = asyncio.create_task(supervisor.run_forever())
+    try:
+        # Its first rounds are over: the one it starts with, and the one its bells' subscription asks for.
+        async with asyncio.timeout(30):
+            while not (await redis.pubsub_numsub(store.doorbells.accounts_channel))[0][1]:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        user, password = new_user(dovecot)
+        dovecot.append(user, password, "INBOX", list(generate(5, seed=71)))
+        account_id = await add_account(store, box, dovecot, user, password)
+        async with asyncio.timeout(20):
+            while True:
+                async with store.sessions() as s:
+                    state = await s.scalar(select(Account.sync_state).where(Account.id == account_id))
+                if state == "ready":
+                    break
+                await asyncio.sleep(0.1)
+        removed = await accounts.remove(store, account_id, wait_seconds=20)
+        assert removed is not None
+        assert removed.let_go
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await supervisor.close()
+        await redis.aclose()
         await engine.dispose()
