@@ -26,11 +26,12 @@ _NARROWER = re.compile(
 
 
 @contextmanager
-def recorded(store: Store) -> Iterator[list[str]]:
-    statements: list[str] = []
+def recorded(store: Store, *, parameters: bool = False) -> Iterator[list[Any]]:
+    """The statements run meanwhile; with `parameters`, (statement, parameters) pairs."""
+    statements: list[Any] = []
 
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+    def before(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        statements.append((statement, params) if parameters else statement)
 
     engine = store.engine.sync_engine
     event.listen(engine, "before_cursor_execute", before)
@@ -94,3 +95,34 @@ async def test_a_pass_reads_only_what_changed(
     await sync_once(store, credential_box, account_id)
     assert await _counts(store, account_id) == (30, 2)
     await assert_identical(store, credential_box, account_id)
+
+
+async def test_a_threads_flag_count_reads_the_index_not_the_messages(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """After flag changes, each changed thread's unread and starred are counted over its members: from the index
+    on messages (thread_id, orphaned_at, unread, starred), not from the members' rows of several KiB each, which a
+    large mailbox reads from disk (migration 0017)."""
+    user, password = mail_user
+    dovecot.append(user, password, "INBOX", list(generate(40, seed=152)))
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    other = await connect(dovecot, user, password)
+    try:
+        await other.select("INBOX")
+        await other.uid_store("1:20", "add", ["\\Seen"])
+    finally:
+        await other.logout()
+    with recorded(store, parameters=True) as statements:
+        await sync_once(store, credential_box, account_id)
+    counts = [
+        (sql, params)
+        for sql, params in statements
+        if re.search(r"SELECT messages\.thread_id, sum\(", sql, re.I) and "GROUP BY messages.thread_id" in sql
+    ]
+    assert counts, "no thread flag count ran"
+    async with store.engine.connect() as conn:
+        for sql, params in counts:
+            plan = (await conn.exec_driver_sql(f"EXPLAIN {sql}", params)).mappings().all()
+            [messages] = [row for row in plan if row["table"] == "messages"]
+            assert "Using index" in (messages["Extra"] or ""), plan
