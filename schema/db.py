@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import orjson
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import QueuePool
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns as read: by orjson (a 50-thread GraphQL page decodes ~75 of them: participants, addresses,
+    label ids), by json.loads what orjson refuses and json.loads takes (lone surrogate escapes, NaN). The one
+    difference left, integers beyond 64 bits read as floats, concerns none of ours: ids, UIDs, MODSEQs (63-bit)
+    and Gmail's ids (64-bit) fit, and GraphQL's Int, the only number a client gives, is 32-bit."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
@@ -20,6 +35,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         pool_recycle=3600,
         pool_pre_ping=True,
         isolation_level="READ COMMITTED",
+        json_deserializer=json_loads,
         echo=echo,
     )
 
