@@ -287,8 +287,10 @@ def group_profile(stats: dict[Func, Any]) -> dict[str, float]:
         for caller, weight in weights.items():
             for group, share in shares(caller, depth + 1, seen | {func}).items():
                 mix[group] += share * weight / total
-        if not seen:
-            memo[func] = dict(mix)
+        # Kept whatever `seen` cut: memoizing only the top-level answers made the walk exponential in the call
+        # graph's fan-in (a run spent minutes here); in a recursive graph an answer reached through a cycle may
+        # miss the paths the cycle cut, which moves a little time between the groups of the functions on it.
+        memo[func] = dict(mix)
         return dict(mix)
 
     out: dict[str, float] = defaultdict(float)
