@@ -407,7 +407,7 @@ def _mib(n: int) -> str:
 
 
 def blob_levels(messages: int, seed: int, levels: tuple[int, ...] = (1, 6, 9)) -> dict[int, int]:
-    """The packed bytes of the same mail at each zlib level (schema.blobs.pack uses 1)."""
+    """The packed bytes of the same mail at each zlib level (schema.packing.pack uses 1)."""
     raws = list(generate(messages, seed))
     return {level: sum(min(len(zlib.compress(raw, level)), len(raw)) for raw in raws) for level in levels}
 

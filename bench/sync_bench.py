@@ -608,7 +608,7 @@ def write_path(messages: int, seed: int) -> None:
     from schema.crypto import CredentialBox
     from schema.db import create_engine
     from schema.unit import Store
-    from synccore.parsing import prepare
+    from synccore.prepare import prepare
 
     raws = list(generate(messages, seed))
     prepared = [prepare(raw) for raw in raws]

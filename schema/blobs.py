@@ -1,4 +1,4 @@
-"""Raw MIME, content-addressed: the SHA-256 of the raw bytes names them, zlib keeps them small.
+"""Raw MIME, content-addressed: the SHA-256 of the raw bytes names them, zlib keeps them small (schema.packing).
 
 A blob whose packed bytes fit in one chunk is one `mime_blobs` row. A larger one keeps its packed bytes in
 `mime_blob_chunks` rows of CHUNK_BYTES each, written and read one at a time: a single row (and so a single
@@ -11,7 +11,6 @@ packed bytes are neither escaped by the driver nor parsed back by the server.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections.abc import Iterable
 
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import bulk
 from schema.models import MimeBlob, MimeBlobChunk, table
+from schema.packing import digest, pack, unpack
 
 # Well under every default max_allowed_packet, even escaped (a driver may spell a byte in two).
 CHUNK_BYTES = 1 << 20
@@ -28,22 +28,6 @@ CHUNK_BYTES = 1 << 20
 
 class BlobCorrupt(Exception):
     """A stored blob does not hash to its name."""
-
-
-def digest(raw: bytes) -> bytes:
-    return hashlib.sha256(raw).digest()
-
-
-def pack(raw: bytes) -> tuple[str, bytes]:
-    """Level 1 keeps most of the gain of level 6 (mail is text and base64) at a fraction of the CPU."""
-    packed = zlib.compress(raw, 1)
-    if len(packed) < len(raw):
-        return "zlib", packed
-    return "raw", raw
-
-
-def unpack(codec: str, data: bytes) -> bytes:
-    return zlib.decompress(data) if codec == "zlib" else data
 
 
 async def put_many(session: AsyncSession, raws: Iterable[tuple[bytes, tuple[str, bytes] | None]]) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy import delete, select, update
 
 from mime.compose import Attachment, Draft, Mailbox, compose
 from mime.parse import ParsedMessage, extract_part, parse_message
-from schema import actions, blobs, gmail, messages
+from schema import actions, blobs, gmail, messages, packing
 from schema.actions import Refused
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.models import Attachment as AttachmentRow
@@ -117,7 +117,7 @@ async def create(uow: UnitOfWork, folder_id: int, draft: Draft) -> Saved:
 def _payload(place_id: int | None, raw: bytes, previous: bytes | None, parsed: ParsedMessage) -> dict[str, Any]:
     return {
         "place": place_id,
-        "blob": blobs.digest(raw).hex(),
+        "blob": packing.digest(raw).hex(),
         "previous": previous.hex() if previous is not None else None,
         "message_id_header": parsed.message_id,
     }

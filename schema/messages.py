@@ -13,7 +13,7 @@ from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
-from schema import actions, blobs, bulk, gmail, threads
+from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
 from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
 
@@ -38,7 +38,7 @@ class Fetched:
     internaldate: datetime | None = None
     raw: bytes | None = None
     parsed: ParsedMessage | None = None
-    # The raw message as stored (schema.blobs.pack), when the caller packed it already.
+    # The raw message as stored (schema.packing.pack), when the caller packed it already.
     packed: tuple[str, bytes] | None = None
     # Gmail: X-GM-LABELS (kept on the place) and X-GM-THRID (the thread of a new message). schema.gmail
     labels: tuple[str, ...] = ()
@@ -112,7 +112,7 @@ def _content(raw: bytes, p: ParsedMessage) -> dict[str, Any]:
     if p.html_body and len(p.html_body) > MAX_HTML_CHARS:
         defects.append(HTML_TRUNCATED)
     return {
-        "blob_sha256": blobs.digest(raw),
+        "blob_sha256": packing.digest(raw),
         "size": len(raw),
         "message_id_header": (p.message_id or "")[:191] or None,
         "in_reply_to": (p.in_reply_to or "")[:255] or None,

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime.compose import ComposeError, Draft, compose, recipients, validate_address
 from mime.parse import ParsedMessage, parse_message
-from schema import actions, blobs, gmail, messages
+from schema import actions, gmail, messages, packing
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessagePlace, Outbox, utcnow
 
@@ -327,7 +327,7 @@ async def filed_at_home(uow: UnitOfWork, entry: Outbox, stored: gmail.Stored, id
         return
     await gmail.take_home(uow, entry.mirror_message_id, place_id, stored)
     before = await uow.session.scalar(select(Message.blob_sha256).where(Message.id == entry.mirror_message_id))
-    if before is not None and before != blobs.digest(raw):
+    if before is not None and before != packing.digest(raw):
         await messages.rewrite(uow, entry.mirror_message_id, raw, parse_message(raw))
         await messages.drop_unused_blobs(
             uow.session, [before], await actions.pending_blobs(uow.session, uow.account_id)

@@ -23,8 +23,9 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects.mysql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema.blobs import BlobCorrupt, digest, pack, unpack
+from schema.blobs import BlobCorrupt
 from schema.models import Upload, UploadBlob, table, utcnow
+from schema.packing import digest, pack, unpack
 
 # How long an upload is kept after it was made, and after the send that used it last.
 KEEP = timedelta(days=1)

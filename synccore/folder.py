@@ -32,7 +32,8 @@ from schema.unit import Store, UnitOfWork
 from synccore import planning
 from synccore.identity import IdentityMode, content_identity, identity_of, metadata_items
 from synccore.imap import MAX_LITERAL, CommandFailed, FetchItem, ImapClient, SelectedMailbox
-from synccore.parsing import ParsePool, Prepared, prepare_many
+from synccore.parsing import ParsePool
+from synccore.prepare import Prepared, prepare_many
 
 log = logging.getLogger(__name__)
 

@@ -10,54 +10,13 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 
-from mime import ParsedMessage, parse_message
-from schema import blobs
+from synccore.prepare import Prepared, prepare_many, worker_started
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    parsed: ParsedMessage
-    digest: bytes
-    codec: str
-    packed: bytes
-
-
-def prepare(raw: bytes) -> Prepared:
-    codec, packed = blobs.pack(raw)
-    return Prepared(parse_message(raw), blobs.digest(raw), codec, packed)
-
-
-def prepare_many(raws: Sequence[bytes]) -> list[Prepared]:
-    return [prepare(raw) for raw in raws]
-
-
-def _exit_with_parent(parent: int) -> None:
-    """In a worker: end this process when the sync process that started it is gone, and leave Ctrl-C to it.
-
-    A SIGKILLed parent runs no shutdown, so its workers (and multiprocessing's resource tracker, which lives
-    as long as they hold its pipe) would run forever. Reparenting changes getppid(); the check costs nothing.
-    Ctrl-C at a terminal interrupts the whole foreground process group: a worker that took it died with a
-    KeyboardInterrupt traceback across the user's screen while its parent was shutting down in order (the
-    parent closes the pool, or its going ends the worker as above).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def default_workers() -> int:
@@ -95,12 +54,13 @@ class ParsePool:
         self.rebuilds = 0
 
     def _start(self) -> ProcessPoolExecutor:
-        # spawn, not fork: forking a process that runs an event loop and threads copies their locks.
+        # Not fork: forking a process that runs an event loop and threads copies their locks. A fork server,
+        # started clean (a new interpreter) and preloading synccore.prepare only, forks the workers: each starts
+        # with the parser imported and nothing else (spawn ran the `inboxql` script's imports in every worker).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["synccore.prepare"])
         return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_exit_with_parent,
-            initargs=(os.getpid(),),
+            self.workers, mp_context=context, initializer=worker_started, initargs=(os.getpid(),)
         )
 
     async def prepare(self, raws: Sequence[bytes]) -> list[Prepared]:

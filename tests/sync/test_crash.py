@@ -140,6 +140,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _descendants(pid: int) -> list[int]:
+    found = _children(pid)
+    for child in list(found):
+        found += _descendants(child)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -161,9 +168,10 @@ async def test_sigkilled_sync_leaves_no_worker_behind(
     command = [INBOXQL, "sync", "--account", str(account_id)]
     proc = await asyncio.create_subprocess_exec(*command, env=_env(settings), stderr=asyncio.subprocess.DEVNULL)
     try:
-        # The MIME workers (and multiprocessing's resource tracker) start with the first batch to parse.
+        # The MIME workers start with the first batch to parse: forked by multiprocessing's fork server, which
+        # starts beside its resource tracker. All three must go with the sync process.
         async with asyncio.timeout(60):
-            while len(children := _children(proc.pid)) < 2:
+            while len(children := _descendants(proc.pid)) < 3:
                 await asyncio.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)

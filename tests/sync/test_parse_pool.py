@@ -16,13 +16,15 @@ from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
-from synccore.parsing import THREAD_BYTES, ParsePool, WorkerCrashed, prepare_many
+from synccore.parsing import THREAD_BYTES, ParsePool, WorkerCrashed
+from synccore.prepare import prepare_many
 from tests.sync.support import add_account, assert_identical
 
 
 def _workers() -> set[int]:
-    """This process's multiprocessing workers (spawned: `python -c "from multiprocessing.spawn import ..."`)."""
-    found = set()
+    """This process's parse workers: the children of its fork server (`python -c "from multiprocessing.forkserver
+    import main; ..."`, a child of this process), whose command line they keep."""
+    processes: dict[int, tuple[int, bytes]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -31,10 +33,9 @@ def _workers() -> set[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"multiprocessing.spawn" in cmdline:
-            found.add(int(entry.name))
-    return found
+        processes[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    servers = {pid for pid, (ppid, cmdline) in processes.items() if ppid == os.getpid() and b"forkserver" in cmdline}
+    return {pid for pid, (ppid, _) in processes.items() if ppid in servers}
 
 
 async def _kill(pid: int) -> None:
