@@ -11,7 +11,7 @@ no-op passes, then `--rounds` times 1,000 flag changes made from another IMAP co
 \\Flagged toggled) followed by one pass. Printed: the median wall time of each kind of pass, its SQL statements and
 the time spent in them, the baseline measured beside each pass (a bare client on a second connection asking what the
 pass asks of Dovecot from the same state: the STATUS of every folder in one round trip, and after flag changes the
-SELECT of the inbox with QRESYNC; what Dovecot takes to answer, which grows with the mailbox for any client), and the
+SELECT of the folder with QRESYNC; what Dovecot takes to answer, which grows with the mailbox for any client), and the
 ratio of the largest size to the smallest, with and without that server share. `inboxql verify` must then say
 identical.
 Process start-up is left out: it is the same at every size (bench.sync_bench times whole `sync --once` processes).

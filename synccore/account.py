@@ -418,8 +418,11 @@ class AccountSync:
         """The folders of `due` that need no SELECT this pass: their STATUS (RFC 3501 §6.3.10, with CONDSTORE's
         HIGHESTMODSEQ) shows them as their last completed sync left them, so a sync would SELECT, find
         `planning.nothing_changed` and stop. Selecting a mailbox costs the server what the mailbox holds (Dovecot
-        opens its index: ~60 ms at 100,000 messages) where STATUS is answered from what it keeps of every mailbox
-        (~0.2 ms; BENCHMARKS.md, "Incremental cost as the folder grows"), and all the STATUS go in one round trip.
+        opens its index: ~50-60 ms at 100,000 messages) where STATUS of an unchanged one is answered from what it keeps
+        of every mailbox (~0.2 ms), and all the STATUS go in one round trip. (Dovecot keeps nothing of INBOX there by
+        default, `mailbox_list_index_include_inbox = no`: its STATUS opens it, at about a SELECT's cost; in `inboxql
+        sync` the inbox is on its IDLE connection, not in the passes. BENCHMARKS.md, "Incremental cost as the folder
+        grows", has the figures.)
 
         Only what a visit would leave as it is, is skipped; a folder is selected as before when the server has no
         CONDSTORE; when it is not followed yet (an initial sync, a resync) or its cursor is not known in full (no
