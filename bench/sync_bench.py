@@ -121,13 +121,15 @@ def _tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def change_flags(server: DovecotServer, user: str, password: str, count: int, seed: int) -> None:
-    """`count` flag changes on INBOX from another connection: ~70% toggle \\Seen, ~30% toggle \\Flagged."""
+def change_flags(
+    server: DovecotServer, user: str, password: str, count: int, seed: int, mailbox: str = "INBOX"
+) -> None:
+    """`count` flag changes on `mailbox` from another connection: ~70% toggle \\Seen, ~30% toggle \\Flagged."""
     rng = random.Random(seed)
     imap = imaplib.IMAP4(server.host, server.port, timeout=60)
     try:
         imap.login(user, password)
-        imap.select("INBOX")
+        imap.select(mailbox)
         typ, data = imap.uid("FETCH", "1:*", "(FLAGS)")
         if typ != "OK":
             raise BenchError(f"UID FETCH FLAGS failed: {data!r}")

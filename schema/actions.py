@@ -516,6 +516,20 @@ async def pending_folders(session: AsyncSession, account_id: int) -> dict[int, s
     return found
 
 
+async def pending_in_folders(session: AsyncSession, account_id: int) -> set[int]:
+    """Folders a pending action of any kind names (where it takes a message from or puts one, whose flags or labels
+    it changes, where it saves a draft): a pass selects them rather than trust their STATUS (synccore.account)."""
+    rows = await session.scalars(
+        select(Action).where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
+    )
+    found: set[int] = set()
+    for action in rows:
+        found |= _folders_of(action)
+        if action.folder_id is not None:
+            found.add(action.folder_id)
+    return found
+
+
 async def get(session: AsyncSession, account_ids: Iterable[int], action_ids: Sequence[int]) -> list[Action]:
     return list(
         await session.scalars(

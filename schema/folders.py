@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import messages
@@ -148,3 +148,32 @@ async def places_under(session: AsyncSession, folder_id: int, uidvalidity: int) 
     )
     found = await session.scalar(select(Folder.total_count - others).where(Folder.id == folder_id))
     return max(0, int(found or 0))
+
+
+async def with_places_held(session: AsyncSession, uidvalidities: Mapping[int, int]) -> dict[int, tuple[Folder, int]]:
+    """These folders' rows (folder id -> the UIDVALIDITY to count under), each with its places under that UIDVALIDITY
+    (places_under, for many folders at once): what a pass compares with the servers' STATUS before it selects them
+    (synccore.account). One statement, one snapshot of rows and places, whatever the number of folders; the places
+    under other UIDVALIDITYs are found through uq_places_uid (two ranges of each folder's), never by reading every
+    place of a folder. A folder that is gone is left out."""
+    if not uidvalidities:
+        return {}
+    others = (
+        select(MessagePlace.folder_id, func.count().label("n"))
+        .where(
+            or_(
+                *(
+                    and_(MessagePlace.folder_id == folder_id, MessagePlace.uidvalidity != uidvalidity)
+                    for folder_id, uidvalidity in sorted(uidvalidities.items())
+                )
+            )
+        )
+        .group_by(MessagePlace.folder_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Folder, func.coalesce(others.c.n, 0))
+        .outerjoin(others, others.c.folder_id == Folder.id)
+        .where(Folder.id.in_(sorted(uidvalidities)))
+    )
+    return {folder.id: (folder, max(0, folder.total_count - int(n))) for folder, n in rows}

@@ -358,14 +358,19 @@ class AccountSync:
         for gone in self.folder_retries.keys() - {f.id for f in found}:
             del self.folder_retries[gone]
         stored = await self._gmail_views(found)
-        for folder in found:
-            if folder.role in skip_roles:
-                continue
-            if stored is not None and folder.role not in stored:
-                continue  # a Gmail label folder: a view of All Mail, derived from the labels (schema.gmail)
+        mine = [
+            f
+            for f in found
+            # a Gmail label folder: a view of All Mail, derived from the labels (schema.gmail)
+            if f.role not in skip_roles and (stored is None or f.role in stored)
+        ]
+        unchanged = await self._unchanged(client, [f for f in mine if self._folder_due(f)])
+        for folder in mine:
             if not self._folder_due(folder):
                 complete = False
                 continue
+            if folder.id in unchanged:
+                continue  # looked at: its STATUS shows it as its last sync left it
             try:
                 await FolderSync(self._ctx(), folder).run(client)
             except _FOLDER_FAILURES as exc:
@@ -408,6 +413,78 @@ class AccountSync:
                 await folders.record_server_counts(uow, counts)
 
         await retry_deadlocks(step)
+
+    async def _unchanged(self, client: ImapClient, due: list[Folder]) -> set[int]:
+        """The folders of `due` that need no SELECT this pass: their STATUS (RFC 3501 §6.3.10, with CONDSTORE's
+        HIGHESTMODSEQ) shows them as their last completed sync left them, so a sync would SELECT, find
+        `planning.nothing_changed` and stop. Selecting a mailbox costs the server what the mailbox holds (Dovecot
+        opens its index: ~50-60 ms at 100,000 messages) where STATUS of an unchanged one is answered from what it keeps
+        of every mailbox (~0.2 ms), and all the STATUS go in one round trip. (Dovecot keeps nothing of INBOX there by
+        default, `mailbox_list_index_include_inbox = no`: its STATUS opens it, at about a SELECT's cost; in `inboxql
+        sync` the inbox is on its IDLE connection, not in the passes. BENCHMARKS.md, "Incremental cost as the folder
+        grows", has the figures.)
+
+        Only what a visit would leave as it is, is skipped; a folder is selected as before when the server has no
+        CONDSTORE; when it is not followed yet (an initial sync, a resync) or its cursor is not known in full (no
+        HIGHESTMODSEQ: a pass left a change alone for a pending action, or an action ended there); when its last sync
+        failed (a visit clears the error); when its full compare is due (FolderContext); when a pending action names
+        it (write-back may be changing it); when the server refuses its STATUS or leaves an item out of the answer;
+        and when it is the mailbox this connection still has selected and cannot leave (a server answers STATUS of
+        the selected mailbox from that session's view, which learns of other sessions' changes only on its next
+        command there: Dovecot's answer stayed stale after an APPEND and a flag change from another connection).
+
+        A skipped folder counts as looked at, for orphans too (_collect_orphans): with UIDNEXT, HIGHESTMODSEQ and the
+        count as its last sync left them, nothing arrived there since, and what arrived before that sync was placed
+        (a message it left alone for a pending action leaves no HIGHESTMODSEQ). Its STATUS is asked after the pass
+        started, as a SELECT of it would be."""
+        if not client.has("CONDSTORE"):
+            return set()
+        ctx = self._ctx()
+        candidates = [
+            f
+            for f in due
+            if f.sync_state == "follow"
+            and f.uidvalidity is not None
+            and f.uidnext is not None
+            and f.highestmodseq
+            and f.server_count is not None
+            and f.sync_error is None
+            and f.id not in self.folder_retries
+            and not ctx.full_compare_due(f.id)
+        ]
+        if not candidates:
+            return set()
+        async with self.store.sessions() as s:
+            busy = await actions.pending_in_folders(s, self.account_id)
+        stale = await _leave_selected(client)
+        candidates = [f for f in candidates if f.id not in busy and f.name != stale]
+        answers = await asyncio.gather(
+            *(client.status(f.name, planning.STATUS_ITEMS) for f in candidates), return_exceptions=True
+        )
+        asked: dict[int, dict[str, int]] = {}
+        for folder, status in zip(candidates, answers, strict=True):
+            if isinstance(status, CommandFailed):
+                continue  # its sync finds out why (a folder deleted since the LIST: FolderGone)
+            if isinstance(status, BaseException):
+                raise status
+            asked[folder.id] = status
+        under = {f.id: f.uidvalidity for f in candidates if f.id in asked and f.uidvalidity is not None}
+        async with self.store.sessions() as s:
+            # The rows as they are now, not as the LIST found them: an action that ended meanwhile cleared a cursor.
+            now = await folders.with_places_held(s, under)
+        unchanged = {
+            folder_id
+            for folder_id, (row, held) in now.items()
+            if row.sync_state == "follow"
+            and row.sync_error is None
+            and row.uidvalidity == under[folder_id]  # what `held` was counted under
+            and planning.status_unchanged(
+                row.uidvalidity, row.uidnext, row.highestmodseq, row.server_count, held, asked[folder_id]
+            )
+        }
+        if unchanged:
+            log.debug("account %s: %d folders unchanged since their last sync", self.account_id, len(unchanged))
+        return unchanged
 
     async def _gmail_views(self, found: list[Folder]) -> frozenset[str] | None:
         """On Gmail, the roles of the folders to sync (All Mail, Trash, Spam: every message once), after bringing
@@ -705,6 +782,22 @@ def _innermost(exc: BaseException) -> BaseException:
 def _describe(exc: BaseException) -> str:
     exc = _innermost(exc)
     return f"{type(exc).__name__}: {exc}"[:500]
+
+
+async def _leave_selected(client: ImapClient) -> str | None:
+    """Leave the mailbox the connection has selected (UNSELECT, RFC 3691: nothing is expunged), so that its STATUS
+    is the server's and not this session's stale view; returns its name if it is still selected (the server offers no
+    UNSELECT, or refused it), None otherwise. CLOSE is never used: it expunges."""
+    if client.selected is None:
+        return None
+    name = client.selected.name
+    if not client.has("UNSELECT"):
+        return name
+    try:
+        await client.unselect()
+    except CommandFailed:
+        return name
+    return None
 
 
 async def _quietly_logout(client: ImapClient) -> None:

@@ -100,6 +100,13 @@ class FolderContext:
     # How many of its newest messages a folder that holds none downloads before it lists every UID; 0: none.
     first_batch: int = FIRST_BATCH
 
+    def full_compare_due(self, folder_id: int) -> bool:
+        """Whether the folder is due for its full compare. Its clock starts the first time this is asked of it (its
+        first follow in this process), so a pass that skips the folder on STATUS (synccore.account) and one that
+        selects it keep the same clock."""
+        every = self.full_compare_seconds
+        return every > 0 and time.monotonic() - self.compared.setdefault(folder_id, time.monotonic()) >= every
+
 
 def by_uid(items: Sequence[FetchItem]) -> dict[int, FetchItem]:
     """FETCH responses by UID, merged: a server may send a message's data in several responses (RFC 3501
@@ -205,8 +212,7 @@ class FolderSync:
         # The places under this UIDVALIDITY, not the folder's total_count alone: that one counts the optimistic
         # placeholders of pending moves, which the server does not hold yet (_held subtracts them).
         held = await self._held(sel.uidvalidity, sel.exists)
-        every = self.ctx.full_compare_seconds
-        full = every > 0 and time.monotonic() - self.ctx.compared.setdefault(f.id, time.monotonic()) >= every
+        full = self.ctx.full_compare_due(f.id)
         unchanged = planning.nothing_changed(
             f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held
         )

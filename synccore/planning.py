@@ -49,6 +49,39 @@ def nothing_changed(
     )
 
 
+# What STATUS (RFC 3501 §6.3.10, HIGHESTMODSEQ from RFC 7162 §3.1.8) is asked of a followed folder before a pass
+# selects it (synccore.account: AccountSync._unchanged).
+STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "HIGHESTMODSEQ")
+
+
+def status_unchanged(
+    uidvalidity: int | None,
+    uidnext: int | None,
+    highestmodseq: int | None,
+    server_count: int | None,
+    held: int,
+    status: Mapping[str, int],
+) -> bool:
+    """Whether a folder's STATUS shows it as its last completed sync left it, so that selecting it would end in
+    `nothing_changed`: the same UIDVALIDITY (which SELECT checks first), HIGHESTMODSEQ (every flag change, expunge and
+    arrival raises it), UIDNEXT (every arrival raises it) and message count as the mirror recorded (the server's count
+    at that sync, `server_count`) and holds (`held`, the places under that UIDVALIDITY).
+
+    An answer without one of the items (a server that leaves HIGHESTMODSEQ out), a HIGHESTMODSEQ of 0 (a mailbox without
+    persistent mod-sequences, RFC 7162 §3.1.2.2) or a cursor the mirror does not know in full is never unchanged."""
+    if any(item not in status for item in STATUS_ITEMS):
+        return False
+    return (
+        uidvalidity is not None
+        and status["UIDVALIDITY"] == uidvalidity
+        and bool(highestmodseq)
+        and server_count == status["MESSAGES"]
+        and nothing_changed(
+            highestmodseq, uidnext, status["HIGHESTMODSEQ"], status["UIDNEXT"], status["MESSAGES"], held
+        )
+    )
+
+
 @dataclass(slots=True)
 class ReconcilePlan:
     new: list[int] = field(default_factory=list)  # UIDs to place (newest first)

@@ -11,6 +11,7 @@ from synccore.planning import (
     nothing_changed,
     plan_batches,
     plan_reconcile,
+    status_unchanged,
     too_large,
     uidvalidity_changed,
 )
@@ -135,6 +136,41 @@ def test_nothing_changed(
     expected: bool,
 ) -> None:
     assert nothing_changed(stored_modseq, stored_uidnext, modseq, uidnext, exists, local_count) is expected
+
+
+# A folder as its last sync left it: UIDVALIDITY 7, UIDNEXT 101, HIGHESTMODSEQ 500, 90 messages (server and mirror).
+AS_LEFT = {"UIDVALIDITY": 7, "UIDNEXT": 101, "HIGHESTMODSEQ": 500, "MESSAGES": 90}
+
+
+@pytest.mark.parametrize(
+    ("cursor", "held", "status", "expected"),
+    [
+        pytest.param((7, 101, 500, 90), 90, AS_LEFT, True, id="as-left"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "UNSEEN": 3}, True, id="more-items-than-asked"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "HIGHESTMODSEQ": 501}, False, id="flags-changed"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "UIDNEXT": 102, "MESSAGES": 91}, False, id="arrived"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "UIDNEXT": 103}, False, id="arrived-and-expunged"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "MESSAGES": 89}, False, id="expunged-same-modseq"),
+        pytest.param((7, 101, 500, 90), 90, {**AS_LEFT, "UIDVALIDITY": 8}, False, id="new-uidvalidity"),
+        pytest.param((7, 101, 500, 90), 89, AS_LEFT, False, id="mirror-holds-fewer"),
+        pytest.param((7, 101, 500, 91), 90, AS_LEFT, False, id="server-count-recorded-differs"),
+        pytest.param((7, 101, None, 90), 90, AS_LEFT, False, id="no-modseq-recorded"),
+        pytest.param((7, 101, 0, 90), 90, {**AS_LEFT, "HIGHESTMODSEQ": 0}, False, id="nomodseq-mailbox"),
+        pytest.param((7, None, 500, 90), 90, AS_LEFT, False, id="no-uidnext-recorded"),
+        pytest.param((None, 101, 500, 90), 90, AS_LEFT, False, id="no-uidvalidity-recorded"),
+        pytest.param((7, 101, 500, None), 90, AS_LEFT, False, id="count-never-recorded"),
+        *(
+            pytest.param(
+                (7, 101, 500, 90), 90, {k: v for k, v in AS_LEFT.items() if k != item}, False, id=f"answer-lacks-{item}"
+            )
+            for item in AS_LEFT
+        ),
+    ],
+)
+def test_status_unchanged(
+    cursor: tuple[int | None, int | None, int | None, int | None], held: int, status: dict[str, int], expected: bool
+) -> None:
+    assert status_unchanged(*cursor, held, status) is expected
 
 
 MB = 1_000_000
