@@ -201,8 +201,8 @@ class FolderSync:
         if exists == 0 or first <= 0 or await self._local_count(uidvalidity):
             return
         head = await client.fetch(max(1, exists - first + 1), exists, metadata_items(client, self.ctx.mode))
-        # Parsed here if small, not in a worker process: a new sync process's workers are still starting (spawned,
-        # each importing the parser) when its first batch arrives.
+        # Parsed here if small, not in a worker process: a new sync process's workers are still starting (a fork
+        # server, a new interpreter importing the parser, forks them) when its first batch arrives.
         await self._fetch_new(client, uidvalidity, list(by_uid(head.items).values()), inline=True)
 
     async def _follow(self, client: ImapClient, sel: SelectedMailbox) -> None:
