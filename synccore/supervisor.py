@@ -15,8 +15,9 @@ work under a lease this process lost is refused and rolled back, and that accoun
 An operator drains a process with `inboxql fleet drain OWNER`: at its next round it stops its account tasks,
 releases their leases for the others to take, and returns (`inboxql sync` exits 0).
 
-An account being removed (schema.accounts.remove marks it REMOVING, then deletes it) is let go at the next rescan:
-its task is cancelled and its lease released, and it is never taken again.
+An account being removed (schema.accounts.remove marks it REMOVING, then deletes it) is let go at the next round:
+its task is cancelled and its lease released, and it is never taken again. Adding, removing or re-authorizing an
+account rings the accounts bell (synccore.bells): the next round starts at once, not when its timer says.
 
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
