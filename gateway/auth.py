@@ -76,6 +76,7 @@ class TokenCache:
         self.failures = failures or AuthFailures(limit=2**62, window=60.0)
         self._grants: dict[bytes, tuple[float, Viewer]] = {}
         self._refused: dict[bytes, tuple[float, None]] = {}
+        self._lookups: dict[bytes, asyncio.Future[Viewer | None]] = {}
 
     async def viewer(self, token: str, now: float | None = None, *, client: str | None = None) -> Viewer | None:
         """The viewer of a live token; None for an unknown or revoked one. `client` (the request's address) is
@@ -91,6 +92,21 @@ class TokenCache:
         if refused is not None and refused[0] > now:
             self.failures.failed(client)
             return None
+        # One lookup of a token at a time, shared by everyone asking meanwhile: when a token's cached grant
+        # expires, its thousands of sockets re-checking it (until_revoked) would otherwise each send the same
+        # query at once and empty the pool (the fan-out bench at 10,000 subscribers: pool timeouts, INTERNAL).
+        pending = self._lookups.get(key)
+        if pending is None:
+            pending = self._lookups[key] = asyncio.ensure_future(self._lookup(token, key, now))
+            pending.add_done_callback(
+                lambda done: self._lookups.pop(key, None) if self._lookups.get(key) is done else None
+            )
+        found = await asyncio.shield(pending)  # a caller that gives up does not cancel the others' lookup
+        if found is None:
+            self.failures.failed(client)
+        return found
+
+    async def _lookup(self, token: str, key: bytes, now: float) -> Viewer | None:
         async with self.sessions() as session, session.begin():
             grant = await tokens.lookup(session, token)
             if grant is not None:
@@ -110,7 +126,6 @@ class TokenCache:
         if found is None:
             self._grants.pop(key, None)  # revoked
             _keep(self._refused, key, (now + self.ttl, None), MAX_REFUSED)
-            self.failures.failed(client)
         else:
             self._refused.pop(key, None)
             _keep(self._grants, key, (now + self.ttl, found), MAX_CACHED)

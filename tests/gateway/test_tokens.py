@@ -3,6 +3,9 @@ the gateway sees it."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -99,3 +102,34 @@ async def test_token_create_admin_on_an_unknown_account_creates_nothing(gw_setti
             assert await session.scalar(select(func.count()).select_from(ApiToken)) == before
     finally:
         await engine.dispose()
+
+
+async def test_many_sockets_rechecking_one_token_at_once_send_one_query(
+    gw_settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a token's cached grant expires, every socket of that token re-checks it (gateway.auth.until_revoked):
+    those asking at once share one lookup, for a live token and for a revoked one, instead of a query each (at
+    10,000 sockets the queries emptied the pool)."""
+    from schema import tokens as token_store
+
+    live = await new_token(gw_settings, [world.bob.id])
+    unknown = PREFIX + "x" * 40
+    looked_up: list[str] = []
+    real_lookup = token_store.lookup
+
+    async def counted(session: Any, token: str) -> Any:
+        looked_up.append(token)
+        return await real_lookup(session, token)
+
+    monkeypatch.setattr(token_store, "lookup", counted)
+    engine = create_engine(gw_settings.database_url, pool_size=2)
+    try:
+        cache = TokenCache(engine, ttl=60)
+        viewers = await asyncio.gather(*(cache.viewer(live) for _ in range(200)))
+        refused = await asyncio.gather(*(cache.viewer(unknown) for _ in range(200)))
+    finally:
+        await engine.dispose()
+    assert {v.token_id if v is not None else None for v in viewers} != {None}
+    assert all(v == viewers[0] for v in viewers)
+    assert refused == [None] * 200
+    assert sorted(looked_up) == sorted([live, unknown])
