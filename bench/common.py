@@ -251,6 +251,17 @@ def add_account(server: DovecotServer, user: str, password: str, env: dict[str, 
 # -- timing a child process -----------------------------------------------------------------------------------
 
 
+def rss(pid: int) -> int:
+    """Resident set size of a process in bytes (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class Timed:
     wall: float  # seconds

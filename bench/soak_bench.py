@@ -41,7 +41,6 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
 import httpx
@@ -231,20 +230,9 @@ async def busy_mailbox(
     return appends, flags
 
 
-def rss(pid: int) -> int:
-    """Resident set size of a process in bytes (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 async def watch_rss(pid: int, samples: list[tuple[float, int]], stop: asyncio.Event) -> None:
     while not stop.is_set():
-        samples.append((time.monotonic(), rss(pid)))
+        samples.append((time.monotonic(), common.rss(pid)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RSS_EVERY)
 
@@ -382,7 +370,7 @@ async def run_async(
             elapsed = time.monotonic() - soak_started
             got = min(len(s.received) for s in subscribers)
             print(
-                f"  {elapsed:5.0f} s: RSS {rss(gateway.pid) / common.MIB:6.1f} MiB, {errors.total} errors, "
+                f"  {elapsed:5.0f} s: RSS {common.rss(gateway.pid) / common.MIB:6.1f} MiB, {errors.total} errors, "
                 f"slowest subscriber at {got} messages",
                 file=sys.stderr,
             )

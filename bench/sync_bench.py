@@ -459,16 +459,6 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def _cpu(pid: int) -> float:
     """User + system seconds of a live process so far (/proc/PID/stat, fields 14 and 15)."""
     try:
@@ -504,7 +494,7 @@ def tree_run(run: Callable[[], Timed]) -> TreeRun:
         while not done.is_set():
             for child in set(_children(me)) - before:
                 tree = _tree(child)
-                peak[0] = max(peak[0], sum(_rss(p) for p in tree))
+                peak[0] = max(peak[0], sum(common.rss(p) for p in tree))
                 for pid in tree[1:]:
                     cpu[pid] = max(cpu.get(pid, 0.0), _cpu(pid))
             done.wait(0.02)

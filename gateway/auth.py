@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse
 
 from gateway.caps import AuthFailures, TooManyAuthFailures
 from gateway.errors import RATE_LIMITED, UNAUTHENTICATED
+from gateway.shared import Shared
 from schema import tokens
 from schema.db import session_factory
 
@@ -76,7 +78,7 @@ class TokenCache:
         self.failures = failures or AuthFailures(limit=2**62, window=60.0)
         self._grants: dict[bytes, tuple[float, Viewer]] = {}
         self._refused: dict[bytes, tuple[float, None]] = {}
-        self._lookups: dict[bytes, asyncio.Future[Viewer | None]] = {}
+        self._lookups: Shared[bytes, Viewer | None] = Shared()
 
     async def viewer(self, token: str, now: float | None = None, *, client: str | None = None) -> Viewer | None:
         """The viewer of a live token; None for an unknown or revoked one. `client` (the request's address) is
@@ -95,13 +97,7 @@ class TokenCache:
         # One lookup of a token at a time, shared by everyone asking meanwhile: when a token's cached grant
         # expires, its thousands of sockets re-checking it (until_revoked) would otherwise each send the same
         # query at once and empty the pool (the fan-out bench at 10,000 subscribers: pool timeouts, INTERNAL).
-        pending = self._lookups.get(key)
-        if pending is None:
-            pending = self._lookups[key] = asyncio.ensure_future(self._lookup(token, key, now))
-            pending.add_done_callback(
-                lambda done: self._lookups.pop(key, None) if self._lookups.get(key) is done else None
-            )
-        found = await asyncio.shield(pending)  # a caller that gives up does not cancel the others' lookup
+        found = await self._lookups.run(key, partial(self._lookup, token, key, now))
         if found is None:
             self.failures.failed(client)
         return found

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from gateway import heap
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.types.changes import Change
+from gateway.shared import Shared
 from schema import changelog, doorbell
 from schema.redisconn import connect
 
@@ -109,7 +110,7 @@ class Fanout:
         self._bells: dict[int, _Bell] = {}
         self._reads: dict[tuple[int, int], asyncio.Task[Batch]] = {}
         self._kept: dict[tuple[int, int], Batch] = {}
-        self._queries: dict[tuple[object, ...], asyncio.Future[Any]] = {}
+        self._queries: Shared[tuple[object, ...], Any] = Shared()
         self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._heap: asyncio.Task[None] | None = None
@@ -279,14 +280,9 @@ class Fanout:
         return await self._once(("newest", account_id), partial(self._newest, account_id))
 
     async def _once(self, key: tuple[object, ...], query: Callable[[], Awaitable[T]]) -> T:
-        """`query()`, run once for every caller that asks with `key` while it runs: thousands of subscribers
-        (re)connecting together, e.g. the clients of a gateway that died, would otherwise each take a pooled
-        connection, and those at the back of the queue time out."""
-        pending = self._queries.get(key)
-        if pending is None:
-            pending = self._queries[key] = asyncio.ensure_future(query())
-            pending.add_done_callback(lambda _: self._queries.pop(key, None))
-        return cast("T", await asyncio.shield(pending))
+        """`query()`, run once for every caller that asks with `key` while it runs (gateway.shared): e.g. the
+        clients of a gateway that died, reconnecting together."""
+        return cast("T", await self._queries.run(key, query))
 
     async def _cursor_valid(self, account_id: int, after: int) -> bool:
         async with AsyncSession(self.engine) as session:

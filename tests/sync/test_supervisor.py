@@ -289,11 +289,7 @@ async def test_a_running_process_takes_a_new_account_and_lets_a_removed_one_go_a
         dovecot.append(user, password, "INBOX", list(generate(5, seed=71)))
         account_id = await add_account(store, box, dovecot, user, password)
         async with asyncio.timeout(20):
-            while True:
-                async with store.sessions() as s:
-                    state = await s.scalar(select(Account.sync_state).where(Account.id == account_id))
-                if state == "ready":
-                    break
+            while await _account_state(store, account_id) != "ready":
                 await asyncio.sleep(0.1)
         removed = await accounts.remove(store, account_id, wait_seconds=20)
         assert removed is not None
