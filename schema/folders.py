@@ -117,6 +117,15 @@ async def record_server_counts(uow: UnitOfWork, counts: dict[int, int]) -> None:
         )
 
 
+async def mark_synced(uow: UnitOfWork, folder_ids: Iterable[int]) -> None:
+    """The folders were just found as the server holds them (a sync ended, or their STATUS showed them as their
+    last sync left them): `synced_at` is now. Bookkeeping for the operator's views (schema.status), not logged, like
+    record_server_counts: clients' state of a folder does not hold it. One statement for all of them."""
+    ids = sorted(set(folder_ids))
+    if ids:
+        await uow.session.execute(update(Folder).where(Folder.id.in_(ids)).values(synced_at=utcnow()))
+
+
 async def by_ids(session: AsyncSession, ids: Iterable[int]) -> dict[int, Folder]:
     return {f.id: f for f in await session.scalars(select(Folder).where(Folder.id.in_(list(ids))))}
 

@@ -305,6 +305,7 @@ class AccountSync:
                 await asyncio.sleep(await self._folder_failed(inbox, exc))
                 continue
             await self._folder_synced(inbox)
+            await self._mark_synced([inbox.id])
             if any(isinstance(r, _CHANGES) for r in client.unsolicited) or self.actions_ended.is_set():
                 # The inbox changed after this run's SELECT (a message moved in while it downloaded), or an action
                 # ended meanwhile: look again before idling, still unsettled since the first of these runs.
@@ -365,12 +366,13 @@ class AccountSync:
             if f.role not in skip_roles and (stored is None or f.role in stored)
         ]
         unchanged = await self._unchanged(client, [f for f in mine if self._folder_due(f)])
+        synced = list(unchanged)  # looked at: their STATUS shows them as their last sync left them
         for folder in mine:
             if not self._folder_due(folder):
                 complete = False
                 continue
             if folder.id in unchanged:
-                continue  # looked at: its STATUS shows it as its last sync left it
+                continue
             try:
                 await FolderSync(self._ctx(), folder).run(client)
             except _FOLDER_FAILURES as exc:
@@ -378,8 +380,11 @@ class AccountSync:
                 await self._folder_failed(folder, exc)
             else:
                 await self._folder_synced(folder)
+                synced.append(folder.id)
         if stored is not None and complete:
             await self._views_caught_up(found)
+            synced += [f.id for f in found if f.role not in gmail.STORED_ROLES]  # derived from those synced
+        await self._mark_synced(synced)
         self.passes += 1
         if complete:
             self.first_message.stop()  # every folder looked at: an account with no mail is not waiting for any
@@ -557,6 +562,18 @@ class AccountSync:
 
         await retry_deadlocks(step)
         folder.sync_error = None
+
+    async def _mark_synced(self, folder_ids: list[int]) -> None:
+        """`synced_at` of the folders a pass (or the inbox's IDLE loop) found as the server holds them: one
+        statement per pass, shown on the operator's status page."""
+        if not folder_ids:
+            return
+
+        async def step() -> None:
+            async with self.store.unit(self.account_id) as uow:
+                await folders.mark_synced(uow, folder_ids)
+
+        await retry_deadlocks(step)
 
     async def discover(self, client: ImapClient) -> list[Folder]:
         """LIST the server's folders and mirror creations, renames and deletions."""

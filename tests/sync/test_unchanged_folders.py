@@ -6,6 +6,7 @@ change of any kind, made from another connection or another process, is still mi
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import pytest
 from sqlalchemy import select
@@ -237,3 +238,27 @@ async def test_a_move_during_a_pass_keeps_the_message_id(
             after = set(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
         assert after == before
         await assert_identical(store, credential_box, account_id)
+
+
+async def test_a_pass_records_when_each_folder_was_found_in_sync(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    """`synced_at` (the status page's syncedAt) is set by the sync that mirrored each folder, and moves on with a
+    later pass that found the folder unchanged by its STATUS alone."""
+
+    async def synced_at() -> dict[str, datetime]:
+        async with store.sessions() as s:
+            rows = await s.execute(select(Folder.name, Folder.synced_at).where(Folder.account_id == account_id))
+            found = {name: at for name, at in rows}
+        assert all(at is not None for at in found.values()), found
+        return {name: at for name, at in found.items() if at is not None}
+
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        _, _, account_id = await _mirrored(store, credential_box, dovecot, proxy)
+        first = await synced_at()
+        assert set(first) == FOLDERS
+        proxy.clear()
+        await sync_once(store, credential_box, account_id)
+        assert _selected(proxy) == []  # found unchanged by STATUS
+        later = await synced_at()
+        assert all(later[name] > first[name] for name in FOLDERS), (first, later)
