@@ -186,6 +186,25 @@ def _words(raw: Value) -> tuple[str, ...]:
     return tuple(_s(w) for w in raw if isinstance(w, bytes))
 
 
+# The flag lists of FETCH responses seen lately, each decoded once: a mailbox has a few distinct sets (\Seen,
+# \Seen \Flagged, none...), and a listing of 100,000 messages held a tuple and its strings per message. Bounded:
+# keywords are the server's to invent.
+_FLAG_SETS: dict[tuple[bytes, ...], tuple[str, ...]] = {}
+_FLAG_SETS_MAX = 1024
+
+
+def _flag_set(raw: Value) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        raise ProtocolError(f"expected a list, got {raw!r}")
+    key = tuple(w for w in raw if isinstance(w, bytes))
+    found = _FLAG_SETS.get(key)
+    if found is None:
+        if len(_FLAG_SETS) >= _FLAG_SETS_MAX:
+            _FLAG_SETS.clear()
+        found = _FLAG_SETS[key] = tuple(_s(w) for w in key)
+    return found
+
+
 def _parse_untagged(raw: RawResponse, rest: bytes) -> Untagged:
     word, _, tail = rest.partition(b" ")
     if word.isdigit():
@@ -366,6 +385,8 @@ def _first(value: Value) -> Value:
 def parse_fetch(seq: int, pairs: list[Value]) -> FetchItem:
     """RFC 3501 §7.4.2 msg-att: alternate item names and values."""
     item = FetchItem(seq)
+    sections: dict[str, bytes | None] = {}
+    extra: dict[str, Value] = {}
     n = len(pairs)
     if n % 2:
         raise ProtocolError(f"odd FETCH item list for message {seq}")
@@ -378,7 +399,7 @@ def parse_fetch(seq: int, pairs: list[Value]) -> FetchItem:
         if key == b"UID":
             item.uid = _int(value)
         elif key == b"FLAGS":
-            item.flags = _words(value)
+            item.flags = _flag_set(value)
         elif key == b"MODSEQ":
             item.modseq = _int(_first(value))
         elif key == b"INTERNALDATE":
@@ -406,9 +427,13 @@ def parse_fetch(seq: int, pairs: list[Value]) -> FetchItem:
                 raise ProtocolError(f"{key!r} is not a string")
             if key.startswith(b"BODY[]") or key.startswith(b"BINARY[]") or key == b"RFC822":
                 item.body = value
-            item.sections[key.decode("ascii", "replace")] = value
+            sections[key.decode("ascii", "replace")] = value
         else:
-            item.extra[key.decode("ascii", "replace")] = value
+            extra[key.decode("ascii", "replace")] = value
+    if sections:
+        item.sections = sections
+    if extra:
+        item.extra = extra
     return item
 
 

@@ -6,12 +6,15 @@ All are immutable-ish slotted dataclasses so that 10k FETCH responses stay cheap
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeAlias
+from types import MappingProxyType
+from typing import Any, TypeAlias
 
 # A generic parsed value: atoms and strings are bytes, NIL is None, parenthesised lists are lists.
 Value: TypeAlias = bytes | list["Value"] | None
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +170,10 @@ class FetchItem:
     gm_msgid: int | None = None
     gm_thrid: int | None = None
     gm_labels: tuple[str, ...] | None = None
-    sections: dict[str, bytes | None] = field(default_factory=dict)
-    extra: dict[str, Value] = field(default_factory=dict)
+    # Shared and empty unless the response had such items: a listing of 100,000 messages carries neither, and two
+    # empty dicts an item were a fifth of its memory.
+    sections: Mapping[str, bytes | None] = field(default_factory=lambda: _NOTHING)
+    extra: Mapping[str, Value] = field(default_factory=lambda: _NOTHING)
 
 
 @dataclass(frozen=True, slots=True)

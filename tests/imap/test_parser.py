@@ -486,3 +486,22 @@ def test_literals_wait_for_continuation_unless_non_synchronizing(
 def test_binary_literal_uses_literal8_marker() -> None:
     got = encode_command(b"A1", [b"APPEND", b"INBOX", Literal(b"\x00", binary=True)], literal_plus=True)
     assert got == [(b"A1 APPEND INBOX ~{1+}\r\n\x00\r\n", False)]
+
+
+def test_a_listing_shares_its_flag_sets_and_empty_sections() -> None:
+    """A listing of a large mailbox holds one tuple per distinct flag set, not one per message, and no dicts for
+    the body sections and unknown items its responses did not carry; values stay as parsed."""
+    a = fetch(b"* 1 FETCH (UID 7 FLAGS (\\Seen \\Flagged))\r\n")
+    b = fetch(b"* 2 FETCH (UID 8 FLAGS (\\Seen \\Flagged))\r\n")
+    assert a.flags == b.flags == ("\\Seen", "\\Flagged")
+    assert a.flags is b.flags
+    assert a.sections == a.extra == {}
+    assert a.sections is b.sections
+    c = fetch(b"* 3 FETCH (UID 9 FLAGS (\\Flagged \\Seen) X-UNKNOWN 4 BODY[HEADER] {2}\r\nh:)\r\n")
+    assert c.flags == ("\\Flagged", "\\Seen")  # order as sent: another set
+    assert c.extra == {"X-UNKNOWN": b"4"}
+    assert c.sections == {"BODY[HEADER]": b"h:"}
+    assert b.sections == b.extra == {}  # not the dicts filled for another response
+    # Bounded: keywords are the server's; past the bound every set still parses to what was sent.
+    many = [fetch(b"* %d FETCH (UID %d FLAGS (k%d))\r\n" % (i, i, i)) for i in range(1, 3000)]
+    assert [m.flags for m in many] == [(f"k{i}",) for i in range(1, 3000)]
