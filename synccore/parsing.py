@@ -7,9 +7,11 @@ loop writes the previous batch to MySQL, instead of blocking it.
 from __future__ import annotations
 
 import asyncio
+import importlib.machinery
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,6 +40,18 @@ INLINE_BYTES = 512 * 1024
 THREAD_BYTES = 8 << 20
 
 
+def _children_skip_main() -> None:
+    """Keep multiprocessing from re-running the main script in each worker. A child it starts (spawn or forkserver)
+    runs the parent's `__main__` again when that is a script (`spawn._fixup_main_from_path`): for `inboxql sync`,
+    the console script, whose `from inboxql.cli import main` imported SQLAlchemy, redis and the CLI in every parse
+    worker (17 MiB more RSS each, BENCHMARKS.md). A main module known by a spec named `__main__` is left alone
+    (`spawn._fixup_main_from_name`). The workers need nothing of it: what they run (synccore.prepare) is imported
+    by name. A main module run with `-m` has its spec already."""
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(main, "__spec__", None) is None:
+        main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+
+
 class ParsePool:
     """`await pool.prepare(raws)`: in `workers` processes, or inline when workers is 0; one large message in a
     thread.
@@ -59,6 +73,7 @@ class ParsePool:
         # with the parser imported and nothing else (spawn ran the `inboxql` script's imports in every worker).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["synccore.prepare"])
+        _children_skip_main()
         return ProcessPoolExecutor(
             self.workers, mp_context=context, initializer=worker_started, initargs=(os.getpid(),)
         )

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +191,28 @@ async def test_one_very_large_message_is_parsed_in_a_thread_while_the_loop_goes_
     finally:
         ticking.cancel()
         pool.close()
+
+
+def test_a_worker_does_not_import_what_the_main_script_imports(tmp_path: Path) -> None:
+    """`inboxql sync` runs from a console script that imports the whole command line; multiprocessing ran that
+    script again in every parse worker. A script like it, run in a process of its own, asks its worker which
+    modules it holds: the parser's, not the script's."""
+    script = tmp_path / "like_the_console_script.py"
+    script.write_text(
+        "import sys\n"
+        "import inboxql.cli\n"
+        "from synccore.parsing import ParsePool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ParsePool(1)\n"
+        "    assert pool._pool is not None\n"
+        "    held = pool._pool.submit(eval, 'sorted(__import__(\"sys\").modules)').result(timeout=60)\n"
+        "    pool.close()\n"
+        "    print(' '.join(held))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2]
+    )
+    assert done.returncode == 0, done.stderr
+    held = set(done.stdout.split())
+    assert "synccore.prepare" in held
+    assert not held & {"inboxql.cli", "sqlalchemy", "redis"}, sorted(held & {"inboxql.cli", "sqlalchemy", "redis"})
