@@ -451,6 +451,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:100]
+    except OSError:
+        return "?"
+
+
 def _tree(pid: int) -> list[int]:
     found, todo = [pid], [pid]
     while todo:
@@ -491,11 +498,14 @@ def tree_run(run: Callable[[], Timed]) -> TreeRun:
     before = set(_children(me))
     peak = [0, 0, 0]
     cpu: dict[int, float] = {}
+    seen: dict[int, str] = {}
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
             for child in set(_children(me)) - before:
+                if child not in seen:
+                    seen[child] = _command(child)
                 tree = _tree(child)
                 sizes = [common.rss(p) for p in tree]
                 peak[0] = max(peak[0], sum(sizes))
@@ -512,6 +522,8 @@ def tree_run(run: Callable[[], Timed]) -> TreeRun:
     finally:
         done.set()
         watcher.join()
+    if len(seen) > 1:  # the peaks are of one child's tree: say which others there were
+        print(f"  note: {len(seen)} new children during the run: " + "; ".join(seen.values()))
     return TreeRun(timed, peak[0], peak[1], peak[2], sum(cpu.values()))
 
 
