@@ -44,9 +44,9 @@ def _children_skip_main() -> None:
     """Keep multiprocessing from re-running the main script in each worker. A child it starts (spawn or forkserver)
     runs the parent's `__main__` again when that is a script (`spawn._fixup_main_from_path`): for `inboxql sync`,
     the console script, whose `from inboxql.cli import main` imported SQLAlchemy, redis and the CLI in every parse
-    worker (17 MiB more RSS each, BENCHMARKS.md). A main module known by a spec named `__main__` is left alone
-    (`spawn._fixup_main_from_name`). The workers need nothing of it: what they run (synccore.prepare) is imported
-    by name. A main module run with `-m` has its spec already."""
+    worker (a worker of a script like it: 68 MiB of RSS, 25 without; BENCHMARKS.md). A main module known by a spec
+    named `__main__` is left alone (`spawn._fixup_main_from_name`). The workers need nothing of it: what they run
+    (synccore.prepare) is imported by name. A main module run with `-m` has its spec already."""
     main = sys.modules.get("__main__")
     if main is not None and getattr(main, "__spec__", None) is None:
         main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
