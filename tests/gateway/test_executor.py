@@ -48,6 +48,29 @@ class Owner:
         raise ValueError(f"no later boom for {self.name}")
 
 
+@strawberry.interface
+class Thing:
+    label: str
+
+
+@strawberry.type
+class Pet(Thing):
+    """Implements an interface: Strawberry checks its objects at run time (an isinstance check)."""
+
+    owner: Owner
+
+
+@strawberry.type
+class Tag:
+    """Checks its objects with a check of its own (`is_type_of`), which the short path leaves to graphql-core."""
+
+    word: str
+
+    @classmethod
+    def is_type_of(cls, obj: Any, info: GraphQLResolveInfo[Any]) -> bool:
+        return isinstance(obj, Tag) and obj.word != "forged" and info.field_name == "tagsOf"  # reads the info
+
+
 @strawberry.type
 class Item:
     name: str
@@ -59,6 +82,9 @@ class Item:
     owner: Owner
     friends: list[Owner]
     maybe: list[Owner | None] | None
+    pet: Pet | None = None
+    pets: list[Pet] = strawberry.field(default_factory=list)
+    tags_of: list[Tag] = strawberry.field(default_factory=list)
 
     @strawberry.field
     def shout(self, times: int = 1) -> str:
@@ -76,6 +102,9 @@ GOOD = Item(
     owner=ANN,
     friends=[ANN, BOB],
     maybe=[None, BOB],
+    pet=Pet(label="rex", owner=ANN),
+    pets=[Pet(label="rex", owner=ANN), Pet(label="tom", owner=BOB)],
+    tags_of=[Tag(word="x")],
 )
 # What a bug of ours could hand the API: a null where the type forbids it, values that do not coerce.
 BROKEN = Item(
@@ -88,6 +117,9 @@ BROKEN = Item(
     owner=None,  # type: ignore[arg-type]
     friends=[ANN, None],  # type: ignore[list-item]
     maybe="nope",  # type: ignore[arg-type]
+    pet=ANN,  # type: ignore[arg-type]  # not a Pet: its check fails
+    pets=[Pet(label="rex", owner=ANN), BOB],  # type: ignore[list-item]
+    tags_of=[Tag(word="forged")],
 )
 WIDE = Item(
     name="w", note="n", count=2**40, colour=Colour.RED, tags=[], when=float("nan"), owner=BOB, friends=[], maybe=None
@@ -145,6 +177,12 @@ def schemas(extensions: list[Any]) -> tuple[strawberry.Schema, strawberry.Schema
         "{ broken { owner { name } } }",
         "{ broken { friends { name later } } }",
         "{ broken { maybe { name } } }",
+        "{ items { pet { label owner { name } } pets { label owner { name later } } tagsOf { word } } }",
+        "{ broken { pet { label } } }",  # an object that is not of the field's type
+        "{ broken { pets { label } } }",
+        "{ broken { tagsOf { word } } first { tagsOf { word } } }",
+        "{ items { pet { ... on Thing { label } ... on Pet { owner { name } } } } }",
+        "{ items { s: name, s2: name, c: colour, n: note, t: __typename, h: shout } }",
     ],
 )
 @pytest.mark.parametrize("extensions", [[], [Upper]], ids=["plain", "with-middleware"])
@@ -185,6 +223,7 @@ async def test_a_page_of_threads_reads_its_plain_fields_without_the_field_machin
     plain = {"Thread.id", "Thread.subject", "Thread.unread", "Message.date", "Address.name", "Label.name"}
     plain |= {"ThreadConnection.edges", "ThreadConnection.pageInfo", "Thread.participants", "Message.from"}
     assert not plain & set(resolve_infos)
-    # What still takes it: the resolvers (threads, labels, lastMessage, ...) and the lists and objects.
+    # An edge's node is a Thread, which implements Node: Strawberry's isinstance check, no resolve info.
+    assert "ThreadEdge.node" not in resolve_infos
+    # What still takes it: the resolvers (threads, labels, lastMessage, ...).
     assert "Thread.lastMessage" in resolve_infos
-    assert "ThreadEdge.node" in resolve_infos
