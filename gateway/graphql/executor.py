@@ -18,11 +18,15 @@ gateway's CPU on such a page.
   selection directly, with graphql-core's own error handling (an error nulls the nearest nullable place, item or
   field, as before) and awaiting what the selection awaits.
 
-Everything else takes graphql-core's path: fields with a resolver, with arguments or directives, of interface
-or union type, objects of a type with an `is_type_of` of its own, `__typename`, and any value that is null where
-the type forbids it, fails to coerce, is not of the field's type or is not a list where one is due (graphql-core
-then reports the error exactly as before). Schema extensions that wrap every field's resolver (graphql
-middleware) switch the short path off.
+A field with a resolver is read like a plain one when a list resolver loaded its answer for the whole page
+beforehand (`field_of(..., prefetched=(attribute, sentinel))`: a thread's `lastMessage` and `labels` on a page of
+threads): the attribute's value, unless it is the sentinel, in which case the resolver runs as usual.
+
+Everything else takes graphql-core's path: fields with a resolver (not prefetched), with arguments or
+directives, of interface or union type, objects of a type with an `is_type_of` of its own, `__typename`, and any
+value that is null where the type forbids it, fails to coerce, is not of the field's type or is not a list where
+one is due (graphql-core then reports the error exactly as before). Schema extensions that wrap every field's
+resolver (graphql middleware) switch the short path off.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ class PlainObjects(NamedTuple):
 
 
 Plain = PlainLeaf | PlainObjects
+# The metadata key of a field with a resolver whose answer a list resolver may have loaded beforehand: (the
+# object's attribute holding it, the sentinel it holds otherwise). See gateway.graphql.types.fields.field_of.
+PREFETCHED = "gateway.prefetched"
 # Scalars whose coercion returns a value of this exact Python type unchanged (graphql-core's serialize_*).
 SAME: dict[GraphQLLeafType, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
 # A selection set's fields for one parent type, each with how to answer it (None: execute_field decides).
@@ -99,14 +106,30 @@ def _unwrap(graphql_type: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
     return graphql_type, False
 
 
+def _prefetched(sentinel: object) -> Callable[[Any, str], Any]:
+    def read(source: Any, attribute: str) -> Any:
+        value = getattr(source, attribute)
+        if value is sentinel:
+            raise LookupError(attribute)  # not prefetched: graphql-core's path calls the resolver
+        return value
+
+    return read
+
+
 def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
     field_def = parent_type.fields.get(name)
-    if field_def is None or field_def.args or not getattr(field_def.resolve, "_is_default", False):
-        return None  # unknown (or __typename), takes arguments, or has a resolver
+    if field_def is None or field_def.args:
+        return None  # unknown (or __typename), or takes arguments
     field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-    if not isinstance(field, StrawberryField) or not field.is_basic_field or field.default_resolver is None:
+    if not isinstance(field, StrawberryField):
         return None
-    read, name = field.default_resolver, field.python_name
+    if getattr(field_def.resolve, "_is_default", False) and field.is_basic_field and field.default_resolver is not None:
+        read, name = field.default_resolver, field.python_name
+    elif PREFETCHED in field.metadata and not field.extensions and not field.permission_classes:
+        attribute, sentinel = field.metadata[PREFETCHED]
+        read, name = _prefetched(sentinel), attribute
+    else:
+        return None  # a resolver of its own
     inner, non_null = _unwrap(field_def.type)
     if is_leaf_type(inner):
         return PlainLeaf(read, name, inner, non_null, SAME.get(inner))

@@ -4,6 +4,8 @@ graphql-core's path, and taken by the plain columns of a real page."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -13,8 +15,10 @@ from graphql import GraphQLObjectType, GraphQLResolveInfo
 from graphql.pyutils import Path
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.unset import UNSET
 
 from gateway.graphql.executor import PlainFieldExecutor
+from gateway.graphql.types.fields import field_of
 from gateway.ids import to_global
 from gateway.testing import Client, World
 from tests.gateway.test_batching import PAGE_OF_THREADS
@@ -86,9 +90,26 @@ class Item:
     pets: list[Pet] = strawberry.field(default_factory=list)
     tags_of: list[Tag] = strawberry.field(default_factory=list)
 
+    # What a list resolver may have loaded for the whole page (field_of's prefetched), UNSET when it did not.
+    best: strawberry.Private[Any] = UNSET
+    pals: strawberry.Private[Any] = UNSET
+
     @strawberry.field
     def shout(self, times: int = 1) -> str:
         return self.name.upper() * times
+
+    @field_of(Owner | None, prefetched=("best", UNSET))
+    def best_friend(self) -> Owner | Awaitable[Owner | None] | None:
+        return self.best if self.best is not UNSET else self._later(self.friends[0] if self.friends else None)
+
+    @field_of(list[Owner], prefetched=("pals", UNSET))
+    def pals_of(self) -> list[Owner] | Awaitable[list[Owner]]:
+        return self.pals if self.pals is not UNSET else self._later(list(reversed(self.friends)))
+
+    @staticmethod
+    async def _later(value: Any) -> Any:
+        await asyncio.sleep(0)
+        return value
 
 
 ANN, BOB = Owner(name="ann"), Owner(name="bob")
@@ -140,6 +161,16 @@ class Query:
     def first(self) -> Item:
         return GOOD
 
+    @strawberry.field
+    def prefetched(self) -> list[Item]:
+        """Items whose list resolver loaded best and pals (and one with a value of the wrong type)."""
+        return [
+            replace(GOOD, best=BOB, pals=[BOB, ANN]),
+            replace(WIDE, best=None, pals=[]),
+            replace(GOOD, best=Pet(label="rex", owner=ANN), pals=[ANN, None]),
+            GOOD,  # not prefetched: the resolvers answer
+        ]
+
 
 class Upper(SchemaExtension):
     """Wraps every resolver, as graphql middleware: plain fields must run through it too."""
@@ -183,6 +214,9 @@ def schemas(extensions: list[Any]) -> tuple[strawberry.Schema, strawberry.Schema
         "{ broken { tagsOf { word } } first { tagsOf { word } } }",
         "{ items { pet { ... on Thing { label } ... on Pet { owner { name } } } } }",
         "{ items { s: name, s2: name, c: colour, n: note, t: __typename, h: shout } }",
+        "{ items { bestFriend { name later } palsOf { name } } }",
+        "{ prefetched { name bestFriend { name later } palsOf { name boom } } }",
+        "{ prefetched { palsOf { name } } }",
     ],
 )
 @pytest.mark.parametrize("extensions", [[], [Upper]], ids=["plain", "with-middleware"])
@@ -225,5 +259,25 @@ async def test_a_page_of_threads_reads_its_plain_fields_without_the_field_machin
     assert not plain & set(resolve_infos)
     # An edge's node is a Thread, which implements Node: Strawberry's isinstance check, no resolve info.
     assert "ThreadEdge.node" not in resolve_infos
-    # What still takes it: the resolvers (threads, labels, lastMessage, ...).
+    # The page prefetched its threads' last messages and labels: read as they were loaded, no resolver called.
+    assert "Thread.lastMessage" not in resolve_infos
+    assert "Thread.labels" not in resolve_infos
+    # What still takes it: the resolvers of the page's own (threads) and those not prefetched (folders).
+    assert "Query.threads" in resolve_infos
+    assert "Thread.folders" in resolve_infos
+
+
+async def test_a_thread_read_alone_loads_what_a_page_prefetches(
+    alice: Client, world: World, resolve_infos: list[str]
+) -> None:
+    """node(id:) prefetches nothing: the same fields call their resolvers, which load them."""
+    account = to_global("Account", world.alice.id)
+    page = await alice.data(PAGE_OF_THREADS, {"a": account, "n": 1})
+    thread = page["threads"]["edges"][0]["node"]
+    resolve_infos.clear()
+    query = "query($id: ID!) { node(id: $id) { ... on Thread { lastMessage { id subject } labels { id name } } } }"
+    alone = await alice.data(query, {"id": thread["id"]})
+    assert alone["node"]["lastMessage"] == {k: thread["lastMessage"][k] for k in ("id", "subject")}
+    assert alone["node"]["labels"] == thread["labels"]
     assert "Thread.lastMessage" in resolve_infos
+    assert "Thread.labels" in resolve_infos

@@ -202,7 +202,7 @@ class Thread(Node):
         ids = self.row.folder_ids
         return folders_of(info, ids) if ids else []
 
-    @field_of(list[Label])
+    @field_of(list[Label], prefetched=("label_list", NOT_LOADED))
     def labels(self, info: Info) -> list[Label] | Awaitable[list[Label]]:
         if not isinstance(self.label_list, _NotLoaded):
             return self.label_list
@@ -227,7 +227,7 @@ class Thread(Node):
 
         return connection(window, Message.of, count)
 
-    @field_of(Message | None, "The newest message of the thread.")
+    @field_of(Message | None, "The newest message of the thread.", prefetched=("last", NOT_LOADED))
     def last_message(self, info: Info) -> Message | Awaitable[Message | None] | None:
         if not isinstance(self.last, _NotLoaded):
             return self.last
