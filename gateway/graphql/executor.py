@@ -20,9 +20,12 @@ gateway's CPU on such a page.
 
 A field with a resolver is read like a plain one when a list resolver loaded its answer for the whole page
 beforehand (`field_of(..., prefetched=(attribute, sentinel))`: a thread's `lastMessage` and `labels` on a page of
-threads): the attribute's value, unless it is the sentinel, in which case the resolver runs as usual.
+threads): the attribute's value, unless it is the sentinel, in which case the resolver runs as usual. So is a
+field whose resolver is a method of the object that reads nothing else (only `self`: no info, root or arguments;
+not async; no field extensions or permissions), such as a message's address lists: it is called directly, and if
+it raises, graphql-core's path calls it again and reports the error as before.
 
-Everything else takes graphql-core's path: fields with a resolver (not prefetched), with arguments or
+Everything else takes graphql-core's path: fields with any other resolver, with arguments or
 directives, of interface or union type, objects of a type with an `is_type_of` of its own, `__typename`, and any
 value that is null where the type forbids it, fails to coerce, is not of the field's type or is not a list where
 one is due (graphql-core then reports the error exactly as before). Schema extensions that wrap every field's
@@ -116,6 +119,30 @@ def _prefetched(sentinel: object) -> Callable[[Any, str], Any]:
     return read
 
 
+def _of_itself(field: StrawberryField) -> bool:
+    """Whether the field's resolver is a plain method of the object: it reads only `self` (no info, root,
+    parent or arguments), answers at once (not async), and nothing wraps it (field extensions, permissions)."""
+    resolver = field.base_resolver
+    return (
+        resolver is not None
+        and not resolver.is_async
+        and not resolver.arguments
+        and resolver.self_parameter is not None
+        and resolver.info_parameter is None
+        and resolver.root_parameter is None
+        and resolver.parent_parameter is None
+        and not field.extensions
+        and not field.permission_classes
+    )
+
+
+def _computed(method: Any) -> Callable[[Any, str], Any]:
+    def read(source: Any, _name: str) -> Any:
+        return method(source)  # an error: graphql-core's path calls the resolver again, and reports it
+
+    return read
+
+
 def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
     field_def = parent_type.fields.get(name)
     if field_def is None or field_def.args:
@@ -128,6 +155,9 @@ def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
     elif PREFETCHED in field.metadata and not field.extensions and not field.permission_classes:
         attribute, sentinel = field.metadata[PREFETCHED]
         read, name = _prefetched(sentinel), attribute
+    elif _of_itself(field):
+        assert field.base_resolver is not None
+        read, name = _computed(field.base_resolver.wrapped_func), field.python_name
     else:
         return None  # a resolver of its own
     inner, non_null = _unwrap(field_def.type)

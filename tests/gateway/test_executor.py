@@ -98,6 +98,18 @@ class Item:
     def shout(self, times: int = 1) -> str:
         return self.name.upper() * times
 
+    @strawberry.field
+    def loud(self) -> str:  # reads only the object: the executor calls it directly
+        return self.name.upper()
+
+    @strawberry.field
+    def everyone(self) -> list[Owner]:
+        return [self.owner, *self.friends]
+
+    @strawberry.field
+    def careful(self, info: strawberry.Info) -> str:  # reads the info: graphql-core's path
+        return f"{info.field_name}:{self.name}"
+
     @field_of(Owner | None, prefetched=("best", UNSET))
     def best_friend(self) -> Owner | Awaitable[Owner | None] | None:
         return self.best if self.best is not UNSET else self._later(self.friends[0] if self.friends else None)
@@ -215,6 +227,9 @@ def schemas(extensions: list[Any]) -> tuple[strawberry.Schema, strawberry.Schema
         "{ items { pet { ... on Thing { label } ... on Pet { owner { name } } } } }",
         "{ items { s: name, s2: name, c: colour, n: note, t: __typename, h: shout } }",
         "{ items { bestFriend { name later } palsOf { name } } }",
+        "{ items { loud everyone { name boom } careful } }",
+        "{ broken { loud } }",  # raises (a null name): reported as graphql-core reports it
+        "{ broken { everyone { name } } }",  # a null owner in a list of non-null owners
         "{ prefetched { name bestFriend { name later } palsOf { name boom } } }",
         "{ prefetched { palsOf { name } } }",
     ],
