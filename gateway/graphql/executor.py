@@ -10,15 +10,26 @@ gateway's CPU on such a page.
 
 `PlainFieldExecutor` reads such a field as Strawberry's default resolver would and then:
 
-* a scalar or enum: coerces it as graphql-core would (`coerce_output_value`), and nothing else;
-* an object, or a list of objects, whose type checks nothing at run time (no `is_type_of`: it implements no
-  interface): executes each object's selection directly, with graphql-core's own error handling (an error
-  nulls the nearest nullable place, item or field, as before) and awaiting what the selection awaits.
+* a scalar or enum: coerces it as graphql-core would (`coerce_output_value`), and nothing else; a str of a
+  String or ID and a bool of a Boolean (their own coercion), and an allowed null, are answered in the loop over
+  the selection itself (`execute_fields`), without a path or a call per field;
+* an object, or a list of objects, whose type checks nothing at run time, or only Strawberry's isinstance check
+  of a type that implements an interface (`Thread`, `Message`: no resolve info needed): executes each object's
+  selection directly, with graphql-core's own error handling (an error nulls the nearest nullable place, item or
+  field, as before) and awaiting what the selection awaits.
 
-Everything else takes graphql-core's path: fields with a resolver, with arguments or directives, of interface
-or union type, objects that implement an interface, `__typename`, and any value that is null where the type
-forbids it, fails to coerce or is not a list where one is due (graphql-core then reports the error exactly as
-before). Schema extensions that wrap every field's resolver (graphql middleware) switch the short path off.
+A field with a resolver is read like a plain one when a list resolver loaded its answer for the whole page
+beforehand (`field_of(..., prefetched=(attribute, sentinel))`: a thread's `lastMessage` and `labels` on a page of
+threads): the attribute's value, unless it is the sentinel, in which case the resolver runs as usual. So is a
+field whose resolver is a method of the object that reads nothing else (only `self`: no info, root or arguments;
+not async; no field extensions or permissions), such as a message's address lists: it is called directly, and if
+it raises, graphql-core's path calls it again and reports the error as before.
+
+Everything else takes graphql-core's path: fields with any other resolver, with arguments or
+directives, of interface or union type, objects of a type with an `is_type_of` of its own, `__typename`, and any
+value that is null where the type forbids it, fails to coerce, is not of the field's type or is not a list where
+one is due (graphql-core then reports the error exactly as before). Schema extensions that wrap every field's
+resolver (graphql middleware) switch the short path off.
 """
 
 from __future__ import annotations
@@ -28,12 +39,15 @@ from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from graphql import (
+    GraphQLBoolean,
+    GraphQLID,
     GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
     GraphQLSchema,
+    GraphQLString,
     is_leaf_type,
 )
 from graphql.pyutils import Path, Undefined, gather_with_cancel
@@ -43,12 +57,14 @@ from strawberry.types.field import StrawberryField
 
 
 class PlainLeaf(NamedTuple):
-    """How to answer a plain leaf field: read `name` with `read`, coerce with `leaf`."""
+    """How to answer a plain leaf field: read `name` with `read`, coerce with `leaf`. A value of exactly the type
+    `same` (a str of a String or ID, a bool of a Boolean) is its own coercion: it is answered as it is."""
 
     read: Callable[[Any, str], Any]
     name: str
     leaf: GraphQLLeafType
     non_null: bool
+    same: type | None
 
 
 class PlainObjects(NamedTuple):
@@ -59,9 +75,19 @@ class PlainObjects(NamedTuple):
     object_type: GraphQLObjectType
     field_type: GraphQLOutputType
     item_type: GraphQLOutputType | None
+    # The type's run-time check when it implements an interface: Strawberry's isinstance check, which reads no
+    # resolve info (a type of its own `is_type_of` is left to graphql-core).
+    check: Callable[[Any, Any], Any] | None
 
 
 Plain = PlainLeaf | PlainObjects
+# The metadata key of a field with a resolver whose answer a list resolver may have loaded beforehand: (the
+# object's attribute holding it, the sentinel it holds otherwise). See gateway.graphql.types.fields.field_of.
+PREFETCHED = "gateway.prefetched"
+# Scalars whose coercion returns a value of this exact Python type unchanged (graphql-core's serialize_*).
+SAME: dict[GraphQLLeafType, type] = {GraphQLString: str, GraphQLID: str, GraphQLBoolean: bool}
+# A selection set's fields for one parent type, each with how to answer it (None: execute_field decides).
+Plan = list[tuple[str, Any, PlainLeaf | None]]
 
 # Per schema, per (type name, field name): how to answer the field, or None when it takes graphql-core's path.
 _PLAIN: WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], Plain | None]] = WeakKeyDictionary()
@@ -83,30 +109,143 @@ def _unwrap(graphql_type: GraphQLOutputType) -> tuple[GraphQLOutputType, bool]:
     return graphql_type, False
 
 
+def _prefetched(sentinel: object) -> Callable[[Any, str], Any]:
+    def read(source: Any, attribute: str) -> Any:
+        value = getattr(source, attribute)
+        if value is sentinel:
+            raise LookupError(attribute)  # not prefetched: graphql-core's path calls the resolver
+        return value
+
+    return read
+
+
+def _of_itself(field: StrawberryField) -> bool:
+    """Whether the field's resolver is a plain method of the object: it reads only `self` (no info, root,
+    parent or arguments), answers at once (not async), and nothing wraps it (field extensions, permissions)."""
+    resolver = field.base_resolver
+    return (
+        resolver is not None
+        and not resolver.is_async
+        and not resolver.arguments
+        and resolver.self_parameter is not None
+        and resolver.info_parameter is None
+        and resolver.root_parameter is None
+        and resolver.parent_parameter is None
+        and not field.extensions
+        and not field.permission_classes
+    )
+
+
+def _computed(method: Any) -> Callable[[Any, str], Any]:
+    def read(source: Any, _name: str) -> Any:
+        return method(source)  # an error: graphql-core's path calls the resolver again, and reports it
+
+    return read
+
+
 def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
     field_def = parent_type.fields.get(name)
-    if field_def is None or field_def.args or not getattr(field_def.resolve, "_is_default", False):
-        return None  # unknown (or __typename), takes arguments, or has a resolver
+    if field_def is None or field_def.args:
+        return None  # unknown (or __typename), or takes arguments
     field = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-    if not isinstance(field, StrawberryField) or not field.is_basic_field or field.default_resolver is None:
+    if not isinstance(field, StrawberryField):
         return None
-    read, name = field.default_resolver, field.python_name
+    if getattr(field_def.resolve, "_is_default", False) and field.is_basic_field and field.default_resolver is not None:
+        read, name = field.default_resolver, field.python_name
+    elif PREFETCHED in field.metadata and not field.extensions and not field.permission_classes:
+        attribute, sentinel = field.metadata[PREFETCHED]
+        read, name = _prefetched(sentinel), attribute
+    elif _of_itself(field):
+        assert field.base_resolver is not None
+        read, name = _computed(field.base_resolver.wrapped_func), field.python_name
+    else:
+        return None  # a resolver of its own
     inner, non_null = _unwrap(field_def.type)
     if is_leaf_type(inner):
-        return PlainLeaf(read, name, inner, non_null)
+        return PlainLeaf(read, name, inner, non_null, SAME.get(inner))
     item_type: GraphQLOutputType | None = None
     if isinstance(inner, GraphQLList):
         item_type = inner.of_type
         inner, _ = _unwrap(inner.of_type)
-    if not isinstance(inner, GraphQLObjectType) or inner.is_type_of is not None:
-        return None  # a list of lists or of leaves, an interface or union, or a type checked at run time
-    return PlainObjects(read, name, inner, field_def.type, item_type)
+    if not isinstance(inner, GraphQLObjectType):
+        return None  # a list of lists or of leaves, an interface or union
+    definition = (inner.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if inner.is_type_of is not None and getattr(definition, "is_type_of", True) is not None:
+        return None  # a type checked at run time by a check of its own, which may read the resolve info
+    return PlainObjects(read, name, inner, field_def.type, item_type, inner.is_type_of)
 
 
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor; plain fields answer without graphql-core's field machinery (see the module)."""
 
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
+    _plans: dict[int, tuple[Any, GraphQLObjectType, Plan]] | None = None
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: Any,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's execute_fields, with the plain leaves of the selection answered in the loop itself: a
+        value that is its own coercion (a str of a String, a bool of a Boolean) or an allowed null is stored as
+        it is, without a path, a call of execute_field or an awaitable check. Any other value, and every other
+        field, goes to execute_field as before (which reads the leaf again, and coerces or reports it)."""
+        results: dict[str, Any] = {}
+        awaitable_fields: list[str] = []
+        is_awaitable = self.is_awaitable
+        try:
+            for response_name, field_details_list, leaf in self._plan(parent_type, grouped_field_set):
+                if leaf is not None:
+                    try:
+                        value = leaf.read(source_value, leaf.name)
+                    except Exception:  # execute_field reports it as graphql-core does
+                        value = Undefined
+                    if type(value) is leaf.same or (value is None and not leaf.non_null):
+                        results[response_name] = value
+                        continue
+                field_path = Path(path, response_name, parent_type.name)
+                result = self.execute_field(parent_type, source_value, field_details_list, field_path, position_context)
+                if result is not Undefined:
+                    results[response_name] = result
+                    if is_awaitable(result):
+                        awaitable_fields.append(response_name)
+        except Exception:
+            if awaitable_fields:  # settle what other fields started: they may fail too
+                self.settle_in_background([results[field] for field in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+        return self._await_fields(results, awaitable_fields)
+
+    async def _await_fields(self, results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
+        if len(awaitable_fields) == 1:
+            field = awaitable_fields[0]
+            results[field] = await results[field]
+        else:
+            awaited = await gather_with_cancel(*(results[field] for field in awaitable_fields))
+            results.update(zip(awaitable_fields, awaited, strict=True))
+        return results
+
+    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Plan:
+        """The selection's fields with the leaves the loop answers. graphql-core collects a selection once per
+        parent type and hands the same field set to every object of a page, so the plan is kept by its identity
+        and the parent type (with the field set, so that its identity is not reused meanwhile)."""
+        plans = self._plans
+        if plans is None:
+            plans = self._plans = {}
+        entry = plans.get(id(grouped_field_set))
+        if entry is not None and entry[0] is grouped_field_set and entry[1] is parent_type:
+            return entry[2]
+        plan: Plan = []
+        for response_name, field_details_list in grouped_field_set.items():
+            plain = self._plain_field(parent_type, field_details_list)
+            leaf = plain if isinstance(plain, PlainLeaf) and plain.same is not None else None
+            plan.append((response_name, field_details_list, leaf))
+        plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
+        return plan
 
     def execute_field(
         self,
@@ -137,7 +276,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                     return None
             elif value is not Undefined:
                 if plain.item_type is None:
-                    if not self.is_awaitable(value):
+                    if not self.is_awaitable(value) and (plain.check is None or plain.check(value, None) is True):
                         return self._complete_object(plain, field_details_list, path, value, position_context)
                 elif self._completes(plain, value):
                     return self._complete_objects(plain, field_details_list, path, value, position_context)
@@ -168,7 +307,15 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             return False
         items_non_null = isinstance(plain.item_type, GraphQLNonNull)
         is_awaitable = self.is_awaitable
-        return all((item is not None or not items_non_null) and not is_awaitable(item) for item in value)
+        check = plain.check
+        return all(
+            (
+                not items_non_null
+                if item is None
+                else not is_awaitable(item) and (check is None or check(item, None) is True)
+            )
+            for item in value
+        )
 
     def _complete_object(self, plain: PlainObjects, fields: Any, path: Path, value: Any, position: Any) -> Any:
         try:

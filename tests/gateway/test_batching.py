@@ -6,10 +6,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.graphql.loaders import Loaders, Reader
 from gateway.ids import to_global
 from gateway.testing import Client, ServerThread, World
+from schema.models import Thread
 
 PAGE_OF_THREADS = """query($a: ID!, $n: Int!) { threads(accountId: $a, first: $n) { edges { cursor node {
     id subject snippet unread starred lastMessageAt participants { name address }
@@ -74,3 +77,23 @@ async def test_nested_connections_batch_across_parents(alice: Client, world: Wor
     large, data = await count(alice, statements, query, {"a": account, "n": 50})
     assert small == large <= 4, statements.seen
     assert sum(t["messages"]["totalCount"] for t in data["threads"]["nodes"]) >= 50
+
+
+async def test_newest_messages_are_read_only_from_the_viewers_accounts(gw_engine: AsyncEngine, world: World) -> None:
+    """The last-messages loader runs one statement built once for every request: the threads and the viewer's
+    accounts are its parameters, so each request's accounts scope it (another account's thread loads as None)."""
+    async with gw_engine.connect() as conn:
+        rows = (await conn.execute(select(Thread.id, Thread.account_id).where(Thread.message_count > 0))).all()
+    mine = [r.id for r in rows if r.account_id == world.alice.id]
+    theirs = [r.id for r in rows if r.account_id == world.bob.id]
+    assert mine
+    assert theirs
+    for accounts, expected in (({world.alice.id}, mine), ({world.bob.id}, theirs), (set(), [])):
+        db = Reader(gw_engine)
+        try:
+            found = await Loaders(db, frozenset(accounts)).last_messages.load_many(mine + theirs)
+        finally:
+            await db.close()
+        got = [thread for thread, row in zip(mine + theirs, found, strict=True) if row is not None]
+        assert got == expected
+        assert all(row.thread_id == thread for thread, row in zip(mine + theirs, found, strict=True) if row)

@@ -4,7 +4,10 @@ graphql-core's path, and taken by the plain columns of a real page."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from dataclasses import replace
 from enum import Enum
+from functools import cache
 from typing import Any
 
 import pytest
@@ -13,8 +16,10 @@ from graphql import GraphQLObjectType, GraphQLResolveInfo
 from graphql.pyutils import Path
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.unset import UNSET
 
 from gateway.graphql.executor import PlainFieldExecutor
+from gateway.graphql.types.fields import field_of
 from gateway.ids import to_global
 from gateway.testing import Client, World
 from tests.gateway.test_batching import PAGE_OF_THREADS
@@ -48,6 +53,29 @@ class Owner:
         raise ValueError(f"no later boom for {self.name}")
 
 
+@strawberry.interface
+class Thing:
+    label: str
+
+
+@strawberry.type
+class Pet(Thing):
+    """Implements an interface: Strawberry checks its objects at run time (an isinstance check)."""
+
+    owner: Owner
+
+
+@strawberry.type
+class Tag:
+    """Checks its objects with a check of its own (`is_type_of`), which the short path leaves to graphql-core."""
+
+    word: str
+
+    @classmethod
+    def is_type_of(cls, obj: Any, info: GraphQLResolveInfo[Any]) -> bool:
+        return isinstance(obj, Tag) and obj.word != "forged" and info.field_name == "tagsOf"  # reads the info
+
+
 @strawberry.type
 class Item:
     name: str
@@ -59,10 +87,42 @@ class Item:
     owner: Owner
     friends: list[Owner]
     maybe: list[Owner | None] | None
+    pet: Pet | None = None
+    pets: list[Pet] = strawberry.field(default_factory=list)
+    tags_of: list[Tag] = strawberry.field(default_factory=list)
+
+    # What a list resolver may have loaded for the whole page (field_of's prefetched), UNSET when it did not.
+    best: strawberry.Private[Any] = UNSET
+    pals: strawberry.Private[Any] = UNSET
 
     @strawberry.field
     def shout(self, times: int = 1) -> str:
         return self.name.upper() * times
+
+    @strawberry.field
+    def loud(self) -> str:  # reads only the object: the executor calls it directly
+        return self.name.upper()
+
+    @strawberry.field
+    def everyone(self) -> list[Owner]:
+        return [self.owner, *self.friends]
+
+    @strawberry.field
+    def careful(self, info: strawberry.Info) -> str:  # reads the info: graphql-core's path
+        return f"{info.field_name}:{self.name}"
+
+    @field_of(Owner | None, prefetched=("best", UNSET))
+    def best_friend(self) -> Owner | Awaitable[Owner | None] | None:
+        return self.best if self.best is not UNSET else self._later(self.friends[0] if self.friends else None)
+
+    @field_of(list[Owner], prefetched=("pals", UNSET))
+    def pals_of(self) -> list[Owner] | Awaitable[list[Owner]]:
+        return self.pals if self.pals is not UNSET else self._later(list(reversed(self.friends)))
+
+    @staticmethod
+    async def _later(value: Any) -> Any:
+        await asyncio.sleep(0)
+        return value
 
 
 ANN, BOB = Owner(name="ann"), Owner(name="bob")
@@ -76,6 +136,9 @@ GOOD = Item(
     owner=ANN,
     friends=[ANN, BOB],
     maybe=[None, BOB],
+    pet=Pet(label="rex", owner=ANN),
+    pets=[Pet(label="rex", owner=ANN), Pet(label="tom", owner=BOB)],
+    tags_of=[Tag(word="x")],
 )
 # What a bug of ours could hand the API: a null where the type forbids it, values that do not coerce.
 BROKEN = Item(
@@ -88,6 +151,9 @@ BROKEN = Item(
     owner=None,  # type: ignore[arg-type]
     friends=[ANN, None],  # type: ignore[list-item]
     maybe="nope",  # type: ignore[arg-type]
+    pet=ANN,  # type: ignore[arg-type]  # not a Pet: its check fails
+    pets=[Pet(label="rex", owner=ANN), BOB],  # type: ignore[list-item]
+    tags_of=[Tag(word="forged")],
 )
 WIDE = Item(
     name="w", note="n", count=2**40, colour=Colour.RED, tags=[], when=float("nan"), owner=BOB, friends=[], maybe=None
@@ -108,6 +174,16 @@ class Query:
     def first(self) -> Item:
         return GOOD
 
+    @strawberry.field
+    def prefetched(self) -> list[Item]:
+        """Items whose list resolver loaded best and pals (and one with a value of the wrong type)."""
+        return [
+            replace(GOOD, best=BOB, pals=[BOB, ANN]),
+            replace(WIDE, best=None, pals=[]),
+            replace(GOOD, best=Pet(label="rex", owner=ANN), pals=[ANN, None]),
+            GOOD,  # not prefetched: the resolvers answer
+        ]
+
 
 class Upper(SchemaExtension):
     """Wraps every resolver, as graphql middleware: plain fields must run through it too."""
@@ -117,9 +193,11 @@ class Upper(SchemaExtension):
         return value.upper() if isinstance(value, str) else value
 
 
-def schemas(extensions: list[Any]) -> tuple[strawberry.Schema, strawberry.Schema]:
-    stock = strawberry.Schema(query=Query, extensions=extensions)
-    ours = strawberry.Schema(query=Query, extensions=extensions, execution_context_class=PlainFieldExecutor)
+@cache
+def schemas(*extensions: Any) -> tuple[strawberry.Schema, strawberry.Schema]:
+    """Built once per set of extensions: a schema is thousands of objects, and each query below runs on both."""
+    stock = strawberry.Schema(query=Query, extensions=list(extensions))
+    ours = strawberry.Schema(query=Query, extensions=list(extensions), execution_context_class=PlainFieldExecutor)
     return stock, ours
 
 
@@ -145,11 +223,23 @@ def schemas(extensions: list[Any]) -> tuple[strawberry.Schema, strawberry.Schema
         "{ broken { owner { name } } }",
         "{ broken { friends { name later } } }",
         "{ broken { maybe { name } } }",
+        "{ items { pet { label owner { name } } pets { label owner { name later } } tagsOf { word } } }",
+        "{ broken { pet { label } } }",  # an object that is not of the field's type
+        "{ broken { pets { label } } }",
+        "{ broken { tagsOf { word } } first { tagsOf { word } } }",
+        "{ items { pet { ... on Thing { label } ... on Pet { owner { name } } } } }",
+        "{ items { s: name, s2: name, c: colour, n: note, t: __typename, h: shout } }",
+        "{ items { bestFriend { name later } palsOf { name } } }",
+        "{ items { loud everyone { name boom } careful } }",
+        "{ broken { loud } }",  # raises (a null name): reported as graphql-core reports it
+        "{ broken { everyone { name } } }",  # a null owner in a list of non-null owners
+        "{ prefetched { name bestFriend { name later } palsOf { name boom } } }",
+        "{ prefetched { palsOf { name } } }",
     ],
 )
 @pytest.mark.parametrize("extensions", [[], [Upper]], ids=["plain", "with-middleware"])
 async def test_plain_fields_answer_as_graphql_core_does(query: str, extensions: list[Any]) -> None:
-    stock, ours = schemas(extensions)
+    stock, ours = schemas(*extensions)
     expected = await stock.execute(query)
     got = await ours.execute(query)
     assert got.data == expected.data
@@ -185,6 +275,27 @@ async def test_a_page_of_threads_reads_its_plain_fields_without_the_field_machin
     plain = {"Thread.id", "Thread.subject", "Thread.unread", "Message.date", "Address.name", "Label.name"}
     plain |= {"ThreadConnection.edges", "ThreadConnection.pageInfo", "Thread.participants", "Message.from"}
     assert not plain & set(resolve_infos)
-    # What still takes it: the resolvers (threads, labels, lastMessage, ...) and the lists and objects.
+    # An edge's node is a Thread, which implements Node: Strawberry's isinstance check, no resolve info.
+    assert "ThreadEdge.node" not in resolve_infos
+    # The page prefetched its threads' last messages and labels: read as they were loaded, no resolver called.
+    assert "Thread.lastMessage" not in resolve_infos
+    assert "Thread.labels" not in resolve_infos
+    # What still takes it: the resolvers of the page's own (threads) and those not prefetched (folders).
+    assert "Query.threads" in resolve_infos
+    assert "Thread.folders" in resolve_infos
+
+
+async def test_a_thread_read_alone_loads_what_a_page_prefetches(
+    alice: Client, world: World, resolve_infos: list[str]
+) -> None:
+    """node(id:) prefetches nothing: the same fields call their resolvers, which load them."""
+    account = to_global("Account", world.alice.id)
+    page = await alice.data(PAGE_OF_THREADS, {"a": account, "n": 1})
+    thread = page["threads"]["edges"][0]["node"]
+    resolve_infos.clear()
+    query = "query($id: ID!) { node(id: $id) { ... on Thread { lastMessage { id subject } labels { id name } } } }"
+    alone = await alice.data(query, {"id": thread["id"]})
+    assert alone["node"]["lastMessage"] == {k: thread["lastMessage"][k] for k in ("id", "subject")}
+    assert alone["node"]["labels"] == thread["labels"]
     assert "Thread.lastMessage" in resolve_infos
-    assert "ThreadEdge.node" in resolve_infos
+    assert "Thread.labels" in resolve_infos

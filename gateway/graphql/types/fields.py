@@ -10,6 +10,7 @@ import strawberry
 from sqlalchemy.engine import Row
 
 from gateway.errors import INTERNAL_MESSAGE
+from gateway.graphql.executor import PREFETCHED
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,10 +20,19 @@ def described(description: str) -> Callable[[F], F]:
     return cast("Callable[[F], F]", strawberry.field(description=description))
 
 
-def field_of(graphql_type: Any, description: str | None = None) -> Callable[[F], F]:
+def field_of(
+    graphql_type: Any, description: str | None = None, prefetched: tuple[str, object] | None = None
+) -> Callable[[F], F]:
     """A field whose resolver may answer at once or later (an awaitable): a plain value spares an asyncio task
-    per object, which on a page of 50 threads without labels is most of what the field costs."""
-    return cast("Callable[[F], F]", strawberry.field(graphql_type=graphql_type, description=description))
+    per object, which on a page of 50 threads without labels is most of what the field costs.
+
+    `prefetched` is (attribute, sentinel): the object's attribute holds the field's answer when a list resolver
+    loaded it for the whole page, the sentinel otherwise; the resolver must answer with that value when it is
+    there. The executor (gateway.graphql.executor) then reads it as a plain field, without calling the resolver.
+    """
+    metadata = {PREFETCHED: prefetched} if prefetched is not None else None
+    field = strawberry.field(graphql_type=graphql_type, description=description, metadata=metadata)
+    return cast("Callable[[F], F]", field)
 
 
 def utc(value: datetime | None) -> datetime | None:
