@@ -617,3 +617,37 @@ async def test_the_idle_watched_inbox_looks_again_when_a_failed_move_puts_a_plac
         for c in (client, idler):
             await c.close()
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_the_most_ids_a_mutation_names_are_one_uid_store(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """A mutation may name 1,000 messages: their 1,000 flag actions are one run, read from the queue together and
+    sent as one UID STORE (Dovecot's UIDs are consecutive: one range), recorded in one unit. Read 500 at a time
+    before, they cost two STOREs and two units."""
+    user, password = mail_user
+    dovecot.append(
+        user, password, "INBOX", [f"Message-ID: <run{n}@inboxql.test>\r\n\r\n{n}\r\n".encode() for n in range(1000)]
+    )
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
+        await sync_once(store, credential_box, account_id)
+        async with store.sessions() as s:
+            ids = list(await s.scalars(select(Message.id).where(Message.account_id == account_id)))
+        assert len(ids) == 1000
+        async with store.unit(account_id) as uow:
+            queued = await actions.set_flags(uow, ids, add=["\\Flagged"], remove=[])
+        assert len(queued) == 1000
+        proxy.clear()
+        await _drain(store, credential_box, account_id)
+        stores = [e.command for e in proxy.commands("UID STORE")]
+        assert len(stores) == 1, stores
+        assert {state for state, _ in await _states(store, queued)} == {ActionState.DONE.value}
+        client = await connect(dovecot, user, password)
+        try:
+            assert all("\\Flagged" in flags for flags in (await _server_flags(client, "INBOX")).values())
+        finally:
+            await client.logout()
+        await assert_identical(store, credential_box, account_id)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
