@@ -51,10 +51,12 @@ log = logging.getLogger(__name__)
 # Server codes that say "not now" rather than "no" (RFC 5530).
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "OVERQUOTA"})
 SAFETY_WAKE = 30.0
-# Actions read from the queue at a time. A run of flag actions is performed together (a few UID STOREs, one unit of
-# work to record them), so a read holds several mutations of the most ids one may name (1,000): read 500 at a time,
-# one such mutation cost two STOREs per flag set and two units.
-QUEUE_READ = 5000
+# Actions read from the queue at a time. Every other kind is performed one at a time, each after a read of the queue:
+# the read stays small. A run of flag actions is performed together (a few UID STOREs, one unit of work to record
+# them): one that fills a read is read again whole, up to several mutations of the most ids one may name (1,000),
+# which cost two STOREs per flag set and two units when cut at 500.
+QUEUE_READ = 500
+FLAG_RUN_READ = 5000
 
 
 class Transient(Exception):
@@ -159,6 +161,8 @@ class ActionExecutor:
                 due = await actions.due(s, self.account_id, QUEUE_READ)
                 if not due:
                     return await actions.next_wakeup(s, self.account_id)
+                if len(due) == QUEUE_READ and all(a.kind == ActionKind.FLAGS for a in due):
+                    due = await actions.due(s, self.account_id, FLAG_RUN_READ)
             first = due[0]
             batch = [first]
             if first.kind == ActionKind.FLAGS:
