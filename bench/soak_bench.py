@@ -2,7 +2,7 @@
 follows a busy mailbox. Is anything lost, slowed down or leaking?
 
     .venv/bin/python -m bench.soak_bench [--minutes 10] [--ws-clients 200] [--http-clients 20] [--tokens 10]
-                                         [--rate 2] [--messages 500]
+                                         [--rate 2] [--messages 500] [--logs DIR]
 
 Set-up (bench.common.synced_mailbox): a private Dovecot with a seeded mailbox, a throwaway database,
 `inboxql sync --once`; then `inboxql sync --account ID` follows the mailbox (IDLE on INBOX) and
@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -295,13 +296,25 @@ async def idle_baseline(client: httpx.AsyncClient, account: str, errors: Errors)
 
 
 async def run_async(
-    synced: common.Synced, minutes: float, ws_clients: int, http_clients: int, tokens: int, rate: float, think: float
+    synced: common.Synced,
+    minutes: float,
+    ws_clients: int,
+    http_clients: int,
+    tokens: int,
+    rate: float,
+    think: float,
+    logs: str | None = None,
 ) -> int:
     env = common.cli_env(synced.url)
     account = to_global("Account", synced.account_id)
     engine = create_async_engine(synced.url, pool_size=2, isolation_level="READ COMMITTED")
-    follower_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    gateway_log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    if logs is None:
+        follower_log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+        gateway_log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    else:  # kept, for the watchdog's stalls and the heap keeper's sweeps
+        os.makedirs(logs, exist_ok=True)
+        follower_log = open(os.path.join(logs, "sync.log"), "w+b")  # noqa: SIM115 - closed in the finally below
+        gateway_log = open(os.path.join(logs, "gateway.log"), "w+b")  # noqa: SIM115 - closed in the finally below
     follower = subprocess.Popen(
         [*common.inboxql_command(), "sync", "--account", str(synced.account_id)],
         env=env,
@@ -464,10 +477,17 @@ async def run_async(
 
 
 def run(
-    minutes: float, ws_clients: int, http_clients: int, tokens: int, rate: float, think: float, messages: int
+    minutes: float,
+    ws_clients: int,
+    http_clients: int,
+    tokens: int,
+    rate: float,
+    think: float,
+    messages: int,
+    logs: str | None = None,
 ) -> int:
     with common.synced_mailbox(messages, "inboxql_soak") as synced:
-        work = run_async(synced, minutes, ws_clients, http_clients, tokens, rate, think)
+        work = run_async(synced, minutes, ws_clients, http_clients, tokens, rate, think, logs)
         return asyncio.run(asyncio.wait_for(work, minutes * 60 + 900))
 
 
@@ -480,9 +500,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="messages appended per second")
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between an HTTP client's requests")
     parser.add_argument("--messages", type=int, default=500, help="size of the mailbox synced first")
+    parser.add_argument("--logs", help="a directory to keep the gateway's and the sync's logs in (else dropped)")
     args = parser.parse_args(argv)
     try:
-        return run(args.minutes, args.ws_clients, args.http_clients, args.tokens, args.rate, args.think, args.messages)
+        return run(
+            args.minutes,
+            args.ws_clients,
+            args.http_clients,
+            args.tokens,
+            args.rate,
+            args.think,
+            args.messages,
+            args.logs,
+        )
     except (BenchError, TimeoutError) as exc:
         print(f"soak_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
