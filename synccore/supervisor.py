@@ -19,6 +19,13 @@ An account being removed (schema.accounts.remove marks it REMOVING, then deletes
 its task is cancelled and its lease released, and it is never taken again. Adding, removing or re-authorizing an
 account rings the accounts bell (synccore.bells): the next round starts at once, not when its timer says.
 
+Accounts start on a ramp: at most START_SLOTS of them connect and run their first pass at once (synccore.account),
+in the order they asked; the others wait their turn without a connection. A process that takes a thousand accounts
+thus opens a few connections at a time, not a thousand, and its database pool serves the few (without the ramp, a
+process given 1,000 accounts had every one of them time out waiting for the pool of 20 connections, then retry in a
+herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, so one account's initial
+sync of a large mailbox holds one slot and delays no other account's new mail.
+
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
 """
@@ -57,6 +64,8 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
 RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
+# Accounts connecting and running their first pass at once (the ramp); below the database pool's size (10 + 10).
+START_SLOTS = 8
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
@@ -69,7 +78,9 @@ def step_of(share: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, tuning: Tuning | None = None, group: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, tuning: Tuning | None = None, group: str | None = None, start_slots: int = START_SLOTS
+    ) -> None:
         self.settings = settings
         self.tuning = tuning or Tuning()
         self.group = group
@@ -91,6 +102,7 @@ class Supervisor:
         self.tokens = TokenKeeper(self.store, self.box)
         self.parser = ParsePool(default_workers())
         self.bells = Bells(self.redis, self.store.doorbells)
+        self.ramp = asyncio.Semaphore(start_slots)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._expire_due = 0.0  # the loop time of run_forever's next change-log expiry
@@ -305,7 +317,7 @@ class Supervisor:
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
             bell = self.bells.event(account.id)
-            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens)
+            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens, self.ramp)
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
             log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
         if loop.time() >= self._expire_due:
