@@ -1,7 +1,7 @@
 """The action executor: performs on the server what mutations queued (schema.actions), in order.
 
 ```
-run(bell)                      woken by the account's action bell (Redis), or a safety timer
+run(bell)                      woken by the account's action bell (Redis, and the sync process's sweep), or a timer
   drain()                      every due action, oldest first
     flags runs    ->  UID STORE +FLAGS/-FLAGS .SILENT over UID ranges, per folder and flag set (coalesced)
     move          ->  UID MOVE (RFC 6851); COPYUID (RFC 4315) names the new UID, so the message keeps its id
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Server codes that say "not now" rather than "no" (RFC 5530).
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "OVERQUOTA"})
+# How often an executor without a bell looks at its queue; the sync process's sweep rings the bells this often.
 SAFETY_WAKE = 30.0
 
 
@@ -115,12 +116,14 @@ class ActionExecutor:
                     bell.clear()
                 wait = await self.drain()
                 raise_if_cancelled()  # a cancel the drain turned into an error to retry later, or swallowed
-                timeout = SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE)
                 if bell is None:
-                    await asyncio.sleep(timeout)
+                    await asyncio.sleep(SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE))
                     continue
+                # The bell's own safety net is the sync process's sweep (synccore.supervisor), which rings it when
+                # the account has something queued: an idle executor makes no query of its own. Only a backoff
+                # under way (`wait`) wakes it by the clock.
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(wait):
                         await bell.wait()
                 except TimeoutError:
                     pass
