@@ -26,6 +26,7 @@ of a missing one count as done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -109,24 +110,26 @@ class ActionExecutor:
         self.performed = 0  # actions ended (done or failed), for tests and metrics
 
     async def run(self, bell: asyncio.Event | None) -> None:
-        """Perform actions as they come until cancelled."""
+        """Perform actions as they come until cancelled.
+
+        With a bell, the executor looks at its queue only when rung: by a mutation (Redis), and by the sync process's
+        sweep (synccore.supervisor), which rings the bell of an account with work queued when its task starts and
+        every SAFETY_WAKE after, so a ring lost while Redis was away delays the work but never loses it. An idle
+        executor makes no query of its own (a thousand of them, each looking at start and on a timer, took the
+        database pool from the accounts' syncs: bench.thousand_bench). Only a backoff under way wakes it by the
+        clock. Without a bell, it looks at start and every SAFETY_WAKE."""
         try:
+            wait: float | None = None
             while True:
                 if bell is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await bell.wait()
                     bell.clear()
                 wait = await self.drain()
                 raise_if_cancelled()  # a cancel the drain turned into an error to retry later, or swallowed
                 if bell is None:
                     await asyncio.sleep(SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE))
-                    continue
-                # The bell's own safety net is the sync process's sweep (synccore.supervisor), which rings it when
-                # the account has something queued: an idle executor makes no query of its own. Only a backoff
-                # under way (`wait`) wakes it by the clock.
-                try:
-                    async with asyncio.timeout(wait):
-                        await bell.wait()
-                except TimeoutError:
-                    pass
         finally:
             await self.close()
 

@@ -181,9 +181,10 @@ class Supervisor:
 
     async def sweep(self) -> None:
         """The write-back executors' safety net, one for the process: ring the bell of every account held whose
-        action queue or outbox holds something, so a ring lost (Redis away) delays its work by SAFETY_WAKE at most.
-        (Each executor looking on its own timer cost 1,000 idle accounts four queries each every 30 s, all at once:
-        the event loop spent the first 30 s of their start on them; bench.thousand_bench.)"""
+        action queue or outbox holds something, so a ring lost (Redis away) delays its work by SAFETY_WAKE at most;
+        also in a round that started account tasks, whose executors look at their queue only when rung. (Each
+        executor looking at start and on its own timer cost 1,000 accounts four queries each, all at once: at start
+        they took the database pool from the syncs until these timed out; bench.thousand_bench.)"""
         async with self.leases.sessions() as s:
             waiting = await actions.accounts_pending(s) | await outbox.accounts_queued(s)
         for account_id in waiting & self.store.held.keys():
@@ -320,6 +321,7 @@ class Supervisor:
         await self._let_go(present)
         await self.measure(present)
         await self._balance(present, beat.live, everything=bool(only))
+        started = False
         for account in present:
             if account.id not in self.store.held or account.sync_state in STOPPED:
                 continue
@@ -331,8 +333,9 @@ class Supervisor:
             bell = self.bells.event(account.id)
             sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens, self.ramp)
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+            started = True
             log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
-        if loop.time() >= self._sweep_due:
+        if started or loop.time() >= self._sweep_due:  # an executor started looks at its queue when rung
             await self.sweep()
             self._sweep_due = loop.time() + SAFETY_WAKE
         if loop.time() >= self._expire_due:
