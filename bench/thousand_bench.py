@@ -363,7 +363,7 @@ async def run(args: argparse.Namespace, server: DovecotServer, url: str) -> int:
             endpoint = accounts.ImapEndpoint(server.host, server.port, "none", u.name)
             users[await accounts.create(store, box, f"{u.name}@example.test", endpoint, u.password)] = u
 
-        with sync_process(env) as (proc, log):
+        with sync_process(env, *(["--notify"] if args.notify else [])) as (proc, log):
             started = time.monotonic()
             peak_connections = 0
             ready = mirrored = 0
@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         default=4000,
         help="Dovecot's default_process_limit (one process per IMAP connection); 0 keeps Dovecot's 100",
     )
+    parser.add_argument("--notify", action="store_true", help="run `inboxql sync --notify` (RFC 5465 NOTIFY)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--verbose", action="store_true", help="print progress of the first sync")
     args = parser.parse_args(argv)

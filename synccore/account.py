@@ -1,9 +1,10 @@
 """One account's sync: folder discovery, full passes, following the folders' changes, reconnects.
 
-Connection budget: where the server offers RFC 5465 NOTIFY (Dovecot does), one connection does everything: it
-passes over the folders, then idles with NOTIFY set on every folder, and each change the server tells of (a STATUS
-of any folder, a LIST of one created or renamed) starts a pass, which skips what its STATUS shows unchanged.
-Elsewhere two: one for passes over the folders, polled, and one that IDLEs on the inbox (RFC 2177: re-issued before
+Connection budget: with `Tuning.notify` (`inboxql sync --notify`) and a server that offers RFC 5465 NOTIFY (Dovecot
+does), one connection does everything: it passes over the folders, then idles with NOTIFY set on every folder, and
+each change the server tells of (a STATUS of any folder, a LIST of one created or renamed) starts a pass, which skips
+what its STATUS shows unchanged.
+Otherwise two: one for passes over the folders, polled, and one that IDLEs on the inbox (RFC 2177: re-issued before
 the server's 29-minute limit). Plus one for write-back (synccore.actions), opened when the first action comes and
 kept while the account is followed. Connecting and the first pass take a slot of the process's start-up ramp
 (synccore.supervisor), so a process taking a thousand accounts does not open a thousand connections at once.
@@ -90,8 +91,10 @@ class Tuning:
     # Connections per account where the server has no NOTIFY (or `notify` is off): one for passes over the folders,
     # one to IDLE on the inbox. With a budget of one, the inbox is polled like every other folder.
     connections: int = 2
-    # Follow every folder on one connection with RFC 5465 NOTIFY where the server offers it.
-    notify: bool = True
+    # Follow every folder on one connection with RFC 5465 NOTIFY where the server offers it (`inboxql sync --notify`).
+    # Off by default: a change then costs a pass over the folders' STATUS before the changed one is synced, which
+    # kept new mail in the inbox slower than IDLE on it (tests/sync/test_push.py) on a loaded machine.
+    notify: bool = False
     # An IMAP command fails once its connection has moved no byte for this long (not after a total time).
     imap_inactivity: float = IMAP_TIMEOUT
     # Download batches of about this many bytes (RFC822.SIZE); messages larger than max_message_bytes are skipped

@@ -24,7 +24,8 @@ in the order they asked; the others wait their turn without a connection. A proc
 thus opens a few connections at a time, not a thousand, and its database pool serves the few (without the ramp, a
 process given 1,000 accounts had every one of them time out waiting for the pool of 20 connections, then retry in a
 herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, so one account's initial
-sync of a large mailbox holds one slot and delays no other account's new mail.
+sync of a large mailbox holds one slot, not the others' new mail. (Those follow-up passes are not bounded yet: 300
+accounts told of mail at once exhausted the pool again.)
 
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.

@@ -22,7 +22,7 @@ from tests.imapproxy import ImapProxy
 from tests.sync.support import add_account, assert_identical, connect
 
 # Longer than any test: a change reaches the mirror only by a push, never by a poll round.
-NO_POLLING = Tuning(poll_interval=3600)
+NO_POLLING = Tuning(poll_interval=3600, notify=True)
 
 
 @contextlib.asynccontextmanager
@@ -119,7 +119,7 @@ async def test_without_notify_the_inbox_is_idled_on_and_the_other_folders_polled
     async with ImapProxy(dovecot.host, dovecot.port) as proxy:
         proxy.hidden = {b"NOTIFY"}
         account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
-        async with following(store, credential_box, account_id, Tuning(poll_interval=0.5)):
+        async with following(store, credential_box, account_id, Tuning(poll_interval=0.5, notify=True)):
             await wait_for_messages(store, account_id, 5)
             other = await connect(dovecot, user, password)
             try:
