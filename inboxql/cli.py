@@ -157,6 +157,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--poll-interval", type=float, default=30.0, help="seconds between passes over folders")
     sync.add_argument(
+        "--notify",
+        action="store_true",
+        help="follow every folder of an account on one connection with RFC 5465 NOTIFY where the server offers it "
+        "(instead of IDLE on the inbox and polling the others)",
+    )
+    sync.add_argument(
         "--metrics-port",
         type=int,
         help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (default: INBOXQL_METRICS_PORT, else off)",
@@ -310,6 +316,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 poll=args.poll_interval,
                 metrics_port=args.metrics_port,
                 group=args.group,
+                notify=args.notify,
             )
         )
     if args.command == "fleet":

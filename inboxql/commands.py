@@ -114,6 +114,7 @@ async def sync(
     profiler: ProfilerConfig | None = None,
     metrics_port: int | None = None,
     group: str | None = None,
+    notify: bool = False,
 ) -> int:
     """Follow the accounts, or (once) sync them until caught up with their progress on stdout (inboxql.progress).
 
@@ -130,7 +131,7 @@ async def sync(
         port = metrics_port if metrics_port is not None else port_from_env()
         with sampling(profiler or ProfilerConfig.from_env()) as sampler:
             async with watching(), operator_endpoint(port, profile_routes(sampler)):
-                supervisor = Supervisor(settings, Tuning(poll_interval=poll), group)
+                supervisor = Supervisor(settings, Tuning(poll_interval=poll, notify=notify), group)
                 try:
                     if once:
                         from inboxql import progress

@@ -115,6 +115,7 @@ class DovecotServer:
         auth_switch: bool = False,
         max_user_connections: int = 200,
         oauth2_introspection: str | None = None,
+        process_limit: int | None = None,
     ):
         """`capabilities` replaces what Dovecot advertises after login (its `imap_capability`), so tests can
         play a server without CONDSTORE or QRESYNC. `auth_switch` puts a password database in front that
@@ -122,12 +123,15 @@ class DovecotServer:
         beyond `max_user_connections` of a user (from one address) is answered `NO [LIMIT]`. `oauth2_introspection`
         (an RFC 7662 endpoint's URL, the resource server's credentials in it) adds an oauth2 passdb: the server
         then offers AUTH=XOAUTH2 and AUTH=OAUTHBEARER (IMAP, and SMTP through its SASL service) and accepts an
-        access token the endpoint says is active for that user; passwords keep working."""
+        access token the endpoint says is active for that user; passwords keep working. `process_limit` raises
+        Dovecot's `default_process_limit` (100: at most 100 IMAP connections at once, one process each) and its
+        `default_client_limit` to match, for runs of many accounts (bench.thousand_bench)."""
         self.root = Path(root_dir).resolve()
         self.capabilities = capabilities
         self.auth_switch = auth_switch
         self.max_user_connections = max_user_connections
         self.oauth2_introspection = oauth2_introspection
+        self.process_limit = process_limit
         chosen = free_ports(4, avoid=(port, tls_port))
         self.port = port or chosen[0]
         self.tls_port = tls_port or chosen[1]
@@ -350,7 +354,7 @@ first_valid_uid = 1
 default_internal_user = {who.internal_user}
 default_login_user = {who.login_user}
 mail_max_userip_connections = {server.max_user_connections}
-{f"imap_capability = {server.capabilities}" if server.capabilities else ""}
+{_limits(server)}{f"imap_capability = {server.capabilities}" if server.capabilities else ""}
 service imap-login {{
   inet_listener imap {{
     address = {server.host}
@@ -383,6 +387,16 @@ namespace inbox {{
   separator = /
 {mailboxes}
 }}
+"""
+
+
+def _limits(server: DovecotServer) -> str:
+    if server.process_limit is None:
+        return ""
+    # Each IMAP connection is a process of `service imap` (client_limit 1). The auth service holds a client for each
+    # process of the login and mail services (Dovecot warns when its limit is below their sum), hence 3x and more.
+    return f"""default_process_limit = {server.process_limit}
+default_client_limit = {3 * server.process_limit + 1000}
 """
 
 

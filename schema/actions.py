@@ -441,6 +441,12 @@ async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
     return max(0.0, (not_before - utcnow()).total_seconds())
 
 
+async def accounts_pending(session: AsyncSession) -> set[int]:
+    """The accounts with an action pending: a sync process's sweep rings their executors (synccore.supervisor)."""
+    found = await session.scalars(select(Action.account_id).where(Action.state == ActionState.PENDING.value).distinct())
+    return set(found)
+
+
 async def pending_count(session: AsyncSession) -> int:
     """Pending actions of every account: the write-back queue's depth (ops.metrics)."""
     found = await session.scalar(

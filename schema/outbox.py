@@ -176,6 +176,12 @@ async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
     return max(0.0, min((max(at, nb or at) - now).total_seconds() for at, nb in rows))
 
 
+async def accounts_queued(session: AsyncSession) -> set[int]:
+    """The accounts with mail queued to send: a sync process's sweep rings their executors (synccore.supervisor)."""
+    found = await session.scalars(select(Outbox.account_id).where(Outbox.state == OutboxState.QUEUED.value).distinct())
+    return set(found)
+
+
 async def waiting_count(session: AsyncSession) -> int:
     """Entries of every account queued or being sent: the outbox's depth (ops.metrics)."""
     waiting = [OutboxState.QUEUED.value, OutboxState.SENDING.value]

@@ -1,18 +1,25 @@
-"""One account's sync: folder discovery, full passes, IDLE on the inbox, polling elsewhere, reconnects.
+"""One account's sync: folder discovery, full passes, following the folders' changes, reconnects.
 
-Connection budget: one connection for passes over the folders, one that IDLEs on the inbox (RFC 2177:
-re-issued before the server's 29-minute limit), and one for write-back (synccore.actions), opened when the
-first action comes and kept while the account is followed. A lost connection reconnects with jittered exponential
-backoff. A login refused for its credentials ([AUTHENTICATIONFAILED], or plain NOs several times in a row) marks
-the account `auth_failed` and stops it until its credentials change; any other refusal ([UNAVAILABLE], [LIMIT],
-BAD) is retried with the same backoff. An OAuth2 account logs in with an access token (synccore.tokens: refreshed
-ahead of expiry, and once more when the server refuses it); a grant the provider refuses, or a fresh token the
-server still refuses, marks it `needs_consent` and stops it until the user consents again.
+Connection budget: with `Tuning.notify` (`inboxql sync --notify`) and a server that offers RFC 5465 NOTIFY (Dovecot
+does), one connection does everything: it passes over the folders, then idles with NOTIFY set on every folder, and
+each change the server tells of (a STATUS of any folder, a LIST of one created or renamed) starts a pass, which skips
+what its STATUS shows unchanged.
+Otherwise two: one for passes over the folders, polled, and one that IDLEs on the inbox (RFC 2177: re-issued before
+the server's 29-minute limit). Plus one for write-back (synccore.actions), opened when the first action comes and
+kept while the account is followed. Connecting and the first pass take a slot of the process's start-up ramp
+(synccore.supervisor), so a process taking a thousand accounts does not open a thousand connections at once.
+A lost connection reconnects with jittered exponential backoff. A login refused for its credentials
+([AUTHENTICATIONFAILED], or plain NOs several times in a row) marks the account `auth_failed` and stops it until its
+credentials change; any other refusal ([UNAVAILABLE], [LIMIT], BAD) is retried with the same backoff. An OAuth2
+account logs in with an access token (synccore.tokens: refreshed ahead of expiry, and once more when the server
+refuses it); a grant the provider refuses, or a fresh token the server still refuses, marks it `needs_consent` and
+stops it until the user consents again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -65,6 +72,14 @@ _CHANGES = (Exists, Expunge, FetchItem, Vanished)
 _LAST = {"trash": 2, "junk": 2, "all": 3}
 # Plain NOs to LOGIN in a row that count as refused credentials (servers that name no reason).
 PLAIN_REFUSALS = 3
+# RFC 5465 §6: changes of every folder of the account. The selected one's are `selected-delayed`: an EXPUNGE waits for
+# a command that allows it (§5.3), so the message numbers of a FETCH by sequence number stay put while it runs.
+# MailboxName: a folder created, deleted or renamed (a LIST). Dovecot tells of the others' changes with a STATUS
+# carrying MESSAGES, UIDNEXT and, with CONDSTORE, HIGHESTMODSEQ, about half a second after them, in IDLE or not.
+NOTIFY_EVENTS = (
+    b"(selected-delayed (MessageNew MessageExpunge FlagChange))",
+    b"(personal (MessageNew MessageExpunge FlagChange MailboxName))",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +88,13 @@ class Tuning:
     idle_restart: float = 25 * 60.0  # RFC 2177: clients re-issue IDLE at least every 29 minutes
     backoff_base: float = 1.0
     backoff_cap: float = 300.0
-    # Connections per account: one for passes over the folders, one to IDLE on the inbox. With a budget of
-    # one, the inbox is polled like every other folder.
+    # Connections per account where the server has no NOTIFY (or `notify` is off): one for passes over the folders,
+    # one to IDLE on the inbox. With a budget of one, the inbox is polled like every other folder.
     connections: int = 2
+    # Follow every folder on one connection with RFC 5465 NOTIFY where the server offers it (`inboxql sync --notify`).
+    # Off by default: a change then costs a pass over the folders' STATUS before the changed one is synced, which
+    # kept new mail in the inbox slower than IDLE on it (tests/sync/test_push.py) on a loaded machine.
+    notify: bool = False
     # An IMAP command fails once its connection has moved no byte for this long (not after a total time).
     imap_inactivity: float = IMAP_TIMEOUT
     # Download batches of about this many bytes (RFC822.SIZE); messages larger than max_message_bytes are skipped
@@ -127,8 +146,11 @@ class AccountSync:
         parser: ParsePool | None = None,
         bell: asyncio.Event | None = None,
         tokens: TokenKeeper | None = None,
+        ramp: asyncio.Semaphore | None = None,
     ) -> None:
         self.store = store
+        # The process's start-up ramp (synccore.supervisor): connecting and the first pass hold a slot of it.
+        self.ramp = ramp
         # OAuth2 accounts' access tokens; the supervisor shares one keeper among its accounts.
         self.tokens = tokens or TokenKeeper(store, box)
         # Rung when a mutation queued an action for this account (synccore.bells); None: the executor polls.
@@ -248,24 +270,30 @@ class AccountSync:
             raise error
 
     async def _sync_forever(self, backoff: Backoff) -> None:
-        client = await self._connect()
+        client: ImapClient | None = None
         idler: ImapClient | None = None
         try:
-            await self._state("syncing", keep_ready=True)
-            pass_start: datetime | None = utcnow()
-            if not await self.full_pass(client):
-                pass_start = None
-            await self._state("ready")
-            backoff.reset()
-            if self.tuning.connections >= 2 and client.has("IDLE"):
-                try:
-                    idler = await self._connect()
-                except LoginDeferred as exc:
-                    # E.g. [LIMIT]: the server allows one connection less than the budget. Polling the inbox
-                    # with the others beats restarting the account in a loop.
-                    log.warning(
-                        "account %s: a second connection was refused (%s); polling the inbox", self.account_id, exc
-                    )
+            async with self.ramp or contextlib.nullcontext():
+                client = await self._connect()
+                await self._state("syncing", keep_ready=True)
+                pass_start: datetime | None = utcnow()
+                if not await self.full_pass(client):
+                    pass_start = None
+                await self._state("ready")
+                backoff.reset()
+                notified = await self._start_notify(client)
+                if not notified and self.tuning.connections >= 2 and client.has("IDLE"):
+                    try:
+                        idler = await self._connect()
+                    except LoginDeferred as exc:
+                        # E.g. [LIMIT]: the server allows one connection less than the budget. Polling the inbox
+                        # with the others beats restarting the account in a loop.
+                        log.warning(
+                            "account %s: a second connection was refused (%s); polling the inbox", self.account_id, exc
+                        )
+            if notified:
+                await self._follow_notices(client, pass_start)
+                return
             async with asyncio.TaskGroup() as group:
                 if idler is None:
                     group.create_task(self._poll(client, pass_start, skip_roles=frozenset()))
@@ -277,9 +305,56 @@ class AccountSync:
             raise AuthStopped() from None
         finally:
             self._watched.clear()
-            await _quietly_logout(client)
+            if client is not None:
+                await _quietly_logout(client)
             if idler is not None:
                 await _quietly_logout(idler)
+
+    async def _start_notify(self, client: ImapClient) -> bool:
+        """Ask the server to tell of every folder's changes on this connection (RFC 5465); False where it cannot
+        (no NOTIFY, or NO [BADEVENT]): then the inbox is watched with IDLE and the other folders are polled.
+        Not on Gmail, which has no NOTIFY and whose All Mail is what to watch."""
+        if not self.tuning.notify or self._gmail() or not client.has("NOTIFY"):
+            return False
+        try:
+            await client.notify_set(*NOTIFY_EVENTS)
+        except CommandFailed as exc:
+            log.info("account %s: NOTIFY refused (%s); IDLE on the inbox and polling instead", self.account_id, exc)
+            return False
+        return True
+
+    async def _follow_notices(self, client: ImapClient, previous_pass: datetime | None) -> None:
+        """Follow every folder on the one connection NOTIFY watches: idle until the server tells of a change anywhere
+        (or an action ended, or a failed folder's retry is due), then pass over the folders. A pass asks each folder's
+        STATUS in one round trip and selects only those that changed (_unchanged). What the server tells of while a
+        pass runs is counted (ImapClient.notices) and starts another pass at once, so nothing told is left for later.
+        With nothing told for `quiet` seconds, a pass all the same: a folder's full compare comes due (FolderContext),
+        and a notice the server never sent is caught."""
+        quiet = min(self.tuning.idle_restart, self.tuning.full_compare_seconds)
+        last_start = previous_pass
+        # A pass first: a folder that changed after the first pass looked at it and before NOTIFY SET is told of by
+        # nobody.
+        told: int | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            if told == client.notices and not self.actions_ended.is_set():
+                wait = quiet
+                if self.folder_retries:
+                    wait = max(0.0, min(wait, min(r.due for r in self.folder_retries.values()) - loop.time()))
+                # Nothing selected while idling: Dovecot tells of the selected folder's new mail only within IDLE or a
+                # command, of the others' at once (STATUS).
+                await _leave_selected(client)
+                async with client.idle() as events:
+                    await self._push_or_ended(events, wait)
+            told = client.notices
+            self.actions_ended.clear()  # what ends from now on, the next pass looks at
+            start = utcnow()
+            if not await self.full_pass(client):
+                continue  # an orphan may have moved into the folder that failed: keep it (and its id)
+            # Orphans from before the previous complete pass were looked for in every folder since: gone for good.
+            if last_start is not None:
+                await self._collect_orphans(last_start)
+            last_start = start
 
     def _watched_role(self) -> str:
         """The folder the IDLE connection watches: the inbox; on Gmail All Mail, where every message is (new mail,
@@ -319,9 +394,10 @@ class AccountSync:
             if any(isinstance(r, _CHANGES) for r in pushed):
                 sync.pushed_at = time.monotonic()  # where inboxql_change_to_commit_seconds starts
 
-    async def _push_or_ended(self, events: IdleEvents) -> list[Untagged]:
-        """What the server pushed while idling, or [] when actions ended first (or IDLE is due to restart)."""
-        push = asyncio.ensure_future(events.next(self.tuning.idle_restart))
+    async def _push_or_ended(self, events: IdleEvents, wait: float | None = None) -> list[Untagged]:
+        """What the server pushed while idling, or [] when actions ended first (or IDLE is due to restart, or `wait`
+        seconds passed)."""
+        push = asyncio.ensure_future(events.next(self.tuning.idle_restart if wait is None else wait))
         ended = asyncio.ensure_future(self.actions_ended.wait())
         try:
             await asyncio.wait({push, ended}, return_when=asyncio.FIRST_COMPLETED)

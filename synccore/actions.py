@@ -1,7 +1,7 @@
 """The action executor: performs on the server what mutations queued (schema.actions), in order.
 
 ```
-run(bell)                      woken by the account's action bell (Redis), or a safety timer
+run(bell)                      woken by the account's action bell (Redis, and the sync process's sweep), or a timer
   drain()                      every due action, oldest first
     flags runs    ->  UID STORE +FLAGS/-FLAGS .SILENT over UID ranges, per folder and flag set (coalesced)
     move          ->  UID MOVE (RFC 6851); COPYUID (RFC 4315) names the new UID, so the message keeps its id
@@ -26,6 +26,7 @@ of a missing one count as done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 
 # Server codes that say "not now" rather than "no" (RFC 5530).
 TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INUSE", "LIMIT", "SERVERBUG", "OVERQUOTA"})
+# How often an executor without a bell looks at its queue; the sync process's sweep rings the bells this often.
 SAFETY_WAKE = 30.0
 # Actions read from the queue at a time. Every other kind is performed one at a time, each after a read of the queue:
 # the read stays small. A run of flag actions is performed together (a few UID STOREs, one unit of work to record
@@ -114,22 +116,26 @@ class ActionExecutor:
         self.performed = 0  # actions ended (done or failed), for tests and metrics
 
     async def run(self, bell: asyncio.Event | None) -> None:
-        """Perform actions as they come until cancelled."""
+        """Perform actions as they come until cancelled.
+
+        With a bell, the executor looks at its queue only when rung: by a mutation (Redis), and by the sync process's
+        sweep (synccore.supervisor), which rings the bell of an account with work queued when its task starts and
+        every SAFETY_WAKE after, so a ring lost while Redis was away delays the work but never loses it. An idle
+        executor makes no query of its own (a thousand of them, each looking at start and on a timer, took the
+        database pool from the accounts' syncs: bench.thousand_bench). Only a backoff under way wakes it by the
+        clock. Without a bell, it looks at start and every SAFETY_WAKE."""
         try:
+            wait: float | None = None
             while True:
                 if bell is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await bell.wait()
                     bell.clear()
                 wait = await self.drain()
                 raise_if_cancelled()  # a cancel the drain turned into an error to retry later, or swallowed
-                timeout = SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE)
                 if bell is None:
-                    await asyncio.sleep(timeout)
-                    continue
-                try:
-                    async with asyncio.timeout(timeout):
-                        await bell.wait()
-                except TimeoutError:
-                    pass
+                    await asyncio.sleep(SAFETY_WAKE if wait is None else min(wait, SAFETY_WAKE))
         finally:
             await self.close()
 

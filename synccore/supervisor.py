@@ -19,6 +19,14 @@ An account being removed (schema.accounts.remove marks it REMOVING, then deletes
 its task is cancelled and its lease released, and it is never taken again. Adding, removing or re-authorizing an
 account rings the accounts bell (synccore.bells): the next round starts at once, not when its timer says.
 
+Accounts start on a ramp: at most START_SLOTS of them connect and run their first pass at once (synccore.account),
+in the order they asked; the others wait their turn without a connection. A process that takes a thousand accounts
+thus opens a few connections at a time, not a thousand, and its database pool serves the few (without the ramp, a
+process given 1,000 accounts had every one of them time out waiting for the pool of 20 connections, then retry in a
+herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, so one account's initial
+sync of a large mailbox holds one slot, not the others' new mail. (Those follow-up passes are not bounded yet: 300
+accounts told of mail at once exhausted the pool again.)
+
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
 """
@@ -48,6 +56,7 @@ from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
+from synccore.actions import SAFETY_WAKE
 from synccore.backoff import Backoff
 from synccore.bells import Bells
 from synccore.parsing import ParsePool, default_workers
@@ -57,6 +66,8 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
 RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
+# Accounts connecting and running their first pass at once (the ramp); below the database pool's size (10 + 10).
+START_SLOTS = 8
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
@@ -69,7 +80,9 @@ def step_of(share: int) -> int:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, tuning: Tuning | None = None, group: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, tuning: Tuning | None = None, group: str | None = None, start_slots: int = START_SLOTS
+    ) -> None:
         self.settings = settings
         self.tuning = tuning or Tuning()
         self.group = group
@@ -91,9 +104,11 @@ class Supervisor:
         self.tokens = TokenKeeper(self.store, self.box)
         self.parser = ParsePool(default_workers())
         self.bells = Bells(self.redis, self.store.doorbells)
+        self.ramp = asyncio.Semaphore(start_slots)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._expire_due = 0.0  # the loop time of run_forever's next change-log expiry
+        self._sweep_due = 0.0  # ... and of its next sweep of the write-back queues
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
 
     async def close(self) -> None:
@@ -164,6 +179,17 @@ class Supervisor:
             await self._release(gone)
             for account_id in sorted(gone):
                 log.info("account %s: removed, let go", account_id)
+
+    async def sweep(self) -> None:
+        """The write-back executors' safety net, one for the process: ring the bell of every account held whose
+        action queue or outbox holds something, so a ring lost (Redis away) delays its work by SAFETY_WAKE at most;
+        also in a round that started account tasks, whose executors look at their queue only when rung. (Each
+        executor looking at start and on its own timer cost 1,000 accounts four queries each, all at once: at start
+        they took the database pool from the syncs until these timed out; bench.thousand_bench.)"""
+        async with self.leases.sessions() as s:
+            waiting = await actions.accounts_pending(s) | await outbox.accounts_queued(s)
+        for account_id in waiting & self.store.held.keys():
+            self.bells.event(account_id).set()
 
     async def expire_changes(self) -> int:
         """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
@@ -296,6 +322,7 @@ class Supervisor:
         await self._let_go(present)
         await self.measure(present)
         await self._balance(present, beat.live, everything=bool(only))
+        started = False
         for account in present:
             if account.id not in self.store.held or account.sync_state in STOPPED:
                 continue
@@ -305,9 +332,13 @@ class Supervisor:
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
             bell = self.bells.event(account.id)
-            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens)
+            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens, self.ramp)
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
+            started = True
             log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
+        if started or loop.time() >= self._sweep_due:  # an executor started looks at its queue when rung
+            await self.sweep()
+            self._sweep_due = loop.time() + SAFETY_WAKE
         if loop.time() >= self._expire_due:
             try:
                 log.info("change log: %s entries expired", await self.expire_changes())

@@ -7,6 +7,7 @@ over it, and can make Dovecot look like another server.
                │ hide_identity: no X-GUID, EMAILID or X-GM-* (answered BAD, as a server without them does),
                │                no OBJECTID in CAPABILITY: the client must fall back to content hashes
                │ offer_objectid: OBJECTID advertised (RFC 8474), EMAILID served from Dovecot's X-GUID
+               │ hidden: capabilities left out of CAPABILITY (e.g. NOTIFY: a server without RFC 5465)
                │ drop_recent: no `* n RECENT` (RFC 9051 removed it: an IMAP4rev2 server's IDLE stays quiet
                │              where Dovecot's wakes for a message just seen)
                │ hold(predicate): a matching command's answer is held back until released (a stalled server)
@@ -90,6 +91,7 @@ class ImapProxy:
         self.hide_identity = False
         self.offer_objectid = False
         self.drop_recent = False
+        self.hidden: set[bytes] = set()  # upper case
         self.exchanges: list[Exchange] = []
         self._holds: list[_Hold] = []
         self._server: asyncio.Server | None = None
@@ -275,7 +277,11 @@ class ImapProxy:
         return line
 
     def _capabilities(self, words: bytes) -> bytes:
-        caps = [w for w in words.split() if not (self.hide_identity and w.upper() in _HIDDEN_CAPABILITIES)]
+        caps = [
+            w
+            for w in words.split()
+            if not (self.hide_identity and w.upper() in _HIDDEN_CAPABILITIES) and w.upper() not in self.hidden
+        ]
         if self.offer_objectid and not self.hide_identity and b"OBJECTID" not in (w.upper() for w in caps):
             caps.append(b"OBJECTID")
         return b" ".join(caps)

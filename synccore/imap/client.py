@@ -260,6 +260,16 @@ class ImapClient(Connection):
                 result.update(resp.items)
         return result
 
+    async def notify_set(self, *specs: bytes, timeout: float | None = None) -> None:
+        """NOTIFY SET (RFC 5465 §3.1), each spec an event group as sent, e.g. `b"(personal (MessageNew))"`. From then
+        on the server reports changes of the mailboxes named, also outside IDLE: EXISTS, EXPUNGE and FETCH of the
+        selected one, STATUS of the others (§5.2-5.4; Dovecot's carry MESSAGES, UIDNEXT and, with CONDSTORE,
+        HIGHESTMODSEQ), LIST of a mailbox created, deleted or renamed (§5.4). They are counted in `notices`. A
+        server that cannot watch what is asked answers NO [BADEVENT] (CommandFailed)."""
+        if "NOTIFY" not in self._capabilities:
+            raise MissingCapability("NOTIFY")
+        await self._run("NOTIFY SET", specs, timeout=timeout)
+
     async def create(self, name: str | bytes, *, timeout: float | None = None) -> None:
         await self._run("CREATE", [mailbox(name)], timeout=timeout)
 

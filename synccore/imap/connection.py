@@ -47,6 +47,7 @@ from .responses import (
     Exists,
     Expunge,
     FetchItem,
+    Mailbox,
     MailboxStatus,
     Response,
     StatusResponse,
@@ -64,6 +65,9 @@ _WRITE_PIECE = 1 << 18
 MAX_UNSOLICITED = 10_000
 _NONE: frozenset[type] = frozenset()
 _CHANGES = (Exists, Expunge, FetchItem, Vanished)
+# RFC 5465 §5: what NOTIFY sends of mailboxes other than the selected one (STATUS), and of mailboxes created,
+# deleted or renamed (LIST).
+_NOTICES = (*_CHANGES, MailboxStatus, Mailbox)
 
 
 @dataclass(slots=True, eq=False)
@@ -99,6 +103,8 @@ class Connection:
         self._enabled: set[str] = set()
         self._unsolicited: list[Untagged] = []
         self.unsolicited_dropped = 0  # how many undrained unsolicited responses were discarded
+        # Mailbox changes the server told of unasked, counted (see `notices`).
+        self._notices = 0
         self._read_task: asyncio.Task[None] | None = None
         self._lost: ImapError | None = None
         self._bye: StatusResponse | None = None
@@ -129,6 +135,14 @@ class Connection:
         `unsolicited_dropped` (a caller that saw drops should resynchronise the mailbox).
         """
         return self._unsolicited
+
+    @property
+    def notices(self) -> int:
+        """How many mailbox changes the server has told of unasked since the connection opened: EXISTS, EXPUNGE,
+        FETCH and VANISHED of the selected mailbox, and, under RFC 5465 NOTIFY, STATUS and LIST of any mailbox.
+        Never drained: a caller compares the count before and after its work to know whether something changed
+        meanwhile (a STATUS of another mailbox arriving between two commands is answered to nobody)."""
+        return self._notices
 
     def drain_unsolicited(self) -> list[Untagged]:
         """Return and forget the queued unsolicited responses."""
@@ -283,6 +297,8 @@ class Connection:
             owner.untagged.append(resp)
             if owner.event is not None:
                 owner.event.set()
+        if not solicited and isinstance(resp, _NOTICES):
+            self._notices += 1
         if not solicited and isinstance(resp, _CHANGES):
             self._unsolicited.append(resp)
             if len(self._unsolicited) > MAX_UNSOLICITED:

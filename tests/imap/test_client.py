@@ -563,3 +563,21 @@ async def test_garbage_from_server_fails_pending_commands_with_protocol_error() 
         await client.noop()
     await client.close()
     server.close()
+
+
+# ---------------------------------------------------------------------------------- NOTIFY (RFC 5465)
+
+
+async def test_notify_tells_of_other_mailboxes_changes_outside_idle(
+    dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    async with logged_in(dovecot, mail_user) as watcher, logged_in(dovecot, mail_user) as other:
+        await watcher.notify_set(b"(personal (MessageNew MessageExpunge FlagChange MailboxName))")
+        before = watcher.notices
+        await other.append("Archive", message(1))
+        async with asyncio.timeout(10):  # Dovecot tells about half a second later, no command running
+            while watcher.notices == before:
+                await asyncio.sleep(0.02)
+        # A STATUS for a mailbox nobody asked about is a notice, not an answer: the next STATUS is answered as usual.
+        assert (await watcher.status("Archive", ("MESSAGES",)))["MESSAGES"] >= 1
+        assert not [r for r in watcher.unsolicited if not isinstance(r, Exists | Expunge | FetchItem)]

@@ -181,7 +181,9 @@ async def test_an_executor_whose_drain_swallowed_a_cancel_still_stops(
 
     monkeypatch.setattr(ActionExecutor, "drain", swallowing)
     executor = ActionExecutor(store, account_id, _never_connects)
-    task = asyncio.create_task(executor.run(asyncio.Event()))
+    rung = asyncio.Event()
+    rung.set()  # as the sync process's sweep does when the account's task starts with work queued
+    task = asyncio.create_task(executor.run(rung))
     await started.wait()
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=5)

@@ -164,7 +164,7 @@ async def test_a_message_moved_into_the_inbox_during_its_long_sync_keeps_its_id(
         before = await _ids(store, account_id)
         seq = await _last_seq(store, account_id)
 
-        sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.1))
+        sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.1, notify=False))
         task = asyncio.create_task(sync.run_forever())
         try:
             async with asyncio.timeout(30):
