@@ -650,4 +650,3 @@ async def test_the_most_ids_a_mutation_names_are_one_uid_store(
             await client.logout()
         await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
-
