@@ -262,3 +262,10 @@ async def test_a_pass_records_when_each_folder_was_found_in_sync(
         assert _selected(proxy) == []  # found unchanged by STATUS
         later = await synced_at()
         assert all(later[name] > first[name] for name in FOLDERS), (first, later)
+        # Written at most every Tuning.synced_at_every by one sync: its next pass leaves it as it is.
+        sync = AccountSync(store, credential_box, account_id, Tuning(poll_interval=0.2, synced_at_every=3600))
+        await sync.run_once()
+        marked = await synced_at()
+        assert all(marked[name] > later[name] for name in FOLDERS), (later, marked)
+        await sync.run_once()
+        assert await synced_at() == marked
