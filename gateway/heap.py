@@ -7,16 +7,10 @@ subscribers a full collection took 1-2 s in the middle of the hand-over (BENCHMA
 
 So `keep` runs beside the fan-out (gateway.fanout starts it):
 
-* every `freeze_seconds` it collects every generation that is not frozen (the frozen heap is not walked: the
-  cost is that of what survived since the last tick, about three times what counting it costs; 60 ms of CPU
-  for 600,000 objects on this machine) and freezes what survived (`gc.freeze`): frozen objects are not
-  walked by the collections that allocations set off, so none of those grows with the number of subscribers;
-  nor does the tick itself, which counts what it freezes instead of the frozen heap (see `keep`). The tick's
-  collection is a full one (generation 2) and not of the young generations only: between two ticks,
-  CPython's own collections move what is still alive (a request in flight) into the old generation, where it
-  becomes garbage once the request ends; a young collection would leave those cycles there and the freeze
-  would make them frozen garbage, to wait for a sweep. In the soak they were most of what the frozen heap
-  grew by: a sweep every 20 s, each holding the loop for 0.2-1.3 s;
+* every `freeze_seconds` it collects the young generations (cheap: only what was made since the last time)
+  and freezes what survived (`gc.freeze`): frozen objects are not walked by the collections that allocations
+  set off, so none of those grows with the number of subscribers; nor does the tick itself, which counts what
+  it freezes instead of the frozen heap (see `keep`);
 * **the policy for cyclic garbage**: a cycle that becomes garbage after it was frozen (a closed socket's
   handler, a finished request's frames) is freed only by a sweep: the frozen heap unfrozen and collected in
   full, then frozen again. A sweep comes when the frozen heap has grown by `growth` since the last one, as often
@@ -62,7 +56,7 @@ async def keep(
     try:
         while True:
             await asyncio.sleep(freeze_seconds)
-            gc.collect(2)  # not the frozen heap: what was made since the last tick, the old garbage of it included
+            gc.collect(1)
             grown += len(gc.get_objects(generation=2))  # the survivors since the last tick, frozen next
             gc.freeze()
             if grown <= swept_at * growth:

@@ -160,50 +160,6 @@ async def test_a_heap_keeper_tick_does_not_walk_the_frozen_heap(monkeypatch: pyt
     assert len(grown) > 0
 
 
-async def test_a_tick_frees_the_cycles_that_died_in_the_old_generation_instead_of_freezing_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A request's objects live long enough for CPython's own collections to move them into the old generation,
-    and become cyclic garbage there when it ends. The next tick frees them: frozen, only a sweep would (a
-    collection of the whole heap, holding the loop for 0.2-1.3 s every 20 s in the soak, when ticks collected the
-    young generations only)."""
-    ticks = 0
-    freeze = gc.freeze
-    here = threading.get_ident()  # a gateway of the session may run its own keeper in another thread
-
-    def ticking() -> None:
-        nonlocal ticks
-        ticks += threading.get_ident() == here
-        freeze()
-
-    async def tick() -> None:
-        seen = ticks
-        async with asyncio.timeout(5):
-            while ticks == seen:
-                await asyncio.sleep(0.01)
-
-    monkeypatch.setattr(gc, "freeze", ticking)
-    enabled = gc.isenabled()
-    gc.disable()  # only the keeper collects: none of CPython's own collections may free it by chance
-    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.02, growth=1000.0, quiet_seconds=0))
-    try:
-        await tick()
-        request = _Node()
-        request.other = request  # a cycle, as a finished request's frames and handlers make
-        watch = weakref.ref(request)
-        gc.collect(1)  # what CPython's collections do while it lives: it moves to the old generation
-        assert any(o is request for o in gc.get_objects(generation=2))
-        del request
-        await tick()
-        await tick()
-        assert watch() is None  # freed by the tick, not frozen
-    finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
-        if enabled:
-            gc.enable()
-
-
 async def test_subscribers_starting_together_check_their_cursor_with_one_query(
     gw_engine: AsyncEngine, fresh: Fresh, gw_store: Store
 ) -> None:
