@@ -251,28 +251,27 @@ def add_account(server: DovecotServer, user: str, password: str, env: dict[str, 
 # -- timing a child process -----------------------------------------------------------------------------------
 
 
+def _proc_bytes(path: str, key: str) -> int:
+    """A `key: N kB` line of a /proc file, in bytes (0 when the process is gone)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def pss(pid: int) -> int:
     """Proportional set size of a process in bytes (0 when it is gone): its resident pages, each shared page divided
     among the processes sharing it, so that the PSS of a process tree adds up to the memory it holds (a sum of RSS
     counts pages shared by forked workers once per process)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _proc_bytes(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def rss(pid: int) -> int:
     """Resident set size of a process in bytes (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _proc_bytes(f"/proc/{pid}/status", "VmRSS:")
 
 
 @dataclass(frozen=True, slots=True)

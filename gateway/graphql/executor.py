@@ -175,6 +175,19 @@ def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
     return PlainObjects(read, name, inner, field_def.type, item_type, inner.is_type_of)
 
 
+_MISSING: Any = object()
+
+
+def _kept(cache: dict[int, tuple[Any, GraphQLObjectType, Any]], key: Any, parent_type: GraphQLObjectType) -> Any:
+    """What `cache` keeps for a selection graphql-core collected once per parent type and hands to every object of a
+    page, by the selection's identity and the parent type (stored with the selection, so that its identity is not
+    reused meanwhile); _MISSING when nothing is kept yet."""
+    entry = cache.get(id(key))
+    if entry is not None and entry[0] is key and entry[1] is parent_type:
+        return entry[2]
+    return _MISSING
+
+
 class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     """Strawberry's executor; plain fields answer without graphql-core's field machinery (see the module)."""
 
@@ -230,21 +243,18 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         return results
 
     def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Plan:
-        """The selection's fields with the leaves the loop answers. graphql-core collects a selection once per
-        parent type and hands the same field set to every object of a page, so the plan is kept by its identity
-        and the parent type (with the field set, so that its identity is not reused meanwhile)."""
+        """The selection's fields with the leaves the loop answers, made once per selection (_kept)."""
         plans = self._plans
         if plans is None:
             plans = self._plans = {}
-        entry = plans.get(id(grouped_field_set))
-        if entry is not None and entry[0] is grouped_field_set and entry[1] is parent_type:
-            return entry[2]
-        plan: Plan = []
-        for response_name, field_details_list in grouped_field_set.items():
-            plain = self._plain_field(parent_type, field_details_list)
-            leaf = plain if isinstance(plain, PlainLeaf) and plain.same is not None else None
-            plan.append((response_name, field_details_list, leaf))
-        plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
+        plan: Plan = _kept(plans, grouped_field_set, parent_type)
+        if plan is _MISSING:
+            plan = []
+            for response_name, field_details_list in grouped_field_set.items():
+                plain = self._plain_field(parent_type, field_details_list)
+                leaf = plain if isinstance(plain, PlainLeaf) and plain.same is not None else None
+                plan.append((response_name, field_details_list, leaf))
+            plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
         return plan
 
     def execute_field(
@@ -283,22 +293,19 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
 
     def _plain_field(self, parent_type: GraphQLObjectType, field_details_list: Any) -> Plain | None:
-        """How to answer the field, None when it takes graphql-core's path. graphql-core collects a selection's
-        fields once per parent type and hands the same list to every object of a page, so the answer is kept by
-        that list's identity and the parent type (with the list, so that its identity is not reused meanwhile)."""
+        """How to answer the field, None when it takes graphql-core's path; found once per selection (_kept)."""
         known = self._plain_fields
         if known is None:
             known = self._plain_fields = {}
-        entry = known.get(id(field_details_list))
-        if entry is not None and entry[0] is field_details_list and entry[1] is parent_type:
-            return entry[2]
-        node = field_details_list[0].node
-        manager = self.middleware_manager
-        wrapped = manager is not None and bool(manager.middlewares)  # an extension wraps every resolver
-        plain = None
-        if not wrapped and not node.arguments and not any(d.node.directives for d in field_details_list):
-            plain = plain_field(self.schema, parent_type, node.name.value)
-        known[id(field_details_list)] = (field_details_list, parent_type, plain)
+        plain: Plain | None = _kept(known, field_details_list, parent_type)
+        if plain is _MISSING:
+            node = field_details_list[0].node
+            manager = self.middleware_manager
+            wrapped = manager is not None and bool(manager.middlewares)  # an extension wraps every resolver
+            plain = None
+            if not wrapped and not node.arguments and not any(d.node.directives for d in field_details_list):
+                plain = plain_field(self.schema, parent_type, node.name.value)
+            known[id(field_details_list)] = (field_details_list, parent_type, plain)
         return plain
 
     def _completes(self, plain: PlainObjects, value: Any) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from inboxql.devmail import DovecotServer
 from schema import accounts, states
@@ -46,6 +47,19 @@ async def connect(dovecot: DovecotServer, user: str, password: str) -> ImapClien
 
 async def sync_once(store: Store, box: CredentialBox, account_id: int) -> None:
     await AccountSync(store, box, account_id, Tuning(poll_interval=0.2)).run_once()
+
+
+async def wait_for_messages(store: Store, account_id: int, count: int, timeout: float = 30) -> None:
+    """Until the account's mirror holds `count` messages (TimeoutError after `timeout` seconds)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with store.sessions() as s:
+                found = await s.scalar(
+                    select(func.count()).select_from(Message).where(Message.account_id == account_id)
+                )
+            if found == count:
+                return
+            await asyncio.sleep(0.01)
 
 
 async def assert_identical(store: Store, box: CredentialBox, account_id: int) -> None:

@@ -7,19 +7,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
-from schema.models import Account, Folder, Message, MessagePlace
+from schema.models import Account, Folder, MessagePlace
 from schema.settings import Settings
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.supervisor import Supervisor
 from tests.conftest import new_user
 from tests.imapproxy import ImapProxy
-from tests.sync.support import add_account, assert_identical, connect
+from tests.sync.support import add_account, assert_identical, connect, wait_for_messages
 
 # Longer than any test: a change reaches the mirror only by a push, never by a poll round.
 NO_POLLING = Tuning(poll_interval=3600, notify=True)
@@ -34,18 +34,6 @@ async def following(store: Store, box: CredentialBox, account_id: int, tuning: T
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def wait_for_messages(store: Store, account_id: int, count: int, timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            async with store.sessions() as s:
-                found = await s.scalar(
-                    select(func.count()).select_from(Message).where(Message.account_id == account_id)
-                )
-            if found == count:
-                return
-            await asyncio.sleep(0.05)
 
 
 async def connections(dovecot: DovecotServer, user: str) -> int:

@@ -7,27 +7,13 @@ import contextlib
 import time
 
 from redis.asyncio import Redis
-from sqlalchemy import func, select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
-from schema.models import Message
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
-from tests.sync.support import add_account, connect, sync_once
-
-
-async def _wait_for_count(store: Store, account_id: int, count: int, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            async with store.sessions() as s:
-                found = await s.scalar(
-                    select(func.count()).select_from(Message).where(Message.account_id == account_id)
-                )
-            if found == count:
-                return
-            await asyncio.sleep(0.01)
+from tests.sync.support import add_account, connect, sync_once, wait_for_messages
 
 
 async def test_appended_message_is_mirrored_and_rung_within_a_second(
@@ -57,7 +43,7 @@ async def test_appended_message_is_mirrored_and_rung_within_a_second(
                 while (msg := await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)) is None:
                     pass
             rung = time.monotonic() - started
-            await _wait_for_count(store, account_id, 11 + n, timeout=1)
+            await wait_for_messages(store, account_id, 11 + n, timeout=1)
             assert int(msg["data"]) > 0
             delays.append(rung)
     finally:
