@@ -23,9 +23,10 @@ Accounts start on a ramp: at most START_SLOTS of them connect and run their firs
 in the order they asked; the others wait their turn without a connection. A process that takes a thousand accounts
 thus opens a few connections at a time, not a thousand, and its database pool serves the few (without the ramp, a
 process given 1,000 accounts had every one of them time out waiting for the pool of 20 connections, then retry in a
-herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, so one account's initial
-sync of a large mailbox holds one slot, not the others' new mail. (Those follow-up passes are not bounded yet: 300
-accounts told of mail at once exhausted the pool again.)
+herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, in slots of their own
+(PASS_SLOTS, in the order they asked): one account's initial sync of a large mailbox holds one slot of the ramp,
+never the others' new mail, and 300 accounts told of mail at once run their passes a few at a time instead of
+taking the pool from each other (unbounded, they did: bench.thousand_bench).
 
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
@@ -66,8 +67,10 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
 RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
-# Accounts connecting and running their first pass at once (the ramp); below the database pool's size (10 + 10).
+# Accounts connecting and running their first pass at once (the ramp), and passes after the first at once (a change
+# told of, a poll): together below the database pool's size (10 + 10).
 START_SLOTS = 8
+PASS_SLOTS = 8
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
@@ -81,7 +84,12 @@ def step_of(share: int) -> int:
 
 class Supervisor:
     def __init__(
-        self, settings: Settings, tuning: Tuning | None = None, group: str | None = None, start_slots: int = START_SLOTS
+        self,
+        settings: Settings,
+        tuning: Tuning | None = None,
+        group: str | None = None,
+        start_slots: int = START_SLOTS,
+        pass_slots: int = PASS_SLOTS,
     ) -> None:
         self.settings = settings
         self.tuning = tuning or Tuning()
@@ -105,6 +113,7 @@ class Supervisor:
         self.parser = ParsePool(default_workers())
         self.bells = Bells(self.redis, self.store.doorbells)
         self.ramp = asyncio.Semaphore(start_slots)
+        self.pass_slots = asyncio.Semaphore(pass_slots)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._expire_due = 0.0  # the loop time of run_forever's next change-log expiry
@@ -332,7 +341,17 @@ class Supervisor:
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
             bell = self.bells.event(account.id)
-            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens, self.ramp)
+            sync = AccountSync(
+                self.store,
+                self.box,
+                account.id,
+                self.tuning,
+                self.parser,
+                bell,
+                self.tokens,
+                self.ramp,
+                self.pass_slots,
+            )
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
             started = True
             log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
