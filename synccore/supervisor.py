@@ -52,7 +52,7 @@ from schema import actions, changelog, idempotency, leases, outbox
 from schema.accounts import AUTH_FAILED, NEEDS_CONSENT, REMOVING, STOPPED
 from schema.crypto import CredentialBox
 from schema.db import create_engine, pool_use
-from schema.models import Account, utcnow
+from schema.models import utcnow
 from schema.redisconn import connect
 from schema.settings import Settings
 from schema.unit import Store
@@ -137,7 +137,7 @@ class Supervisor:
         # Joining the worker processes takes over half a second: off the loop (the stall detector caught it).
         await asyncio.to_thread(self.parser.close)
 
-    async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
+    async def accounts(self, only: Sequence[int] | None = None) -> list[leases.Listed]:
         return await leases.accounts(self.leases, only)
 
     async def acquire(self, account_id: int) -> bool:
@@ -180,7 +180,7 @@ class Supervisor:
             self.store.held.pop(account_id, None)
         await leases.release(self.leases, self.owner, ids)
 
-    async def _let_go(self, present: Sequence[Account]) -> None:
+    async def _let_go(self, present: Sequence[leases.Listed]) -> None:
         """Stop the tasks of accounts that are gone or being removed, and release their leases."""
         live = {a.id for a in present if a.sync_state != REMOVING}
         gone = [account_id for account_id in {*self._tasks, *self.store.held} if account_id not in live]
@@ -211,7 +211,7 @@ class Supervisor:
             log.info("%d idempotency keys expired", keys)
         return expired
 
-    async def measure(self, present: Sequence[Account]) -> None:
+    async def measure(self, present: Sequence[leases.Listed]) -> None:
         """The gauges read from the database (ops.metrics): accounts by state, the action and outbox queues.
         A failure costs the figures, never the round."""
         metrics.set_accounts(a.sync_state for a in present)
@@ -235,7 +235,7 @@ class Supervisor:
             await asyncio.gather(renewing, return_exceptions=True)
         return 1 if failures else 0
 
-    async def _sync_each_once(self, present: Sequence[Account]) -> int:
+    async def _sync_each_once(self, present: Sequence[leases.Listed]) -> int:
         failures = 0
         for account in present:
             if account.sync_state == REMOVING:
@@ -366,7 +366,7 @@ class Supervisor:
             self._expire_due = loop.time() + EXPIRE_SECONDS
         return True
 
-    async def _balance(self, present: Sequence[Account], live: int, *, everything: bool) -> None:
+    async def _balance(self, present: Sequence[leases.Listed], live: int, *, everything: bool) -> None:
         """Take free leases up to this process's share, or give surplus back, a step a round. Accounts pinned
         to another group are given back at once. With `everything` (`--account`), the share is all of them."""
         ours = [a for a in present if a.lease_group == self.group and a.sync_state != REMOVING]
