@@ -10,7 +10,8 @@ generated messages each (random, seeded; MULTIAPPEND, several users at once); a 
         message mirrored; the most IMAP connections Dovecot held meanwhile;
     idle: after `--settle` s, RSS of the process and its children (the parse workers) over the account count,
         minus the baseline; their CPU over `--idle-seconds`, scaled to an hour and as a share of one core (Dovecot's
-        and MariaDB's CPU meanwhile beside it); IMAP connections per account (Dovecot's `imap` processes);
+        and MariaDB's CPU meanwhile beside it); IMAP connections per account (Dovecot's `imap` processes); where
+        the process's busy samples went meanwhile (its sampler, through `--metrics-port`);
     push: `--appends` APPENDs to INBOX, each to an account drawn at random, spread over time (one every
         `--append-gap` s, at most one at a time per account). For each, from the APPEND's tagged OK: (a) a bare IDLE
         client (a raw IMAP connection IDLE on that account's INBOX, opened before) sees `* n EXISTS`; (b) the
@@ -47,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,8 +56,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench import common
 from bench.common import BenchError
 from bench.push_bench import RawImap
-from inboxql.devmail import DovecotServer
+from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
+from ops.sampler import IDLE
 from schema import accounts
 from schema.crypto import CredentialBox
 from schema.db import create_engine
@@ -194,6 +197,45 @@ async def wait_started(engine: AsyncEngine, proc: subprocess.Popen[bytes]) -> No
             if proc.poll() is not None:
                 raise BenchError(f"inboxql sync exited {proc.returncode} at start")
             await asyncio.sleep(0.1)
+
+
+_OURS = ("synccore.", "schema.", "ops.", "mime.", "inboxql.")
+
+
+async def print_idle_profile(port: int, seconds: float, top: int = 12) -> None:
+    """Where the idle process spent its samples (its always-on sampler, ops.sampler, through `--metrics-port`):
+    the functions found in the most sampled stacks, the event loop's wait left out."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"http://127.0.0.1:{port}/debug/profile",
+            params={"seconds": f"{max(1.0, seconds):g}", "format": "collapsed"},
+            timeout=60,
+        )
+    if response.status_code != 200:
+        print(f"idle profile: the sync process answered {response.status_code}")
+        return
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    busy = 0
+    for line in response.text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or frames[-1] == IDLE:
+            continue
+        busy += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(
+        f"idle profile: {busy} busy samples in {seconds:.0f} s (the loop's wait left out); inboxql's functions in "
+        "the most stacks:"
+    )
+    ours = Counter({f: n for f, n in inclusive.items() if f.startswith(_OURS) and not f.startswith("inboxql.cli")})
+    for frame, n in ours.most_common(top):
+        print(f"  {100 * n / max(1, busy):5.1f}%  {frame[:110]}")
+    print("  most samples of their own:")
+    for frame, n in own.most_common(top // 2):
+        print(f"  {100 * n / max(1, busy):5.1f}%  {frame[:110]}")
 
 
 # -- the phases ---------------------------------------------------------------------------------------------
@@ -368,7 +410,9 @@ async def run(args: argparse.Namespace, server: DovecotServer, url: str) -> int:
             endpoint = accounts.ImapEndpoint(server.host, server.port, "none", u.name)
             users[await accounts.create(store, box, f"{u.name}@example.test", endpoint, u.password)] = u
 
-        with sync_process(env, *(["--notify"] if args.notify else [])) as (proc, log):
+        metrics_port = free_port()
+        extra = ["--metrics-port", str(metrics_port), *(["--notify"] if args.notify else [])]
+        with sync_process(env, *extra) as (proc, log):
             started = time.monotonic()
             peak_connections = 0
             ready = mirrored = 0
@@ -411,6 +455,7 @@ async def run(args: argparse.Namespace, server: DovecotServer, url: str) -> int:
                 f"{100 * idle.mariadb_cpu / idle.seconds:.1f}% of a core; load {common.load_average()}"
             )
             print(f"idle: {idle.connections} IMAP connections, {idle.connections / len(users):.2f} per account")
+            await print_idle_profile(metrics_port, idle.seconds)
 
             ids = list(users)
             plan = [(rng.choice(ids), "INBOX") for _ in range(args.appends)]
