@@ -297,7 +297,13 @@ class Supervisor:
     async def run_once(self, only: Sequence[int] | None = None) -> int:
         """Sync the accounts until caught up; returns a process exit code."""
         failures = len(self._unknown_shards(only))
-        present = await self.accounts(only)
+        present: list[Account] = []
+        for lane in self.lanes.values():
+            try:
+                present += await self._accounts(lane, only)
+            except DATABASE_DOWN as exc:  # the other shards' accounts are synced all the same
+                log.error("shard %s: unavailable, its accounts are not synced: %s", lane.shard, _short(exc))
+                failures += 1
         await self.measure(present)
         renewing = asyncio.create_task(self._keep_renewing(), name="lease-renewal")
         try:
