@@ -20,7 +20,7 @@ from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
 from schema.redisconn import connect
 from schema.settings import Settings
-from schema.shards import ShardError, Shards, shard_of
+from schema.shards import ShardError, Shards, prepare_ids, shard_of
 from synccore.connection import Endpoint, InsecureConnection, open_client
 from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
 
@@ -33,7 +33,6 @@ log = logging.getLogger("inboxql")
 async def db_upgrade(settings: Settings) -> int:
     """Create and migrate every shard's database, and start its id counters in its range (schema.shards)."""
     from schema.migrate import upgrade
-    from schema.shards import ShardError, prepare_ids
 
     sharded = len(settings.shard_urls()) > 1
     for shard, url in settings.shard_urls().items():
@@ -103,20 +102,19 @@ async def account_add(
     if refused is not None:
         return refused
     shards = Shards.of(settings, pool_size=1)
+    redis = connect(settings.redis_url)
     try:
         shard = await accounts.place(shards)
-        store = shards.store(shard, connect(settings.redis_url))
         if address is None:
             address = username if "@" in username else f"{username}@{host}"
         imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)
         box = CredentialBox(settings.key_ring())
-        account_id = await accounts.create(store, box, address, imap, password, smtp, shard=shard)
-        if store.redis is not None:
-            await store.redis.aclose()
+        account_id = await accounts.create(shards.store(shard, redis), box, address, imap, password, smtp, shard=shard)
     except ShardError as exc:
         print(f"inboxql: {exc}; nothing was stored", file=sys.stderr)
         return 1
     finally:
+        await redis.aclose()
         await shards.dispose()
     print(account_id)
     report_shard(settings, account_id)
