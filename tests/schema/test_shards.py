@@ -9,7 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from gateway.ids import from_global, to_global
 from inboxql import commands
@@ -19,8 +19,9 @@ from schema.db import create_database, create_engine, drop_database
 from schema.migrate import upgrade
 from schema.models import Account, Folder
 from schema.settings import MAX_SHARD, Settings, SettingsError, parse_shards
-from schema.shards import SHARD_BITS, ShardError, Shards, first_id, id_tables, prepare_ids, shard_of
+from schema.shards import SHARD_BITS, ShardError, Shards, first_id, prepare_ids, shard_of
 from tests.conftest import REDIS_URL, fresh_database_url
+from tests.schema.support import next_ids
 
 HOME_URL = "mysql+asyncmy://root@db0:3306/inboxql"
 
@@ -118,16 +119,9 @@ async def test_db_upgrade_prepares_every_shard_and_ids_made_on_shard_2_decode_to
         # So does the global id the gateway hands out, with no lookup.
         assert shard_of(from_global(to_global("Account", far))[1]) == 2
         # Every numbered table of shard 2 counts from its range.
-        async with shards.engine(2).connect() as conn:
-            for table in id_tables():
-                next_id = await conn.scalar(
-                    text(
-                        "SELECT AUTO_INCREMENT FROM information_schema.TABLES "
-                        "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t"
-                    ),
-                    {"t": table.name},
-                )
-                assert shard_of(int(next_id)) == 2, table.name
+        counters = await next_ids(shards.engine(2))
+        assert counters
+        assert {t: shard_of(n) for t, n in counters.items()} == dict.fromkeys(counters, 2)
     finally:
         await shards.dispose()
 
