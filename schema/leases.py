@@ -38,6 +38,7 @@ from sqlalchemy import ColumnElement, delete, event, func, insert, literal, lite
 from sqlalchemy.dialects.mysql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from schema.doorbell import Doorbells
 from schema.models import Account, LeaseGrant, SyncProcess
 from schema.retry import retry_deadlocks
 from schema.unit import Store, UnitOfWork
@@ -64,8 +65,14 @@ class FencedStore(Store):
     `held` maps account id to the epoch of its lease; the supervisor keeps it. `refused` is called with the
     account id after a refusal was rolled back (the supervisor stops that account's task)."""
 
-    def __init__(self, engine: AsyncEngine, redis: Redis | None, refused: Callable[[int], None]) -> None:
-        super().__init__(engine, redis)
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        redis: Redis | None,
+        refused: Callable[[int], None],
+        doorbells: Doorbells | None = None,
+    ) -> None:
+        super().__init__(engine, redis, doorbells)
         self.held: dict[int, int] = {}
         self.refusals = 0
         self._refused = refused
