@@ -393,10 +393,14 @@ namespace inbox {{
 def _limits(server: DovecotServer) -> str:
     if server.process_limit is None:
         return ""
-    # Each IMAP connection is a process of `service imap` (client_limit 1). The auth service holds a client for each
-    # process of the login and mail services (Dovecot warns when its limit is below their sum), hence 3x and more.
+    # Each IMAP connection is a process of `service imap` (client_limit 1), whose own process_limit (1024 built in)
+    # beats the default. The auth service holds a client for each process of the login and mail services (Dovecot
+    # warns when its limit is below their sum), hence 3x and more.
     return f"""default_process_limit = {server.process_limit}
 default_client_limit = {3 * server.process_limit + 1000}
+service imap {{
+  process_limit = {server.process_limit}
+}}
 """
 
 
