@@ -15,7 +15,9 @@ INBOXQL_FIRST_BATCH=0 (each folder lists every UID before it downloads: the base
 the second with the default (the newest messages first); that one then runs to the end of the initial sync (every
 folder followed) and `inboxql verify` must say identical. The third is the default again with `inboxql sync`
 already running before the clock starts (as a deployment runs it, a service waiting for accounts): `account add`
-rings the accounts bell and the running process starts the account at once.
+rings the accounts bell and the running process starts the account at once. The fourth is the third with the
+account added through the gateway's `addAccount` mutation (an operator token made before the clock; its IMAP login
+checked as the CLI checks it), as a service adds accounts: no process starts at all.
 
 Printed for each run: seconds from `account add` to the full first page, with where the time went (the `account
 add` process, the token, the inbox listed in `folders`, a first thread, the full page), the whole initial sync,
@@ -40,7 +42,7 @@ from sqlalchemy import func, select
 
 from bench import common
 from bench.common import BenchError
-from gateway.ids import to_global
+from gateway.ids import from_global, to_global
 from inboxql.devmail import DovecotServer, free_port
 from schema import tokens
 from schema.db import create_engine
@@ -52,6 +54,7 @@ PAGE_QUERY = """query($a: ID!, $f: ID!) { threads(accountId: $a, filter: {folder
     id subject snippet lastMessageAt participants { name address } } } } }"""
 STATE_QUERY = """query { accounts(first: 10) { edges { node { syncState progress { folders foldersSynced messages } }
 } } }"""
+ADD_ACCOUNT = """mutation($i: AddAccountInput!) { addAccount(input: $i) { account { id } problem { message } } }"""
 PAGE = 50
 POLL_SECONDS = 0.02
 
@@ -62,7 +65,8 @@ class FirstPage:
     inbox: int  # messages seeded into INBOX
     order: str  # "list first" (INBOXQL_FIRST_BATCH=0) or "newest first" (the default)
     sync: str  # "after": `inboxql sync` started after `account add`; "running": started before the clock
-    add: float  # the `account add` process, wall s
+    via: str  # "cli": the `inboxql account add` process; "api": the gateway's addAccount mutation
+    add: float  # the `account add` process (or the mutation's answer), wall s
     token: float  # creating the token in this process
     listed: float  # from the clock's start to the inbox in `folders`
     first_thread: float  # ... to a first inbox thread
@@ -86,16 +90,34 @@ def _gateway(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     raise BenchError("the gateway did not answer /healthz within 60 s")
 
 
-def _token(url: str, account_id: int) -> str:
+def _token(url: str, account_id: int | None) -> str:
+    """A token reading `account_id`; None: an operator token."""
+
     async def create() -> str:
         engine = create_engine(url)
         try:
             async with Store(engine).sessions() as session, session.begin():
+                if account_id is None:
+                    return await tokens.create_token(session, [], operator=True, name="first page bench")
                 return await tokens.create_token(session, [account_id], name="first page bench")
         finally:
             await engine.dispose()
 
     return asyncio.run(create())
+
+
+def _add_through_gateway(port: int, operator: str, server: DovecotServer, user: str, password: str) -> int:
+    imap = {"host": server.host, "port": server.port, "security": "NONE", "username": user, "password": password}
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {operator}"}, timeout=60
+    ) as client:
+        added = _post(client, ADD_ACCOUNT, {"i": {"imap": imap}})["addAccount"]
+    if added["account"] is None:
+        raise BenchError(f"addAccount refused: {added['problem']}")
+    kind, account_id = from_global(added["account"]["id"])
+    if kind != "Account":
+        raise BenchError(f"addAccount answered a {kind} id")
+    return account_id
 
 
 def _post(client: httpx.Client, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +151,7 @@ def measure(messages: int, seed: int, verify: bool, timeout: float) -> list[Firs
             _one(server, user, password, messages, inbox, "0", False, timeout, running=False),
             _one(server, user, password, messages, inbox, None, verify, timeout, running=False),
             _one(server, user, password, messages, inbox, None, False, timeout, running=True),
+            _one(server, user, password, messages, inbox, None, False, timeout, running=True, api=True),
         ]
 
 
@@ -165,6 +188,7 @@ def _one(
     timeout: float,
     *,
     running: bool,
+    api: bool = False,
 ) -> FirstPage:
     """One account added and synced into a fresh database; with `verify`, waits for the whole initial sync and
     runs `inboxql verify`, else stops the sync at the first page. `running`: `inboxql sync` is started (and up)
@@ -184,9 +208,13 @@ def _one(
                     [*common.inboxql_command(), "sync"], env=env, stdout=log, stderr=subprocess.STDOUT
                 )
                 _sync_process_up(url, sync)
+            operator = _token(url, None) if api else ""
             print(f"load average before the timed run: {common.load_average()}", flush=True)
             t0 = time.perf_counter()
-            account_id = common.add_account(server, user, password, env)
+            if api:
+                account_id = _add_through_gateway(port, operator, server, user, password)
+            else:
+                account_id = common.add_account(server, user, password, env)
             add = time.perf_counter() - t0
             token = _token(url, account_id)
             token_s = time.perf_counter() - t0 - add
@@ -220,7 +248,8 @@ def _one(
                     time.sleep(POLL_SECONDS)
                 print(
                     f"first page after {page:.2f} s (INBOXQL_FIRST_BATCH={first_batch or 'default'}, sync"
-                    f" {'running' if running else 'started after'}): account add"
+                    f" {'running' if running else 'started after'}, added through the {'gateway' if api else 'CLI'}):"
+                    " account add"
                     f" {add:.2f} s, inbox listed at {listed:.2f} s, first thread at {first:.2f} s",
                     flush=True,
                 )
@@ -248,8 +277,8 @@ def _one(
                 print(f"inboxql verify found differences:\n{done.stderr[-3000:]}", file=sys.stderr)
     order = "list first" if first_batch == "0" else "newest first"
     return FirstPage(
-        messages, inbox_count, order, "running" if running else "after", add, token_s, listed, first, page,
-        complete, verified,
+        messages, inbox_count, order, "running" if running else "after", "api" if api else "cli", add, token_s,
+        listed, first, page, complete, verified,
     )  # fmt: skip
 
 
@@ -257,21 +286,22 @@ def report(results: list[FirstPage], python_start: common.Timed, imports: common
     print()
     print("== from `inboxql account add` to the first page of 50 INBOX threads over GraphQL (s) ==")
     print(
-        f"{'messages':>9} {'inbox':>7} {'order':>13} {'sync':>8} {'add':>6} {'token':>6} {'listed':>7} {'1st':>6}"
-        f" {'page':>6} {'all':>7} {'msg/s':>6}  verify"
+        f"{'messages':>9} {'inbox':>7} {'order':>13} {'sync':>8} {'via':>4} {'add':>6} {'token':>6} {'listed':>7}"
+        f" {'1st':>6} {'page':>6} {'all':>7} {'msg/s':>6}  verify"
     )
     for r in results:
         verdict = "-" if r.verified is None else "identical" if r.verified else "DIFFERENT"
         whole = f"{r.complete:7.1f} {r.messages / (r.complete - r.add):6.0f}" if r.complete else f"{'-':>7} {'-':>6}"
         print(
-            f"{r.messages:9d} {r.inbox:7d} {r.order:>13} {r.sync:>8} {r.add:6.2f} {r.token:6.3f} {r.listed:7.2f}"
-            f" {r.first_thread:6.2f} {r.page:6.2f} {whole}  {verdict}"
+            f"{r.messages:9d} {r.inbox:7d} {r.order:>13} {r.sync:>8} {r.via:>4} {r.add:6.2f} {r.token:6.3f}"
+            f" {r.listed:7.2f} {r.first_thread:6.2f} {r.page:6.2f} {whole}  {verdict}"
         )
     print(
         f"baseline, same run: `python -c pass` {python_start.wall:.3f} s; importing the sync process's modules"
         f" {imports.wall:.2f} s (paid by `account add` and by `inboxql sync` before any IMAP)"
     )
     print("sync: `inboxql sync` started right after `account add` (after), or already running before it (running)")
+    print("via: `inboxql account add` (cli), or the gateway's addAccount mutation (api)")
     print("goal (issue 12): page <= 1 s on 10,000 and on 100,000 messages")
 
 
