@@ -305,12 +305,13 @@ async def _thread_labels(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, set[i
 
 async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
     """Threads whose messages changed only flags or labels: recount unread and starred and list the labels again,
-    without reading every member's addresses and dates (what a full refresh needs)."""
+    without reading every member's addresses and dates (what a full refresh needs). The changed threads are written
+    in one statement and logged from the row read under lock (not read again)."""
     s = uow.session
     for chunk in _chunks(ids):
         threads = (
             await s.execute(
-                select(Thread.id, Thread.unread_count, Thread.starred, Thread.label_ids)
+                select(Thread.account_id, *_LOGGED_THREAD_COLUMNS)
                 .where(Thread.id.in_(chunk))
                 .order_by(Thread.id)
                 .with_for_update()  # before the members are counted (refresh_threads says why)
@@ -329,19 +330,40 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
             )
         }
         thread_labels = await _thread_labels(uow, chunk)
-        groups: dict[tuple[int, bool, tuple[int, ...]], list[int]] = defaultdict(list)
-        for tid, unread_count, starred, label_ids in threads:
-            unread, star = counts.get(tid, (0, False))
-            now = (unread, star, tuple(sorted(thread_labels.get(tid, set()))))
-            if now != (unread_count, bool(starred), tuple(label_ids or ())):
-                groups[now].append(tid)
-        for (unread, star, lids), tids in groups.items():
-            await s.execute(
-                update(Thread)
-                .where(Thread.id.in_(tids))
-                .values(unread_count=unread, starred=star, label_ids=list(lids))
+        changed: list[dict[str, Any]] = []
+        for t in threads:
+            unread, star = counts.get(t.id, (0, False))
+            lids = sorted(thread_labels.get(t.id, set()))
+            if (unread, star, lids) == (t.unread_count, bool(t.starred), list(t.label_ids or ())):
+                continue
+            # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).
+            changed.append(
+                {"id": t.id, "account_id": t.account_id, "unread_count": unread, "starred": star, "label_ids": lids}
             )
-            uow.record(ObjectType.THREAD, Op.UPDATE, tids)
+            logged = {k: getattr(t, k) for k in _LOGGED_THREAD_KEYS}
+            uow.states[(ObjectType.THREAD, t.id)] = thread_state(
+                {**logged, "unread_count": unread, "starred": star, "label_ids": lids}
+            )
+        if changed:
+            stmt = mysql_insert(table(Thread))
+            updated = ("unread_count", "starred", "label_ids")
+            await s.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in updated}), changed)
+            uow.record(ObjectType.THREAD, Op.UPDATE, [c["id"] for c in changed])
+
+
+# What a thread's logged state holds (thread_state, schema.states.thread_states).
+_LOGGED_THREAD_KEYS = (
+    "subject",
+    "snippet",
+    "participants",
+    "message_count",
+    "unread_count",
+    "starred",
+    "last_message_at",
+    "folder_ids",
+    "label_ids",
+)
+_LOGGED_THREAD_COLUMNS = (Thread.id, *(getattr(Thread, k) for k in _LOGGED_THREAD_KEYS))
 
 
 async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
