@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from schema import gmail, labels
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, table, utcnow
-from schema.states import State, iso
+from schema.states import State, folder_state, iso
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -85,7 +85,8 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
         for mid, names in gmail_names.items():
             if mid in places:
                 wanted_names.setdefault(mid, set()).update(names)
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        # column -> its new value -> the messages it changes to that value on
+        changes: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
         add_links: list[dict[str, int]] = []
         drop_links: list[tuple[int, int]] = []
         visible: list[int] = []
@@ -102,8 +103,11 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 )
             else:
                 values = (row.unread, row.starred, row.answered, row.draft, row.orphaned_at or now)
-            if values != (row.unread, row.starred, row.answered, row.draft, row.orphaned_at):
-                groups[values].append(row.id)
+            before = (row.unread, row.starred, row.answered, row.draft, row.orphaned_at)
+            if values != before:
+                for name, new, old in zip(_MESSAGE_FLAG_KEYS, values, before, strict=True):
+                    if new != old:
+                        changes[name][new].append(row.id)
             want = {label_ids[name] for name in wanted_names.get(row.id, set())}
             have = current_labels.get(row.id, set())
             uow.states[(ObjectType.MESSAGE, row.id)] = message_state(row, values, folders.get(row.id, set()), want)
@@ -125,19 +129,34 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     uow.dirty_threads.add(row.thread_id)  # its members or their folders changed
                 else:
                     uow.flagged_threads.add(row.thread_id)  # only flags or labels: a recount will do
-        for (unread, starred, answered, draft, orphaned_at), mids in groups.items():
+        if changes:
+            # One statement: each changed column takes its new value on the messages it changed on (starring 1,000
+            # messages is one column to one value, whatever their other flags are).
+            changed = sorted({mid for by_value in changes.values() for mids in by_value.values() for mid in mids})
             await s.execute(
                 update(Message)
-                .where(Message.id.in_(mids))
-                .values(unread=unread, starred=starred, answered=answered, draft=draft, orphaned_at=orphaned_at)
+                .where(Message.id.in_(changed))
+                .values(
+                    {
+                        name: case(
+                            *((Message.id.in_(mids), value) for value, mids in by_value.items()),
+                            else_=getattr(Message, name),
+                        )
+                        for name, by_value in changes.items()
+                    }
+                )
             )
         if add_links:
             await s.execute(insert(table(MessageLabel)), add_links)
-        for mid, lid in drop_links:
-            await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
+        if drop_links:
+            await s.execute(
+                delete(MessageLabel).where(tuple_(MessageLabel.message_id, MessageLabel.label_id).in_(drop_links))
+            )
         # A change no client can see (\\Deleted, \\Recent, a flag on one of two copies) is not logged.
         uow.record(ObjectType.MESSAGE, Op.UPDATE, visible)
 
+
+_MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
 
 # What a message's logged state holds besides its flags, folders and labels (schema.states.message_states).
 _LOGGED_MESSAGE_COLUMNS = (
@@ -393,6 +412,7 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
         if (folder.total_count, folder.unread_count) != (total, unread):
             folder.total_count, folder.unread_count = total, unread
             changed.append(folder.id)
+            uow.states[(ObjectType.FOLDER, folder.id)] = folder_state(folder)  # as locked and now written
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
 
@@ -414,5 +434,6 @@ async def move_folder_counts(uow: UnitOfWork, moves: dict[int, tuple[int, int]])
         folder.total_count = max(0, folder.total_count + total)
         folder.unread_count = max(0, folder.unread_count + unread)
         changed.append(folder.id)
+        uow.states[(ObjectType.FOLDER, folder.id)] = folder_state(folder)  # as locked and now written
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
