@@ -9,7 +9,7 @@ nothing and says so, and the caller writes the rows as before.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from asyncmy.errors import Error as DriverError
@@ -20,13 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 
 async def insert(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], *, ignore: bool = False
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    ignore: bool = False,
+    dumps: Callable[[Any], str] = json.dumps,
 ) -> bool:
     """INSERT (IGNORE) the rows; False, with nothing sent, where no bulk command can carry them.
 
     Every row must give every column that has a default on SQLAlchemy's side. A column that is None in every row
     is left out (the server's default applies, NULL for a column that can be None), since the bulk command needs a
-    type for each column. JSON values are serialized as SQLAlchemy would.
+    type for each column. JSON values are serialized as SQLAlchemy would, or by `dumps`.
     A refusal of the server is raised as SQLAlchemy's DBAPIError, like any statement's (schema.retry reads it).
     """
     if not rows:
@@ -44,7 +49,7 @@ async def insert(
     encode = [isinstance(c.type, JSON) for c in columns]
     values = [
         tuple(
-            json.dumps(v) if as_json and v is not None else v
+            dumps(v) if as_json and v is not None else v
             for c, as_json in zip(columns, encode, strict=True)
             for v in (row.get(c.name),)
         )
