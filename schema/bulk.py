@@ -46,15 +46,15 @@ async def insert(
     if driver is None or not hasattr(driver, "prepare"):  # another driver than asyncmy
         return False
     columns = [c for c in table.columns if any(row.get(c.name) is not None for row in rows)]
-    encode = [isinstance(c.type, JSON) for c in columns]
-    values = [
-        tuple(
-            dumps(v) if as_json and v is not None else v
-            for c, as_json in zip(columns, encode, strict=True)
-            for v in (row.get(c.name),)
-        )
-        for row in rows
-    ]
+    names = [c.name for c in columns]
+    as_json = [i for i, c in enumerate(columns) if isinstance(c.type, JSON)]
+    values: list[tuple[Any, ...]] = []
+    for row in rows:
+        cells = list(map(row.get, names))
+        for i in as_json:
+            if cells[i] is not None:
+                cells[i] = dumps(cells[i])
+        values.append(tuple(cells))
     sql = (
         f"INSERT {'IGNORE ' if ignore else ''}INTO `{table.name}` ({', '.join(f'`{c.name}`' for c in columns)})"
         f" VALUES ({', '.join('?' * len(columns))})"
