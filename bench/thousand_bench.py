@@ -10,12 +10,18 @@ generated messages each (random, seeded; MULTIAPPEND, several users at once); a 
         message mirrored; the most IMAP connections Dovecot held meanwhile;
     idle: after `--settle` s, RSS of the process and its children (the parse workers) over the account count,
         minus the baseline; their CPU over `--idle-seconds`, scaled to an hour and as a share of one core (Dovecot's
-        and MariaDB's CPU meanwhile beside it); IMAP connections per account (Dovecot's `imap` processes);
+        and MariaDB's CPU meanwhile beside it); IMAP connections per account (Dovecot's `imap` processes); where
+        the process's busy samples went meanwhile (its sampler, through `--metrics-port`);
     push: `--appends` APPENDs to INBOX, each to an account drawn at random, spread over time (one every
         `--append-gap` s, at most one at a time per account). For each, from the APPEND's tagged OK: (a) a bare IDLE
         client (a raw IMAP connection IDLE on that account's INBOX, opened before) sees `* n EXISTS`; (b) the
         account's doorbell (Redis, schema.doorbell) rings with a seq above the one before the APPEND. Besides,
         `--archive-appends` APPENDs to Archive (no IDLE there: how long a change in another folder waits).
+
+Every Dovecot `imap` process runs as one user (nobody), and each watches its mailbox with an inotify instance: past
+`fs.inotify.max_user_instances` (Debian's default is 128) Dovecot stops watching and looks on a timer, so even a bare
+IDLE client hears of new mail seconds late. Run as root, the bench raises that limit to `--inotify-instances` for
+its run and puts the old value back at the end (it says so); otherwise it says the push figures are not valid.
 
 Goals (issue 11): <= 200 KB per idle account, idle CPU under 2% of a core, p99 of (b) within 100 ms of (a)'s.
 """
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,8 +56,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench import common
 from bench.common import BenchError
 from bench.push_bench import RawImap
-from inboxql.devmail import DovecotServer
+from inboxql.devmail import DovecotServer, free_port
 from inboxql.mailgen import generate
+from ops.sampler import IDLE
 from schema import accounts
 from schema.crypto import CredentialBox
 from schema.db import create_engine
@@ -189,6 +197,45 @@ async def wait_started(engine: AsyncEngine, proc: subprocess.Popen[bytes]) -> No
             if proc.poll() is not None:
                 raise BenchError(f"inboxql sync exited {proc.returncode} at start")
             await asyncio.sleep(0.1)
+
+
+_OURS = ("synccore.", "schema.", "ops.", "mime.", "inboxql.")
+
+
+async def print_idle_profile(port: int, seconds: float, top: int = 12) -> None:
+    """Where the idle process spent its samples (its always-on sampler, ops.sampler, through `--metrics-port`):
+    the functions found in the most sampled stacks, the event loop's wait left out."""
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            f"http://127.0.0.1:{port}/debug/profile",
+            params={"seconds": f"{max(1.0, seconds):g}", "format": "collapsed"},
+            timeout=60,
+        )
+    if response.status_code != 200:
+        print(f"idle profile: the sync process answered {response.status_code}")
+        return
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    busy = 0
+    for line in response.text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not count.isdigit() or frames[-1] == IDLE:
+            continue
+        busy += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    print(
+        f"idle profile: {busy} busy samples in {seconds:.0f} s (the loop's wait left out); inboxql's functions in "
+        "the most stacks:"
+    )
+    ours = Counter({f: n for f, n in inclusive.items() if f.startswith(_OURS) and not f.startswith("inboxql.cli")})
+    for frame, n in ours.most_common(top):
+        print(f"  {100 * n / max(1, busy):5.1f}%  {frame[:110]}")
+    print("  most samples of their own:")
+    for frame, n in own.most_common(top // 2):
+        print(f"  {100 * n / max(1, busy):5.1f}%  {frame[:110]}")
 
 
 # -- the phases ---------------------------------------------------------------------------------------------
@@ -363,7 +410,9 @@ async def run(args: argparse.Namespace, server: DovecotServer, url: str) -> int:
             endpoint = accounts.ImapEndpoint(server.host, server.port, "none", u.name)
             users[await accounts.create(store, box, f"{u.name}@example.test", endpoint, u.password)] = u
 
-        with sync_process(env, *(["--notify"] if args.notify else [])) as (proc, log):
+        metrics_port = free_port()
+        extra = ["--metrics-port", str(metrics_port), *(["--notify"] if args.notify else [])]
+        with sync_process(env, *extra) as (proc, log):
             started = time.monotonic()
             peak_connections = 0
             ready = mirrored = 0
@@ -406,6 +455,7 @@ async def run(args: argparse.Namespace, server: DovecotServer, url: str) -> int:
                 f"{100 * idle.mariadb_cpu / idle.seconds:.1f}% of a core; load {common.load_average()}"
             )
             print(f"idle: {idle.connections} IMAP connections, {idle.connections / len(users):.2f} per account")
+            await print_idle_profile(metrics_port, idle.seconds)
 
             ids = list(users)
             plan = [(rng.choice(ids), "INBOX") for _ in range(args.appends)]
@@ -503,6 +553,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Dovecot's default_process_limit (one process per IMAP connection); 0 keeps Dovecot's 100",
     )
     parser.add_argument("--notify", action="store_true", help="run `inboxql sync --notify` (RFC 5465 NOTIFY)")
+    parser.add_argument(
+        "--inotify-instances",
+        type=int,
+        default=8192,
+        help="fs.inotify.max_user_instances for the run, as root (0: leave it); the old value is put back",
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--verbose", action="store_true", help="print progress of the first sync")
     args = parser.parse_args(argv)
@@ -513,9 +569,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="inboxql-thousand-"))
     server = DovecotServer(root, process_limit=args.dovecot_limits or None)
     try:
-        server.start()
-        with common.throwaway_database("inboxql_thousand") as url:
-            return asyncio.run(run(args, server, url))
+        with inotify_instances(args.inotify_instances, needed=2 * args.accounts + 100):
+            server.start()
+            with common.throwaway_database("inboxql_thousand") as url:
+                return asyncio.run(run(args, server, url))
     except BenchError as exc:
         print(f"thousand_bench: {exc}", file=sys.stderr)
         return 1
@@ -523,6 +580,32 @@ def main(argv: list[str] | None = None) -> int:
         report_dovecot(server)
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+@contextmanager
+def inotify_instances(wanted: int, needed: int) -> Iterator[None]:
+    """The inotify instance limit raised to `wanted` for the run (module docstring), put back after it."""
+    old = int(INOTIFY_INSTANCES.read_text())
+    if wanted <= old:
+        if old < needed:
+            print(f"fs.inotify.max_user_instances is {old}: under {needed}, push figures below are NOT valid")
+        yield
+        return
+    try:
+        INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+    except OSError as exc:
+        print(f"fs.inotify.max_user_instances stays {old} ({exc}): push figures below are NOT valid")
+        yield
+        return
+    print(f"fs.inotify.max_user_instances raised from {old} to {wanted} for this run")
+    try:
+        yield
+    finally:
+        INOTIFY_INSTANCES.write_text(f"{old}\n")
+        print(f"fs.inotify.max_user_instances put back to {old}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
 from schema.redisconn import connect
 from schema.settings import Settings
-from schema.unit import Store
+from schema.shards import ShardError, Shards, prepare_ids, shard_of
 from synccore.connection import Endpoint, InsecureConnection, open_client
 from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
 
@@ -31,13 +31,25 @@ log = logging.getLogger("inboxql")
 
 
 async def db_upgrade(settings: Settings) -> int:
+    """Create and migrate every shard's database, and start its id counters in its range (schema.shards)."""
     from schema.migrate import upgrade
 
-    if await create_database(settings.database_url):
-        log.info("created the database")
-    # Alembic's env.py runs its own event loop: give it a thread of its own.
-    await asyncio.to_thread(upgrade, settings.database_url)
-    log.info("the database is at the newest revision")
+    sharded = len(settings.shard_urls()) > 1
+    for shard, url in settings.shard_urls().items():
+        which = f"shard {shard}'s database" if sharded else "the database"
+        if await create_database(url):
+            log.info("created %s", which)
+        # Alembic's env.py runs its own event loop: give it a thread of its own.
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url, pool_size=1)
+        try:
+            await prepare_ids(engine, shard)
+        except ShardError as exc:
+            print(f"inboxql: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await engine.dispose()
+        log.info("%s is at the newest revision", which)
     return 0
 
 
@@ -89,20 +101,30 @@ async def account_add(
     refused = await check_logins(endpoint, smtp, allow_insecure=allow_insecure)
     if refused is not None:
         return refused
-    engine = create_engine(settings.database_url, pool_size=1)
+    shards = Shards.of(settings, pool_size=1)
+    redis = connect(settings.redis_url)
     try:
-        store = Store(engine, connect(settings.redis_url))
+        shard = await accounts.place(shards)
         if address is None:
             address = username if "@" in username else f"{username}@{host}"
         imap = accounts.ImapEndpoint(host, port, security, username, tls_ca_file)
         box = CredentialBox(settings.key_ring())
-        account_id = await accounts.create(store, box, address, imap, password, smtp)
-        if store.redis is not None:
-            await store.redis.aclose()
+        account_id = await accounts.create(shards.store(shard, redis), box, address, imap, password, smtp, shard=shard)
+    except ShardError as exc:
+        print(f"inboxql: {exc}; nothing was stored", file=sys.stderr)
+        return 1
     finally:
-        await engine.dispose()
+        await redis.aclose()
+        await shards.dispose()
     print(account_id)
+    report_shard(settings, account_id)
     return 0
+
+
+def report_shard(settings: Settings, account_id: int) -> None:
+    """Where a new account went, on stderr (stdout stays the bare id scripts read), when there is a choice."""
+    if len(settings.shard_urls()) > 1:
+        print(f"account {account_id} is on shard {shard_of(account_id)}", file=sys.stderr)
 
 
 async def sync(
@@ -170,14 +192,14 @@ async def verify(settings: Settings, account_id: int) -> int:
     """Differences go to standard output, one a line, then their count; exit 0 only when identical."""
     from synccore.verify import verify as verify_account
 
-    engine = create_engine(settings.database_url, pool_size=2)
+    shards = Shards.of(settings, pool_size=2)
     try:
-        diffs = await verify_account(Store(engine), CredentialBox(settings.key_ring()), account_id)
-    except LookupError as exc:
+        diffs = await verify_account(shards.store_of(account_id), CredentialBox(settings.key_ring()), account_id)
+    except (LookupError, ShardError) as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2
     finally:
-        await engine.dispose()
+        await shards.dispose()
     for line in diffs:
         print(line)
     if diffs:
@@ -278,13 +300,15 @@ async def token_revoke(settings: Settings, token_ids: Sequence[int]) -> int:
 
 
 async def account_list(settings: Settings) -> int:
-    """One line an account: id, address, login, server, sync state, last error."""
-    engine = create_engine(settings.database_url, pool_size=1)
+    """One line an account: id, address, login, server, sync state, last error (every shard's, by id)."""
+    shards = Shards.of(settings, pool_size=1)
+    found = []
     try:
-        async with session_factory(engine)() as session:
-            found = await accounts.listing(session)
+        for _, engine in shards.engines():
+            async with session_factory(engine)() as session:
+                found += await accounts.listing(session)
     finally:
-        await engine.dispose()
+        await shards.dispose()
     for a in found:
         error = " ".join((a.sync_error or "-").split())
         print("\t".join([str(a.id), a.address, a.imap.username, a.server, a.sync_state, error]))
@@ -298,7 +322,13 @@ async def account_set_password(
     login is checked too when sending uses this password (or the new SMTP one given)."""
     from gateway.logins import check_credentials
 
-    engine = create_engine(settings.database_url, pool_size=1)
+    shards = Shards.of(settings, pool_size=1)
+    try:
+        engine = shards.engine_of(account_id)
+    except ShardError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        await shards.dispose()
+        return 2
     try:
         async with session_factory(engine)() as session:
             found = await accounts.info(session, account_id)
@@ -309,7 +339,7 @@ async def account_set_password(
         if problem is not None:
             print(f"inboxql: {problem.message}; nothing was changed", file=sys.stderr)
             return 1
-        store = Store(engine, connect(settings.redis_url))
+        store = shards.store_of(account_id, connect(settings.redis_url))
         try:
             changed = await accounts.set_password(
                 store, CredentialBox(settings.key_ring()), account_id, password, smtp_password
@@ -318,7 +348,7 @@ async def account_set_password(
             if store.redis is not None:
                 await store.redis.aclose()
     finally:
-        await engine.dispose()
+        await shards.dispose()
     if not changed:
         print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
         return 2
@@ -327,11 +357,14 @@ async def account_set_password(
 
 
 async def account_remove(settings: Settings, account_id: int, *, wait_seconds: float = 30.0) -> int:
-    engine = create_engine(settings.database_url, pool_size=2)
+    shards = Shards.of(settings, pool_size=2)
     try:
-        removed = await accounts.remove(Store(engine), account_id, wait_seconds=wait_seconds)
+        removed = await accounts.remove(shards.store_of(account_id), account_id, wait_seconds=wait_seconds)
+    except ShardError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
     finally:
-        await engine.dispose()
+        await shards.dispose()
     if removed is None:
         print(f"inboxql: account {account_id} does not exist", file=sys.stderr)
         return 2

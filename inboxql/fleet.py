@@ -1,5 +1,8 @@
 """The fleet commands: `inboxql fleet list`, `inboxql fleet drain OWNER`, `inboxql account pin ID GROUP` and
-`inboxql account unpin ID` (schema.leases holds what they change; synccore.supervisor acts on it)."""
+`inboxql account unpin ID` (schema.leases holds what they change; synccore.supervisor acts on it).
+
+Each shard is a lease domain of its own (schema.shards): a process is listed once per shard it serves, a drain
+is asked on every shard, and a pin is written on the account's shard."""
 
 from __future__ import annotations
 
@@ -8,24 +11,26 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from schema import leases
-from schema.db import create_engine
 from schema.settings import Settings
+from schema.shards import ShardError, Shards, shard_of
 from schema.unit import Store
 
 T = TypeVar("T")
 
 
-async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url, pool_size=1)
+async def _on_shards(settings: Settings, work: Callable[[Store], Awaitable[T]], shard: int | None = None) -> list[T]:
+    """`work` done on every shard in turn (or on `shard` alone)."""
+    shards = Shards.of(settings, pool_size=1)
     try:
-        return await work(Store(engine))
+        numbers = shards.numbers if shard is None else [shard]
+        return [await work(shards.store(n)) for n in numbers]
     finally:
-        await engine.dispose()
+        await shards.dispose()
 
 
 async def fleet_list(settings: Settings) -> int:
     """One line a sync process: owner, group, accounts held, seconds since its heartbeat, draining or live."""
-    found = await _with_store(settings, leases.processes)
+    found = [p for listed in await _on_shards(settings, leases.processes) for p in listed]
     for p in found:
         state = "draining" if p.draining else "live"
         print("\t".join([p.owner, p.group or "-", str(p.accounts), f"{p.heartbeat_age:.1f}", state]))
@@ -38,7 +43,7 @@ async def fleet_drain(settings: Settings, owner: str) -> int:
     async def drain(store: Store) -> bool:
         return await leases.drain(store, owner)
 
-    if not await _with_store(settings, drain):
+    if not any(await _on_shards(settings, drain)):
         print(f"inboxql: no sync process {owner!r} (see `inboxql fleet list`)", file=sys.stderr)
         return 2
     print(f"{owner}: draining")
@@ -51,7 +56,12 @@ async def account_pin(settings: Settings, account_id: int, group: str | None) ->
     async def pin(store: Store) -> bool:
         return await leases.pin(store, account_id, group)
 
-    if not await _with_store(settings, pin):
+    try:
+        pinned = await _on_shards(settings, pin, shard_of(account_id))
+    except ShardError as exc:
+        print(f"inboxql: {exc}", file=sys.stderr)
+        return 2
+    if not any(pinned):
         print(f"inboxql: no account {account_id}", file=sys.stderr)
         return 2
     return 0

@@ -11,11 +11,13 @@ and an interrupted removal is finished by running it again:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -39,7 +41,10 @@ from schema.models import (
     Webhook,
     utcnow,
 )
+from schema.shards import HOME, ShardError, Shards, shard_of
 from schema.unit import Store, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 # The sync state of an account being removed: the sync process lets go of it and never takes it again.
 REMOVING = "removing"
@@ -50,6 +55,8 @@ NEEDS_CONSENT = "needs_consent"
 # The states in which the sync process leaves an account alone.
 STOPPED = frozenset({AUTH_FAILED, NEEDS_CONSENT, REMOVING})
 BATCH = 2000
+# What the driver raises while a server is unreachable.
+UNREACHABLE = (OperationalError, InterfaceError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +98,13 @@ async def create(
     smtp: SmtpSettings | None = None,
     smtp_password: str | None = None,
     oauth2: OAuth2Grant | None = None,
+    shard: int = HOME,
 ) -> int:
     """A new account (sync state pending); `smtp_password` when sending logs in with a password of its own. An
-    OAuth2 account (`oauth2`) has no password: IMAP and SMTP log in with its access tokens."""
+    OAuth2 account (`oauth2`) has no password: IMAP and SMTP log in with its access tokens.
+
+    `store` writes to shard `shard` (schema.shards): an id that does not decode to it (a shard whose counters
+    `inboxql db upgrade` has not prepared) is refused with ShardError and nothing is stored."""
     if (password is None) == (oauth2 is None):
         raise ValueError("an account logs in with a password or with an OAuth2 grant, not both")
     async with store.unit(0) as uow:
@@ -115,10 +126,44 @@ async def create(
         )
         uow.session.add(account)
         await uow.session.flush()
+        if shard_of(account.id) != shard:
+            raise ShardError(
+                f"shard {shard} numbered a new account {account.id}, an id of shard {shard_of(account.id)}: "
+                "run `inboxql db upgrade` to prepare every shard"
+            )
         uow.account_id = account.id
         uow.record(ObjectType.ACCOUNT, Op.CREATE, [account.id])
     await _ring_sync_processes(store)
     return account.id
+
+
+async def counts(shards: Shards) -> dict[int, int]:
+    """The accounts of each reachable shard (those being removed are not counted); an unreachable shard is left
+    out, with a warning."""
+    found: dict[int, int] = {}
+    for number, engine in shards.engines():
+        try:
+            async with engine.connect() as conn:
+                count = await conn.scalar(
+                    select(func.count()).select_from(Account).where(Account.sync_state != REMOVING)
+                )
+        except UNREACHABLE as exc:
+            log.warning("shard %s is unreachable; no account is placed there: %s", number, str(exc).splitlines()[0])
+            continue
+        found[number] = int(count or 0)
+    return found
+
+
+async def place(shards: Shards) -> int:
+    """The shard a new account goes to: the least loaded by number of accounts (what a shard's write load and
+    size grow with, and one cheap query each), the lowest number on a tie. A single shard is shard 0, asked
+    nothing. ShardError when no shard is reachable."""
+    if len(shards.urls) == 1:
+        return HOME
+    found = await counts(shards)
+    if not found:
+        raise ShardError("no shard is reachable: the account cannot be placed")
+    return min(found, key=lambda n: (found[n], n))
 
 
 async def _ring_sync_processes(store: Store) -> None:

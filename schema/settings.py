@@ -62,6 +62,35 @@ def check_database_url(url: str) -> str:
     return url
 
 
+MAX_SHARD = 31  # schema.shards: ids stay below 2**53
+
+
+def parse_shards(text: str, home_url: str) -> tuple[tuple[int, str], ...]:
+    """INBOXQL_SHARDS: the shards besides shard 0 (INBOXQL_DATABASE_URL), as NUMBER=URL entries separated by
+    spaces or commas (a comma inside a URL is written %2C), e.g. `1=mysql+asyncmy://root@db1:3306/inboxql
+    2=mysql+asyncmy://root@db2:3306/inboxql`. Numbers run from 1 to 31; each URL names its own database."""
+    found: dict[int, str] = {}
+    for entry in text.replace(",", " ").split():
+        number, sep, url = entry.partition("=")
+        if not sep or not number.strip().isdigit():
+            raise SettingsError(f"INBOXQL_SHARDS: {entry[:40]!r} is not NUMBER=URL (e.g. 1=mysql+asyncmy://...)")
+        shard = int(number)
+        if not 1 <= shard <= MAX_SHARD:
+            raise SettingsError(
+                f"INBOXQL_SHARDS: shard {shard} is not within 1..{MAX_SHARD} (shard 0 is INBOXQL_DATABASE_URL)"
+            )
+        if shard in found:
+            raise SettingsError(f"INBOXQL_SHARDS: shard {shard} is listed twice")
+        try:
+            check_database_url(url)
+        except SettingsError as exc:
+            raise SettingsError(f"INBOXQL_SHARDS: shard {shard}: {exc}") from None
+        if url in (home_url, *found.values()):
+            raise SettingsError(f"INBOXQL_SHARDS: shard {shard} names a database already listed")
+        found[shard] = url
+    return tuple(sorted(found.items()))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -70,6 +99,12 @@ class Settings:
     secret_key: str = ""
     # The key ring file, when the keys come from one (then `inboxql secret rotate` can add a key to it).
     secret_key_file: str | None = None
+    # The shards besides shard 0 (database_url), by number (INBOXQL_SHARDS; schema.shards): none by default.
+    shards: tuple[tuple[int, str], ...] = ()
+
+    def shard_urls(self) -> dict[int, str]:
+        """Every shard's database URL, shard 0 (database_url) first."""
+        return {0: self.database_url, **dict(self.shards)}
 
     def key_ring(self) -> KeyRing:
         """The keys credentials are sealed and opened with: the ring file's (read again when it changes), or
@@ -83,8 +118,9 @@ class Settings:
         env = os.environ if env is None else env
         database_url = check_database_url(env.get("INBOXQL_DATABASE_URL", DEFAULT_DATABASE_URL))
         redis_url = env.get("INBOXQL_REDIS_URL", DEFAULT_REDIS_URL)
+        shards = parse_shards(env.get("INBOXQL_SHARDS", ""), database_url)
         if env.get("INBOXQL_SECRET_KEY"):
-            return cls(database_url, redis_url, env["INBOXQL_SECRET_KEY"])
+            return cls(database_url, redis_url, env["INBOXQL_SECRET_KEY"], shards=shards)
         path = _key_file(env)
         if _key_required(env) and not path.exists():
             raise SettingsError(missing_key_message(path))
@@ -93,4 +129,4 @@ class Settings:
         except (OSError, keyring.KeyRingError) as exc:
             raise SettingsError(f"the key ring {path} cannot be used: {exc}") from None
         newest = max(keys, key=lambda k: k.id)
-        return cls(database_url, redis_url, newest.secret, str(path))
+        return cls(database_url, redis_url, newest.secret, str(path), shards)

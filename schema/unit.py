@@ -32,11 +32,14 @@ from schema.db import session_factory
 class Store:
     """What a process needs to write the mirror: the engine, and Redis for the doorbell (optional)."""
 
-    def __init__(self, engine: AsyncEngine, redis: Redis | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, redis: Redis | None = None, doorbells: doorbell.Doorbells | None = None
+    ) -> None:
         self.engine = engine
         self.redis = redis
         self.sessions = session_factory(engine)
-        self.doorbells = doorbell.Doorbells.of(engine)
+        # Named after the database, unless given: the shards of a deployment ring shard 0's (schema.shards).
+        self.doorbells = doorbells or doorbell.Doorbells.of(engine)
 
     def unit(self, account_id: int) -> UnitOfWork:
         return UnitOfWork(self, account_id)

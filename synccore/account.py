@@ -151,10 +151,13 @@ class AccountSync:
         bell: asyncio.Event | None = None,
         tokens: TokenKeeper | None = None,
         ramp: asyncio.Semaphore | None = None,
+        pass_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.store = store
         # The process's start-up ramp (synccore.supervisor): connecting and the first pass hold a slot of it.
         self.ramp = ramp
+        # ... and its slots for the passes after the first (a change told of, a poll, the inbox's IDLE wake-up).
+        self.pass_slots = pass_slots
         # OAuth2 accounts' access tokens; the supervisor shares one keeper among its accounts.
         self.tokens = tokens or TokenKeeper(store, box)
         # Rung when a mutation queued an action for this account (synccore.bells); None: the executor polls.
@@ -351,15 +354,16 @@ class AccountSync:
                 await _leave_selected(client)
                 async with client.idle() as events:
                     await self._push_or_ended(events, wait)
-            told = client.notices
-            self.actions_ended.clear()  # what ends from now on, the next pass looks at
-            start = utcnow()
-            if not await self.full_pass(client):
-                continue  # an orphan may have moved into the folder that failed: keep it (and its id)
-            # Orphans from before the previous complete pass were looked for in every folder since: gone for good.
-            if last_start is not None:
-                await self._collect_orphans(last_start)
-            last_start = start
+            async with self._pass_slot():
+                told = client.notices
+                self.actions_ended.clear()  # what ends from now on, the next pass looks at
+                start = utcnow()
+                if not await self.full_pass(client):
+                    continue  # an orphan may have moved into the folder that failed: keep it (and its id)
+                # Orphans from before the previous complete pass were looked for in every folder since: gone for good.
+                if last_start is not None:
+                    await self._collect_orphans(last_start)
+                last_start = start
 
     def _watched_role(self) -> str:
         """The folder the IDLE connection watches: the inbox; on Gmail All Mail, where every message is (new mail,
@@ -377,15 +381,20 @@ class AccountSync:
         since = utcnow()
         while True:
             self._watched[inbox.id] = since
-            started = utcnow()
-            self.actions_ended.clear()  # what ends from now on, this run or the next looks at
-            try:
-                await sync.run(client)
-            except _FOLDER_FAILURES as exc:
-                await asyncio.sleep(await self._folder_failed(inbox, exc))
+            async with self._pass_slot():
+                started = utcnow()
+                self.actions_ended.clear()  # what ends from now on, this run or the next looks at
+                try:
+                    await sync.run(client)
+                except _FOLDER_FAILURES as exc:
+                    failed: Exception | None = exc
+                else:
+                    failed = None
+                    await self._folder_synced(inbox)
+                    await self._mark_synced([inbox.id])
+            if failed is not None:
+                await asyncio.sleep(await self._folder_failed(inbox, failed))
                 continue
-            await self._folder_synced(inbox)
-            await self._mark_synced([inbox.id])
             if any(isinstance(r, _CHANGES) for r in client.unsolicited) or self.actions_ended.is_set():
                 # The inbox changed after this run's SELECT (a message moved in while it downloaded), or an action
                 # ended meanwhile: look again before idling, still unsettled since the first of these runs.
@@ -417,13 +426,18 @@ class AccountSync:
         last_start = previous_pass
         while True:
             await asyncio.sleep(self.tuning.poll_interval)
-            start = utcnow()
-            if not await self.full_pass(client, skip_roles=skip_roles):
-                continue  # an orphan may have moved into the folder that failed: keep it (and its id)
-            # Orphans from before the previous pass were looked for in every folder since: gone for good.
-            if last_start is not None:
-                await self._collect_orphans(last_start)
-            last_start = start
+            async with self._pass_slot():
+                start = utcnow()
+                if not await self.full_pass(client, skip_roles=skip_roles):
+                    continue  # an orphan may have moved into the folder that failed: keep it (and its id)
+                # Orphans from before the previous pass were looked for in every folder since: gone for good.
+                if last_start is not None:
+                    await self._collect_orphans(last_start)
+                last_start = start
+
+    def _pass_slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """A slot of the process's follow-up passes (synccore.supervisor), held while a pass after the first runs."""
+        return self.pass_slots or contextlib.nullcontext()
 
     # -- passes --------------------------------------------------------------------------------------
     async def full_pass(self, client: ImapClient, skip_roles: frozenset[str] | set[str] = frozenset()) -> bool:

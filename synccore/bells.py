@@ -1,11 +1,12 @@
-"""The bells of one sync process: one Redis subscription, an asyncio.Event per account, and one for the round.
+"""The bells of one sync process: one Redis subscription, an asyncio.Event per account, one per round loop.
 
 A mutation rings `inboxql:actions:<account>` after it commits (schema.unit). The executor of that account
 (synccore.actions) waits on its event; while Redis is away, executors fall back to their safety timer, so a
 lost ring delays an action but never loses it (the queue is in MySQL).
 
-An account added, removed or re-authorized rings `inboxql:accounts` (schema.accounts): `accounts_changed` is set
-and the supervisor's next round starts at once (synccore.supervisor); a lost ring waits for the round's timer.
+An account added, removed or re-authorized rings `inboxql:accounts` (schema.accounts): every round bell is set
+and the supervisor's next round of each shard starts at once (synccore.supervisor); a lost ring waits for the
+round's timer.
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ class Bells:
         self.redis = redis
         self.doorbells = doorbells
         self._events: dict[int, asyncio.Event] = {}
-        self.accounts_changed = asyncio.Event()
+        self._rounds: list[asyncio.Event] = []
+
+    def round_bell(self) -> asyncio.Event:
+        """An event set when the accounts bell rings, one for each round loop (the supervisor runs one per
+        shard): each clears its own, so none eats another's ring."""
+        bell = asyncio.Event()
+        self._rounds.append(bell)
+        return bell
+
+    def _accounts_rang(self) -> None:
+        for bell in self._rounds:
+            bell.set()
 
     def event(self, account_id: int) -> asyncio.Event:
         found = self._events.get(account_id)
@@ -39,7 +51,7 @@ class Bells:
         the supervisor."""
         for event in self._events.values():
             event.set()
-        self.accounts_changed.set()
+        self._accounts_rang()
 
     async def run(self) -> None:
         backoff = Backoff(0.5, 10.0)
@@ -59,7 +71,7 @@ class Bells:
                             continue
                         channel = message.get("channel")
                         if channel in (accounts, accounts.encode()):
-                            self.accounts_changed.set()
+                            self._accounts_rang()
                             continue
                         account = self.doorbells.account_of(channel)
                         if account is not None and account in self._events:

@@ -3,7 +3,7 @@
 ```
 drain()
   entries left `sending` by a dead process   -> uncertain (never resent blindly)
-  each due entry: claim (queued -> sending, committed)
+  each due entry: claim (queued -> sending, committed), the SMTP connection and login opened meanwhile
     submit (synccore.smtp)   250       -> sent; \\Answered on the replied message (an action)
                              4xx/lost before DATA -> queued again after a backoff
                              5xx       -> failed (the server's text), the mirror's Sent copy removed
@@ -16,6 +16,7 @@ Runs inside the account's action executor (same connection, same bell): sending 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -29,7 +30,15 @@ from synccore import gmail
 from synccore.backoff import Backoff
 from synccore.identity import IdentityMode, account_mode, identity_at
 from synccore.imap import ImapClient, ImapError
-from synccore.smtp import SmtpAuthFailed, SmtpEndpoint, SmtpPermanent, SmtpTransient, SmtpUncertain, submit
+from synccore.smtp import (
+    Session,
+    SmtpAuthFailed,
+    SmtpEndpoint,
+    SmtpPermanent,
+    SmtpTransient,
+    SmtpUncertain,
+    open_session,
+)
 from synccore.tokens import ConsentNeeded, TokenKeeper, TokenUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,22 +78,21 @@ class OutboxSender:
             return await outbox.next_wakeup(s, self.account_id)
 
     async def _send(self, entry: Outbox) -> None:
-        # Committed (and logged) before any byte goes to the server: see schema.outbox.
-        async with self.store.unit(self.account_id) as uow:
-            if not await outbox.claim(uow, entry):
-                return  # cancelled meanwhile
+        # The connection and the login go on while the entry is claimed; no byte of the message goes to the
+        # server before the claim is committed (and logged): see schema.outbox.
+        opening = asyncio.ensure_future(self._open(entry))
         try:
-            endpoint = await self._endpoint()
-            try:
-                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
-            except SmtpAuthFailed:
-                if endpoint.oauth2_token is None:
-                    raise
-                # Refused at AUTH, before any byte of the message: an access token revoked or expired early is
-                # refreshed once more and the send tried again, as IMAP logins are (synccore.tokens).
-                log.info("account %s: send %s: access token refused; refreshing it once", self.account_id, entry.id)
-                endpoint = await self._endpoint(replacing=endpoint.oauth2_token)
-                result = await submit(endpoint, entry.envelope_from, entry.recipients, entry.message)
+            async with self.store.unit(self.account_id) as uow:
+                claimed = await outbox.claim(uow, entry)
+        except BaseException:
+            await _discard(opening)
+            raise
+        if not claimed:
+            await _discard(opening)
+            return  # cancelled meanwhile
+        try:
+            session = await opening
+            result = await session.send(entry.envelope_from, entry.recipients, entry.message)
         except SmtpTransient as exc:
             delay = _retry_delay(entry)
             log.info("account %s: send %s: %s; again in %.0f s", self.account_id, entry.id, exc, delay)
@@ -122,6 +130,19 @@ class OutboxSender:
         log.info("account %s: send %s %s: %s", self.account_id, entry.id, state.value, why)
         async with self.store.unit(self.account_id) as uow:
             await outbox.give_up(uow, entry, state, why)
+
+    async def _open(self, entry: Outbox) -> Session:
+        endpoint = await self._endpoint()
+        try:
+            return await open_session(endpoint)
+        except SmtpAuthFailed:
+            if endpoint.oauth2_token is None:
+                raise
+        # Refused at AUTH, before any byte of the message: an access token revoked or expired early is refreshed
+        # once more and the login tried again, as IMAP logins are (synccore.tokens).
+        log.info("account %s: send %s: access token refused; refreshing it once", self.account_id, entry.id)
+        endpoint = await self._endpoint(replacing=endpoint.oauth2_token)
+        return await open_session(endpoint)
 
     async def _endpoint(self, *, replacing: str | None = None) -> SmtpEndpoint:
         async with self.store.sessions() as s:
@@ -189,6 +210,14 @@ class OutboxSender:
                 await outbox.unfiled(uow, entry)
             else:
                 await outbox.filed_at_home(uow, entry, found.home, found.identity, found.raw)
+
+
+async def _discard(opening: asyncio.Future[Session]) -> None:
+    """A session opened for an entry that is not sent after all: stopped if still opening, else closed."""
+    opening.cancel()
+    await asyncio.wait({opening})  # the stop's own outcome, whatever it was, is retrieved below, never raised
+    if not opening.cancelled() and opening.exception() is None:
+        await opening.result().close()
 
 
 def _retry_delay(entry: Outbox) -> float:

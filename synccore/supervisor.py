@@ -23,12 +23,18 @@ Accounts start on a ramp: at most START_SLOTS of them connect and run their firs
 in the order they asked; the others wait their turn without a connection. A process that takes a thousand accounts
 thus opens a few connections at a time, not a thousand, and its database pool serves the few (without the ramp, a
 process given 1,000 accounts had every one of them time out waiting for the pool of 20 connections, then retry in a
-herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, so one account's initial
-sync of a large mailbox holds one slot, not the others' new mail. (Those follow-up passes are not bounded yet: 300
-accounts told of mail at once exhausted the pool again.)
+herd: bench.thousand_bench). Accounts caught up follow their changes outside the ramp, in slots of their own
+(PASS_SLOTS, in the order they asked): one account's initial sync of a large mailbox holds one slot of the ramp,
+never the others' new mail, and 300 accounts told of mail at once run their passes a few at a time instead of
+taking the pool from each other (unbounded, they did: bench.thousand_bench).
 
 MySQL going away (a restart, a failover) does not end the process: the supervisor waits for it with backoff,
 the account tasks retry with theirs, and an account whose lease another process took meanwhile is let go.
+
+Shards (schema.shards): a process serves the accounts of every shard configured. Each shard is a lease domain of
+its own, served by a Lane with a round loop of its own: the process beats, renews, balances and expires the log on
+each shard apart, and each account's task writes through its shard's fenced store. A shard whose server is away
+waits for it alone, with backoff: the other shards' rounds and accounts go on.
 """
 
 from __future__ import annotations
@@ -41,19 +47,22 @@ import os
 import secrets
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from redis.asyncio import Redis
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ops import metrics
 from schema import actions, changelog, idempotency, leases, outbox
 from schema.accounts import AUTH_FAILED, NEEDS_CONSENT, REMOVING, STOPPED
 from schema.crypto import CredentialBox
-from schema.db import create_engine, pool_use
-from schema.models import Account, utcnow
+from schema.db import pool_use
+from schema.models import utcnow
 from schema.redisconn import connect
 from schema.settings import Settings
+from schema.shards import HOME, ShardError, Shards, shard_of
 from schema.unit import Store
 from synccore.account import AccountSync, Tuning
 from synccore.actions import SAFETY_WAKE
@@ -66,8 +75,10 @@ log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
 RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
-# Accounts connecting and running their first pass at once (the ramp); below the database pool's size (10 + 10).
+# Accounts connecting and running their first pass at once (the ramp), and passes after the first at once (a change
+# told of, a poll): together below the database pool's size (10 + 10).
 START_SLOTS = 8
+PASS_SLOTS = 8
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
@@ -79,63 +90,123 @@ def step_of(share: int) -> int:
     return max(4, math.ceil(share / 3))
 
 
+@dataclass(eq=False)
+class Lane:
+    """One shard as this process serves it: the rounds' own connections, the fenced store its accounts' tasks
+    write through (it holds the epochs of the leases taken on that shard), its OAuth2 token keeper, its round
+    bell and timers, and what its last round read (the gauges add the shards up)."""
+
+    shard: int
+    rounds: Store
+    store: leases.FencedStore
+    tokens: TokenKeeper
+    bell: asyncio.Event
+    present: list[leases.Listed] = field(default_factory=list)
+    depths: tuple[int, int] = (0, 0)  # actions pending, outbox entries waiting
+    expire_due: float = 0.0  # the loop time of the next change-log expiry
+    sweep_due: float = 0.0  # ... and of the next sweep of the write-back queues
+
+
+def _end_idle(engine: AsyncEngine) -> None:
+    leases.end_idle_transactions(engine, LEASE_SECONDS)
+
+
 class Supervisor:
     def __init__(
-        self, settings: Settings, tuning: Tuning | None = None, group: str | None = None, start_slots: int = START_SLOTS
+        self,
+        settings: Settings,
+        tuning: Tuning | None = None,
+        group: str | None = None,
+        start_slots: int = START_SLOTS,
+        pass_slots: int = PASS_SLOTS,
     ) -> None:
         self.settings = settings
         self.tuning = tuning or Tuning()
         self.group = group
         # A name for operators (`inboxql fleet list`); liveness never reads the host or pid in it.
         self.owner = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.engine = create_engine(settings.database_url)
-        leases.end_idle_transactions(self.engine, LEASE_SECONDS)
+        self.shards = Shards.of(settings, configure=_end_idle)
         # The rounds' own connections: a renewal never waits behind the account tasks' writes for the pool (an
         # initial sync of many accounts held all of it, and leases expired while their holder was alive).
-        self._lease_engine = create_engine(settings.database_url, pool_size=2)
-        leases.end_idle_transactions(self._lease_engine, LEASE_SECONDS)
-        self.leases = Store(self._lease_engine)
-        self._untrack_pool = metrics.track_pool(lambda: pool_use(self.engine))
+        self._round_shards = Shards.of(settings, pool_size=2, configure=_end_idle)
+        self._untrack_pool = metrics.track_pool(self._pool_use)
         # Short timeouts (schema.redisconn): rings are bounded; the action bells read with their own timeout.
         self.redis: Redis = connect(settings.redis_url)
-        self.store = leases.FencedStore(self.engine, self.redis, self._refused)
         self.box = CredentialBox(settings.key_ring())
-        # One keeper of OAuth2 access tokens for every account of this process (synccore.tokens).
-        self.tokens = TokenKeeper(self.store, self.box)
         self.parser = ParsePool(default_workers())
-        self.bells = Bells(self.redis, self.store.doorbells)
+        self.bells = Bells(self.redis, self.shards.doorbells)
+        self.lanes = {n: self._lane(n) for n in self.shards.numbers}
+        # Shard 0's store (the demo announces its account's progress through it).
+        self.store = self.lanes[HOME].store
         self.ramp = asyncio.Semaphore(start_slots)
+        self.pass_slots = asyncio.Semaphore(pass_slots)
         self._bells_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._expire_due = 0.0  # the loop time of run_forever's next change-log expiry
-        self._sweep_due = 0.0  # ... and of its next sweep of the write-back queues
         self.change_log_days = float(os.environ.get("INBOXQL_CHANGE_LOG_DAYS", "30"))
+
+    def _lane(self, shard: int) -> Lane:
+        store = leases.FencedStore(self.shards.engine(shard), self.redis, self._refused, self.shards.doorbells)
+        # One keeper of OAuth2 access tokens for every account of this process and shard (synccore.tokens).
+        tokens = TokenKeeper(store, self.box)
+        return Lane(shard, self._round_shards.store(shard), store, tokens, self.bells.round_bell())
+
+    def _pool_use(self) -> tuple[int, int]:
+        uses = [pool_use(engine) for _, engine in self.shards.engines()]
+        return sum(u[0] for u in uses), sum(u[1] for u in uses)
+
+    def _lane_of(self, account_id: int) -> Lane:
+        lane = self.lanes.get(shard_of(account_id))
+        if lane is None:
+            raise ShardError(f"account {account_id} is on shard {shard_of(account_id)}, which is not configured")
+        return lane
+
+    def _held(self) -> int:
+        return sum(len(lane.store.held) for lane in self.lanes.values())
 
     async def close(self) -> None:
         tasks = [*self._tasks.values(), *([self._bells_task] if self._bells_task else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            await self._release(list(self.store.held))
-            await leases.leave(self.leases, self.owner)
-        except DATABASE_DOWN as exc:  # the leases expire by themselves
-            log.warning("leases not released: %s", _short(exc))
+        for lane in self.lanes.values():
+            try:
+                await self._release(lane, list(lane.store.held))
+                await leases.leave(lane.rounds, self.owner)
+            except DATABASE_DOWN as exc:  # the leases expire by themselves
+                log.warning("shard %s: leases not released: %s", lane.shard, _short(exc))
         await self.redis.aclose()
-        await self.engine.dispose()
-        await self._lease_engine.dispose()
+        await self.shards.dispose()
+        await self._round_shards.dispose()
         self._untrack_pool()
         # Joining the worker processes takes over half a second: off the loop (the stall detector caught it).
         await asyncio.to_thread(self.parser.close)
 
-    async def accounts(self, only: Sequence[int] | None = None) -> list[Account]:
-        return await leases.accounts(self.leases, only)
+    async def accounts(self, only: Sequence[int] | None = None) -> list[leases.Listed]:
+        """The accounts to sync (those of `only`, when given), of every shard, by id."""
+        found: list[leases.Listed] = []
+        for lane in self.lanes.values():
+            found += await self._accounts(lane, only)
+        return found
+
+    async def _accounts(self, lane: Lane, only: Sequence[int] | None) -> list[leases.Listed]:
+        if not only:
+            return await leases.accounts(lane.rounds)
+        mine = [i for i in only if shard_of(i) == lane.shard]
+        return await leases.accounts(lane.rounds, mine) if mine else []
+
+    def _unknown_shards(self, only: Sequence[int] | None) -> list[int]:
+        """The accounts of `only` on shards this process is not configured with (said in the log)."""
+        unknown = [i for i in only or () if shard_of(i) not in self.lanes]
+        for account_id in unknown:
+            log.error("account %s is on shard %s, which is not configured", account_id, shard_of(account_id))
+        return unknown
 
     async def acquire(self, account_id: int) -> bool:
-        epoch = await leases.acquire(self.leases, account_id, self.owner, LEASE_SECONDS)
+        lane = self._lane_of(account_id)
+        epoch = await leases.acquire(lane.rounds, account_id, self.owner, LEASE_SECONDS)
         if epoch is None:
             return False
-        self.store.held[account_id] = epoch
+        lane.store.held[account_id] = epoch
         return True
 
     def _refused(self, account_id: int) -> None:
@@ -151,32 +222,33 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _renew(self) -> None:
-        held = await leases.renew(self.leases, self.owner, LEASE_SECONDS)
+    async def _renew(self, lane: Lane) -> None:
+        held = await leases.renew(lane.rounds, self.owner, LEASE_SECONDS)
         # A lease that expired (this process paused, or MySQL away) may have been taken by another process: its
         # account is theirs. Its units are refused already (fencing); the task is stopped here too.
-        lost = [i for i, epoch in self.store.held.items() if held.get(i) != epoch]
+        lost = [i for i, epoch in lane.store.held.items() if held.get(i) != epoch]
         for account_id in lost:
             log.warning("account %s: its lease was taken over; letting it go", account_id)
-            self.store.held.pop(account_id)
+            lane.store.held.pop(account_id)
         await self._stop(lost)
         # Leases this process does not know it holds (a claim whose commit's answer was lost): given back.
-        await leases.release(self.leases, self.owner, [i for i in held if i not in self.store.held])
-        metrics.LEASES_HELD.set(len(self.store.held))
+        await leases.release(lane.rounds, self.owner, [i for i in held if i not in lane.store.held])
+        metrics.LEASES_HELD.set(self._held())
 
-    async def _release(self, ids: Sequence[int]) -> None:
+    async def _release(self, lane: Lane, ids: Sequence[int]) -> None:
         """Stop these accounts' tasks, then give their leases up."""
         await self._stop(ids)
         for account_id in ids:
-            self.store.held.pop(account_id, None)
-        await leases.release(self.leases, self.owner, ids)
+            lane.store.held.pop(account_id, None)
+        await leases.release(lane.rounds, self.owner, ids)
 
-    async def _let_go(self, present: Sequence[Account]) -> None:
-        """Stop the tasks of accounts that are gone or being removed, and release their leases."""
+    async def _let_go(self, lane: Lane, present: Sequence[leases.Listed]) -> None:
+        """Stop the tasks of the shard's accounts that are gone or being removed, and release their leases."""
         live = {a.id for a in present if a.sync_state != REMOVING}
-        gone = [account_id for account_id in {*self._tasks, *self.store.held} if account_id not in live]
+        running = {i for i in self._tasks if shard_of(i) == lane.shard}
+        gone = [account_id for account_id in {*running, *lane.store.held} if account_id not in live]
         if gone:
-            await self._release(gone)
+            await self._release(lane, gone)
             for account_id in sorted(gone):
                 log.info("account %s: removed, let go", account_id)
 
@@ -186,15 +258,23 @@ class Supervisor:
         also in a round that started account tasks, whose executors look at their queue only when rung. (Each
         executor looking at start and on its own timer cost 1,000 accounts four queries each, all at once: at start
         they took the database pool from the syncs until these timed out; bench.thousand_bench.)"""
-        async with self.leases.sessions() as s:
+        for lane in self.lanes.values():
+            await self._sweep(lane)
+
+    async def _sweep(self, lane: Lane) -> None:
+        async with lane.rounds.sessions() as s:
             waiting = await actions.accounts_pending(s) | await outbox.accounts_queued(s)
-        for account_id in waiting & self.store.held.keys():
+        for account_id in waiting & lane.store.held.keys():
             self.bells.event(account_id).set()
 
     async def expire_changes(self) -> int:
-        """Delete change-log entries past the retention; a client with an older cursor gets CURSOR_EXPIRED."""
+        """Delete change-log entries past the retention on every shard; a client with an older cursor gets
+        CURSOR_EXPIRED."""
+        return sum([await self._expire(lane) for lane in self.lanes.values()])
+
+    async def _expire(self, lane: Lane) -> int:
         before = utcnow() - timedelta(days=self.change_log_days)
-        async with self.store.sessions() as s, s.begin():
+        async with lane.store.sessions() as s, s.begin():
             expired = await changelog.expire(s, None, before)
             keys = await idempotency.expire(s)
             await leases.forget_grants(s, before)  # the lease history is kept as long as the log
@@ -202,31 +282,47 @@ class Supervisor:
             log.info("%d idempotency keys expired", keys)
         return expired
 
-    async def measure(self, present: Sequence[Account]) -> None:
-        """The gauges read from the database (ops.metrics): accounts by state, the action and outbox queues.
-        A failure costs the figures, never the round."""
-        metrics.set_accounts(a.sync_state for a in present)
+    async def measure(self, present: Sequence[leases.Listed]) -> None:
+        """The gauges read from the database (ops.metrics): accounts by state, the action and outbox queues, over
+        every shard. A failure costs the figures, never the round."""
+        for lane in self.lanes.values():
+            lane.present = [a for a in present if shard_of(a.id) == lane.shard]
+            await self._depths(lane)
+        self._gauges()
+
+    async def _depths(self, lane: Lane) -> None:
         try:
-            async with self.leases.sessions() as s:
-                metrics.ACTION_QUEUE.set(await actions.pending_count(s))
-                metrics.OUTBOX.set(await outbox.waiting_count(s))
+            async with lane.rounds.sessions() as s:
+                lane.depths = (await actions.pending_count(s), await outbox.waiting_count(s))
         except DATABASE_DOWN as exc:
-            log.info("queue depths not measured: %s", _short(exc))
+            log.info("shard %s: queue depths not measured: %s", lane.shard, _short(exc))
+
+    def _gauges(self) -> None:
+        lanes = self.lanes.values()
+        metrics.set_accounts(a.sync_state for lane in lanes for a in lane.present)
+        metrics.ACTION_QUEUE.set(sum(lane.depths[0] for lane in lanes))
+        metrics.OUTBOX.set(sum(lane.depths[1] for lane in lanes))
 
     async def run_once(self, only: Sequence[int] | None = None) -> int:
         """Sync the accounts until caught up; returns a process exit code."""
-        failures = 0
-        present = await self.accounts(only)
+        failures = len(self._unknown_shards(only))
+        present: list[leases.Listed] = []
+        for lane in self.lanes.values():
+            try:
+                present += await self._accounts(lane, only)
+            except DATABASE_DOWN as exc:  # the other shards' accounts are synced all the same
+                log.error("shard %s: unavailable, its accounts are not synced: %s", lane.shard, _short(exc))
+                failures += 1
         await self.measure(present)
         renewing = asyncio.create_task(self._keep_renewing(), name="lease-renewal")
         try:
-            failures = await self._sync_each_once(present)
+            failures += await self._sync_each_once(present)
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
         return 1 if failures else 0
 
-    async def _sync_each_once(self, present: Sequence[Account]) -> int:
+    async def _sync_each_once(self, present: Sequence[leases.Listed]) -> int:
         failures = 0
         for account in present:
             if account.sync_state == REMOVING:
@@ -239,15 +335,16 @@ class Supervisor:
                 log.error("account %s is being synced by another process", account.id)
                 failures += 1
                 continue
+            lane = self._lane_of(account.id)
             try:
                 await AccountSync(
-                    self.store, self.box, account.id, self.tuning, self.parser, tokens=self.tokens
+                    lane.store, self.box, account.id, self.tuning, self.parser, tokens=lane.tokens
                 ).run_once()
             except Exception as exc:
                 log.error("account %s: %s: %s", account.id, type(exc).__name__, exc)
                 failures += 1
             finally:
-                await self._release([account.id])
+                await self._release(lane, [account.id])
         return failures
 
     async def _wait_for_lease(self, account_id: int) -> bool:
@@ -271,60 +368,86 @@ class Supervisor:
         period keeps its account, and its units stay unrefused."""
         while True:
             await asyncio.sleep(RESCAN_SECONDS)
-            try:
-                await self._renew()
-            except DATABASE_DOWN as exc:
-                log.info("leases not renewed: %s", _short(exc))
+            for lane in self.lanes.values():
+                try:
+                    await self._renew(lane)
+                except DATABASE_DOWN as exc:
+                    log.info("shard %s: leases not renewed: %s", lane.shard, _short(exc))
 
     async def run_forever(self, only: Sequence[int] | None = None) -> None:
-        """Sync until cancelled, or until an operator drains this process (then its leases are handed over)."""
-        self._expire_due = 0.0
+        """Sync until cancelled, or until an operator drains this process (then its leases are handed over).
+
+        Each shard has a round loop of its own (`_follow`): a shard whose server is away waits for it with
+        backoff while the others' rounds go on."""
         if self._bells_task is None:
             self._bells_task = asyncio.create_task(self.bells.run(), name="action-bells")
+        self._unknown_shards(only)
         log.info("sync process %s (group %s) started", self.owner, self.group or "-")
+        follows = [
+            asyncio.create_task(self._follow(lane, only), name=f"shard-{lane.shard}") for lane in self.lanes.values()
+        ]
+        try:
+            done, _ = await asyncio.wait(follows, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in follows:
+                task.cancel()
+            await asyncio.gather(*follows, return_exceptions=True)
+        for task in done:
+            task.result()  # a round's unexpected error ends the process, as it always did
+        # An operator asked this process to drain (fleet drain asks every shard): hand every shard's accounts over.
+        count = self._held()
+        for lane in self.lanes.values():
+            try:
+                await self._release(lane, list(lane.store.held))
+                await leases.leave(lane.rounds, self.owner)
+            except DATABASE_DOWN as exc:  # they expire by themselves
+                log.warning("shard %s: leases not handed over: %s", lane.shard, _short(exc))
+        log.info("drained: %d accounts handed over", count)
+
+    async def _follow(self, lane: Lane, only: Sequence[int] | None) -> None:
+        """The rounds of one shard, until an operator drains this process."""
+        lane.expire_due = 0.0
         waiting = Backoff(0.5, 30.0)
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
-            self.bells.accounts_changed.clear()  # a ring from now on is for the next round
+            lane.bell.clear()  # a ring from now on is for the next round
             try:
-                if not await self._round(only):
-                    count = len(self.store.held)
-                    await self._release(list(self.store.held))
-                    await leases.leave(self.leases, self.owner)
-                    log.info("drained: %d accounts handed over", count)
+                if not await self._round(lane, only):
                     return
             except DATABASE_DOWN as exc:
                 delay = waiting.next()
-                log.warning("database unavailable (%s); trying again in %.1f s", _short(exc), delay)
+                log.warning(
+                    "shard %s: database unavailable (%s); trying again in %.1f s", lane.shard, _short(exc), delay
+                )
                 await asyncio.sleep(delay)
                 continue
             if waiting.attempt:
-                log.info("database available again")
+                log.info("shard %s: database available again", lane.shard)
                 waiting.reset()
             # Rounds keep their pace however long one took (renewals must not drift toward the lease's end); an
             # account added, removed or re-authorized (the accounts bell, synccore.bells) starts the next at once.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self.bells.accounts_changed.wait(), max(0.1, began + RESCAN_SECONDS - loop.time())
-                )
+                await asyncio.wait_for(lane.bell.wait(), max(0.1, began + RESCAN_SECONDS - loop.time()))
 
-    async def _round(self, only: Sequence[int] | None) -> bool:
-        """Beat, renew the leases, take or give up accounts toward this process's share, start a task for each
-        account held that has none, expire the log. False when an operator asked this process to drain."""
+    async def _round(self, lane: Lane, only: Sequence[int] | None) -> bool:
+        """Beat, renew the shard's leases, take or give up its accounts toward this process's share, start a task
+        for each account held that has none, expire the log. False when an operator asked this process to drain."""
         loop = asyncio.get_running_loop()
         # Renewal first: a round of a busy process can take seconds, and the lease must not wait for the rest.
-        beat = await leases.heartbeat(self.leases, self.owner, self.group, LEASE_SECONDS)
+        beat = await leases.heartbeat(lane.rounds, self.owner, self.group, LEASE_SECONDS)
         if beat.draining:
             return False
-        await self._renew()
-        present = await self.accounts(only)
-        await self._let_go(present)
-        await self.measure(present)
-        await self._balance(present, beat.live, everything=bool(only))
+        await self._renew(lane)
+        present = await self._accounts(lane, only)
+        await self._let_go(lane, present)
+        lane.present = present
+        await self._depths(lane)
+        self._gauges()
+        await self._balance(lane, present, beat.live, everything=bool(only))
         started = False
         for account in present:
-            if account.id not in self.store.held or account.sync_state in STOPPED:
+            if account.id not in lane.store.held or account.sync_state in STOPPED:
                 continue
             task = self._tasks.get(account.id)
             if task is not None and not task.done():
@@ -332,41 +455,53 @@ class Supervisor:
             if task is not None and not task.cancelled() and task.exception() is not None:
                 log.warning("account %s: its task ended: %s; starting it again", account.id, task.exception())
             bell = self.bells.event(account.id)
-            sync = AccountSync(self.store, self.box, account.id, self.tuning, self.parser, bell, self.tokens, self.ramp)
+            sync = AccountSync(
+                lane.store,
+                self.box,
+                account.id,
+                self.tuning,
+                self.parser,
+                bell,
+                lane.tokens,
+                self.ramp,
+                self.pass_slots,
+            )
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
             started = True
-            log.info("account %s: syncing (lease epoch %s)", account.id, self.store.held[account.id])
-        if started or loop.time() >= self._sweep_due:  # an executor started looks at its queue when rung
-            await self.sweep()
-            self._sweep_due = loop.time() + SAFETY_WAKE
-        if loop.time() >= self._expire_due:
+            log.info("account %s: syncing (lease epoch %s)", account.id, lane.store.held[account.id])
+        if started or loop.time() >= lane.sweep_due:  # an executor started looks at its queue when rung
+            await self._sweep(lane)
+            lane.sweep_due = loop.time() + SAFETY_WAKE
+        if loop.time() >= lane.expire_due:
             try:
-                log.info("change log: %s entries expired", await self.expire_changes())
+                log.info("change log: %s entries expired", await self._expire(lane))
             except Exception as exc:  # the next round tries again
                 log.warning("change log expiry failed: %s", exc)
-            self._expire_due = loop.time() + EXPIRE_SECONDS
+            lane.expire_due = loop.time() + EXPIRE_SECONDS
         return True
 
-    async def _balance(self, present: Sequence[Account], live: int, *, everything: bool) -> None:
-        """Take free leases up to this process's share, or give surplus back, a step a round. Accounts pinned
-        to another group are given back at once. With `everything` (`--account`), the share is all of them."""
+    async def _balance(self, lane: Lane, present: Sequence[leases.Listed], live: int, *, everything: bool) -> None:
+        """Take free leases of the shard up to this process's share of it, or give surplus back, a step a round.
+        Accounts pinned to another group are given back at once. With `everything` (`--account`), the share is all
+        of them. (Each shard is balanced on its own: its live processes are those beating on it.)"""
+        held = lane.store.held
         ours = [a for a in present if a.lease_group == self.group and a.sync_state != REMOVING]
-        foreign = [a.id for a in present if a.lease_group != self.group and a.id in self.store.held]
+        foreign = [a.id for a in present if a.lease_group != self.group and a.id in held]
         if foreign:
-            await self._release(foreign)
+            await self._release(lane, foreign)
             log.info("accounts %s: pinned to another group, let go", foreign)
         share = len(ours) if everything else math.ceil(len(ours) / max(1, live))
         step = len(ours) if everything else step_of(share)
-        mine = sorted(a.id for a in ours if a.id in self.store.held)
+        mine = sorted(a.id for a in ours if a.id in held)
         if len(mine) > share:
             surplus = mine[share:][:step]
-            await self._release(surplus)
+            await self._release(lane, surplus)
             log.info("accounts %s: handed over (share %d of %d live processes)", surplus, share, live)
         elif len(mine) < share:
-            candidates = [a.id for a in ours if a.id not in self.store.held and a.sync_state not in STOPPED]
-            taken = await leases.claim(self.leases, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
-            self.store.held.update(taken)
-        metrics.LEASES_HELD.set(len(self.store.held))
+            candidates = [a.id for a in ours if a.id not in held and a.sync_state not in STOPPED]
+            taken = await leases.claim(lane.rounds, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
+            held.update(taken)
+        metrics.LEASES_HELD.set(self._held())
 
 
 def _short(exc: BaseException) -> str:

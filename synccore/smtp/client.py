@@ -1,4 +1,5 @@
-"""`submit`: hand one message to a submission server (RFC 6409) over aiosmtplib.
+"""`submit`: hand one message to a submission server (RFC 6409) over aiosmtplib; or `open_session` first (the
+connection and login) and `Session.send` later.
 
 One connection per message, step by step, so that every failure is classified by *when* it happened:
 
@@ -38,7 +39,7 @@ from aiosmtplib import (
 from .endpoint import SmtpEndpoint
 from .errors import SmtpAuthFailed, SmtpError, SmtpPermanent, SmtpTlsFailed, SmtpTransient, SmtpUncertain
 
-__all__ = ["SubmitResult", "check_login", "submit", "tls_context"]
+__all__ = ["Session", "SubmitResult", "check_login", "open_session", "submit", "tls_context"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.M)
@@ -217,17 +218,68 @@ def _client(endpoint: SmtpEndpoint, timeout: float) -> aiosmtplib.SMTP:
 async def check_login(endpoint: SmtpEndpoint, *, timeout: float = 30.0) -> None:
     """Connect, log in and quit, sending nothing: whether the endpoint takes these credentials. Raises
     SmtpAuthFailed when it refuses them, SmtpTlsFailed or SmtpTransient when it cannot be reached as asked."""
+    session = await open_session(endpoint, timeout=timeout)
+    await session.close()
+
+
+class Session:
+    """A connection that is open and logged in, with nothing of a message sent on it yet (`open_session`): a
+    caller may open it while it still decides whether to send (the outbox claims its entry meanwhile) and
+    close it unused. One message per session."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    async def send(
+        self, envelope_from: str, recipients: Sequence[str], message: bytes, *, final_timeout: float = 600.0
+    ) -> SubmitResult:
+        """Submit `message` (RFC 5322 bytes, e.g. from `mime.compose`) for `recipients`, then close.
+
+        `final_timeout` bounds the wait for the reply to the message itself, which RFC 5321 §4.5.3.2.6 puts at
+        10 minutes (servers scan mail before they answer, and giving up early turns a delivered message into an
+        uncertain one). Returns when the server accepted the message for at least one recipient; raises an
+        `SmtpError` otherwise (see `errors` for what each means for a retry)."""
+        if not recipients:
+            await self.close()
+            raise ValueError("no recipients")
+        client = self._client
+        try:
+            try:
+                accepted, refused = await _envelope(client, envelope_from, recipients)
+                code, text = await _data(client, message, self._timeout, final_timeout)
+            except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
+                raise SmtpTransient(f"connection lost before the message was sent: {error}") from error
+            except SMTPResponseException as error:
+                raise _by_code(error.code, error.message) from error
+            with contextlib.suppress(SMTPException, OSError, TimeoutError):
+                await client.quit(timeout=self._timeout)  # the message is accepted: a rude goodbye changes nothing
+            return SubmitResult(accepted=tuple(accepted), refused=refused, code=code, text=text)
+        finally:
+            client.close()
+
+    async def close(self) -> None:
+        """QUIT and close, unused."""
+        with contextlib.suppress(SMTPException, OSError, TimeoutError):
+            await self._client.quit(timeout=self._timeout)
+        self._client.close()
+
+
+async def open_session(endpoint: SmtpEndpoint, *, timeout: float = 60.0) -> Session:
+    """Connect (TLS or STARTTLS, verified), EHLO and log in: everything before the first byte of a message, so
+    any failure here is SmtpTransient, SmtpTlsFailed, SmtpAuthFailed or a refusal by code. `timeout` bounds
+    each network step."""
     client = _client(endpoint, timeout)
     await _connect(client, endpoint)
     try:
-        try:
-            await _login(client, endpoint)
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
-            raise SmtpTransient(f"connection lost during the login: {error}") from error
-        with contextlib.suppress(SMTPException, OSError, TimeoutError):
-            await client.quit(timeout=timeout)
-    finally:
+        await _login(client, endpoint)
+    except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
         client.close()
+        raise SmtpTransient(f"connection lost during the login: {error}") from error
+    except BaseException:
+        client.close()
+        raise
+    return Session(client, timeout)
 
 
 async def submit(
@@ -239,28 +291,8 @@ async def submit(
     timeout: float = 60.0,
     final_timeout: float = 600.0,
 ) -> SubmitResult:
-    """Submit `message` (RFC 5322 bytes, e.g. from `mime.compose`) for `recipients`.
-
-    `timeout` bounds each network step; `final_timeout` the wait for the reply to the message itself, which
-    RFC 5321 §4.5.3.2.6 puts at 10 minutes (servers scan mail before they answer, and giving up early turns a
-    delivered message into an uncertain one). Returns when the server accepted the message for at least one
-    recipient; raises an `SmtpError` otherwise (see `errors` for what each means for a retry).
-    """
+    """`open_session`, then `Session.send`: one message, one connection (`timeout` bounds each network step)."""
     if not recipients:
         raise ValueError("no recipients")
-    client = _client(endpoint, timeout)
-    await _connect(client, endpoint)
-    try:
-        try:
-            await _login(client, endpoint)
-            accepted, refused = await _envelope(client, envelope_from, recipients)
-            code, text = await _data(client, message, timeout, final_timeout)
-        except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as error:
-            raise SmtpTransient(f"connection lost before the message was sent: {error}") from error
-        except SMTPResponseException as error:
-            raise _by_code(error.code, error.message) from error
-        with contextlib.suppress(SMTPException, OSError, TimeoutError):
-            await client.quit(timeout=timeout)  # the message is accepted: a rude goodbye changes nothing
-        return SubmitResult(accepted=tuple(accepted), refused=refused, code=code, text=text)
-    finally:
-        client.close()
+    session = await open_session(endpoint, timeout=timeout)
+    return await session.send(envelope_from, recipients, message, final_timeout=final_timeout)

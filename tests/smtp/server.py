@@ -45,6 +45,23 @@ class Handler:
     received: list[Received] = field(default_factory=list)
     slow_seconds: float = 3.0
     busy_refusals: int | None = None  # how many times busy@ is refused (450) before it is taken; None: always
+    logins: int = 0  # AUTHs that succeeded
+    senders: list[str] = field(default_factory=list)  # MAIL FROM, in order
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        result = authenticate(server, session, envelope, mechanism, auth_data)
+        self.logins += bool(result.success)
+        return result
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        self.senders.append(address)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -178,10 +195,10 @@ def smtp_server(
     port = free_port()
     kwargs: dict[str, Any] = {"auth_exclude_mechanism": ["LOGIN"]}  # AUTH PLAIN, what the client must use
     if starttls is not None:
-        kwargs.update(tls_context=starttls, require_starttls=True, authenticator=authenticate)
+        kwargs.update(tls_context=starttls, require_starttls=True, authenticator=handler.authenticate)
     if implicit_tls is not None:
         # aiosmtpd cannot tell that an implicit TLS session is TLS: let it offer AUTH anyway.
-        kwargs.update(ssl_context=implicit_tls, authenticator=authenticate, auth_require_tls=False)
+        kwargs.update(ssl_context=implicit_tls, authenticator=handler.authenticate, auth_require_tls=False)
     controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10, **kwargs)
     controller.start()
     try:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
@@ -151,3 +152,36 @@ async def test_a_process_starts_its_accounts_on_a_ramp(
         order = [(e.connection, e.verb) for e in proxy.exchanges if e.verb in ("LOGIN", "NOTIFY")]
         assert [verb for _, verb in order] == ["LOGIN", "NOTIFY"] * len(ids), order
         assert all(a == b for (a, _), (b, _) in zip(order[::2], order[1::2], strict=True)), order
+
+
+@pytest.mark.parametrize("notify", [True, False], ids=["notify", "idle"])
+async def test_a_pass_after_the_first_waits_for_a_slot_of_the_process(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, notify: bool
+) -> None:
+    user, password = new_user(dovecot)
+    mail = generate(10, seed=93)
+    dovecot.append(user, password, "INBOX", [next(mail) for _ in range(3)])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    slots = asyncio.Semaphore(1)
+    tuning = Tuning(poll_interval=3600, notify=notify)
+    sync = AccountSync(store, credential_box, account_id, tuning, pass_slots=slots)
+    task = asyncio.create_task(sync.run_forever())
+    try:
+        await wait_for_messages(store, account_id, 3)  # the first pass takes no slot of these (it has the ramp's)
+        async with asyncio.timeout(30):
+            await slots.acquire()  # once the pass that follows the first (if any) has let it go
+        other = await connect(dovecot, user, password)
+        try:
+            await other.append("INBOX", next(mail))
+        finally:
+            await other.logout()
+        await asyncio.sleep(2)  # told at once (NOTIFY or IDLE): its pass waits for the slot
+        with pytest.raises(TimeoutError):
+            await wait_for_messages(store, account_id, 4, timeout=0.5)
+        slots.release()
+        await wait_for_messages(store, account_id, 4)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await assert_identical(store, credential_box, account_id)

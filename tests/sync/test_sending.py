@@ -285,6 +285,62 @@ async def test_recipients_refused_for_now_get_the_message_later_and_the_others_o
     assert filed == 1  # one Sent copy, filed by the first entry
 
 
+async def _hold_the_entry_until_logged_in(
+    store: Store, credential_box: CredentialBox, account_id: int, entry_id: int, handler: Handler, then: str | None
+) -> asyncio.Task[None]:
+    """Lock the entry's row so that the sender's claim waits; wait for the sender's login to succeed meanwhile;
+    check that no MAIL FROM came; set the entry's state to `then` (if given) and release the row."""
+    async with store.sessions() as holder, holder.begin():
+        await holder.execute(select(Outbox.id).where(Outbox.id == entry_id).with_for_update())
+        draining = asyncio.create_task(_drain(store, credential_box, account_id))
+        async with asyncio.timeout(20):
+            while handler.logins == 0:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert not draining.done()
+        assert handler.senders == []  # logged in, and nothing of the message before the claim
+        if then is not None:
+            await holder.execute(update(Outbox).where(Outbox.id == entry_id).values(state=then))
+    return draining
+
+
+async def test_the_login_goes_on_while_the_entry_is_claimed_and_the_message_waits_for_the_claim(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    faulty_smtp: tuple[Handler, int, Certificates],
+) -> None:
+    handler = faulty_smtp[0]
+    account_id, address = await _faulty_account(store, credential_box, dovecot, faulty_smtp)
+    draft = Draft(sender=Mailbox(address), to=(Mailbox("someone@example.test"),), subject="x")
+    async with store.unit(account_id) as uow:
+        entry = await outbox.queue_draft(uow, draft)
+    draining = await _hold_the_entry_until_logged_in(store, credential_box, account_id, entry.id, handler, None)
+    await asyncio.wait_for(draining, 20)
+    assert (await _entry(store, entry.id)).state == OutboxState.SENT.value
+    assert handler.logins == 1
+    assert [r.rcpt_tos for r in handler.received] == [["someone@example.test"]]
+
+
+async def test_a_session_opened_for_an_entry_cancelled_meanwhile_sends_nothing(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    faulty_smtp: tuple[Handler, int, Certificates],
+) -> None:
+    handler = faulty_smtp[0]
+    account_id, address = await _faulty_account(store, credential_box, dovecot, faulty_smtp)
+    draft = Draft(sender=Mailbox(address), to=(Mailbox("someone@example.test"),), subject="x")
+    async with store.unit(account_id) as uow:
+        entry = await outbox.queue_draft(uow, draft)
+    cancelled = OutboxState.CANCELLED.value
+    draining = await _hold_the_entry_until_logged_in(store, credential_box, account_id, entry.id, handler, cancelled)
+    await asyncio.wait_for(draining, 20)
+    assert (await _entry(store, entry.id)).state == cancelled
+    assert handler.senders == []
+    assert handler.received == []
+
+
 async def test_a_send_interrupted_by_a_dead_process_becomes_uncertain(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, postfix: PostfixServer
 ) -> None:
