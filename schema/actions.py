@@ -38,16 +38,21 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Text, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import gmail
 from schema.changelog import ObjectType, Op
+from schema.db import json_dumps
 from schema.models import Account, Action, Folder, MessagePlace, table, utcnow
+from schema.states import action_state
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -76,6 +81,40 @@ class Refused(ValueError):
     """The mutation cannot be queued as asked (the message says why); nothing was changed."""
 
 
+class ActionRow(Protocol):
+    """What the executor and the endings below read of an action: an `Action` row object, or a `Queued`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+    @property
+    def message_id(self) -> int | None: ...
+    @property
+    def folder_id(self) -> int | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A pending action as `due` reads it: its columns, not an ORM object (a run of flag actions is up to
+    thousands of them, read and recorded in bulk)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    message_id: int | None
+    folder_id: int | None
+    attempts: int
+    created_at: datetime
+    not_before: datetime | None
+
+
 def _flags(text: str) -> set[str]:
     return set(text.split())
 
@@ -84,7 +123,22 @@ def _text(flags: Iterable[str]) -> str:
     return " ".join(sorted(set(flags)))
 
 
-def _place(p: MessagePlace) -> dict[str, Any]:
+# A place as `_places` reads it (columns under FOR UPDATE, no ORM object): id, message_id, folder_id, uidvalidity,
+# uid, flags, modseq, labels.
+Place = Row[*tuple[Any, ...]]
+_PLACE_COLUMNS = (
+    MessagePlace.id,
+    MessagePlace.message_id,
+    MessagePlace.folder_id,
+    MessagePlace.uidvalidity,
+    MessagePlace.uid,
+    MessagePlace.flags,
+    MessagePlace.modseq,
+    MessagePlace.labels,
+)
+
+
+def _place(p: Place) -> dict[str, Any]:
     return {
         "id": p.id,
         "folder_id": p.folder_id,
@@ -95,10 +149,10 @@ def _place(p: MessagePlace) -> dict[str, Any]:
     }
 
 
-async def _places(s: AsyncSession, account_id: int, message_ids: Sequence[int]) -> dict[int, list[MessagePlace]]:
-    found: dict[int, list[MessagePlace]] = {mid: [] for mid in message_ids}
-    rows = await s.scalars(
-        select(MessagePlace)
+async def _places(s: AsyncSession, account_id: int, message_ids: Sequence[int]) -> dict[int, list[Place]]:
+    found: dict[int, list[Place]] = {mid: [] for mid in message_ids}
+    rows = await s.execute(
+        select(*_PLACE_COLUMNS)
         .where(MessagePlace.account_id == account_id, MessagePlace.message_id.in_(list(message_ids)))
         .order_by(MessagePlace.id)
         .with_for_update()
@@ -127,14 +181,16 @@ async def _queue_many(
     if not rows:
         return []
     now = utcnow()
+    # The payloads as JSON text by orjson (the JSON type's json.dumps was the larger part of queueing 1,000).
+    stmt = insert(table(Action)).values(payload=bindparam("payload_text", type_=Text()))
     result = await uow.session.execute(
-        insert(table(Action)).returning(table(Action).c.id, sort_by_parameter_order=True),
+        stmt.returning(table(Action).c.id, sort_by_parameter_order=True),
         [
             {
                 "account_id": uow.account_id,
                 "kind": kind.value,
                 "state": ActionState.PENDING.value,
-                "payload": payload,
+                "payload_text": json_dumps(payload),
                 "message_id": message_id,
                 "folder_id": folder_id,
                 "attempts": 0,
@@ -146,6 +202,10 @@ async def _queue_many(
     uow.rang_actions = True
     ids = list(result.scalars())
     uow.record(ObjectType.ACTION, Op.CREATE, ids)
+    for action_id, (_, message_id, folder_id) in zip(ids, rows, strict=True):
+        # Logged as inserted, without reading the rows back.
+        state = action_state(kind.value, ActionState.PENDING.value, None, message_id, folder_id, 0, now, None)
+        uow.states[(ObjectType.ACTION, action_id)] = state
     return ids
 
 
@@ -188,7 +248,8 @@ async def set_flags(
     for name in sorted(plus | minus):
         check_keyword(name)
     rows: list[tuple[dict[str, Any], int | None, int | None]] = []
-    by_flags: dict[str, list[int]] = defaultdict(list)  # the places' new flags -> place ids: a statement each
+    written: list[dict[str, Any]] = []  # the places' new flags: one statement for all
+    unread: dict[int, int] = defaultdict(int)  # folder -> unread places gained (negative: lost)
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
         changed = []
         for p in places:
@@ -197,12 +258,29 @@ async def set_flags(
             after = _text((_flags(p.flags) | plus) - minus)
             if after != p.flags:
                 changed.append(_place(p))
-                by_flags[after].append(p.id)
+                written.append(
+                    {
+                        "id": p.id,
+                        "account_id": uow.account_id,
+                        "message_id": mid,
+                        "folder_id": p.folder_id,
+                        "uidvalidity": p.uidvalidity,
+                        "uid": p.uid,
+                        "flags": after,
+                    }
+                )
+                # As schema.aggregates.refresh_folder_counts counts unread places.
+                unread[p.folder_id] += ("\\Seen" not in after) - ("\\Seen" not in p.flags)
         if changed:
-            _touch(uow, mid, (c["folder_id"] for c in changed), moved=False)
+            uow.dirty_messages.add(mid)
             rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
-    for flags, place_ids in by_flags.items():
-        await uow.session.execute(update(MessagePlace).where(MessagePlace.id.in_(place_ids)).values(flags=flags))
+    if written:
+        # The places are locked and exist: every row is a duplicate of its key and only its flags are updated.
+        stmt = mysql_insert(table(MessagePlace))
+        await uow.session.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags), written)
+    for folder_id, gained in unread.items():
+        # Only flags changed: the folders' counts move by the difference (no count of all their places).
+        uow.counts_move(folder_id, 0, gained)
     if folders is not None:
         await gmail.refresh_views(uow, [mid for _, mid, _ in rows if mid is not None])
     return queued + await _queue_many(uow, ActionKind.FLAGS, rows)
@@ -222,7 +300,7 @@ async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> l
         gone = [p for p in places if p is not staying and p is not moving]
         payload: dict[str, Any] = {"to": folder_id, "move": _place(moving) if moving else None}
         payload["expunge"] = [_place(p) for p in gone]
-        # Before the update below: the ORM updates `moving` in place, and the folder it leaves must be recounted.
+        # The folder it leaves is recounted as well as the target.
         touched = {folder_id, *(p.folder_id for p in places)}
         if moving is not None:
             await uow.session.execute(
@@ -271,7 +349,7 @@ async def _gmail_folders(uow: UnitOfWork) -> dict[int, Folder] | None:
     return found if any(f.role == "all" for f in found.values()) else None
 
 
-def _real_place(places: Sequence[MessagePlace], folders: dict[int, Folder]) -> MessagePlace | None:
+def _real_place(places: Sequence[Place], folders: dict[int, Folder]) -> Place | None:
     """A Gmail message's one stored place: in All Mail, Trash or Spam (or moving there), never a derived one."""
     for p in places:
         folder = folders.get(p.folder_id)
@@ -406,21 +484,31 @@ async def save_draft(uow: UnitOfWork, folder_id: int, payload: dict[str, Any], m
 # -- what the sync core reads ------------------------------------------------------------------------------
 
 
-async def due(session: AsyncSession, account_id: int, limit: int = 500) -> list[Action]:
-    """Pending actions in the order they were asked for, up to the first one still waiting out a backoff."""
-    rows = list(
-        await session.scalars(
-            select(Action)
-            .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value)
-            .order_by(Action.id)
-            .limit(limit)
+async def due(session: AsyncSession, account_id: int, limit: int = 500, after: int = 0) -> list[Queued]:
+    """Pending actions (after the id `after`) in the order they were asked for, up to the first one still waiting
+    out a backoff."""
+    rows = await session.execute(
+        select(
+            Action.id,
+            Action.kind,
+            Action.payload,
+            Action.message_id,
+            Action.folder_id,
+            Action.attempts,
+            Action.created_at,
+            Action.not_before,
         )
+        .where(Action.account_id == account_id, Action.state == ActionState.PENDING.value, Action.id > after)
+        .order_by(Action.id)
+        .limit(limit)
     )
     now = utcnow()
-    for n, action in enumerate(rows):
-        if action.not_before is not None and action.not_before > now:
-            return rows[:n]  # in order: nothing after an action that waits may overtake it
-    return rows
+    found: list[Queued] = []
+    for row in rows:
+        if row.not_before is not None and row.not_before > now:
+            break  # in order: nothing after an action that waits may overtake it
+        found.append(Queued(*row))
+    return found
 
 
 async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:
@@ -556,7 +644,7 @@ async def _full_compare(uow: UnitOfWork, folder_ids: Iterable[int]) -> None:
         )
 
 
-def _folders_of(action: Action) -> set[int]:
+def _folders_of(action: ActionRow) -> set[int]:
     p = action.payload
     ids = {pl["folder_id"] for key in ("places", "expunge") for pl in p.get(key) or ()}
     if p.get("move"):
@@ -568,7 +656,7 @@ def _folders_of(action: Action) -> set[int]:
     return ids
 
 
-async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: str | None = None) -> None:
+async def _finish(uow: UnitOfWork, action: ActionRow, state: ActionState, error: str | None = None) -> None:
     await uow.session.execute(
         update(Action)
         .where(Action.id == action.id)
@@ -578,23 +666,30 @@ async def _finish(uow: UnitOfWork, action: Action, state: ActionState, error: st
     await _full_compare(uow, _folders_of(action))
 
 
-async def complete_flags(uow: UnitOfWork, done: Sequence[Action]) -> None:
-    """Flag actions the server did, in one statement. Their folders need no full compare: the STORE answered the
-    flags the server holds now, which the caller writes (synccore.actions)."""
+async def complete_flags(uow: UnitOfWork, done: Sequence[ActionRow]) -> None:
+    """Flag actions the server did, in one statement, logged from the rows in hand (not read again). Their
+    folders need no full compare: the STORE answered the flags the server holds now, which the caller writes
+    (synccore.actions)."""
     if not done:
         return
     if any(a.kind != ActionKind.FLAGS for a in done):
         raise ValueError("complete_flags takes flag actions only")
     ids = [a.id for a in done]
+    now = utcnow()
     await uow.session.execute(
         update(Action)
         .where(Action.id.in_(ids))
-        .values(state=ActionState.DONE.value, error=None, finished_at=utcnow(), attempts=Action.attempts + 1)
+        .values(state=ActionState.DONE.value, error=None, finished_at=now, attempts=Action.attempts + 1)
     )
     uow.record(ObjectType.ACTION, Op.UPDATE, ids)
+    for a in done:
+        state = action_state(
+            a.kind, ActionState.DONE.value, None, a.message_id, a.folder_id, a.attempts + 1, a.created_at, now
+        )
+        uow.states[(ObjectType.ACTION, a.id)] = state
 
 
-async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int] | None = None) -> None:
+async def complete(uow: UnitOfWork, action: ActionRow, *, moved_to: tuple[int, int] | None = None) -> None:
     """The server did it. A move names the place's new (UIDVALIDITY, UID), or None when the server did not
     say (the place is dropped and the next full compare of the target finds the message by its identity).
 
@@ -626,7 +721,7 @@ async def complete(uow: UnitOfWork, action: Action, *, moved_to: tuple[int, int]
     await _finish(uow, action, ActionState.DONE)
 
 
-async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
+async def fail(uow: UnitOfWork, action: ActionRow, reason: str) -> None:
     """The server refused for good: undo the mirror's change (logged) and keep the reason.
 
     A folder whose creation was refused is removed by the caller (folders.remove), as for a deletion.
@@ -690,7 +785,7 @@ async def fail(uow: UnitOfWork, action: Action, reason: str) -> None:
     await _finish(uow, action, ActionState.FAILED, reason[:2000])
 
 
-async def retry_later(uow: UnitOfWork, action: Action, delay: float, reason: str) -> None:
+async def retry_later(uow: UnitOfWork, action: ActionRow, delay: float, reason: str) -> None:
     """A transient failure: the action stays pending (and first in line) until the backoff ends; its attempts
     and the reason are logged, so a client following the feed sees why it waits."""
     await uow.session.execute(
@@ -701,7 +796,7 @@ async def retry_later(uow: UnitOfWork, action: Action, delay: float, reason: str
     uow.record(ObjectType.ACTION, Op.UPDATE, [action.id])
 
 
-def _placeholder_of(action: Action) -> Any:
+def _placeholder_of(action: ActionRow) -> Any:
     """The place a move left under its placeholder in its target, unless a later action has moved it on since."""
     p = action.payload
     return (
@@ -711,7 +806,7 @@ def _placeholder_of(action: Action) -> Any:
     )
 
 
-async def _hand_over(uow: UnitOfWork, action: Action, where: dict[str, Any]) -> None:
+async def _hand_over(uow: UnitOfWork, action: ActionRow, where: dict[str, Any]) -> None:
     """A move ended while a later action of the same message had already taken the place on (a move or delete
     queued on top of this one): that action was told the placeholder, so tell it where the message really is
     now, the UID the server gave, or back in its folder after a failure."""

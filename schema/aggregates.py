@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from schema import gmail, labels
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, table, utcnow
-from schema.states import State, iso
+from schema.states import State, folder_state, iso
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -85,7 +85,8 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
         for mid, names in gmail_names.items():
             if mid in places:
                 wanted_names.setdefault(mid, set()).update(names)
-        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        # column -> its new value -> the messages it changes to that value on
+        changes: dict[str, dict[Any, list[int]]] = defaultdict(lambda: defaultdict(list))
         add_links: list[dict[str, int]] = []
         drop_links: list[tuple[int, int]] = []
         visible: list[int] = []
@@ -102,8 +103,11 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 )
             else:
                 values = (row.unread, row.starred, row.answered, row.draft, row.orphaned_at or now)
-            if values != (row.unread, row.starred, row.answered, row.draft, row.orphaned_at):
-                groups[values].append(row.id)
+            before = (row.unread, row.starred, row.answered, row.draft, row.orphaned_at)
+            if values != before:
+                for name, new, old in zip(_MESSAGE_FLAG_KEYS, values, before, strict=True):
+                    if new != old:
+                        changes[name][new].append(row.id)
             want = {label_ids[name] for name in wanted_names.get(row.id, set())}
             have = current_labels.get(row.id, set())
             uow.states[(ObjectType.MESSAGE, row.id)] = message_state(row, values, folders.get(row.id, set()), want)
@@ -125,19 +129,34 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     uow.dirty_threads.add(row.thread_id)  # its members or their folders changed
                 else:
                     uow.flagged_threads.add(row.thread_id)  # only flags or labels: a recount will do
-        for (unread, starred, answered, draft, orphaned_at), mids in groups.items():
+        if changes:
+            # One statement: each changed column takes its new value on the messages it changed on (starring 1,000
+            # messages is one column to one value, whatever their other flags are).
+            changed = sorted({mid for by_value in changes.values() for mids in by_value.values() for mid in mids})
             await s.execute(
                 update(Message)
-                .where(Message.id.in_(mids))
-                .values(unread=unread, starred=starred, answered=answered, draft=draft, orphaned_at=orphaned_at)
+                .where(Message.id.in_(changed))
+                .values(
+                    {
+                        name: case(
+                            *((Message.id.in_(mids), value) for value, mids in by_value.items()),
+                            else_=getattr(Message, name),
+                        )
+                        for name, by_value in changes.items()
+                    }
+                )
             )
         if add_links:
             await s.execute(insert(table(MessageLabel)), add_links)
-        for mid, lid in drop_links:
-            await s.execute(delete(MessageLabel).where(MessageLabel.message_id == mid, MessageLabel.label_id == lid))
+        if drop_links:
+            await s.execute(
+                delete(MessageLabel).where(tuple_(MessageLabel.message_id, MessageLabel.label_id).in_(drop_links))
+            )
         # A change no client can see (\\Deleted, \\Recent, a flag on one of two copies) is not logged.
         uow.record(ObjectType.MESSAGE, Op.UPDATE, visible)
 
+
+_MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
 
 # What a message's logged state holds besides its flags, folders and labels (schema.states.message_states).
 _LOGGED_MESSAGE_COLUMNS = (
@@ -305,12 +324,13 @@ async def _thread_labels(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, set[i
 
 async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
     """Threads whose messages changed only flags or labels: recount unread and starred and list the labels again,
-    without reading every member's addresses and dates (what a full refresh needs)."""
+    without reading every member's addresses and dates (what a full refresh needs). The changed threads are written
+    in one statement and logged from the row read under lock (not read again)."""
     s = uow.session
     for chunk in _chunks(ids):
         threads = (
             await s.execute(
-                select(Thread.id, Thread.unread_count, Thread.starred, Thread.label_ids)
+                select(Thread.account_id, *_LOGGED_THREAD_COLUMNS)
                 .where(Thread.id.in_(chunk))
                 .order_by(Thread.id)
                 .with_for_update()  # before the members are counted (refresh_threads says why)
@@ -329,19 +349,40 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
             )
         }
         thread_labels = await _thread_labels(uow, chunk)
-        groups: dict[tuple[int, bool, tuple[int, ...]], list[int]] = defaultdict(list)
-        for tid, unread_count, starred, label_ids in threads:
-            unread, star = counts.get(tid, (0, False))
-            now = (unread, star, tuple(sorted(thread_labels.get(tid, set()))))
-            if now != (unread_count, bool(starred), tuple(label_ids or ())):
-                groups[now].append(tid)
-        for (unread, star, lids), tids in groups.items():
-            await s.execute(
-                update(Thread)
-                .where(Thread.id.in_(tids))
-                .values(unread_count=unread, starred=star, label_ids=list(lids))
+        changed: list[dict[str, Any]] = []
+        for t in threads:
+            unread, star = counts.get(t.id, (0, False))
+            lids = sorted(thread_labels.get(t.id, set()))
+            if (unread, star, lids) == (t.unread_count, bool(t.starred), list(t.label_ids or ())):
+                continue
+            # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).
+            changed.append(
+                {"id": t.id, "account_id": t.account_id, "unread_count": unread, "starred": star, "label_ids": lids}
             )
-            uow.record(ObjectType.THREAD, Op.UPDATE, tids)
+            logged = {k: getattr(t, k) for k in _LOGGED_THREAD_KEYS}
+            uow.states[(ObjectType.THREAD, t.id)] = thread_state(
+                {**logged, "unread_count": unread, "starred": star, "label_ids": lids}
+            )
+        if changed:
+            stmt = mysql_insert(table(Thread))
+            updated = ("unread_count", "starred", "label_ids")
+            await s.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in updated}), changed)
+            uow.record(ObjectType.THREAD, Op.UPDATE, [c["id"] for c in changed])
+
+
+# What a thread's logged state holds (thread_state, schema.states.thread_states).
+_LOGGED_THREAD_KEYS = (
+    "subject",
+    "snippet",
+    "participants",
+    "message_count",
+    "unread_count",
+    "starred",
+    "last_message_at",
+    "folder_ids",
+    "label_ids",
+)
+_LOGGED_THREAD_COLUMNS = (Thread.id, *(getattr(Thread, k) for k in _LOGGED_THREAD_KEYS))
 
 
 async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
@@ -371,6 +412,7 @@ async def refresh_folder_counts(uow: UnitOfWork, ids: Sequence[int]) -> None:
         if (folder.total_count, folder.unread_count) != (total, unread):
             folder.total_count, folder.unread_count = total, unread
             changed.append(folder.id)
+            uow.states[(ObjectType.FOLDER, folder.id)] = folder_state(folder)  # as locked and now written
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)
 
@@ -392,5 +434,6 @@ async def move_folder_counts(uow: UnitOfWork, moves: dict[int, tuple[int, int]])
         folder.total_count = max(0, folder.total_count + total)
         folder.unread_count = max(0, folder.unread_count + unread)
         changed.append(folder.id)
+        uow.states[(ObjectType.FOLDER, folder.id)] = folder_state(folder)  # as locked and now written
     await s.flush()
     uow.record(ObjectType.FOLDER, Op.UPDATE, changed)

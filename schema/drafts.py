@@ -32,7 +32,7 @@ from sqlalchemy import delete, select, update
 from mime.compose import Attachment, Draft, Mailbox, compose
 from mime.parse import ParsedMessage, extract_part, parse_message
 from schema import actions, blobs, gmail, messages, packing
-from schema.actions import Refused
+from schema.actions import ActionRow, Refused
 from schema.models import Action, Folder, Message, MessagePlace
 from schema.models import Attachment as AttachmentRow
 
@@ -224,7 +224,7 @@ def _content(message: EmailMessage, subtype: str) -> str | None:
 # -- how a draft_save ends (synccore.actions) ------------------------------------------------------------------
 
 
-async def saved(uow: UnitOfWork, action: Action, filed: Filed | None) -> None:
+async def saved(uow: UnitOfWork, action: ActionRow, filed: Filed | None) -> None:
     """The version is on the server at (UIDVALIDITY, UID) under an identity: the draft's place and row take them
     (on Gmail, the place becomes the version's real place in All Mail).
 
@@ -249,7 +249,7 @@ async def saved(uow: UnitOfWork, action: Action, filed: Filed | None) -> None:
     await _drop_blobs(uow, p)
 
 
-async def refused(uow: UnitOfWork, action: Action) -> None:
+async def refused(uow: UnitOfWork, action: ActionRow) -> None:
     """The server refused the version for good: a new draft leaves the mirror; an edited one shows the version
     before the edit again, unless a later edit replaced it meanwhile (that one's action decides)."""
     p = action.payload

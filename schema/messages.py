@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
@@ -160,8 +161,16 @@ async def known_identities(session: AsyncSession, account_id: int, identities: I
     return found
 
 
-async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, MessagePlace]:
-    return {p.id: p for p in await session.scalars(select(MessagePlace).where(MessagePlace.id.in_(list(ids))))}
+async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, Row[*tuple[Any, ...]]]:
+    """Where places are (id, message_id, folder_id, uidvalidity, uid), as rows: the executor looks up thousands."""
+    cols = (
+        MessagePlace.id,
+        MessagePlace.message_id,
+        MessagePlace.folder_id,
+        MessagePlace.uidvalidity,
+        MessagePlace.uid,
+    )
+    return {p.id: p for p in await session.execute(select(*cols).where(MessagePlace.id.in_(list(ids))))}
 
 
 async def message_id_header(session: AsyncSession, message_id: int | None) -> str | None:
@@ -366,19 +375,26 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
     for start in range(0, len(changes), 1000):
         uids = list(by_uid)[start : start + 1000]
         # Locked, then checked for pending actions: a mutation committing meanwhile is either seen or waits.
-        found = list(
-            await s.scalars(
-                select(MessagePlace)
+        # Columns, as locked (not as this unit may have loaded them): the unread count moves by what they were.
+        found = (
+            await s.execute(
+                select(
+                    MessagePlace.id,
+                    MessagePlace.account_id,
+                    MessagePlace.message_id,
+                    MessagePlace.uid,
+                    MessagePlace.flags,
+                    MessagePlace.modseq,
+                    MessagePlace.labels,
+                )
                 .where(
                     MessagePlace.folder_id == folder_id,
                     MessagePlace.uidvalidity == uidvalidity,
                     MessagePlace.uid.in_(uids),
                 )
                 .with_for_update()
-                # As locked, not as this unit may have loaded them: the unread count moves by what they were.
-                .execution_options(populate_existing=True)
             )
-        )
+        ).all()
         waiting = await actions.pending_messages(s, uow.account_id, (p.message_id for p in found))
         for place in found:
             if place.message_id in waiting:

@@ -30,20 +30,22 @@ async def account_states(session: AsyncSession, ids: Sequence[int]) -> dict[int,
     return {a.id: {"address": a.address, "sync_state": a.sync_state} for a in rows}
 
 
+def folder_state(f: Folder) -> State:
+    """A folder's logged state from its row (schema.aggregates logs the folders it counts from the rows it locked)."""
+    return {
+        "name": f.name,
+        "role": f.role,
+        "delimiter": f.delimiter,
+        "total_count": f.total_count,
+        "unread_count": f.unread_count,
+        "sync_state": f.sync_state,
+        "sync_error": f.sync_error,
+    }
+
+
 async def folder_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
     rows = await session.scalars(select(Folder).where(Folder.id.in_(ids)))
-    return {
-        f.id: {
-            "name": f.name,
-            "role": f.role,
-            "delimiter": f.delimiter,
-            "total_count": f.total_count,
-            "unread_count": f.unread_count,
-            "sync_state": f.sync_state,
-            "sync_error": f.sync_error,
-        }
-        for f in rows
-    }
+    return {f.id: folder_state(f) for f in rows}
 
 
 async def label_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
@@ -125,6 +127,30 @@ async def message_states(session: AsyncSession, ids: Sequence[int]) -> dict[int,
     return out
 
 
+def action_state(
+    kind: str,
+    state: str,
+    error: str | None,
+    message_id: int | None,
+    folder_id: int | None,
+    attempts: int,
+    created_at: datetime | None,
+    finished_at: datetime | None,
+) -> State:
+    """An action's logged state from its fields: what action_states reads, and what schema.actions logs from the
+    rows it has in hand when it queues or completes actions in bulk."""
+    return {
+        "kind": kind,
+        "state": state,
+        "error": error,
+        "message_id": message_id,
+        "folder_id": folder_id,
+        "attempts": attempts,
+        "created_at": iso(created_at),
+        "finished_at": iso(finished_at),
+    }
+
+
 async def action_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
     cols = (
         Action.id,
@@ -138,16 +164,16 @@ async def action_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
         Action.finished_at,
     )
     return {
-        row.id: {
-            "kind": row.kind,
-            "state": row.state,
-            "error": row.error,
-            "message_id": row.message_id,
-            "folder_id": row.folder_id,
-            "attempts": row.attempts,
-            "created_at": iso(row.created_at),
-            "finished_at": iso(row.finished_at),
-        }
+        row.id: action_state(
+            row.kind,
+            row.state,
+            row.error,
+            row.message_id,
+            row.folder_id,
+            row.attempts,
+            row.created_at,
+            row.finished_at,
+        )
         for row in await session.execute(select(*cols).where(Action.id.in_(ids)))
     }
 

@@ -10,9 +10,10 @@ thread aggregates, folder counts), writes the change log rows of everything it c
 states, commits, and then rings the account's doorbell in Redis (schema.doorbell). Redis only rings: a lost
 PUBLISH loses nothing, because readers re-read the log from their cursor.
 
-The refreshes of messages and threads hold the logged states of what they refreshed (they read and computed
-every field of them, under lock, after the unit's writes): those go to the log as they are, and only the states
-of other changed objects are read again.
+The refreshes of messages, threads and folder counts hold the logged states of what they refreshed (they read
+and computed every field of them, under lock, after the unit's writes), as do the action queue's bulk writes
+(schema.actions: actions queued, flag actions done): those go to the log as they are, and only the states of other
+changed objects are read again.
 """
 
 from __future__ import annotations

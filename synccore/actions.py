@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from schema import actions, blobs, drafts, folders, messages
-from schema.actions import ActionKind
+from schema.actions import ActionKind, Queued
 from schema.crypto import CredentialBox
 from schema.messages import PlaceFlags
-from schema.models import Action, Folder, MessagePlace
+from schema.models import Folder, MessagePlace
 from schema.retry import retry_deadlocks
 from schema.unit import Store
 from synccore import gmail, planning
@@ -69,8 +69,8 @@ class Transient(Exception):
 class Outcome:
     """What became of a batch of actions, written in one unit of work."""
 
-    done: list[tuple[Action, tuple[int, int] | None]]
-    failed: list[tuple[Action, str]]
+    done: list[tuple[Queued, tuple[int, int] | None]]
+    failed: list[tuple[Queued, str]]
     # draft_save: action id -> (UIDVALIDITY, UID, identity) of the version APPENDed
     filed: dict[int, drafts.Filed] = field(default_factory=dict)
     # What a STORE answered, folder -> (UIDVALIDITY, {uid: (flags, modseq)}): the server's flags after the change,
@@ -168,7 +168,7 @@ class ActionExecutor:
                 if not due:
                     return await actions.next_wakeup(s, self.account_id)
                 if len(due) == QUEUE_READ and all(a.kind == ActionKind.FLAGS for a in due):
-                    due = await actions.due(s, self.account_id, FLAG_RUN_READ)
+                    due += await actions.due(s, self.account_id, FLAG_RUN_READ - QUEUE_READ, after=due[-1].id)
             first = due[0]
             batch = [first]
             if first.kind == ActionKind.FLAGS:
@@ -192,7 +192,7 @@ class ActionExecutor:
             if self.ended is not None and (outcome.done or outcome.failed):
                 self.ended.set()
 
-    async def _later(self, action: Action, delay: float, reason: str) -> None:
+    async def _later(self, action: Queued, delay: float, reason: str) -> None:
         async with self.store.unit(self.account_id) as uow:
             await actions.retry_later(uow, action, delay, reason)
 
@@ -246,7 +246,7 @@ class ActionExecutor:
             raise
         return selected.uidvalidity
 
-    async def _perform(self, batch: Sequence[Action]) -> Outcome:
+    async def _perform(self, batch: Sequence[Queued]) -> Outcome:
         kind = batch[0].kind
         if kind == ActionKind.FLAGS:
             return await self._flags(batch)
@@ -281,7 +281,7 @@ class ActionExecutor:
         async with self.store.sessions() as s:
             return await folders.by_ids(s, ids)
 
-    async def _flags(self, batch: Sequence[Action]) -> Outcome:
+    async def _flags(self, batch: Sequence[Queued]) -> Outcome:
         """A run of flag changes, coalesced: per folder and per (+/-, flag set), one UID STORE over a UID set.
 
         The same place changed twice in the run splits it, so its changes still apply in order.
@@ -302,7 +302,7 @@ class ActionExecutor:
             start = end
         return outcome
 
-    async def _store(self, part: Sequence[Action], outcome: Outcome) -> None:
+    async def _store(self, part: Sequence[Queued], outcome: Outcome) -> None:
         place_ids = [p["id"] for a in part for p in a.payload["places"]]
         async with self.store.sessions() as s:
             places = await messages.places_by_id(s, place_ids)
@@ -363,7 +363,7 @@ class ActionExecutor:
             else:
                 outcome.done.append((action, None))
 
-    async def _move(self, action: Action) -> tuple[int, int] | None:
+    async def _move(self, action: Queued) -> tuple[int, int] | None:
         p = action.payload
         target_id: int = p["to"]
         found = await self._folders({target_id, *([p["move"]["folder_id"]] if p.get("move") else [])})
@@ -392,7 +392,7 @@ class ActionExecutor:
         # The source UID is gone: moved before a crash, or expunged. Look for the message in the target.
         return await self._find_in(target, action)
 
-    async def _search(self, action: Action) -> list[int]:
+    async def _search(self, action: Queued) -> list[int]:
         """UIDs of the message in the selected folder, by its Message-ID (none when it has none)."""
         async with self.store.sessions() as s:
             header = await messages.message_id_header(s, action.message_id)
@@ -401,7 +401,7 @@ class ActionExecutor:
         client = await self._client()
         return await client.uid_search([b"HEADER", b"Message-ID", astring(header)])
 
-    async def _find_in(self, target: Folder, action: Action) -> tuple[int, int] | None:
+    async def _find_in(self, target: Folder, action: Queued) -> tuple[int, int] | None:
         uidvalidity = await self._select(target)
         uids = await self._search(action)
         if len(uids) == 1 and uidvalidity is not None:
@@ -410,7 +410,7 @@ class ActionExecutor:
             raise Gone("the message was expunged on the server")
         return None  # several copies: the next full compare of the target places the right one by identity
 
-    async def _save_draft(self, action: Action) -> drafts.Filed | None:
+    async def _save_draft(self, action: Queued) -> drafts.Filed | None:
         """APPEND the version the action names, then expunge every other copy of the draft in its folder (the
         version it replaces, and one a crash left after an APPEND): safe to repeat. None: nothing to save, the
         draft was deleted meanwhile."""
@@ -465,7 +465,7 @@ class ActionExecutor:
             raise Transient(str(exc)) from exc
         return drafts.Filed(home.uidvalidity, home.uid, identity, home)
 
-    async def _labels(self, action: Action) -> None:
+    async def _labels(self, action: Queued) -> None:
         """Gmail: the labels on the message's real place, where it is now (a move queued before may have put it
         back into All Mail since the action was queued)."""
         ref = action.payload["places"][0]

@@ -47,6 +47,9 @@ _SECRETS = {"imap_password", "smtp_password", "oauth2_refresh_token", "oauth2_ac
 ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in _SECRETS)
 # An outbox entry without the message it holds twice (as delivered and as filed in Sent).
 OUTBOX_COLUMNS = tuple(c for c in Outbox.__table__.c if c.name not in {"message", "sent_copy"})
+# An action without its payload (what the executor performs and undoes, never shown): a mutation's payload lists
+# up to 1,000 actions.
+ACTION_COLUMNS = tuple(c for c in Action.__table__.c if c.name != "payload")
 
 # A thread's messages read oldest first, by the same time the thread's aggregates use.
 MESSAGE_TIME = func.coalesce(Message.date, Message.received_at)
@@ -242,7 +245,7 @@ class Loaders:
         return _by_id(rows, keys)
 
     async def _actions(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(Action.__table__).where(Action.id.in_(keys), self._mine(Action.account_id)))
+        rows = await self.db.rows(select(*ACTION_COLUMNS).where(Action.id.in_(keys), self._mine(Action.account_id)))
         return _by_id(rows, keys)
 
     async def _outbox(self, keys: list[int]) -> list[Row[Any] | None]:

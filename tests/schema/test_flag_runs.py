@@ -1,0 +1,138 @@
+"""Flag changes of many messages are set-based (BENCHMARKS.md, write-back): a flag mutation's unit of work takes as
+many statements for forty messages of varied flags, in forty threads, as for one, and recording its actions as done
+reads none of them back; what both log is what a fresh read of the mirror finds."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+
+from schema import actions, messages
+from schema.actions import ActionState
+from schema.changelog import ObjectType, Op
+from schema.crypto import CredentialBox
+from schema.models import Action, MessagePlace
+from schema.unit import Store
+from tests.schema.support import new_account, new_folder
+from tests.schema.test_changelog import fetched, log_after, mail, newest
+from tests.schema.test_settle import assert_logged_as_stored, counts
+
+UIDVALIDITY = 1900
+# Each message's flags on the server: the new flags of their places fall into as many sets, and their threads
+# into as many (unread, starred, labels) kinds.
+FLAG_SETS: list[tuple[str, ...]] = [
+    (),
+    ("\\Seen",),
+    ("\\Answered",),
+    ("\\Seen", "\\Answered"),
+    ("$Work",),
+    ("\\Seen", "$Work"),
+    ("\\Draft", "$Work", "$Later"),
+    ("\\Seen", "\\Draft", "$Later"),
+]
+
+
+@contextmanager
+def statements(store: Store) -> Iterator[list[str]]:
+    """The SQL statements sent through the store's engine inside the block."""
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+async def _messages(store: Store, account_id: int, folder_id: int, n: int) -> list[int]:
+    """n messages in as many threads, the i-th with FLAG_SETS[i % 8]; their ids by UID."""
+    when = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    async with store.unit(account_id) as uow:
+        await messages.add(
+            uow,
+            folder_id,
+            UIDVALIDITY,
+            [
+                fetched(
+                    i + 1,
+                    mail(f"r{i}.{secrets.token_hex(4)}@example.org", f"Topic {i}", when=when + timedelta(minutes=i)),
+                    FLAG_SETS[i % len(FLAG_SETS)],
+                )
+                for i in range(n)
+            ],
+        )
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(MessagePlace.message_id).where(MessagePlace.folder_id == folder_id).order_by(MessagePlace.uid)
+        )
+        found = [mid for (mid,) in rows]
+    assert len(found) == n
+    return found
+
+
+async def test_a_flag_change_of_many_messages_takes_the_statements_of_one(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 41)
+    change = {"add": ["\\Flagged", "\\Seen"], "remove": ["$Work"]}
+
+    cursor = await newest(store, account_id)
+    with statements(store) as one:  # unread, a label to drop and one to keep, as many below
+        async with store.unit(account_id) as uow:
+            [single] = await actions.set_flags(uow, ids[6:7], **change)
+    logged = await log_after(store, account_id, cursor)
+    await assert_logged_as_stored(store, logged)
+
+    cursor = await newest(store, account_id)
+    with statements(store) as many:
+        async with store.unit(account_id) as uow:
+            queued = await actions.set_flags(uow, ids[:6] + ids[7:], **change)
+    assert len(queued) == 40
+    # On a statement per resulting flag set, per (unread, starred, labels) kind of thread, per label dropped and
+    # a read back of the actions, the forty took 30 statements more than the one.
+    assert len(many) == len(one), "\n".join(many)
+    logged = await log_after(store, account_id, cursor)
+    await assert_logged_as_stored(store, logged)
+    created = {c.object_id for c in logged if c.object_type is ObjectType.ACTION and c.op is Op.CREATE}
+    assert created == set(queued)
+    assert single not in created
+    stored, counted = await counts(store, inbox)
+    assert stored == counted  # the unread count moved by the difference is the count of the places
+
+
+async def test_flag_actions_recorded_as_done_are_logged_without_reading_them_back(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 40)
+    async with store.unit(account_id) as uow:
+        queued = await actions.set_flags(uow, ids, add=["\\Flagged"], remove=[])
+    async with store.sessions() as s:
+        due = await actions.due(s, account_id, 500)
+    assert [a.id for a in due] == queued
+
+    cursor = await newest(store, account_id)
+    with statements(store) as sent:
+        async with store.unit(account_id) as uow:
+            await actions.complete_flags(uow, due)
+    assert [q for q in sent if "FROM actions" in q] == [], "the actions were read back"
+    assert len([q for q in sent if q.startswith("UPDATE actions")]) == 1
+
+    logged = await log_after(store, account_id, cursor)
+    assert [(c.object_type, c.object_id, c.op) for c in logged] == [(ObjectType.ACTION, a, Op.UPDATE) for a in queued]
+    await assert_logged_as_stored(store, logged)
+    async with store.sessions() as s:
+        states = set(await s.execute(select(Action.state, Action.attempts).where(Action.id.in_(queued))))
+    assert states == {(ActionState.DONE.value, 1)}
