@@ -266,8 +266,19 @@ class Beat:
     live: int
 
 
-async def heartbeat(store: Store, owner: str, group: str | None, seconds: float) -> Beat:
-    """Record that `owner` is alive; a process is live while its last beat is younger than `seconds`."""
+async def heartbeat(store: Store, owner: str, group: str | None, seconds: float, *, forget: bool = True) -> Beat:
+    """Record that `owner` is alive; a process is live while its last beat is younger than `seconds`. With
+    `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute, not every time)."""
+    live = (
+        select(func.count())
+        .select_from(SyncProcess)
+        .where(
+            SyncProcess.group_name.is_not_distinct_from(group),
+            SyncProcess.heartbeat_at > _after(-seconds),
+            SyncProcess.draining.is_(False),
+        )
+        .scalar_subquery()
+    )
 
     async def step() -> Beat:
         async with store.sessions() as s, s.begin():
@@ -276,18 +287,10 @@ async def heartbeat(store: Store, owner: str, group: str | None, seconds: float)
                 .values(owner=owner, group_name=group, started_at=_now(), heartbeat_at=_now())
                 .on_duplicate_key_update(heartbeat_at=_now())
             )
-            await s.execute(delete(SyncProcess).where(SyncProcess.heartbeat_at < _after(-FORGET_SECONDS)))
-            draining = bool(await s.scalar(select(SyncProcess.draining).where(SyncProcess.owner == owner)))
-            live = await s.scalar(
-                select(func.count())
-                .select_from(SyncProcess)
-                .where(
-                    SyncProcess.group_name.is_not_distinct_from(group),
-                    SyncProcess.heartbeat_at > _after(-seconds),
-                    SyncProcess.draining.is_(False),
-                )
-            )
-            return Beat(draining, live or 0)
+            if forget:
+                await s.execute(delete(SyncProcess).where(SyncProcess.heartbeat_at < _after(-FORGET_SECONDS)))
+            row = (await s.execute(select(SyncProcess.draining, live).where(SyncProcess.owner == owner))).one()
+            return Beat(bool(row[0]), int(row[1] or 0))
 
     return await retry_deadlocks(step)
 

@@ -79,6 +79,8 @@ RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
 # told of, a poll): together below the database pool's size (10 + 10).
 START_SLOTS = 8
 PASS_SLOTS = 8
+# How often a round's heartbeat also deletes the rows of processes silent for an hour (schema.leases).
+FORGET_EVERY = 60.0
 # Change-log entries older than INBOXQL_CHANGE_LOG_DAYS (30) are deleted this often (schema.changelog.expire).
 EXPIRE_SECONDS = 3600
 # What the driver raises while MySQL is unreachable (refused, reset, gone away): wait, then go on.
@@ -105,6 +107,7 @@ class Lane:
     depths: tuple[int, int] = (0, 0)  # actions pending, outbox entries waiting
     expire_due: float = 0.0  # the loop time of the next change-log expiry
     sweep_due: float = 0.0  # ... and of the next sweep of the write-back queues
+    forget_due: float = 0.0  # ... and of the next heartbeat that forgets processes long silent
 
 
 def _end_idle(engine: AsyncEngine) -> None:
@@ -435,7 +438,10 @@ class Supervisor:
         for each account held that has none, expire the log. False when an operator asked this process to drain."""
         loop = asyncio.get_running_loop()
         # Renewal first: a round of a busy process can take seconds, and the lease must not wait for the rest.
-        beat = await leases.heartbeat(lane.rounds, self.owner, self.group, LEASE_SECONDS)
+        forget = loop.time() >= lane.forget_due
+        beat = await leases.heartbeat(lane.rounds, self.owner, self.group, LEASE_SECONDS, forget=forget)
+        if forget:
+            lane.forget_due = loop.time() + FORGET_EVERY
         if beat.draining:
             return False
         await self._renew(lane)
