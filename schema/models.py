@@ -413,7 +413,9 @@ class ApiTokenAccount(Base):
     __table_args__ = (Index("ix_api_token_accounts_account", "account_id"), TABLE_ARGS)
 
     token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
-    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to `accounts`: grants live on shard 0 and name accounts of any shard (schema.shards);
+    # account removal deletes them (schema.accounts.remove).
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class Webhook(Base):
