@@ -447,7 +447,11 @@ async def remove(
             await s.execute(delete(table).where(table.account_id == account_id))
     if home is not None:
         async with home.sessions() as s, s.begin():
+            granting = await tokens.granting(s, account_id)
             revoked = await _revoke_grants(s, account_id)
+        if granting:  # the keys its mutations kept, on its own shard
+            async with store.sessions() as s, s.begin():
+                await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
     await _ring_sync_processes(store)
     let_go = await _wait_for_release(store, account_id, wait_seconds)
     await _delete_mirror(store, account_id)

@@ -549,7 +549,9 @@ class MutationKey(Base):
     __tablename__ = "mutation_keys"
     __table_args__ = (Index("ix_mutation_keys_created", "created_at"), TABLE_ARGS)
 
-    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to `api_tokens`: a key is kept on the shard of the account its mutation wrote, in the same
+    # transaction, and tokens live on shard 0 (schema.shards).
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(String(128, collation="ascii_bin"), primary_key=True)
     mutation: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -154,6 +154,8 @@ class Reader:
     ) -> Sequence[Row[Any]]:
         if not self.sharded:
             return await self._rows(stmt, params, HOME)
+        if shard not in self.shards:
+            return []  # an id of a shard this deployment does not list: nothing is there
         try:
             return await self._rows(stmt, params, shard)
         except (OperationalError, InterfaceError, OSError) as exc:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import websockets
 from redis.asyncio import Redis
+from sqlalchemy import func, select
 
 from gateway.ids import from_global, to_global
 from gateway.testing import Client, ServerThread, add_folder, deliver, start_gateway
@@ -24,6 +25,7 @@ from inboxql import commands
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import session_factory
+from schema.models import Action
 from schema.settings import Settings
 from schema.shards import Shards, shard_of
 from tests.conftest import REDIS_URL
@@ -216,6 +218,35 @@ async def test_the_feed_and_a_subscription_deliver_a_change_committed_on_shard_1
     page = (await both.data(CHANGES, {"a": account, "after": cursor}))["changes"]
     created = [c for c in page["changes"] if (c["operation"], c["objectType"]) == ("CREATE", "MESSAGE")]
     assert [c["object"] for c in created] == [{"subject": "fresh on one"}]
+
+
+UPDATE = """mutation($input: UpdateMessagesInput!) { updateMessages(input: $input) {
+  actions { id kind } messages { id starred } } }"""
+
+
+async def test_mutations_write_through_the_accounts_shard(deployment: Deployment, http: httpx.AsyncClient) -> None:
+    ids, both = deployment.ids, Client(http, deployment.both)
+    edges = (await both.data(SUBJECTS, {"a": gid(ids["one"])}))["messages"]["edges"]
+    message = next(e["node"]["id"] for e in edges if e["node"]["subject"] == "one b")
+    variables = {"input": {"ids": [message], "starred": True, "idempotencyKey": "star-on-one"}}
+    once = (await both.data(UPDATE, variables))["updateMessages"]
+    assert once["messages"] == [{"id": message, "starred": True}]
+    [action] = once["actions"]
+    assert shard_of(from_global(action["id"])[1]) == 1  # queued on the account's shard
+    # The key was kept with the write, on shard 1: a retry reads the same reply and queues nothing more.
+    again = (await both.data(UPDATE, variables))["updateMessages"]
+    assert again["actions"] == once["actions"]
+    async with deployment.shards.engine(1).connect() as conn:
+        starred = await conn.scalar(select(func.count()).select_from(Action).where(Action.account_id == ids["one"]))
+    assert starred == 1
+    # A message of another tenant on the same shard is NOT_FOUND, as on one server.
+    others = (await Client(http, deployment.other).data(SUBJECTS, {"a": gid(ids["other"])}))["messages"]["edges"]
+    refused = await both.run(UPDATE, {"input": {"ids": [others[0]["node"]["id"]], "starred": True}})
+    assert [e["extensions"]["code"] for e in refused["errors"]] == ["NOT_FOUND"]
+    # Ids of accounts on two shards are of two accounts: refused as one mutation must be of one account.
+    zero = (await both.data(SUBJECTS, {"a": gid(ids["zero"])}))["messages"]["edges"][0]["node"]["id"]
+    mixed = await both.run(UPDATE, {"input": {"ids": [zero, message], "starred": False}})
+    assert [e["extensions"]["code"] for e in mixed["errors"]] == ["BAD_USER_INPUT"]
 
 
 @pytest.mark.hang_seconds(300)

@@ -22,6 +22,7 @@ from gateway.ids import webhook_pk
 from schema import webhooks
 from schema.db import session_factory
 from schema.models import Webhook as WebhookRow
+from schema.shards import HOME, shard_of
 
 
 async def _own_hook(session: AsyncSession, hook_id: int, accounts: frozenset[int]) -> WebhookRow:
@@ -41,6 +42,11 @@ class WebhookMutations:
     ) -> CreatedWebhook:
         info.context.admin_accounts()
         pk = info.context.account_pk(account_id)
+        if shard_of(pk) != HOME:
+            # The deliverer reads shard 0's hooks only, so a hook of another shard's account would never send.
+            raise BadUserInput(
+                f"webhooks are delivered for accounts of shard 0 only (this account is on shard {shard_of(pk)})"
+            )
         if len(url) > 2048:
             raise BadUserInput("the URL is too long")
         try:
