@@ -43,7 +43,7 @@ from gateway.auth import TokenCache
 from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
 from gateway.consent import ConsentFlow
-from gateway.delivery import Deliverer, running
+from gateway.delivery import deliverers, running_each
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
 from gateway.graphiql import STATIC_DIR, STATIC_URL
@@ -154,12 +154,12 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
             async with (
                 watching(),
                 # Built off the loop: its HTTP client loads the CA certificates, ~0.2 s (ops.watchdog saw it).
-                running(
-                    await asyncio.to_thread(Deliverer, engine, services.box, config, fanout)
+                running_each(
+                    await asyncio.to_thread(deliverers, services.engines, services.box, config, fanout)
                     if config.webhooks
-                    else None
+                    else []
                 ),
-                pruning(engine, config.upload_prune_seconds),
+                pruning(list(services.engines.values()), config.upload_prune_seconds),
             ):
                 yield
         finally:

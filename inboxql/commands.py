@@ -178,14 +178,15 @@ async def status(settings: Settings, *, folders: bool) -> int:
     from inboxql import status as view
     from schema import status as read
 
-    engine = create_engine(settings.database_url, pool_size=1)
+    shards = Shards.of(settings, pool_size=1)
     try:
-        async with session_factory(engine)() as session:
-            snap = await read.snapshot(session)
+        found = await read.snapshot_shards(dict(shards.engines()))
     finally:
-        await engine.dispose()
-    view.render(snap, sys.stdout, folders=folders)
-    return 0
+        await shards.dispose()
+    view.render(found.snapshot, sys.stdout, folders=folders)
+    for number in found.unavailable:
+        print(f"inboxql: shard {number} is unreachable: its accounts are not shown", file=sys.stderr)
+    return 1 if found.unavailable else 0
 
 
 async def verify(settings: Settings, account_id: int) -> int:

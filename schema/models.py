@@ -517,7 +517,9 @@ class Upload(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
     # The token that uploaded it (kept for audit; the account decides who may use it).
-    token_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="SET NULL"))
+    # The token that uploaded it (a record: nothing checks it). No foreign key: an upload lives on its account's
+    # shard, the token on shard 0 (schema.shards).
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)

@@ -54,6 +54,9 @@ async def test_accounts_spread_over_two_shards_and_each_syncs_and_verifies(
         assert (verified.code, verified.stdout.strip()) == (0, "identical"), verified.stdout
     listed = await inboxql(sharded_env, "account", "list")
     assert [int(line.split("\t")[0]) for line in listed.stdout.splitlines()] == ids
+    shown = await inboxql(sharded_env, "status")
+    assert shown.code == 0, shown.stderr
+    assert [int(line.split("\t")[0]) for line in shown.stdout.splitlines()] == ids
 
     # Tokens live on shard 0 and grant accounts of any shard, each looked for on its own shard.
     both = await inboxql(sharded_env, "token", "create", "--account", str(ids[0]), "--account", str(ids[1]))

@@ -1,5 +1,5 @@
-"""Token grants name accounts of any shard, and idempotency keys live on their account's shard: the foreign keys
-from `api_token_accounts` to `accounts` and from `mutation_keys` to `api_tokens` go.
+"""Token grants name accounts of any shard, and idempotency keys and uploads live on their account's shard: the
+foreign keys from `api_token_accounts` to `accounts` and from `mutation_keys` and `uploads` to `api_tokens` go.
 
 Tokens and their grants are global, on shard 0 (schema.shards), and an account lives on its shard: a grant of
 an account of shard 1 names a row of another database, which no foreign key can hold. `inboxql token create`
@@ -8,7 +8,8 @@ which the key's ON DELETE CASCADE did before. The index on account_id stays (rem
 
 An idempotency key is written in the transaction of its mutation, on the shard of the account it writes
 (gateway.graphql.mutations.writes), so that a retry finds it or finds nothing done; the token it names lives on
-shard 0. Account removal deletes the keys of the tokens it revokes on the account's shard too.
+shard 0. Account removal deletes the keys of the tokens it revokes on the account's shard too. An upload names
+the token that made it as a record only (nothing reads it back).
 
 The keys' names were chosen by the server (the initial migration named none), so they are looked up.
 
@@ -28,7 +29,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-FOREIGN_KEYS = (("api_token_accounts", "accounts"), ("mutation_keys", "api_tokens"))
+FOREIGN_KEYS = (("api_token_accounts", "accounts"), ("mutation_keys", "api_tokens"), ("uploads", "api_tokens"))
 
 
 def upgrade() -> None:
@@ -50,3 +51,5 @@ def downgrade() -> None:
     op.create_foreign_key(None, "api_token_accounts", "accounts", ["account_id"], ["id"], ondelete="CASCADE")
     op.execute("DELETE FROM mutation_keys WHERE token_id NOT IN (SELECT id FROM api_tokens)")
     op.create_foreign_key(None, "mutation_keys", "api_tokens", ["token_id"], ["id"], ondelete="CASCADE")
+    op.execute("UPDATE uploads SET token_id = NULL WHERE token_id NOT IN (SELECT id FROM api_tokens)")
+    op.create_foreign_key(None, "uploads", "api_tokens", ["token_id"], ["id"], ondelete="SET NULL")

@@ -19,17 +19,18 @@ import websockets
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from gateway.ids import from_global, to_global
+from gateway.ids import from_global, to_global, upload_pk, webhook_pk
 from gateway.testing import Client, ServerThread, add_folder, deliver, start_gateway
 from inboxql import commands
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import session_factory
-from schema.models import Action
+from schema.models import Action, Upload
 from schema.settings import Settings
 from schema.shards import Shards, shard_of
 from tests.conftest import REDIS_URL
 from tests.gateway.test_changes import mail
+from tests.gateway.test_webhooks import CREATE, FAST, HOOKS, Receiver, eventually, serve
 from tests.mariadb import PrivateMariaDB
 
 ACCOUNTS = "query($first: Int, $after: String, $last: Int) { accounts(first: $first, after: $after, last: $last) {"
@@ -249,6 +250,62 @@ async def test_mutations_write_through_the_accounts_shard(deployment: Deployment
     assert [e["extensions"]["code"] for e in mixed["errors"]] == ["BAD_USER_INPUT"]
 
 
+async def test_downloads_and_uploads_of_an_account_of_shard_1(deployment: Deployment, http: httpx.AsyncClient) -> None:
+    ids, both = deployment.ids, Client(http, deployment.both)
+    edges = (await both.data(SUBJECTS, {"a": gid(ids["one"])}))["messages"]["edges"]
+    message = next(e["node"]["id"] for e in edges if e["node"]["subject"] == "one c")
+    raw = await http.get(f"/messages/{message}/raw", headers=both.headers())
+    assert raw.status_code == 200, raw.text
+    assert b"Subject: one c" in raw.content
+    foreign = await http.get(f"/messages/{message}/raw", headers=Client(http, deployment.other).headers())
+    assert foreign.status_code == 404
+
+    done = await http.post(
+        "/uploads",
+        params={"accountId": gid(ids["one"]), "filename": "notes.txt"},
+        content=b"notes for shard one\n",
+        headers={**both.headers(), "content-type": "text/plain"},
+    )
+    assert done.status_code == 201, done.text
+    upload = upload_pk(done.json()["id"])
+    assert shard_of(upload) == 1
+    async with deployment.shards.engine(1).connect() as conn:
+        owner = await conn.scalar(select(Upload.account_id).where(Upload.id == upload))
+    assert owner == ids["one"]
+
+
+async def test_a_webhook_of_an_account_of_shard_1_lives_there_and_is_delivered(deployment: Deployment) -> None:
+    one = deployment.ids["one"]
+    async with session_factory(deployment.shards.home)() as session, session.begin():
+        admin = await tokens.create_token(session, [one], admin=True, found={one})
+    receiver = Receiver()
+    sink = serve(receiver.app())
+    gateway = start_gateway(deployment.settings, FAST)  # its deliverers: one per shard
+    redis = Redis.from_url(REDIS_URL)
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            created = (
+                await Client(http, admin).data(CREATE, {"a": gid(one), "u": f"{sink.url}/hook", "e": ["message"]})
+            )["createWebhook"]
+            receiver.secret = created["secret"]
+            assert shard_of(webhook_pk(created["webhook"]["id"])) == 1
+            store = deployment.shards.store(1, redis)
+            await deliver(store, one, deployment.inboxes["one"], [(mail("hooked on one"), [])], first_uid=20)
+
+            async def delivered() -> bool:
+                return any(e["type"] == "message" and e["op"] == "create" for e in receiver.events)
+
+            await eventually(delivered)
+            assert {e["accountId"] for e in receiver.events} == {one}
+            assert receiver.bad_signatures == 0
+            hooks = (await Client(http, admin).data(HOOKS, {"a": gid(one)}))["webhooks"]["edges"]
+            assert [h["node"]["deliveries"]["totalCount"] > 0 for h in hooks] == [True]
+    finally:
+        gateway.stop()
+        sink.stop()
+        await redis.aclose()
+
+
 @pytest.mark.hang_seconds(300)
 async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
     deployment: Deployment, http: httpx.AsyncClient
@@ -257,8 +314,17 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
     zero, one = gid(ids["zero"]), gid(ids["one"])
     query = "query($a: ID!) { messages(accountId: $a) { edges { node { subject } } } changesCursor(accountId: $a) }"
     nodes = "query($zero: ID!, $one: ID!) { zero: node(id: $zero) { id } one: node(id: $one) { id } }"
+    async with session_factory(deployment.shards.home)() as session, session.begin():
+        operator = await tokens.create_token(session, [], operator=True)
+    status = await http.get("/status.json", headers=Client(http, operator).headers())
+    assert [a["accountId"] for a in status.json()["accounts"]] == sorted(ids.values())
+    assert "unavailableShards" not in status.json()
     deployment.servers[1].stop()
     try:
+        # The status page shows shard 0's accounts and names the shard it could not read.
+        status = await http.get("/status.json", headers=Client(http, operator).headers())
+        assert [a["accountId"] for a in status.json()["accounts"]] == [ids["zero"]]
+        assert status.json()["unavailableShards"] == [1]
         # Shard 0's account answers; shard 1's fails, typed (a non-null root field: its request has no data).
         data = await both.data(query, {"a": zero})
         assert {e["node"]["subject"] for e in data["messages"]["edges"]} == {"zero a", "zero b"}
