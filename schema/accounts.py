@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from schema import tokens
@@ -138,11 +138,15 @@ async def create(
     return account.id
 
 
-async def counts(shards: Shards) -> dict[int, int]:
+def _engines(shards: Shards | Mapping[int, AsyncEngine]) -> Mapping[int, AsyncEngine]:
+    return dict(shards.engines()) if isinstance(shards, Shards) else shards
+
+
+async def counts(shards: Shards | Mapping[int, AsyncEngine]) -> dict[int, int]:
     """The accounts of each reachable shard (those being removed are not counted); an unreachable shard is left
-    out, with a warning."""
+    out, with a warning. `shards`: the Shards, or their engines by number (the gateway's)."""
     found: dict[int, int] = {}
-    for number, engine in shards.engines():
+    for number, engine in sorted(_engines(shards).items()):
         try:
             async with engine.connect() as conn:
                 count = await conn.scalar(
@@ -155,11 +159,11 @@ async def counts(shards: Shards) -> dict[int, int]:
     return found
 
 
-async def place(shards: Shards) -> int:
+async def place(shards: Shards | Mapping[int, AsyncEngine]) -> int:
     """The shard a new account goes to: the least loaded by number of accounts (what a shard's write load and
     size grow with, and one cheap query each), the lowest number on a tie. A single shard is shard 0, asked
     nothing. ShardError when no shard is reachable."""
-    if len(shards.urls) == 1:
+    if len(_engines(shards)) == 1:
         return HOME
     found = await counts(shards)
     if not found:

@@ -22,14 +22,16 @@ from sqlalchemy import func, select
 from gateway.ids import from_global, to_global, upload_pk, webhook_pk
 from gateway.testing import Client, ServerThread, add_folder, deliver, start_gateway
 from inboxql import commands
+from inboxql.devmail import DovecotServer
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
 from schema.db import session_factory
-from schema.models import Action, Upload
+from schema.models import Action, ApiTokenAccount, Upload
 from schema.settings import Settings
 from schema.shards import Shards, shard_of
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, new_user
 from tests.gateway.test_changes import mail
+from tests.gateway.test_operator import ADD, LIST, REMOVE, imap_input
 from tests.gateway.test_webhooks import CREATE, FAST, HOOKS, Receiver, eventually, serve
 from tests.mariadb import PrivateMariaDB
 
@@ -346,3 +348,33 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
     # Back: shard 1's accounts answer again.
     data = await both.data(query, {"a": one})
     assert {e["node"]["subject"] for e in data["messages"]["edges"]} >= {"one a", "one b", "one c"}
+
+
+async def test_the_operator_api_manages_accounts_of_every_shard(
+    deployment: Deployment, http: httpx.AsyncClient, dovecot: DovecotServer
+) -> None:
+    """Last in the module: it removes shard 1's second account."""
+    ids = deployment.ids
+    async with session_factory(deployment.shards.home)() as session, session.begin():
+        operator = Client(http, await tokens.create_token(session, [], operator=True))
+    listed = (await operator.data(LIST))["managedAccounts"]
+    assert [n["id"] for n in listed["nodes"]] == [gid(i) for i in sorted(ids.values())]
+
+    # Removal of shard 1's account revokes its token on shard 0 and deletes its grants there.
+    removed = (await operator.data(REMOVE, {"a": gid(ids["other"])}))["removeAccount"]
+    assert removed == {"accountId": gid(ids["other"]), "revokedTokens": 1, "released": True}
+    async with session_factory(deployment.shards.home)() as session:
+        assert await tokens.lookup(session, deployment.other) is None  # revoked
+        grants = await session.scalar(
+            select(func.count()).select_from(ApiTokenAccount).where(ApiTokenAccount.account_id == ids["other"])
+        )
+    assert grants == 0
+
+    # New accounts go to the least loaded shard: a tie (one account each) to shard 0, then shard 1.
+    placed = []
+    for _ in range(2):
+        user, password = new_user(dovecot)
+        added = (await operator.data(ADD, {"i": {"imap": imap_input(dovecot, user, password)}}))["addAccount"]
+        assert added["problem"] is None
+        placed.append(shard_of(from_global(added["account"]["id"])[1]))
+    assert placed == [0, 1]

@@ -117,8 +117,9 @@ class OperatorMutations:
             return _problem(problem)
         endpoint = accounts.ImapEndpoint(login.host, login.port, login.security, login.username)
         services = info.context.services
+        shard = await accounts.place(services.engines)  # the least loaded shard (shard 0 on a single server)
         account_id = await accounts.create(
-            services.store, services.box, address, endpoint, login.password, smtp, smtp_password
+            services.stores[shard], services.box, address, endpoint, login.password, smtp, smtp_password, shard=shard
         )
         return AccountPayload(account=await _managed(info, account_id), problem=None)
 
