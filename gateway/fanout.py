@@ -38,6 +38,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway import heap
@@ -275,10 +276,21 @@ class Fanout:
 
     async def _read(self, account_id: int, after: int, mark: int) -> Batch:
         self.reads += 1
-        engine = self.engine_of(account_id)
-        async with AsyncSession(engine) as session:
+        async with self.session(account_id) as session:
             entries = await changelog.read(session, account_id, after, self.read_limit)
-        return Batch(engine, account_id, entries, mark)
+        return Batch(self.engine_of(account_id), account_id, entries, mark)
+
+    @contextlib.asynccontextmanager
+    async def session(self, account_id: int) -> AsyncIterator[AsyncSession]:
+        """A session on the account's shard; with several shards, one whose server cannot be reached is
+        SHARD_UNAVAILABLE (the subscriber's error: it subscribes again from its cursor), the others go on."""
+        try:
+            async with AsyncSession(self.engine_of(account_id)) as session:
+                yield session
+        except (OperationalError, InterfaceError, OSError) as exc:
+            if len(self.engines) == 1:
+                raise
+            raise ShardUnavailable(shard_of(account_id)) from exc
 
     def engine_of(self, account_id: int) -> AsyncEngine:
         """The engine of the account's shard (shard 0's on a single server)."""
@@ -303,9 +315,9 @@ class Fanout:
         return cast("T", await self._queries.run(key, query))
 
     async def _cursor_valid(self, account_id: int, after: int) -> bool:
-        async with AsyncSession(self.engine_of(account_id)) as session:
+        async with self.session(account_id) as session:
             return await changelog.cursor_valid(session, account_id, after)
 
     async def _newest(self, account_id: int) -> int:
-        async with AsyncSession(self.engine_of(account_id)) as session:
+        async with self.session(account_id) as session:
             return await changelog.newest_seq(session, account_id)

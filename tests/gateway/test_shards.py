@@ -10,14 +10,17 @@ import json
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
 from redis.asyncio import Redis
 from sqlalchemy import func, select
+from websockets.asyncio.client import ClientConnection
 
 from gateway.ids import from_global, to_global, upload_pk, webhook_pk
 from gateway.testing import Client, ServerThread, add_folder, deliver, start_gateway
@@ -116,6 +119,30 @@ async def http(deployment: Deployment) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@asynccontextmanager
+async def socket(deployment: Deployment, token: str) -> AsyncIterator[ClientConnection]:
+    """A graphql-transport-ws connection of the token, acknowledged."""
+    url = deployment.gateway.url.replace("http://", "ws://") + "/graphql"
+    async with websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        yield ws
+
+
+async def next_message(ws: ClientConnection, op: str) -> dict[str, Any]:
+    """The object of operation `op`'s next MESSAGE CREATE event."""
+    async with asyncio.timeout(20):
+        while True:
+            message = json.loads(await ws.recv())
+            if message.get("id") != op:
+                continue
+            assert message["type"] == "next", message
+            event = message["payload"]["data"]["changes"]
+            if (event["objectType"], event["operation"]) == ("MESSAGE", "CREATE"):
+                found: dict[str, Any] = event["object"]
+                return found
+
+
 def gid(account_id: int) -> str:
     return to_global("Account", account_id)
 
@@ -195,11 +222,7 @@ async def test_the_feed_and_a_subscription_deliver_a_change_committed_on_shard_1
     ids, both = deployment.ids, Client(http, deployment.both)
     account = gid(ids["one"])
     cursor = (await both.data(CHANGES, {"a": account}))["changes"]["cursor"]
-    url = deployment.gateway.url.replace("http://", "ws://") + "/graphql"
-    async with websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]) as ws:
-        init = {"type": "connection_init", "payload": {"authorization": f"Bearer {deployment.both}"}}
-        await ws.send(json.dumps(init))
-        assert json.loads(await ws.recv())["type"] == "connection_ack"
+    async with socket(deployment, deployment.both) as ws:
         payload = {"query": FOLLOW, "variables": {"a": account, "after": cursor}}
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
 
@@ -209,14 +232,7 @@ async def test_the_feed_and_a_subscription_deliver_a_change_committed_on_shard_1
             await deliver(store, ids["one"], deployment.inboxes["one"], [(mail("fresh on one"), [])], first_uid=10)
         finally:
             await redis.aclose()
-        async with asyncio.timeout(20):
-            while True:
-                message = json.loads(await ws.recv())
-                assert message["type"] == "next", message
-                event = message["payload"]["data"]["changes"]
-                if event["objectType"] == "MESSAGE" and event["operation"] == "CREATE":
-                    assert event["object"] == {"subject": "fresh on one"}
-                    break
+        assert await next_message(ws, "1") == {"subject": "fresh on one"}
 
     page = (await both.data(CHANGES, {"a": account, "after": cursor}))["changes"]
     created = [c for c in page["changes"] if (c["operation"], c["objectType"]) == ("CREATE", "MESSAGE")]
@@ -341,6 +357,26 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
         # The list of the token's accounts needs every shard that holds one.
         listed = await both.run(ACCOUNTS)
         assert [e["extensions"] for e in listed["errors"]] == [down]
+        # Subscriptions: shard 1's account fails typed; shard 0's goes on and hears a new change.
+        async with socket(deployment, deployment.both) as ws:
+            await ws.send(
+                json.dumps({"id": "1", "type": "subscribe", "payload": {"query": FOLLOW, "variables": {"a": one}}})
+            )
+            failed = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            errors = failed["payload"] if failed["type"] == "error" else failed["payload"]["errors"]
+            assert [e["extensions"] for e in errors] == [down], failed
+            payload = {"query": FOLLOW, "variables": {"a": zero}}
+            await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": payload}))
+            await asyncio.sleep(0.5)  # subscribed from now on
+            redis = Redis.from_url(REDIS_URL)
+            try:
+                store = deployment.shards.store(0, redis)
+                await deliver(
+                    store, ids["zero"], deployment.inboxes["zero"], [(mail("zero while one is down"), [])], first_uid=30
+                )
+            finally:
+                await redis.aclose()
+            assert await next_message(ws, "2") == {"subject": "zero while one is down"}
         # A token whose accounts are all on shard 0 lists them as ever.
         assert (await Client(http, deployment.zero_only).data(ACCOUNTS))["accounts"]["totalCount"] == 1
     finally:
