@@ -354,6 +354,9 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
         answer = await both.run(nodes, {"zero": zero, "one": one})
         assert answer["data"] == {"zero": {"id": zero}, "one": None}
         assert [(e["path"], e["extensions"]) for e in answer["errors"]] == [(["one"], down)]
+        listed_nodes = await both.run("query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": [zero, one, zero]})
+        assert listed_nodes["data"] == {"nodes": [{"id": zero}, None, {"id": zero}]}
+        assert [(e["path"], e["extensions"]) for e in listed_nodes["errors"]] == [(["nodes", 1], down)]
         # The list of the token's accounts needs every shard that holds one.
         listed = await both.run(ACCOUNTS)
         assert [e["extensions"] for e in listed["errors"]] == [down]
