@@ -254,7 +254,7 @@ async def token_create(
 ) -> int:
     try:
         token = await new_token(settings, account_ids, admin=admin, read_only=read_only, operator=operator, name=name)
-    except (tokens.UnknownAccounts, tokens.BadToken) as exc:
+    except (tokens.UnknownAccounts, tokens.BadToken, ShardError) as exc:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1
     print(token)

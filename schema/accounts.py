@@ -173,15 +173,18 @@ async def place(shards: Shards | Mapping[int, AsyncEngine]) -> int:
 
 async def existing(shards: Shards, account_ids: Iterable[int]) -> set[int]:
     """Which of these accounts exist, each looked for on its shard (one query per shard named); an id of a shard
-    not configured does not exist."""
+    not configured does not exist. ShardError when a shard named cannot be reached."""
     by_shard: dict[int, list[int]] = {}
     for account_id in set(account_ids):
         if shard_of(account_id) in shards.urls:
             by_shard.setdefault(shard_of(account_id), []).append(account_id)
     found: set[int] = set()
     for shard, ids in sorted(by_shard.items()):
-        async with shards.engine(shard).connect() as conn:
-            found.update(await conn.scalars(select(Account.id).where(Account.id.in_(ids))))
+        try:
+            async with shards.engine(shard).connect() as conn:
+                found.update(await conn.scalars(select(Account.id).where(Account.id.in_(ids))))
+        except UNREACHABLE as exc:
+            raise ShardError(f"shard {shard} is unreachable: its accounts cannot be checked") from exc
     return found
 
 

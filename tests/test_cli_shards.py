@@ -67,6 +67,12 @@ async def test_accounts_spread_over_two_shards_and_each_syncs_and_verifies(
         refused = await inboxql(sharded_env, "token", "create", "--account", str(ids[0]), "--account", str(unknown))
         assert refused.code == 1
         assert f"no such account: {unknown}" in refused.stderr
+    # A shard that cannot be reached cannot vouch for its accounts: refused, clearly.
+    closed = {**sharded_env, "INBOXQL_SHARDS": sharded_env["INBOXQL_SHARDS"] + " 2=mysql+asyncmy://root@127.0.0.1:1/x"}
+    refused = await inboxql(closed, "token", "create", "--account", str(ids[0]), "--account", str(2 << 48 | 1))
+    assert refused.code == 1
+    assert "shard 2 is unreachable" in refused.stderr
+    assert "Traceback" not in refused.stderr
     tokens_listed = await inboxql(sharded_env, "token", "list")
     grants = [line.split("\t")[4] for line in tokens_listed.stdout.splitlines()]
     assert grants == [f"accounts {ids[0]},{ids[1]}", f"accounts {ids[0]}"]
