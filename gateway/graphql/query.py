@@ -127,6 +127,7 @@ class Query:
         before: str | None = None,
     ) -> Connection[Account]:
         page = pages.PageArgs.of(first, after, last, before)
+        info.context.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
         loaders = info.context.loaders
 
         def mine(shard: int) -> list[ColumnElement[bool]] | None:

@@ -184,6 +184,14 @@ async def test_one_token_walks_accounts_of_both_shards_and_another_sees_neither(
         assert {e["extensions"]["code"] for e in refused["errors"]} == {"NOT_FOUND"}
     refused = await both.run(SUBJECTS, {"a": gid(ids["other"])})
     assert {e["extensions"]["code"] for e in refused["errors"]} == {"NOT_FOUND"}
+    # Without a token: UNAUTHENTICATED, on every shard's path.
+    for query in (ACCOUNTS, NODE):
+        anonymous = await Client(http, None).run(query, {"id": gid(ids["one"])} if query == NODE else None)
+        assert [e["extensions"]["code"] for e in anonymous["errors"]] == ["UNAUTHENTICATED"]
+    anonymous = await Client(http, None).run(
+        "query($ids: [ID!]!) { nodes(ids: $ids) { id } }", {"ids": [gid(ids["one"])]}
+    )
+    assert [e["extensions"]["code"] for e in anonymous["errors"]] == ["UNAUTHENTICATED"]
 
 
 async def test_a_global_id_of_shard_1_decodes_to_shard_1_and_node_finds_it(
