@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    # Shard 0's: the global tables (tokens, idempotency keys, consent flows), and a single server's everything.
+    # Shard 0's: the global tables (tokens and their grants, consent flows), and a single server's everything.
     engine: AsyncEngine
     # Rate limits and readiness; the doorbell has connections of its own (gateway.fanout).
     redis: Redis

@@ -7,12 +7,16 @@ write(info, name, key, plan)
   key given and stored?             the stored result (same mutation), BAD_USER_INPUT (another mutation)
   plan()                            validate, resolve ids (NOT_FOUND for any id the token does not grant)
   store.unit(account)               the key's row (first), the change, its actions, the change log: one commit
-                                    (run again when InnoDB chose it as a deadlock's loser)
+                                    on the account's shard (run again when InnoDB chose it as a deadlock's loser)
   context.written()                 the payload reads what was just committed
 ```
 
 A result is a small JSON object of ids (the actions queued, the objects touched): the payload reads the objects
 through it, and a retry with the same key gets the same ids, read again (the actions' current states).
+
+Over several shards a key is kept on the shard of the account its mutation wrote, so a retry looks for it on
+each shard; the same key sent for accounts of two shards at the same time is not seen as taken (one key, one
+account, is what clients send).
 """
 
 from __future__ import annotations
