@@ -43,7 +43,7 @@ from gateway.auth import TokenCache
 from gateway.caps import AuthFailures, BodyLimit
 from gateway.config import GatewayConfig
 from gateway.consent import ConsentFlow
-from gateway.delivery import Deliverer, running
+from gateway.delivery import deliverers, running_each
 from gateway.downloads import Downloads
 from gateway.fanout import Fanout
 from gateway.graphiql import STATIC_DIR, STATIC_URL
@@ -61,10 +61,11 @@ from ops.profile import profile_routes
 from ops.sampler import Sampler
 from ops.watchdog import watching
 from schema.crypto import CredentialBox
-from schema.db import create_engine, pool_use
+from schema.db import pool_use
 from schema.fulltext import VocabularyCache
 from schema.redisconn import connect
 from schema.settings import Settings
+from schema.shards import HOME, Shards
 from schema.unit import Store
 
 READY_TIMEOUT = 2.0
@@ -72,7 +73,8 @@ READY_TIMEOUT = 2.0
 
 def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starlette:
     config = config or GatewayConfig()
-    engine = create_engine(settings.database_url)
+    shards = Shards.of(settings)  # one engine per shard; shard 0's is the gateway's own (schema.shards)
+    engine = shards.home
     redis = connect(settings.redis_url)  # short timeouts (schema.redisconn)
     limiter = RateLimiter(
         redis, config.rate_limit_points, config.rate_limit_window_seconds, fail_open=config.rate_limit_fail_open
@@ -97,12 +99,14 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         ),
         signer=Signer(settings.key_ring(), config.download_link_seconds),
         box=CredentialBox(settings.key_ring()),
-        fanout=Fanout(engine, settings.redis_url),
-        store=Store(engine, redis),
+        fanout=Fanout(engine, settings.redis_url, engines=dict(shards.engines())),
+        store=(home := Store(engine, redis)),
         streams=StreamSlots(config.max_streams_per_token),
         vocabulary=VocabularyCache(engine),
         subscriptions=StreamSlots(config.max_subscriptions_per_token),
         limiter=limiter,
+        engines=dict(shards.engines()),
+        stores={n: home if n == HOME else shards.store(n, redis) for n in shards.numbers},
     )
     view = GatewayView(
         build_schema(config, limiter, per_address),
@@ -150,12 +154,12 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
             async with (
                 watching(),
                 # Built off the loop: its HTTP client loads the CA certificates, ~0.2 s (ops.watchdog saw it).
-                running(
-                    await asyncio.to_thread(Deliverer, engine, services.box, config, fanout)
+                running_each(
+                    await asyncio.to_thread(deliverers, services.engines, services.box, config, fanout)
                     if config.webhooks
-                    else None
+                    else []
                 ),
-                pruning(engine, config.upload_prune_seconds),
+                pruning(list(services.engines.values()), config.upload_prune_seconds),
             ):
                 yield
         finally:
@@ -163,7 +167,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
             sampler.stop()
         await fanout.stop()
         await redis.aclose()
-        await engine.dispose()
+        await shards.dispose()
 
     routes = [
         Route("/healthz", healthz),

@@ -190,16 +190,23 @@ class ConsentFlow:
         assert granted.refresh_token is not None
         expires = datetime.fromtimestamp(granted.expires_at, UTC).replace(tzinfo=None)
         grant = accounts.OAuth2Grant(link.provider, granted.refresh_token, granted.access_token, expires)
-        store, box = self.services.store, self.services.box
-        async with store.sessions() as session:
-            existing = await accounts.find_login(session, link.imap_host, link.imap_port, link.login)
+        box = self.services.box
+        existing = None
+        for store in self.services.stores.values():  # the login may be an account of any shard
+            async with store.sessions() as session:
+                existing = await accounts.find_login(session, link.imap_host, link.imap_port, link.login)
+            if existing is not None:
+                break
         if existing is not None:
-            if not await accounts.reauthorize(store, box, existing, grant):
+            if not await accounts.reauthorize(self.services.store_of(existing), box, existing, grant):
                 return None
             log.info("consent: account %s re-authorized through %s", existing, link.provider)
             return existing
         imap = accounts.ImapEndpoint(link.imap_host, link.imap_port, link.imap_security, link.login)
-        account_id = await accounts.create(store, box, link.address, imap, None, link.smtp, oauth2=grant)
+        shard = await accounts.place(self.services.engines)
+        account_id = await accounts.create(
+            self.services.stores[shard], box, link.address, imap, None, link.smtp, oauth2=grant, shard=shard
+        )
         log.info("consent: account %s added through %s", account_id, link.provider)
         return account_id
 

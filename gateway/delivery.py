@@ -23,6 +23,9 @@ A receiver decides how fast it answers, so no receiver may hold more than its ow
 Each attempt is logged; the log keeps each hook's newest `webhook_log_keep` attempts, none older than
 `webhook_log_max_age_seconds` (pruned as each attempt is logged).
 
+Over several shards (schema.shards) a hook lives on its account's shard: the gateway runs one deliverer per shard
+(`deliverers`), each reading its shard's hooks and hearing only its accounts' doorbells.
+
 SSRF: the host is resolved before every attempt (DNS may change after creation) and every address must be
 allowed (see `refusal`); redirects are not followed.
 """
@@ -42,7 +45,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -56,6 +59,7 @@ from schema import webhooks
 from schema.changelog import Change
 from schema.crypto import CredentialBox, CredentialError, Purpose
 from schema.db import session_factory
+from schema.shards import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -244,9 +248,18 @@ class Deliverer:
     """
 
     def __init__(
-        self, engine: AsyncEngine, box: CredentialBox, config: GatewayConfig, doorbells: Doorbells | None = None
+        self,
+        engine: AsyncEngine,
+        box: CredentialBox,
+        config: GatewayConfig,
+        doorbells: Doorbells | None = None,
+        *,
+        shard: int | None = None,
     ) -> None:
         self.sessions = session_factory(engine)
+        # With several shards, one deliverer per shard, each hearing only its own accounts' doorbells (they all
+        # ring in one namespace: schema.shards); None: every ring is this one's (a single server).
+        self.shard = shard
         self.box = box
         self.config = config
         self.doorbells = doorbells
@@ -271,6 +284,8 @@ class Deliverer:
         """The doorbell callback (`Doorbells.on_ring`): note the account and wake the loop; never blocks."""
         if account_id is None:
             self.full_at = 0.0
+        elif self.shard is not None and shard_of(account_id) != self.shard:
+            return
         elif account_id in self.hooks:
             self.rung.add(account_id)
         elif account_id not in self.unknown:
@@ -523,6 +538,24 @@ class Deliverer:
                 return response.status_code, None
         except httpx.HTTPError as exc:
             return None, failure(exc)
+
+
+@contextlib.asynccontextmanager
+async def running_each(deliverers: Sequence[Deliverer]) -> AsyncIterator[None]:
+    """Run every shard's deliverer for the life of the block (`running`, each)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for deliverer in deliverers:
+            await stack.enter_async_context(running(deliverer))
+        yield
+
+
+def deliverers(
+    engines: Mapping[int, AsyncEngine], box: CredentialBox, config: GatewayConfig, doorbells: Doorbells
+) -> list[Deliverer]:
+    """A deliverer per shard (a hook lives on its account's shard); one, hearing every ring, on a single server."""
+    if len(engines) == 1:
+        return [Deliverer(engine, box, config, doorbells) for engine in engines.values()]
+    return [Deliverer(engine, box, config, doorbells, shard=n) for n, engine in sorted(engines.items())]
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from mime import extract_part
 from schema import blobs
 from schema.db import session_factory
 from schema.models import Attachment, Message
+from schema.shards import shard_of
 
 CHUNK = 64 * 1024
 
@@ -43,7 +44,8 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 class Downloads:
     def __init__(self, services: Services) -> None:
-        self.sessions = session_factory(services.engine)
+        # One session factory per shard: an attachment or message is read on the shard its id names.
+        self.sessions = {n: session_factory(engine) for n, engine in services.engines.items()}
         self.tokens = services.tokens
         self.signer = services.signer
 
@@ -71,7 +73,10 @@ class Downloads:
             pk = pk_of(request.path_params["id"], "Attachment")
         except BadUserInput as e:
             return _error(400, BAD_USER_INPUT, e.message)
-        async with self.sessions() as session:
+        sessions = self.sessions.get(shard_of(pk))
+        if sessions is None:
+            return _error(404, NOT_FOUND, "Attachment not found")
+        async with sessions() as session:
             row = (
                 await session.execute(
                     select(Attachment.part_id, Attachment.filename, Message.blob_sha256)
@@ -103,7 +108,10 @@ class Downloads:
             pk = pk_of(request.path_params["id"], "Message")
         except BadUserInput as e:
             return _error(400, BAD_USER_INPUT, e.message)
-        async with self.sessions() as session:
+        sessions = self.sessions.get(shard_of(pk))
+        if sessions is None:
+            return _error(404, NOT_FOUND, "Message not found")
+        async with sessions() as session:
             sha = await session.scalar(
                 select(Message.blob_sha256).where(Message.id == pk, Message.account_id.in_(sorted(viewer.account_ids)))
             )

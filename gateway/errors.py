@@ -8,6 +8,8 @@ GatewayError                 (never raised itself)
 ├── BadUserInput             BAD_USER_INPUT   malformed ids, cursors, arguments; parse and validation errors
 │   └── CostExceeded         BAD_USER_INPUT   the query's computed cost is above the maximum
 ├── CursorExpired            CURSOR_EXPIRED   a change cursor older than the change log keeps: re-read
+├── ShardUnavailable         SHARD_UNAVAILABLE  the database server holding these accounts cannot be reached
+│                                             (extensions.shard: its number); other shards' accounts answer
 ├── PersistedQueryNotFound   PERSISTED_QUERY_NOT_FOUND  no document is registered under that hash: send it once
 └── RateLimited              RATE_LIMITED     the token spent its budget for the current window
 anything else                INTERNAL         masked to "Internal server error" and logged with its traceback
@@ -32,6 +34,7 @@ BAD_USER_INPUT = "BAD_USER_INPUT"
 RATE_LIMITED = "RATE_LIMITED"
 INTERNAL = "INTERNAL"
 CURSOR_EXPIRED = "CURSOR_EXPIRED"
+SHARD_UNAVAILABLE = "SHARD_UNAVAILABLE"
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"  # Apollo's code, which persisted-query links look for
 
 INTERNAL_MESSAGE = "Internal server error"
@@ -70,6 +73,13 @@ class CursorExpired(GatewayError):
     code = CURSOR_EXPIRED
 
 
+class ShardUnavailable(GatewayError):
+    code = SHARD_UNAVAILABLE
+
+    def __init__(self, shard: int) -> None:
+        super().__init__(f"the accounts of shard {shard} are unavailable: its database cannot be reached", shard=shard)
+
+
 class RateLimited(GatewayError):
     code = RATE_LIMITED
 
@@ -91,6 +101,7 @@ CODES = frozenset(
         RATE_LIMITED,
         INTERNAL,
         CURSOR_EXPIRED,
+        SHARD_UNAVAILABLE,
         PERSISTED_QUERY_NOT_FOUND,
     }
 )

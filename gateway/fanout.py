@@ -14,6 +14,9 @@ would read (and render) again. So a batch with entries is kept `keep_seconds` by
 subscriber arriving at that cursor meanwhile takes it; entries after a cursor never change once read (seq order
 is commit order), so a kept batch is as true as a new read. An empty batch is never kept.
 
+With several shards (schema.shards), an account's log is read on its shard; the sync processes of every shard
+ring shard 0's doorbell channels, so this one subscription hears them all.
+
 The process's long-lived heap (thousands of sockets and suspended generators) is kept out of the garbage
 collector's way by gateway.heap, started and stopped with the fan-out.
 
@@ -30,19 +33,22 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway import heap
+from gateway.errors import ShardUnavailable
 from gateway.graphql.loaders import Loaders, Reader
 from gateway.graphql.types.changes import Change
 from gateway.shared import Shared
 from schema import changelog, doorbell
 from schema.redisconn import connect
+from schema.shards import HOME, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +102,11 @@ class Fanout:
         safety_seconds: float = 10.0,
         read_limit: int = 200,
         keep_seconds: float = 5.0,
+        engines: Mapping[int, AsyncEngine] | None = None,
     ) -> None:
-        self.engine = engine
+        self.engine = engine  # shard 0's: the doorbells' namespace (schema.shards)
+        # Every shard's engine (shard 0's included): an account's log is read on its shard.
+        self.engines: Mapping[int, AsyncEngine] = engines if engines is not None else {HOME: engine}
         self.redis_url = redis_url
         self.doorbells = doorbell.Doorbells.of(engine)
         self.poll_seconds = poll_seconds
@@ -267,9 +276,30 @@ class Fanout:
 
     async def _read(self, account_id: int, after: int, mark: int) -> Batch:
         self.reads += 1
-        async with AsyncSession(self.engine) as session:
+        async with self.session(account_id) as session:
             entries = await changelog.read(session, account_id, after, self.read_limit)
-        return Batch(self.engine, account_id, entries, mark)
+        return Batch(self.engine_of(account_id), account_id, entries, mark)
+
+    @contextlib.asynccontextmanager
+    async def session(self, account_id: int) -> AsyncIterator[AsyncSession]:
+        """A session on the account's shard; with several shards, one whose server cannot be reached is
+        SHARD_UNAVAILABLE (the subscriber's error: it subscribes again from its cursor), the others go on."""
+        try:
+            async with AsyncSession(self.engine_of(account_id)) as session:
+                yield session
+        except (OperationalError, InterfaceError, OSError) as exc:
+            if len(self.engines) == 1:
+                raise
+            raise ShardUnavailable(shard_of(account_id)) from exc
+
+    def engine_of(self, account_id: int) -> AsyncEngine:
+        """The engine of the account's shard (shard 0's on a single server)."""
+        if len(self.engines) == 1:
+            return self.engine
+        found = self.engines.get(shard_of(account_id))
+        if found is None:
+            raise ShardUnavailable(shard_of(account_id))
+        return found
 
     async def cursor_valid(self, account_id: int, after: int) -> bool:
         """Whether the log still holds what follows `after`: one query for all who ask it at the same time."""
@@ -285,9 +315,9 @@ class Fanout:
         return cast("T", await self._queries.run(key, query))
 
     async def _cursor_valid(self, account_id: int, after: int) -> bool:
-        async with AsyncSession(self.engine) as session:
+        async with self.session(account_id) as session:
             return await changelog.cursor_valid(session, account_id, after)
 
     async def _newest(self, account_id: int) -> int:
-        async with AsyncSession(self.engine) as session:
+        async with self.session(account_id) as session:
             return await changelog.newest_seq(session, account_id)

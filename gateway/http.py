@@ -78,7 +78,7 @@ class GatewayView(GraphQL[Context, None]):
         self.persisted = PersistedQueries()
 
     def new_context(self, request: HTTPConnection, viewer: Viewer | None) -> Context:
-        db = Reader(self.services.engine)
+        db = Reader(self.services.engine, shards=self.services.engines)
         accounts = viewer.account_ids if viewer is not None else frozenset()
         return Context(request=request, viewer=viewer, db=db, loaders=Loaders(db, accounts), services=self.services)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import TokenCache
 from gateway.config import GatewayConfig
+from gateway.errors import ShardUnavailable
 from gateway.limits import RateLimiter, StreamSlots
 from gateway.signing import Signer
 from schema.crypto import CredentialBox
 from schema.fulltext import VocabularyCache
+from schema.shards import shard_of
 from schema.unit import Store
 
 if TYPE_CHECKING:
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class Services:
+    # Shard 0's: the global tables (tokens and their grants, consent flows), and a single server's everything.
     engine: AsyncEngine
     # Rate limits and readiness; the doorbell has connections of its own (gateway.fanout).
     redis: Redis
@@ -45,3 +49,14 @@ class Services:
     subscriptions: StreamSlots
     # Each token's budget of cost points (gateway.limits): queries spend it, and every subscription event.
     limiter: RateLimiter
+    # Every shard's engine and store by number, shard 0's included (schema.shards); one entry on a single server.
+    engines: Mapping[int, AsyncEngine]
+    stores: Mapping[int, Store]
+
+    def store_of(self, account_id: int) -> Store:
+        """The store of the shard holding this account: mutations write through it (SHARD_UNAVAILABLE for a
+        shard no longer configured)."""
+        found = self.stores.get(shard_of(account_id))
+        if found is None:
+            raise ShardUnavailable(shard_of(account_id))
+        return found

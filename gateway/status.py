@@ -19,7 +19,8 @@ script's question, and a smaller answer: 1,000 accounts of 6 folders are about 1
      "serverCount": 1000, "progress": "250 of 1,000", "syncError": null, "syncErrorAt": null}, ...],
    "webhooks": [{"id": 7, "endpoint": "https://example.com/hook", "state": "active", "failing": false, ...}]}]}
 ```
-Times are UTC (ISO 8601, no offset, as stored).
+Times are UTC (ISO 8601, no offset, as stored). Over several shards the accounts of every shard are listed by id;
+while a shard's server cannot be reached its accounts are missing and `"unavailableShards": [1]` names it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from gateway.ids import to_global
 from gateway.services import Services
 from gateway.statuspage import status_page
 from schema import status
-from schema.db import session_factory
 from schema.webhooks import Health
 
 NOT_OPERATOR = "the status page needs an operator token (inboxql token create --operator)"
@@ -111,7 +111,7 @@ def as_json(snap: status.Snapshot) -> dict[str, Any]:
 
 class StatusRoutes:
     def __init__(self, services: Services) -> None:
-        self.sessions = session_factory(services.engine)
+        self.engines = services.engines
         self.tokens = services.tokens
 
     async def page(self, request: Request) -> Response:
@@ -133,6 +133,8 @@ class StatusRoutes:
             only = [int(v) for v in request.query_params.getlist("account")]
         except ValueError:
             return _error(400, BAD_USER_INPUT, "account must be an account's number (?account=1&account=2)")
-        async with self.sessions() as session:
-            snap = await status.snapshot(session, only or None)
-        return JSONResponse(as_json(snap), headers={"cache-control": "no-store"})
+        found = await status.snapshot_shards(self.engines, only or None)
+        body = as_json(found.snapshot)
+        if found.unavailable:  # several shards, one down: its accounts are missing, and the answer says so
+            body["unavailableShards"] = list(found.unavailable)
+        return JSONResponse(body, headers={"cache-control": "no-store"})

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
@@ -39,6 +39,7 @@ from gateway.ids import pk_of, to_global
 from gateway.services import Services
 from schema import uploads
 from schema.db import session_factory
+from schema.shards import shard_of
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ async def _body(request: Request, limit: int) -> bytes:
 
 class Uploads:
     def __init__(self, services: Services) -> None:
-        self.sessions = session_factory(services.engine)
+        # An upload is stored on its account's shard, beside the messages that will carry it.
+        self.sessions = {n: session_factory(engine) for n, engine in services.engines.items()}
         self.tokens = services.tokens
         self.limit = services.config.max_upload_bytes
 
@@ -133,7 +135,10 @@ class Uploads:
             return _error(413, BAD_USER_INPUT, f"an upload is at most {self.limit} bytes")
         except ClientDisconnect:
             return _error(400, BAD_USER_INPUT, "the body was cut off")
-        async with self.sessions() as session, session.begin():
+        sessions = self.sessions.get(shard_of(account_id))
+        if sessions is None:  # granted, but on a shard this gateway is not configured with
+            return _error(404, NOT_FOUND, "Account not found")
+        async with sessions() as session, session.begin():
             upload = await uploads.put(session, account_id, viewer.token_id, filename, content_type, data)
         body = {
             "id": to_global("Upload", upload.id),
@@ -144,26 +149,28 @@ class Uploads:
         return JSONResponse(body, status_code=201)
 
 
-async def prune_forever(engine: AsyncEngine, every: float) -> None:
-    sessions = session_factory(engine)
+async def prune_forever(engines: Sequence[AsyncEngine], every: float) -> None:
+    """Prune every shard's expired uploads (one shard failing does not stop the others')."""
+    factories = [session_factory(engine) for engine in engines]
     while True:
-        try:
-            async with sessions() as session, session.begin():
-                gone, blobs = await uploads.prune(session)
-            if gone or blobs:
-                log.info("pruned %d expired uploads and %d unused blobs", gone, blobs)
-        except Exception:
-            log.exception("pruning uploads failed; again in %.0f s", every)
+        for sessions in factories:
+            try:
+                async with sessions() as session, session.begin():
+                    gone, blobs = await uploads.prune(session)
+                if gone or blobs:
+                    log.info("pruned %d expired uploads and %d unused blobs", gone, blobs)
+            except Exception:
+                log.exception("pruning uploads failed; again in %.0f s", every)
         await asyncio.sleep(every)
 
 
 @contextlib.asynccontextmanager
-async def pruning(engine: AsyncEngine, every: float) -> AsyncIterator[None]:
+async def pruning(engines: Sequence[AsyncEngine], every: float) -> AsyncIterator[None]:
     """Prune expired uploads for the life of the block (every `every` seconds; 0: not at all)."""
     if every <= 0:
         yield
         return
-    task = asyncio.create_task(prune_forever(engine, every), name="upload-pruning")
+    task = asyncio.create_task(prune_forever(engines, every), name="upload-pruning")
     try:
         yield
     finally:

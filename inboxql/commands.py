@@ -20,7 +20,7 @@ from schema.crypto import CredentialBox
 from schema.db import create_database, create_engine, session_factory
 from schema.redisconn import connect
 from schema.settings import Settings
-from schema.shards import ShardError, Shards, prepare_ids, shard_of
+from schema.shards import HOME, ShardError, Shards, prepare_ids, shard_of
 from synccore.connection import Endpoint, InsecureConnection, open_client
 from synccore.imap import AuthenticationFailed, ImapError, MissingCapability
 
@@ -178,14 +178,15 @@ async def status(settings: Settings, *, folders: bool) -> int:
     from inboxql import status as view
     from schema import status as read
 
-    engine = create_engine(settings.database_url, pool_size=1)
+    shards = Shards.of(settings, pool_size=1)
     try:
-        async with session_factory(engine)() as session:
-            snap = await read.snapshot(session)
+        found = await read.snapshot_shards(dict(shards.engines()))
     finally:
-        await engine.dispose()
-    view.render(snap, sys.stdout, folders=folders)
-    return 0
+        await shards.dispose()
+    view.render(found.snapshot, sys.stdout, folders=folders)
+    for number in found.unavailable:
+        print(f"inboxql: shard {number} is unreachable: its accounts are not shown", file=sys.stderr)
+    return 1 if found.unavailable else 0
 
 
 async def verify(settings: Settings, account_id: int) -> int:
@@ -231,14 +232,15 @@ async def new_token(
     Raises schema.tokens.UnknownAccounts when an account does not exist, BadToken for scopes that do not go
     together.
     """
-    engine = create_engine(settings.database_url, pool_size=1)
+    shards = Shards.of(settings, pool_size=1)
     try:
-        async with session_factory(engine)() as session, session.begin():
+        found = await accounts.existing(shards, account_ids) if len(shards.numbers) > 1 else None
+        async with session_factory(shards.home)() as session, session.begin():
             return await tokens.create_token(
-                session, account_ids, admin=admin, read_only=read_only, operator=operator, name=name
+                session, account_ids, admin=admin, read_only=read_only, operator=operator, name=name, found=found
             )
     finally:
-        await engine.dispose()
+        await shards.dispose()
 
 
 async def token_create(
@@ -252,7 +254,7 @@ async def token_create(
 ) -> int:
     try:
         token = await new_token(settings, account_ids, admin=admin, read_only=read_only, operator=operator, name=name)
-    except (tokens.UnknownAccounts, tokens.BadToken) as exc:
+    except (tokens.UnknownAccounts, tokens.BadToken, ShardError) as exc:
         print(f"inboxql: {exc}; no token was created", file=sys.stderr)
         return 1
     print(token)
@@ -359,7 +361,9 @@ async def account_set_password(
 async def account_remove(settings: Settings, account_id: int, *, wait_seconds: float = 30.0) -> int:
     shards = Shards.of(settings, pool_size=2)
     try:
-        removed = await accounts.remove(shards.store_of(account_id), account_id, wait_seconds=wait_seconds)
+        store = shards.store_of(account_id)
+        home = shards.store(HOME) if shard_of(account_id) != HOME else None
+        removed = await accounts.remove(store, account_id, wait_seconds=wait_seconds, home=home)
     except ShardError as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from schema import tokens
@@ -27,6 +27,7 @@ from schema.crypto import CredentialBox, Purpose
 from schema.models import (
     Account,
     Action,
+    ApiTokenAccount,
     ChangeLog,
     ChangeSeq,
     Folder,
@@ -137,11 +138,15 @@ async def create(
     return account.id
 
 
-async def counts(shards: Shards) -> dict[int, int]:
+def _engines(shards: Shards | Mapping[int, AsyncEngine]) -> Mapping[int, AsyncEngine]:
+    return dict(shards.engines()) if isinstance(shards, Shards) else shards
+
+
+async def counts(shards: Shards | Mapping[int, AsyncEngine]) -> dict[int, int]:
     """The accounts of each reachable shard (those being removed are not counted); an unreachable shard is left
-    out, with a warning."""
+    out, with a warning. `shards`: the Shards, or their engines by number (the gateway's)."""
     found: dict[int, int] = {}
-    for number, engine in shards.engines():
+    for number, engine in sorted(_engines(shards).items()):
         try:
             async with engine.connect() as conn:
                 count = await conn.scalar(
@@ -154,16 +159,33 @@ async def counts(shards: Shards) -> dict[int, int]:
     return found
 
 
-async def place(shards: Shards) -> int:
+async def place(shards: Shards | Mapping[int, AsyncEngine]) -> int:
     """The shard a new account goes to: the least loaded by number of accounts (what a shard's write load and
     size grow with, and one cheap query each), the lowest number on a tie. A single shard is shard 0, asked
     nothing. ShardError when no shard is reachable."""
-    if len(shards.urls) == 1:
+    if len(_engines(shards)) == 1:
         return HOME
     found = await counts(shards)
     if not found:
         raise ShardError("no shard is reachable: the account cannot be placed")
     return min(found, key=lambda n: (found[n], n))
+
+
+async def existing(shards: Shards, account_ids: Iterable[int]) -> set[int]:
+    """Which of these accounts exist, each looked for on its shard (one query per shard named); an id of a shard
+    not configured does not exist. ShardError when a shard named cannot be reached."""
+    by_shard: dict[int, list[int]] = {}
+    for account_id in set(account_ids):
+        if shard_of(account_id) in shards.urls:
+            by_shard.setdefault(shard_of(account_id), []).append(account_id)
+    found: set[int] = set()
+    for shard, ids in sorted(by_shard.items()):
+        try:
+            async with shards.engine(shard).connect() as conn:
+                found.update(await conn.scalars(select(Account.id).where(Account.id.in_(ids))))
+        except UNREACHABLE as exc:
+            raise ShardError(f"shard {shard} is unreachable: its accounts cannot be checked") from exc
+    return found
 
 
 async def _ring_sync_processes(store: Store) -> None:
@@ -407,11 +429,16 @@ class Removed:
     let_go: bool
 
 
-async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -> Removed | None:
+async def remove(
+    store: Store, account_id: int, *, wait_seconds: float = 30.0, home: Store | None = None
+) -> Removed | None:
     """Remove an account: its mirror, change log, webhooks, queued actions and outbox are deleted and the tokens
     that grant it are revoked. None when it does not exist. Waits up to `wait_seconds` for the sync process that
     holds its lease to let go (it does within its rescan period), then deletes either way: a sync write that
-    lands after the row is gone fails on its foreign key and is dropped."""
+    lands after the row is gone fails on its foreign key and is dropped.
+
+    `store` is the account's shard; `home` is shard 0, where tokens and their grants live (schema.shards), when
+    that is another database: the tokens are then revoked there in a transaction of their own."""
     async with store.sessions() as s, s.begin():
         found = await s.scalar(select(Account.id).where(Account.id == account_id).with_for_update())
         if found is None:
@@ -421,20 +448,35 @@ async def remove(store: Store, account_id: int, *, wait_seconds: float = 30.0) -
             .where(Account.id == account_id)
             .values(sync_state=REMOVING, sync_error=None, sync_error_at=None)
         )
-        # Every token that grants it is revoked, one of several accounts too (a grant that shrank under its
-        # holder would be a surprise; a revoked token is a clear error), and the replies its idempotency keys
-        # kept (they hold the account's data) go.
-        granting = await tokens.granting(s, account_id)
-        revoked = await tokens.revoke_ids(s, granting)
-        if granting:
-            await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
+        revoked = await _revoke_grants(s, account_id) if home is None else []
         # What would reach the outside world after removal goes first: hooks, queued write-backs, queued sends.
         for table in (Webhook, Action, Outbox):
             await s.execute(delete(table).where(table.account_id == account_id))
+    if home is not None:
+        async with home.sessions() as s, s.begin():
+            granting = await tokens.granting(s, account_id)
+            revoked = await _revoke_grants(s, account_id)
+        if granting:  # the keys its mutations kept, on its own shard
+            async with store.sessions() as s, s.begin():
+                await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
     await _ring_sync_processes(store)
     let_go = await _wait_for_release(store, account_id, wait_seconds)
     await _delete_mirror(store, account_id)
+    # The grants go with the account (they name it across databases: no foreign key holds them to it).
+    async with (home or store).sessions() as s, s.begin():
+        await s.execute(delete(ApiTokenAccount).where(ApiTokenAccount.account_id == account_id))
     return Removed(account_id, revoked, let_go)
+
+
+async def _revoke_grants(s: AsyncSession, account_id: int) -> list[int]:
+    """Every token that grants the account is revoked, one of several accounts too (a grant that shrank under its
+    holder would be a surprise; a revoked token is a clear error), and the replies its idempotency keys kept
+    (they hold the account's data) go. The ids of the tokens that were live."""
+    granting = await tokens.granting(s, account_id)
+    revoked = await tokens.revoke_ids(s, granting)
+    if granting:
+        await s.execute(delete(MutationKey).where(MutationKey.token_id.in_(granting)))
+    return revoked
 
 
 async def _wait_for_release(store: Store, account_id: int, wait_seconds: float) -> bool:

@@ -413,7 +413,9 @@ class ApiTokenAccount(Base):
     __table_args__ = (Index("ix_api_token_accounts_account", "account_id"), TABLE_ARGS)
 
     token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
-    account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to `accounts`: grants live on shard 0 and name accounts of any shard (schema.shards);
+    # account removal deletes them (schema.accounts.remove).
+    account_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
 
 
 class Webhook(Base):
@@ -515,7 +517,9 @@ class Upload(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("accounts.id", ondelete="CASCADE"))
     # The token that uploaded it (kept for audit; the account decides who may use it).
-    token_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="SET NULL"))
+    # The token that uploaded it (a record: nothing checks it). No foreign key: an upload lives on its account's
+    # shard, the token on shard 0 (schema.shards).
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -547,7 +551,9 @@ class MutationKey(Base):
     __tablename__ = "mutation_keys"
     __table_args__ = (Index("ix_mutation_keys_created", "created_at"), TABLE_ARGS)
 
-    token_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key to `api_tokens`: a key is kept on the shard of the account its mutation wrote, in the same
+    # transaction, and tokens live on shard 0 (schema.shards).
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(String(128, collation="ascii_bin"), primary_key=True)
     mutation: Mapped[str] = mapped_column(String(64))
     result: Mapped[dict[str, Any]] = mapped_column(JSON)

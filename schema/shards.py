@@ -19,14 +19,16 @@ written where):
     on the account's shard    accounts and everything that has an account_id: folders, labels, messages,
                               message_places, message_labels, attachments, threads, thread_refs, change_seq,
                               change_log, actions, outbox, skipped_messages, uploads, webhooks and their
-                              deliveries; lease_grants; mime_blobs and upload_blobs (deduplicated per shard)
+                              deliveries; lease_grants; mime_blobs and upload_blobs (deduplicated per shard);
+                              mutation_keys (written with the mutation they keep, naming a token of shard 0)
     on each shard             sync_processes: each shard is a lease domain of its own (a process beats and
                               balances on every shard it serves, so one shard down stops only its accounts)
-    on shard 0 (global)       api_tokens, api_token_accounts, mutation_keys (keyed by token), oauth2_flows
+    on shard 0 (global)       api_tokens, api_token_accounts, oauth2_flows
 
-Tokens and their grants stay on shard 0 with the grants' foreign key to `accounts`: a token can only grant
-accounts of shard 0 until the gateway reads across shards (issue 11), so one token's reach is checked by the
-database exactly as before, and an account of another shard is refused as unknown, never granted by mistake.
+Tokens and their grants stay on shard 0, and a grant names an account of any shard: no foreign key holds it to
+`accounts` (migration 0018). `inboxql token create` looks for each account on its shard (schema.accounts.existing)
+and refuses an unknown one, and account removal revokes the tokens granting it and deletes its grants on shard 0
+(schema.accounts.remove).
 
     Shards(urls)        the engines, one per shard (made once, connecting on first use), and a Store per shard
                         sharing shard 0's doorbell channels (one namespace per deployment, schema.doorbell)

@@ -10,15 +10,18 @@ number of accounts (five with webhooks): no query per account or folder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from schema import webhooks
+from schema.db import session_factory
 from schema.models import Account, ChangeSeq, Folder, utcnow
+from schema.shards import shard_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,33 @@ async def snapshot(session: AsyncSession, only: Sequence[int] | None = None) -> 
             for a in rows
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardedSnapshot:
+    snapshot: Snapshot
+    unavailable: tuple[int, ...]  # the shards that could not be read: their accounts are missing
+
+
+async def snapshot_shards(engines: Mapping[int, AsyncEngine], only: Sequence[int] | None = None) -> ShardedSnapshot:
+    """Every shard's snapshot (schema.shards), the accounts by id; a shard whose server cannot be reached is named
+    in `unavailable` and the others are shown. On a single server: `snapshot`, its errors raised as ever."""
+    if len(engines) == 1:
+        [engine] = engines.values()
+        async with session_factory(engine)() as session:
+            return ShardedSnapshot(await snapshot(session, only), ())
+    found: list[AccountStatus] = []
+    down: list[int] = []
+    for number, engine in sorted(engines.items()):
+        wanted = [a for a in only if shard_of(a) == number] if only else None
+        if only and not wanted:
+            continue
+        try:
+            async with session_factory(engine)() as session:
+                found += (await snapshot(session, wanted)).accounts
+        except (OperationalError, InterfaceError, OSError):
+            down.append(number)
+    return ShardedSnapshot(Snapshot(utcnow(), tuple(found)), tuple(down))
 
 
 _ROLE_ORDER = {"inbox": 0, "trash": 2, "junk": 2, "all": 3}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -80,9 +80,13 @@ async def create_token(
     read_only: bool = False,
     operator: bool = False,
     name: str | None = None,
+    found: Collection[int] | None = None,
 ) -> str:
     """Create a token for these accounts (with the admin scope, or read-only, if asked), or an operator token (no
-    accounts), and return its plaintext (the only time it exists)."""
+    accounts), and return its plaintext (the only time it exists).
+
+    `found`: the accounts known to exist, when the caller looked for them on their shards (the session is shard
+    0's, where tokens live; schema.shards); None looks for them in the session's database."""
     wanted = sorted(set(account_ids))
     if name is not None and (len(name) > MAX_NAME or not name.isprintable()):
         raise BadToken(f"a token's name is at most {MAX_NAME} printable characters")
@@ -95,7 +99,8 @@ async def create_token(
         return token
     if not wanted:
         raise UnknownAccounts("a token needs at least one account")
-    found = set(await session.scalars(select(Account.id).where(Account.id.in_(wanted))))
+    if found is None:
+        found = set(await session.scalars(select(Account.id).where(Account.id.in_(wanted))))
     missing = [a for a in wanted if a not in found]
     if missing:
         raise UnknownAccounts(f"no such account: {', '.join(map(str, missing))}")

@@ -54,14 +54,39 @@ async def test_accounts_spread_over_two_shards_and_each_syncs_and_verifies(
         assert (verified.code, verified.stdout.strip()) == (0, "identical"), verified.stdout
     listed = await inboxql(sharded_env, "account", "list")
     assert [int(line.split("\t")[0]) for line in listed.stdout.splitlines()] == ids
+    shown = await inboxql(sharded_env, "status")
+    assert shown.code == 0, shown.stderr
+    assert [int(line.split("\t")[0]) for line in shown.stdout.splitlines()] == ids
 
-    # Tokens live on shard 0 and grant only its accounts until the gateway reads across shards.
-    granted = await inboxql(sharded_env, "token", "create", "--account", str(ids[1]))
-    assert granted.code == 1
-    assert f"no such account: {ids[1]}" in granted.stderr
+    # Tokens live on shard 0 and grant accounts of any shard, each looked for on its own shard.
+    both = await inboxql(sharded_env, "token", "create", "--account", str(ids[0]), "--account", str(ids[1]))
+    assert both.code == 0, both.stderr
+    only_0 = await inboxql(sharded_env, "token", "create", "--account", str(ids[0]))
+    assert only_0.code == 0, only_0.stderr
+    for unknown in (ids[1] + 1000, 1 << 48 | 1 << 40, 5 << 48 | 1):  # not on shard 1; shard 5 not configured
+        refused = await inboxql(sharded_env, "token", "create", "--account", str(ids[0]), "--account", str(unknown))
+        assert refused.code == 1
+        assert f"no such account: {unknown}" in refused.stderr
+    # A shard that cannot be reached cannot vouch for its accounts: refused, clearly.
+    closed = {**sharded_env, "INBOXQL_SHARDS": sharded_env["INBOXQL_SHARDS"] + " 2=mysql+asyncmy://root@127.0.0.1:1/x"}
+    refused = await inboxql(closed, "token", "create", "--account", str(ids[0]), "--account", str(2 << 48 | 1))
+    assert refused.code == 1
+    assert "shard 2 is unreachable" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    tokens_listed = await inboxql(sharded_env, "token", "list")
+    grants = [line.split("\t")[4] for line in tokens_listed.stdout.splitlines()]
+    assert grants == [f"accounts {ids[0]},{ids[1]}", f"accounts {ids[0]}"]
 
+    # Removing shard 1's account revokes the token granting it, on shard 0, and its grants go with it.
     removed = await inboxql(sharded_env, "account", "remove", str(ids[1]), "--yes")
     assert removed.code == 0, removed.stderr
+    assert "tokens revoked: 1\n" in removed.stdout
+    tokens_listed = await inboxql(sharded_env, "token", "list", "--all")
+    lines = [line.split("\t") for line in tokens_listed.stdout.splitlines()]
+    assert [(f[0], f[4], f[-1].startswith("revoked")) for f in lines] == [
+        ("1", f"accounts {ids[0]}", True),
+        ("2", f"accounts {ids[0]}", False),
+    ]
     listed = await inboxql(sharded_env, "account", "list")
     assert [int(line.split("\t")[0]) for line in listed.stdout.splitlines()] == ids[:1]
     # The next account goes where there is room: shard 1 is empty again.

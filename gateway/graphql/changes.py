@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from gateway.errors import BadUserInput, CursorExpired
 from gateway.graphql.context import Info
 from gateway.graphql.pages import DEFAULT_CHANGES, MAX_CHANGES
@@ -17,6 +15,7 @@ from gateway.graphql.types.changes import Change, ChangePage
 from gateway.ids import decode_change_cursor, encode_change_cursor
 from schema import changelog
 from schema.changelog import ObjectType
+from schema.shards import shard_of
 
 
 def expired() -> CursorExpired:
@@ -30,7 +29,7 @@ async def read_page(
     if not 0 < limit <= MAX_CHANGES:
         raise BadUserInput(f"first must be between 1 and {MAX_CHANGES}")
     seq = decode_change_cursor(after, account_id) if after is not None else 0
-    async with AsyncSession(info.context.db.engine) as session:
+    async with info.context.db.session(shard_of(account_id)) as session:
         newest = await changelog.newest_seq(session, account_id)
         entries = await changelog.read(session, account_id, seq, limit + 1, types or None)
         # Checked after the read: an expiry racing with it makes the check fail, never the page silently short.
@@ -46,5 +45,5 @@ async def read_page(
 
 
 async def current_cursor(info: Info, account_id: int) -> str:
-    async with AsyncSession(info.context.db.engine) as session:
+    async with info.context.db.session(shard_of(account_id)) as session:
         return encode_change_cursor(account_id, await changelog.newest_seq(session, account_id))

@@ -1,5 +1,5 @@
-"""What one request carries: who asks (the viewer), one database connection, its DataLoaders, and the
-process's services.
+"""What one request carries: who asks (the viewer), its database reader (a connection per shard it reads), its
+DataLoaders, and the process's services.
 
 A websocket is not one request: its context is the connection's (the viewer, from connection_init), and each
 operation on it runs with a copy that has a database reader and loaders of its own (`PerOperation`), closed
@@ -94,7 +94,7 @@ class Context:
 
     def for_operation(self) -> Context:
         """A copy for one operation: its own reader (a connection only once it runs a statement) and loaders."""
-        db = Reader(self.services.engine)
+        db = Reader(self.services.engine, shards=self.services.engines)
         accounts = self.viewer.account_ids if self.viewer is not None else frozenset()
         return replace(self, db=db, loaders=Loaders(db, accounts), cost={})
 

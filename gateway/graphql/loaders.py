@@ -1,6 +1,9 @@
 """The request's database connection (`Reader`) and its DataLoaders, built per request: each loader turns
 the keys one execution step asks for into one statement.
 
+Over several shards (schema.shards) the reader holds a connection per shard the request reads, and each loader
+groups its keys by the shard their ids name: one statement per shard, the same one as on a single server.
+
 Every statement is scoped to the viewer's accounts, so an id of another account loads as None, exactly like
 an id that does not exist. The number of statements of a query thus follows its shape (one per loader per
 level), never its page size.
@@ -9,19 +12,23 @@ level), never its page size.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Executable, Select, bindparam, func, select
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 from strawberry.dataloader import DataLoader
 
+from gateway.errors import ShardUnavailable
 from gateway.graphql import pages
 from schema.models import (
     Account,
@@ -36,6 +43,9 @@ from schema.models import (
     SkippedMessage,
     Thread,
 )
+from schema.shards import HOME, shard_of
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -95,39 +105,99 @@ class Bodies:
 
 
 class Reader:
-    """One connection per request, taken on the first statement and given back when the request ends.
+    """One connection per shard per request, each taken on the first statement to its shard and given back when
+    the request ends: a request that reads one shard's accounts takes one connection, as with a single server.
 
     DataLoaders of one request dispatch concurrently; a connection runs one statement at a time, so
-    statements queue on a lock instead of taking more connections from the pool.
+    statements to one shard queue on its lock instead of taking more connections from the pool.
+
+    With several shards, a shard whose server cannot be reached fails the statements sent to it with
+    SHARD_UNAVAILABLE (gateway.errors.ShardUnavailable); with one, the error is what it always was.
     """
 
-    def __init__(self, engine: AsyncEngine, *, hold: bool = True) -> None:
-        self.engine = engine
+    def __init__(
+        self, engine: AsyncEngine, *, hold: bool = True, shards: Mapping[int, AsyncEngine] | None = None
+    ) -> None:
+        self.engine = engine  # shard 0: the global tables, and the only shard of a single-server deployment
+        self.shards: Mapping[int, AsyncEngine] = shards if shards is not None else {HOME: engine}
         # hold=False: a connection per statement, given back at once (a batch of change-log events shared by
         # many subscribers has no request whose end would give it back).
         self.hold = hold
-        self._conn: AsyncConnection | None = None
-        self._lock = asyncio.Lock()
+        self._conns: dict[int, AsyncConnection] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
 
-    async def rows(self, stmt: Executable, params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+    @property
+    def sharded(self) -> bool:
+        return len(self.shards) > 1
+
+    def engine_of(self, shard: int) -> AsyncEngine:
+        """The engine of a shard (the only one on a single server); SHARD_UNAVAILABLE for one not configured."""
+        if not self.sharded:
+            return self.engine
+        found = self.shards.get(shard)
+        if found is None:
+            raise ShardUnavailable(shard)
+        return found
+
+    @contextlib.asynccontextmanager
+    async def session(self, shard: int) -> AsyncIterator[AsyncSession]:
+        """A session of its own on a shard (the change log's reads), its connection errors SHARD_UNAVAILABLE
+        when there are several shards."""
+        try:
+            async with AsyncSession(self.engine_of(shard)) as session:
+                yield session
+        except (OperationalError, InterfaceError, OSError) as exc:
+            if not self.sharded:
+                raise
+            log.warning("shard %d unavailable: %s", shard, type(exc).__name__)
+            raise ShardUnavailable(shard) from exc
+
+    async def rows(
+        self, stmt: Executable, params: dict[str, Any] | None = None, *, shard: int = HOME
+    ) -> Sequence[Row[Any]]:
+        if not self.sharded:
+            return await self._rows(stmt, params, HOME)
+        if shard not in self.shards:
+            return []  # an id of a shard this deployment does not list: nothing is there
+        try:
+            return await self._rows(stmt, params, shard)
+        except (OperationalError, InterfaceError, OSError) as exc:
+            log.warning("shard %d unavailable: %s", shard, type(exc).__name__)
+            await self._drop(shard)
+            raise ShardUnavailable(shard) from exc
+
+    async def _rows(self, stmt: Executable, params: dict[str, Any] | None, shard: int) -> Sequence[Row[Any]]:
+        engine = self.shards[shard]
         if not self.hold:
-            async with self.engine.connect() as conn:
-                return (await conn.execute(stmt, params)).all()
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await self.engine.connect()
-            result = await self._conn.execute(stmt, params)
+            async with engine.connect() as fresh:
+                return (await fresh.execute(stmt, params)).all()
+        lock = self._locks.get(shard)
+        if lock is None:
+            lock = self._locks[shard] = asyncio.Lock()
+        async with lock:
+            conn = self._conns.get(shard)
+            if conn is None:
+                conn = self._conns[shard] = await engine.connect()
+            result = await conn.execute(stmt, params)
             return result.all()
 
-    async def scalar(self, stmt: Executable) -> Any:
-        found = await self.rows(stmt)
+    async def _drop(self, shard: int) -> None:
+        """Give back a connection that failed, so the next statement to its shard takes a fresh one."""
+        failed = self._conns.pop(shard, None)
+        if failed is not None:
+            with contextlib.suppress(Exception):
+                await failed.invalidate()
+
+    async def scalar(self, stmt: Executable, *, shard: int = HOME) -> Any:
+        found = await self.rows(stmt, shard=shard)
         return found[0][0] if found else None
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._conn is not None:
-                conn, self._conn = self._conn, None
-                await conn.close()
+        for shard, lock in list(self._locks.items()):
+            async with lock:
+                conn = self._conns.pop(shard, None)
+                if conn is not None:
+                    await conn.close()
 
 
 def _by_id(rows: Iterable[Row[Any]], keys: Sequence[int], attr: str = "id") -> list[Row[Any] | None]:
@@ -139,6 +209,26 @@ def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
     return DataLoader(load_fn=fn, max_batch_size=1000)
 
 
+def _none(key: object) -> None:
+    return None
+
+
+def _empty(key: object) -> list[Any]:
+    return []
+
+
+def _no_progress(key: object) -> Progress:
+    return Progress(0, 0, 0)
+
+
+def _no_window(key: tuple[int, pages.PageArgs]) -> pages.Window:
+    return pages.cut([], THREAD_MESSAGE_KEYS, key[1])
+
+
+def _first_shard(key: tuple[int, pages.PageArgs]) -> int:
+    return shard_of(key[0])
+
+
 class Loaders:
     """The DataLoaders of one request (or one batch of change-log events), each made on first use.
 
@@ -148,115 +238,177 @@ class Loaders:
     def __init__(self, db: Reader, account_ids: frozenset[int]) -> None:
         self.db = db
         self.account_ids = account_ids
+        self._on: dict[int, list[int]] = {}
 
     @cached_property
     def accounts(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._accounts)
+        return _loader(self._sharded(self._accounts, _none))
 
     @cached_property
     def folders(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._folders)
+        return _loader(self._sharded(self._folders, _none))
 
     @cached_property
     def labels(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._labels)
+        return _loader(self._sharded(self._labels, _none))
 
     @cached_property
     def threads(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._threads)
+        return _loader(self._sharded(self._threads, _none))
 
     @cached_property
     def messages(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._messages)
+        return _loader(self._sharded(self._messages, _none))
 
     @cached_property
     def attachments(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._attachments)
+        return _loader(self._sharded(self._attachments, _none))
 
     @cached_property
     def actions(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._actions)
+        return _loader(self._sharded(self._actions, _none))
 
     @cached_property
     def outbox(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._outbox)
+        return _loader(self._sharded(self._outbox, _none))
 
     @cached_property
     def bodies(self) -> DataLoader[int, Bodies | None]:
-        return _loader(self._bodies)
+        return _loader(self._sharded(self._bodies, _none))
 
     @cached_property
     def message_folder_ids(self) -> DataLoader[int, list[int]]:
-        return _loader(self._message_folder_ids)
+        return _loader(self._sharded(self._message_folder_ids, _empty))
 
     @cached_property
     def message_label_ids(self) -> DataLoader[int, list[int]]:
-        return _loader(self._message_label_ids)
+        return _loader(self._sharded(self._message_label_ids, _empty))
 
     @cached_property
     def message_attachments(self) -> DataLoader[int, list[Row[Any]]]:
-        return _loader(self._message_attachments)
+        return _loader(self._sharded(self._message_attachments, _empty))
 
     @cached_property
     def folder_skipped(self) -> DataLoader[int, list[Row[Any]]]:
-        return _loader(self._folder_skipped)
+        return _loader(self._sharded(self._folder_skipped, _empty))
 
     @cached_property
     def thread_messages(self) -> DataLoader[tuple[int, pages.PageArgs], pages.Window]:
-        return _loader(self._thread_messages)
+        return _loader(self._sharded(self._thread_messages, _no_window, _first_shard))
 
     @cached_property
     def last_messages(self) -> DataLoader[int, Row[Any] | None]:
-        return _loader(self._last_messages)
+        return _loader(self._sharded(self._last_messages, _none))
 
     @cached_property
     def progress(self) -> DataLoader[int, Progress]:
-        return _loader(self._progress)
+        return _loader(self._sharded(self._progress, _no_progress))
 
-    def _mine(self, column: QueryableAttribute[int]) -> ColumnElement[bool]:
-        return column.in_(sorted(self.account_ids))
+    def on(self, shard: int) -> list[int]:
+        """The viewer's accounts on this shard (all of them with a single shard), in order."""
+        found = self._on.get(shard)
+        if found is None:
+            found = self._on[shard] = sorted(a for a in self.account_ids if not self.db.sharded or shard_of(a) == shard)
+        return found
 
-    async def _accounts(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(*ACCOUNT_COLUMNS).where(Account.id.in_(keys), self._mine(Account.id)))
-        return _by_id(rows, keys)
+    def _mine(self, column: QueryableAttribute[int], shard: int) -> ColumnElement[bool]:
+        return column.in_(self.on(shard))
 
-    async def _folders(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(Folder.__table__).where(Folder.id.in_(keys), self._mine(Folder.account_id)))
-        return _by_id(rows, keys)
+    async def _rows(self, shard: int, stmt: Executable, params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        return await self.db.rows(stmt, params, shard=shard)
 
-    async def _labels(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(Label.__table__).where(Label.id.in_(keys), self._mine(Label.account_id)))
-        return _by_id(rows, keys)
+    def _sharded(
+        self,
+        load: Callable[[int, list[K]], Awaitable[list[V]]],
+        missing: Callable[[K], V],
+        shard: Callable[[K], int] = shard_of,  # type: ignore[assignment]
+    ) -> Callable[[list[K]], Awaitable[list[V | BaseException]]]:
+        """A batch function over every shard: the keys grouped by the shard their ids name, one statement per
+        shard (concurrently, each on its shard's connection). A key of a shard that is not configured, or that
+        holds none of the viewer's accounts, is missing (read nothing); a shard that cannot be reached fails its
+        keys alone with SHARD_UNAVAILABLE. A single shard: the one statement, as it always was."""
 
-    async def _threads(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(Thread.__table__).where(Thread.id.in_(keys), self._mine(Thread.account_id)))
-        return _by_id(rows, keys)
+        async def batch(keys: list[K]) -> list[V | BaseException]:
+            if not self.db.sharded:
+                return list(await load(HOME, keys))
+            groups: dict[int, list[int]] = defaultdict(list)
+            for i, key in enumerate(keys):
+                groups[shard(key)].append(i)
+            found: list[V | BaseException] = [missing(k) for k in keys]
 
-    async def _messages(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(*MESSAGE_COLUMNS).where(Message.id.in_(keys), self._mine(Message.account_id)))
-        return _by_id(rows, keys)
+            async def one(number: int, places: list[int]) -> None:
+                if number not in self.db.shards or not self.on(number):
+                    return
+                values: Sequence[V | BaseException]
+                try:
+                    values = await load(number, [keys[i] for i in places])
+                except ShardUnavailable as exc:
+                    values = [exc] * len(places)
+                for i, value in zip(places, values, strict=True):
+                    found[i] = value
 
-    async def _attachments(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(
-            select(Attachment.__table__, Message.account_id)
-            .join(Message, Message.id == Attachment.message_id)
-            .where(Attachment.id.in_(keys), self._mine(Message.account_id))
+            await asyncio.gather(*(one(n, places) for n, places in groups.items()))
+            return found
+
+        return batch
+
+    async def _accounts(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(*ACCOUNT_COLUMNS).where(Account.id.in_(keys), self._mine(Account.id, shard))
         )
         return _by_id(rows, keys)
 
-    async def _actions(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(*ACTION_COLUMNS).where(Action.id.in_(keys), self._mine(Action.account_id)))
+    async def _folders(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(Folder.__table__).where(Folder.id.in_(keys), self._mine(Folder.account_id, shard))
+        )
         return _by_id(rows, keys)
 
-    async def _outbox(self, keys: list[int]) -> list[Row[Any] | None]:
-        rows = await self.db.rows(select(*OUTBOX_COLUMNS).where(Outbox.id.in_(keys), self._mine(Outbox.account_id)))
+    async def _labels(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(Label.__table__).where(Label.id.in_(keys), self._mine(Label.account_id, shard))
+        )
         return _by_id(rows, keys)
 
-    async def _bodies(self, keys: list[int]) -> list[Bodies | None]:
-        rows = await self.db.rows(
+    async def _threads(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(Thread.__table__).where(Thread.id.in_(keys), self._mine(Thread.account_id, shard))
+        )
+        return _by_id(rows, keys)
+
+    async def _messages(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(*MESSAGE_COLUMNS).where(Message.id.in_(keys), self._mine(Message.account_id, shard))
+        )
+        return _by_id(rows, keys)
+
+    async def _attachments(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard,
+            select(Attachment.__table__, Message.account_id)
+            .join(Message, Message.id == Attachment.message_id)
+            .where(Attachment.id.in_(keys), self._mine(Message.account_id, shard)),
+        )
+        return _by_id(rows, keys)
+
+    async def _actions(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(*ACTION_COLUMNS).where(Action.id.in_(keys), self._mine(Action.account_id, shard))
+        )
+        return _by_id(rows, keys)
+
+    async def _outbox(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+        rows = await self._rows(
+            shard, select(*OUTBOX_COLUMNS).where(Outbox.id.in_(keys), self._mine(Outbox.account_id, shard))
+        )
+        return _by_id(rows, keys)
+
+    async def _bodies(self, shard: int, keys: list[int]) -> list[Bodies | None]:
+        rows = await self._rows(
+            shard,
             select(Message.id, Message.text_body, Message.html_body).where(
-                Message.id.in_(keys), self._mine(Message.account_id)
-            )
+                Message.id.in_(keys), self._mine(Message.account_id, shard)
+            ),
         )
         found = {
             r.id: Bodies(
@@ -266,60 +418,64 @@ class Loaders:
         }
         return [found.get(k) for k in keys]
 
-    async def _message_folder_ids(self, keys: list[int]) -> list[list[int]]:
-        rows = await self.db.rows(
+    async def _message_folder_ids(self, shard: int, keys: list[int]) -> list[list[int]]:
+        rows = await self._rows(
+            shard,
             select(MessagePlace.message_id, MessagePlace.folder_id)
-            .where(MessagePlace.message_id.in_(keys), self._mine(MessagePlace.account_id))
+            .where(MessagePlace.message_id.in_(keys), self._mine(MessagePlace.account_id, shard))
             .distinct()
-            .order_by(MessagePlace.message_id, MessagePlace.folder_id)
+            .order_by(MessagePlace.message_id, MessagePlace.folder_id),
         )
         found: dict[int, list[int]] = defaultdict(list)
         for r in rows:
             found[r.message_id].append(r.folder_id)
         return [found.get(k, []) for k in keys]
 
-    async def _message_label_ids(self, keys: list[int]) -> list[list[int]]:
-        rows = await self.db.rows(
+    async def _message_label_ids(self, shard: int, keys: list[int]) -> list[list[int]]:
+        rows = await self._rows(
+            shard,
             select(MessageLabel.message_id, MessageLabel.label_id)
             .join(Message, Message.id == MessageLabel.message_id)
-            .where(MessageLabel.message_id.in_(keys), self._mine(Message.account_id))
-            .order_by(MessageLabel.message_id, MessageLabel.label_id)
+            .where(MessageLabel.message_id.in_(keys), self._mine(Message.account_id, shard))
+            .order_by(MessageLabel.message_id, MessageLabel.label_id),
         )
         found: dict[int, list[int]] = defaultdict(list)
         for r in rows:
             found[r.message_id].append(r.label_id)
         return [found.get(k, []) for k in keys]
 
-    async def _message_attachments(self, keys: list[int]) -> list[list[Row[Any]]]:
-        rows = await self.db.rows(
+    async def _message_attachments(self, shard: int, keys: list[int]) -> list[list[Row[Any]]]:
+        rows = await self._rows(
+            shard,
             select(Attachment.__table__, Message.account_id)
             .join(Message, Message.id == Attachment.message_id)
-            .where(Attachment.message_id.in_(keys), self._mine(Message.account_id))
-            .order_by(Attachment.message_id, Attachment.id)
+            .where(Attachment.message_id.in_(keys), self._mine(Message.account_id, shard))
+            .order_by(Attachment.message_id, Attachment.id),
         )
         found: dict[int, list[Row[Any]]] = defaultdict(list)
         for r in rows:
             found[r.message_id].append(r)
         return [found.get(k, []) for k in keys]
 
-    async def _folder_skipped(self, keys: list[int]) -> list[list[Row[Any]]]:
+    async def _folder_skipped(self, shard: int, keys: list[int]) -> list[list[Row[Any]]]:
         """The messages the sync left out of each folder, under the folder's current UIDVALIDITY."""
-        rows = await self.db.rows(
+        rows = await self._rows(
+            shard,
             select(SkippedMessage.__table__)
             .join(Folder, Folder.id == SkippedMessage.folder_id)
             .where(
                 SkippedMessage.folder_id.in_(keys),
                 SkippedMessage.uidvalidity == Folder.uidvalidity,
-                self._mine(SkippedMessage.account_id),
+                self._mine(SkippedMessage.account_id, shard),
             )
-            .order_by(SkippedMessage.folder_id, SkippedMessage.uid)
+            .order_by(SkippedMessage.folder_id, SkippedMessage.uid),
         )
         found: dict[int, list[Row[Any]]] = defaultdict(list)
         for r in rows:
             found[r.folder_id].append(r)
         return [found.get(k, []) for k in keys]
 
-    async def _thread_messages(self, keys: list[tuple[int, pages.PageArgs]]) -> list[pages.Window]:
+    async def _thread_messages(self, shard: int, keys: list[tuple[int, pages.PageArgs]]) -> list[pages.Window]:
         """Pages of messages of many threads: one windowed statement per distinct page argument."""
         groups: dict[pages.PageArgs, list[int]] = defaultdict(list)
         for thread_id, page in keys:
@@ -336,14 +492,15 @@ class Loaders:
                 )
                 .where(
                     Message.thread_id.in_(thread_ids),
-                    self._mine(Message.account_id),
+                    self._mine(Message.account_id, shard),
                     Message.orphaned_at.is_(None),
                     *pages.conditions(THREAD_MESSAGE_KEYS, page),
                 )
                 .subquery()
             )
-            rows = await self.db.rows(
-                select(numbered).where(numbered.c.rn <= page.size + 1).order_by(numbered.c.thread_id, numbered.c.rn)
+            rows = await self._rows(
+                shard,
+                select(numbered).where(numbered.c.rn <= page.size + 1).order_by(numbered.c.thread_id, numbered.c.rn),
             )
             per_thread: dict[int, list[Row[Any]]] = defaultdict(list)
             for r in rows:
@@ -352,22 +509,23 @@ class Loaders:
                 found[(thread_id, page)] = pages.cut(per_thread.get(thread_id, []), THREAD_MESSAGE_KEYS, page)
         return [found[k] for k in keys]
 
-    async def _last_messages(self, keys: list[int]) -> list[Row[Any] | None]:
+    async def _last_messages(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
         """Each thread's newest message (a thread's messages in reverse), or None: one row per thread, where a
         page of one (thread_messages) reads two to tell whether more follow, and makes a cursor."""
-        rows = await self.db.rows(NEWEST_MESSAGES, {"threads": keys, "accounts": sorted(self.account_ids)})
+        rows = await self._rows(shard, NEWEST_MESSAGES, {"threads": keys, "accounts": self.on(shard)})
         return _by_id(rows, keys, "thread_id")
 
-    async def _progress(self, keys: list[int]) -> list[Progress]:
-        rows = await self.db.rows(
+    async def _progress(self, shard: int, keys: list[int]) -> list[Progress]:
+        rows = await self._rows(
+            shard,
             select(
                 Folder.account_id,
                 func.count().label("folders"),
                 func.sum(func.if_(Folder.sync_state == "follow", 1, 0)).label("synced"),
                 func.sum(Folder.total_count).label("messages"),
             )
-            .where(Folder.account_id.in_(keys), self._mine(Folder.account_id))
-            .group_by(Folder.account_id)
+            .where(Folder.account_id.in_(keys), self._mine(Folder.account_id, shard))
+            .group_by(Folder.account_id),
         )
         found = {r.account_id: Progress(int(r.folders), int(r.synced or 0), int(r.messages or 0)) for r in rows}
         return [found.get(k, Progress(0, 0, 0)) for k in keys]

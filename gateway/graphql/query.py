@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import strawberry
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.engine import Row
+from strawberry.dataloader import DataLoader
 
 from gateway.errors import BadUserInput, not_found
 from gateway.graphql import changes as feed
@@ -39,6 +41,7 @@ from schema.models import Outbox as OutboxRow
 from schema.models import Thread as ThreadRow
 from schema.models import Webhook as WebhookRow
 from schema.outbox import OutboxState
+from schema.shards import HOME, shard_of
 
 T = TypeVar("T")
 MAX_NODES = 100
@@ -59,14 +62,57 @@ async def _page(
     keys: Sequence[pages.Key],
     page: pages.PageArgs,
     make: Callable[[Row[Any]], T],
+    shard: int = HOME,
 ) -> Connection[T]:
+    """A page of one shard's rows (an account's objects live on its shard)."""
     db = info.context.db
-    rows = await db.rows(pages.apply(stmt.where(*conditions), keys, page))
+    rows = await db.rows(pages.apply(stmt.where(*conditions), keys, page), shard=shard)
 
     async def count() -> int:
-        return int(await db.scalar(select(func.count()).select_from(stmt.where(*conditions).subquery())) or 0)
+        subquery = stmt.where(*conditions).subquery()
+        return int(await db.scalar(select(func.count()).select_from(subquery), shard=shard) or 0)
 
     return connection(pages.cut(rows, keys, page), make, count)
+
+
+async def _merged_page(
+    info: Info,
+    stmt: Select[Any],
+    conditions: Callable[[int], Sequence[ColumnElement[bool]] | None],
+    keys: Sequence[pages.Key],
+    page: pages.PageArgs,
+    make: Callable[[Row[Any]], T],
+) -> Connection[T]:
+    """A page of rows of every shard, in one order: each shard reads its page (`conditions(shard)`: None for a
+    shard with nothing to read), and the pages merge, the same rows and cursors as one database would give.
+    Only for orders of numbers (ids): strings would sort by the server's collation, not Python's. With a single
+    shard, the one statement of `_page`."""
+    db = info.context.db
+    if not db.sharded:
+        only = conditions(HOME)
+        assert only is not None
+        return await _page(info, stmt, only, keys, page, make)
+    wanted = {n: c for n in sorted(db.shards) if (c := conditions(n)) is not None}
+
+    async def read(shard: int, where: Sequence[ColumnElement[bool]]) -> Sequence[Row[Any]]:
+        return await db.rows(pages.apply(stmt.where(*where), keys, page), shard=shard)
+
+    found = await asyncio.gather(*(read(n, c) for n, c in wanted.items()))
+    # Each shard's rows come in the page's reading order; merged in that same order.
+    rows = sorted(
+        (r for part in found for r in part),
+        key=lambda r: tuple(-getattr(r, k.name) if k.descending else getattr(r, k.name) for k in keys),
+        reverse=page.backward,
+    )
+
+    async def count() -> int:
+        counts = [
+            await db.scalar(select(func.count()).select_from(stmt.where(*c).subquery()), shard=n)
+            for n, c in wanted.items()
+        ]
+        return sum(int(c or 0) for c in counts)
+
+    return connection(pages.cut(rows[: page.size + 1], keys, page), make, count)
 
 
 @strawberry.type
@@ -81,8 +127,14 @@ class Query:
         before: str | None = None,
     ) -> Connection[Account]:
         page = pages.PageArgs.of(first, after, last, before)
-        mine = AccountRow.id.in_(sorted(info.context.account_ids))
-        return await _page(info, select(*ACCOUNT_COLUMNS), [mine], ACCOUNT_KEYS, page, Account.of)
+        info.context.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
+        loaders = info.context.loaders
+
+        def mine(shard: int) -> list[ColumnElement[bool]] | None:
+            on = loaders.on(shard)
+            return [AccountRow.id.in_(on)] if on or not loaders.db.sharded else None
+
+        return await _merged_page(info, select(*ACCOUNT_COLUMNS), mine, ACCOUNT_KEYS, page, Account.of)
 
     @described("An account's folders, by name.")
     async def folders(
@@ -97,7 +149,7 @@ class Query:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
         stmt = select(FolderRow.__table__)
-        return await _page(info, stmt, [FolderRow.account_id == pk], FOLDER_KEYS, page, Folder.of)
+        return await _page(info, stmt, [FolderRow.account_id == pk], FOLDER_KEYS, page, Folder.of, shard_of(pk))
 
     @described("An account's labels (or IMAP keywords), by name.")
     async def labels(
@@ -112,7 +164,7 @@ class Query:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
         stmt = select(LabelRow.__table__)
-        return await _page(info, stmt, [LabelRow.account_id == pk], LABEL_KEYS, page, Label.of)
+        return await _page(info, stmt, [LabelRow.account_id == pk], LABEL_KEYS, page, Label.of, shard_of(pk))
 
     @described("An account's threads, newest activity first.")
     async def threads(
@@ -133,7 +185,7 @@ class Query:
             ThreadRow.last_message_at.is_not(None),
             *thread_conditions(filter),
         ]
-        found = await _page(info, select(ThreadRow.__table__), conditions, THREAD_KEYS, page, Thread.of)
+        found = await _page(info, select(ThreadRow.__table__), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
         await prefetch_threads(info, [edge.node for edge in found.edges])
         return found
 
@@ -151,7 +203,7 @@ class Query:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
         conditions = [MessageRow.account_id == pk, MessageRow.orphaned_at.is_(None), *message_conditions(filter)]
-        return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
+        return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard_of(pk))
 
     @described(
         "Search the account's mail (the local mirror) as a mail user types it. Words: all required, each matching"
@@ -188,10 +240,10 @@ class Query:
             *message_conditions(filter),
         ]
         if found.score is None:
-            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of)
+            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard_of(pk))
         keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
         stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
-        return await _page(info, stmt, conditions, keys, page, Message.of)
+        return await _page(info, stmt, conditions, keys, page, Message.of, shard_of(pk))
 
     @described(
         "An account's changes after a cursor, oldest first (the delta feed). Without `after`: from the oldest kept."
@@ -230,7 +282,7 @@ class Query:
             conditions.append(ActionRow.id.in_([pk_of(gid, "Action") for gid in ids]))
         if state is not None:
             conditions.append(ActionRow.state == state.value)
-        return await _page(info, select(ActionRow.__table__), conditions, ACTION_KEYS, page, Action.of)
+        return await _page(info, select(ActionRow.__table__), conditions, ACTION_KEYS, page, Action.of, shard_of(pk))
 
     @described("An account's outbox (what sendMessage queued, and what became of it), newest first.")
     async def outbox(
@@ -248,10 +300,11 @@ class Query:
             conditions.append(OutboxRow.state.in_([state.value for state in states]))
         db = info.context.db
         stmt = select(*OUTBOX_COLUMNS).where(*conditions)
-        rows = await db.rows(pages.apply(stmt, OUTBOX_KEYS, page))
+        shard = shard_of(pk)
+        rows = await db.rows(pages.apply(stmt, OUTBOX_KEYS, page), shard=shard)
 
         async def count() -> int:
-            return int(await db.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+            return int(await db.scalar(select(func.count()).select_from(stmt.subquery()), shard=shard) or 0)
 
         return outbox_connection(pages.cut(rows, OUTBOX_KEYS, page), count)
 
@@ -264,10 +317,11 @@ class Query:
         page = pages.PageArgs.of(first, after)
         db = info.context.db
         mine = WebhookRow.account_id == pk
-        rows = await db.rows(pages.apply(select(WebhookRow.__table__).where(mine), HOOK_KEYS, page))
+        shard = shard_of(pk)
+        rows = await db.rows(pages.apply(select(WebhookRow.__table__).where(mine), HOOK_KEYS, page), shard=shard)
 
         async def count() -> int:
-            return int(await db.scalar(select(func.count()).where(mine)) or 0)
+            return int(await db.scalar(select(func.count()).where(mine), shard=shard) or 0)
 
         return connection(pages.cut(rows, HOOK_KEYS, page), Webhook.of, count)
 
@@ -289,7 +343,9 @@ class Query:
             if len(sync_states) > 10:
                 raise BadUserInput("at most 10 sync states")
             conditions.append(AccountRow.sync_state.in_(sync_states))
-        return await _page(info, select(*ACCOUNT_COLUMNS), conditions, MANAGED_KEYS, page, ManagedAccount.of)
+        return await _merged_page(
+            info, select(*ACCOUNT_COLUMNS), lambda shard: conditions, MANAGED_KEYS, page, ManagedAccount.of
+        )
 
     @described("Any object by its global id; null when it does not exist or is not yours.")
     async def node(self, info: Info, id: strawberry.ID) -> Node | None:
@@ -300,24 +356,43 @@ class Query:
     async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
         if len(ids) > MAX_NODES:
             raise BadUserInput(f"at most {MAX_NODES} ids")
+        if info.context.db.sharded:
+            # Each item completed on its own: an id of a shard that is down is null with SHARD_UNAVAILABLE at its
+            # index, and the others answer (GraphQL completes awaitable list items one by one).
+            return cast("list[Node | None]", [_node(info, kind, pk) for kind, pk in _decoded(info, ids)])
         return await _nodes(info, ids)
 
 
-async def _nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
+def _decoded(info: Info, ids: Sequence[strawberry.ID]) -> list[tuple[str, int]]:
     info.context.account_ids  # noqa: B018 (raises UNAUTHENTICATED without a token)
-    decoded = [from_global(gid) for gid in ids]
-    loaders = info.context.loaders
-    by_type = {
-        "Account": loaders.accounts,
-        "Folder": loaders.folders,
-        "Label": loaders.labels,
-        "Thread": loaders.threads,
-        "Message": loaders.messages,
-        "Attachment": loaders.attachments,
-        "Action": loaders.actions,
-        "OutboxEntry": loaders.outbox,
-    }
-    rows = [by_type[kind].load(pk) for kind, pk in decoded]
+    return [from_global(gid) for gid in ids]
+
+
+async def _node(info: Info, kind: str, pk: int) -> Node | None:
+    row = await _loader(info, kind).load(pk)
+    return None if row is None else NODE_CLASSES[kind](row)
+
+
+NODE_LOADERS = {
+    "Account": "accounts",
+    "Folder": "folders",
+    "Label": "labels",
+    "Thread": "threads",
+    "Message": "messages",
+    "Attachment": "attachments",
+    "Action": "actions",
+    "OutboxEntry": "outbox",
+}
+
+
+def _loader(info: Info, kind: str) -> DataLoader[int, Row[Any] | None]:
+    found: DataLoader[int, Row[Any] | None] = getattr(info.context.loaders, NODE_LOADERS[kind])
+    return found
+
+
+async def _nodes(info: Info, ids: Sequence[strawberry.ID]) -> list[Node | None]:
+    decoded = _decoded(info, ids)
+    rows = [_loader(info, kind).load(pk) for kind, pk in decoded]
     found: list[Node | None] = []
     for (kind, _), pending in zip(decoded, rows, strict=True):
         row = await pending

@@ -30,6 +30,7 @@ from gateway.graphql.types.messages import Message, Thread
 from gateway.ids import decode_change_cursor, pk_of, to_global
 from schema.changelog import ObjectType, Op
 from schema.models import Folder as FolderRow
+from schema.shards import shard_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 E = TypeVar("E")
@@ -116,7 +117,8 @@ def _folder_matches(state: dict[str, Any] | None, folder_ids: set[int] | None) -
 
 async def _role_folders(info: Info, account_id: int, role: str) -> set[int]:
     rows = await info.context.db.rows(
-        select(FolderRow.id).where(FolderRow.account_id == account_id, FolderRow.role == role)
+        select(FolderRow.id).where(FolderRow.account_id == account_id, FolderRow.role == role),
+        shard=shard_of(account_id),
     )
     await info.context.db.close()
     return {r.id for r in rows}

@@ -20,6 +20,7 @@ from gateway.ids import pk_of, upload_pk
 from mime.compose import Attachment
 from schema import uploads
 from schema.models import Message, Upload
+from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
 MAX_SUBJECT = 2000
@@ -62,7 +63,8 @@ async def message_in(info: Info, gid: str, account_id: int, field: str) -> Row[A
             Message.message_id_header,
             Message.references,
             Message.blob_sha256,
-        ).where(Message.id == pk, Message.account_id.in_(sorted(info.context.account_ids)))
+        ).where(Message.id == pk, Message.account_id.in_(sorted(info.context.account_ids))),
+        shard=shard_of(pk),
     )
     if not rows:
         raise not_found("Message")
@@ -80,7 +82,8 @@ async def uploads_of(info: Info, gids: Sequence[str], account_id: int, field: st
     if not pks:
         return []
     rows = await info.context.db.rows(
-        select(Upload.id, Upload.size).where(Upload.id.in_(pks), Upload.account_id == account_id)
+        select(Upload.id, Upload.size).where(Upload.id.in_(pks), Upload.account_id == account_id),
+        shard=shard_of(account_id),
     )
     sizes = {r.id: int(r.size) for r in rows}
     if any(pk not in sizes for pk in pks):

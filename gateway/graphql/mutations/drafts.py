@@ -47,6 +47,7 @@ from schema.actions import Refused
 from schema.models import Account, MessagePlace, Outbox
 from schema.models import Attachment as AttachmentRow
 from schema.models import Message as MessageRow
+from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
 MAX_ADDRESSES = 100
@@ -149,7 +150,9 @@ class SendDraftPayload:
 
     @described("The outbox entry's state now: queued, sending, sent, failed, uncertain or cancelled.")
     async def state(self, info: Info) -> str:
-        found = await info.context.db.scalar(select(Outbox.state).where(Outbox.id == self.outbox_pk))
+        found = await info.context.db.scalar(
+            select(Outbox.state).where(Outbox.id == self.outbox_pk), shard=shard_of(self.outbox_pk)
+        )
         return str(found)
 
     @described("The expunge of the draft from Drafts.")
@@ -204,7 +207,8 @@ def _reply(parent: Row[Any], draft: Draft, subject_given: bool) -> Draft:
 
 async def _account(info: Info, account_id: int) -> Row[Any]:
     rows = await info.context.db.rows(
-        select(Account.id, Account.address, Account.smtp_host).where(Account.id == account_id)
+        select(Account.id, Account.address, Account.smtp_host).where(Account.id == account_id),
+        shard=shard_of(account_id),
     )
     return existing(rows[0] if rows else None)
 

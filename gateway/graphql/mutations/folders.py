@@ -21,6 +21,7 @@ from gateway.graphql.types.actions import CreateFolderPayload, DeleteFolderPaylo
 from gateway.graphql.types.fields import described
 from schema import actions
 from schema.models import Folder
+from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
 MAX_NAME = 255
@@ -69,7 +70,8 @@ async def _delimiter(info: Info, account_id: int) -> str | None:
         .where(Folder.account_id == account_id, Folder.delimiter.is_not(None))
         .group_by(Folder.delimiter)
         .order_by(func.count().desc())
-        .limit(1)
+        .limit(1),
+        shard=shard_of(account_id),
     )
     return None if found is None else str(found)
 
@@ -92,7 +94,8 @@ async def _refuse_roles(info: Info, folder: Row[Any], verb: str) -> None:
                 Folder.account_id == folder.account_id,
                 Folder.name.startswith(folder.name + folder.delimiter, autoescape=True),
                 Folder.role.is_not(None),
-            )
+            ),
+            shard=shard_of(folder.account_id),
         )
         if below is not None:
             raise BadUserInput(f"the folder holds the {below} folder: it cannot be {verb}")

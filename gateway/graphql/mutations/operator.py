@@ -33,6 +33,8 @@ from gateway.ids import pk_of, to_global
 from gateway.logins import ImapLogin, check_credentials, check_imap, check_smtp
 from schema import accounts
 from schema.models import Account as AccountRow
+from schema.shards import shard_of
+from schema.unit import Store
 
 MAX_HOST = 255
 MAX_LOGIN = 320
@@ -66,8 +68,16 @@ def _smtp(smtp: SmtpServerInput) -> accounts.SmtpSettings:
     )
 
 
+def _store(info: Info, account_id: int) -> Store:
+    """The store of the account's shard; NOT_FOUND for an id of a shard this deployment does not list."""
+    found = info.context.services.stores.get(shard_of(account_id))
+    if found is None:
+        raise not_found("Account")
+    return found
+
+
 async def _managed(info: Info, account_id: int) -> ManagedAccount:
-    async with info.context.services.store.sessions() as session:
+    async with _store(info, account_id).sessions() as session:
         row = await session.get(AccountRow, account_id)
     if row is None:
         raise not_found("Account")
@@ -107,8 +117,9 @@ class OperatorMutations:
             return _problem(problem)
         endpoint = accounts.ImapEndpoint(login.host, login.port, login.security, login.username)
         services = info.context.services
+        shard = await accounts.place(services.engines)  # the least loaded shard (shard 0 on a single server)
         account_id = await accounts.create(
-            services.store, services.box, address, endpoint, login.password, smtp, smtp_password
+            services.stores[shard], services.box, address, endpoint, login.password, smtp, smtp_password, shard=shard
         )
         return AccountPayload(account=await _managed(info, account_id), problem=None)
 
@@ -156,14 +167,15 @@ class OperatorMutations:
         password = _password(input.password)
         smtp_password = _password(input.smtp_password, "the SMTP password") if input.smtp_password else None
         services = info.context.services
-        async with services.store.sessions() as session:
+        store = _store(info, account_id)
+        async with store.sessions() as session:
             found = await accounts.info(session, account_id)
         if found is None or found.sync_state == accounts.REMOVING:
             raise not_found("Account")
         problem = await check_credentials(found, password, smtp_password)
         if problem is not None:
             return _problem(problem)
-        if not await accounts.set_password(services.store, services.box, account_id, password, smtp_password):
+        if not await accounts.set_password(store, services.box, account_id, password, smtp_password):
             raise not_found("Account")
         return AccountPayload(account=await _managed(info, account_id), problem=None)
 
@@ -174,7 +186,10 @@ class OperatorMutations:
     async def remove_account(self, info: Info, account_id: strawberry.ID) -> RemovedAccount:
         info.context.operator()
         pk = pk_of(account_id, "Account")
-        removed = await accounts.remove(info.context.services.store, pk, wait_seconds=REMOVE_WAIT_SECONDS)
+        store, home = _store(info, pk), info.context.services.store
+        removed = await accounts.remove(
+            store, pk, wait_seconds=REMOVE_WAIT_SECONDS, home=None if store is home else home
+        )
         if removed is None:
             raise not_found("Account")
         return RemovedAccount(

@@ -52,6 +52,7 @@ from mime.compose import Attachment, ComposeError, Draft, Mailbox, reply_headers
 from schema import blobs, outbox, uploads
 from schema.models import Account, Outbox
 from schema.outbox import OutboxState
+from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
 # RFC 5321 §4.5.3.1.8: a server must take at least 100 recipients; more may be refused.
@@ -150,9 +151,11 @@ async def _plan(info: Info, input: SendMessageInput) -> _Plan:
     parent = None if input.reply_to is None else await message_in(info, input.reply_to, account_id, "replyTo")
     forwarded = None if input.forward is None else await message_in(info, input.forward, account_id, "forward")
     upload_ids = await uploads_of(info, input.attachments or (), account_id)
-    account = (await info.context.db.rows(select(Account.address, Account.smtp_host).where(Account.id == account_id)))[
-        0
-    ]
+    account = (
+        await info.context.db.rows(
+            select(Account.address, Account.smtp_host).where(Account.id == account_id), shard=shard_of(account_id)
+        )
+    )[0]
     if not account.smtp_host:
         raise BadUserInput(NO_SMTP)
     _check_input(input, info.context.services.config.max_upload_bytes)
@@ -261,7 +264,8 @@ class SendingMutations:
             owner = await info.context.db.scalar(
                 select(Outbox.account_id).where(
                     Outbox.id == pk, Outbox.account_id.in_(sorted(info.context.account_ids))
-                )
+                ),
+                shard=shard_of(pk),
             )
             if owner is None:
                 raise not_found("OutboxEntry")

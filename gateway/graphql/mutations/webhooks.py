@@ -11,7 +11,7 @@ A refused URL is BAD_USER_INPUT.
 from __future__ import annotations
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from gateway.delivery import RefusedURL, check_url
 from gateway.errors import BadUserInput, not_found
@@ -22,6 +22,7 @@ from gateway.ids import webhook_pk
 from schema import webhooks
 from schema.db import session_factory
 from schema.models import Webhook as WebhookRow
+from schema.shards import shard_of
 
 
 async def _own_hook(session: AsyncSession, hook_id: int, accounts: frozenset[int]) -> WebhookRow:
@@ -31,6 +32,14 @@ async def _own_hook(session: AsyncSession, hook_id: int, accounts: frozenset[int
     if row is None:
         raise not_found("Webhook")
     return row
+
+
+def _engine(info: Info, hook_id: int) -> AsyncEngine:
+    """The engine of the hook's shard (its account's); NOT_FOUND for a shard this deployment does not list."""
+    db = info.context.db
+    if db.sharded and shard_of(hook_id) not in db.shards:
+        raise not_found("Webhook")
+    return db.engine_of(shard_of(hook_id))
 
 
 @strawberry.type
@@ -47,7 +56,7 @@ class WebhookMutations:
             await check_url(url, info.context.services.config)
         except RefusedURL as exc:
             raise BadUserInput(str(exc)) from None
-        async with session_factory(info.context.db.engine)() as session, session.begin():
+        async with session_factory(info.context.db.engine_of(shard_of(pk)))() as session, session.begin():
             try:
                 row, secret = await webhooks.create(session, info.context.services.box, pk, url, events)
             except (webhooks.BadEvents, webhooks.TooManyHooks) as exc:
@@ -59,7 +68,7 @@ class WebhookMutations:
     async def delete_webhook(self, info: Info, id: strawberry.ID) -> bool:
         accounts = info.context.admin_accounts()
         hook_id = webhook_pk(id)
-        async with session_factory(info.context.db.engine)() as session, session.begin():
+        async with session_factory(_engine(info, hook_id))() as session, session.begin():
             await _own_hook(session, hook_id, accounts)
             return await webhooks.remove(session, hook_id)
 
@@ -67,7 +76,7 @@ class WebhookMutations:
     async def enable_webhook(self, info: Info, id: strawberry.ID) -> Webhook:
         accounts = info.context.admin_accounts()
         hook_id = webhook_pk(id)
-        async with session_factory(info.context.db.engine)() as session, session.begin():
+        async with session_factory(_engine(info, hook_id))() as session, session.begin():
             row = await _own_hook(session, hook_id, accounts)
             await webhooks.enable(session, hook_id)
             await session.refresh(row)

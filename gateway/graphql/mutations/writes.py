@@ -7,12 +7,16 @@ write(info, name, key, plan)
   key given and stored?             the stored result (same mutation), BAD_USER_INPUT (another mutation)
   plan()                            validate, resolve ids (NOT_FOUND for any id the token does not grant)
   store.unit(account)               the key's row (first), the change, its actions, the change log: one commit
-                                    (run again when InnoDB chose it as a deadlock's loser)
+                                    on the account's shard (run again when InnoDB chose it as a deadlock's loser)
   context.written()                 the payload reads what was just committed
 ```
 
 A result is a small JSON object of ids (the actions queued, the objects touched): the payload reads the objects
 through it, and a retry with the same key gets the same ids, read again (the actions' current states).
+
+Over several shards a key is kept on the shard of the account its mutation wrote, so a retry looks for it on
+each shard; the same key sent for accounts of two shards at the same time is not seen as taken (one key, one
+account, is what clients send).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Executable, func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from strawberry.extensions import SchemaExtension
@@ -33,6 +37,7 @@ from schema import idempotency
 from schema.actions import Refused
 from schema.models import Folder, Message, MutationKey, Thread, utcnow
 from schema.retry import retry_deadlocks
+from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
 MAX_IDS = 1000
@@ -66,8 +71,14 @@ def check_key(key: str) -> None:
 
 
 async def _stored(info: Info, token_id: int, key: str, mutation: str) -> Result | None:
-    async with info.context.services.store.sessions() as session:
-        row = await session.get(MutationKey, (token_id, key))
+    """The reply kept under this key. A key is kept on the shard of the account it wrote (in the same transaction
+    as the write), so with several shards each is asked, shard 0 first."""
+    row = None
+    for store in info.context.services.stores.values():
+        async with store.sessions() as session:
+            row = await session.get(MutationKey, (token_id, key))
+        if row is not None:
+            break
     if row is None or idempotency.expired(row):
         return None
     if row.mutation != mutation:
@@ -87,7 +98,7 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
     account_id, work = await plan()
 
     async def unit() -> Result:
-        async with info.context.services.store.unit(account_id) as uow:
+        async with info.context.services.store_of(account_id).unit(account_id) as uow:
             row = None
             if key is not None:
                 # The key's row first: a concurrent request with the same key waits on it before it has changed
@@ -121,6 +132,21 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
 # -- resolving ids: exactly as reads do, NOT_FOUND for anything the token does not grant ----------------------
 
 
+async def on_shards(info: Info, pks: Sequence[int], stmt: Callable[[list[int]], Executable]) -> list[Row[Any]]:
+    """The rows of `stmt(ids)` for these ids, each group read on the shard its ids name (one statement on a
+    single server)."""
+    db = info.context.db
+    if not db.sharded:
+        return list(await db.rows(stmt(list(pks))))
+    groups: dict[int, list[int]] = {}
+    for pk in pks:
+        groups.setdefault(shard_of(pk), []).append(pk)
+    found: list[Row[Any]] = []
+    for shard, part in sorted(groups.items()):
+        found += await db.rows(stmt(part), shard=shard)
+    return found
+
+
 def _unique(values: Sequence[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
@@ -148,16 +174,22 @@ async def messages_of(info: Info, ids: Sequence[str]) -> tuple[int, list[int]]:
     db = info.context.db
     owners: dict[int, int] = {}
     if message_pks:
-        rows = await db.rows(
-            select(Message.id, Message.account_id).where(Message.id.in_(message_pks), Message.account_id.in_(accounts))
+        rows = await on_shards(
+            info,
+            message_pks,
+            lambda pks: select(Message.id, Message.account_id).where(
+                Message.id.in_(pks), Message.account_id.in_(accounts)
+            ),
         )
         owners.update({r.id: r.account_id for r in rows})
         if any(pk not in owners for pk in message_pks):
             raise not_found("Message")
     found = list(message_pks)
     if thread_pks:
-        rows = await db.rows(
-            select(Thread.id, Thread.account_id).where(Thread.id.in_(thread_pks), Thread.account_id.in_(accounts))
+        rows = await on_shards(
+            info,
+            thread_pks,
+            lambda pks: select(Thread.id, Thread.account_id).where(Thread.id.in_(pks), Thread.account_id.in_(accounts)),
         )
         thread_owner = {r.id: r.account_id for r in rows}
         if any(pk not in thread_owner for pk in thread_pks):
@@ -166,7 +198,8 @@ async def messages_of(info: Info, ids: Sequence[str]) -> tuple[int, list[int]]:
             select(Message.id, Message.account_id)
             .where(Message.thread_id.in_(thread_pks), Message.orphaned_at.is_(None))
             .order_by(func.coalesce(Message.date, Message.received_at), Message.id)
-            .limit(MAX_IDS + 1)
+            .limit(MAX_IDS + 1),
+            shard=shard_of(thread_pks[0]),  # the threads were found on one account's shard (else refused below)
         )
         owners.update({r.id: r.account_id for r in members})
         owners.update({-t: a for t, a in thread_owner.items()})  # a thread without messages still names its account
@@ -190,7 +223,8 @@ async def folder_of(info: Info, gid: str, account_id: int | None = None) -> Row[
                 Folder.id == pk,
                 Folder.account_id.in_(sorted(info.context.account_ids)),
                 Folder.sync_state != "deleting",
-            )
+            ),
+            shard=shard_of(pk),
         )
     )[:1]
     if not row:
@@ -206,7 +240,8 @@ async def folder_with_role(info: Info, account_id: int, role: str) -> int:
         select(Folder.id)
         .where(Folder.account_id == account_id, Folder.role == role.lower(), Folder.sync_state != "deleting")
         .order_by(Folder.id)
-        .limit(1)
+        .limit(1),
+        shard=shard_of(account_id),
     )
     if found is None:
         raise not_found("Folder")

@@ -20,6 +20,7 @@ from gateway.graphql.types.relay import Connection, connection
 from gateway.ids import to_global
 from schema.models import Webhook as WebhookRow
 from schema.models import WebhookDelivery as DeliveryRow
+from schema.shards import shard_of
 
 HOOK_KEYS = (pages.Key(WebhookRow.id, False, "id"),)
 DELIVERY_KEYS = (pages.Key(DeliveryRow.id, True, "id"),)
@@ -90,10 +91,11 @@ class Webhook:
         page = pages.PageArgs.of(first, after)
         db = info.context.db
         mine = DeliveryRow.webhook_id == self.pk
-        rows = await db.rows(pages.apply(select(DeliveryRow.__table__).where(mine), DELIVERY_KEYS, page))
+        shard = shard_of(self.pk)
+        rows = await db.rows(pages.apply(select(DeliveryRow.__table__).where(mine), DELIVERY_KEYS, page), shard=shard)
 
         async def count() -> int:
-            return int(await db.scalar(select(func.count()).where(mine)) or 0)
+            return int(await db.scalar(select(func.count()).where(mine), shard=shard) or 0)
 
         return connection(pages.cut(rows, DELIVERY_KEYS, page), WebhookDelivery.of, count)
 
