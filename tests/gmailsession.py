@@ -492,10 +492,13 @@ class Session:
         done = asyncio.ensure_future(self.reader.readline())
         try:
             while not done.done():
-                async with self.store.changes:
-                    waiter = asyncio.ensure_future(self.store.changes.wait())
-                    await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                # The condition's lock is taken and given back inside the waiter's own task: taken here around
+                # it, a waiter cancelled after it had let the lock go left this task releasing a lock no one
+                # held, and the DONE went unanswered (a client waited out its timeout, about half the runs).
+                waiter = asyncio.ensure_future(self._next_change())
+                await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                await asyncio.gather(waiter, return_exceptions=True)
                 self.flush()
                 await self.writer.drain()
         finally:
@@ -504,6 +507,10 @@ class Session:
         if done.result().strip().upper() != b"DONE":
             raise Bad("expected DONE")
         return "IDLE terminated (Success)"
+
+    async def _next_change(self) -> None:
+        async with self.store.changes:
+            await self.store.changes.wait()
 
     # -- what changed, told to this session ---------------------------------------------------------
     def flush(self) -> None:
