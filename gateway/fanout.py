@@ -257,7 +257,10 @@ class Fanout:
         if kept is not None:
             return kept
         pending = self._reads.get(key)
-        if pending is None:
+        if pending is None or pending.done():
+            # A read that ended is forgotten by its done callback, which runs only once the loop turns: handed
+            # out before that, its batch (empty, marked before a ring that woke this caller) would send the
+            # caller from `wait` straight back here, round and round without the loop ever turning.
             bell = self._bells.get(account_id)
             mark = -1 if bell is None else bell.rings
             pending = self._reads[key] = asyncio.create_task(self._read(account_id, after, mark))
@@ -268,7 +271,8 @@ class Fanout:
         """A read has ended: a batch with entries is kept `keep_seconds` for subscribers who arrive at its cursor
         later (their events are then the same objects, rendered once). An empty one is not: after a ring, the
         next read at that cursor must go to the database."""
-        self._reads.pop(key, None)
+        if self._reads.get(key) is task:
+            del self._reads[key]
         if task.cancelled() or task.exception() is not None or not task.result().changes:
             return
         self._kept[key] = task.result()

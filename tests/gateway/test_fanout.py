@@ -70,6 +70,45 @@ async def test_a_subscriber_arriving_later_at_a_cursor_shares_the_read_and_the_r
     assert len(renders) == total
 
 
+async def test_a_read_that_just_ended_is_not_handed_out_again_after_a_ring(
+    gw_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A doorbell rings while a read of the log runs, and wakes a subscriber waiting on the bell before the read's
+    done callback has run. That subscriber reads at the same cursor: it must get a read begun after the ring, not
+    the ended one, whose empty batch is marked before the ring and would send it from `wait` straight back to
+    `read` without the event loop ever turning (a gateway of the balancer test spun so, at 100% CPU, for good)."""
+    fanout = Fanout(gw_engine, REDIS_URL)
+    account, cursor = 1, 7
+    marks: list[int] = []
+
+    async def read(account_id: int, after: int, mark: int) -> Batch:
+        marks.append(mark)
+        if len(marks) == 1:
+            fanout._bells[account_id].ring()  # a commit's doorbell while this read runs
+        return Batch(gw_engine, account_id, [], mark)
+
+    monkeypatch.setattr(fanout, "_read", read)
+    seen: list[int] = []
+
+    async def subscriber() -> None:
+        await fanout.wait(account, 0)  # woken by the ring
+        for _ in range(50):  # bounded: the old code went round here for ever
+            batch = await fanout.read(account, cursor)
+            seen.append(batch.mark)
+            if batch.mark == fanout._bells[account].rings:
+                return
+            await fanout.wait(account, batch.mark)
+
+    async with fanout.listen(account):
+        woken = asyncio.create_task(subscriber())
+        await asyncio.sleep(0)  # the subscriber waits on the bell
+        first = await fanout.read(account, cursor)
+        await asyncio.wait_for(woken, 5)
+    assert first.mark == 0
+    assert marks == [0, 1], marks  # the subscriber's read began after the ring
+    assert seen == [1]
+
+
 async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
     """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
     same points spent as one call each; past the budget every one of them is refused."""
