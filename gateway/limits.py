@@ -376,6 +376,7 @@ class CostLimiter(SchemaExtension):
             if ec.operation_type is OperationType.SUBSCRIPTION and isinstance(getattr(ec.context, "cost", None), dict):
                 # Every event runs the selection again: each spends it (gateway.graphql.context.spend_event).
                 ec.context.cost["event"] = max(cost, 1)
+                ec.context.cost_report = self.report
             if cost > self.config.max_cost:
                 self._refuse(CostExceeded(f"query cost {cost} is above the maximum of {self.config.max_cost}"))
             elif viewer is not None:

@@ -12,7 +12,14 @@ token get the same answer. So:
   leaves mid-render does not cancel it for the others, and with the event's own loaders (one set per batch,
   scoped to the event's account), so it never reads through, or holds, a subscriber's connection;
 * the result's data is a `RenderedData` dict that keeps its JSON once made, and `encode_message` builds the
-  graphql-transport-ws `next` message around it: one encoding of the event for all its subscribers.
+  graphql-transport-ws `next` message around it: one encoding of the event for all its subscribers;
+* over a websocket, a subscription sends its events itself (`send_direct`): the subscription's resolver renders
+  the event with its operation's executor (the render above, shared) and writes the `next` message straight to
+  its socket, instead of yielding the event to graphql-core's per-event mapping and Strawberry's per-result
+  pipeline (the extensions' hooks, the result's processing, the message built as a dict of dicts), which was
+  most of a subscriber's share of a fan-out (BENCHMARKS.md, Change feed). The frame is the one that pipeline
+  would send: same data JSON, same `extensions` (the cost report, the only extension results of the schema).
+  An event whose render has errors, and every event of an event stream (gateway.sse), takes the pipeline.
 
 `dumps` is how the gateway writes JSON, responses and messages alike: orjson (compact, UTF-8), faster than
 json.dumps on a page of 50 threads (BENCHMARKS.md, Gateway).
@@ -25,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, cast
 
 import orjson
@@ -76,11 +84,54 @@ def _shared(result: ExecutionResult) -> ExecutionResult:
     return ExecutionResult(RenderedData(data) if data is not None else None, result.errors, result.extensions)
 
 
+class DirectSink:
+    """How a websocket operation sends its own events (`send_direct`): its id, its send (Strawberry's, which
+    knows whether the operation completed) and the executor of its subscription, once built."""
+
+    __slots__ = ("executor", "operation_id", "send")
+
+    def __init__(self, operation_id: str, send: Callable[[Any], Awaitable[None]]) -> None:
+        self.operation_id = operation_id
+        self.send = send
+        self.executor: SharedEventExecutor | None = None
+
+
+# Set in a websocket operation's own task (gateway.websocket.Connection.run_operation): everything that runs in
+# it, the subscription's resolver and the executor built for it included, sees the operation's sink.
+DIRECT: ContextVar[DirectSink | None] = ContextVar("inboxql_direct_sink", default=None)
+
+
+async def send_direct(context: Context, event: object) -> bool:
+    """Render `event` (a subscription event with `renders`) and write its `next` message to the operation's
+    websocket; False, with nothing sent, where the event must take graphql-core's and Strawberry's path: no
+    websocket operation, or a render with errors (whose codes and masking that path applies)."""
+    sink = DIRECT.get()
+    executor = None if sink is None else sink.executor
+    if sink is None or executor is None or not isinstance(getattr(event, "renders", None), dict):
+        return False
+    result = executor.build_per_event_executor(event).execute_operation(False)
+    if executor.is_awaitable(result):
+        result = await result
+    if not isinstance(result, ExecutionResult) or result.errors or not isinstance(result.data, RenderedData):
+        return False
+    payload: dict[str, Any] = {"data": result.data}
+    if context.cost_report:
+        payload["extensions"] = {"cost": context.cost_report}
+    await sink.send({"id": sink.operation_id, "type": "next", "payload": payload})
+    return True
+
+
 class SharedEventExecutor(PlainFieldExecutor):
     """Strawberry's executor (with gateway.graphql.executor's short path for plain fields), rendering each
     subscription event once per render key (see the module)."""
 
     _render_key: RenderKey | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sink = DIRECT.get()
+        if sink is not None and sink.executor is None and self.operation.operation is OperationType.SUBSCRIPTION:
+            sink.executor = self  # the subscription's own executor: its events are rendered with it
 
     def build_per_event_executor(self, payload: Any) -> Any:
         if self._render_key is None and isinstance(getattr(payload, "renders", None), dict):

@@ -12,6 +12,8 @@ for hours needs.
   the same grace.
 * **Database**: the connection holds none; each operation runs with a reader and loaders of its own
   (gateway.graphql.context.PerOperation).
+* **Events**: each operation's task carries a sink (gateway.render.DIRECT) through which its subscription
+  writes its events to the socket itself.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import asyncio
 import contextlib
 from typing import Any
 
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
 from gateway.auth import connection_token, until_revoked
 from gateway.graphql.context import Context
+from gateway.render import DIRECT, DirectSink
 
 REVOKED = 4403
 TOO_MANY = 4429
@@ -59,6 +62,11 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
             self._watch = asyncio.create_task(self._until_revoked(token or ""), name="ws-token-watch")
         else:
             self._watch = asyncio.create_task(self._anonymous_grace(), name="ws-anonymous-grace")
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # In the operation's own task (handle_subscribe creates it), so only this operation sees the sink.
+        DIRECT.set(DirectSink(operation.id, operation.send_operation_message))
+        await super().run_operation(operation)
 
     async def _until_revoked(self, token: str) -> None:
         await until_revoked(self.context.services.tokens, token)

@@ -37,6 +37,9 @@ class Context:
     services: Services
     # The operation's cost as gateway.limits.CostLimiter left it: "event", what each subscription event spends.
     cost: dict[str, int] = field(default_factory=dict)
+    # What the operation's `extensions.cost` reports (CostLimiter): a subscription's events written directly
+    # (gateway.render.send_direct) carry it as the ones Strawberry sends do.
+    cost_report: dict[str, int] | None = None
     # graphql-transport-ws: the payload of connection_init (where a websocket client sends its token).
     connection_params: dict[str, object] | None = None
 
@@ -96,7 +99,7 @@ class Context:
         """A copy for one operation: its own reader (a connection only once it runs a statement) and loaders."""
         db = Reader(self.services.engine, shards=self.services.engines)
         accounts = self.viewer.account_ids if self.viewer is not None else frozenset()
-        return replace(self, db=db, loaders=Loaders(db, accounts), cost={})
+        return replace(self, db=db, loaders=Loaders(db, accounts), cost={}, cost_report=None)
 
     async def close(self) -> None:
         await self.db.close()

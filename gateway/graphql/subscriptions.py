@@ -7,7 +7,9 @@ same feed and carry a cursor too (resume them with `after` like `changes`).
 
 Each subscriber waits on its account's doorbell (gateway.fanout) and re-reads the log from its own cursor.
 Subscribers at the same cursor share the read and its event objects; the convenience events are built once
-per change (`derived`), and every event is rendered once per distinct subscription (gateway.render).
+per change (`derived`), and every event is rendered once per distinct subscription (gateway.render). Over a
+websocket, each resolver writes its events to the socket itself (gateway.render.send_direct) and yields only
+those that must take graphql-core's and Strawberry's path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.graphql.types.changes import Change
 from gateway.graphql.types.folders import Folder
 from gateway.graphql.types.messages import Message, Thread
 from gateway.ids import decode_change_cursor, pk_of, to_global
+from gateway.render import send_direct
 from schema.changelog import ObjectType, Op
 from schema.models import Folder as FolderRow
 from schema.shards import shard_of
@@ -143,7 +146,8 @@ class Subscription:
             async for change in feed:
                 if not wanted or change.object_type in wanted:
                     await info.context.spend_event()
-                    yield change
+                    if not await send_direct(info.context, change):
+                        yield change
 
     @subscribed("New messages of the account, or of one folder (by id or by role).")
     async def message_added(
@@ -168,7 +172,8 @@ class Subscription:
                     event = await derived(change, "messageAdded", partial(_message_added, change))
                     if event is not None:
                         await info.context.spend_event()
-                        yield event
+                        if not await send_direct(info.context, event):
+                            yield event
 
     @subscribed("Threads of the account created, changed or deleted.")
     async def thread_updated(
@@ -181,7 +186,8 @@ class Subscription:
                     event = await derived(change, "threadUpdated", partial(_thread_updated, change))
                     if event is not None:
                         await info.context.spend_event()
-                        yield event
+                        if not await send_direct(info.context, event):
+                            yield event
 
     @subscribed("Folders of the account whose message or unread counts changed.")
     async def folder_counts_changed(
@@ -200,7 +206,8 @@ class Subscription:
                 event = await derived(change, "folderCountsChanged", partial(_folder_counts_changed, change))
                 if event is not None:
                     await info.context.spend_event()
-                    yield event
+                    if not await send_direct(info.context, event):
+                        yield event
 
     @subscribed("The account's sync progress, whenever an account or folder sync state moves.")
     async def sync_progress(
@@ -213,7 +220,8 @@ class Subscription:
                     event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))
                     if event is not None:
                         await info.context.spend_event()
-                        yield event
+                        if not await send_direct(info.context, event):
+                            yield event
 
 
 # The events of the convenience subscriptions, each built once per change (see `derived`).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import secrets
 import threading
 import weakref
@@ -17,15 +18,19 @@ from redis.asyncio import Redis
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from gateway import heap
 from gateway.fanout import Batch, Fanout
+from gateway.graphql import subscriptions
 from gateway.limits import RateLimiter
 from gateway.testing import ServerThread, deliver
 from schema.unit import Store
 from tests.conftest import REDIS_URL
 from tests.gateway.test_changes import Fresh, mail
-from tests.gateway.test_subscriptions import FOLLOW, cursor_now, follow, fresh, seq_of, take
+from tests.gateway.test_subscriptions import FOLLOW, cursor_now, follow, fresh, seq_of, take, ws_url
 
 __all__ = ["fresh"]  # the fixture, used by name
 
@@ -107,6 +112,58 @@ async def test_a_read_that_just_ended_is_not_handed_out_again_after_a_ring(
     assert first.mark == 0
     assert marks == [0, 1], marks  # the subscriber's read began after the ring
     assert seen == [1]
+
+
+async def _frames(gateway: ServerThread, token: str, variables: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The first `n` messages a raw graphql-transport-ws client receives for FOLLOW, as sent."""
+    protocol = [Subprotocol("graphql-transport-ws")]
+    async with connect(ws_url(gateway), subprotocols=protocol) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(
+            json.dumps({"id": "s1", "type": "subscribe", "payload": {"query": FOLLOW, "variables": variables}})
+        )
+        async with asyncio.timeout(15):
+            return [json.loads(await ws.recv()) for _ in range(n)]
+
+
+async def test_a_websocket_subscription_writes_its_events_itself_in_the_frames_the_pipeline_sends(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A websocket subscriber's events are written to its socket by its resolver (gateway.render.send_direct),
+    not handed through graphql-core's per-event mapping and Strawberry's per-result pipeline (`send_next`); the
+    frames are the ones that pipeline sends: same id and type, same data, the same `extensions.cost`."""
+    piped: list[object] = []
+    send_next = Operation.send_next
+
+    async def counted(self: Operation[Any, Any], result: Any) -> None:
+        piped.append(result)
+        await send_next(self, result)
+
+    monkeypatch.setattr(Operation, "send_next", counted)
+    start = await cursor_now(fresh)
+    await deliver(gw_store, fresh.id, fresh.inbox, [(mail("direct"), [])])
+    total = seq_of(await cursor_now(fresh)) - seq_of(start)
+    variables = {"acc": fresh.gid, "after": start}
+    token = fresh.client.token or ""
+    direct = await _frames(gateway, token, variables, total)
+    assert piped == []
+
+    async def never(context: object, event: object) -> bool:
+        return False
+
+    monkeypatch.setattr(subscriptions, "send_direct", never)
+    pipeline = await _frames(gateway, token, variables, total)
+    assert len(piped) == total
+
+    def shape(frame: dict[str, Any]) -> tuple[Any, ...]:
+        cost = frame["payload"]["extensions"]["cost"]
+        spent = {k: v for k, v in cost.items() if k not in ("remaining", "resetInSeconds")}  # spent since
+        return frame["id"], frame["type"], sorted(frame["payload"]), frame["payload"]["data"], spent, sorted(cost)
+
+    assert [shape(f) for f in direct] == [shape(f) for f in pipeline]
+    objects = [f["payload"]["data"]["changes"]["object"] for f in direct]
+    assert {"__typename": "Message", "subject": "direct"} in objects
 
 
 async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
