@@ -20,10 +20,11 @@ ring shard 0's doorbell channels, so this one subscription hears them all.
 The process's long-lived heap (thousands of sockets and suspended generators) is kept out of the garbage
 collector's way by gateway.heap, started and stopped with the fan-out.
 
-When Redis is gone, nothing is lost: `wait` times out after `poll_seconds` while the doorbell is down (every
-subscriber then re-reads the log on that timer), and `run` reconnects with backoff. Even while Redis is up, a
-subscriber re-reads every `safety_seconds`, because a doorbell rung while its writer could not reach Redis is
-simply lost.
+When Redis is gone, nothing is lost: every bell is rung every `poll_seconds` while the doorbell is down (every
+subscriber then re-reads the log on that timer), and `run` reconnects with backoff. Even while Redis is up,
+every bell is rung every `safety_seconds`, because a doorbell rung while its writer could not reach Redis is
+simply lost. One timer task (`_tick`) does it for all: a waiting subscriber holds no timer of its own (10,000
+timers set and cancelled at every event were a share of a fan-out's cost).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class Fanout:
         self._ring_callbacks: list[Callable[[int | None], None]] = []
         self._task: asyncio.Task[None] | None = None
         self._heap: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._last_ring = 0.0  # time.monotonic() of the last doorbell heard: the heap keeper sweeps after quiet
         self._publisher: Redis | None = None
 
@@ -132,14 +134,15 @@ class Fanout:
         if self._task is None:
             self._task = asyncio.create_task(self.run(), name="doorbell-fanout")
             self._heap = asyncio.create_task(heap.keep(lambda: self._last_ring), name="heap-keeper")
+            self._ticker = asyncio.create_task(self._tick(), name="doorbell-ticker")
 
     async def stop(self) -> None:
-        for task in (self._task, self._heap):
+        for task in (self._task, self._heap, self._ticker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = self._heap = None
+        self._task = self._heap = self._ticker = None
         if self._publisher is not None:
             with contextlib.suppress(Exception):
                 await self._publisher.aclose()
@@ -190,6 +193,18 @@ class Fanout:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
+    async def _tick(self) -> None:
+        """Rings every bell every `safety_seconds`, and every `poll_seconds` while the doorbell is down."""
+        rung_at = time.monotonic()
+        while True:
+            await asyncio.sleep(min(self.poll_seconds, self.safety_seconds))
+            now = time.monotonic()
+            if self.connected and now - rung_at < self.safety_seconds:
+                continue
+            rung_at = now
+            for bell in list(self._bells.values()):
+                bell.ring()
+
     def _on_message(self, channel: object) -> None:
         self._last_ring = time.monotonic()
         account = self.doorbells.account_of(channel)
@@ -236,10 +251,13 @@ class Fanout:
                 del self._bells[account_id]
 
     async def wait(self, account_id: int, mark: int) -> None:
-        """Until the account's doorbell rings after `mark` (an empty batch's), or the poll timer fires (short
-        while Redis is down); at once when it already has."""
+        """Until the account's doorbell rings after `mark` (an empty batch's), the ticker's rings included; at
+        once when it already has. (A fan-out that was not started has no ticker: then a timer of its own.)"""
         bell = self._bells.get(account_id)
         if bell is None or bell.rings != mark:
+            return
+        if self._ticker is not None:
+            await bell.event.wait()
             return
         timeout = self.safety_seconds if self.connected else self.poll_seconds
         with contextlib.suppress(TimeoutError):

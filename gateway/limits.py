@@ -195,6 +195,13 @@ class _Charges:
         self.cost = 0
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Marks a shared answer's failure as seen: when every charge of its turn was paid from credit, no one
+    awaits it, and asyncio would log the exception as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class RateLimiter:
     """Fixed windows of `window` seconds; each token (or client address) may spend `points` per window. Keys are
     `prefix` + the rate key: client addresses are counted per deployment (its database), not across
@@ -210,6 +217,10 @@ class RateLimiter:
         self.prefix = prefix
         self._warned_at = 0.0
         self._charges: dict[str, _Charges] = {}
+        # What each key may still spend without waiting (see `charge`): in the window `_credit_window` only.
+        self._credit: dict[str, int] = {}
+        self._credit_window = 0
+        self._outstanding: dict[str, int] = {}  # charged, not yet answered by Redis
 
     async def spend(self, rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
         """(points left, seconds until the window resets) after spending; None when Redis is out of reach and
@@ -245,13 +256,31 @@ class RateLimiter:
 
     async def charge(self, rate_key: str, cost: int) -> None:
         """Spends `cost`: RATE_LIMITED once the window's budget is spent. The charges of one key made in one turn
-        of the event loop (a doorbell hands an event to every subscriber of a token at once) are summed into one
-        Redis round trip, whose answer they share: the same points are spent as one call each would spend."""
+        of the loop (a doorbell hands an event to every subscriber of a token at once) are summed into one
+        Redis round trip, whose answer they share: the same points are spent as one call each would spend.
+
+        A charge that the key's credit covers does not wait for that answer: the credit is the points Redis
+        said were left at the key's last answer in this window, less what was charged since (`_Credit`). So a
+        subscriber's event is sent without a Redis round trip (and without one more wake-up of every
+        subscriber) while the budget plainly holds; once the credit runs out, each charge waits for Redis's
+        answer again, and RATE_LIMITED comes exactly where it did. Only spending elsewhere (another process, a
+        query of the same token) between two answers can make the credit too generous, by what was spent
+        meanwhile: every charge still reaches Redis, and the next answer corrects it."""
         together = self._charges.get(rate_key)
         if together is None:
             together = self._charges[rate_key] = _Charges()
             together.answer = asyncio.ensure_future(self._spend_together(rate_key, together))
+            together.answer.add_done_callback(_retrieved)  # charges paid from credit do not wait for it
         together.cost += cost
+        self._outstanding[rate_key] = self._outstanding.get(rate_key, 0) + cost
+        window = int(time.time() // self.window)
+        if window != self._credit_window:
+            self._credit.clear()  # a new window: what was left in the last one says nothing
+            self._credit_window = window
+        left = self._credit.get(rate_key)
+        if left is not None and left >= cost:
+            self._credit[rate_key] = left - cost
+            return
         spent = await asyncio.shield(together.answer)
         if spent is not None and spent[0] < 0:
             raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
@@ -260,7 +289,23 @@ class RateLimiter:
         await asyncio.sleep(0)  # the other charges of this turn join in
         if self._charges.get(rate_key) is together:
             del self._charges[rate_key]
-        return await self.spend(rate_key, together.cost)
+        try:
+            spent = await self.spend(rate_key, together.cost)
+        except BaseException:
+            self._credit.pop(rate_key, None)
+            raise
+        finally:
+            outstanding = self._outstanding.get(rate_key, 0) - together.cost
+            if outstanding > 0:
+                self._outstanding[rate_key] = outstanding
+            else:
+                self._outstanding.pop(rate_key, None)
+        if spent is not None and int(time.time() // self.window) == self._credit_window:
+            # Left after this turn's charges, less those charged since (sent with later turns, not answered).
+            self._credit[rate_key] = spent[0] - self._outstanding.get(rate_key, 0)
+        else:
+            self._credit.pop(rate_key, None)  # Redis out of reach: every charge asks it again
+        return spent
 
 
 class StreamSlots:

@@ -38,6 +38,7 @@ from typing import Any, cast
 
 import orjson
 from graphql import ExecutionResult, OperationType
+from strawberry.http.exceptions import WebSocketDisconnected
 
 from gateway.graphql.context import Context
 from gateway.graphql.executor import PlainFieldExecutor
@@ -88,12 +89,13 @@ class DirectSink:
     """How a websocket operation sends its own events (`send_direct`): its id, its send (Strawberry's, which
     knows whether the operation completed) and the executor of its subscription, once built."""
 
-    __slots__ = ("executor", "operation_id", "send")
+    __slots__ = ("closed", "executor", "operation_id", "send")
 
     def __init__(self, operation_id: str, send: Callable[[Any], Awaitable[None]]) -> None:
         self.operation_id = operation_id
         self.send = send
         self.executor: SharedEventExecutor | None = None
+        self.closed = False  # the socket went away: its connection cancels the operation as it closes
 
 
 # Set in a websocket operation's own task (gateway.websocket.Connection.run_operation): everything that runs in
@@ -109,6 +111,8 @@ async def send_direct(context: Context, event: object) -> bool:
     executor = None if sink is None else sink.executor
     if sink is None or executor is None or not isinstance(getattr(event, "renders", None), dict):
         return False
+    if sink.closed:
+        return True  # nowhere to send: the event is dropped, as the closed socket would drop it
     result = executor.build_per_event_executor(event).execute_operation(False)
     if executor.is_awaitable(result):
         result = await result
@@ -117,7 +121,12 @@ async def send_direct(context: Context, event: object) -> bool:
     payload: dict[str, Any] = {"data": result.data}
     if context.cost_report:
         payload["extensions"] = {"cost": context.cost_report}
-    await sink.send({"id": sink.operation_id, "type": "next", "payload": payload})
+    try:
+        await sink.send({"id": sink.operation_id, "type": "next", "payload": payload})
+    except WebSocketDisconnected:
+        # Not an error of the subscription: raised from here it would be reported as one (and logged with its
+        # traceback) before the connection, closing, cancels the operation.
+        sink.closed = True
     return True
 
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
@@ -67,6 +68,11 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
         # In the operation's own task (handle_subscribe creates it), so only this operation sees the sink.
         DIRECT.set(DirectSink(operation.id, operation.send_operation_message))
         await super().run_operation(operation)
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        # A socket that closed while an operation sent to it is how connections end, not a fault to log.
+        if not isinstance(error, WebSocketDisconnected):
+            await super().handle_task_exception(error)
 
     async def _until_revoked(self, token: str) -> None:
         await until_revoked(self.context.services.tokens, token)
