@@ -6,7 +6,10 @@ subscribed (and the gateway idle), one unit of work writes a message (one commit
 client notes when the first event reaches it. Printed: p50/p99/max of that latency over the subscribers, and
 the gateway's RSS growth per subscriber. Baseline (FIELD-NOTES): naive per-subscriber queues held 1,000 at ~155 KB each.
 
-    python -m bench.fanout_bench [N ...]      (default 1000 5000 10000)
+    python -m bench.fanout_bench [N ...] [--profile PATH]     (default 1000 5000 10000)
+
+Also printed: the gateway's CPU time from the commit until it is idle again (the whole fan-out of the change's
+log entries), and per subscriber: a figure the machine's load moves much less than the latencies.
 
 Last runs (2026-12-06, 2 cores shared with other work, clients on the same machine): 10,000 -> p50 1.06 s,
 p99 1.55 s, 57.5 KiB per subscriber; 5,000 -> p99 766 ms, 58 KiB (load average 1.5); 1,000 -> p99 356 ms to
@@ -15,14 +18,15 @@ p99 1.55 s, 57.5 KiB per subscriber; 5,000 -> p99 766 ms, 58 KiB (load average 1
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import multiprocessing as mp
 import os
 import resource
 import secrets
+import signal
 import subprocess
-import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -144,7 +148,7 @@ def _client_process(url: str, token: str, variables: dict[str, str], n: int, pip
     asyncio.run(_clients(url, token, variables, n, pipe))
 
 
-async def run(counts: list[int]) -> None:
+async def run(counts: list[int], profile: str | None = None) -> None:
     _raise_fd_limit()
     os.environ.update(UNCAPPED)  # the gateway processes' environment (bench.gateway_bench.start_gateway_process)
     url = database_url(f"inboxql_fanbench_{os.getpid()}_{secrets.token_hex(3)}")
@@ -168,7 +172,7 @@ async def run(counts: list[int]) -> None:
         uid = 1
         for n in counts:
             port = free_port()
-            proc = start_gateway_process(settings, port)
+            proc = start_gateway_process(settings, port, profile=f"{profile}.{n}" if profile else None)
             try:
                 base = _rss_kib(proc.pid)
                 async with store.sessions() as session:
@@ -194,6 +198,9 @@ async def run(counts: list[int]) -> None:
                 connect_s = time.monotonic() - t_connect
                 settle_s = await _until_idle(proc.pid)
                 rss = _rss_kib(proc.pid)
+                if profile:
+                    proc.send_signal(signal.SIGUSR1)  # the profiler covers the change and its fan-out only
+                cpu0 = _cpu_seconds(proc.pid)
                 t0 = time.time()
                 raw = Mail(f"fan-out {n}", "s@example.test", ["fan@example.test"], "hello").raw()
                 await deliver(store, account, inbox, [(raw, [])], first_uid=uid)
@@ -204,13 +211,16 @@ async def run(counts: list[int]) -> None:
                     latencies += [(t - t0) * 1000 for t in received]
                 for p in procs:
                     p.join(timeout=30)
+                await _until_idle(proc.pid)
+                cpu_ms = (_cpu_seconds(proc.pid) - cpu0) * 1000
                 per_sub = (rss - base) / n
                 print(
                     f"n={n:>6}: subscribed in {connect_s:.1f} s (gateway idle {settle_s:.1f} s later);"
                     f" one change -> first {min(latencies):.0f} ms,"
                     f" p50 {percentile(latencies, 50):.0f} ms,"
                     f" p99 {percentile(latencies, 99):.0f} ms, all {max(latencies):.0f} ms;"
-                    f" RSS {base / 1024:.0f} -> {rss / 1024:.0f} MiB, {per_sub:.1f} KiB per subscriber"
+                    f" RSS {base / 1024:.0f} -> {rss / 1024:.0f} MiB, {per_sub:.1f} KiB per subscriber;"
+                    f" gateway CPU for the change {cpu_ms:.0f} ms ({cpu_ms * 1000 / n:.0f} us per subscriber)"
                 )
             finally:
                 proc.terminate()
@@ -226,8 +236,13 @@ async def run(counts: list[int]) -> None:
 
 
 def main() -> None:
-    counts = [int(a) for a in sys.argv[1:]] or [1000, 5000, 10000]
-    asyncio.run(run(counts))
+    parser = argparse.ArgumentParser(description="N websocket subscribers, one change: time until each has it.")
+    parser.add_argument("counts", nargs="*", type=int, default=[1000, 5000, 10000], help="subscribers per run")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="cProfile the gateway over the change (stats written to PATH.N)"
+    )
+    args = parser.parse_args()
+    asyncio.run(run(args.counts, args.profile))
 
 
 if __name__ == "__main__":

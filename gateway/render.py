@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import orjson
 from graphql import ExecutionResult, OperationType
-from strawberry.http.exceptions import WebSocketDisconnected
+from starlette.websockets import WebSocketDisconnect
 
 from gateway.graphql.context import Context
 from gateway.graphql.executor import PlainFieldExecutor
@@ -86,16 +86,19 @@ def _shared(result: ExecutionResult) -> ExecutionResult:
 
 
 class DirectSink:
-    """How a websocket operation sends its own events (`send_direct`): its id, its send (Strawberry's, which
-    knows whether the operation completed) and the executor of its subscription, once built."""
+    """How a websocket operation sends its own events (`send_direct`): Strawberry's operation (its id, and
+    whether it completed), the socket's send, the executor of its subscription once built, and the text of its
+    `next` messages around an event's data (the id before it; the cost report after it, once known)."""
 
-    __slots__ = ("closed", "executor", "operation_id", "send")
+    __slots__ = ("closed", "executor", "operation", "prefix", "send_text", "suffix")
 
-    def __init__(self, operation_id: str, send: Callable[[Any], Awaitable[None]]) -> None:
-        self.operation_id = operation_id
-        self.send = send
+    def __init__(self, operation: Any, send_text: Callable[[str], Awaitable[None]]) -> None:
+        self.operation = operation
+        self.send_text = send_text
         self.executor: SharedEventExecutor | None = None
         self.closed = False  # the socket went away: its connection cancels the operation as it closes
+        self.prefix = f'{{"id":{dumps(operation.id)},"type":"next","payload":{{"data":'
+        self.suffix: str | None = None
 
 
 # Set in a websocket operation's own task (gateway.websocket.Connection.run_operation): everything that runs in
@@ -106,26 +109,32 @@ DIRECT: ContextVar[DirectSink | None] = ContextVar("inboxql_direct_sink", defaul
 async def send_direct(context: Context, event: object) -> bool:
     """Render `event` (a subscription event with `renders`) and write its `next` message to the operation's
     websocket; False, with nothing sent, where the event must take graphql-core's and Strawberry's path: no
-    websocket operation, or a render with errors (whose codes and masking that path applies)."""
+    websocket operation, or a render with errors (whose codes and masking that path applies). An event
+    already rendered for its render key is taken from `renders` as it is (no per-event executor)."""
     sink = DIRECT.get()
     executor = None if sink is None else sink.executor
-    if sink is None or executor is None or not isinstance(getattr(event, "renders", None), dict):
+    renders = getattr(event, "renders", None)
+    if sink is None or executor is None or not isinstance(renders, dict):
         return False
-    if sink.closed:
+    if sink.closed or sink.operation.completed:
         return True  # nowhere to send: the event is dropped, as the closed socket would drop it
-    result = executor.build_per_event_executor(event).execute_operation(False)
-    if executor.is_awaitable(result):
-        result = await result
+    key = executor._render_key
+    result = renders.get(key) if key is not None else None
+    if not isinstance(result, ExecutionResult):
+        result = executor.build_per_event_executor(event).execute_operation(False)
+        if executor.is_awaitable(result):
+            result = await result
     if not isinstance(result, ExecutionResult) or result.errors or not isinstance(result.data, RenderedData):
         return False
-    payload: dict[str, Any] = {"data": result.data}
-    if context.cost_report:
-        payload["extensions"] = {"cost": context.cost_report}
+    if sink.suffix is None:
+        report = context.cost_report  # as Strawberry's results carry it (the cost report is its only one)
+        sink.suffix = f',"extensions":{dumps({"cost": report})}}}}}' if report else "}}"
     try:
-        await sink.send({"id": sink.operation_id, "type": "next", "payload": payload})
-    except WebSocketDisconnected:
-        # Not an error of the subscription: raised from here it would be reported as one (and logged with its
-        # traceback) before the connection, closing, cancels the operation.
+        await sink.send_text(sink.prefix + result.data.json() + sink.suffix)
+    except (WebSocketDisconnect, RuntimeError):
+        # The client went away (or the connection sent its close already): not an error of the subscription.
+        # Raised from here it would be reported as one, and logged with its traceback, before the connection,
+        # closing, cancels the operation.
         sink.closed = True
     return True
 

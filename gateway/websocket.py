@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from starlette.websockets import WebSocket
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
@@ -66,7 +67,9 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         # In the operation's own task (handle_subscribe creates it), so only this operation sees the sink.
-        DIRECT.set(DirectSink(operation.id, operation.send_operation_message))
+        socket = getattr(self.websocket, "ws", None)  # Starlette's WebSocket under Strawberry's ASGI adapter
+        if isinstance(socket, WebSocket):
+            DIRECT.set(DirectSink(operation, socket.send_text))
         await super().run_operation(operation)
 
     async def handle_task_exception(self, error: Exception) -> None:
