@@ -64,12 +64,15 @@ class _Bell:
     a ring from another deployment (or database) on the same Redis, with a seq this log has not reached,
     would otherwise make every subscriber re-read in a tight loop."""
 
-    __slots__ = ("event", "listeners", "rings")
+    __slots__ = ("after", "again", "event", "listeners", "prefetching", "rings")
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.rings = 0
         self.listeners = 0
+        self.after: int | None = None  # the cursor the last subscriber to wait waits at (see `Fanout._prefetch`)
+        self.prefetching = False
+        self.again = False  # a ring came while the prefetch ran
 
     def ring(self) -> None:
         self.rings += 1
@@ -125,6 +128,7 @@ class Fanout:
         self._task: asyncio.Task[None] | None = None
         self._heap: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._prefetches: set[asyncio.Task[None]] = set()
         self._last_ring = 0.0  # time.monotonic() of the last doorbell heard: the heap keeper sweeps after quiet
         self._publisher: Redis | None = None
 
@@ -137,7 +141,7 @@ class Fanout:
             self._ticker = asyncio.create_task(self._tick(), name="doorbell-ticker")
 
     async def stop(self) -> None:
-        for task in (self._task, self._heap, self._ticker):
+        for task in (self._task, self._heap, self._ticker, *self._prefetches):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -212,9 +216,37 @@ class Fanout:
             return
         self._tell(account)
         bell = self._bells.get(account)
-        if bell is not None:
-            self.rings += 1
+        if bell is None:
+            return
+        self.rings += 1
+        if bell.after is None:
             bell.ring()
+        elif bell.prefetching:
+            # No prefetch of its own: the running one's ring comes after this one, and every read that ring sets
+            # off starts after this commit (so that ring may not hand out an empty batch as the answer).
+            bell.again = True
+        else:
+            bell.prefetching = True
+            task = asyncio.get_running_loop().create_task(self._prefetch(account, bell, bell.after))
+            self._prefetches.add(task)
+            task.add_done_callback(self._prefetches.discard)
+
+    async def _prefetch(self, account_id: int, bell: _Bell, after: int) -> None:
+        """Reads the log where the subscribers wait, then rings their bell: woken, they find the batch kept
+        (`read`) and send at once. Woken first, every one of them would go back to sleep on the same read
+        (thousands of wake-ups more, and the first event sent only once the last subscriber had woken)."""
+        batch = None
+        try:
+            with contextlib.suppress(Exception):  # a failed read is forgotten: the subscribers' own reads report it
+                batch = await self.read(account_id, after)
+        finally:
+            again, bell.again, bell.prefetching = bell.again, False, False
+            bell.ring()
+        if batch is not None and not batch.changes and not again:
+            # Nothing new where they wait, as of a read begun after the commit that rang: the woken subscribers
+            # take this answer (marked with the ring that woke them) instead of each asking the database again.
+            batch.mark = bell.rings
+            self._keep((account_id, after), batch)
 
     def _ring_all(self) -> None:
         self._tell(None)
@@ -250,12 +282,15 @@ class Fanout:
             if bell.listeners == 0 and self._bells.get(account_id) is bell:
                 del self._bells[account_id]
 
-    async def wait(self, account_id: int, mark: int) -> None:
+    async def wait(self, account_id: int, mark: int, after: int | None = None) -> None:
         """Until the account's doorbell rings after `mark` (an empty batch's), the ticker's rings included; at
-        once when it already has. (A fan-out that was not started has no ticker: then a timer of its own.)"""
+        once when it already has. (A fan-out that was not started has no ticker: then a timer of its own.)
+        `after`, the cursor the subscriber will read from, is where the next ring's prefetch reads."""
         bell = self._bells.get(account_id)
         if bell is None or bell.rings != mark:
             return
+        if after is not None:
+            bell.after = after
         if self._ticker is not None:
             await bell.event.wait()
             return
@@ -272,8 +307,8 @@ class Fanout:
         """
         key = (account_id, after)
         kept = self._kept.get(key)
-        if kept is not None:
-            return kept
+        if kept is not None and (kept.changes or self._rings_of(account_id) == kept.mark):
+            return kept  # entries never change once read; an empty answer holds only until the next ring
         pending = self._reads.get(key)
         if pending is None or pending.done():
             # A read that ended is forgotten by its done callback, which runs only once the loop turns: handed
@@ -293,8 +328,19 @@ class Fanout:
             del self._reads[key]
         if task.cancelled() or task.exception() is not None or not task.result().changes:
             return
-        self._kept[key] = task.result()
-        asyncio.get_running_loop().call_later(self.keep_seconds, self._kept.pop, key, None)
+        self._keep(key, task.result())
+
+    def _keep(self, key: tuple[int, int], batch: Batch) -> None:
+        self._kept[key] = batch
+        asyncio.get_running_loop().call_later(self.keep_seconds, self._forget, key, batch)
+
+    def _forget(self, key: tuple[int, int], batch: Batch) -> None:
+        if self._kept.get(key) is batch:
+            del self._kept[key]
+
+    def _rings_of(self, account_id: int) -> int:
+        bell = self._bells.get(account_id)
+        return -1 if bell is None else bell.rings
 
     async def _read(self, account_id: int, after: int, mark: int) -> Batch:
         self.reads += 1

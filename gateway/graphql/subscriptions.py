@@ -62,7 +62,7 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
         while True:
             batch = await fanout.read(account_id, seq)
             if not batch.changes:
-                await fanout.wait(account_id, batch.mark)
+                await fanout.wait(account_id, batch.mark, seq)
                 continue
             if batch.changes[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
                 raise expired()  # expired while the subscriber lagged behind
