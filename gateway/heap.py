@@ -11,6 +11,9 @@ So `keep` runs beside the fan-out (gateway.fanout starts it):
   and freezes what survived (`gc.freeze`): frozen objects are not walked by the collections that allocations
   set off, so none of those grows with the number of subscribers; nor does the tick itself, which counts what
   it freezes instead of the frozen heap (see `keep`);
+* a tick waits while a fan-out runs (a doorbell rang within `busy_seconds`), `max_waits` ticks at most: its
+  young collection walks what the hand-over allocates, and at 10,000 subscribers it held the loop for up to
+  1.5 s in the middle of one (BENCHMARKS.md, Change feed);
 * **the policy for cyclic garbage**: a cycle that becomes garbage after it was frozen (a closed socket's
   handler, a finished request's frames) is freed only by a sweep: the frozen heap unfrozen and collected in
   full, then frozen again. A sweep comes when the frozen heap has grown by `growth` since the last one, as often
@@ -38,6 +41,8 @@ async def keep(
     growth: float = 0.25,
     quiet_seconds: float = 0.25,
     recount_seconds: float = 10.0,
+    busy_seconds: float = 1.0,
+    max_waits: int = 5,
 ) -> None:
     """Freeze the survivors every `freeze_seconds`; sweep once the frozen heap grew by `growth`, preferably when
     `last_ring()` (a time.monotonic() stamp) is at least `quiet_seconds` old. Runs until cancelled; the heap is
@@ -53,9 +58,14 @@ async def keep(
     swept_at = gc.get_freeze_count()
     grown = 0  # frozen since the last sweep, at most
     recounted = -math.inf
+    waited = 0
     try:
         while True:
             await asyncio.sleep(freeze_seconds)
+            if time.monotonic() - last_ring() < busy_seconds and waited < max_waits:
+                waited += 1
+                continue
+            waited = 0
             gc.collect(1)
             grown += len(gc.get_objects(generation=2))  # the survivors since the last tick, frozen next
             gc.freeze()

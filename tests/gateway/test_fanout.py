@@ -9,6 +9,7 @@ import gc
 import json
 import secrets
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -347,6 +348,35 @@ async def test_a_heap_keeper_tick_does_not_walk_the_frozen_heap(monkeypatch: pyt
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
     assert len(grown) > 0
+
+
+async def test_a_heap_keeper_tick_waits_while_a_fan_out_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No tick (a young collection and a walk of what survived) while doorbells ring, up to `max_waits` ticks:
+    at 10,000 subscribers a tick in the middle of a hand-over held the loop for up to 1.5 s."""
+    here = threading.get_ident()
+    ticks = 0
+    collect = gc.collect
+
+    def counted(generation: int = 2) -> int:
+        nonlocal ticks
+        ticks += threading.get_ident() == here and generation == 1
+        return collect(generation)
+
+    monkeypatch.setattr(gc, "collect", counted)
+    busy_until = time.monotonic() + 0.5
+    keeper = asyncio.create_task(
+        heap.keep(lambda: time.monotonic() if time.monotonic() < busy_until else 0.0, freeze_seconds=0.01, max_waits=3)
+    )
+    try:
+        await asyncio.sleep(0.4)
+        busy = ticks  # every fourth interval at most while it rings
+        async with asyncio.timeout(10):
+            while ticks < busy + 10:  # quiet: every interval again
+                await asyncio.sleep(0.01)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    assert 0 < busy <= 40 // 4 + 1
 
 
 async def test_subscribers_starting_together_check_their_cursor_with_one_query(
