@@ -7,7 +7,8 @@ Routes:
     /attachments/{id}          an attachment's decoded bytes
     /messages/{id}/raw         a message's raw RFC 5322 bytes
     /uploads                   POST a file to attach to a message sendMessage sends (gateway.uploads)
-    /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer)
+    /healthz, /readyz          liveness (the process answers) and readiness (MariaDB and Redis answer;
+                               with shards, each shard's answer: one down is `degraded`, not unready)
     /status, /status.json      the operator status page and the JSON it polls (operator tokens; gateway.status)
     /debug/profile             the sampler's flame graph of the last N seconds (ops.profile), to loopback clients
                                and operator tokens (gateway.operators)
@@ -30,8 +31,10 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -126,30 +129,41 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
+    async def check(engine: AsyncEngine) -> str:
         try:
             async with asyncio.timeout(READY_TIMEOUT), engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
         except Exception as exc:
-            checks["database"] = type(exc).__name__
+            return type(exc).__name__
+        return "ok"
+
+    async def readyz(request: Request) -> Response:
+        """Ready when shard 0 (the tokens, the doorbells) and Redis answer. Another shard that does not answer
+        makes the process `degraded`, still 200: every gateway sees the same shard down, and taking them all out
+        of the balancer would stop the other shards' accounts too (theirs answer SHARD_UNAVAILABLE meanwhile)."""
+        others = [n for n in services.engines if n != HOME]
+        answers = await asyncio.gather(check(engine), *(check(services.engines[n]) for n in others))
+        checks: dict[str, object] = {"database": answers[0]}
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = type(exc).__name__
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ready" if ready else "unavailable", **checks}, status_code=200 if ready else 503
-        )
+        ready = checks["database"] == "ok" and checks["redis"] == "ok"
+        status = "ready" if ready else "unavailable"
+        if others:
+            shards = {str(n): answer for n, answer in zip(others, answers[1:], strict=True)}
+            checks["shards"] = shards
+            if ready and any(v != "ok" for v in shards.values()):
+                status = "degraded"
+        return JSONResponse({"status": status, **checks}, status_code=200 if ready else 503)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         fanout.start()  # the one doorbell subscription of this process (gateway.fanout)
         sampler.start()  # samples this loop's thread from now on
-        untrack = metrics.track_pool(lambda: pool_use(engine))
+        untracks = [metrics.track_pool(partial(pool_use, e)) for e in services.engines.values()]  # every shard's
         try:
             async with (
                 watching(),
@@ -163,7 +177,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
             ):
                 yield
         finally:
-            untrack()
+            for untrack in untracks:
+                untrack()
             sampler.stop()
         await fanout.stop()
         await redis.aclose()

@@ -345,8 +345,19 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
     status = await http.get("/status.json", headers=Client(http, operator).headers())
     assert [a["accountId"] for a in status.json()["accounts"]] == sorted(ids.values())
     assert "unavailableShards" not in status.json()
+    ready = await http.get("/readyz")
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ready", "database": "ok", "redis": "ok", "shards": {"1": "ok"}},
+    )
     deployment.servers[1].stop()
     try:
+        # Still in the balancer (every gateway sees the same shard down), and says which shard is not answering.
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["database"] == "ok"
+        assert ready.json()["shards"]["1"] != "ok"
         # The status page shows shard 0's accounts and names the shard it could not read.
         status = await http.get("/status.json", headers=Client(http, operator).headers())
         assert [a["accountId"] for a in status.json()["accounts"]] == [ids["zero"]]
