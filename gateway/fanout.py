@@ -87,13 +87,18 @@ class Batch:
     loaded when the batch is rendered, and the batch belongs to no subscriber's request.
     """
 
-    __slots__ = ("changes", "mark")
+    __slots__ = ("changes", "complete", "mark")
 
-    def __init__(self, engine: AsyncEngine, account_id: int, entries: list[changelog.Change], mark: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, account_id: int, entries: list[changelog.Change], mark: int, complete: bool = True
+    ) -> None:
         loaders = Loaders(Reader(engine, hold=False), frozenset({account_id}))
         self.changes = [Change.of(account_id, entry, loaders) for entry in entries]
         # The bell's ring count when the read began: a ring after it may be a commit the read did not see.
         self.mark = mark
+        # The read reached the end of the log (fewer entries than it asked for): until a ring after `mark`,
+        # there is nothing after its last entry, and a subscriber that sent them all may wait at once.
+        self.complete = complete
 
 
 class Fanout:
@@ -242,11 +247,13 @@ class Fanout:
         finally:
             again, bell.again, bell.prefetching = bell.again, False, False
             bell.ring()
-        if batch is not None and not batch.changes and not again:
-            # Nothing new where they wait, as of a read begun after the commit that rang: the woken subscribers
-            # take this answer (marked with the ring that woke them) instead of each asking the database again.
+        if batch is not None and not again:
+            # The log as of a read begun after the commit that rang: marked with the ring that wakes them, so the
+            # subscribers who send its entries wait after the last one without reading again, and an empty
+            # answer is handed to them instead of each asking the database again.
             batch.mark = bell.rings
-            self._keep((account_id, after), batch)
+            if not batch.changes:
+                self._keep((account_id, after), batch)
 
     def _ring_all(self) -> None:
         self._tell(None)
@@ -346,7 +353,7 @@ class Fanout:
         self.reads += 1
         async with self.session(account_id) as session:
             entries = await changelog.read(session, account_id, after, self.read_limit)
-        return Batch(self.engine_of(account_id), account_id, entries, mark)
+        return Batch(self.engine_of(account_id), account_id, entries, mark, len(entries) < self.read_limit)
 
     @contextlib.asynccontextmanager
     async def session(self, account_id: int) -> AsyncIterator[AsyncSession]:

@@ -69,6 +69,8 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
             for change in batch.changes:
                 seq = change.seq
                 yield change
+            if batch.complete:
+                await fanout.wait(account_id, batch.mark, seq)  # at once if a ring came since the read began
 
 
 async def derived(change: Change, name: str, build: Callable[[], Awaitable[E | None]]) -> E | None:

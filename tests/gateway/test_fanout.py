@@ -226,6 +226,33 @@ async def test_a_doorbell_has_the_log_read_before_it_wakes_the_subscribers(
     assert found[0].changes[0].seq == seq + 1
 
 
+async def test_a_subscriber_following_a_commit_costs_one_read_of_the_log(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    """A commit rings; the fan-out reads the log once where the subscribers wait; they send its entries and wait
+    again without reading the end of the log a second time (the read that found fewer entries than it asked for
+    already reached it). Two subscribers, two commits: two reads."""
+    fanout = gateway.app.state.services.fanout
+    start = await cursor_now(fresh)
+    streams = [follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start}) for _ in range(2)]
+    try:
+        firsts = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        await asyncio.sleep(0.5)  # subscribed and waiting
+        reads = fanout.reads
+        for n in range(2):
+            before = seq_of(await cursor_now(fresh))
+            await deliver(gw_store, fresh.id, fresh.inbox, [(mail(f"read once {n}"), [])], first_uid=n + 1)
+            total = seq_of(await cursor_now(fresh)) - before
+            for i, stream in enumerate(streams):
+                got = [await firsts[i]] + await take(stream, total - 1) if n == 0 else await take(stream, total)
+                assert seq_of(got[-1]["changes"]["cursor"]) == before + total
+            await asyncio.sleep(0.3)  # time for any read after them
+        assert fanout.reads - reads == 2
+    finally:
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
     """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
     same points spent as one call each; past the budget, each charge the points left do not cover is refused."""
