@@ -35,7 +35,7 @@ resolver (graphql middleware) switch the short path off.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
 from graphql import (
@@ -193,6 +193,22 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
 
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
     _plans: dict[int, tuple[Any, GraphQLObjectType, Plan]] | None = None
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """graphql-core's copy for one subscription event, with memos of its own.
+
+        The memos (graphql-core's collected subfields, and `_plans` and `_plain_fields` here) are keyed by the
+        identity of the selections an execution collects, and keep those selections alive so that the identity
+        is not reused. Every execution of the operation collects its root fields anew, so an event's selections
+        are never met again by the next event's execution; graphql-core's copy shares its memo with the
+        subscription's executor, which lives as long as the subscription, so every event rendered added its
+        selections to it for good (a gateway with 40 subscribers of one token held 7,800 more objects after 113
+        messages). A memo per event still serves what it is for: the items of a list within one event."""
+        executor = cast("PlainFieldExecutor", super().build_per_event_executor(payload))
+        executor._relevant_sub_fields = {}
+        executor._plain_fields = None
+        executor._plans = None
+        return executor
 
     def execute_fields(
         self,
