@@ -111,6 +111,32 @@ async def test_a_flag_change_of_many_messages_takes_the_statements_of_one(
     assert stored == counted  # the unread count moved by the difference is the count of the places
 
 
+async def test_a_flag_change_of_one_message_takes_eleven_statements(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """The unit of `updateMessages(ids: [one], starred: true)` (BENCHMARKS.md, write-back (a)): the account's mode,
+    the places locked, written, the action queued; the message locked, its places and label links read in one
+    statement, written; its thread locked, recounted with its labels in one statement, written; the counter. Each
+    statement is about half a millisecond of Python: 13 before the two reads of each pair were joined."""
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 8)
+    cursor = await newest(store, account_id)
+    with statements(store) as sent:  # a message with labels ($Work, $Later): its links are read and kept
+        async with store.unit(account_id) as uow:
+            [queued] = await actions.set_flags(uow, ids[6:7], add=["\\Flagged"], remove=[])
+    assert len(sent) == 11, "\n".join(sent)
+    assert len([q for q in sent if "UNION ALL" in q]) == 2
+    logged = await log_after(store, account_id, cursor)
+    assert {(c.object_type, c.op) for c in logged} == {
+        (ObjectType.THREAD, Op.UPDATE),
+        (ObjectType.MESSAGE, Op.UPDATE),
+        (ObjectType.ACTION, Op.CREATE),
+    }
+    assert [c.object_id for c in logged if c.object_type is ObjectType.ACTION] == [queued]
+    await assert_logged_as_stored(store, logged)
+
+
 async def test_flag_actions_recorded_as_done_are_logged_without_reading_them_back(
     store: Store, credential_box: CredentialBox
 ) -> None:
