@@ -122,10 +122,12 @@ class UnitOfWork:
         finally:
             await session.close()
             self._session = None
-        if self.last_seq is not None:
-            await self.store.ring(self.account_id, self.last_seq)
+        # The executor's bell first: it has the server to tell (a UID STORE, an SMTP submission), while a reader
+        # of the log only re-reads it; ringing it second put a Redis round trip before every write-back.
         if self.rang_actions:
             await self.store.ring_actions(self.account_id)
+        if self.last_seq is not None:
+            await self.store.ring(self.account_id, self.last_seq)
 
     async def _settle(self) -> None:
         await aggregates.refresh_messages(self, sorted(self.dirty_messages))
