@@ -216,12 +216,18 @@ async def has_any(session: AsyncSession, account_id: int) -> bool:
     return found is not None
 
 
-async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
-    """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
+async def add(
+    uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched], *, made_up: bool = False
+) -> list[int]:
+    """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place.
+
+    `made_up`: this unit made up the identities and the UIDs (a sent message's placeholder, schema.outbox), so no
+    message has them and no place holds them: nothing is looked up.
+    """
     if not fetched:
         return []
     s = uow.session
-    ids = await known_identities(s, uow.account_id, (f.identity for f in fetched))
+    ids = {} if made_up else await known_identities(s, uow.account_id, (f.identity for f in fetched))
     # A message a mutation changed is left as the mutation made it until its action has run (schema.actions).
     waiting = await actions.pending_messages(s, uow.account_id, ids.values())
     if waiting:
@@ -250,7 +256,7 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
         uow.new_messages += len(new)
     # A UID already placed with another message (the server broke the UID promise, or an earlier listing
     # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
-    displaced = await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
+    displaced = {} if made_up else await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
     stmt = mysql_insert(table(MessagePlace))
     placed = await s.execute(
         stmt.on_duplicate_key_update(
@@ -315,6 +321,14 @@ def _thread_key(p: ParsedMessage, internaldate: datetime | None, gm_thread: int 
     )
 
 
+# A single message row up to this many characters of text is inserted as text rather than by a bulk command.
+SMALL_ROW = 64 * 1024
+
+
+def _text_size(row: dict[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, str | bytes))
+
+
 async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     s = uow.session
     await blobs.put_many(s, [(f.raw, f.packed) for f in items if f.raw is not None])
@@ -341,7 +355,9 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "draft": "\\Draft" in f.flags,
             }
         )
-    if await bulk.insert(s, table(Message), rows):
+    # One small message (a sent one, one that arrived on IDLE) goes as an INSERT that returns its id: the bulk
+    # command costs a PREPARE and a read of the ids back, two round trips more.
+    if not (len(rows) == 1 and _text_size(rows[0]) <= SMALL_ROW) and await bulk.insert(s, table(Message), rows):
         ids = await known_identities(s, uow.account_id, (f.identity for f in items))
         created = [ids[f.identity] for f in items]
     else:
