@@ -487,6 +487,15 @@ async def save_draft(uow: UnitOfWork, folder_id: int, payload: dict[str, Any], m
 async def due(session: AsyncSession, account_id: int, limit: int = 500, after: int = 0) -> list[Queued]:
     """Pending actions (after the id `after`) in the order they were asked for, up to the first one still waiting
     out a backoff."""
+    found, _ = await due_or_wakeup(session, account_id, limit, after)
+    return found
+
+
+async def due_or_wakeup(
+    session: AsyncSession, account_id: int, limit: int = 500, after: int = 0
+) -> tuple[list[Queued], float | None]:
+    """`due`, and when nothing is due, what `next_wakeup` would answer (from the same read: the first pending
+    action is the one that waits, or there is none). With something due, the wait is 0."""
     rows = await session.execute(
         select(
             Action.id,
@@ -506,9 +515,11 @@ async def due(session: AsyncSession, account_id: int, limit: int = 500, after: i
     found: list[Queued] = []
     for row in rows:
         if row.not_before is not None and row.not_before > now:
+            if not found:
+                return [], (row.not_before - now).total_seconds()
             break  # in order: nothing after an action that waits may overtake it
         found.append(Queued(*row))
-    return found
+    return found, (0.0 if found else None)
 
 
 async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
-from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
+from schema.models import Attachment, Folder, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -171,6 +171,32 @@ async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, R
         MessagePlace.uid,
     )
     return {p.id: p for p in await session.execute(select(*cols).where(MessagePlace.id.in_(list(ids))))}
+
+
+async def places_in_folders(
+    session: AsyncSession, ids: Iterable[int]
+) -> tuple[dict[int, Row[*tuple[Any, ...]]], dict[int, Folder]]:
+    """`places_by_id` and the folders they are in (as folders.by_ids reads them), in one statement: what the action
+    executor reads before a UID STORE."""
+    cols = (
+        MessagePlace.id,
+        MessagePlace.message_id,
+        MessagePlace.folder_id,
+        MessagePlace.uidvalidity,
+        MessagePlace.uid,
+    )
+    places: dict[int, Row[*tuple[Any, ...]]] = {}
+    found: dict[int, Folder] = {}
+    rows = await session.execute(
+        select(*cols, Folder)
+        .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
+        .where(MessagePlace.id.in_(list(ids)))
+    )
+    for row in rows:
+        places[row.id] = row  # read as places_by_id's rows are (the folder rides along)
+        if row.Folder is not None:
+            found[row.Folder.id] = row.Folder
+    return places, found
 
 
 async def message_id_header(session: AsyncSession, message_id: int | None) -> str | None:
