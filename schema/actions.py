@@ -44,13 +44,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Text, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import gmail
 from schema.changelog import ObjectType, Op
-from schema.db import json_dumps
+from schema.db import json_dumps, upsert
 from schema.models import Account, Action, Folder, MessagePlace, table, utcnow
 from schema.states import action_state
 
@@ -276,8 +275,7 @@ async def set_flags(
             rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
     if written:
         # The places are locked and exist: every row is a duplicate of its key and only its flags are updated.
-        stmt = mysql_insert(table(MessagePlace))
-        await uow.session.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags), written)
+        await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
     for folder_id, gained in unread.items():
         # Only flags changed: the folders' counts move by the difference (no count of all their places).
         uow.counts_move(folder_id, 0, gained)

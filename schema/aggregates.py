@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, case, delete, func, insert, literal, null, select, tuple_, union_all, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Result
 
 from schema import gmail, labels
 from schema.changelog import ObjectType, Op
+from schema.db import upsert
 from schema.models import Folder, Label, Message, MessageLabel, MessagePlace, Thread, table, utcnow
 from schema.states import State, folder_state, iso
 
@@ -294,11 +294,7 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 uow.states[(ObjectType.THREAD, tid)] = thread_state(values)
         if changed:
             # One multi-row statement for every changed thread: an UPDATE each would be a round trip each.
-            stmt = mysql_insert(table(Thread))
-            await s.execute(
-                stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in _AGGREGATES}),
-                changed,
-            )
+            await s.execute(upsert(table(Thread), *_AGGREGATES), changed)
         uow.record(ObjectType.THREAD, Op.UPDATE, [row["id"] for row in changed])
 
 
@@ -399,9 +395,7 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 {**logged, "unread_count": unread, "starred": star, "label_ids": lids}
             )
         if changed:
-            stmt = mysql_insert(table(Thread))
-            updated = ("unread_count", "starred", "label_ids")
-            await s.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in updated}), changed)
+            await s.execute(upsert(table(Thread), "unread_count", "starred", "label_ids"), changed)
             uow.record(ObjectType.THREAD, Op.UPDATE, [c["id"] for c in changed])
 
 

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
+from schema.db import upsert
 from schema.models import Attachment, Folder, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
@@ -283,14 +283,8 @@ async def add(
     # A UID already placed with another message (the server broke the UID promise, or an earlier listing
     # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
     displaced = {} if made_up else await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
-    stmt = mysql_insert(table(MessagePlace))
     placed = await s.execute(
-        stmt.on_duplicate_key_update(
-            message_id=stmt.inserted.message_id,
-            flags=stmt.inserted.flags,
-            modseq=stmt.inserted.modseq,
-            labels=stmt.inserted.labels,
-        ),
+        upsert(table(MessagePlace), "message_id", "flags", "modseq", "labels"),
         [
             {
                 "account_id": uow.account_id,
@@ -463,13 +457,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                     uow.dirty_messages.add(place.message_id)
                 unread += ("\\Seen" not in flags) - ("\\Seen" not in place.flags)
     if changed:
-        stmt = mysql_insert(table(MessagePlace))
-        await s.execute(
-            stmt.on_duplicate_key_update(
-                flags=stmt.inserted.flags, modseq=stmt.inserted.modseq, labels=stmt.inserted.labels
-            ),
-            changed,
-        )
+        await s.execute(upsert(table(MessagePlace), "flags", "modseq", "labels"), changed)
         # Only flags changed: the folder's counts move by the difference, not by a count of all its places.
         uow.counts_move(folder_id, 0, unread)
     return len(changed)
