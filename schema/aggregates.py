@@ -144,6 +144,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     uow.dirty_threads.add(row.thread_id)  # its members or their folders changed
                 else:
                     uow.flagged_threads.add(row.thread_id)  # only flags or labels: a recount will do
+                    _move_thread(uow, row, values, relabelled=want != have)
         if changes:
             # One statement: each changed column takes its new value on the messages it changed on (starring 1,000
             # messages is one column to one value, whatever their other flags are).
@@ -172,6 +173,23 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
 
 
 _MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
+
+
+def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabelled: bool) -> None:
+    """What a member's change of flags (read under its lock: `row` before, `values` after) does to its thread's
+    unread count and star, where that is known without counting the members: not when its labels changed or it
+    lost its star (another member may have one). An orphaned message is no member: it changes nothing."""
+    tid = row.thread_id
+    before = uow.thread_moves.get(tid, (0, False))
+    if before is None or row.orphaned_at is not None:
+        uow.thread_moves.setdefault(tid, before)
+        return
+    if relabelled or (row.starred and not values[1]):
+        uow.thread_moves[tid] = None
+        return
+    gained = int(bool(values[0])) - int(bool(row.unread))
+    uow.thread_moves[tid] = (before[0] + gained, before[1] or (bool(values[1]) and not row.starred))
+
 
 # What a message's logged state holds besides its flags, folders and labels (schema.states.message_states).
 _LOGGED_MESSAGE_COLUMNS = (
@@ -355,6 +373,12 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 .with_for_update()  # before the members are counted (refresh_threads says why)
             )
         ).all()
+        # A thread whose members only gained or lost unread flags, or gained a star, keeping their labels, moves its
+        # counts by that (as a folder's counts move, move_folder_counts): its row, locked and read as committed,
+        # holds the counts of its members as committed, since every unit that changes a member's flags moves or
+        # counts them again under this lock. The others are counted.
+        moved = {t.id: m for t in threads if (m := uow.thread_moves.get(t.id)) is not None}
+        counted = [t.id for t in threads if t.id not in moved]
         # The counts and the labels in one statement: a count row has no label (NULL), a label row counts nothing.
         counts: dict[int, tuple[int, bool]] = {}
         thread_labels: dict[int, set[int]] = defaultdict(set)
@@ -365,25 +389,31 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 func.max(case((Message.starred.is_(True), 1), else_=0)),
                 null().label("label_id"),
             )
-            .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
+            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
             .group_by(Message.thread_id)
         )
         labelled = (
             select(Message.thread_id, null(), null(), MessageLabel.label_id)
             .join(MessageLabel, MessageLabel.message_id == Message.id)
-            .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
+            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
             .distinct()
         )
-        found: Result[int, Any, Any, int | None] = await s.execute(union_all(counting, labelled))
-        for tid, unread, starred, lid in found:
-            if lid is None:
-                counts[tid] = (int(unread or 0), bool(starred))
-            else:
-                thread_labels[tid].add(lid)
+        if counted:
+            found: Result[int, Any, Any, int | None] = await s.execute(union_all(counting, labelled))
+            for tid, unread, starred, lid in found:
+                if lid is None:
+                    counts[tid] = (int(unread or 0), bool(starred))
+                else:
+                    thread_labels[tid].add(lid)
         changed: list[dict[str, Any]] = []
         for t in threads:
-            unread, star = counts.get(t.id, (0, False))
-            lids = sorted(thread_labels.get(t.id, set()))
+            if t.id in moved:
+                gained, starred_now = moved[t.id]
+                unread, star = max(0, t.unread_count + gained), bool(t.starred) or starred_now
+                lids = list(t.label_ids or ())
+            else:
+                unread, star = counts.get(t.id, (0, False))
+                lids = sorted(thread_labels.get(t.id, set()))
             if (unread, star, lids) == (t.unread_count, bool(t.starred), list(t.label_ids or ())):
                 continue
             # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).
