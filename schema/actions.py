@@ -44,13 +44,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Text, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import gmail
 from schema.changelog import ObjectType, Op
-from schema.db import json_dumps
+from schema.db import json_dumps, upsert
 from schema.models import Account, Action, Folder, MessagePlace, table, utcnow
 from schema.states import action_state
 
@@ -276,8 +275,7 @@ async def set_flags(
             rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
     if written:
         # The places are locked and exist: every row is a duplicate of its key and only its flags are updated.
-        stmt = mysql_insert(table(MessagePlace))
-        await uow.session.execute(stmt.on_duplicate_key_update(flags=stmt.inserted.flags), written)
+        await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
     for folder_id, gained in unread.items():
         # Only flags changed: the folders' counts move by the difference (no count of all their places).
         uow.counts_move(folder_id, 0, gained)
@@ -487,6 +485,15 @@ async def save_draft(uow: UnitOfWork, folder_id: int, payload: dict[str, Any], m
 async def due(session: AsyncSession, account_id: int, limit: int = 500, after: int = 0) -> list[Queued]:
     """Pending actions (after the id `after`) in the order they were asked for, up to the first one still waiting
     out a backoff."""
+    found, _ = await due_or_wakeup(session, account_id, limit, after)
+    return found
+
+
+async def due_or_wakeup(
+    session: AsyncSession, account_id: int, limit: int = 500, after: int = 0
+) -> tuple[list[Queued], float | None]:
+    """`due`, and when nothing is due, what `next_wakeup` would answer (from the same read: the first pending
+    action is the one that waits, or there is none). With something due, the wait is 0."""
     rows = await session.execute(
         select(
             Action.id,
@@ -506,9 +513,11 @@ async def due(session: AsyncSession, account_id: int, limit: int = 500, after: i
     found: list[Queued] = []
     for row in rows:
         if row.not_before is not None and row.not_before > now:
+            if not found:
+                return [], (row.not_before - now).total_seconds()
             break  # in order: nothing after an action that waits may overtake it
         found.append(Queued(*row))
-    return found
+    return found, (0.0 if found else None)
 
 
 async def next_wakeup(session: AsyncSession, account_id: int) -> float | None:

@@ -11,12 +11,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, insert, select, tuple_, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy import Select, case, delete, func, insert, literal, null, select, tuple_, union_all, update
+from sqlalchemy.engine import Result
 
 from schema import gmail, labels
 from schema.changelog import ObjectType, Op
-from schema.models import Folder, Message, MessageLabel, MessagePlace, Thread, table, utcnow
+from schema.db import upsert
+from schema.models import Folder, Label, Message, MessageLabel, MessagePlace, Thread, table, utcnow
 from schema.states import State, folder_state, iso
 
 if TYPE_CHECKING:
@@ -64,24 +65,38 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
         places: dict[int, list[set[str]]] = defaultdict(list)
         folders: dict[int, set[int]] = defaultdict(set)
         gmail_names: dict[int, set[str]] = defaultdict(set)  # X-GM-LABELS, on Gmail accounts
-        for mid, fid, flags, gm_labels in await s.execute(
-            select(MessagePlace.message_id, MessagePlace.folder_id, MessagePlace.flags, MessagePlace.labels).where(
-                MessagePlace.message_id.in_(chunk)
+        current_labels: dict[int, set[int]] = defaultdict(set)
+        linked: dict[str, int] = {}  # the names of the labels linked now, and their ids
+        # The places and the label links (with the labels' names) in one statement, a round trip and a statement's
+        # Python less per unit: a link is a row without flags, carrying its label id where a place carries its
+        # folder id, and its label's name where a place carries its Gmail labels.
+        rows_of_places: Result[int, int, str | None, str | None] = await s.execute(
+            union_all(
+                select(MessagePlace.message_id, MessagePlace.folder_id, MessagePlace.flags, MessagePlace.labels).where(
+                    MessagePlace.message_id.in_(chunk)
+                ),
+                select(MessageLabel.message_id, MessageLabel.label_id, null(), Label.name)
+                .join(Label, Label.id == MessageLabel.label_id)
+                .where(MessageLabel.message_id.in_(chunk)),
             )
-        ):
+        )
+        for mid, fid, flags, gm_labels in rows_of_places:
+            if flags is None:
+                current_labels[mid].add(fid)
+                if gm_labels is not None:
+                    linked[gm_labels] = fid
+                continue
             places[mid].append(set(flags.split()))
             folders[mid].add(fid)
             if gm_labels:
                 gmail_names[mid].update(gm_labels.split("\n"))
-        current_labels: dict[int, set[int]] = defaultdict(set)
-        for mid, lid in await s.execute(
-            select(MessageLabel.message_id, MessageLabel.label_id).where(MessageLabel.message_id.in_(chunk))
-        ):
-            current_labels[mid].add(lid)
         wanted_names = {mid: set().union(*map(keywords_of, fl)) for mid, fl in places.items()}
-        label_ids = await labels.ensure(uow, set().union(*wanted_names.values()) if wanted_names else set())
+        # Labels linked already are known by name: only the others are looked up (or created).
+        keywords = set().union(*wanted_names.values()) if wanted_names else set()
+        label_ids = {**linked, **await labels.ensure(uow, keywords - linked.keys())}
         if gmail_names:
-            label_ids.update(await labels.ensure(uow, set().union(*gmail_names.values()), kind=gmail.KIND))
+            gm_names = set().union(*gmail_names.values())
+            label_ids.update(await labels.ensure(uow, gm_names - label_ids.keys(), kind=gmail.KIND))
         for mid, names in gmail_names.items():
             if mid in places:
                 wanted_names.setdefault(mid, set()).update(names)
@@ -129,6 +144,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     uow.dirty_threads.add(row.thread_id)  # its members or their folders changed
                 else:
                     uow.flagged_threads.add(row.thread_id)  # only flags or labels: a recount will do
+                    _move_thread(uow, row, values, relabelled=want != have)
         if changes:
             # One statement: each changed column takes its new value on the messages it changed on (starring 1,000
             # messages is one column to one value, whatever their other flags are).
@@ -157,6 +173,23 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
 
 
 _MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
+
+
+def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabelled: bool) -> None:
+    """What a member's change of flags (read under its lock: `row` before, `values` after) does to its thread's
+    unread count and star, where that is known without counting the members: not when its labels changed or it
+    lost its star (another member may have one). An orphaned message is no member: it changes nothing."""
+    tid = row.thread_id
+    before = uow.thread_moves.get(tid, (0, False))
+    if before is None or row.orphaned_at is not None:
+        uow.thread_moves.setdefault(tid, before)
+        return
+    if relabelled or (row.starred and not values[1]):
+        uow.thread_moves[tid] = None
+        return
+    gained = int(bool(values[0])) - int(bool(row.unread))
+    uow.thread_moves[tid] = (before[0] + gained, before[1] or (bool(values[1]) and not row.starred))
+
 
 # What a message's logged state holds besides its flags, folders and labels (schema.states.message_states).
 _LOGGED_MESSAGE_COLUMNS = (
@@ -252,15 +285,7 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 members[row.thread_id].append(row)
             else:
                 orphans.add(row.thread_id)
-        folders: dict[int, set[int]] = defaultdict(set)
-        for tid, fid in await s.execute(
-            select(Message.thread_id, MessagePlace.folder_id)
-            .join(MessagePlace, MessagePlace.message_id == Message.id)
-            .where(Message.thread_id.in_(chunk))
-            .distinct()
-        ):
-            folders[tid].add(fid)
-        thread_labels = await _thread_labels(uow, chunk)
+        folders, thread_labels = await _thread_folders_and_labels(uow, chunk)
         gone = [tid for tid in current if tid not in members and tid not in orphans]
         if gone:
             await s.execute(delete(Thread).where(Thread.id.in_(gone)))
@@ -287,11 +312,7 @@ async def refresh_threads(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 uow.states[(ObjectType.THREAD, tid)] = thread_state(values)
         if changed:
             # One multi-row statement for every changed thread: an UPDATE each would be a round trip each.
-            stmt = mysql_insert(table(Thread))
-            await s.execute(
-                stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in _AGGREGATES}),
-                changed,
-            )
+            await s.execute(upsert(table(Thread), *_AGGREGATES), changed)
         uow.record(ObjectType.THREAD, Op.UPDATE, [row["id"] for row in changed])
 
 
@@ -310,16 +331,32 @@ def thread_state(values: dict[str, Any]) -> State:
     }
 
 
-async def _thread_labels(uow: UnitOfWork, ids: Sequence[int]) -> dict[int, set[int]]:
-    found: dict[int, set[int]] = defaultdict(set)
-    for tid, lid in await uow.session.execute(
+def _thread_labels_query(ids: Sequence[int]) -> Select[int, int]:
+    return (
         select(Message.thread_id, MessageLabel.label_id)
         .join(MessageLabel, MessageLabel.message_id == Message.id)
         .where(Message.thread_id.in_(ids), Message.orphaned_at.is_(None))
         .distinct()
-    ):
-        found[tid].add(lid)
-    return found
+    )
+
+
+async def _thread_folders_and_labels(
+    uow: UnitOfWork, ids: Sequence[int]
+) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
+    """The folders of the threads' messages and the labels of their messages that are not orphaned, in one
+    statement: (thread -> folder ids, thread -> label ids)."""
+    folders: dict[int, set[int]] = defaultdict(set)
+    found: dict[int, set[int]] = defaultdict(set)
+    in_folders = (
+        select(Message.thread_id, MessagePlace.folder_id, literal(0).label("kind"))
+        .join(MessagePlace, MessagePlace.message_id == Message.id)
+        .where(Message.thread_id.in_(ids))
+        .distinct()
+    )
+    labelled = _thread_labels_query(ids).add_columns(literal(1).label("kind"))
+    for tid, oid, kind in await uow.session.execute(union_all(in_folders, labelled)):
+        (found if kind else folders)[tid].add(oid)
+    return folders, found
 
 
 async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
@@ -336,23 +373,47 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 .with_for_update()  # before the members are counted (refresh_threads says why)
             )
         ).all()
-        counts: dict[int, tuple[int, bool]] = {
-            tid: (int(unread or 0), bool(starred))
-            for tid, unread, starred in await s.execute(
-                select(
-                    Message.thread_id,
-                    func.sum(case((Message.unread.is_(True), 1), else_=0)),
-                    func.max(case((Message.starred.is_(True), 1), else_=0)),
-                )
-                .where(Message.thread_id.in_(chunk), Message.orphaned_at.is_(None))
-                .group_by(Message.thread_id)
+        # A thread whose members only gained or lost unread flags, or gained a star, keeping their labels, moves its
+        # counts by that (as a folder's counts move, move_folder_counts): its row, locked and read as committed,
+        # holds the counts of its members as committed, since every unit that changes a member's flags moves or
+        # counts them again under this lock. The others are counted.
+        moved = {t.id: m for t in threads if (m := uow.thread_moves.get(t.id)) is not None}
+        counted = [t.id for t in threads if t.id not in moved]
+        # The counts and the labels in one statement: a count row has no label (NULL), a label row counts nothing.
+        counts: dict[int, tuple[int, bool]] = {}
+        thread_labels: dict[int, set[int]] = defaultdict(set)
+        counting = (
+            select(
+                Message.thread_id,
+                func.sum(case((Message.unread.is_(True), 1), else_=0)),
+                func.max(case((Message.starred.is_(True), 1), else_=0)),
+                null().label("label_id"),
             )
-        }
-        thread_labels = await _thread_labels(uow, chunk)
+            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
+            .group_by(Message.thread_id)
+        )
+        labelled = (
+            select(Message.thread_id, null(), null(), MessageLabel.label_id)
+            .join(MessageLabel, MessageLabel.message_id == Message.id)
+            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
+            .distinct()
+        )
+        if counted:
+            found: Result[int, Any, Any, int | None] = await s.execute(union_all(counting, labelled))
+            for tid, unread, starred, lid in found:
+                if lid is None:
+                    counts[tid] = (int(unread or 0), bool(starred))
+                else:
+                    thread_labels[tid].add(lid)
         changed: list[dict[str, Any]] = []
         for t in threads:
-            unread, star = counts.get(t.id, (0, False))
-            lids = sorted(thread_labels.get(t.id, set()))
+            if t.id in moved:
+                gained, starred_now = moved[t.id]
+                unread, star = max(0, t.unread_count + gained), bool(t.starred) or starred_now
+                lids = list(t.label_ids or ())
+            else:
+                unread, star = counts.get(t.id, (0, False))
+                lids = sorted(thread_labels.get(t.id, set()))
             if (unread, star, lids) == (t.unread_count, bool(t.starred), list(t.label_ids or ())):
                 continue
             # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).
@@ -364,9 +425,7 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 {**logged, "unread_count": unread, "starred": star, "label_ids": lids}
             )
         if changed:
-            stmt = mysql_insert(table(Thread))
-            updated = ("unread_count", "starred", "label_ids")
-            await s.execute(stmt.on_duplicate_key_update({k: stmt.inserted[k] for k in updated}), changed)
+            await s.execute(upsert(table(Thread), "unread_count", "starred", "label_ids"), changed)
             uow.record(ObjectType.THREAD, Op.UPDATE, [c["id"] for c in changed])
 
 

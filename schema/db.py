@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import orjson
-from sqlalchemy import make_url, text
+from sqlalchemy import Table, make_url, text
+from sqlalchemy.dialects.mysql import Insert
+from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import QueuePool
+
+
+@functools.cache
+def upsert(table: Table, *columns: str) -> Insert:
+    """INSERT ... ON DUPLICATE KEY UPDATE of these columns to the values given, built once per table and columns.
+
+    Built on every call, `inserted` (the VALUES() alias) made a proxy of each of the table's columns: about half a
+    millisecond per statement, as much as a round trip, twice in a one-message flag mutation's unit. A statement is
+    immutable: the same one serves every execution.
+    """
+    stmt = mysql_insert(table)
+    return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
 
 
 def json_loads(text: str | bytes) -> Any:

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 
+from schema.db import upsert
 from schema.models import Folder, Message, MessagePlace, table
 
 if TYPE_CHECKING:
@@ -135,10 +135,7 @@ async def refresh_views(uow: UnitOfWork, ids: Sequence[int]) -> None:
             if (mid, fid) not in current
         ]
         if new:
-            stmt = mysql_insert(table(MessagePlace))
-            await s.execute(
-                stmt.on_duplicate_key_update(message_id=stmt.inserted.message_id, flags=stmt.inserted.flags), new
-            )
+            await s.execute(upsert(table(MessagePlace), "message_id", "flags"), new)
         changed = [
             (row, wanted[key])
             for key, row in current.items()

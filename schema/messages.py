@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
-from schema.models import Attachment, Message, MessagePlace, MimeBlob, table, utcnow
+from schema.db import upsert
+from schema.models import Attachment, Folder, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -173,6 +173,32 @@ async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, R
     return {p.id: p for p in await session.execute(select(*cols).where(MessagePlace.id.in_(list(ids))))}
 
 
+async def places_in_folders(
+    session: AsyncSession, ids: Iterable[int]
+) -> tuple[dict[int, Row[*tuple[Any, ...]]], dict[int, Folder]]:
+    """`places_by_id` and the folders they are in (as folders.by_ids reads them), in one statement: what the action
+    executor reads before a UID STORE."""
+    cols = (
+        MessagePlace.id,
+        MessagePlace.message_id,
+        MessagePlace.folder_id,
+        MessagePlace.uidvalidity,
+        MessagePlace.uid,
+    )
+    places: dict[int, Row[*tuple[Any, ...]]] = {}
+    found: dict[int, Folder] = {}
+    rows = await session.execute(
+        select(*cols, Folder)
+        .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
+        .where(MessagePlace.id.in_(list(ids)))
+    )
+    for row in rows:
+        places[row.id] = row  # read as places_by_id's rows are (the folder rides along)
+        if row.Folder is not None:
+            found[row.Folder.id] = row.Folder
+    return places, found
+
+
 async def message_id_header(session: AsyncSession, message_id: int | None) -> str | None:
     """The message's Message-ID (without brackets), by which a client finds it on a server again."""
     if message_id is None:
@@ -216,12 +242,18 @@ async def has_any(session: AsyncSession, account_id: int) -> bool:
     return found is not None
 
 
-async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched]) -> list[int]:
-    """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place."""
+async def add(
+    uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequence[Fetched], *, made_up: bool = False
+) -> list[int]:
+    """Mirror messages found in a folder: new messages get rows and threads, known ones get a new place.
+
+    `made_up`: this unit made up the identities and the UIDs (a sent message's placeholder, schema.outbox), so no
+    message has them and no place holds them: nothing is looked up.
+    """
     if not fetched:
         return []
     s = uow.session
-    ids = await known_identities(s, uow.account_id, (f.identity for f in fetched))
+    ids = {} if made_up else await known_identities(s, uow.account_id, (f.identity for f in fetched))
     # A message a mutation changed is left as the mutation made it until its action has run (schema.actions).
     waiting = await actions.pending_messages(s, uow.account_id, ids.values())
     if waiting:
@@ -250,15 +282,9 @@ async def add(uow: UnitOfWork, folder_id: int, uidvalidity: int, fetched: Sequen
         uow.new_messages += len(new)
     # A UID already placed with another message (the server broke the UID promise, or an earlier listing
     # misread it) moves to this one: the message it leaves must be refreshed too, or it keeps a ghost place.
-    displaced = await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
-    stmt = mysql_insert(table(MessagePlace))
+    displaced = {} if made_up else await _holders(s, folder_id, uidvalidity, [f.uid for f in fetched])
     placed = await s.execute(
-        stmt.on_duplicate_key_update(
-            message_id=stmt.inserted.message_id,
-            flags=stmt.inserted.flags,
-            modseq=stmt.inserted.modseq,
-            labels=stmt.inserted.labels,
-        ),
+        upsert(table(MessagePlace), "message_id", "flags", "modseq", "labels"),
         [
             {
                 "account_id": uow.account_id,
@@ -315,6 +341,14 @@ def _thread_key(p: ParsedMessage, internaldate: datetime | None, gm_thread: int 
     )
 
 
+# A single message row up to this many characters of text is inserted as text rather than by a bulk command.
+SMALL_ROW = 64 * 1024
+
+
+def _text_size(row: dict[str, Any]) -> int:
+    return sum(len(v) for v in row.values() if isinstance(v, str | bytes))
+
+
 async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
     s = uow.session
     await blobs.put_many(s, [(f.raw, f.packed) for f in items if f.raw is not None])
@@ -341,7 +375,9 @@ async def _create(uow: UnitOfWork, items: Sequence[Fetched]) -> dict[str, int]:
                 "draft": "\\Draft" in f.flags,
             }
         )
-    if await bulk.insert(s, table(Message), rows):
+    # One small message (a sent one, one that arrived on IDLE) goes as an INSERT that returns its id: the bulk
+    # command costs a PREPARE and a read of the ids back, two round trips more.
+    if not (len(rows) == 1 and _text_size(rows[0]) <= SMALL_ROW) and await bulk.insert(s, table(Message), rows):
         ids = await known_identities(s, uow.account_id, (f.identity for f in items))
         created = [ids[f.identity] for f in items]
     else:
@@ -421,13 +457,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                     uow.dirty_messages.add(place.message_id)
                 unread += ("\\Seen" not in flags) - ("\\Seen" not in place.flags)
     if changed:
-        stmt = mysql_insert(table(MessagePlace))
-        await s.execute(
-            stmt.on_duplicate_key_update(
-                flags=stmt.inserted.flags, modseq=stmt.inserted.modseq, labels=stmt.inserted.labels
-            ),
-            changed,
-        )
+        await s.execute(upsert(table(MessagePlace), "flags", "modseq", "labels"), changed)
         # Only flags changed: the folder's counts move by the difference, not by a count of all its places.
         uow.counts_move(folder_id, 0, unread)
     return len(changed)

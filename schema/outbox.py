@@ -36,6 +36,7 @@ from mime.parse import ParsedMessage, parse_message
 from schema import actions, gmail, messages, packing
 from schema.changelog import ObjectType, Op
 from schema.models import Folder, Message, MessagePlace, Outbox, utcnow
+from schema.states import State, outbox_state
 
 if TYPE_CHECKING:
     from schema.unit import UnitOfWork
@@ -96,7 +97,11 @@ async def enqueue(
             raw=sent_copy,
             parsed=parsed,
         )
-        [entry.mirror_message_id] = await messages.add(uow, sent_folder_id, actions.PLACEHOLDER_UIDVALIDITY, [fetched])
+        [entry.mirror_message_id] = await messages.add(
+            uow, sent_folder_id, actions.PLACEHOLDER_UIDVALIDITY, [fetched], made_up=True
+        )
+    # Logged as written (flushed at the latest when the unit settles), without reading the entry back.
+    _logged(uow, entry.id, outbox_state(entry))
     uow.rang_actions = True
     return entry
 
@@ -198,7 +203,9 @@ async def claim(uow: UnitOfWork, entry: Outbox) -> bool:
     )
     if not getattr(result, "rowcount", 0):
         return False
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    # Logged from the entry in hand, as just claimed: while it is queued only a cancel changes it, and a cancel
+    # leaves nothing to claim (above).
+    _logged(uow, entry.id, {**outbox_state(entry), "state": OutboxState.SENDING.value, "attempts": entry.attempts + 1})
     return True
 
 
@@ -221,7 +228,7 @@ async def orphaned_sends(uow: UnitOfWork) -> int:
             error="the sending process stopped during the SMTP transaction: the server may have accepted it",
         )
     )
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, ids)
+    _changed(uow, ids)
     return len(ids)
 
 
@@ -232,7 +239,7 @@ async def sent(uow: UnitOfWork, entry: Outbox, response: str) -> None:
         .where(Outbox.id == entry.id)
         .values(state=OutboxState.SENT.value, smtp_response=response[:512], sent_at=utcnow(), error=None)
     )
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    _changed(uow, [entry.id])
     if entry.reply_to_message_id is not None:
         await actions.set_flags(uow, [entry.reply_to_message_id], add=["\\Answered"], remove=[])
 
@@ -258,6 +265,7 @@ async def resend_later(uow: UnitOfWork, entry: Outbox, recipients: Sequence[str]
     uow.session.add(later)
     await uow.session.flush()
     uow.record(ObjectType.OUTBOX, Op.CREATE, [later.id])
+    uow.states.pop((ObjectType.OUTBOX, later.id), None)
     uow.rang_actions = True
     return later.id
 
@@ -273,7 +281,7 @@ async def retry_later(uow: UnitOfWork, entry: Outbox, delay: float, reason: str)
             error=reason[:2000],
         )
     )
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    _changed(uow, [entry.id])
 
 
 async def give_up(uow: UnitOfWork, entry: Outbox, state: OutboxState, reason: str) -> None:
@@ -284,7 +292,7 @@ async def give_up(uow: UnitOfWork, entry: Outbox, state: OutboxState, reason: st
     await uow.session.execute(
         update(Outbox).where(Outbox.id == entry.id).values(state=state.value, error=reason[:2000])
     )
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    _changed(uow, [entry.id])
     if state is not OutboxState.UNCERTAIN:
         await _drop_mirror_copy(uow, entry)
 
@@ -298,7 +306,7 @@ async def cancel(uow: UnitOfWork, entry: Outbox) -> bool:
     )
     if not getattr(result, "rowcount", 0):
         return False
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    _changed(uow, [entry.id])
     await _drop_mirror_copy(uow, entry)
     return True
 
@@ -362,7 +370,7 @@ async def _mirrored_as(uow: UnitOfWork, entry: Outbox, message_id: int | None) -
     """The mirror's own copy goes: the entry's message is the server's copy the sync mirrored (or none yet)."""
     await _drop_mirror_copy(uow, entry)
     await uow.session.execute(update(Outbox).where(Outbox.id == entry.id).values(mirror_message_id=message_id))
-    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry.id])
+    _changed(uow, [entry.id])
 
 
 async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:
@@ -377,3 +385,17 @@ async def _drop_mirror_copy(uow: UnitOfWork, entry: Outbox) -> None:
     for folder_id, uid in placeholders.all():
         await messages.remove_places(uow, folder_id, [uid])
     await messages.drop_placeless(uow, [entry.mirror_message_id])
+
+
+def _logged(uow: UnitOfWork, entry_id: int, state: State) -> None:
+    """An entry this unit wrote, logged with the fields in hand (not read again when the unit settles)."""
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, [entry_id])
+    uow.states[(ObjectType.OUTBOX, entry_id)] = state
+
+
+def _changed(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """Entries changed in the database: logged as the unit reads them when it settles (a state in hand from
+    earlier in the unit is stale now)."""
+    uow.record(ObjectType.OUTBOX, Op.UPDATE, ids)
+    for entry_id in ids:
+        uow.states.pop((ObjectType.OUTBOX, entry_id), None)

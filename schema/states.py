@@ -178,6 +178,24 @@ async def action_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
     }
 
 
+def outbox_state(row: Any) -> State:
+    """An outbox entry's logged state from its fields (a row of outbox_states' columns, or an `Outbox` in hand):
+    what outbox_states reads, and what schema.outbox logs from the entry it has just written."""
+    return {
+        "state": row.state,
+        "error": row.error,
+        "smtp_response": row.smtp_response,
+        "send_at": iso(row.send_at),
+        "sent_at": iso(row.sent_at),
+        "recipients": list(row.recipients or ()),
+        "attempts": row.attempts,
+        "message_id_header": row.message_id_header,
+        "message_id": row.mirror_message_id,
+        "replied_message_id": row.reply_to_message_id,
+        "created_at": iso(row.created_at),
+    }
+
+
 async def outbox_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, State]:
     # Columns named one by one: the entry's message bytes (message, sent_copy) are never read here.
     cols = (
@@ -194,22 +212,7 @@ async def outbox_states(session: AsyncSession, ids: Sequence[int]) -> dict[int, 
         Outbox.reply_to_message_id,
         Outbox.created_at,
     )
-    return {
-        row.id: {
-            "state": row.state,
-            "error": row.error,
-            "smtp_response": row.smtp_response,
-            "send_at": iso(row.send_at),
-            "sent_at": iso(row.sent_at),
-            "recipients": list(row.recipients or ()),
-            "attempts": row.attempts,
-            "message_id_header": row.message_id_header,
-            "message_id": row.mirror_message_id,
-            "replied_message_id": row.reply_to_message_id,
-            "created_at": iso(row.created_at),
-        }
-        for row in await session.execute(select(*cols).where(Outbox.id.in_(ids)))
-    }
+    return {row.id: outbox_state(row) for row in await session.execute(select(*cols).where(Outbox.id.in_(ids)))}
 
 
 _READERS = {

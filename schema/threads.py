@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.dialects.mysql import insert as mysql_insert
 
 from schema.changelog import ObjectType, Op
+from schema.db import upsert
 from schema.models import Message, Thread, ThreadRef, table
 
 if TYPE_CHECKING:
@@ -144,9 +144,8 @@ async def assign(uow: UnitOfWork, keys: Sequence[ThreadKey]) -> list[int]:
 
     refs = {(h, result[i]) for i, hs in enumerate(hashes) for h in hs}
     if refs:
-        stmt = mysql_insert(table(ThreadRef))
         await s.execute(
-            stmt.on_duplicate_key_update(thread_id=stmt.inserted.thread_id),
+            upsert(table(ThreadRef), "thread_id"),
             [{"account_id": uow.account_id, "ref_hash": h, "thread_id": t} for h, t in refs],
         )
     return result

@@ -67,6 +67,9 @@ class UnitOfWork:
         self.moved_messages: set[int] = set()  # a place was added or removed: their folders changed
         self.dirty_threads: set[int] = set()  # members, their folders or their dates changed: a full refresh
         self.flagged_threads: set[int] = set()  # only their members' flags or labels changed: a recount
+        # Of those, what their members' changes did to their counts when that is known without a recount
+        # (schema.aggregates): thread id -> (unread members gained, a member starred), None: a recount will tell.
+        self.thread_moves: dict[int, tuple[int, bool] | None] = {}
         self.dirty_folders: set[int] = set()  # their places changed in any way: counted again
         # Folders whose places were only added (schema.messages.add) or changed only in their flags (set_flags):
         # folder id -> (total, unread) gained (negative: lost), moved on the counts the folder's row holds unless the
@@ -122,10 +125,12 @@ class UnitOfWork:
         finally:
             await session.close()
             self._session = None
-        if self.last_seq is not None:
-            await self.store.ring(self.account_id, self.last_seq)
+        # The executor's bell first: it has the server to tell (a UID STORE, an SMTP submission), while a reader
+        # of the log only re-reads it; ringing it second put a Redis round trip before every write-back.
         if self.rang_actions:
             await self.store.ring_actions(self.account_id)
+        if self.last_seq is not None:
+            await self.store.ring(self.account_id, self.last_seq)
 
     async def _settle(self) -> None:
         await aggregates.refresh_messages(self, sorted(self.dirty_messages))

@@ -32,6 +32,9 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
+
+from sqlalchemy.engine import Row
 
 from schema import actions, blobs, drafts, folders, messages
 from schema.actions import ActionKind, Queued
@@ -59,6 +62,10 @@ SAFETY_WAKE = 30.0
 # which cost two STOREs per flag set and two units when cut at 500.
 QUEUE_READ = 500
 FLAG_RUN_READ = 5000
+
+
+# The places of a run of flag actions by id, and their folders by id (schema.messages.places_in_folders).
+Placed = tuple[dict[int, Row[*tuple[Any, ...]]], dict[int, Folder]]
 
 
 class Transient(Exception):
@@ -163,21 +170,25 @@ class ActionExecutor:
 
     async def _drain_actions(self) -> float | None:
         while True:
+            # One session from the bell to the first STORE: the queue (which says the wait when nothing is due), and
+            # for a run of flag actions, their places and folders.
             async with self.store.sessions() as s:
-                due = await actions.due(s, self.account_id, QUEUE_READ)
+                due, wait = await actions.due_or_wakeup(s, self.account_id, QUEUE_READ)
                 if not due:
-                    return await actions.next_wakeup(s, self.account_id)
+                    return wait
                 if len(due) == QUEUE_READ and all(a.kind == ActionKind.FLAGS for a in due):
                     due += await actions.due(s, self.account_id, FLAG_RUN_READ - QUEUE_READ, after=due[-1].id)
-            first = due[0]
-            batch = [first]
-            if first.kind == ActionKind.FLAGS:
-                for action in due[1:]:
-                    if action.kind != ActionKind.FLAGS:
-                        break
-                    batch.append(action)
+                first = due[0]
+                batch = [first]
+                placed: Placed | None = None
+                if first.kind == ActionKind.FLAGS:
+                    for action in due[1:]:
+                        if action.kind != ActionKind.FLAGS:
+                            break
+                        batch.append(action)
+                    placed = await messages.places_in_folders(s, [p["id"] for a in batch for p in a.payload["places"]])
             try:
-                outcome = await self._perform(batch)
+                outcome = await self._perform(batch, placed)
             except (Transient, ImapError, OSError, TimeoutError) as exc:
                 await self._drop_client()
                 delay = self.backoff.next()
@@ -246,10 +257,10 @@ class ActionExecutor:
             raise
         return selected.uidvalidity
 
-    async def _perform(self, batch: Sequence[Queued]) -> Outcome:
+    async def _perform(self, batch: Sequence[Queued], placed: Placed | None = None) -> Outcome:
         kind = batch[0].kind
         if kind == ActionKind.FLAGS:
-            return await self._flags(batch)
+            return await self._flags(batch, placed)
         action = batch[0]
         try:
             if kind == ActionKind.MOVE:
@@ -281,10 +292,11 @@ class ActionExecutor:
         async with self.store.sessions() as s:
             return await folders.by_ids(s, ids)
 
-    async def _flags(self, batch: Sequence[Queued]) -> Outcome:
+    async def _flags(self, batch: Sequence[Queued], placed: Placed | None = None) -> Outcome:
         """A run of flag changes, coalesced: per folder and per (+/-, flag set), one UID STORE over a UID set.
 
-        The same place changed twice in the run splits it, so its changes still apply in order.
+        The same place changed twice in the run splits it, so its changes still apply in order. `placed`: the
+        run's places and their folders as read with the queue (else read here).
         """
         outcome = Outcome.empty()
         start = 0
@@ -298,15 +310,16 @@ class ActionExecutor:
                 seen |= ids
                 end += 1
             part = batch[start:end]
-            await self._store(part, outcome)
+            await self._store(part, outcome, placed)
             start = end
         return outcome
 
-    async def _store(self, part: Sequence[Queued], outcome: Outcome) -> None:
-        place_ids = [p["id"] for a in part for p in a.payload["places"]]
-        async with self.store.sessions() as s:
-            places = await messages.places_by_id(s, place_ids)
-            folders_by_id = await folders.by_ids(s, {p.folder_id for p in places.values()})
+    async def _store(self, part: Sequence[Queued], outcome: Outcome, placed: Placed | None = None) -> None:
+        if placed is None:
+            place_ids = [p["id"] for a in part for p in a.payload["places"]]
+            async with self.store.sessions() as s:
+                placed = await messages.places_in_folders(s, place_ids)
+        places, folders_by_id = placed
         # folder -> (("add"|"remove"), flags) -> uids; and which actions touched which (folder, uid)
         work: dict[int, dict[tuple[str, tuple[str, ...]], set[int]]] = defaultdict(lambda: defaultdict(set))
         touched: dict[int, list[tuple[int, int]]] = defaultdict(list)

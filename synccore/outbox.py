@@ -72,15 +72,18 @@ class OutboxSender:
             self._recovered = True
         async with self.store.sessions() as s:
             due = await outbox.due(s, self.account_id)
-        for entry in due:
-            await self._send(entry)
+            # The account's SMTP settings with the entries, in the same session: the connection opens as soon as
+            # the claim starts, without a session of its own first.
+            account = await s.get(Account, self.account_id) if due else None
+        for i, entry in enumerate(due):
+            await self._send(entry, account if i == 0 else None)
         async with self.store.sessions() as s:
             return await outbox.next_wakeup(s, self.account_id)
 
-    async def _send(self, entry: Outbox) -> None:
+    async def _send(self, entry: Outbox, account: Account | None = None) -> None:
         # The connection and the login go on while the entry is claimed; no byte of the message goes to the
         # server before the claim is committed (and logged): see schema.outbox.
-        opening = asyncio.ensure_future(self._open(entry))
+        opening = asyncio.ensure_future(self._open(entry, account))
         try:
             async with self.store.unit(self.account_id) as uow:
                 claimed = await outbox.claim(uow, entry)
@@ -131,8 +134,9 @@ class OutboxSender:
         async with self.store.unit(self.account_id) as uow:
             await outbox.give_up(uow, entry, state, why)
 
-    async def _open(self, entry: Outbox) -> Session:
-        endpoint = await self._endpoint()
+    async def _open(self, entry: Outbox, account: Account | None = None) -> Session:
+        """`account`: the account's row as just read (else read here)."""
+        endpoint = await self._endpoint(account=account)
         try:
             return await open_session(endpoint)
         except SmtpAuthFailed:
@@ -144,9 +148,10 @@ class OutboxSender:
         endpoint = await self._endpoint(replacing=endpoint.oauth2_token)
         return await open_session(endpoint)
 
-    async def _endpoint(self, *, replacing: str | None = None) -> SmtpEndpoint:
-        async with self.store.sessions() as s:
-            account = await s.get(Account, self.account_id)
+    async def _endpoint(self, *, replacing: str | None = None, account: Account | None = None) -> SmtpEndpoint:
+        if account is None:
+            async with self.store.sessions() as s:
+                account = await s.get(Account, self.account_id)
         if account is None or account.smtp_host is None or account.smtp_port is None:
             raise ValueError("the account has no SMTP submission server (inboxql account add ... --smtp-url)")
         security = account.smtp_security or "starttls"

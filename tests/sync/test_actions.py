@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import event, select
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
@@ -650,3 +652,50 @@ async def test_the_most_ids_a_mutation_names_are_one_uid_store(
             await client.logout()
         await assert_identical(store, credential_box, account_id)
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+
+
+async def test_from_the_bell_to_the_uid_store_is_one_session_and_two_reads(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-message flag change (BENCHMARKS.md, write-back (a)): the executor woken by its bell reads the queue,
+    then the action's place with its folder, in one session (one pool checkout and its ping), before the UID STORE.
+    Before, the place and the folder were two more reads in a second session."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    async with store.unit(account_id) as uow:
+        [queued] = await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+    executor = _executor(store, credential_box, account_id)
+    await executor._client()  # a running account's executor holds its connection open
+    sent: list[str] = []
+    checkouts: list[object] = []
+    at_store: list[tuple[int, int]] = []
+    original = ImapClient.uid_store
+
+    async def uid_store(self: ImapClient, *args: Any, **kwargs: Any) -> Any:
+        at_store.append((len(sent), len(checkouts)))
+        return await original(self, *args, **kwargs)
+
+    def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+        sent.append(text)
+
+    def checkout(*args: Any) -> None:
+        checkouts.append(args)
+
+    monkeypatch.setattr(ImapClient, "uid_store", uid_store)
+    engine = store.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "checkout", checkout)
+    try:
+        assert await executor.drain() is None
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "checkout", checkout)
+        await executor.close()
+    assert at_store[0] == (2, 1), "\n".join(sent)
+    assert sent[0].startswith("SELECT actions.id")
+    assert "JOIN folders" in sent[1]
+    assert {state for state, _ in await _states(store, [queued])} == {ActionState.DONE.value}
+    await assert_identical(store, credential_box, account_id)

@@ -12,9 +12,10 @@ import imaplib
 from collections.abc import Iterator
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from inboxql.devmail import DovecotServer
 from inboxql.devsmtp import PostfixServer
@@ -24,6 +25,8 @@ from schema.crypto import CredentialBox, Purpose
 from schema.models import Account, Folder, Message, MessagePlace, Outbox
 from schema.outbox import OutboxState
 from schema.unit import Store
+from synccore import outbox as sender
+from synccore import smtp
 from synccore.account import AccountSync, Tuning
 from tests.conftest import new_user
 from tests.smtp.server import PASSWORD, USERNAME, Certificates, Handler, make_certificates, smtp_server
@@ -354,3 +357,54 @@ async def test_a_send_interrupted_by_a_dead_process_becomes_uncertain(
         assert await outbox.claim(uow, entry)  # what a process does just before it talks to the server
     await _drain(store, credential_box, account_id)  # a new process
     assert (await _entry(store, entry.id)).state == OutboxState.UNCERTAIN.value
+
+
+async def test_from_the_bell_to_the_smtp_connection_takes_three_reads(
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    postfix: PostfixServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A send (BENCHMARKS.md, write-back (c)): the executor woken by its bell reads the action queue (which says
+    there is nothing to wait for in the same read), then the due entry and the account's SMTP settings in one
+    session, and connects. Before: a second read of the action queue, and the account read in a session of its
+    own while the claim was under way."""
+    a, b = new_user(dovecot), new_user(dovecot)
+    account_a = await _account(store, credential_box, dovecot, *a, postfix.port)
+    await sync_once(store, credential_box, account_a)
+    executor = AccountSync(store, credential_box, account_a, Tuning())._executor()
+    try:
+        assert await executor.drain() is None  # a starting sender's look for sends a stop interrupted: done
+        draft = Draft(sender=Mailbox(dovecot.address(a[0])), to=(Mailbox(dovecot.address(b[0])),), text="Hi")
+        async with store.unit(account_a) as uow:
+            entry = await outbox.queue_draft(uow, draft)
+        sent: list[str] = []
+        at_connect: list[list[str]] = []
+        original = smtp.open_session
+
+        async def open_session(*args: Any, **kwargs: Any) -> Any:
+            at_connect.append(list(sent))
+            return await original(*args, **kwargs)
+
+        def statement(conn: Any, cursor: Any, text: str, *args: Any) -> None:
+            sent.append(text)
+
+        monkeypatch.setattr(sender, "open_session", open_session)
+        engine = store.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", statement)
+        try:
+            await executor.drain()
+        finally:
+            event.remove(engine, "before_cursor_execute", statement)
+    finally:
+        await executor.close()
+    # The claim's unit runs meanwhile (its UPDATE may or may not have gone yet): the reads are what count.
+    reads = [q.split("FROM ")[1].split()[0] for q in at_connect[0] if q.startswith("SELECT")]
+    assert reads == ["actions", "outbox", "accounts"], "\n".join(at_connect[0])
+    assert (await _entry(store, entry.id)).state == OutboxState.SENT.value
+    client = _imap(dovecot, *b)
+    try:
+        assert len(_messages(client, "INBOX")) == 1
+    finally:
+        client.logout()
