@@ -11,9 +11,9 @@ the gateway's RSS growth per subscriber. Baseline (FIELD-NOTES): naive per-subsc
 Also printed: the gateway's CPU time from the commit until it is idle again (the whole fan-out of the change's
 log entries), and per subscriber: a figure the machine's load moves much less than the latencies.
 
-Last runs (2026-12-06, 2 cores shared with other work, clients on the same machine): 10,000 -> p50 1.06 s,
-p99 1.55 s, 57.5 KiB per subscriber; 5,000 -> p99 766 ms, 58 KiB (load average 1.5); 1,000 -> p99 356 ms to
-1.13 s under load 11-27 (BENCHMARKS.md, Change feed). The goal (10,000, p99 < 1 s, < 50 KB each) is missed.
+Last runs (2026-12-07, quiet, clients on the same 2 cores): 10,000 -> p50 534-592 ms, p99 842-874 ms, 58 KiB
+per subscriber; 5,000 -> p99 396 ms; 1,000 -> p99 164 ms (BENCHMARKS.md, Change feed). The latency goal (10,000,
+p99 < 1 s) is met; the memory goal (< 50 KB each) is not.
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ subscribers a full collection took 1-2 s in the middle of the hand-over (BENCHMA
 
 So `keep` runs beside the fan-out (gateway.fanout starts it):
 
-* every `freeze_seconds` it collects the young generations (cheap: only what was made since the last time)
-  and freezes what survived (`gc.freeze`): frozen objects are not walked by the collections that allocations
-  set off, so none of those grows with the number of subscribers; nor does the tick itself, which counts what
-  it freezes instead of the frozen heap (see `keep`);
+* every `freeze_seconds` it collects what is not frozen, all generations (cheap: only what was made, or
+  promoted by the collector, since the last time; the frozen heap is not walked) and freezes what survived
+  (`gc.freeze`): frozen objects are not walked by the collections that allocations set off, so none of those
+  grows with the number of subscribers; nor does the tick itself, which counts what it freezes instead of the
+  frozen heap (see `keep`). A cycle that died between two ticks is freed by the next one, even after the
+  collector promoted it to the old generation (a tick of the young generations only froze such garbage);
 * a tick waits while a fan-out runs (a doorbell rang within `busy_seconds`), `max_waits` ticks at most: its
   young collection walks what the hand-over allocates, and at 10,000 subscribers it held the loop for up to
   1.5 s in the middle of one (BENCHMARKS.md, Change feed);
@@ -66,7 +68,7 @@ async def keep(
                 waited += 1
                 continue
             waited = 0
-            gc.collect(1)
+            gc.collect(2)  # the frozen heap is not walked: what is not frozen, all generations
             grown += len(gc.get_objects(generation=2))  # the survivors since the last tick, frozen next
             gc.freeze()
             if grown <= swept_at * growth:

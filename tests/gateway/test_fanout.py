@@ -443,7 +443,7 @@ async def test_a_heap_keeper_tick_waits_while_a_fan_out_runs(monkeypatch: pytest
 
     def counted(generation: int = 2) -> int:
         nonlocal ticks
-        ticks += threading.get_ident() == here and generation == 1
+        ticks += threading.get_ident() == here and generation == 2
         return collect(generation)
 
     monkeypatch.setattr(gc, "collect", counted)
