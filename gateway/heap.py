@@ -10,9 +10,9 @@ So `keep` runs beside the fan-out (gateway.fanout starts it):
 * every `freeze_seconds` it collects what is not frozen, all generations (cheap: only what was made, or
   promoted by the collector, since the last time; the frozen heap is not walked) and freezes what survived
   (`gc.freeze`): frozen objects are not walked by the collections that allocations set off, so none of those
-  grows with the number of subscribers; nor does the tick itself, which counts what it freezes instead of the
-  frozen heap (see `keep`). A cycle that died between two ticks is freed by the next one, even after the
-  collector promoted it to the old generation (a tick of the young generations only froze such garbage);
+  grows with the number of subscribers; nor does the tick itself (see `keep`). A cycle that died between two
+  ticks is freed by the next one, even after the collector promoted it to the old generation (a tick of the
+  young generations only froze such garbage);
 * a tick waits while a fan-out runs (a doorbell rang within `busy_seconds`), `max_waits` ticks at most: its
   young collection walks what the hand-over allocates, and at 10,000 subscribers it held the loop for up to
   1.5 s in the middle of one (BENCHMARKS.md, Change feed);
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -50,16 +49,15 @@ async def keep(
     `last_ring()` (a time.monotonic() stamp) is at least `quiet_seconds` old. Runs until cancelled; the heap is
     left unfrozen then.
 
-    A tick costs what was allocated since the last one, not the size of the heap: the survivors about to be
-    frozen are counted (`gc.get_objects(2)`, only them) and added up since the last sweep. That sum is an upper
-    bound of the growth (a frozen object freed by its reference count is not subtracted), so the frozen heap is
-    counted exactly (`gc.get_freeze_count()` walks all of it: 19 ms per call at the bench's 10,000-message
-    account, every 2 s on the event loop before this) only when the bound says a sweep may be due, and, when
-    that count finds none is, not again for `recount_seconds`."""
+    A tick costs what was allocated since the last one, not the size of the heap. The frozen heap is counted
+    (`gc.get_freeze_count()` walks all of it: 19 ms per call at the bench's 10,000-message account, every 2 s on
+    the event loop in a first version) once every `recount_seconds` at most. The survivors are never listed
+    (`gc.get_objects`): the list would hold a reference to every object it names, a tuple another thread is
+    still building among them, and that thread's next step fails with SystemError (seen in a test process,
+    whose gateway runs in a thread beside the tests)."""
     gc.freeze()  # no collection first: a full one blocks the loop (the first sweep frees start-up's garbage)
     swept_at = gc.get_freeze_count()
-    grown = 0  # frozen since the last sweep, at most
-    recounted = -math.inf
+    recounted = time.monotonic()
     waited = 0
     try:
         while True:
@@ -69,22 +67,18 @@ async def keep(
                 continue
             waited = 0
             gc.collect(2)  # the frozen heap is not walked: what is not frozen, all generations
-            grown += len(gc.get_objects(generation=2))  # the survivors since the last tick, frozen next
             gc.freeze()
-            if grown <= swept_at * growth:
-                continue
             now = time.monotonic()
-            quiet = now - last_ring() >= quiet_seconds
-            if not (quiet or grown > swept_at * 2 * growth) or now - recounted < recount_seconds:
+            if now - recounted < recount_seconds:
                 continue
+            quiet = now - last_ring() >= quiet_seconds
             grown = gc.get_freeze_count() - swept_at
             recounted = now
             if grown > swept_at * growth and (quiet or grown > swept_at * 2 * growth):
                 sweep()
                 gc.freeze()
                 swept_at = gc.get_freeze_count()
-                grown = 0
-                recounted = -math.inf
+                recounted = time.monotonic()
     finally:
         gc.unfreeze()
 

@@ -376,7 +376,9 @@ async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbag
     alive = _Node()
     alive.other = alive  # a cycle, referenced: it survives the first freeze
     watch = weakref.ref(alive)
-    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.05, growth=0.5, quiet_seconds=0))
+    keeper = asyncio.create_task(
+        heap.keep(lambda: 0.0, freeze_seconds=0.05, growth=0.5, quiet_seconds=0, recount_seconds=0.1)
+    )
     try:
         await asyncio.sleep(0.2)
         assert gc.get_freeze_count() > 0
@@ -397,8 +399,9 @@ async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbag
 
 async def test_a_heap_keeper_tick_does_not_walk_the_frozen_heap(monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting the frozen heap walks all of it (19 ms every 2 s in a gateway serving the bench's account, on the
-    event loop): a tick counts only the survivors it freezes, and the whole heap is counted only when they add
-    up to a sweep's worth."""
+    event loop): ticks do not count it, it is counted once every `recount_seconds` at most; and the survivors
+    are never listed (`gc.get_objects`), which would hand another thread's tuple under construction a second
+    reference."""
     counted = 0
     count = gc.get_freeze_count
     here = threading.get_ident()  # a gateway of the session may run its own keeper in another thread
@@ -407,6 +410,9 @@ async def test_a_heap_keeper_tick_does_not_walk_the_frozen_heap(monkeypatch: pyt
         nonlocal counted
         counted += threading.get_ident() == here
         return count()
+
+    def listing(generation: int | None = None) -> list[Any]:
+        raise AssertionError("the heap keeper listed the survivors")
 
     monkeypatch.setattr(gc, "get_freeze_count", counting)
     ticks = 0
@@ -418,20 +424,24 @@ async def test_a_heap_keeper_tick_does_not_walk_the_frozen_heap(monkeypatch: pyt
         freeze()
 
     monkeypatch.setattr(gc, "freeze", ticking)
-    keeper = asyncio.create_task(heap.keep(lambda: 0.0, freeze_seconds=0.01, growth=0.5, quiet_seconds=0))
+    started = time.monotonic()
+    keeper = asyncio.create_task(
+        heap.keep(lambda: 0.0, freeze_seconds=0.01, growth=0.5, quiet_seconds=0, recount_seconds=3)
+    )
     try:
+        monkeypatch.setattr(gc, "get_objects", listing)
         async with asyncio.timeout(10):
             while ticks < 20:
                 await asyncio.sleep(0.01)
-        assert counted == 1  # at the start only: twenty ticks that froze little counted nothing
-        grown: list[list[int]] = [[] for _ in range(count())]  # a sweep's worth of survivors: now it counts
+        if time.monotonic() - started < 3:
+            assert counted == 1  # at the start only: twenty ticks counted nothing
         async with asyncio.timeout(10):
-            while counted < 2:
+            while counted < 2:  # once `recount_seconds` have passed
                 await asyncio.sleep(0.01)
+        assert not keeper.done()
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
-    assert len(grown) > 0
 
 
 async def test_a_heap_keeper_tick_waits_while_a_fan_out_runs(monkeypatch: pytest.MonkeyPatch) -> None:
