@@ -161,16 +161,19 @@ async def known_identities(session: AsyncSession, account_id: int, identities: I
     return found
 
 
+# What the action executor reads of a place (`places_by_id`, `places_in_folders`).
+_PLACE_COLUMNS = (
+    MessagePlace.id,
+    MessagePlace.message_id,
+    MessagePlace.folder_id,
+    MessagePlace.uidvalidity,
+    MessagePlace.uid,
+)
+
+
 async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, Row[*tuple[Any, ...]]]:
     """Where places are (id, message_id, folder_id, uidvalidity, uid), as rows: the executor looks up thousands."""
-    cols = (
-        MessagePlace.id,
-        MessagePlace.message_id,
-        MessagePlace.folder_id,
-        MessagePlace.uidvalidity,
-        MessagePlace.uid,
-    )
-    return {p.id: p for p in await session.execute(select(*cols).where(MessagePlace.id.in_(list(ids))))}
+    return {p.id: p for p in await session.execute(select(*_PLACE_COLUMNS).where(MessagePlace.id.in_(list(ids))))}
 
 
 async def places_in_folders(
@@ -178,17 +181,10 @@ async def places_in_folders(
 ) -> tuple[dict[int, Row[*tuple[Any, ...]]], dict[int, Folder]]:
     """`places_by_id` and the folders they are in (as folders.by_ids reads them), in one statement: what the action
     executor reads before a UID STORE."""
-    cols = (
-        MessagePlace.id,
-        MessagePlace.message_id,
-        MessagePlace.folder_id,
-        MessagePlace.uidvalidity,
-        MessagePlace.uid,
-    )
     places: dict[int, Row[*tuple[Any, ...]]] = {}
     found: dict[int, Folder] = {}
     rows = await session.execute(
-        select(*cols, Folder)
+        select(*_PLACE_COLUMNS, Folder)
         .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
         .where(MessagePlace.id.in_(list(ids)))
     )
