@@ -223,6 +223,12 @@ def test_the_deb_installs_runs_both_services_as_its_units_say_and_purges_clean(
     run([*APT, "purge", "inboxql"], env=APT_ENV)
     for gone in (VENV, ENV_FILE.parent, STATE, UNITS / "inboxql-sync.service", Path("/usr/bin/inboxql")):
         assert not gone.exists(), gone
+    # A unit's last process may still be exiting as apt returns: the user's processes are gone within seconds.
+    deadline = time.monotonic() + 15
+    while (
+        subprocess.run(["pgrep", "-u", "inboxql"], capture_output=True).returncode == 0 and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
     assert subprocess.run(["pgrep", "-u", "inboxql"], capture_output=True).returncode == 1
     assert shutil.which("inboxql", path="/usr/bin") is None
     print(
