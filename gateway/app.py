@@ -105,7 +105,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
         fanout=Fanout(engine, settings.redis_url, engines=dict(shards.engines())),
         store=(home := Store(engine, redis)),
         streams=StreamSlots(config.max_streams_per_token),
-        vocabulary=VocabularyCache(engine),
+        vocabulary=VocabularyCache(),
         subscriptions=StreamSlots(config.max_subscriptions_per_token),
         limiter=limiter,
         engines=dict(shards.engines()),

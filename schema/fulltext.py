@@ -4,18 +4,20 @@ innodb_ft_server_stopword_table names one, else InnoDB's default list).
 
 A word outside the index matches nothing, so a search that requires it finds nothing: the gateway's search
 drops such words from what it requires (gateway.graphql.search). The server fixes these settings when an index
-is built; the gateway reads them once, at its first search.
+is built; the gateway reads each shard's once, at the first search of an account it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy import column, select, table, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +73,20 @@ async def read_vocabulary(conn: AsyncConnection) -> Vocabulary:
 
 
 class VocabularyCache:
-    """The server's vocabulary, read on first use and kept for the life of the process."""
+    """Each shard's vocabulary (its server fixes the token sizes and stopwords of the indexes it holds), read
+    at the first search of one of its accounts and kept for the life of the process."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self._found: Vocabulary | None = None
+    def __init__(self) -> None:
+        self._found: dict[int, Vocabulary] = {}
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Vocabulary:
-        if self._found is None:
+    async def get(self, shard: int, connect: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> Vocabulary:
+        """The vocabulary of `shard`; `connect` opens a connection to it, called only when it was never read."""
+        found = self._found.get(shard)
+        if found is None:
             async with self._lock:
-                if self._found is None:
-                    async with self.engine.connect() as conn:
-                        self._found = await read_vocabulary(conn)
-        return self._found
+                found = self._found.get(shard)
+                if found is None:
+                    async with connect() as conn:
+                        found = self._found[shard] = await read_vocabulary(conn)
+        return found

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from inboxql.devmail import free_port, port_open
@@ -27,9 +28,10 @@ class MariaDBError(RuntimeError):
 class PrivateMariaDB:
     host = "127.0.0.1"
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, options: Sequence[str] = ()) -> None:
         self.root = root
         self.port = port or free_port()
+        self.options = tuple(options)  # more mariadbd options, e.g. "--innodb-ft-min-token-size=2"
         self.datadir = root / "data"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -72,6 +74,7 @@ class PrivateMariaDB:
                 "--skip-log-bin",
                 "--innodb-buffer-pool-size=64M",
                 "--max-connections=200",
+                *self.options,
                 *self._user(),
             ],
             stdin=subprocess.DEVNULL,

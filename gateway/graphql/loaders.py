@@ -152,6 +152,12 @@ class Reader:
             log.warning("shard %d unavailable: %s", shard, type(exc).__name__)
             raise ShardUnavailable(shard) from exc
 
+    @contextlib.asynccontextmanager
+    async def connection(self, shard: int) -> AsyncIterator[AsyncConnection]:
+        """A connection of its own on a shard, as `session`'s."""
+        async with self.session(shard) as session:
+            yield await session.connection()
+
     async def rows(
         self, stmt: Executable, params: dict[str, Any] | None = None, *, shard: int = HOME
     ) -> Sequence[Row[Any]]:

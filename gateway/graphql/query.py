@@ -232,7 +232,9 @@ class Query:
         account = await info.context.loaders.accounts.load(pk)
         if account is None:  # removed since the token was checked
             raise not_found("Account")
-        found = searching.plan(query, await info.context.services.vocabulary.get(), account.address)
+        shard = shard_of(pk)
+        vocabulary = await info.context.services.vocabulary.get(shard, lambda: info.context.db.connection(shard))
+        found = searching.plan(query, vocabulary, account.address)
         conditions = [
             *found.conditions,
             MessageRow.account_id == pk,
@@ -240,10 +242,10 @@ class Query:
             *message_conditions(filter),
         ]
         if found.score is None:
-            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard_of(pk))
+            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard)
         keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
         stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
-        return await _page(info, stmt, conditions, keys, page, Message.of, shard_of(pk))
+        return await _page(info, stmt, conditions, keys, page, Message.of, shard)
 
     @described(
         "An account's changes after a cursor, oldest first (the delta feed). Without `after`: from the oldest kept."

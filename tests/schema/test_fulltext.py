@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schema.fulltext import INNODB_DEFAULT_STOPWORDS, VocabularyCache, read_vocabulary
 
@@ -19,6 +22,18 @@ async def test_reads_the_token_sizes_and_stopwords_of_the_server(engine: AsyncEn
     assert vocabulary.indexed("invoice")
 
 
-async def test_the_cache_reads_once(engine: AsyncEngine) -> None:
-    cache = VocabularyCache(engine)
-    assert await cache.get() is await cache.get()
+async def test_the_cache_reads_each_shard_once(engine: AsyncEngine) -> None:
+    cache = VocabularyCache()
+    opened: list[int] = []
+
+    def connect(shard: int) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+        def opening() -> AbstractAsyncContextManager[AsyncConnection]:
+            opened.append(shard)
+            return engine.connect()
+
+        return opening
+
+    first = await cache.get(0, connect(0))
+    assert await cache.get(0, connect(0)) is first
+    assert await cache.get(1, connect(1)) == first  # the same server here, read again for its own shard
+    assert opened == [0, 1]
