@@ -6,6 +6,8 @@ is kept or logged. Refusals (unknown or revoked tokens) are cached apart, in a b
 a flood of random tokens never evicts a valid one; and a client address that keeps sending unknown tokens is
 throttled (gateway.caps.AuthFailures): 429 without a token query. Websockets and event streams outlive a
 request: they re-check their token while they are open (`until_revoked`) and end once it is revoked.
+While the tokens' database (shard 0's) does not answer, a token seen before keeps its last grant (nothing can be
+revoked meanwhile) and a token never seen is answered 503 SHARD_UNAVAILABLE (gateway.caps.TokensUnavailable).
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 
-from gateway.caps import AuthFailures, TooManyAuthFailures
-from gateway.errors import RATE_LIMITED, UNAUTHENTICATED
+from gateway.caps import AuthDeferred, AuthFailures, TokensUnavailable
+from gateway.errors import UNAUTHENTICATED
 from gateway.shared import Shared
 from schema import tokens
 from schema.db import session_factory
 
 log = logging.getLogger(__name__)
+# What a database that is down or unreachable raises (connecting, or a connection lost mid-statement).
+UNREACHABLE = (OperationalError, InterfaceError, OSError)
 
 T = TypeVar("T")
 
@@ -83,7 +88,8 @@ class TokenCache:
     async def viewer(self, token: str, now: float | None = None, *, client: str | None = None) -> Viewer | None:
         """The viewer of a live token; None for an unknown or revoked one. `client` (the request's address) is
         counted for each refusal: TooManyAuthFailures once it is over its cap, unless the token is a cached
-        valid one."""
+        valid one. TokensUnavailable when it must be looked up and the database does not answer, unless the
+        cache still holds its last grant (expired): that is kept until the database answers again."""
         now = time.monotonic() if now is None else now
         key = tokens.token_hash(token)
         cached = self._grants.get(key)
@@ -97,16 +103,27 @@ class TokenCache:
         # One lookup of a token at a time, shared by everyone asking meanwhile: when a token's cached grant
         # expires, its thousands of sockets re-checking it (until_revoked) would otherwise each send the same
         # query at once and empty the pool (the fan-out bench at 10,000 subscribers: pool timeouts, INTERNAL).
-        found = await self._lookups.run(key, partial(self._lookup, token, key, now))
+        try:
+            found = await self._lookups.run(key, partial(self._lookup, token, key, now))
+        except TokensUnavailable:
+            if cached is not None:
+                # No revocation can be written while the tokens' database is down: the grant it gave last
+                # still stands (the accounts of the shards that answer stay readable).
+                return cached[1]
+            raise
         if found is None:
             self.failures.failed(client)
         return found
 
     async def _lookup(self, token: str, key: bytes, now: float) -> Viewer | None:
-        async with self.sessions() as session, session.begin():
-            grant = await tokens.lookup(session, token)
-            if grant is not None:
-                await tokens.touch(session, grant.token_id)
+        try:
+            async with self.sessions() as session, session.begin():
+                grant = await tokens.lookup(session, token)
+                if grant is not None:
+                    await tokens.touch(session, grant.token_id)
+        except UNREACHABLE as exc:
+            log.warning("token not looked up: %s", type(exc).__name__)
+            raise TokensUnavailable from exc
         found = (
             None
             if grant is None
@@ -128,8 +145,13 @@ class TokenCache:
         return found
 
     async def viewer_by_id(self, token_id: int) -> Viewer | None:
-        async with self.sessions() as session:
-            grant = await tokens.lookup_id(session, token_id)
+        """The viewer of a live token by its id (a signed link's); TokensUnavailable as `viewer`."""
+        try:
+            async with self.sessions() as session:
+                grant = await tokens.lookup_id(session, token_id)
+        except UNREACHABLE as exc:
+            log.warning("token not looked up: %s", type(exc).__name__)
+            raise TokensUnavailable from exc
         return (
             None
             if grant is None
@@ -171,7 +193,7 @@ def client_address(connection: HTTPConnection) -> str | None:
 
 async def authenticate(tokens: TokenCache, connection: HTTPConnection) -> tuple[bool, Viewer | None]:
     """(valid, viewer) of a request: no token is valid and anonymous; a token that is present (even malformed)
-    must be live. HTTP and graphql-sse decide alike. TooManyAuthFailures when its address is throttled."""
+    must be live. HTTP and graphql-sse decide alike. AuthDeferred when it cannot be judged now (gateway.caps)."""
     token = bearer(connection.headers)
     if token is None:
         return True, None
@@ -183,10 +205,12 @@ async def authenticate(tokens: TokenCache, connection: HTTPConnection) -> tuple[
     return viewer is not None, viewer
 
 
-def throttled_response(exc: TooManyAuthFailures) -> JSONResponse:
-    """The 429 of an address that sent too many unknown tokens."""
-    body = {"errors": [{"message": str(exc), "extensions": {"code": RATE_LIMITED, "retryAfter": exc.retry_after}}]}
-    return JSONResponse(body, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+def deferred_response(exc: AuthDeferred) -> JSONResponse:
+    """The answer to a request whose token cannot be judged now: 429 for an address that sent too many unknown
+    tokens, 503 while the tokens' database does not answer; either way a GraphQL-shaped error and Retry-After."""
+    extensions = {"code": exc.code, "retryAfter": exc.retry_after, **exc.extensions}
+    body = {"errors": [{"message": str(exc), "extensions": extensions}]}
+    return JSONResponse(body, status_code=exc.status, headers={"Retry-After": str(exc.retry_after)})
 
 
 def unauthenticated_response(message: str) -> JSONResponse:

@@ -11,6 +11,9 @@ one client address may try.
   query each up to the cap, and never push valid tokens out of the token cache (gateway.auth keeps refusals
   apart from grants). The count is per process, in memory: a few hundred bytes per address, dropped when its
   window ends.
+* `TokensUnavailable`: a token that has to be looked up while the database of the tokens does not answer is
+  answered 503, typed, never a 500; like the throttle, an `AuthDeferred`, which every authenticating route
+  answers with `gateway.auth.deferred_response`.
 """
 
 from __future__ import annotations
@@ -21,18 +24,49 @@ import time
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import BAD_USER_INPUT
+from gateway.errors import BAD_USER_INPUT, RATE_LIMITED, SHARD_UNAVAILABLE
+from schema.shards import HOME
 
 # Addresses counted at once before old windows are dropped (a flood from many addresses stays bounded).
 MAX_ADDRESSES = 100_000
 
 
-class TooManyAuthFailures(Exception):
+class AuthDeferred(Exception):
+    """A request whose token cannot be judged now: answered with HTTP `status` and `code` (a websocket is closed
+    with `close`), the client told to try again in `retry_after` seconds."""
+
+    status = 429
+    code = RATE_LIMITED
+    close = 4429
+
+    def __init__(self, message: str, retry_after: int, **extensions: object) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.extensions = extensions
+
+
+class TooManyAuthFailures(AuthDeferred):
     """This client address sent too many unknown tokens: 429 (a websocket: 4429) for `retry_after` seconds."""
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many invalid API tokens from this address: try again in {retry_after} s")
-        self.retry_after = retry_after
+        super().__init__(f"too many invalid API tokens from this address: try again in {retry_after} s", retry_after)
+
+
+class TokensUnavailable(AuthDeferred):
+    """A token the process does not hold as valid could not be looked up: the database of the API tokens (shard
+    0's) did not answer. 503 SHARD_UNAVAILABLE (a websocket: 1013, try again later); no failure is counted
+    against the client. Tokens already cached go on working, on every shard that answers."""
+
+    status = 503
+    code = SHARD_UNAVAILABLE
+    close = 1013
+
+    def __init__(self, retry_after: int = 5) -> None:
+        super().__init__(
+            "the API token cannot be checked now: the database of shard 0 cannot be reached; try again",
+            retry_after,
+            shard=HOME,
+        )
 
 
 class AuthFailures:

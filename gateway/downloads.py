@@ -14,8 +14,8 @@ from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.auth import Viewer, bearer, client_address, throttled_response
-from gateway.caps import TooManyAuthFailures
+from gateway.auth import Viewer, bearer, client_address, deferred_response
+from gateway.caps import AuthDeferred
 from gateway.errors import BAD_USER_INPUT, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of
 from gateway.services import Services
@@ -65,8 +65,8 @@ class Downloads:
     async def attachment(self, request: Request) -> Response:
         try:
             viewer = await self._viewer(request)
-        except TooManyAuthFailures as exc:
-            return throttled_response(exc)
+        except AuthDeferred as exc:
+            return deferred_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token or signed link is required")
         try:
@@ -100,8 +100,8 @@ class Downloads:
     async def raw(self, request: Request) -> Response:
         try:
             viewer = await self._viewer(request)
-        except TooManyAuthFailures as exc:
-            return throttled_response(exc)
+        except AuthDeferred as exc:
+            return deferred_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token or signed link is required")
         try:

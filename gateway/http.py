@@ -31,10 +31,10 @@ from gateway.auth import (
     authenticate,
     client_address,
     connection_token,
-    throttled_response,
+    deferred_response,
     unauthenticated_response,
 )
-from gateway.caps import TooManyAuthFailures
+from gateway.caps import AuthDeferred
 from gateway.errors import GatewayError, http_status, response_body
 from gateway.graphiql import graphiql_page
 from gateway.graphql.context import Context
@@ -43,7 +43,7 @@ from gateway.graphql.persisted import PersistedQueries
 from gateway.render import dumps, encode_message
 from gateway.services import Services
 from gateway.sse import serve_event_stream, wants_event_stream
-from gateway.websocket import Connection, TooManyStreams
+from gateway.websocket import Connection, SocketRefused, TooManyStreams
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 ACK = cast(UnsetType, UNSET)  # connection_ack without a payload
@@ -95,8 +95,8 @@ class GatewayView(GraphQL[Context, None]):
             return
         try:
             valid, viewer = await authenticate(self.services.tokens, request)
-        except TooManyAuthFailures as exc:
-            await throttled_response(exc)(scope, receive, send)
+        except AuthDeferred as exc:
+            await deferred_response(exc)(scope, receive, send)
             return
         if not valid:
             await unauthenticated_response("the API token is not valid")(scope, receive, send)
@@ -150,8 +150,8 @@ class GatewayView(GraphQL[Context, None]):
             return ACK  # anonymous: like HTTP without a token, only introspection answers (gateway.websocket)
         try:
             viewer = await self.services.tokens.viewer(token, client=client_address(context.request)) if token else None
-        except TooManyAuthFailures as exc:
-            raise TooManyStreams(str(exc)) from None  # 4429, as for too many streams: the client should back off
+        except AuthDeferred as exc:  # 4429 (throttled) or 1013 (tokens unavailable): the client should back off
+            raise SocketRefused(exc.close, str(exc)) from None
         if viewer is None:
             raise ConnectionRejectionError({"reason": "the API token is not valid"})
         if not self.services.streams.take(viewer.token_id):

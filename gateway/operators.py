@@ -12,8 +12,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.auth import TokenCache, authenticate, client_address, throttled_response, unauthenticated_response
-from gateway.caps import TooManyAuthFailures
+from gateway.auth import TokenCache, authenticate, client_address, deferred_response, unauthenticated_response
+from gateway.caps import AuthDeferred
 from gateway.errors import FORBIDDEN
 from ops.profile import Guard, error, is_loopback
 
@@ -24,8 +24,8 @@ def operator_guard(tokens: TokenCache) -> Guard:
     async def guard(request: Request) -> Response | None:
         try:
             valid, viewer = await authenticate(tokens, request)
-        except TooManyAuthFailures as exc:
-            return throttled_response(exc)
+        except AuthDeferred as exc:
+            return deferred_response(exc)
         if not valid:
             return unauthenticated_response("the API token is unknown or revoked")
         if viewer is None:

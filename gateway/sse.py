@@ -93,11 +93,11 @@ from gateway.auth import (
     Viewer,
     authenticate,
     bearer,
-    throttled_response,
+    deferred_response,
     unauthenticated_response,
     until_revoked,
 )
-from gateway.caps import TooManyAuthFailures
+from gateway.caps import AuthDeferred
 from gateway.errors import (
     BAD_USER_INPUT,
     INTERNAL,
@@ -394,8 +394,8 @@ async def serve_event_stream(view: View, request: Request, send: Send) -> None:
     # As over HTTP: a token that is present must be valid.
     try:
         valid, viewer = await authenticate(view.services.tokens, request)
-    except TooManyAuthFailures as exc:
-        await throttled_response(exc)(scope, receive, send)
+    except AuthDeferred as exc:
+        await deferred_response(exc)(scope, receive, send)
         return
     if not valid:
         await unauthenticated_response("the API token is not valid")(scope, receive, send)

@@ -31,8 +31,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import bearer, client_address, throttled_response
-from gateway.caps import TooManyAuthFailures
+from gateway.auth import bearer, client_address, deferred_response
+from gateway.caps import AuthDeferred
 from gateway.errors import BAD_USER_INPUT, FORBIDDEN, UNAUTHENTICATED
 from gateway.ids import to_global
 from gateway.services import Services
@@ -123,8 +123,8 @@ class StatusRoutes:
             return _error(401, UNAUTHENTICATED, "an operator token is required (Authorization: Bearer ...)")
         try:
             viewer = await self.tokens.viewer(token, client=client_address(request))
-        except TooManyAuthFailures as exc:
-            return throttled_response(exc)
+        except AuthDeferred as exc:
+            return deferred_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "the token is unknown or revoked")
         if not viewer.operator:

@@ -32,8 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import bearer, client_address, throttled_response
-from gateway.caps import TooManyAuthFailures
+from gateway.auth import bearer, client_address, deferred_response
+from gateway.caps import AuthDeferred
 from gateway.errors import BAD_USER_INPUT, FORBIDDEN, NOT_FOUND, UNAUTHENTICATED, BadUserInput
 from gateway.ids import pk_of, to_global
 from gateway.services import Services
@@ -107,8 +107,8 @@ class Uploads:
         token = bearer(request.headers)
         try:
             viewer = await self.tokens.viewer(token, client=client_address(request)) if token else None
-        except TooManyAuthFailures as exc:
-            return throttled_response(exc)
+        except AuthDeferred as exc:
+            return deferred_response(exc)
         if viewer is None:
             return _error(401, UNAUTHENTICATED, "a valid API token is required (Authorization: Bearer TOKEN)")
         if viewer.read_only:

@@ -4,7 +4,8 @@ for hours needs.
 * **Authentication** is the view's (`GatewayView.on_ws_connect`, from connection_init's `Authorization`): a bad
   token is refused with 4403; a token already holding `max_streams_per_token` websockets and event streams in
   this process with 4429 (`TooManyStreams`), and so is any token the process does not hold as valid from an
-  address that sent too many unknown ones (gateway.caps.AuthFailures).
+  address that sent too many unknown ones (gateway.caps.AuthFailures); one that cannot be looked up because the
+  tokens' database does not answer with 1013 (try again later).
 * **Revocation**: while the socket is open its token is re-checked (gateway.auth.until_revoked); once revoked,
   the socket is closed with 4403.
 * **Anonymous sockets**: without connection_init within `ws_init_seconds` the socket is closed with 4408
@@ -36,13 +37,20 @@ TOO_MANY = 4429
 ANONYMOUS = 4401
 
 
-class TooManyStreams(Exception):
-    """The token holds as many websockets and event streams as it may, or the client's address sent too many
-    unknown tokens (gateway.caps): the socket is closed with 4429 and the reason."""
+class SocketRefused(Exception):
+    """connection_init refused: the socket is closed with `code` and the reason."""
 
-    def __init__(self, reason: str = "too many open streams for this token") -> None:
+    def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
+
+
+class TooManyStreams(SocketRefused):
+    """The token holds as many websockets and event streams as it may: 4429."""
+
+    def __init__(self) -> None:
+        super().__init__(TOO_MANY, "too many open streams for this token")
 
 
 class Connection(BaseGraphQLTransportWSHandler[Context, None]):
@@ -53,8 +61,8 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)
-        except TooManyStreams as exc:
-            await self.websocket.close(code=TOO_MANY, reason=exc.reason)
+        except SocketRefused as exc:
+            await self.websocket.close(code=exc.code, reason=exc.reason)
             return
         viewer = self.context.viewer
         if not self.connection_acknowledged or self._watch is not None:

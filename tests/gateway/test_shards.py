@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from websockets.asyncio.client import ClientConnection
 
+from gateway.config import GatewayConfig
 from gateway.ids import from_global, to_global, upload_pk, webhook_pk
 from gateway.testing import Client, ServerThread, add_folder, deliver, start_gateway
 from inboxql import commands
@@ -45,6 +46,8 @@ SUBJECTS = """query($a: ID!) { messages(accountId: $a) { edges { node { id subje
 NODE = "query($id: ID!) { node(id: $id) { id ... on Message { subject account { address } } } }"
 CHANGES = """query($a: ID!, $after: String) { changes(accountId: $a, after: $after) {
   cursor changes { operation objectType object { ... on Message { subject } } } } }"""
+# Short, so that a test can outlast a cached grant.
+TOKEN_CACHE = 2.0
 FOLLOW = """subscription($a: ID!, $after: String) { changes(accountId: $a, after: $after) {
   operation objectType object { ... on Message { subject } } } }"""
 
@@ -109,7 +112,7 @@ async def deployment(two_servers: tuple[PrivateMariaDB, PrivateMariaDB]) -> Asyn
         both = await tokens.create_token(session, [ids["zero"], ids["one"]], found=found)
         lone = await tokens.create_token(session, [ids["other"]], found=found)
         zero_only = await tokens.create_token(session, [ids["zero"]], found=found)
-    gateway = start_gateway(settings)
+    gateway = start_gateway(settings, GatewayConfig(token_cache_seconds=TOKEN_CACHE))
     try:
         yield Deployment(settings, shards, gateway, (home, other), ids, inboxes, both, lone, zero_only)
     finally:
@@ -436,6 +439,70 @@ async def test_shard_1_down_fails_only_its_accounts_with_shard_unavailable(
     # Back: shard 1's accounts answer again.
     data = await both.data(query, {"a": one})
     assert {e["node"]["subject"] for e in data["messages"]["edges"]} >= {"one a", "one b", "one c"}
+
+
+async def test_shard_0_down_keeps_known_tokens_reading_shard_1_and_answers_new_ones_503(
+    deployment: Deployment, http: httpx.AsyncClient
+) -> None:
+    ids, both = deployment.ids, Client(http, deployment.both)
+    zero, one = gid(ids["zero"]), gid(ids["one"])
+    query = "query($a: ID!) { messages(accountId: $a) { edges { node { subject } } } changesCursor(accountId: $a) }"
+    async with session_factory(deployment.shards.home)() as session, session.begin():
+        unseen = await tokens.create_token(session, [ids["one"]], found={ids["one"]})  # never used before the stop
+    await both.data(query, {"a": one})  # the gateway holds this token's grant
+    url = deployment.gateway.url.replace("http://", "ws://") + "/graphql"
+    async with socket(deployment, deployment.both) as ws:
+        await ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": FOLLOW, "variables": {"a": one}}})
+        )
+        await asyncio.sleep(0.5)  # subscribed from now on
+        deployment.servers[0].stop()
+        try:
+            # Out of the balancer: shard 0 holds the tokens and the global tables.
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["database"] != "ok"
+            assert ready.json()["shards"] == {"1": "ok"}
+            # A token never seen cannot be checked: 503, typed, with Retry-After; never a 500.
+            for headers in ({"authorization": f"Bearer {unseen}"}, {"authorization": "Bearer iqt_unknown"}):
+                answer = await http.post("/graphql", json={"query": query, "variables": {"a": one}}, headers=headers)
+                assert answer.status_code == 503, answer.text
+                assert int(answer.headers["retry-after"]) > 0
+                [error] = answer.json()["errors"]
+                assert error["extensions"]["code"] == "SHARD_UNAVAILABLE"
+                assert error["extensions"]["shard"] == 0
+            async with websockets.connect(url, subprotocols=[websockets.Subprotocol("graphql-transport-ws")]) as late:
+                await late.send(
+                    json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {unseen}"}})
+                )
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(late.recv(), 20)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1013
+            # A token seen before keeps its grant past the cache period (nothing can be revoked meanwhile):
+            # shard 1's account answers, shard 0's fails typed.
+            await asyncio.sleep(TOKEN_CACHE + 0.5)
+            data = await both.data(
+                "query($a: ID!) { messages(accountId: $a) { edges { node { subject } } } }", {"a": one}
+            )
+            assert {e["node"]["subject"] for e in data["messages"]["edges"]} >= {"one a", "one b", "one c"}
+            refused = await both.run(query, {"a": zero})
+            assert [e["extensions"] for e in refused["errors"]] == [{"code": "SHARD_UNAVAILABLE", "shard": 0}]
+            # The subscription of shard 1's account hears a change committed there.
+            redis = Redis.from_url(REDIS_URL)
+            try:
+                store = deployment.shards.store(1, redis)
+                await deliver(
+                    store, ids["one"], deployment.inboxes["one"], [(mail("one while zero is down"), [])], first_uid=60
+                )
+            finally:
+                await redis.aclose()
+            assert await next_message(ws, "1") == {"subject": "one while zero is down"}
+        finally:
+            deployment.servers[0].start()
+    # Back: the unseen token is looked up (no refusal was cached while it could not be checked).
+    data = await Client(http, unseen).data(query, {"a": one})
+    assert "one while zero is down" in {e["node"]["subject"] for e in data["messages"]["edges"]}
 
 
 async def test_the_operator_api_manages_accounts_of_every_shard(
