@@ -6,7 +6,7 @@ Redis that accepts connections but never answers (a stopped process, a black-hol
 hold each caller for as long as the socket lives: redis-py before 8.0 has no socket timeout at all by default.
 So:
 
-* clients are made with short connect and read timeouts (`TIMEOUT`);
+* clients are made with short connect and read timeouts (`TIMEOUT`), and a bounded pool that a burst waits for;
 * each guarded call is bounded once more by asyncio, whatever the client's settings;
 * after a failed call, the client's breaker is open for `COOLDOWN` seconds: calls fail at once
   (`RedisUnavailable`) instead of each waiting out its timeout. Then one call tries again (the others still
@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 T = TypeVar("T")
 
@@ -33,14 +33,26 @@ T = TypeVar("T")
 # well under a millisecond on a live Redis).
 TIMEOUT = 1.0
 COOLDOWN = 5.0
+# Connections of one client (calls take one for well under a millisecond; a subscription holds one).
+MAX_CONNECTIONS = 64
 
 
 class RedisUnavailable(Exception):
     """Redis did not answer in time, failed, or its breaker is open."""
 
 
-def connect(url: str, *, timeout: float = TIMEOUT) -> Redis:
-    return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def connect(url: str, *, timeout: float = TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> Redis:
+    """A client of at most `max_connections` connections; a call finding them all busy waits for one (up to
+    `timeout`) instead of failing: a burst of calls (a thousand sockets' rate-limit charges at once) is not an
+    outage, and must not open the breaker (redis-py's default pool raises MaxConnectionsError past 100)."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+    )
+    return Redis.from_pool(pool)
 
 
 class Breaker:
