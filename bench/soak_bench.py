@@ -12,7 +12,8 @@ Set-up (bench.common.synced_mailbox): a private Dovecot with a seeded mailbox, a
    the other, with nothing else running: its p50 and p99 are the baseline.
 2. Soak, for `--minutes`:
    - `--ws-clients` websockets (graphql-transport-ws), spread over the tokens, each subscribed to
-     `messageAdded(accountId, after: <the cursor at the start>)`;
+     `messageAdded(accountId, after: <the cursor at the start>)`, in a process of their own (receiving their
+     bursts in this one delayed the HTTP clients' own measurements by up to 27 ms at p99);
    - `--http-clients` HTTP clients (tokens round-robin), each in a loop: one of the plain query, a threads page,
      a search, a message with its body and a page of `changes`, then 0.5-1.5 s of think time;
    - another IMAP client APPENDs generated mail to INBOX at `--rate` messages a second and changes a flag in
@@ -33,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing as mp
 import os
 import random
 import subprocess
@@ -42,6 +44,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import IO, Any
 
 import httpx
@@ -155,6 +158,62 @@ async def subscribe(sub: Subscriber, port: int, account: str, after: str, errors
         errors.add("websocket", f"subscriber {sub.n}: {sub.ended}")
     finally:
         sub.ready.set()  # also when it failed: the start-up does not wait for it
+
+
+class SubscriberProcess:
+    """The websocket subscribers in a process of their own: 200 sockets receiving a burst at every new message
+    kept this process's event loop busy (it woke up to 27 ms late at p99), and the HTTP clients beside them
+    measured that as the gateway's latency. The child reports through a pipe: `progress` and, at the end,
+    `finish` (what every subscriber received, and the errors it saw)."""
+
+    def __init__(self, port: int, account: str, after: str, tokens: Sequence[str], count: int) -> None:
+        context = mp.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(
+            target=_subscribers_main, args=(child, port, account, after, list(tokens), count), daemon=True
+        )
+        self.process.start()
+        child.close()
+
+    async def ask(self, command: str) -> Any:
+        await asyncio.to_thread(self.conn.send, command)
+        return await asyncio.to_thread(self.conn.recv)
+
+    async def ready(self) -> float:
+        seconds: float = await asyncio.to_thread(self.conn.recv)
+        return seconds
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+
+def _subscribers_main(conn: Connection, port: int, account: str, after: str, tokens: list[str], count: int) -> None:
+    asyncio.run(_subscribers(conn, port, account, after, tokens, count))
+
+
+async def _subscribers(conn: Connection, port: int, account: str, after: str, tokens: list[str], count: int) -> None:
+    errors = Errors()
+    subscribers = [Subscriber(n, tokens[n % len(tokens)]) for n in range(count)]
+    tasks: list[asyncio.Task[None]] = []
+    opened = time.monotonic()
+    try:
+        for batch in range(0, count, 20):
+            group = subscribers[batch : batch + 20]
+            tasks += [asyncio.create_task(subscribe(s, port, account, after, errors)) for s in group]
+            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in group)), 60)
+        conn.send(time.monotonic() - opened)
+        while True:
+            command = await asyncio.to_thread(conn.recv)
+            if command == "progress":
+                conn.send([(len(s.received), s.ended is not None) for s in subscribers])
+            else:  # finish
+                conn.send(([(s.received, s.ended) for s in subscribers], dict(errors.counts), errors.first))
+                return
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def graphql(
@@ -332,6 +391,7 @@ async def run_async(
     )
     errors = Errors()
     stop = asyncio.Event()
+    listeners: SubscriberProcess | None = None
     clients: list[httpx.AsyncClient] = []
     tasks: list[asyncio.Task[Any]] = []
     try:
@@ -352,13 +412,9 @@ async def run_async(
         print(f"idle: plain query p50 {common.ms(idle, 50)} ms, p99 {common.ms(idle, 99)} ms ({len(idle)} requests)")
 
         start_seq, start_cursor = await current_cursor(engine, synced.account_id)
-        subscribers = [Subscriber(n, token_list[n % tokens]) for n in range(ws_clients)]
-        opened = time.monotonic()
-        for batch in range(0, ws_clients, 20):
-            group = subscribers[batch : batch + 20]
-            tasks += [asyncio.create_task(subscribe(s, port, account, start_cursor, errors)) for s in group]
-            await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in group)), 60)
-        print(f"{ws_clients} subscribers on {tokens} tokens in {time.monotonic() - opened:.1f} s")
+        listeners = SubscriberProcess(port, account, start_cursor, token_list, ws_clients)
+        opened = await asyncio.wait_for(listeners.ready(), 60 + 60 * ws_clients / 20)
+        print(f"{ws_clients} subscribers on {tokens} tokens in {opened:.1f} s (in a process of their own)")
 
         seconds = minutes * 60
         warmup = min(60.0, seconds / 4)
@@ -381,7 +437,7 @@ async def run_async(
             if mail.done() or follower.poll() is not None or gateway.poll() is not None:
                 break
             elapsed = time.monotonic() - soak_started
-            got = min(len(s.received) for s in subscribers)
+            got = min(n for n, _ in await listeners.ask("progress"))
             print(
                 f"  {elapsed:5.0f} s: RSS {common.rss(gateway.pid) / common.MIB:6.1f} MiB, {errors.total} errors, "
                 f"slowest subscriber at {got} messages",
@@ -400,10 +456,14 @@ async def run_async(
             await asyncio.sleep(0.5)
             expected = await new_messages(engine, synced.account_id, start_seq)
         while time.monotonic() < deadline and any(
-            len(s.received) < len(expected) and s.ended is None for s in subscribers
+            n < len(expected) and not ended for n, ended in await listeners.ask("progress")
         ):
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # a duplicate would come now
+        feeds, their_counts, their_first = await listeners.ask("finish")
+        subscribers = [Subscriber(n, "", received=received, ended=ended) for n, (received, ended) in enumerate(feeds)]
+        errors.counts.update(their_counts)
+        errors.first.extend(their_first[: max(0, 10 - len(errors.first))])
 
         # -- the figures --
         gateway_errors = log_errors(gateway_log)
@@ -464,6 +524,8 @@ async def run_async(
         return 0 if errors.total == 0 and feeds_ok else 1
     finally:
         stop.set()
+        if listeners is not None:
+            await asyncio.to_thread(listeners.stop)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
