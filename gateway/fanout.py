@@ -63,39 +63,67 @@ CLIENT_NAME = "inboxql-gateway-doorbells"
 WAKE_SLICE = 32
 
 
+class _Waiter:
+    """A subscriber waiting on its bell: at cursor `after`, wanting the changes `wants` accepts (None: all)."""
+
+    __slots__ = ("after", "future", "wants")
+
+    def __init__(self, after: int | None, wants: Callable[[Change], bool] | None) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.after = after
+        self.wants = wants
+
+
 class _Gate:
     """What a bell's waiters wait on until it rings: like an asyncio.Event, but opening it wakes its waiters
     `WAKE_SLICE` per turn of the event loop, not all in one. A waiter woken sends its events in one step (the batch
     is kept, its renders shared), so a ring at 200 subscribers was 20-40 ms of the loop in one piece, and a
     request that arrived meanwhile waited for all of it (the soak's p99); between slices the loop now reads what
     came in and serves it too. At 10,000 subscribers the slices add a few hundred turns, each a poll with no wait.
-    A waiter that left (cancelled) before its slice is skipped."""
+    A waiter that left (cancelled) before its slice is skipped.
+
+    Opened with the batch the ring's prefetch read (the whole log after the cursor it read at), a waiter at that
+    cursor that wants none of its changes is not woken: its cursor moves past them and it waits on the next gate
+    (a `messageAdded` subscriber sleeps through a flag change)."""
 
     __slots__ = ("opened", "waiters")
 
     def __init__(self) -> None:
         self.opened = False
-        self.waiters: list[asyncio.Future[None]] = []
+        self.waiters: list[_Waiter] = []
 
-    async def wait(self) -> None:
+    async def wait(self, waiter: _Waiter) -> None:
         if self.opened:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append(waiter)
-        await waiter
+        await waiter.future
 
-    def open(self) -> None:
+    def open(self, after: int | None = None, batch: Batch | None = None, successor: _Gate | None = None) -> bool:
+        """Wake the waiters (see the class); True when some were moved on to `successor` instead."""
         self.opened = True
         waiters, self.waiters = self.waiters, []
+        moved = False
+        if batch is not None and successor is not None and batch.changes:
+            last = batch.changes[-1].seq
+            woken = []
+            for waiter in waiters:
+                if waiter.after == after and waiter.wants is not None and not any(map(waiter.wants, batch.changes)):
+                    waiter.after = last
+                    successor.waiters.append(waiter)
+                    moved = True
+                else:
+                    woken.append(waiter)
+            waiters = woken
         if waiters:
             _wake(waiters, 0)
+        return moved
 
 
-def _wake(waiters: list[asyncio.Future[None]], start: int) -> None:
+def _wake(waiters: list[_Waiter], start: int) -> None:
     end = start + WAKE_SLICE
     for waiter in waiters[start:end]:
-        if not waiter.done():
-            waiter.set_result(None)
+        if not waiter.future.done():
+            waiter.future.set_result(None)
     if end < len(waiters):
         # The next slice after this turn's callbacks, the woken waiters among them: the next turn first polls for
         # I/O, so what arrived meanwhile runs beside the next slice instead of after the last one.
@@ -118,10 +146,13 @@ class _Bell:
         self.prefetching = False
         self.again = False  # a ring came while the prefetch ran
 
-    def ring(self) -> None:
+    def ring(self, after: int | None = None, batch: Batch | None = None) -> None:
+        """Wake the waiters; with the batch read at cursor `after` after the commit that rang (complete, no ring
+        since), those at that cursor who want none of it wait on, past it."""
         self.rings += 1
         event, self.event = self.event, _Gate()
-        event.open()
+        if event.open(after, batch, self.event) and batch is not None:
+            self.after = batch.changes[-1].seq  # where the moved waiters wait: the next prefetch reads there
 
 
 class Batch:
@@ -290,7 +321,12 @@ class Fanout:
                 batch = await self.read(account_id, after)
         finally:
             again, bell.again, bell.prefetching = bell.again, False, False
-            bell.ring()
+            # Waiters may sleep through it only when it is the whole log after their cursor, with no gap before it
+            # (a gap may be an expiry, which a subscriber must be woken to report).
+            whole = batch is not None and not again and batch.complete
+            if whole and batch is not None and batch.changes and batch.changes[0].seq != after + 1:
+                whole = False
+            bell.ring(after, batch if whole else None)
         if batch is not None and not again:
             # The log as of a read begun after the commit that rang: marked with the ring that wakes them, so the
             # subscribers who send its entries wait after the last one without reading again, and an empty
@@ -333,22 +369,28 @@ class Fanout:
             if bell.listeners == 0 and self._bells.get(account_id) is bell:
                 del self._bells[account_id]
 
-    async def wait(self, account_id: int, mark: int, after: int | None = None) -> None:
+    async def wait(
+        self, account_id: int, mark: int, after: int | None = None, wants: Callable[[Change], bool] | None = None
+    ) -> int | None:
         """Until the account's doorbell rings after `mark` (an empty batch's), the ticker's rings included; at
         once when it already has. (A fan-out that was not started has no ticker: then a timer of its own.)
-        `after`, the cursor the subscriber will read from, is where the next ring's prefetch reads."""
+        `after`, the cursor the subscriber will read from, is where the next ring's prefetch reads. With `wants`
+        (and `after`), rings whose changes it accepts none of pass without waking it: returns the cursor it was
+        moved to past them, where it reads from (`after` when none passed)."""
         bell = self._bells.get(account_id)
         if bell is None or bell.rings != mark:
-            return
+            return after
         if after is not None:
             bell.after = after
+        waiter = _Waiter(after, wants if after is not None else None)
         if self._ticker is not None:
-            await bell.event.wait()
-            return
+            await bell.event.wait(waiter)
+            return waiter.after
         timeout = self.safety_seconds if self.connected else self.poll_seconds
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await bell.event.wait()
+                await bell.event.wait(waiter)
+        return waiter.after
 
     async def read(self, account_id: int, after: int) -> Batch:
         """The events after `after`, read once for all subscribers of that account at that cursor.

@@ -44,8 +44,12 @@ def subscribed(description: str) -> Callable[[F], F]:
     return cast("Callable[[F], F]", strawberry.subscription(description=description))
 
 
-async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerator[Change, None]:
-    """Every change after the cursor (or, without one, from now on), in order, each once; never ends.
+async def follow(
+    info: Info, account_id: int, after: str | None, wants: Callable[[Change], bool] | None = None
+) -> AsyncGenerator[Change, None]:
+    """Every change after the cursor (or, without one, from now on), in order, each once; never ends. With
+    `wants`, those it accepts at least (the fan-out lets a subscriber sleep through rings whose changes it
+    accepts none of: gateway.fanout._Gate).
 
     The events are the batch's (gateway.fanout.Batch), shared with every subscriber that read the same batch,
     and loaded through the batch's loaders: a long-lived subscription never serves a stale cached row, and
@@ -62,15 +66,15 @@ async def follow(info: Info, account_id: int, after: str | None) -> AsyncGenerat
         while True:
             batch = await fanout.read(account_id, seq)
             if not batch.changes:
-                await fanout.wait(account_id, batch.mark, seq)
+                seq = await fanout.wait(account_id, batch.mark, seq, wants) or seq
                 continue
             if batch.changes[0].seq != seq + 1 and not await fanout.cursor_valid(account_id, seq):
                 raise expired()  # expired while the subscriber lagged behind
             for change in batch.changes:
                 seq = change.seq
                 yield change
-            if batch.complete:
-                await fanout.wait(account_id, batch.mark, seq)  # at once if a ring came since the read began
+            if batch.complete:  # at once if a ring came since the read began
+                seq = await fanout.wait(account_id, batch.mark, seq, wants) or seq
 
 
 async def derived(change: Change, name: str, build: Callable[[], Awaitable[E | None]]) -> E | None:
@@ -113,6 +117,12 @@ class SyncProgressChanged:
     renders: strawberry.Private[dict[Any, Any]]
 
 
+def _of_type(*types: ObjectType) -> Callable[[Change], bool]:
+    """The changes of these object types (what a convenience subscription looks at, a superset of what it sends)."""
+    wanted = frozenset(types)
+    return lambda change: change.object_type in wanted
+
+
 def _folder_matches(state: dict[str, Any] | None, folder_ids: set[int] | None) -> bool:
     if folder_ids is None:
         return True
@@ -144,9 +154,13 @@ class Subscription:
     ) -> AsyncGenerator[Change, None]:
         pk = info.context.account_pk(account_id)
         wanted = frozenset(types or ())
-        async with aclosing(follow(info, pk, after)) as feed:
+
+        def wants(change: Change) -> bool:
+            return not wanted or change.object_type in wanted
+
+        async with aclosing(follow(info, pk, after, wants if wanted else None)) as feed:
             async for change in feed:
-                if not wanted or change.object_type in wanted:
+                if wants(change):
                     await info.context.spend_event()
                     if not await send_direct(info.context, change):
                         yield change
@@ -167,10 +181,14 @@ class Subscription:
         if role is not None:
             by_role = await _role_folders(info, pk, role)
             folders = by_role if folders is None else folders & by_role
-        async with aclosing(follow(info, pk, after)) as feed:
+
+        def wants(change: Change) -> bool:
+            new = change.object_type is ObjectType.MESSAGE and change.operation is Op.CREATE
+            return new and _folder_matches(change.data, folders)
+
+        async with aclosing(follow(info, pk, after, wants)) as feed:
             async for change in feed:
-                new = change.object_type is ObjectType.MESSAGE and change.operation is Op.CREATE
-                if new and _folder_matches(change.data, folders):
+                if wants(change):
                     event = await derived(change, "messageAdded", partial(_message_added, change))
                     if event is not None:
                         await info.context.spend_event()
@@ -182,7 +200,7 @@ class Subscription:
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[ThreadUpdated, None]:
         pk = info.context.account_pk(account_id)
-        async with aclosing(follow(info, pk, after)) as feed:
+        async with aclosing(follow(info, pk, after, _of_type(ObjectType.THREAD))) as feed:
             async for change in feed:
                 if change.object_type is ObjectType.THREAD:
                     event = await derived(change, "threadUpdated", partial(_thread_updated, change))
@@ -197,7 +215,7 @@ class Subscription:
     ) -> AsyncGenerator[FolderCountsChanged, None]:
         pk = info.context.account_pk(account_id)
         counts: dict[int, tuple[object, object]] = {}
-        async with aclosing(follow(info, pk, after)) as feed:
+        async with aclosing(follow(info, pk, after, _of_type(ObjectType.FOLDER))) as feed:
             async for change in feed:
                 if change.object_type is not ObjectType.FOLDER or change.data is None:
                     continue
@@ -216,7 +234,7 @@ class Subscription:
         self, info: Info, account_id: strawberry.ID, after: str | None = None
     ) -> AsyncGenerator[SyncProgressChanged, None]:
         pk = info.context.account_pk(account_id)
-        async with aclosing(follow(info, pk, after)) as feed:
+        async with aclosing(follow(info, pk, after, _of_type(ObjectType.ACCOUNT, ObjectType.FOLDER))) as feed:
             async for change in feed:
                 if change.object_type in (ObjectType.ACCOUNT, ObjectType.FOLDER):
                     event = await derived(change, "syncProgress", partial(_sync_progress, change, pk))

@@ -27,10 +27,10 @@ from websockets.typing import Subprotocol
 
 from gateway import heap
 from gateway.errors import RateLimited
-from gateway.fanout import WAKE_SLICE, Batch, Fanout, _Gate
+from gateway.fanout import WAKE_SLICE, Batch, Fanout, _Gate, _Waiter
 from gateway.graphql import subscriptions
 from gateway.limits import RateLimiter
-from gateway.testing import ServerThread, deliver
+from gateway.testing import ServerThread, add_folder, deliver
 from schema.unit import Store
 from tests.conftest import REDIS_URL
 from tests.gateway.test_changes import Fresh, mail
@@ -259,6 +259,46 @@ ADDED = """subscription($acc: ID!, $after: String) {
     messageAdded(accountId: $acc, after: $after) { cursor message { id subject unread from { name address } } } }"""
 
 
+async def test_a_subscriber_sleeps_through_rings_of_changes_it_would_not_send(
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`messageAdded` subscribers (the soak's 200) all woke at every flag change, each to find nothing to send. A
+    ring whose prefetched batch holds none of the changes a waiter wants moves its cursor past them and leaves it
+    asleep; the next message it wants still comes, with the right cursor."""
+    opens: list[tuple[bool, int, int]] = []  # (with a batch, waiting, slept through)
+    open_gate = _Gate.open
+
+    def recording(
+        self: _Gate, after: int | None = None, batch: Batch | None = None, successor: _Gate | None = None
+    ) -> bool:
+        waiting, kept = len(self.waiters), len(successor.waiters) if successor is not None else 0
+        moved = open_gate(self, after, batch, successor)
+        opens.append((batch is not None, waiting, (len(successor.waiters) - kept) if successor is not None else 0))
+        return moved
+
+    monkeypatch.setattr(_Gate, "open", recording)
+    added = follow(gateway, fresh.client.token or "", ADDED, {"acc": fresh.gid, "after": await cursor_now(fresh)})
+    try:
+        first = asyncio.ensure_future(anext(added))
+        await asyncio.sleep(0.5)  # subscribed and waiting
+        opens.clear()
+        for n in range(3):  # commits of folders: nothing messageAdded sends
+            await add_folder(gw_store, fresh.id, f"Elsewhere {n}", None)
+            async with asyncio.timeout(10):
+                while not any(batch for batch, _, _ in opens[n:]):
+                    await asyncio.sleep(0.02)
+        rung = [(waiting, slept) for batch, waiting, slept in opens if batch]
+        assert len(rung) >= 3
+        assert all(waiting == slept == 1 for waiting, slept in rung), opens
+        before = seq_of(await cursor_now(fresh))
+        await deliver(gw_store, fresh.id, fresh.inbox, [(mail("wanted"), [])], first_uid=1)
+        event = (await asyncio.wait_for(first, 10))["messageAdded"]
+    finally:
+        await added.aclose()  # type: ignore[attr-defined]
+    assert event["message"]["subject"] == "wanted"
+    assert seq_of(event["cursor"]) > before
+
+
 def _selections() -> int:
     """The selections graphql-core collected that are alive in this process (the gateway's thread included)."""
     gc.unfreeze()  # the gateway's heap keeper froze most of the heap, which gc.get_objects() does not list
@@ -380,7 +420,7 @@ async def test_a_ring_wakes_its_waiters_a_slice_per_loop_turn_so_what_arrives_me
     count = WAKE_SLICE * 3 + 5
 
     async def waiter(n: int) -> None:
-        await gate.wait()
+        await gate.wait(_Waiter(None, None))
         order.append(n)
 
     waiters = [asyncio.create_task(waiter(n)) for n in range(count)]
@@ -391,7 +431,7 @@ async def test_a_ring_wakes_its_waiters_a_slice_per_loop_turn_so_what_arrives_me
     await asyncio.gather(*waiters, return_exceptions=True)
     assert sorted(n for n in order if n >= 0) == [n for n in range(count) if n != 1]
     assert order.index(-1) <= WAKE_SLICE  # served after the first slice, not after all of them
-    await asyncio.wait_for(gate.wait(), 1)  # open: a late waiter passes at once
+    await asyncio.wait_for(gate.wait(_Waiter(None, None)), 1)  # open: a late waiter passes at once
 
 
 async def test_the_heap_keeper_freezes_survivors_and_sweeps_frozen_cyclic_garbage() -> None:
