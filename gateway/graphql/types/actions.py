@@ -61,7 +61,10 @@ class Action(Node):
 
     # Named apart from the `message: Message!` and `folder: Folder!` fields of other nodes, whose selections
     # next to these in one `node { ... on X }` would otherwise conflict (GraphQL's same-response-shape rule).
-    @described("The message the action is about (null for folder actions, and once the message is gone).")
+    @described(
+        "The message the action is about (null for folder actions, for a flag change of several messages (see the"
+        " mutation's `messages`), and once the message is gone)."
+    )
     async def affected_message(self, info: Info) -> Message | None:
         if self.row.message_id is None:
             return None
@@ -87,13 +90,17 @@ async def actions_of(info: Info, ids: list[int]) -> list[Action]:
 
 @strawberry.type
 class MessagesPayload:
-    """What a message mutation queued (one action per message it changed; none for a message that already was
-    as asked) and the messages as they are now (a deleted message is left out once the server expunged it)."""
+    """What a message mutation queued (a flag change: one action for all the messages it changed; a move or
+    deletion: one per message; none for a message that already was as asked) and the messages as they are now (a
+    deleted message is left out once the server expunged it)."""
 
     action_ids: strawberry.Private[list[int]]
     message_ids: strawberry.Private[list[int]]
 
-    @described("The actions queued, one per message changed, in the order they run.")
+    @described(
+        "The actions queued, in the order they run: one for a flag or label change of any number of messages, one"
+        " per message moved or deleted; none when nothing needed to change."
+    )
     async def actions(self, info: Info) -> list[Action]:
         return await actions_of(info, self.action_ids)
 
