@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 PLACEHOLDER_UIDVALIDITY = 0
+# From this many messages of one action, action_messages is written in a bulk command (schema.bulk).
+BULK_ACTION_MESSAGES = 100
 
 
 class ActionKind(StrEnum):
@@ -293,7 +295,8 @@ async def set_flags(
     [action_id] = await _queue_many(uow, ActionKind.FLAGS, [(payload, one, None)])
     if one is None:
         rows = [{"action_id": action_id, "message_id": mid} for mid in changed_messages]
-        if not await bulk.insert(uow.session, table(ActionMessage), rows):
+        # A bulk command is three round trips (prepare, execute, close): worth it for many rows, not for a few.
+        if len(rows) < BULK_ACTION_MESSAGES or not await bulk.insert(uow.session, table(ActionMessage), rows):
             await uow.session.execute(insert(table(ActionMessage)), rows)
     return [*queued, action_id]
 
