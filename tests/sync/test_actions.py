@@ -367,6 +367,46 @@ async def test_a_failed_move_out_of_a_vanished_folder_leaves_no_place_behind(
     assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
 
 
+async def test_a_flag_change_refused_in_one_folder_is_undone_there_only(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """One action for four messages, two in INBOX and two in a folder deleted on the server before it ran: the
+    action fails with the server's reason, and its change is undone in that folder only. In INBOX the server did
+    it, and the mirror keeps it (undone there too, the mirror would show unstarred what the server has starred)."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=4)
+    headers = await _message_ids(store, ids)
+    client = await connect(dovecot, *mail_user)
+    try:
+        await client.create("Doomed")
+        await client.select("INBOX")
+        await client.uid_move([3, 4], "Doomed")
+        await client.unselect()
+        await sync_once(store, credential_box, account_id)
+        doomed = await _folder_id(store, account_id, "Doomed")
+        async with store.sessions() as s:
+            in_doomed = set(await s.scalars(select(MessagePlace.message_id).where(MessagePlace.folder_id == doomed)))
+        assert len(in_doomed) == 2
+        async with store.unit(account_id) as uow:
+            queued = await actions.set_flags(uow, ids, add=["\\Flagged"], remove=[])
+        assert len(queued) == 1
+        await client.delete("Doomed")
+        await _drain(store, credential_box, account_id)
+        [(state, reason)] = await _states(store, queued)
+        assert state == ActionState.FAILED.value
+        assert reason
+        async with store.sessions() as s:
+            starred = set(await s.scalars(select(Message.id).where(Message.id.in_(ids), Message.starred.is_(True))))
+        assert starred == set(ids) - in_doomed
+        server = await _server_flags(client, "INBOX")
+    finally:
+        await client.logout()
+    kept = [header for mid, header in zip(ids, headers, strict=True) if mid not in in_doomed]
+    assert all("\\Flagged" in server[header] for header in kept)
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+    await sync_once(store, credential_box, account_id)
+    await assert_identical(store, credential_box, account_id)
+
+
 async def test_a_failed_move_does_not_put_the_place_back_under_an_old_uidvalidity(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
