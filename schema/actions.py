@@ -57,8 +57,6 @@ if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 PLACEHOLDER_UIDVALIDITY = 0
-# From this many messages of one action, action_messages is written in a bulk command (schema.bulk).
-BULK_ACTION_MESSAGES = 100
 
 
 class ActionKind(StrEnum):
@@ -283,8 +281,10 @@ async def set_flags(
             changed_messages.append(mid)
     if not changed:
         return queued
-    # The places are locked and exist: every row is a duplicate of its key and only its flags are updated.
-    await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
+    # The places are locked and exist: every row is a duplicate of its key and only its flags are updated. Many in
+    # a bulk command (executemany spelled 1,000 rows of seven values into the statement's text).
+    if len(written) < bulk.MANY or not await bulk.insert(uow.session, table(MessagePlace), written, update=["flags"]):
+        await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
     for folder_id, gained in unread.items():
         # Only flags changed: the folders' counts move by the difference (no count of all their places).
         uow.counts_move(folder_id, 0, gained)
@@ -295,8 +295,7 @@ async def set_flags(
     [action_id] = await _queue_many(uow, ActionKind.FLAGS, [(payload, one, None)])
     if one is None:
         rows = [{"action_id": action_id, "message_id": mid} for mid in changed_messages]
-        # A bulk command is three round trips (prepare, execute, close): worth it for many rows, not for a few.
-        if len(rows) < BULK_ACTION_MESSAGES or not await bulk.insert(uow.session, table(ActionMessage), rows):
+        if len(rows) < bulk.MANY or not await bulk.insert(uow.session, table(ActionMessage), rows):
             await uow.session.execute(insert(table(ActionMessage)), rows)
     return [*queued, action_id]
 
