@@ -5,6 +5,8 @@ gateway (a mutation)                          sync process holding the account's
   unit of work:                                 woken by the account's action bell
     places' flags / folder changed (optimistic)   due(): pending actions in id order
     an `actions` row with what to undo            performs them (UID STORE, UID MOVE, UID EXPUNGE, CREATE...)
+      (a flag change: one for all its messages,
+       named in `action_messages`)
     change log rows                               complete(): done, placeholders get their real UIDs
   commit, ring the doorbell and the action bell   fail(): the mirror's change undone and logged, reason kept
 ```
