@@ -71,6 +71,17 @@ class Action(Node):
         row = await info.context.loaders.messages.load(self.row.message_id)
         return None if row is None else Message.of(row)
 
+    @described(
+        "The messages it is about: its message, or every message of a flag change of several; empty for folder"
+        " actions (messages gone since are left out)."
+    )
+    async def affected_messages(self, info: Info) -> list[Message]:
+        if self.row.message_id is not None:
+            ids = [self.row.message_id]
+        else:
+            ids = await info.context.loaders.action_message_ids.load(self.row.id)
+        return [Message.of(r) for r in await present(info.context.loaders.messages.load_many(ids))]
+
     @described("The folder it is about: a move's target, the folder created, renamed or deleted (null once gone).")
     async def affected_folder(self, info: Info) -> Folder | None:
         if self.row.folder_id is None:
