@@ -62,8 +62,8 @@ class Action(Node):
     # Named apart from the `message: Message!` and `folder: Folder!` fields of other nodes, whose selections
     # next to these in one `node { ... on X }` would otherwise conflict (GraphQL's same-response-shape rule).
     @described(
-        "The message the action is about (null for folder actions, for a flag change of several messages (see the"
-        " mutation's `messages`), and once the message is gone)."
+        "The message the action is about (null for folder actions, for a flag change of several messages (see"
+        " `affectedMessages`), and once the message is gone)."
     )
     async def affected_message(self, info: Info) -> Message | None:
         if self.row.message_id is None:
