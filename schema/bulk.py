@@ -58,8 +58,11 @@ async def insert(
             default: Any = c.default
             if default.is_scalar:
                 fill[c.name] = default.arg
-            elif default.is_callable:
-                fill[c.name] = default.arg(None)  # SQLAlchemy's wrapper of a function of no arguments
+            elif default.is_callable and not default.is_sequence:
+                try:
+                    fill[c.name] = default.arg(None)  # SQLAlchemy's wrapper of a function of no arguments
+                except (AttributeError, TypeError):  # a default that reads its statement's context
+                    return False
             else:
                 return False
         rows = [{**row, **fill} for row in rows]
