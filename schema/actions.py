@@ -5,6 +5,8 @@ gateway (a mutation)                          sync process holding the account's
   unit of work:                                 woken by the account's action bell
     places' flags / folder changed (optimistic)   due(): pending actions in id order
     an `actions` row with what to undo            performs them (UID STORE, UID MOVE, UID EXPUNGE, CREATE...)
+      (a flag change: one for all its messages,
+       named in `action_messages`)
     change log rows                               complete(): done, placeholders get their real UIDs
   commit, ring the doorbell and the action bell   fail(): the mirror's change undone and logged, reason kept
 ```
@@ -37,20 +39,20 @@ change the server made meanwhile wins after the action ran.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Text, bindparam, delete, func, insert, select, update
+from sqlalchemy import Text, bindparam, delete, func, insert, select, union, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from schema import gmail
+from schema import bulk, gmail
 from schema.changelog import ObjectType, Op
 from schema.db import json_dumps, upsert
-from schema.models import Account, Action, Folder, MessagePlace, table, utcnow
+from schema.models import Account, Action, ActionMessage, Folder, MessagePlace, table, utcnow
 from schema.states import action_state
 
 if TYPE_CHECKING:
@@ -229,8 +231,13 @@ def check_keyword(name: str) -> None:
 async def set_flags(
     uow: UnitOfWork, message_ids: Sequence[int], add: Iterable[str], remove: Iterable[str]
 ) -> list[int]:
-    """Add and remove flags (system flags or keywords) on every place of the messages; one action each. On Gmail
-    a label (any name that is not a system flag) is an X-GM-LABEL (`gmail_labels`)."""
+    """Add and remove flags (system flags or keywords) on every place of the messages: one action for all the
+    messages it changes, its payload listing their places (their flags before, for the undo). On Gmail a label
+    (any name that is not a system flag) is an X-GM-LABEL (`gmail_labels`, one action per message).
+
+    One action, not one per message: a mutation of 1,000 ids queued, logged and answered 1,000 actions, and the
+    executor read and recorded them one by one (BENCHMARKS.md, write-back (b)). An action about one message names
+    it (`message_id`); one about several names them in `action_messages`, where `pending_messages` finds them."""
     plus, minus = set(add), set(remove)
     if plus & minus:
         raise Refused(f"a flag cannot be both added and removed: {', '.join(sorted(plus & minus))}")
@@ -246,17 +253,18 @@ async def set_flags(
             return queued
     for name in sorted(plus | minus):
         check_keyword(name)
-    rows: list[tuple[dict[str, Any], int | None, int | None]] = []
+    changed: list[dict[str, Any]] = []  # the places changed, as they were (the payload)
+    changed_messages: list[int] = []
     written: list[dict[str, Any]] = []  # the places' new flags: one statement for all
     unread: dict[int, int] = defaultdict(int)  # folder -> unread places gained (negative: lost)
     for mid, places in (await _places(uow.session, uow.account_id, message_ids)).items():
-        changed = []
+        before = len(changed)
         for p in places:
             if p.uidvalidity == gmail.VIEW_UIDVALIDITY:
                 continue  # derived from the real place's flags (schema.gmail.refresh_views, below)
             after = _text((_flags(p.flags) | plus) - minus)
             if after != p.flags:
-                changed.append(_place(p))
+                changed.append({**_place(p), "message_id": mid})
                 written.append(
                     {
                         "id": p.id,
@@ -270,18 +278,28 @@ async def set_flags(
                 )
                 # As schema.aggregates.refresh_folder_counts counts unread places.
                 unread[p.folder_id] += ("\\Seen" not in after) - ("\\Seen" not in p.flags)
-        if changed:
+        if len(changed) > before:
             uow.dirty_messages.add(mid)
-            rows.append(({"add": sorted(plus), "remove": sorted(minus), "places": changed}, mid, None))
-    if written:
-        # The places are locked and exist: every row is a duplicate of its key and only its flags are updated.
+            changed_messages.append(mid)
+    if not changed:
+        return queued
+    # The places are locked and exist: every row is a duplicate of its key and only its flags are updated. Many in
+    # a bulk command (executemany spelled 1,000 rows of seven values into the statement's text).
+    if len(written) < bulk.MANY or not await bulk.insert(uow.session, table(MessagePlace), written, update=["flags"]):
         await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
     for folder_id, gained in unread.items():
         # Only flags changed: the folders' counts move by the difference (no count of all their places).
         uow.counts_move(folder_id, 0, gained)
     if folders is not None:
-        await gmail.refresh_views(uow, [mid for _, mid, _ in rows if mid is not None])
-    return queued + await _queue_many(uow, ActionKind.FLAGS, rows)
+        await gmail.refresh_views(uow, changed_messages)
+    payload = {"add": sorted(plus), "remove": sorted(minus), "places": changed}
+    one = changed_messages[0] if len(changed_messages) == 1 else None
+    [action_id] = await _queue_many(uow, ActionKind.FLAGS, [(payload, one, None)])
+    if one is None:
+        rows = [{"action_id": action_id, "message_id": mid} for mid in changed_messages]
+        if len(rows) < bulk.MANY or not await bulk.insert(uow.session, table(ActionMessage), rows):
+            await uow.session.execute(insert(table(ActionMessage)), rows)
+    return [*queued, action_id]
 
 
 async def move(uow: UnitOfWork, message_ids: Sequence[int], folder_id: int) -> list[int]:
@@ -553,18 +571,20 @@ async def pending_count(session: AsyncSession) -> int:
 
 
 async def pending_messages(session: AsyncSession, account_id: int, message_ids: Iterable[int]) -> set[int]:
-    """Messages with an action not yet performed: the folder sync leaves their places alone."""
+    """Messages with an action not yet performed: the folder sync leaves their places alone. An action names its
+    message (`message_id`), or its several messages in `action_messages` (a flag change of many: set_flags)."""
     ids = list(set(message_ids))
     found: set[int] = set()
+    pending = (Action.account_id == account_id) & (Action.state == ActionState.PENDING.value)
     for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
         found.update(
             await session.scalars(
-                select(Action.message_id)
-                .distinct()
-                .where(
-                    Action.account_id == account_id,
-                    Action.state == ActionState.PENDING.value,
-                    Action.message_id.in_(ids[start : start + 1000]),
+                union(
+                    select(Action.message_id).where(pending, Action.message_id.in_(chunk)),
+                    select(ActionMessage.message_id)
+                    .join(Action, Action.id == ActionMessage.action_id)
+                    .where(pending, ActionMessage.message_id.in_(chunk)),
                 )
             )
         )
@@ -730,30 +750,19 @@ async def complete(uow: UnitOfWork, action: ActionRow, *, moved_to: tuple[int, i
     await _finish(uow, action, ActionState.DONE)
 
 
-async def fail(uow: UnitOfWork, action: ActionRow, reason: str) -> None:
+async def fail(uow: UnitOfWork, action: ActionRow, reason: str, folder_ids: Collection[int] | None = None) -> None:
     """The server refused for good: undo the mirror's change (logged) and keep the reason.
+
+    A flag change of several folders' messages is undone only in `folder_ids` when given (the folders that
+    refused: in the others the server made the change, which the mirror keeps).
 
     A folder whose creation was refused is removed by the caller (folders.remove), as for a deletion.
     """
     s = uow.session
     p = action.payload
     mid = action.message_id
-    if action.kind == ActionKind.FLAGS and mid is not None:
-        for pl in p["places"]:
-            current = await s.scalar(select(MessagePlace.flags).where(MessagePlace.id == pl["id"]))
-            if current is None:
-                continue
-            # Undo only what this action did, keeping what later changes did to the other flags.
-            flags = _flags(current)
-            before = _flags(pl["flags"])
-            for f in p["add"]:
-                if f not in before:
-                    flags.discard(f)
-            for f in p["remove"]:
-                if f in before:
-                    flags.add(f)
-            await s.execute(update(MessagePlace).where(MessagePlace.id == pl["id"]).values(flags=_text(flags)))
-        _touch(uow, mid, _folders_of(action), moved=False)
+    if action.kind == ActionKind.FLAGS:
+        await _undo_flags(uow, action, folder_ids)
     elif action.kind in (ActionKind.MOVE, ActionKind.EXPUNGE) and mid is not None:
         if p.get("move"):
             m = p["move"]
@@ -792,6 +801,36 @@ async def fail(uow: UnitOfWork, action: ActionRow, reason: str) -> None:
         uow.dirty_folders.add(action.folder_id)
         uow.record(ObjectType.FOLDER, Op.UPDATE, [action.folder_id])
     await _finish(uow, action, ActionState.FAILED, reason[:2000])
+
+
+async def _undo_flags(uow: UnitOfWork, action: ActionRow, folder_ids: Collection[int] | None) -> None:
+    """Undo a flag change on its places (in `folder_ids` only, when given): only what it did, keeping what later
+    changes did to the other flags; one UPDATE per resulting flag set."""
+    p = action.payload
+    refs = [pl for pl in p["places"] if folder_ids is None or pl["folder_id"] in folder_ids]
+    if not refs:
+        return
+    s = uow.session
+    rows = await s.execute(
+        select(MessagePlace.id, MessagePlace.flags)
+        .where(MessagePlace.id.in_([pl["id"] for pl in refs]))
+        .order_by(MessagePlace.id)
+        .with_for_update()
+    )
+    current: dict[int, str] = {place_id: flags for place_id, flags in rows}
+    undone: dict[str, list[int]] = defaultdict(list)  # flags -> the places that get them back
+    for pl in refs:
+        # Places queued before action_messages carry no message id: the action names its one message.
+        _touch(uow, pl.get("message_id", action.message_id), [pl["folder_id"]], moved=False)
+        if pl["id"] not in current:
+            continue  # gone since (expunged)
+        flags = _flags(current[pl["id"]])
+        before = _flags(pl["flags"])
+        flags -= {f for f in p["add"] if f not in before}
+        flags |= {f for f in p["remove"] if f in before}
+        undone[_text(flags)].append(pl["id"])
+    for flags_text, place_ids in undone.items():
+        await s.execute(update(MessagePlace).where(MessagePlace.id.in_(place_ids)).values(flags=flags_text))
 
 
 async def retry_later(uow: UnitOfWork, action: ActionRow, delay: float, reason: str) -> None:

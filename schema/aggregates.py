@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Select, case, delete, func, insert, literal, null, select, tuple_, union_all, update
 from sqlalchemy.engine import Result
 
-from schema import gmail, labels
+from schema import bulk, gmail, labels
 from schema.changelog import ObjectType, Op
-from schema.db import upsert
+from schema.db import json_dumps, upsert
 from schema.models import Folder, Label, Message, MessageLabel, MessagePlace, Thread, table, utcnow
 from schema.states import State, folder_state, iso
 
@@ -425,7 +425,11 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 {**logged, "unread_count": unread, "starred": star, "label_ids": lids}
             )
         if changed:
-            await s.execute(upsert(table(Thread), "unread_count", "starred", "label_ids"), changed)
+            counts_and_labels = ("unread_count", "starred", "label_ids")
+            if len(changed) < bulk.MANY or not await bulk.insert(
+                s, table(Thread), changed, update=counts_and_labels, dumps=json_dumps
+            ):
+                await s.execute(upsert(table(Thread), *counts_and_labels), changed)
             uow.record(ObjectType.THREAD, Op.UPDATE, [c["id"] for c in changed])
 
 

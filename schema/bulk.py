@@ -19,6 +19,10 @@ from sqlalchemy import JSON, Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+# From this many rows a bulk command pays for its three round trips (prepare, execute, close) against one
+# statement that spells the rows into its text.
+MANY = 100
+
 
 async def insert(
     session: AsyncSession,
@@ -27,21 +31,41 @@ async def insert(
     *,
     ignore: bool = False,
     dumps: Callable[[Any], str] = json.dumps,
+    update: Sequence[str] = (),
 ) -> bool:
     """INSERT (IGNORE) the rows; False, with nothing sent, where no bulk command can carry them.
 
     Every row must give every column that has a default on SQLAlchemy's side. A column that is None in every row
     is left out (the server's default applies, NULL for a column that can be None), since the bulk command needs a
     type for each column. JSON values are serialized as SQLAlchemy would, or by `dumps`.
+    With `update`, rows whose key exists take these columns' values (ON DUPLICATE KEY UPDATE, as schema.db.upsert):
+    for rows that all exist, written as an upsert to change many rows to values of their own in one command. As
+    SQLAlchemy does for its upsert, the columns with defaults on its side that the rows leave out take their
+    defaults in the INSERT half, which the server checks even when no row is inserted.
     A refusal of the server is raised as SQLAlchemy's DBAPIError, like any statement's (schema.retry reads it).
     """
     if not rows:
         return True
     keys = rows[0].keys()
-    if any(row.keys() != keys for row in rows) or any(
-        c.default is not None and c.name not in keys for c in table.columns
-    ):
-        return False  # rows of several shapes, or a column left to a default only SQLAlchemy knows
+    if any(row.keys() != keys for row in rows):
+        return False  # rows of several shapes
+    defaulted = [c for c in table.columns if c.default is not None and c.name not in keys]
+    if defaulted:
+        if not update:
+            return False  # a column left to a default only SQLAlchemy knows
+        fill = {}
+        for c in defaulted:
+            default: Any = c.default
+            if default.is_scalar:
+                fill[c.name] = default.arg
+            elif default.is_callable and not default.is_sequence:
+                try:
+                    fill[c.name] = default.arg(None)  # SQLAlchemy's wrapper of a function of no arguments
+                except (AttributeError, TypeError):  # a default that reads its statement's context
+                    return False
+            else:
+                return False
+        rows = [{**row, **fill} for row in rows]
     raw = await (await session.connection()).get_raw_connection()
     driver = raw.driver_connection
     if driver is None or not hasattr(driver, "prepare"):  # another driver than asyncmy
@@ -60,6 +84,8 @@ async def insert(
         f"INSERT {'IGNORE ' if ignore else ''}INTO `{table.name}` ({', '.join(f'`{c.name}`' for c in columns)})"
         f" VALUES ({', '.join('?' * len(columns))})"
     )
+    if update:
+        sql += f" ON DUPLICATE KEY UPDATE {', '.join(f'`{c}` = VALUES(`{c}`)' for c in update)}"
     try:
         statement = await driver.prepare(sql)
         try:

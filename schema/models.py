@@ -474,6 +474,20 @@ class Action(Base):
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
+class ActionMessage(Base):
+    """The messages of an action that names several: a flag change of many messages is one action
+    (schema.actions.set_flags). An action about one message names it in `actions.message_id` instead. The folder
+    sync reads both to leave a pending change alone (schema.actions.pending_messages)."""
+
+    __tablename__ = "action_messages"
+    __table_args__ = (Index("ix_action_messages_message", "message_id"), TABLE_ARGS)
+
+    action_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("actions.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
 class Outbox(Base):
     """A message to send (see schema.outbox): queued -> sending -> sent, or failed, uncertain, cancelled."""
 
@@ -595,6 +609,7 @@ class ConsentFlow(Base):
 __all__ = [
     "Account",
     "Action",
+    "ActionMessage",
     "ApiToken",
     "ApiTokenAccount",
     "Attachment",

@@ -83,6 +83,9 @@ class Outcome:
     # What a STORE answered, folder -> (UIDVALIDITY, {uid: (flags, modseq)}): the server's flags after the change,
     # others' changes included, which the mirror takes (its folder sync skipped them while the action waited).
     flags: dict[int, tuple[int, dict[int, tuple[tuple[str, ...], int | None]]]] = field(default_factory=dict)
+    # A failed flag action of several folders: action id -> the folders that refused, where its change is undone
+    # (the others did it). Absent: undone everywhere.
+    refused_in: dict[int, set[int]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> Outcome:
@@ -226,7 +229,7 @@ class ActionExecutor:
                     await drafts.saved(uow, action, outcome.filed.get(action.id))
             for action, reason in outcome.failed:
                 log.info("account %s: action %s (%s) failed: %s", self.account_id, action.id, action.kind, reason)
-                await actions.fail(uow, action, reason)
+                await actions.fail(uow, action, reason, outcome.refused_in.get(action.id))
                 if action.kind == ActionKind.FOLDER_CREATE and action.folder_id is not None:
                     await folders.remove(uow, action.folder_id)
                 elif action.kind == ActionKind.DRAFT_SAVE:
@@ -371,6 +374,9 @@ class ActionExecutor:
             bad = [refused[f] for f, _ in refs if f in refused]
             if bad:
                 outcome.failed.append((action, bad[0]))
+                if any(f not in refused for f, _ in refs):
+                    # A change of several folders' messages: where the server did it, the mirror keeps it.
+                    outcome.refused_in[action.id] = {f for f, _ in refs if f in refused}
             elif refs and all(ref in missing for ref in refs):
                 outcome.failed.append((action, "the message was expunged on the server"))
             else:

@@ -33,6 +33,7 @@ from gateway.graphql import pages
 from schema.models import (
     Account,
     Action,
+    ActionMessage,
     Attachment,
     Folder,
     Label,
@@ -275,6 +276,10 @@ class Loaders:
         return _loader(self._sharded(self._actions, _none))
 
     @cached_property
+    def action_message_ids(self) -> DataLoader[int, list[int]]:
+        return _loader(self._sharded(self._action_message_ids, _empty))
+
+    @cached_property
     def outbox(self) -> DataLoader[int, Row[Any] | None]:
         return _loader(self._sharded(self._outbox, _none))
 
@@ -402,6 +407,20 @@ class Loaders:
             shard, select(*ACTION_COLUMNS).where(Action.id.in_(keys), self._mine(Action.account_id, shard))
         )
         return _by_id(rows, keys)
+
+    async def _action_message_ids(self, shard: int, keys: list[int]) -> list[list[int]]:
+        """The messages of actions that name several (schema.actions.set_flags), by message id."""
+        rows = await self._rows(
+            shard,
+            select(ActionMessage.action_id, ActionMessage.message_id)
+            .join(Action, Action.id == ActionMessage.action_id)
+            .where(ActionMessage.action_id.in_(keys), self._mine(Action.account_id, shard))
+            .order_by(ActionMessage.action_id, ActionMessage.message_id),
+        )
+        found: dict[int, list[int]] = defaultdict(list)
+        for r in rows:
+            found[r.action_id].append(r.message_id)
+        return [found.get(k, []) for k in keys]
 
     async def _outbox(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
         rows = await self._rows(

@@ -39,7 +39,8 @@ CURSOR = "query($a: ID!) { changesCursor(accountId: $a) }"
 CHANGES = """query($a: ID!, $after: String) { changes(accountId: $a, after: $after, first: 500) {
     changes { operation objectType objectId state } } }"""
 ACTIONS = """query($a: ID!, $state: ActionState) { actions(accountId: $a, state: $state) {
-    totalCount nodes { id kind state error finishedAt affectedMessage { id } affectedFolder { name } } } }"""
+    totalCount nodes { id kind state error finishedAt affectedMessage { id } affectedMessages { id }
+    affectedFolder { name } } } }"""
 PAYLOAD = "actions { id state kind } messages { id unread starred labels { name } folders { name } }"
 FOLDER_PAYLOAD = "action { id state kind } folder { id name syncState }"
 
@@ -202,7 +203,7 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
     touched = {single["id"], *(m["id"] for m in in_thread)}
     assert {m["id"] for m in payload["messages"]} == touched  # the thread stood for all its messages
     assert all(not m["unread"] and m["starred"] and {"name": "$Project"} in m["labels"] for m in payload["messages"])
-    assert len(payload["actions"]) == len(touched)
+    assert len(payload["actions"]) == 1  # one action for every message it changed
     assert {(a["state"], a["kind"]) for a in payload["actions"]} == {("PENDING", "flags")}
 
     # Optimistic: the change feed shows it before the server has it.
@@ -214,11 +215,18 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
 
     await mailbox.sync()
     actions = await mailbox.actions()
-    assert actions["totalCount"] == len(touched)
+    assert actions["totalCount"] == 1
     assert {a["state"] for a in actions["nodes"]} == {"DONE"}
     one = payload["actions"][0]["id"]
     polled = await mailbox.client.data("query($id: ID!) { node(id: $id) { ... on Action { id state } } }", {"id": one})
     assert polled == {"node": {"id": one, "state": "DONE"}}
+    # The one action names every message it changed (a client following it in the feed sees what it was about).
+    about = await mailbox.client.data(
+        "query($id: ID!) { node(id: $id) { ... on Action { affectedMessage { id } affectedMessages { id } } } }",
+        {"id": one},
+    )
+    assert about["node"]["affectedMessage"] is None
+    assert {m["id"] for m in about["node"]["affectedMessages"]} == touched
     inbox = mailbox.imap.folder("INBOX")
     for m in [single, *in_thread]:
         assert {"\\Seen", "\\Flagged", "$Project"} <= inbox[header_of(m)]
@@ -509,6 +517,7 @@ async def test_a_move_into_a_folder_deleted_on_the_server_fails_and_is_undone(ma
     [action] = failed["nodes"]
     assert action["kind"] == "move"
     assert action["affectedMessage"] == {"id": first["id"]}
+    assert action["affectedMessages"] == [{"id": first["id"]}]
     assert action["error"]  # the server's reason
     assert action["finishedAt"] is not None
     assert "Doomed" in action["error"] or "refused" in action["error"].lower() or "exist" in action["error"].lower()

@@ -73,3 +73,43 @@ async def test_a_refused_row_raises_sqlalchemys_error_and_writes_nothing(
                 assert await bulk.insert(s, table(Label), [row, {**row, "name": name + "2"}, row])
     async with store.sessions() as s:
         assert list(await s.scalars(select(Label.name).where(Label.account_id == account_id))) == []
+
+
+async def test_an_upsert_of_existing_rows_changes_only_the_columns_named(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """As schema.db.upsert, in one bulk command: rows that all exist, given by key with the columns to change (the
+    columns with defaults left out), take those values and keep the rest."""
+    account_id = await new_account(store, credential_box)
+    rows = [
+        {
+            "account_id": account_id,
+            "subject": f"S{i}",
+            "normalized_subject": f"s{i}",
+            "snippet": "kept",
+            "message_count": 2,
+            "unread_count": 1,
+            "starred": False,
+            "participants": [],
+            "folder_ids": [i],
+            "label_ids": [],
+        }
+        for i in range(5)
+    ]
+    async with store.sessions() as s, s.begin():
+        assert await bulk.insert(s, table(Thread), rows)
+    async with store.sessions() as s:
+        ids = list(await s.scalars(select(Thread.id).where(Thread.account_id == account_id).order_by(Thread.id)))
+    changes = [
+        {"id": tid, "account_id": account_id, "unread_count": 0, "starred": True, "label_ids": [i, 7]}
+        for i, tid in enumerate(ids)
+    ]
+    async with store.sessions() as s, s.begin():
+        assert await bulk.insert(s, table(Thread), changes, update=["unread_count", "starred", "label_ids"])
+    async with store.sessions() as s:
+        found = await s.execute(
+            select(Thread.id, Thread.snippet, Thread.unread_count, Thread.starred, Thread.label_ids, Thread.folder_ids)
+            .where(Thread.account_id == account_id)
+            .order_by(Thread.id)
+        )
+        assert [tuple(r) for r in found] == [(tid, "kept", 0, True, [i, 7], [i]) for i, tid in enumerate(ids)]

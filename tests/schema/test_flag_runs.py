@@ -16,7 +16,7 @@ from schema import actions, messages
 from schema.actions import ActionState
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
-from schema.models import Action, Message, MessageLabel, MessagePlace, Thread
+from schema.models import Action, ActionMessage, Message, MessageLabel, MessagePlace, Thread
 from schema.unit import Store
 from tests.schema.support import new_account, new_folder
 from tests.schema.test_changelog import fetched, log_after, mail, newest
@@ -98,15 +98,24 @@ async def test_a_flag_change_of_many_messages_takes_the_statements_of_one(
     with statements(store) as many:
         async with store.unit(account_id) as uow:
             queued = await actions.set_flags(uow, ids[:6] + ids[7:], **change)
-    assert len(queued) == 40
+    # One action for the forty, naming them (before: forty actions, forty entries in the log and the answer).
+    assert len(queued) == 1
     # On a statement per resulting flag set, per (unread, starred, labels) kind of thread, per label dropped and
-    # a read back of the actions, the forty took 30 statements more than the one.
-    assert len(many) == len(one), "\n".join(many)
+    # a read back of the actions, the forty took 30 statements more than the one. Now one more: the action's
+    # messages (action_messages).
+    assert len(many) == len(one) + 1, "\n".join(many)
+    assert len([q for q in many if q.startswith("INSERT INTO action_messages")]) == 1
     logged = await log_after(store, account_id, cursor)
     await assert_logged_as_stored(store, logged)
     created = {c.object_id for c in logged if c.object_type is ObjectType.ACTION and c.op is Op.CREATE}
     assert created == set(queued)
     assert single not in created
+    async with store.sessions() as s:
+        named = set(await s.scalars(select(ActionMessage.message_id).where(ActionMessage.action_id == queued[0])))
+        assert await s.scalar(select(Action.message_id).where(Action.id == queued[0])) is None
+    assert named == set(ids[:6] + ids[7:])
+    async with store.sessions() as s:
+        assert await actions.pending_messages(s, account_id, ids) == set(ids)
     stored, counted = await counts(store, inbox)
     assert stored == counted  # the unread count moved by the difference is the count of the places
 

@@ -1,8 +1,9 @@
 """Message mutations: flags and labels, moves (to a folder, to the trash and back), permanent deletion.
 
-Each changes the mirror at once (optimistic, with its change-log entries) and queues one action per message it
-changed, all in one transaction (schema.actions); the sync process performs them on the server in order. The
-payload names the actions (poll their `state`) and the messages as they are now.
+Each changes the mirror at once (optimistic, with its change-log entries) and queues its actions in the same
+transaction (schema.actions): a flag or label change one action for all the messages it changed (on Gmail, a label
+change one per message), a move or deletion one per message; the sync process performs them on the server in
+order. The payload names the actions (poll their `state`) and the messages as they are now.
 
 `ids` are global ids of messages or threads (a thread stands for all its messages), at most 1000, all of one
 account. An id the token does not grant reads like a missing one: the whole mutation is NOT_FOUND and nothing

@@ -61,12 +61,26 @@ class Action(Node):
 
     # Named apart from the `message: Message!` and `folder: Folder!` fields of other nodes, whose selections
     # next to these in one `node { ... on X }` would otherwise conflict (GraphQL's same-response-shape rule).
-    @described("The message the action is about (null for folder actions, and once the message is gone).")
+    @described(
+        "The message the action is about (null for folder actions, for a flag change of several messages (see"
+        " `affectedMessages`), and once the message is gone)."
+    )
     async def affected_message(self, info: Info) -> Message | None:
         if self.row.message_id is None:
             return None
         row = await info.context.loaders.messages.load(self.row.message_id)
         return None if row is None else Message.of(row)
+
+    @described(
+        "The messages it is about: its message, or every message of a flag change of several; empty for folder"
+        " actions (messages gone since are left out)."
+    )
+    async def affected_messages(self, info: Info) -> list[Message]:
+        if self.row.message_id is not None:
+            ids = [self.row.message_id]
+        else:
+            ids = await info.context.loaders.action_message_ids.load(self.row.id)
+        return [Message.of(r) for r in await present(info.context.loaders.messages.load_many(ids))]
 
     @described("The folder it is about: a move's target, the folder created, renamed or deleted (null once gone).")
     async def affected_folder(self, info: Info) -> Folder | None:
@@ -87,13 +101,17 @@ async def actions_of(info: Info, ids: list[int]) -> list[Action]:
 
 @strawberry.type
 class MessagesPayload:
-    """What a message mutation queued (one action per message it changed; none for a message that already was
-    as asked) and the messages as they are now (a deleted message is left out once the server expunged it)."""
+    """What a message mutation queued (a flag change: one action for all the messages it changed; a move or
+    deletion: one per message; none for a message that already was as asked) and the messages as they are now (a
+    deleted message is left out once the server expunged it)."""
 
     action_ids: strawberry.Private[list[int]]
     message_ids: strawberry.Private[list[int]]
 
-    @described("The actions queued, one per message changed, in the order they run.")
+    @described(
+        "The actions queued, in the order they run: one for a flag or label change of any number of messages, one"
+        " per message moved or deleted; none when nothing needed to change."
+    )
     async def actions(self, info: Info) -> list[Action]:
         return await actions_of(info, self.action_ids)
 
