@@ -229,12 +229,15 @@ async def test_a_doorbell_has_the_log_read_before_it_wakes_the_subscribers(
 
 
 async def test_a_subscriber_following_a_commit_costs_one_read_of_the_log(
-    gateway: ServerThread, fresh: Fresh, gw_store: Store
+    gateway: ServerThread, fresh: Fresh, gw_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A commit rings; the fan-out reads the log once where the subscribers wait; they send its entries and wait
     again without reading the end of the log a second time (the read that found fewer entries than it asked for
     already reached it). Two subscribers, two commits: two reads."""
     fanout = gateway.app.state.services.fanout
+    # No safety ring meanwhile (every 10 s it wakes every subscriber to read once more: a third read, seen in a
+    # run under load).
+    monkeypatch.setattr(fanout, "safety_seconds", 3600.0)
     start = await cursor_now(fresh)
     streams = [follow(gateway, fresh.client.token or "", FOLLOW, {"acc": fresh.gid, "after": start}) for _ in range(2)]
     try:
