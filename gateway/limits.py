@@ -9,7 +9,8 @@ The cost model is Shopify's, on our connections:
   2 plus its ``first`` (100 when absent, at most 500) times 1 plus one change's selections, as a connection
   does; a list of a row's parts (a message's addresses, attachments, folders, labels) costs 1 plus
   `LIST_BOUND` times one item's selections (the list itself is one batched read, but what each item nests is
-  read per item);
+  read per item); a list with a `first` argument of its own (an action's ``affectedMessages``, up to 1,000)
+  counts at its `first`, as a connection does;
 * a mutation costs 10 (a write transaction), plus 1 per id in its ``input.ids`` (1 without ids) times 1 plus
   its payload's selections: a payload lists what each id touched;
 * a subscription costs its selection when it starts, and again for every event it delivers (each event runs
@@ -63,6 +64,7 @@ from gateway.auth import client_address
 from gateway.config import GatewayConfig
 from gateway.errors import CostExceeded, Forbidden, RateLimited
 from gateway.graphql.pages import DEFAULT_CHANGES, DEFAULT_PAGE, MAX_CHANGES, MAX_PAGE
+from schema.actions import MAX_IDS
 from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,14 @@ class _Costing:
             ids = self._argument(node, "ids")
             count = len(ids) if isinstance(ids, list) else 1
             return count * (1 + self.selections(named, node.selection_set, size))
-        if is_list_type(get_nullable_type(definition.type)) and not parent.name.endswith("Payload"):
+        listed = is_list_type(get_nullable_type(definition.type))
+        first = definition.args.get("first")
+        if listed and first is not None:
+            # A list with a page size of its own (an action's affectedMessages): counted at it, as a connection.
+            default = first.default_value if isinstance(first.default_value, int) else DEFAULT_PAGE
+            inner = self._page_size(node, default, MAX_IDS)
+            return 1 + inner * (1 + self.selections(named, node.selection_set, inner))
+        if listed and not parent.name.endswith("Payload"):
             # A payload's lists hold what each id touched: the mutation's count already multiplies them.
             return 1 + LIST_BOUND * self.selections(named, node.selection_set, size)
         return 1 + self.selections(named, node.selection_set, size)

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from schema.unit import UnitOfWork
 
 PLACEHOLDER_UIDVALIDITY = 0
+# The most messages one mutation may name (gateway.graphql.mutations.writes), so the most one action is about.
+MAX_IDS = 1000
 
 
 class ActionKind(StrEnum):

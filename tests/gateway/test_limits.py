@@ -89,6 +89,9 @@ async def test_the_cost_is_reported_and_a_costly_query_refused(alice: Client, wo
         # A row's parts: the list is one read, what each item nests counts LIST_BOUND (5) times.
         ('{ node(id: "m") { ... on Message { attachments { filename } from { address } } } }', {}, 1 + 1 + 1),
         ('{ node(id: "m") { ... on Message { folders { account { id } } } } }', {}, 1 + 1 + 5 * 1),
+        # A list with a page size of its own counts at it: an action's messages (up to 1,000), 20 by default.
+        ('{ node(id: "a") { ... on Action { affectedMessages { id } } } }', {}, 1 + 1 + 20 * 1),
+        ('{ node(id: "a") { ... on Action { affectedMessages(first: 1000) { thread { id } } } } }', {}, 2 + 1000 * 2),
         # Variables count as the operation runs with them: a default stands for a variable not sent.
         ("query($n: Int = 50) { accounts(first: $n) { nodes { id } } }", {}, 2 + 50),
         ("query($n: Int = 50) { accounts(first: $n) { nodes { id } } }", {"n": 3}, 2 + 3),

@@ -227,6 +227,12 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
     )
     assert about["node"]["affectedMessage"] is None
     assert {m["id"] for m in about["node"]["affectedMessages"]} == touched
+    # A page of them, first by id; a page size outside 1 to 1,000 is refused.
+    page = "query($id: ID!, $n: Int!) { node(id: $id) { ... on Action { affectedMessages(first: $n) { id } } } }"
+    two = await mailbox.client.data(page, {"id": one, "n": 2})
+    assert [m["id"] for m in two["node"]["affectedMessages"]] == sorted(touched, key=lambda g: from_global(g)[1])[:2]
+    refused = await mailbox.client.run(page, {"id": one, "n": 0})
+    assert [e["extensions"]["code"] for e in refused["errors"]] == ["BAD_USER_INPUT"]
     inbox = mailbox.imap.folder("INBOX")
     for m in [single, *in_thread]:
         assert {"\\Seen", "\\Flagged", "$Project"} <= inbox[header_of(m)]

@@ -34,13 +34,12 @@ from gateway.errors import BadUserInput, Forbidden, not_found
 from gateway.graphql.context import Info
 from gateway.ids import from_global, pk_of
 from schema import idempotency
-from schema.actions import Refused
+from schema.actions import MAX_IDS, Refused
 from schema.models import Folder, Message, MutationKey, Thread, utcnow
 from schema.retry import retry_deadlocks
 from schema.shards import shard_of
 from schema.unit import UnitOfWork
 
-MAX_IDS = 1000
 MAX_KEY = 128
 READ_ONLY = "this token is read-only: it may not run mutations"
 

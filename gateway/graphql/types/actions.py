@@ -14,14 +14,16 @@ from typing import Any
 import strawberry
 from sqlalchemy.engine import Row
 
+from gateway.errors import BadUserInput
 from gateway.graphql.context import Info
+from gateway.graphql.pages import DEFAULT_PAGE
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.fields import described, existing, present, utc
 from gateway.graphql.types.folders import Folder
 from gateway.graphql.types.messages import Message
 from gateway.graphql.types.relay import Node
 from gateway.ids import to_global
-from schema.actions import ActionKind, ActionState
+from schema.actions import MAX_IDS, ActionKind, ActionState
 
 strawberry.enum(
     ActionState,
@@ -72,14 +74,17 @@ class Action(Node):
         return None if row is None else Message.of(row)
 
     @described(
-        "The messages it is about: its message, or every message of a flag change of several; empty for folder"
-        " actions (messages gone since are left out)."
+        "The messages it is about, the first `first` (20 by default, at most 1,000, a mutation's most) by id:"
+        " its message, or the messages of a flag change of several; empty for folder actions (messages gone"
+        " since are left out). Costed at `first` messages."
     )
-    async def affected_messages(self, info: Info) -> list[Message]:
+    async def affected_messages(self, info: Info, first: int = DEFAULT_PAGE) -> list[Message]:
+        if not 1 <= first <= MAX_IDS:
+            raise BadUserInput(f"first must be between 1 and {MAX_IDS}")
         if self.row.message_id is not None:
             ids = [self.row.message_id]
         else:
-            ids = await info.context.loaders.action_message_ids.load(self.row.id)
+            ids = (await info.context.loaders.action_message_ids.load(self.row.id))[:first]
         return [Message.of(r) for r in await present(info.context.loaders.messages.load_many(ids))]
 
     @described("The folder it is about: a move's target, the folder created, renamed or deleted (null once gone).")
