@@ -42,7 +42,7 @@ def address_list(column: str) -> Callable[[Any], list[Address]]:
     so the executor calls it directly (gateway.graphql.executor)."""
 
     def resolve(self: Any) -> list[Address]:
-        return addresses(getattr(self.row, column))
+        return addresses(self.row._mapping[column])
 
     return resolve
 
@@ -114,23 +114,24 @@ class Message(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Message:
+        c = row._mapping  # several times faster to read than the row's attributes (see pages.cut)
         return cls(
-            id=strawberry.ID(to_global("Message", row.id)),
-            subject=row.subject,
-            date=utc(row.date),
-            received_at=utc(row.received_at) or datetime.now(UTC),
-            unread=bool(row.unread),
-            starred=bool(row.starred),
-            answered=bool(row.answered),
-            draft=bool(row.draft),
-            snippet=row.snippet,
-            size=row.size,
-            message_id_header=row.message_id_header,
-            in_reply_to=row.in_reply_to,
-            references=(row.references or "").split(),
-            has_attachments=bool(row.has_attachments),
-            malformed=bool(row.malformed),
-            defects=(row.defects or "").split(),
+            id=strawberry.ID(to_global("Message", c["id"])),
+            subject=c["subject"],
+            date=utc(c["date"]),
+            received_at=utc(c["received_at"]) or datetime.now(UTC),
+            unread=bool(c["unread"]),
+            starred=bool(c["starred"]),
+            answered=bool(c["answered"]),
+            draft=bool(c["draft"]),
+            snippet=c["snippet"],
+            size=c["size"],
+            message_id_header=c["message_id_header"],
+            in_reply_to=c["in_reply_to"],
+            references=(c["references"] or "").split(),
+            has_attachments=bool(c["has_attachments"]),
+            malformed=bool(c["malformed"]),
+            defects=(c["defects"] or "").split(),
             row=row,
         )
 
@@ -190,17 +191,19 @@ class Thread(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Thread:
+        c = row._mapping  # as Message.of
+        unread_count = c["unread_count"]
         return cls(
-            id=strawberry.ID(to_global("Thread", row.id)),
-            subject=row.subject,
-            snippet=row.snippet,
-            participants=addresses(row.participants),
-            message_count=row.message_count,
-            unread_count=row.unread_count,
-            unread=row.unread_count > 0,
-            starred=bool(row.starred),
-            first_message_at=utc(row.first_message_at),
-            last_message_at=utc(row.last_message_at),
+            id=strawberry.ID(to_global("Thread", c["id"])),
+            subject=c["subject"],
+            snippet=c["snippet"],
+            participants=addresses(c["participants"]),
+            message_count=c["message_count"],
+            unread_count=unread_count,
+            unread=unread_count > 0,
+            starred=bool(c["starred"]),
+            first_message_at=utc(c["first_message_at"]),
+            last_message_at=utc(c["last_message_at"]),
             row=row,
         )
 
