@@ -17,7 +17,7 @@ from gateway.graphql import pages
 from gateway.graphql import search as searching
 from gateway.graphql.context import Info
 from gateway.graphql.filters import MessageFilter, ThreadFilter, message_conditions, thread_conditions
-from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS
+from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS, THREAD_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
@@ -185,7 +185,7 @@ class Query:
             ThreadRow.last_message_at.is_not(None),
             *thread_conditions(filter),
         ]
-        found = await _page(info, select(ThreadRow.__table__), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
+        found = await _page(info, select(*THREAD_COLUMNS), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
         await prefetch_threads(info, [edge.node for edge in found.edges])
         return found
 

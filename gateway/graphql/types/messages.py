@@ -13,6 +13,7 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
 from gateway.graphql import pages
 from gateway.graphql.context import Info
+from gateway.graphql.loaders import decoded
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.fields import described, existing, field_of, present, utc
 from gateway.graphql.types.folders import Folder, Label, folders_of, labels_of
@@ -42,7 +43,7 @@ def address_list(column: str) -> Callable[[Any], list[Address]]:
     so the executor calls it directly (gateway.graphql.executor)."""
 
     def resolve(self: Any) -> list[Address]:
-        return addresses(self.row._mapping[column])
+        return addresses(decoded(self.row._mapping[column]))
 
     return resolve
 
@@ -209,7 +210,7 @@ class Thread(Node):
 
     @field_of(list[Folder])
     def folders(self, info: Info) -> list[Folder] | Awaitable[list[Folder]]:
-        ids = self.row.folder_ids
+        ids = decoded(self.row.folder_ids)
         return folders_of(info, ids) if ids else []
 
     @field_of(list[Label], prefetched=("label_list", NOT_LOADED))
