@@ -42,6 +42,7 @@ resolver (graphql middleware) switch the short path off.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import GeneratorType
 from typing import Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
@@ -196,11 +197,30 @@ Render = Callable[[Any], dict[str, Any]]
 _TYPENAME, _LEAF, _OBJECT, _OBJECTS = range(4)
 
 
-def _renderer(steps: tuple[Step, ...], is_awaitable: Callable[[Any], bool]) -> Render:
+def _settled(is_awaitable: Callable[[Any], bool]) -> tuple[set[type], Callable[[Any], bool]]:
+    """(types known not to be awaitable, a check that learns them): whether an object with no run-time type
+    check of its own is a value rather than something to await. Whether an object can be awaited follows from
+    its type, but for a generator (a generator-based coroutine is one); the types met are few (Address, an edge,
+    a page's info), so after the first of each type it costs a set lookup."""
+    known: set[type] = set()
+
+    def settled(value: Any) -> bool:
+        if is_awaitable(value):
+            return False
+        if type(value) is not GeneratorType:
+            known.add(type(value))
+        return True
+
+    return known, settled
+
+
+def _renderer(steps: tuple[Step, ...], settled: tuple[set[type], Callable[[Any], bool]]) -> Render:
     """An object's plain selection as one function: each field read and checked as PlainFieldExecutor.execute_field
     would read and check it, without a path, a field lookup or a call per field. Whatever it would hand to
     graphql-core's path (an error, a null where none may be, a value to coerce that does not, an object not of
     the field's type, something to await, a list that is not a list) raises, and the object takes that path."""
+
+    known, learn = settled
 
     def render(source: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -227,7 +247,7 @@ def _renderer(steps: tuple[Step, ...], is_awaitable: Callable[[Any], bool]) -> R
                     if non_null:
                         raise _Unexpected
                     out[name] = None
-                elif check(value, None) is True if check is not None else not is_awaitable(value):
+                elif check(value, None) is True if check is not None else type(value) in known or learn(value):
                     out[name] = inner(value)
                 else:
                     raise _Unexpected
@@ -247,7 +267,7 @@ def _renderer(steps: tuple[Step, ...], is_awaitable: Callable[[Any], bool]) -> R
                         if items_non_null:
                             raise _Unexpected
                         items.append(None)
-                    elif check(item, None) is True if check is not None else not is_awaitable(item):
+                    elif check(item, None) is True if check is not None else type(item) in known or learn(item):
                         items.append(inner(item))
                     else:
                         raise _Unexpected
@@ -273,6 +293,7 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
     _plans: dict[int, tuple[Any, GraphQLObjectType, Plan]] | None = None
     _renderers: dict[int, tuple[Any, GraphQLObjectType, Render | None]] | None = None
+    _settled: tuple[set[type], Callable[[Any], bool]] | None = None
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """graphql-core's copy for one subscription event, with memos of its own.
@@ -352,7 +373,9 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 items_non_null = isinstance(plain.item_type, GraphQLNonNull)
                 kind = (non_null, items_non_null, plain.check)
                 steps.append((response_name, _OBJECTS, plain.read, plain.name, kind, inner))
-        return _renderer(tuple(steps), self.is_awaitable)
+        if self._settled is None:
+            self._settled = _settled(self.is_awaitable)
+        return _renderer(tuple(steps), self._settled)
 
     def execute_fields(
         self,
