@@ -234,6 +234,20 @@ def _by_id(rows: Iterable[Row[Any]], keys: Sequence[int], attr: str = "id") -> l
     return [found.get(k) for k in keys]
 
 
+async def batch(loader: DataLoader[K, V], keys: list[K]) -> list[V]:
+    """What `loader.load_many(keys)` answers (distinct keys), by one call of its batch function: no future, task
+    and cache entry per key. For a list resolver that loads its whole page at once (prefetch_threads): the
+    values go to the page's objects, and nothing else of the request asks for these keys again."""
+    if not keys:
+        return []
+    found: list[V] = []
+    for value in await loader.load_fn(keys):
+        if isinstance(value, BaseException):  # as load_many raises the first key's error
+            raise value
+        found.append(value)
+    return found
+
+
 def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
     return DataLoader(load_fn=fn, max_batch_size=1000)
 

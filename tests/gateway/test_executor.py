@@ -14,6 +14,7 @@ import pytest
 import strawberry
 from graphql import GraphQLObjectType, GraphQLResolveInfo
 from graphql.pyutils import Path
+from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.unset import UNSET
@@ -336,3 +337,26 @@ async def test_a_page_of_threads_renders_each_thread_in_one_call(
     assert len(threads) == 10
     assert all(t["subject"] and t["lastMessage"]["id"] and t["__typename"] == "Thread" for t in threads)
     assert executed == ["Query"]
+
+
+async def test_a_page_prefetches_without_a_dataloader_load_per_thread(
+    alice: Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's last messages and labels are loaded by the loaders' batch functions called once each, without a
+    future, a task and a cache entry per thread (DataLoader.load)."""
+    loads: list[object] = []
+    original = DataLoader.load
+
+    def counting(self: Any, key: object) -> Any:
+        loads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(DataLoader, "load", counting)
+    query = """query($a: ID!) { threads(accountId: $a, first: 10) { nodes {
+        labels { name } lastMessage { subject from { address } } } } }"""
+    data = await alice.data(query, {"a": to_global("Account", world.alice.id)})
+    threads = data["threads"]["nodes"]
+    assert len(threads) == 10
+    assert all(t["lastMessage"]["subject"] for t in threads)
+    assert any(t["labels"] for t in threads)
+    assert loads == []
