@@ -18,6 +18,13 @@ gateway's CPU on such a page.
   selection directly, with graphql-core's own error handling (an error nulls the nearest nullable place, item or
   field, as before) and awaiting what the selection awaits.
 
+An object whose whole selection is plain, down to its leaves (a page's connection, its edges, their threads,
+messages, addresses and labels), is answered by one function made once per selection (`_renderer`): it reads
+and checks each field as above and builds the object's answer without a path, a field lookup or a call per
+field. Whatever it does not answer itself (an error, a null where none may be, a value that does not coerce,
+an object to await or not of the field's type) sends that object, and only it, down graphql-core's path, which
+reads it again and reports it as before.
+
 A field with a resolver is read like a plain one when a list resolver loaded its answer for the whole page
 beforehand (`field_of(..., prefetched=(attribute, sentinel))`: a thread's `lastMessage` and `labels` on a page of
 threads): the attribute's value, unless it is the sentinel, in which case the resolver runs as usual. So is a
@@ -35,6 +42,7 @@ resolver (graphql middleware) switch the short path off.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import GeneratorType
 from typing import Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
@@ -178,6 +186,97 @@ def _plain_field(parent_type: GraphQLObjectType, name: str) -> Plain | None:
 _MISSING: Any = object()
 
 
+class _Unexpected(Exception):
+    """What a render does not answer itself: graphql-core's path answers the object instead."""
+
+
+# A render's step: (response name, kind, read, attribute, what the kind checks, the leaf's coercion or the render of
+# the object(s)); for _TYPENAME, `read` is the type's name.
+Step = tuple[str, int, Any, Any, Any, Any]
+Render = Callable[[Any], dict[str, Any]]
+_TYPENAME, _LEAF, _OBJECT, _OBJECTS = range(4)
+
+
+def _settled(is_awaitable: Callable[[Any], bool]) -> tuple[set[type], Callable[[Any], bool]]:
+    """(types known not to be awaitable, a check that learns them): whether an object with no run-time type
+    check of its own is a value rather than something to await. Whether an object can be awaited follows from
+    its type, but for a generator (a generator-based coroutine is one); the types met are few (Address, an edge,
+    a page's info), so after the first of each type it costs a set lookup."""
+    known: set[type] = set()
+
+    def settled(value: Any) -> bool:
+        if is_awaitable(value):
+            return False
+        if type(value) is not GeneratorType:
+            known.add(type(value))
+        return True
+
+    return known, settled
+
+
+def _renderer(steps: tuple[Step, ...], settled: tuple[set[type], Callable[[Any], bool]]) -> Render:
+    """An object's plain selection as one function: each field read and checked as PlainFieldExecutor.execute_field
+    would read and check it, without a path, a field lookup or a call per field. Whatever it would hand to
+    graphql-core's path (an error, a null where none may be, a value to coerce that does not, an object not of
+    the field's type, something to await, a list that is not a list) raises, and the object takes that path."""
+
+    known, learn = settled
+
+    def render(source: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind, read, attribute, spec, inner in steps:
+            if kind == _LEAF:
+                value = read(source, attribute)
+                if type(value) is spec[0]:  # its own coercion (a str of a String, a bool of a Boolean)
+                    out[name] = value
+                elif value is None:
+                    if spec[1]:
+                        raise _Unexpected
+                    out[name] = None
+                else:
+                    coerced = inner(value)
+                    if coerced is None or coerced is Undefined:
+                        raise _Unexpected
+                    out[name] = coerced
+            elif kind == _TYPENAME:
+                out[name] = read
+            elif kind == _OBJECT:
+                value = read(source, attribute)
+                non_null, check = spec
+                if value is None:
+                    if non_null:
+                        raise _Unexpected
+                    out[name] = None
+                elif check(value, None) is True if check is not None else type(value) in known or learn(value):
+                    out[name] = inner(value)
+                else:
+                    raise _Unexpected
+            else:
+                value = read(source, attribute)
+                non_null, items_non_null, check = spec
+                if value is None:
+                    if non_null:
+                        raise _Unexpected
+                    out[name] = None
+                    continue
+                if type(value) is not list:
+                    raise _Unexpected
+                items: list[Any] = []
+                for item in value:
+                    if item is None:
+                        if items_non_null:
+                            raise _Unexpected
+                        items.append(None)
+                    elif check(item, None) is True if check is not None else type(item) in known or learn(item):
+                        items.append(inner(item))
+                    else:
+                        raise _Unexpected
+                out[name] = items
+        return out
+
+    return render
+
+
 def _kept(cache: dict[int, tuple[Any, GraphQLObjectType, Any]], key: Any, parent_type: GraphQLObjectType) -> Any:
     """What `cache` keeps for a selection graphql-core collected once per parent type and hands to every object of a
     page, by the selection's identity and the parent type (stored with the selection, so that its identity is not
@@ -193,6 +292,8 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
 
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
     _plans: dict[int, tuple[Any, GraphQLObjectType, Plan]] | None = None
+    _renderers: dict[int, tuple[Any, GraphQLObjectType, Render | None]] | None = None
+    _settled: tuple[set[type], Callable[[Any], bool]] | None = None
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """graphql-core's copy for one subscription event, with memos of its own.
@@ -208,7 +309,73 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         executor._relevant_sub_fields = {}
         executor._plain_fields = None
         executor._plans = None
+        executor._renderers = None
         return executor
+
+    def collect_and_execute_subfields(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: Any,
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        """graphql-core's, with an object whose whole selection is plain rendered by its `Render` (made once per
+        selection); anything the render does not expect (an error, a null where none may be, a value to await
+        or of another type) runs graphql-core's path for that object, which reads it again and reports it."""
+        if position_context is None:
+            render = self._render(return_type, field_details_list)
+            if render is not None:
+                try:
+                    return render(result)
+                except Exception:  # noqa: S110 (the path below answers, or reports the error)
+                    pass
+        return super().collect_and_execute_subfields(return_type, field_details_list, path, result, position_context)
+
+    def _render(self, object_type: GraphQLObjectType, field_details_list: Any) -> Render | None:
+        """The render of an object's selection when all of it is plain, down to the leaves; None otherwise.
+        Made once per selection (_kept)."""
+        renderers = self._renderers
+        if renderers is None:
+            renderers = self._renderers = {}
+        render: Render | None = _kept(renderers, field_details_list, object_type)
+        if render is _MISSING:
+            render = self._make_render(object_type, field_details_list)
+            renderers[id(field_details_list)] = (field_details_list, object_type, render)
+        return render
+
+    def _make_render(self, object_type: GraphQLObjectType, field_details_list: Any) -> Render | None:
+        grouped_field_set, new_defer_usages, forbidden = self.collect_subfields(object_type, field_details_list)
+        if new_defer_usages or forbidden:
+            return None
+        steps: list[Step] = []
+        for response_name, fields in grouped_field_set.items():
+            node = fields[0].node
+            if node.name.value == "__typename":
+                if any(d.node.directives for d in fields):
+                    return None
+                steps.append((response_name, _TYPENAME, object_type.name, None, None, None))
+                continue
+            plain = self._plain_field(object_type, fields)
+            if plain is None:
+                return None
+            if isinstance(plain, PlainLeaf):
+                coerce = plain.leaf.coerce_output_value
+                steps.append((response_name, _LEAF, plain.read, plain.name, (plain.same, plain.non_null), coerce))
+                continue
+            inner = self._render(plain.object_type, fields)
+            if inner is None:
+                return None
+            non_null = isinstance(plain.field_type, GraphQLNonNull)
+            if plain.item_type is None:
+                steps.append((response_name, _OBJECT, plain.read, plain.name, (non_null, plain.check), inner))
+            else:
+                items_non_null = isinstance(plain.item_type, GraphQLNonNull)
+                kind = (non_null, items_non_null, plain.check)
+                steps.append((response_name, _OBJECTS, plain.read, plain.name, kind, inner))
+        if self._settled is None:
+            self._settled = _settled(self.is_awaitable)
+        return _renderer(tuple(steps), self._settled)
 
     def execute_fields(
         self,

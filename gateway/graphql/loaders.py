@@ -21,15 +21,18 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Executable, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Executable, Select, Text, bindparam, func, select, type_coerce
+from sqlalchemy import Label as Labelled
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.sql.elements import KeyedColumnElement
 from strawberry.dataloader import DataLoader
 
 from gateway.errors import ShardUnavailable
 from gateway.graphql import pages
+from schema.db import json_loads
 from schema.models import (
     Account,
     Action,
@@ -51,8 +54,28 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 
-# A message as lists show it: everything but the bodies, which only `textBody`/`htmlBody` load.
-MESSAGE_COLUMNS = tuple(c for c in Message.__table__.c if c.name not in {"text_body", "html_body"})
+
+def _as_text(column: KeyedColumnElement[Any]) -> Labelled[Any]:
+    """A JSON column read as its text, under its own name: `decoded` when a field asks for it. A page of threads
+    reads the JSON of every row and shows little of it (a message's `from`, not its to, cc, bcc, reply-to)."""
+    return type_coerce(column, Text()).label(column.name)
+
+
+def decoded(value: Any) -> Any:
+    """A JSON column's value, read as text by `_as_text` (or already decoded)."""
+    return json_loads(value) if isinstance(value, str | bytes) else value
+
+
+# A message as lists show it: what the API shows of it, without the bodies (which only `textBody`/`htmlBody`
+# load) and the columns the API never shows (the search index's addresses, the mirror's identity and
+# orphan time); the address lists as text, decoded when asked for.
+_NOT_SHOWN = {"text_body", "html_body", "search_addresses", "identity", "orphaned_at"}
+_ADDRESSES = {"from_addrs", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to_addrs"}
+MESSAGE_COLUMNS = tuple(
+    _as_text(c) if c.name in _ADDRESSES else c for c in Message.__table__.c if c.name not in _NOT_SHOWN
+)
+# A thread, its folder ids as text (decoded only by `folders`).
+THREAD_COLUMNS = tuple(_as_text(c) if c.name == "folder_ids" else c for c in Thread.__table__.c)
 # An account without its sealed secrets: passwords and OAuth2 tokens are never read into a request.
 _SECRETS = {"imap_password", "smtp_password", "oauth2_refresh_token", "oauth2_access_token"}
 ACCOUNT_COLUMNS = tuple(c for c in Account.__table__.c if c.name not in _SECRETS)
@@ -213,6 +236,20 @@ class Reader:
 def _by_id(rows: Iterable[Row[Any]], keys: Sequence[int], attr: str = "id") -> list[Row[Any] | None]:
     found = {getattr(r, attr): r for r in rows}
     return [found.get(k) for k in keys]
+
+
+async def batch(loader: DataLoader[K, V], keys: list[K]) -> list[V]:
+    """What `loader.load_many(keys)` answers (distinct keys), by one call of its batch function: no future, task
+    and cache entry per key. For a list resolver that loads its whole page at once (prefetch_threads): the
+    values go to the page's objects, and nothing else of the request asks for these keys again."""
+    if not keys:
+        return []
+    found: list[V] = []
+    for value in await loader.load_fn(keys):
+        if isinstance(value, BaseException):  # as load_many raises the first key's error
+            raise value
+        found.append(value)
+    return found
 
 
 def _loader(fn: Callable[[list[K]], Any]) -> DataLoader[K, Any]:
@@ -386,7 +423,7 @@ class Loaders:
 
     async def _threads(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
         rows = await self._rows(
-            shard, select(Thread.__table__).where(Thread.id.in_(keys), self._mine(Thread.account_id, shard))
+            shard, select(*THREAD_COLUMNS).where(Thread.id.in_(keys), self._mine(Thread.account_id, shard))
         )
         return _by_id(rows, keys)
 

@@ -101,7 +101,10 @@ def cut(rows: Sequence[Any], keys: Sequence[Key], page: PageArgs) -> Window:
     kept = list(rows[: page.size])
     if page.backward:
         kept.reverse()
-    cursors = [encode_page_cursor([getattr(r, k.name) for k in keys]) for r in kept]
+    names = [k.name for k in keys]
+    # A row's mapping reads a column several times faster than its attribute (which SQLAlchemy looks up only
+    # after the class's own attributes failed).
+    cursors = [encode_page_cursor([r._mapping[name] for name in names]) for r in kept]
     if page.backward:
         return Window(kept, cursors, has_next=page.before is not None, has_previous=more)
     return Window(kept, cursors, has_next=more, has_previous=page.after is not None)

@@ -17,7 +17,7 @@ from gateway.graphql import pages
 from gateway.graphql import search as searching
 from gateway.graphql.context import Info
 from gateway.graphql.filters import MessageFilter, ThreadFilter, message_conditions, thread_conditions
-from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS
+from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS, THREAD_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
@@ -185,7 +185,7 @@ class Query:
             ThreadRow.last_message_at.is_not(None),
             *thread_conditions(filter),
         ]
-        found = await _page(info, select(ThreadRow.__table__), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
+        found = await _page(info, select(*THREAD_COLUMNS), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
         await prefetch_threads(info, [edge.node for edge in found.edges])
         return found
 
@@ -229,12 +229,25 @@ class Query:
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
-        account = await info.context.loaders.accounts.load(pk)
-        if account is None:  # removed since the token was checked
-            raise not_found("Account")
+        loaders = info.context.loaders
+
+        async def address() -> str:
+            account = await loaders.accounts.load(pk)
+            if account is None:  # removed since the token was checked
+                raise not_found("Account")
+            return str(account.address)
+
+        # The account's row is read only when the search names `me`, or when it finds nothing or fails (a removed
+        # account is NOT_FOUND, as it always was: its messages went with it, so a search that finds one had it).
         shard = shard_of(pk)
         vocabulary = await info.context.services.vocabulary.get(shard, lambda: info.context.db.connection(shard))
-        found = searching.plan(query, vocabulary, account.address)
+        try:
+            found = searching.plan(query, vocabulary, None)
+        except searching.NeedsMe:
+            found = searching.plan(query, vocabulary, await address())
+        except Exception:
+            await address()
+            raise
         conditions = [
             *found.conditions,
             MessageRow.account_id == pk,
@@ -242,10 +255,14 @@ class Query:
             *message_conditions(filter),
         ]
         if found.score is None:
-            return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard)
-        keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
-        stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
-        return await _page(info, stmt, conditions, keys, page, Message.of, shard)
+            stmt, keys = select(*MESSAGE_COLUMNS), MESSAGE_KEYS
+        else:
+            keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
+            stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
+        results = await _page(info, stmt, conditions, keys, page, Message.of, shard)
+        if not results.edges:
+            await address()
+        return results
 
     @described(
         "An account's changes after a cursor, oldest first (the delta feed). Without `after`: from the oldest kept."

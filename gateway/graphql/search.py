@@ -121,10 +121,15 @@ def _condition(part: Part) -> ColumnElement[bool]:
     return and_(*(m for m, _ in part.matches()), *part.other)
 
 
+class NeedsMe(Exception):
+    """The search names `me` (from:me, to:me, cc:me, bcc:me) and was planned without the account's address."""
+
+
 @dataclass
 class Translator:
     vocabulary: Vocabulary
-    me: str  # the account's own address: the value `me` of the address operators
+    # The account's own address: the value `me` of the address operators; None when not read (NeedsMe if asked).
+    me: str | None
     dropped: list[str] = field(default_factory=list)
 
     def part(self, node: Node) -> Part:
@@ -172,7 +177,11 @@ class Translator:
         return Part(other=(not_(_condition(inner)),))
 
     def field(self, node: Field) -> ColumnElement[bool]:
-        value = self.me if node.value.lower() == "me" and node.name in ("from", "to", "cc", "bcc") else node.value
+        value = node.value
+        if value.lower() == "me" and node.name in ("from", "to", "cc", "bcc"):
+            if self.me is None:
+                raise NeedsMe
+            value = self.me
         if node.name == "from":
             return address_matches(Message.from_addrs, value)
         if node.name == "to":  # any recipient, as a mail user means it
@@ -207,9 +216,10 @@ class SearchPlan:
     score: ColumnElement[Any] | None
 
 
-def plan(query: str, vocabulary: Vocabulary, me: str) -> SearchPlan:
+def plan(query: str, vocabulary: Vocabulary, me: str | None) -> SearchPlan:
     """The conditions a search puts on messages, and its relevance; SearchSyntaxError when it does not parse or
-    names nothing the index can search for."""
+    names nothing the index can search for. `me`: the account's address, or None to read it only if the search
+    names it (NeedsMe then)."""
     translator = Translator(vocabulary, me)
     top = translator.part(parse(query))
     if not top:

@@ -97,3 +97,21 @@ async def test_newest_messages_are_read_only_from_the_viewers_accounts(gw_engine
         got = [thread for thread, row in zip(mine + theirs, found, strict=True) if row is not None]
         assert got == expected
         assert all(row.thread_id == thread for thread, row in zip(mine + theirs, found, strict=True) if row)
+
+
+async def test_message_reads_leave_out_what_the_api_never_shows(
+    alice: Client, world: World, statements: Statements
+) -> None:
+    """The messages of a page are read without the search index's copy of their addresses, the mirror's
+    identity and orphan time (no field shows them), and every address list still answers."""
+    query = """query($a: ID!) { threads(accountId: $a, first: 5) { nodes { folders { id } lastMessage {
+        from { address } to { address } cc { address } bcc { address } replyTo { address } } } }
+        messages(accountId: $a, first: 5) { nodes { subject to { name address } } } }"""
+    _, data = await count(alice, statements, query, {"a": to_global("Account", world.alice.id)})
+    messages = [t["lastMessage"] for t in data["threads"]["nodes"]] + data["messages"]["nodes"]
+    assert all(m["to"] and all(a["address"] for a in m["to"]) for m in messages)
+    assert all(t["folders"] for t in data["threads"]["nodes"])
+    read = " ".join(s for s in statements.seen if "FROM messages" in s)
+    assert "messages.subject" in read
+    for column in ("search_addresses", "identity"):
+        assert f"messages.{column}" not in read, read

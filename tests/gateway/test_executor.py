@@ -14,6 +14,7 @@ import pytest
 import strawberry
 from graphql import GraphQLObjectType, GraphQLResolveInfo
 from graphql.pyutils import Path
+from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.unset import UNSET
@@ -175,6 +176,12 @@ class Query:
         return GOOD
 
     @strawberry.field
+    def mixed(self) -> list[Item | None]:
+        """A list whose items are all plain but one holds what the short path hands to graphql-core's."""
+        holes = replace(GOOD, friends=[ANN, None])  # type: ignore[list-item]
+        return [GOOD, holes, None, replace(WIDE, owner=BOB), replace(GOOD, tags=None)]  # type: ignore[arg-type]
+
+    @strawberry.field
     def prefetched(self) -> list[Item]:
         """Items whose list resolver loaded best and pals (and one with a value of the wrong type)."""
         return [
@@ -235,6 +242,14 @@ def schemas(*extensions: Any) -> tuple[strawberry.Schema, strawberry.Schema]:
         "{ broken { everyone { name } } }",  # a null owner in a list of non-null owners
         "{ prefetched { name bestFriend { name later } palsOf { name boom } } }",
         "{ prefetched { palsOf { name } } }",
+        # Selections plain down to their leaves (each object answered by one render), with what the render does
+        # not answer somewhere inside: that object takes graphql-core's path, and only it.
+        "{ mixed { name __typename owner { name __typename } friends { name } pets { label owner { name } } } }",
+        "{ mixed { tags } }",
+        "{ mixed { friends { n: name name } } items { owner { name } pet { label } } }",
+        "{ broken { friends { name } maybe { name } } }",
+        "{ broken { owner { name } pet { label } } first { owner { name } } }",
+        "{ items { ...P } broken { ...P } } fragment P on Item { pets { owner { name } } pet { owner { name } } }",
     ],
 )
 @pytest.mark.parametrize("extensions", [[], [Upper]], ids=["plain", "with-middleware"])
@@ -299,3 +314,49 @@ async def test_a_thread_read_alone_loads_what_a_page_prefetches(
     assert alone["node"]["labels"] == thread["labels"]
     assert "Thread.lastMessage" in resolve_infos
     assert "Thread.labels" in resolve_infos
+
+
+async def test_a_page_of_threads_renders_each_thread_in_one_call(
+    alice: Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A selection plain down to its leaves is answered by one render per object: no object of the page goes
+    through the loop over its fields (execute_fields), but the query's root."""
+    executed: list[str] = []
+    original = PlainFieldExecutor.execute_fields
+
+    def counting(self: Any, parent_type: GraphQLObjectType, *args: Any) -> Any:
+        executed.append(parent_type.name)
+        return original(self, parent_type, *args)
+
+    monkeypatch.setattr(PlainFieldExecutor, "execute_fields", counting)
+    query = """query($a: ID!) { threads(accountId: $a, first: 10) { edges { cursor node {
+        id subject unread lastMessageAt participants { name address } labels { id name } __typename
+        lastMessage { id subject date unread from { name address } } } } pageInfo { hasNextPage endCursor } } }"""
+    data = await alice.data(query, {"a": to_global("Account", world.alice.id)})
+    threads = [e["node"] for e in data["threads"]["edges"]]
+    assert len(threads) == 10
+    assert all(t["subject"] and t["lastMessage"]["id"] and t["__typename"] == "Thread" for t in threads)
+    assert executed == ["Query"]
+
+
+async def test_a_page_prefetches_without_a_dataloader_load_per_thread(
+    alice: Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's last messages and labels are loaded by the loaders' batch functions called once each, without a
+    future, a task and a cache entry per thread (DataLoader.load)."""
+    loads: list[object] = []
+    original = DataLoader.load
+
+    def counting(self: Any, key: object) -> Any:
+        loads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(DataLoader, "load", counting)
+    query = """query($a: ID!) { threads(accountId: $a, first: 10) { nodes {
+        labels { name } lastMessage { subject from { address } } } } }"""
+    data = await alice.data(query, {"a": to_global("Account", world.alice.id)})
+    threads = data["threads"]["nodes"]
+    assert len(threads) == 10
+    assert all(t["lastMessage"]["subject"] for t in threads)
+    assert any(t["labels"] for t in threads)
+    assert loads == []

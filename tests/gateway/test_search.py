@@ -14,12 +14,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import delete, event
 
 from gateway.errors import CODES
 from gateway.ids import to_global
 from gateway.testing import BASE_TIME, PDF, Client, Mail, ServerThread, add_folder, deliver, hours
 from schema import accounts, tokens
 from schema.crypto import CredentialBox
+from schema.models import Account as AccountRow
 from schema.unit import Store
 
 DANA = "dana@example.test"
@@ -272,3 +274,46 @@ def test_whatever_is_typed_gets_results_or_a_typed_error(gateway: ServerThread, 
                 assert e["extensions"]["code"] in CODES - {"INTERNAL"}, e
 
         run()
+
+
+async def test_the_account_is_read_only_when_the_search_needs_it(gateway: ServerThread, dana: Mailbox) -> None:
+    """Its address, for `me`; or whether it still exists, when the search finds nothing or fails: a search that
+    finds mail had the account."""
+    read: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM accounts" in statement:
+            read.append(statement)
+
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        assert await found(dana, "fox") == ["fable", "notes"]  # the token's grant is cached from here on
+        read.clear()
+        assert await found(dana, "quick fox") == ["fable", "notes"]
+        assert read == []
+        assert await found(dana, "from:me") == ["reply"]
+        assert len(read) == 1
+        read.clear()
+        assert await found(dana, "zebras") == []
+        assert len(read) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+
+
+async def test_a_removed_account_is_not_found_whatever_it_searches(
+    http: httpx.AsyncClient, gw_store: Store, credential_box: CredentialBox
+) -> None:
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "gone")
+    account = await accounts.create(gw_store, credential_box, "gone@example.test", endpoint, "pw")
+    inbox = await add_folder(gw_store, account, "INBOX", "inbox")
+    await deliver(gw_store, account, inbox, [(MAILS["fable"].raw(), [])])
+    async with gw_store.sessions() as session, session.begin():
+        token = await tokens.create_token(session, [account])
+    box = Mailbox(Client(http, token), to_global("Account", account))
+    assert await found(box, "fox") == ["fable"]  # the token's grant is cached: it outlives the account a while
+    async with gw_store.sessions() as session, session.begin():
+        await session.execute(delete(AccountRow).where(AccountRow.id == account))
+    for query in ("fox", "from:me", "zebras", '"unbalanced'):
+        answer = (await box.client.post(SEARCH, {"a": box.account, "q": query})).json()
+        assert [e["extensions"]["code"] for e in answer["errors"]] == ["NOT_FOUND"], (query, answer)

@@ -83,12 +83,13 @@ class Label(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Label:
+        c = row._mapping  # as Message.of
         return cls(
-            id=strawberry.ID(to_global("Label", row.id)),
-            name=row.name,
-            kind=row.kind,
-            role=row.role,
-            account_pk=row.account_id,
+            id=strawberry.ID(to_global("Label", c["id"])),
+            name=c["name"],
+            kind=c["kind"],
+            role=c["role"],
+            account_pk=c["account_id"],
         )
 
     @strawberry.field

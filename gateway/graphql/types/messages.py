@@ -13,8 +13,9 @@ from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 
 from gateway.graphql import pages
 from gateway.graphql.context import Info
+from gateway.graphql.loaders import batch, decoded
 from gateway.graphql.types.accounts import Account
-from gateway.graphql.types.fields import described, existing, field_of, present, utc
+from gateway.graphql.types.fields import described, existing, field_of, utc
 from gateway.graphql.types.folders import Folder, Label, folders_of, labels_of
 from gateway.graphql.types.relay import Connection, Node, connection
 from gateway.ids import to_global
@@ -42,7 +43,7 @@ def address_list(column: str) -> Callable[[Any], list[Address]]:
     so the executor calls it directly (gateway.graphql.executor)."""
 
     def resolve(self: Any) -> list[Address]:
-        return addresses(getattr(self.row, column))
+        return addresses(decoded(self.row._mapping[column]))
 
     return resolve
 
@@ -114,23 +115,24 @@ class Message(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Message:
+        c = row._mapping  # several times faster to read than the row's attributes (see pages.cut)
         return cls(
-            id=strawberry.ID(to_global("Message", row.id)),
-            subject=row.subject,
-            date=utc(row.date),
-            received_at=utc(row.received_at) or datetime.now(UTC),
-            unread=bool(row.unread),
-            starred=bool(row.starred),
-            answered=bool(row.answered),
-            draft=bool(row.draft),
-            snippet=row.snippet,
-            size=row.size,
-            message_id_header=row.message_id_header,
-            in_reply_to=row.in_reply_to,
-            references=(row.references or "").split(),
-            has_attachments=bool(row.has_attachments),
-            malformed=bool(row.malformed),
-            defects=(row.defects or "").split(),
+            id=strawberry.ID(to_global("Message", c["id"])),
+            subject=c["subject"],
+            date=utc(c["date"]),
+            received_at=utc(c["received_at"]) or datetime.now(UTC),
+            unread=bool(c["unread"]),
+            starred=bool(c["starred"]),
+            answered=bool(c["answered"]),
+            draft=bool(c["draft"]),
+            snippet=c["snippet"],
+            size=c["size"],
+            message_id_header=c["message_id_header"],
+            in_reply_to=c["in_reply_to"],
+            references=(c["references"] or "").split(),
+            has_attachments=bool(c["has_attachments"]),
+            malformed=bool(c["malformed"]),
+            defects=(c["defects"] or "").split(),
             row=row,
         )
 
@@ -190,23 +192,25 @@ class Thread(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Thread:
+        c = row._mapping  # as Message.of
+        unread_count = c["unread_count"]
         return cls(
-            id=strawberry.ID(to_global("Thread", row.id)),
-            subject=row.subject,
-            snippet=row.snippet,
-            participants=addresses(row.participants),
-            message_count=row.message_count,
-            unread_count=row.unread_count,
-            unread=row.unread_count > 0,
-            starred=bool(row.starred),
-            first_message_at=utc(row.first_message_at),
-            last_message_at=utc(row.last_message_at),
+            id=strawberry.ID(to_global("Thread", c["id"])),
+            subject=c["subject"],
+            snippet=c["snippet"],
+            participants=addresses(c["participants"]),
+            message_count=c["message_count"],
+            unread_count=unread_count,
+            unread=unread_count > 0,
+            starred=bool(c["starred"]),
+            first_message_at=utc(c["first_message_at"]),
+            last_message_at=utc(c["last_message_at"]),
             row=row,
         )
 
     @field_of(list[Folder])
     def folders(self, info: Info) -> list[Folder] | Awaitable[list[Folder]]:
-        ids = self.row.folder_ids
+        ids = decoded(self.row.folder_ids)
         return folders_of(info, ids) if ids else []
 
     @field_of(list[Label], prefetched=("label_list", NOT_LOADED))
@@ -265,7 +269,8 @@ def _selects(selections: Sequence[Any], path: Sequence[str]) -> bool:
 
 async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
     """Load a page's last messages and labels in the list resolver, so the fields answer synchronously: the
-    same statements as the loaders would run, minus two coroutines and tasks per thread."""
+    same statements as the loaders would run, by their batch functions called directly (no future or task per
+    thread)."""
     fields = info.selected_fields[0].selections if info.selected_fields else []
 
     def wanted(name: str) -> bool:
@@ -273,11 +278,11 @@ async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
 
     loaders = info.context.loaders
     if threads and wanted("lastMessage"):
-        newest = await loaders.last_messages.load_many([t.row.id for t in threads])
+        newest = await batch(loaders.last_messages, [t.row.id for t in threads])
         for thread, row in zip(threads, newest, strict=True):
             thread.last = Message.of(row) if row is not None else None
     if threads and wanted("labels"):
         ids = sorted({lid for t in threads for lid in t.row.label_ids or ()})
-        rows = {r.id: r for r in await present(loaders.labels.load_many(ids))} if ids else {}
+        rows = {r.id: r for r in await batch(loaders.labels, ids) if r is not None}
         for thread in threads:
             thread.label_list = [Label.of(rows[i]) for i in thread.row.label_ids or () if i in rows]
