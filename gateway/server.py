@@ -1,8 +1,9 @@
 """`inboxql gateway`: one uvicorn worker serving create_app(settings).
 
 `uvicorn_config` is the one place the gateway's uvicorn settings are made (the command and the tests' servers
-use it): the concurrency limit, the websocket message cap, and an access log that never holds a token (a
-token in a URL, e.g. an old GraphiQL link's ``?headers=``, is written as ``iqt_[redacted]``).
+use it): the concurrency limit, the websocket protocol (gateway.wsprotocol) and message cap, and an access log
+that never holds a token (a token in a URL, e.g. an old GraphiQL link's ``?headers=``, is written as
+``iqt_[redacted]``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.wsprotocol import LeanWebSocketProtocol
 from schema.settings import Settings
 
 _TOKEN = re.compile(r"iqt_[A-Za-z0-9_-]+")
@@ -55,6 +57,8 @@ def uvicorn_config(
         server_header=False,
         log_level=log_level,
         access_log=access_log,
+        # uvicorn's websockets-sansio protocol, holding less per idle socket (gateway.wsprotocol).
+        ws=LeanWebSocketProtocol,
         ws_per_message_deflate=config.ws_compression,
         # A websocket message past the body cap closes the socket with 1009 (message too big).
         ws_max_size=config.max_body_bytes,

@@ -6,8 +6,8 @@ for hours needs.
   this process with 4429 (`TooManyStreams`), and so is any token the process does not hold as valid from an
   address that sent too many unknown ones (gateway.caps.AuthFailures); one that cannot be looked up because the
   tokens' database does not answer with 1013 (try again later).
-* **Revocation**: while the socket is open its token is re-checked (gateway.auth.until_revoked); once revoked,
-  the socket is closed with 4403.
+* **Revocation**: while the socket is open its token is re-checked (gateway.auth.TokenCache.watch: one watcher
+  per token for all its sockets, not a task per socket); once revoked, the socket is closed with 4403.
 * **Anonymous sockets**: without connection_init within `ws_init_seconds` the socket is closed with 4408
   (Strawberry's timeout); one acknowledged without a token may only introspect, and is closed with 4401 after
   the same grace.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -28,7 +29,7 @@ from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
-from gateway.auth import connection_token, until_revoked
+from gateway.auth import connection_token
 from gateway.graphql.context import Context
 from gateway.render import DIRECT, DirectSink
 
@@ -56,7 +57,8 @@ class TooManyStreams(SocketRefused):
 class Connection(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self._watch: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None  # an anonymous socket's grace
+        self._unwatch: Callable[[], None] | None = None  # a token's: stops watching it for this socket
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
@@ -64,12 +66,16 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
         except SocketRefused as exc:
             await self.websocket.close(code=exc.code, reason=exc.reason)
             return
+        if self.connection_init_received:
+            # The wait for connection_init is over (cancelled above): its finished task, and its coroutine, are
+            # not kept for the socket's lifetime.
+            self.connection_init_timeout_task = None
         viewer = self.context.viewer
-        if not self.connection_acknowledged or self._watch is not None:
+        if not self.connection_acknowledged or self._watch is not None or self._unwatch is not None:
             return
         if viewer is not None:
             token = connection_token(self.context.connection_params)
-            self._watch = asyncio.create_task(self._until_revoked(token or ""), name="ws-token-watch")
+            self._unwatch = self.context.services.tokens.watch(token or "", self._revoked)
         else:
             self._watch = asyncio.create_task(self._anonymous_grace(), name="ws-anonymous-grace")
 
@@ -85,8 +91,7 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
         if not isinstance(error, WebSocketDisconnected):
             await super().handle_task_exception(error)
 
-    async def _until_revoked(self, token: str) -> None:
-        await until_revoked(self.context.services.tokens, token)
+    async def _revoked(self) -> None:
         await self.websocket.close(code=REVOKED, reason="the API token was revoked")
 
     async def _anonymous_grace(self) -> None:
@@ -94,6 +99,9 @@ class Connection(BaseGraphQLTransportWSHandler[Context, None]):
         await self.websocket.close(code=ANONYMOUS, reason="a valid API token is required")
 
     async def shutdown(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

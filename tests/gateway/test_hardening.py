@@ -166,6 +166,69 @@ async def test_a_revoked_token_loses_its_open_websocket(hardened: ServerThread, 
         await socket.ws.close()
 
 
+async def test_a_revoked_token_closes_every_socket_of_that_token_and_no_other(
+    hardened: ServerThread, fresh: Fresh, gw_store: Store
+) -> None:
+    """The sockets of a token share one watcher (TokenCache.watch): once the token is revoked, each of them is
+    closed with 4403, subscribed or not, and a socket of another token of the same account keeps answering."""
+    async with gw_store.sessions() as session, session.begin():
+        other = await tokens.create_token(session, [fresh.id])
+    async with AsyncExitStack() as stack:
+        revoked = []
+        for i in range(3):
+            socket = await Socket.open(hardened, fresh.client.token)
+            stack.push_async_callback(socket.ws.close)
+            if i:
+                payload = {"query": FOLLOW, "variables": {"acc": fresh.gid}}
+                await socket.ws.send(json.dumps({"id": "follow", "type": "subscribe", "payload": payload}))
+            revoked.append(socket)
+        kept = await Socket.open(hardened, other)
+        stack.push_async_callback(kept.ws.close)
+        async with gw_store.sessions() as session, session.begin():
+            assert fresh.client.token is not None
+            assert await tokens.revoke(session, fresh.client.token)
+        codes = await asyncio.gather(*(s.closed_with(timeout=CACHE_SECONDS * 2 + 3) for s in revoked))
+        assert codes == [4403, 4403, 4403]
+        assert (await kept.query("{ accounts { totalCount } }"))["data"] == {"accounts": {"totalCount": 1}}
+
+
+def _socket_tasks(server: ServerThread) -> dict[str, int]:
+    """The gateway's unfinished tasks of the gateway's, uvicorn's and Strawberry's code (not the database driver's
+    short-lived ones), counted by name: a task's name, or its coroutine's."""
+    loop = server.app.state.services.fanout._task.get_loop()
+    counts: dict[str, int] = {}
+    for task in asyncio.all_tasks(loop):
+        code = getattr(task.get_coro(), "cr_code", None)
+        if code is None or not any(part in code.co_filename for part in ("/gateway/", "/uvicorn/", "/strawberry/")):
+            continue
+        name = task.get_name()
+        if name.startswith("Task-"):
+            name = getattr(task.get_coro(), "__qualname__", name)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+async def test_an_idle_subscription_socket_holds_two_tasks(hardened: ServerThread, fresh: Fresh) -> None:
+    """An idle socket with a subscription holds uvicorn's task of the socket and the operation's: its token's
+    re-check is one task for all of the token's sockets, and the finished wait for connection_init is not kept."""
+    before = _socket_tasks(hardened)
+    async with AsyncExitStack() as stack:
+        for _ in range(5):
+            socket = await Socket.open(hardened, fresh.client.token)
+            stack.push_async_callback(socket.ws.close)
+            payload = {"query": FOLLOW, "variables": {"acc": fresh.gid}}
+            await socket.ws.send(json.dumps({"id": "follow", "type": "subscribe", "payload": payload}))
+            await socket.ws.send(json.dumps({"type": "ping"}))  # answered once the subscribe was handled
+            while json.loads(await asyncio.wait_for(socket.ws.recv(), 10))["type"] != "pong":
+                pass
+        after = _socket_tasks(hardened)
+    grown = {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
+    assert grown.pop("WebSocketsSansIOProtocol.run_asgi") == 5
+    assert grown.pop("Connection.run_operation") == 5
+    # Nothing else per socket: the token's one watcher, and short-lived shared reads at most.
+    assert all(n < 5 for n in grown.values()), grown
+
+
 async def test_a_revoked_token_loses_its_open_event_stream(
     client: httpx.AsyncClient, fresh: Fresh, gw_store: Store
 ) -> None:

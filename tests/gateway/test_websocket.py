@@ -200,3 +200,36 @@ async def test_a_connection_holds_at_most_the_limit_and_refuses_the_next_with_an
                 await conn.close()
     finally:
         limited.stop()
+
+
+def _awaited_files(coro: Any) -> list[str]:
+    """The source files of a suspended coroutine's frames, down the chain of what each awaits."""
+    files = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            files.append(frame.f_code.co_filename)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return files
+
+
+async def test_a_graphql_websocket_is_served_beneath_no_starlette_middleware(
+    gateway: ServerThread, world: World
+) -> None:
+    """A socket on /graphql goes straight to the GraphQL view (gateway.app.Gateway): while it is open, the task
+    serving it holds no frame of Starlette's middleware or router (each layer's frame stayed with every socket)."""
+    async with websockets.connect(ws_url(gateway), subprotocols=[websockets.Subprotocol(PROTOCOL)]) as ws:
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {world.token_bob}"}})
+        )
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        loop = gateway.app.state.services.fanout._task.get_loop()
+        chains = [
+            _awaited_files(task.get_coro())
+            for task in asyncio.all_tasks(loop)
+            if getattr(task.get_coro(), "__qualname__", "").endswith("run_asgi")
+        ]
+    assert chains
+    for chain in chains:
+        assert any("/strawberry/" in f for f in chain), chain
+        assert not [f for f in chain if "/starlette/middleware/" in f or "/starlette/routing" in f], chain
