@@ -234,9 +234,14 @@ class FolderSync:
             else:
                 result = await client.uid_fetch("1:*", "(UID FLAGS)", changedsince=f.highestmodseq)
                 vanished, changed = [], result.items
-            fresh = await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))
-            new_items = {uid: i for uid, i in by_uid(fresh.items).items() if uid >= uidnext}
-            flag_items = [i for uid, i in by_uid(changed).items() if uid < uidnext]
+            fresh = by_uid((await client.uid_fetch(f"{uidnext}:*", metadata_items(client, self.ctx.mode))).items)
+            new_items = {uid: i for uid, i in fresh.items() if uid >= uidnext}
+            # Below uidnext in that answer: the folder's last message (`n:*` names it when nothing is newer), or a
+            # flag change made since the SELECT, which the server tells of with this answer (the connection gives
+            # a `*` range every FETCH). Either way that message's flags now, later than the SELECT's changes; and
+            # the cursor keeps the SELECT's HIGHESTMODSEQ, so a change told only here was mirrored by nobody.
+            told = {uid: i for uid, i in fresh.items() if uid < uidnext and i.flags is not None}
+            flag_items = [i for uid, i in {**by_uid(changed), **told}.items() if uid < uidnext]
             await self._apply_changes(sel.uidvalidity, flag_items, vanished)
             if new_items:
                 await self._fetch_new(client, sel.uidvalidity, list(new_items.values()))

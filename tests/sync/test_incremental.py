@@ -3,12 +3,15 @@ tests.imapproxy), since the end state of a full re-compare is the same and would
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
 from schema.crypto import CredentialBox
 from schema.unit import Store
+from synccore.imap import ImapClient
 from tests.conftest import new_user
 from tests.imapproxy import Exchange, ImapProxy
 from tests.sync.support import add_account, assert_identical, connect, sync_once
@@ -93,4 +96,38 @@ async def test_an_expunge_elsewhere_is_learned_from_vanished(
         assert "QRESYNC" in select.command.upper()
         assert select.vanished == [f"* VANISHED (EARLIER) {uids[3]}:{uids[4]},{uids[50]}"]
         assert [uid for e in proxy.exchanges for uid in e.fetched_uids if uid != uids[-1]] == []
+        await assert_identical(store, credential_box, account_id)
+
+
+# Dovecot tells a QRESYNC session of another session's flag change with its answer to the next UID FETCH; a session
+# with CONDSTORE alone is told at its next IDLE or NOOP (a push, which starts another pass).
+@pytest.mark.parametrize("any_dovecot", ["qresync"], indirect=True)
+async def test_a_flag_change_told_with_the_fetch_of_new_mail_is_mirrored_by_that_pass(
+    store: Store, credential_box: CredentialBox, any_dovecot: DovecotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client changes a flag after the pass's SELECT; the server tells of it with its answer to the pass's
+    `UID FETCH uidnext:*` (a `*` range claims every UID's FETCH as its own). The pass kept only the new UIDs of that
+    answer and recorded the SELECT's HIGHESTMODSEQ: the change was mirrored by nobody until something else made
+    the folder change again (the write-back bench: 1,000 stars cleared directly, still starred after 120 s)."""
+    dovecot = any_dovecot
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        user, password, account_id = await _followed_account(store, credential_box, dovecot, proxy)
+        other = await connect(dovecot, user, password)
+        await other.select("INBOX")
+        uids = await other.uid_search("ALL")
+        await other.append("INBOX", next(iter(generate(1, seed=32))))  # new mail: the pass fetches `uidnext:*`
+        fetch = ImapClient.uid_fetch
+        changed: list[int] = []
+
+        async def changing_first(self: ImapClient, uid_set: Any, items: str, **kw: Any) -> Any:
+            if isinstance(uid_set, str) and uid_set.endswith(":*") and not uid_set.startswith("1:") and not changed:
+                changed.append(uids[7])
+                await other.uid_store([uids[7]], "add", ["\\Flagged"])
+            return await fetch(self, uid_set, items, **kw)
+
+        monkeypatch.setattr(ImapClient, "uid_fetch", changing_first)
+        await sync_once(store, credential_box, account_id)
+        monkeypatch.undo()
+        await other.logout()
+        assert changed == [uids[7]]
         await assert_identical(store, credential_box, account_id)
