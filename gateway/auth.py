@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -29,11 +28,10 @@ from gateway.caps import AuthDeferred, AuthFailures, TokensUnavailable
 from gateway.errors import UNAUTHENTICATED
 from gateway.shared import Shared
 from schema import tokens
+from schema.accounts import UNREACHABLE
 from schema.db import session_factory
 
 log = logging.getLogger(__name__)
-# What a database that is down or unreachable raises (connecting, or a connection lost mid-statement).
-UNREACHABLE = (OperationalError, InterfaceError, OSError)
 
 T = TypeVar("T")
 

@@ -129,12 +129,16 @@ def _text(flags: Iterable[str]) -> str:
 # A place as `_places` reads it (columns under FOR UPDATE, no ORM object): id, message_id, folder_id, uidvalidity,
 # uid, flags, modseq, labels.
 Place = Row[*tuple[Any, ...]]
-_PLACE_COLUMNS = (
+# Where a place is: what the action executor reads of one (schema.messages.places_by_id, places_in_folders).
+PLACE_WHERE = (
     MessagePlace.id,
     MessagePlace.message_id,
     MessagePlace.folder_id,
     MessagePlace.uidvalidity,
     MessagePlace.uid,
+)
+_PLACE_COLUMNS = (
+    *PLACE_WHERE,
     MessagePlace.flags,
     MessagePlace.modseq,
     MessagePlace.labels,

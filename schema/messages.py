@@ -161,19 +161,9 @@ async def known_identities(session: AsyncSession, account_id: int, identities: I
     return found
 
 
-# What the action executor reads of a place (`places_by_id`, `places_in_folders`).
-_PLACE_COLUMNS = (
-    MessagePlace.id,
-    MessagePlace.message_id,
-    MessagePlace.folder_id,
-    MessagePlace.uidvalidity,
-    MessagePlace.uid,
-)
-
-
 async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, Row[*tuple[Any, ...]]]:
     """Where places are (id, message_id, folder_id, uidvalidity, uid), as rows: the executor looks up thousands."""
-    return {p.id: p for p in await session.execute(select(*_PLACE_COLUMNS).where(MessagePlace.id.in_(list(ids))))}
+    return {p.id: p for p in await session.execute(select(*actions.PLACE_WHERE).where(MessagePlace.id.in_(list(ids))))}
 
 
 async def places_in_folders(
@@ -184,7 +174,7 @@ async def places_in_folders(
     places: dict[int, Row[*tuple[Any, ...]]] = {}
     found: dict[int, Folder] = {}
     rows = await session.execute(
-        select(*_PLACE_COLUMNS, Folder)
+        select(*actions.PLACE_WHERE, Folder)
         .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
         .where(MessagePlace.id.in_(list(ids)))
     )
