@@ -1,6 +1,6 @@
 """Write-back and sending: mutations through the API against the same change made directly over IMAP or SMTP.
 
-    .venv/bin/python -m bench.writeback_bench [--messages 1400] [--samples 100]
+    .venv/bin/python -m bench.writeback_bench [--messages 1400] [--samples 100] [--parts abc] [--rounds 1]
 
 Set-up: a private Dovecot with a seeded mailbox, a fresh database, `inboxql sync --once`, then `inboxql sync`
 (following) and `inboxql gateway` as processes of their own, and a private Postfix delivering into the Dovecot.
@@ -39,6 +39,7 @@ import random
 import re
 import secrets
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -368,7 +369,7 @@ async def _outbox_states(engine: AsyncEngine, account_id: int) -> str:
         return "; ".join(f"{state} {count}" + (f" ({error[:200]})" if error else "") for state, count, error in rows)
 
 
-async def run_async(m: common.Synced, samples: int, postfix: PostfixServer, parts: str) -> None:
+async def run_async(m: common.Synced, samples: int, postfix: PostfixServer, parts: str, rounds: int) -> None:
     rng = random.Random(8)
     env = common.cli_env(m.url)
     engine = create_async_engine(m.url)
@@ -426,16 +427,27 @@ async def run_async(m: common.Synced, samples: int, postfix: PostfixServer, part
                 print(f"  misses (nothing seen in {STEP_TIMEOUT:.0f} s): {misses}")
             await _clear_flags(direct, engine, m.account_id)
         if "b" in parts:
-            pipelined, single, many = await throughput(api, direct, engine, m.account_id, inbox[-1000:])
-            print("\n(b) 1,000 flag changes applied on the server")
-            print(f"  direct: one pipelined batch of 1,000 UID STORE   {1000 * pipelined:7.0f} ms")
-            for label, (answered, took) in (
-                ("one mutation of 1,000 ids", single),
-                ("100 mutations of 10 ids, 4 clients", many),
-            ):
+            ratios: list[tuple[float, float]] = []
+            for n in range(rounds):
+                pipelined, single, many = await throughput(api, direct, engine, m.account_id, inbox[-1000:])
+                print(f"\n(b) 1,000 flag changes applied on the server{f', round {n + 1}' if rounds > 1 else ''}")
+                print(f"  direct: one pipelined batch of 1,000 UID STORE   {1000 * pipelined:7.0f} ms")
+                for label, (answered, took) in (
+                    ("one mutation of 1,000 ids", single),
+                    ("100 mutations of 10 ids, 4 clients", many),
+                ):
+                    print(
+                        f"  inboxql: {label:<38} {1000 * took:7.0f} ms   {took / pipelined:5.2f}x"
+                        f"   (answered after {1000 * answered:.0f} ms)"
+                    )
+                ratios.append((single[1] / pipelined, many[1] / pipelined))
+            if rounds > 1:
+                one, hundred = (sorted(r[i] for r in ratios) for i in (0, 1))
                 print(
-                    f"  inboxql: {label:<38} {1000 * took:7.0f} ms   {took / pipelined:5.2f}x"
-                    f"   (answered after {1000 * answered:.0f} ms)"
+                    f"\n(b) over {rounds} rounds, ratio to the direct batch: one mutation median "
+                    f"{statistics.median(one):.2f}x (range {one[0]:.2f}-{one[-1]:.2f}x, "
+                    f"{sum(r <= 2 for r in one)} of {rounds} within 2x); 100 mutations median "
+                    f"{statistics.median(hundred):.2f}x (range {hundred[0]:.2f}-{hundred[-1]:.2f}x)"
                 )
         if "c" in parts:
             account_gid = to_global("Account", m.account_id)
@@ -461,11 +473,11 @@ async def run_async(m: common.Synced, samples: int, postfix: PostfixServer, part
         await engine.dispose()
 
 
-def run(messages: int, samples: int, timeout: float, parts: str) -> None:
+def run(messages: int, samples: int, timeout: float, parts: str, rounds: int) -> None:
     with common.synced_mailbox(messages, "inboxql_writebench") as m:
         root = Path(tempfile.mkdtemp(prefix="inboxql-bench-postfix-"))
         with PostfixServer(root, m.server) as postfix:
-            asyncio.run(asyncio.wait_for(run_async(m, samples, postfix, parts), timeout))
+            asyncio.run(asyncio.wait_for(run_async(m, samples, postfix, parts, rounds), timeout))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,9 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=50, help="samples per side for (a) and (c)")
     parser.add_argument("--timeout", type=float, default=1200, help="give up after this many seconds")
     parser.add_argument("--parts", default="abc", help="which of (a), (b), (c) to run, e.g. --parts bc")
+    parser.add_argument("--rounds", type=int, default=1, help="how many times to run (b), with the ratios' spread")
     args = parser.parse_args(argv)
     try:
-        run(args.messages, args.samples, args.timeout, args.parts)
+        run(args.messages, args.samples, args.timeout, args.parts, args.rounds)
     except (BenchError, TimeoutError) as exc:
         print(f"writeback_bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

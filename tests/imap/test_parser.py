@@ -38,6 +38,7 @@ from synccore.imap import (
     parse_internaldate,
     parse_stream,
     parse_uid_set,
+    parser,
 )
 from synccore.imap.command import encode_command
 from synccore.imap.responses import Response
@@ -317,6 +318,43 @@ def test_reads_every_fetch_item_we_model() -> None:
 )
 def test_reads_fetch_item_variants(data: bytes, field: str, expected: object) -> None:
     assert getattr(fetch(data + b"\r\n"), field) == expected
+
+
+_FLAG_WORDS = [b"\\Seen", b"\\Flagged", b"\\Deleted", b"$Label1", b"Junk", b"NIL", b"nil", b"[x]", b'"q"', b"a{b"]
+_FETCH_ITEMS = st.one_of(
+    st.integers(1, 2**32).map(lambda n: b"UID %d" % n),
+    st.lists(st.sampled_from(_FLAG_WORDS), max_size=4).map(lambda w: b"FLAGS (" + b" ".join(w) + b")"),
+    st.integers(1, 2**63).map(lambda n: b"MODSEQ (%d)" % n),
+    st.sampled_from([b"uid 5", b"MODSEQ 7", b"FLAGS NIL", b"RFC822.SIZE 44", b"UID", b"FLAGS (\\Seen"]),
+)
+
+
+def _parsed(data: bytes) -> object:
+    try:
+        return parse_stream([data])
+    except ProtocolError as exc:
+        return ProtocolError, str(exc)
+
+
+@given(st.integers(1, 10**6), st.lists(_FETCH_ITEMS, min_size=1, max_size=4))
+def test_a_flag_fetch_reads_as_the_general_parser_reads_it(seq: int, items: list[bytes]) -> None:
+    """The one-regex reading of `FETCH (UID FLAGS MODSEQ)` (a STORE's answer, a flag change told by IDLE) gives
+    what the tokenizer and the item loop give, for the shapes it takes and for those it must leave to them."""
+    data = b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n"
+    quick = _parsed(data)
+    taken = parser._quick_fetch
+    parser._quick_fetch = lambda seq, tail: None
+    try:
+        general = _parsed(data)
+    finally:
+        parser._quick_fetch = taken
+    assert quick == general
+
+
+def test_a_store_answer_takes_the_one_regex_way() -> None:
+    tail = b"FETCH (UID 7 MODSEQ (12) FLAGS (\\Seen \\Flagged))"
+    assert parser._quick_fetch(5, tail) == FetchItem(5, uid=7, flags=("\\Seen", "\\Flagged"), modseq=12)
+    assert parser._quick_fetch(5, b"FETCH (UID 7 BODY[] NIL)") is None
 
 
 @pytest.mark.parametrize(
