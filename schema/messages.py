@@ -443,7 +443,10 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                     uow.dirty_messages.add(place.message_id)
                 unread += ("\\Seen" not in flags) - ("\\Seen" not in place.flags)
     if changed:
-        await s.execute(upsert(table(MessagePlace), "flags", "modseq", "labels"), changed)
+        # A STORE's answer of 1,000 messages is 1,000 rows: one bulk command, not their values spelled into a text.
+        written = ("flags", "modseq", "labels")
+        if len(changed) < bulk.MANY or not await bulk.insert(s, table(MessagePlace), changed, update=written):
+            await s.execute(upsert(table(MessagePlace), *written), changed)
         # Only flags changed: the folder's counts move by the difference, not by a count of all its places.
         uow.counts_move(folder_id, 0, unread)
     return len(changed)

@@ -202,6 +202,8 @@ class ActionExecutor:
             # The server did it: losing a deadlock here must not throw that away (the account's sync would
             # restart and perform the batch again).
             await retry_deadlocks(partial(self._record, outcome))
+            if outcome.flags:
+                await retry_deadlocks(partial(self._record_answers, outcome))
             self.performed += len(outcome.done) + len(outcome.failed)
             if self.ended is not None and (outcome.done or outcome.failed):
                 self.ended.set()
@@ -211,12 +213,11 @@ class ActionExecutor:
             await actions.retry_later(uow, action, delay, reason)
 
     async def _record(self, outcome: Outcome) -> None:
+        """The actions' ends: done (with what follows from a move, an expunge, a folder's deletion, a draft) or
+        failed (undone). The flags a STORE answered are written after, by `_record_answers`."""
         async with self.store.unit(self.account_id) as uow:
             flags = [action for action, _ in outcome.done if action.kind == ActionKind.FLAGS]
             await actions.complete_flags(uow, flags)
-            for folder_id, (uidvalidity, by_uid) in outcome.flags.items():
-                changes = [PlaceFlags(uid, found, modseq) for uid, (found, modseq) in by_uid.items()]
-                await messages.set_flags(uow, folder_id, uidvalidity, changes)
             for action, moved_to in outcome.done:
                 if action.kind == ActionKind.FLAGS:
                     continue
@@ -234,6 +235,18 @@ class ActionExecutor:
                     await folders.remove(uow, action.folder_id)
                 elif action.kind == ActionKind.DRAFT_SAVE:
                     await drafts.refused(uow, action)
+
+    async def _record_answers(self, outcome: Outcome) -> None:
+        """The flags and MODSEQs the STORE answered, in a unit of their own after the actions are marked done: the
+        server has done them once it answered, and a client waiting for that (a 1,000-message change) no longer
+        waits for 1,000 places to be compared and written (BENCHMARKS.md, write-back (b)). Those flags are what
+        the mirror holds already unless another client changed the messages meanwhile; if the process stops
+        between the two units, the folder's next pass learns them from the server (its HIGHESTMODSEQ was not
+        moved)."""
+        async with self.store.unit(self.account_id) as uow:
+            for folder_id, (uidvalidity, by_uid) in outcome.flags.items():
+                changes = [PlaceFlags(uid, found, modseq) for uid, (found, modseq) in by_uid.items()]
+                await messages.set_flags(uow, folder_id, uidvalidity, changes)
 
     # -- the server ----------------------------------------------------------------------------------
     async def _client(self) -> ImapClient:

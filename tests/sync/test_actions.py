@@ -672,10 +672,15 @@ async def test_the_idle_watched_inbox_looks_again_when_a_failed_move_puts_a_plac
 
 
 async def test_the_most_ids_a_mutation_names_are_one_uid_store(
-    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+    store: Store,
+    credential_box: CredentialBox,
+    dovecot: DovecotServer,
+    mail_user: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A mutation may name 1,000 messages: their flag change is one action, read from the queue once and sent as
-    one UID STORE (Dovecot's UIDs are consecutive: one range), recorded in one unit."""
+    one UID STORE (Dovecot's UIDs are consecutive: one range). The action is done (committed) before the 1,000
+    flags and MODSEQs the STORE answered are written, in a unit after it."""
     user, password = mail_user
     dovecot.append(
         user, password, "INBOX", [f"Message-ID: <run{n}@inboxql.test>\r\n\r\n{n}\r\n".encode() for n in range(1000)]
@@ -690,7 +695,16 @@ async def test_the_most_ids_a_mutation_names_are_one_uid_store(
             queued = await actions.set_flags(uow, ids, add=["\\Flagged"], remove=[])
         assert len(queued) == 1
         proxy.clear()
+        seen_at_answers: list[set[str]] = []
+        original = messages.set_flags
+
+        async def set_flags(uow: Any, *args: Any) -> int:
+            seen_at_answers.append({state for state, _ in await _states(store, queued)})
+            return await original(uow, *args)
+
+        monkeypatch.setattr(messages, "set_flags", set_flags)
         await _drain(store, credential_box, account_id)
+        assert seen_at_answers == [{ActionState.DONE.value}]
         stores = [e.command for e in proxy.commands("UID STORE")]
         assert len(stores) == 1, stores
         assert {state for state, _ in await _states(store, queued)} == {ActionState.DONE.value}
