@@ -51,7 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import bulk, gmail
 from schema.changelog import ObjectType, Op
-from schema.db import json_dumps, upsert
+from schema.db import ids_in, json_dumps, upsert
 from schema.models import Account, Action, ActionMessage, Folder, MessagePlace, table, utcnow
 from schema.states import action_state
 
@@ -160,7 +160,7 @@ async def _places(s: AsyncSession, account_id: int, message_ids: Sequence[int]) 
     found: dict[int, list[Place]] = {mid: [] for mid in message_ids}
     rows = await s.execute(
         select(*_PLACE_COLUMNS)
-        .where(MessagePlace.account_id == account_id, MessagePlace.message_id.in_(list(message_ids)))
+        .where(MessagePlace.account_id == account_id, ids_in(MessagePlace.message_id, message_ids))
         .order_by(MessagePlace.id)
         .with_for_update()
     )
@@ -587,10 +587,10 @@ async def pending_messages(session: AsyncSession, account_id: int, message_ids: 
         found.update(
             await session.scalars(
                 union(
-                    select(Action.message_id).where(pending, Action.message_id.in_(chunk)),
+                    select(Action.message_id).where(pending, ids_in(Action.message_id, chunk)),
                     select(ActionMessage.message_id)
                     .join(Action, Action.id == ActionMessage.action_id)
-                    .where(pending, ActionMessage.message_id.in_(chunk)),
+                    .where(pending, ids_in(ActionMessage.message_id, chunk)),
                 )
             )
         )

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Result
 
 from schema import bulk, gmail, labels
 from schema.changelog import ObjectType, Op
-from schema.db import json_dumps, upsert
+from schema.db import ids_in, json_dumps, upsert
 from schema.models import Folder, Label, Message, MessageLabel, MessagePlace, Thread, table, utcnow
 from schema.states import State, folder_state, iso
 
@@ -57,7 +57,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
                     Message.orphaned_at,
                     *_LOGGED_MESSAGE_COLUMNS,
                 )
-                .where(Message.id.in_(chunk))
+                .where(ids_in(Message.id, chunk))
                 .order_by(Message.id)
                 .with_for_update()
             )
@@ -73,11 +73,11 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
         rows_of_places: Result[int, int, str | None, str | None] = await s.execute(
             union_all(
                 select(MessagePlace.message_id, MessagePlace.folder_id, MessagePlace.flags, MessagePlace.labels).where(
-                    MessagePlace.message_id.in_(chunk)
+                    ids_in(MessagePlace.message_id, chunk)
                 ),
                 select(MessageLabel.message_id, MessageLabel.label_id, null(), Label.name)
                 .join(Label, Label.id == MessageLabel.label_id)
-                .where(MessageLabel.message_id.in_(chunk)),
+                .where(ids_in(MessageLabel.message_id, chunk)),
             )
         )
         for mid, fid, flags, gm_labels in rows_of_places:
@@ -149,19 +149,18 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             # One statement: each changed column takes its new value on the messages it changed on (starring 1,000
             # messages is one column to one value, whatever their other flags are).
             changed = sorted({mid for by_value in changes.values() for mids in by_value.values() for mid in mids})
-            await s.execute(
-                update(Message)
-                .where(Message.id.in_(changed))
-                .values(
-                    {
-                        name: case(
-                            *((Message.id.in_(mids), value) for value, mids in by_value.items()),
-                            else_=getattr(Message, name),
-                        )
-                        for name, by_value in changes.items()
-                    }
-                )
-            )
+            new_values: dict[str, Any] = {}
+            for name, by_value in changes.items():
+                [(value, mids), *others] = by_value.items()
+                if not others and len(mids) == len(changed):
+                    new_values[name] = value  # every message changed takes it: no CASE, no second list of ids
+                else:
+                    new_values[name] = case(
+                        *((ids_in(Message.id, mids), value) for value, mids in by_value.items()),
+                        else_=getattr(Message, name),
+                    )
+            # The WHERE as bound parameters: the ORM matches it against the messages this session has loaded.
+            await s.execute(update(Message).where(Message.id.in_(changed)).values(new_values))
         if add_links:
             await s.execute(insert(table(MessageLabel)), add_links)
         if drop_links:
@@ -368,7 +367,7 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
         threads = (
             await s.execute(
                 select(Thread.account_id, *_LOGGED_THREAD_COLUMNS)
-                .where(Thread.id.in_(chunk))
+                .where(ids_in(Thread.id, chunk))
                 .order_by(Thread.id)
                 .with_for_update()  # before the members are counted (refresh_threads says why)
             )
@@ -389,13 +388,13 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 func.max(case((Message.starred.is_(True), 1), else_=0)),
                 null().label("label_id"),
             )
-            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
+            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
             .group_by(Message.thread_id)
         )
         labelled = (
             select(Message.thread_id, null(), null(), MessageLabel.label_id)
             .join(MessageLabel, MessageLabel.message_id == Message.id)
-            .where(Message.thread_id.in_(counted), Message.orphaned_at.is_(None))
+            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
             .distinct()
         )
         if counted:

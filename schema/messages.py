@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
-from schema.db import upsert
+from schema.db import ids_in, upsert
 from schema.models import Attachment, Folder, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ async def known_identities(session: AsyncSession, account_id: int, identities: I
 
 async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, Row[*tuple[Any, ...]]]:
     """Where places are (id, message_id, folder_id, uidvalidity, uid), as rows: the executor looks up thousands."""
-    return {p.id: p for p in await session.execute(select(*actions.PLACE_WHERE).where(MessagePlace.id.in_(list(ids))))}
+    return {p.id: p for p in await session.execute(select(*actions.PLACE_WHERE).where(ids_in(MessagePlace.id, ids)))}
 
 
 async def places_in_folders(
@@ -176,7 +176,7 @@ async def places_in_folders(
     rows = await session.execute(
         select(*actions.PLACE_WHERE, Folder)
         .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
-        .where(MessagePlace.id.in_(list(ids)))
+        .where(ids_in(MessagePlace.id, ids))
     )
     for row in rows:
         places[row.id] = row  # read as places_by_id's rows are (the folder rides along)
@@ -412,7 +412,7 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                 .where(
                     MessagePlace.folder_id == folder_id,
                     MessagePlace.uidvalidity == uidvalidity,
-                    MessagePlace.uid.in_(uids),
+                    ids_in(MessagePlace.uid, uids),
                 )
                 .with_for_update()
             )

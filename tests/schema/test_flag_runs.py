@@ -4,6 +4,7 @@ reads none of them back; what both log is what a fresh read of the mirror finds.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from schema import actions, messages
 from schema.actions import ActionState
 from schema.changelog import ObjectType, Op
 from schema.crypto import CredentialBox
+from schema.db import MANY_IDS
 from schema.models import Action, ActionMessage, Message, MessageLabel, MessagePlace, Thread
 from schema.unit import Store
 from tests.schema.support import new_account, new_folder
@@ -244,3 +246,36 @@ async def test_flag_actions_recorded_as_done_are_logged_without_reading_them_bac
     async with store.sessions() as s:
         states = set(await s.execute(select(Action.state, Action.attempts).where(Action.id.in_(queued))))
     assert states == {(ActionState.DONE.value, 1)}
+
+
+async def test_a_flag_change_of_many_messages_writes_its_id_lists_as_numbers(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """From MANY_IDS ids a list is written into the statement's text (schema.db.ids_in), not a bound parameter per
+    id; mixed flags take the CASE of per-value lists; what is logged is what a fresh read finds."""
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 2 * MANY_IDS + 8)
+    cursor = await newest(store, account_id)
+    with statements(store) as sent:
+        async with store.unit(account_id) as uow:
+            [queued] = await actions.set_flags(uow, ids, add=["\\Seen"], remove=["$Work"])
+    bound = [
+        (q.split(" WHERE")[0], n)
+        for q in sent
+        for n in (m.count("%s") for m in re.findall(r"IN \(((?:%s, )*%s)\)", q))
+        if n >= MANY_IDS
+    ]
+    # The WHERE of the messages' UPDATE stays bound (the ORM matches it to the objects a session has loaded).
+    assert bound == [("UPDATE messages SET unread=%s", len(ids) // 2)], bound
+    assert any(f"IN ({ids[0]},{ids[1]}," in q for q in sent)
+    logged = await log_after(store, account_id, cursor)
+    await assert_logged_as_stored(store, logged)
+    stored, counted = await counts(store, inbox)
+    assert stored == counted
+    async with store.sessions() as s:
+        unread = set(await s.scalars(select(Message.id).where(Message.id.in_(ids), Message.unread.is_(True))))
+        named = set(await s.scalars(select(ActionMessage.message_id).where(ActionMessage.action_id == queued)))
+    assert not unread
+    # Every message but those already read without $Work (three of the eight FLAG_SETS) changed.
+    assert len(named) == len(ids) * 5 // 8
