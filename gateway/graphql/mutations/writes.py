@@ -35,6 +35,7 @@ from gateway.graphql.context import Info
 from gateway.ids import from_global, pk_of
 from schema import idempotency
 from schema.actions import MAX_IDS, Refused
+from schema.db import ids_in
 from schema.models import Folder, Message, MutationKey, Thread, utcnow
 from schema.retry import retry_deadlocks
 from schema.shards import shard_of
@@ -177,7 +178,7 @@ async def messages_of(info: Info, ids: Sequence[str]) -> tuple[int, list[int]]:
             info,
             message_pks,
             lambda pks: select(Message.id, Message.account_id).where(
-                Message.id.in_(pks), Message.account_id.in_(accounts)
+                ids_in(Message.id, pks), Message.account_id.in_(accounts)
             ),
         )
         owners.update({r.id: r.account_id for r in rows})
@@ -188,14 +189,16 @@ async def messages_of(info: Info, ids: Sequence[str]) -> tuple[int, list[int]]:
         rows = await on_shards(
             info,
             thread_pks,
-            lambda pks: select(Thread.id, Thread.account_id).where(Thread.id.in_(pks), Thread.account_id.in_(accounts)),
+            lambda pks: select(Thread.id, Thread.account_id).where(
+                ids_in(Thread.id, pks), Thread.account_id.in_(accounts)
+            ),
         )
         thread_owner = {r.id: r.account_id for r in rows}
         if any(pk not in thread_owner for pk in thread_pks):
             raise not_found("Thread")
         members = await db.rows(
             select(Message.id, Message.account_id)
-            .where(Message.thread_id.in_(thread_pks), Message.orphaned_at.is_(None))
+            .where(ids_in(Message.thread_id, thread_pks), Message.orphaned_at.is_(None))
             .order_by(func.coalesce(Message.date, Message.received_at), Message.id)
             .limit(MAX_IDS + 1),
             shard=shard_of(thread_pks[0]),  # the threads were found on one account's shard (else refused below)
