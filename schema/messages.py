@@ -417,31 +417,33 @@ async def set_flags(uow: UnitOfWork, folder_id: int, uidvalidity: int, changes: 
                 .with_for_update()
             )
         ).all()
-        waiting = await actions.pending_messages(s, uow.account_id, (p.message_id for p in found))
-        for place in found:
-            if place.message_id in waiting:
+        waiting = await actions.pending_messages(s, uow.account_id, (p[2] for p in found))  # message_id
+        # By position (the select's order): a STORE's answer or an IDLE push of 1,000 places runs this loop 1,000
+        # times, and a Row's lookups by name were most of it.
+        for pid, account_id, message_id, uid, old_flags, old_modseq, old_labels in found:
+            if message_id in waiting:
                 uow.skipped_pending = True
                 continue
-            c = by_uid[place.uid]
+            c = by_uid[uid]
             flags = flags_text(c.flags)
-            labels = place.labels if c.labels is None else gmail.labels_text(c.labels)
-            if flags != place.flags or labels != place.labels or (c.modseq is not None and c.modseq != place.modseq):
+            labels = old_labels if c.labels is None else gmail.labels_text(c.labels)
+            if flags != old_flags or labels != old_labels or (c.modseq is not None and c.modseq != old_modseq):
                 changed.append(
                     {
-                        "id": place.id,
-                        "account_id": place.account_id,
-                        "message_id": place.message_id,
+                        "id": pid,
+                        "account_id": account_id,
+                        "message_id": message_id,
                         "folder_id": folder_id,
                         "uidvalidity": uidvalidity,
-                        "uid": place.uid,
+                        "uid": uid,
                         "flags": flags,
                         "modseq": c.modseq,
                         "labels": labels,
                     }
                 )
-                if flags != place.flags or labels != place.labels:
-                    uow.dirty_messages.add(place.message_id)
-                unread += ("\\Seen" not in flags) - ("\\Seen" not in place.flags)
+                if flags != old_flags or labels != old_labels:
+                    uow.dirty_messages.add(message_id)
+                unread += ("\\Seen" not in flags) - ("\\Seen" not in old_flags)
     if changed:
         # A STORE's answer of 1,000 messages is 1,000 rows: one bulk command, not their values spelled into a text.
         written = ("flags", "modseq", "labels")

@@ -340,14 +340,20 @@ class ActionExecutor:
         work: dict[int, dict[tuple[str, tuple[str, ...]], set[int]]] = defaultdict(lambda: defaultdict(set))
         touched: dict[int, list[tuple[int, int]]] = defaultdict(list)
         for action in part:
+            ops = [(op, tuple(action.payload[op])) for op in ("add", "remove") if action.payload[op]]
+            refs = touched[action.id]
             for ref in action.payload["places"]:
                 place = places.get(ref["id"])
-                if place is None or place.uidvalidity == actions.PLACEHOLDER_UIDVALIDITY:
-                    continue  # gone from the mirror since (expunged, or its move found no UID): nothing to tell
-                for op in ("add", "remove"):
-                    if action.payload[op]:
-                        work[place.folder_id][(op, tuple(action.payload[op]))].add(place.uid)
-                touched[action.id].append((place.folder_id, place.uid))
+                if place is None:
+                    continue  # gone from the mirror since (expunged): nothing to tell
+                # By position (actions.PLACE_WHERE: id, message_id, folder_id, uidvalidity, uid): 1,000 places a
+                # run, and a Row's lookups by name were most of this loop.
+                folder_id, uidvalidity, uid = place[2], place[3], place[4]
+                if uidvalidity == actions.PLACEHOLDER_UIDVALIDITY:
+                    continue  # its move found no UID: nothing to tell
+                for key in ops:
+                    work[folder_id][key].add(uid)
+                refs.append((folder_id, uid))
         missing: set[tuple[int, int]] = set()
         refused: dict[int, str] = {}
         client = await self._client()
