@@ -45,13 +45,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Text, bindparam, delete, func, insert, select, union, update
+from sqlalchemy import Text, bindparam, case, delete, func, insert, select, union, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from schema import bulk, gmail
 from schema.changelog import ObjectType, Op
-from schema.db import ids_in, json_dumps, upsert
+from schema.db import ids_in, json_dumps
 from schema.models import Account, Action, ActionMessage, Folder, MessagePlace, table, utcnow
 from schema.states import action_state
 
@@ -261,7 +261,7 @@ async def set_flags(
         check_keyword(name)
     changed: list[dict[str, Any]] = []  # the places changed, as they were (the payload)
     changed_messages: list[int] = []
-    written: list[dict[str, Any]] = []  # the places' new flags: one statement for all
+    written: dict[str, list[int]] = defaultdict(list)  # new flags -> the places taking them: one statement for all
     unread: dict[int, int] = defaultdict(int)  # folder -> unread places gained (negative: lost)
     account_id = uow.account_id
     # A place's new flags by its old ones: 1,000 places hold a handful of distinct flag sets.
@@ -287,17 +287,7 @@ async def set_flags(
                         "message_id": mid,
                     }
                 )
-                written.append(
-                    {
-                        "id": pid,
-                        "account_id": account_id,
-                        "message_id": mid,
-                        "folder_id": folder_id,
-                        "uidvalidity": uidvalidity,
-                        "uid": uid,
-                        "flags": after,
-                    }
-                )
+                written[after].append(pid)
                 # As schema.aggregates.refresh_folder_counts counts unread places.
                 unread[folder_id] += ("\\Seen" not in after) - ("\\Seen" not in flags)
         if len(changed) > before:
@@ -305,10 +295,14 @@ async def set_flags(
             changed_messages.append(mid)
     if not changed:
         return queued
-    # The places are locked and exist: every row is a duplicate of its key and only its flags are updated. Many in
-    # a bulk command (executemany spelled 1,000 rows of seven values into the statement's text).
-    if len(written) < bulk.MANY or not await bulk.insert(uow.session, table(MessagePlace), written, update=["flags"]):
-        await uow.session.execute(upsert(table(MessagePlace), "flags"), written)
+    # The places are locked and exist: one UPDATE, each new flag set on the places taking it (1,000 places hold a
+    # handful). An upsert of 1,000 rows (a bulk command) cost the server twice as much: each row an insert
+    # refused by its key first (BENCHMARKS.md, write-back (b)).
+    place_id = table(MessagePlace).c.id
+    every = [pid for pids in written.values() for pid in pids]
+    [(first, _), *others] = written.items()
+    new = case(*((ids_in(place_id, pids), after) for after, pids in written.items())) if others else first
+    await uow.session.execute(update(table(MessagePlace)).where(ids_in(place_id, every)).values(flags=new))
     for folder_id, gained in unread.items():
         # Only flags changed: the folders' counts move by the difference (no count of all their places).
         uow.counts_move(folder_id, 0, gained)
