@@ -16,6 +16,10 @@ So `keep` runs beside the fan-out (gateway.fanout starts it):
 * a tick waits while a fan-out runs (a doorbell rang within `busy_seconds`), `max_waits` ticks at most: its
   young collection walks what the hand-over allocates, and at 10,000 subscribers it held the loop for up to
   1.5 s in the middle of one (BENCHMARKS.md, Change feed);
+* a mutation's unit of work runs with the automatic collections off (`collector_paused`): a flag change of 1,000
+  messages allocates a few hundred thousand objects that reference counting frees, and the collections those
+  allocations set off walked them for nothing (6 of 94 ms of CPU: BENCHMARKS.md, write-back (b)); the ticks
+  above still collect what became cyclic garbage meanwhile, the collector being off or not;
 * **the policy for cyclic garbage**: a cycle that becomes garbage after it was frozen (a closed socket's
   handler, a finished request's frames) is freed only by a sweep: the frozen heap unfrozen and collected in
   full, then frozen again. A sweep comes when the heap has grown by `growth` since the last one, as often as
@@ -30,11 +34,13 @@ So `keep` runs beside the fan-out (gateway.fanout starts it):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +104,28 @@ def sweep() -> int:
         sys.getallocatedblocks(),
     )
     return freed
+
+
+_pause_lock = threading.Lock()
+_pauses = 0
+_resume = False
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No automatic collection while the block runs (across its awaits); nested and concurrent blocks (several
+    mutations, gateways in threads of one test process) turn it back on when the last one ends, and only if it was
+    on when the first began."""
+    global _pauses, _resume
+    with _pause_lock:
+        if _pauses == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _pauses += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pauses -= 1
+            if _pauses == 0 and _resume:
+                gc.enable()

@@ -569,3 +569,19 @@ async def test_subscribers_starting_together_check_their_cursor_with_one_query(
     assert len(set(newest)) == 1
     assert newest[0] > 1
     assert len(statements) == 2 * alone, statements
+
+
+def test_the_collector_pause_nests_and_keeps_a_collector_that_was_off_off() -> None:
+    assert gc.isenabled()
+    with heap.collector_paused():
+        with heap.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer block still runs
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with heap.collector_paused():
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()

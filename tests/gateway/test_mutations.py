@@ -6,6 +6,7 @@ performs them on the real Dovecot; a separate plain IMAP connection (stdlib imap
 from __future__ import annotations
 
 import asyncio
+import gc
 import imaplib
 import json
 import re
@@ -23,7 +24,7 @@ from gateway.ids import from_global, to_global
 from gateway.testing import Client, ServerThread, World
 from inboxql.devmail import DovecotServer
 from inboxql.mailgen import generate
-from schema import idempotency, tokens
+from schema import actions, idempotency, tokens
 from schema.crypto import CredentialBox
 from schema.models import Action, MutationKey, utcnow
 from schema.unit import Store
@@ -245,6 +246,26 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
     await mailbox.sync()
     assert not {"\\Seen", "\\Flagged", "$Project"} & mailbox.imap.folder("INBOX")[header_of(single)]
     await mailbox.identical()
+
+
+async def test_a_mutations_unit_runs_with_the_collector_paused(
+    shared_mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gateway.heap.collector_paused: the automatic collections are off while the unit runs (the gateway serves
+    from a thread of this process), and on again after."""
+    seen: list[bool] = []
+    original = actions.set_flags
+
+    async def set_flags(*args: Any, **kwargs: Any) -> list[int]:
+        seen.append(gc.isenabled())
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(actions, "set_flags", set_flags)
+    [message, *_] = await shared_mailbox.messages()
+    assert gc.isenabled()
+    await shared_mailbox.client.data(mutation("updateMessages"), {"input": {"ids": [message["id"]], "starred": True}})
+    assert seen == [False]
+    assert gc.isenabled()
 
 
 @pytest.mark.parametrize(

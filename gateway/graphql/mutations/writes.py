@@ -32,6 +32,7 @@ from strawberry.types.graphql import OperationType
 
 from gateway.errors import BadUserInput, Forbidden, not_found
 from gateway.graphql.context import Info
+from gateway.heap import collector_paused
 from gateway.ids import from_global, pk_of
 from schema import idempotency
 from schema.actions import MAX_IDS, Refused
@@ -116,7 +117,8 @@ async def write(info: Info, mutation: str, key: str | None, plan: Callable[[], A
     try:
         # The unit locks places and folders that the sync process and other mutations lock too, in their own
         # order: InnoDB picks a loser, which is rolled back whole and runs again.
-        result = await retry_deadlocks(unit)
+        with collector_paused():  # gateway.heap says why
+            result = await retry_deadlocks(unit)
     except Refused as exc:
         raise BadUserInput(str(exc)) from None
     except IntegrityError:
