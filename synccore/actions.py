@@ -355,7 +355,9 @@ class ActionExecutor:
                     work[folder_id][key].add(uid)
                 refs.append((folder_id, uid))
         missing: set[tuple[int, int]] = set()
+        # What the server refused for good: a whole folder (its SELECT), or one STORE of it, by its (op, flags).
         refused: dict[int, str] = {}
+        refused_stores: dict[tuple[int, tuple[str, tuple[str, ...]]], str] = {}
         client = await self._client()
         for folder_id, stores in work.items():
             folder = folders_by_id.get(folder_id)
@@ -364,11 +366,21 @@ class ActionExecutor:
                     raise Gone("the folder was deleted")
                 uidvalidity = await self._select(folder)
                 found: set[int] = set()
+                stored: set[int] = set()
                 answered: dict[int, tuple[tuple[str, ...], int | None]] = {}
-                for (op, flags), uids in stores.items():
-                    result = await client.uid_store(
-                        sorted(uids), "add" if op == "add" else "remove", flags, silent=False
-                    )
+                for key, uids in stores.items():
+                    op, flags = key
+                    try:
+                        result = await client.uid_store(
+                            sorted(uids), "add" if op == "add" else "remove", flags, silent=False
+                        )
+                    except CommandFailed as exc:
+                        if not _permanent(exc):
+                            raise
+                        # Only the actions of this STORE fail: the others of the run were done (or are sent next).
+                        refused_stores[(folder_id, key)] = _reason(exc)
+                        continue
+                    stored |= uids
                     for item in result.items:
                         if item.uid is not None:
                             found.add(item.uid)
@@ -378,7 +390,7 @@ class ActionExecutor:
                     outcome.flags[folder_id] = (uidvalidity, answered)
                     # RFC 3501 §6.4.6: a UID that is not there is ignored; unchanged flags send no FETCH on some
                     # servers, so only UIDs absent from a SEARCH count as expunged.
-                absent = set().union(*stores.values()) - found
+                absent = stored - found
                 if absent:
                     present = set(await client.uid_search([b"UID", format_uid_set(sorted(absent)).encode()]))
                     missing.update((folder_id, uid) for uid in absent - present)
@@ -390,12 +402,13 @@ class ActionExecutor:
                 refused[folder_id] = str(exc)
         for action in part:
             refs = touched.get(action.id, [])
-            bad = [refused[f] for f, _ in refs if f in refused]
-            if bad:
-                outcome.failed.append((action, bad[0]))
-                if any(f not in refused for f, _ in refs):
+            keys = [(op, tuple(action.payload[op])) for op in ("add", "remove") if action.payload[op]]
+            why = {f: reason for f, _ in refs if (reason := _refusal(f, keys, refused, refused_stores)) is not None}
+            if why:
+                outcome.failed.append((action, next(iter(why.values()))))
+                if any(f not in why for f, _ in refs):
                     # A change of several folders' messages: where the server did it, the mirror keeps it.
-                    outcome.refused_in[action.id] = {f for f, _ in refs if f in refused}
+                    outcome.refused_in[action.id] = set(why)
             elif refs and all(ref in missing for ref in refs):
                 outcome.failed.append((action, "the message was expunged on the server"))
             else:
@@ -569,6 +582,19 @@ class ActionExecutor:
     async def _exists(self, name: str) -> bool:
         client = await self._client()
         return any(m.name == name for m in await client.list_folders("", name))
+
+
+def _refusal(
+    folder_id: int,
+    keys: Sequence[tuple[str, tuple[str, ...]]],
+    refused: dict[int, str],
+    refused_stores: dict[tuple[int, tuple[str, tuple[str, ...]]], str],
+) -> str | None:
+    """Why the server refused an action's change in this folder (its SELECT, or one of the action's STOREs), or
+    None."""
+    if folder_id in refused:
+        return refused[folder_id]
+    return next((refused_stores[(folder_id, k)] for k in keys if (folder_id, k) in refused_stores), None)
 
 
 class Gone(Exception):

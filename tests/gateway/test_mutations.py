@@ -249,7 +249,7 @@ async def test_update_messages_sets_flags_and_keywords_on_the_server(mailbox: Ma
 
 
 async def test_a_mutations_unit_runs_with_the_collector_paused(
-    shared_mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
+    mailbox: Mailbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """gateway.heap.collector_paused: the automatic collections are off while the unit runs (the gateway serves
     from a thread of this process), and on again after."""
@@ -261,9 +261,9 @@ async def test_a_mutations_unit_runs_with_the_collector_paused(
         return await original(*args, **kwargs)
 
     monkeypatch.setattr(actions, "set_flags", set_flags)
-    [message, *_] = await shared_mailbox.messages()
+    [message, *_] = await mailbox.messages()
     assert gc.isenabled()
-    await shared_mailbox.client.data(mutation("updateMessages"), {"input": {"ids": [message["id"]], "starred": True}})
+    await mailbox.client.data(mutation("updateMessages"), {"input": {"ids": [message["id"]], "starred": True}})
     assert seen == [False]
     assert gc.isenabled()
 

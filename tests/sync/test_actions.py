@@ -407,6 +407,41 @@ async def test_a_flag_change_refused_in_one_folder_is_undone_there_only(
     await assert_identical(store, credential_box, account_id)
 
 
+async def test_a_store_the_server_refuses_fails_only_its_own_actions_of_the_run(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """Two flag actions run together, on two messages of INBOX: a star, and a keyword longer than Dovecot takes
+    (mail_max_keyword_length, 50). Its STORE is refused: that action fails and is undone; the star's STORE was
+    done by the server and its action is done (before, the whole run failed and the star was undone in the mirror
+    while the server had it)."""
+    account_id, ids = await _setup(store, credential_box, dovecot, mail_user, count=3)
+    headers = await _message_ids(store, ids)
+    long = "k" * 60
+    async with store.unit(account_id) as uow:
+        starred = await actions.set_flags(uow, ids[:1], add=["\\Flagged"], remove=[])
+    async with store.unit(account_id) as uow:
+        labelled = await actions.set_flags(uow, ids[1:2], add=[long], remove=[])
+    await _drain(store, credential_box, account_id)
+    assert [state for state, _ in await _states(store, starred)] == [ActionState.DONE.value]
+    [(state, reason)] = await _states(store, labelled)
+    assert state == ActionState.FAILED.value
+    assert reason
+    async with store.sessions() as s:
+        assert await s.scalar(select(Message.starred).where(Message.id == ids[0]))
+        flags = await s.scalar(select(MessagePlace.flags).where(MessagePlace.message_id == ids[1]))
+    assert flags is not None
+    assert long not in flags.split()
+    client = await connect(dovecot, *mail_user)
+    try:
+        server = await _server_flags(client, "INBOX")
+    finally:
+        await client.logout()
+    assert "\\Flagged" in server[headers[0]]
+    assert long not in server[headers[1]]
+    assert await fold_log(store, account_id) == await mirror_objects(store, account_id)
+    await assert_identical(store, credential_box, account_id)
+
+
 async def test_a_failed_move_does_not_put_the_place_back_under_an_old_uidvalidity(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
