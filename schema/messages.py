@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mime import Address, ParsedMessage, is_reply, normalize_subject
 from schema import actions, blobs, bulk, gmail, packing, threads
 from schema.changelog import ObjectType, Op
-from schema.db import ids_in, upsert
+from schema.db import MANY_IDS, ids_in, upsert
 from schema.models import Attachment, Folder, Message, MessagePlace, MimeBlob, table, utcnow
 
 if TYPE_CHECKING:
@@ -169,10 +169,18 @@ async def places_by_id(session: AsyncSession, ids: Iterable[int]) -> dict[int, R
 async def places_in_folders(
     session: AsyncSession, ids: Iterable[int]
 ) -> tuple[dict[int, Row[*tuple[Any, ...]]], dict[int, Folder]]:
-    """`places_by_id` and the folders they are in (as folders.by_ids reads them), in one statement: what the action
-    executor reads before a UID STORE."""
+    """`places_by_id` and the folders they are in (as folders.by_ids reads them), in one statement (two for
+    MANY_IDS places or more): what the action executor reads before a UID STORE."""
     places: dict[int, Row[*tuple[Any, ...]]] = {}
     found: dict[int, Folder] = {}
+    ids = list(ids)
+    if len(ids) >= MANY_IDS:
+        # Many places in a few folders: the places as columns, then their folders, two statements. Joined, each of
+        # 1,000 rows carried a folder for the ORM to look up (5.6 of 7.3 ms, a 1,000-message run).
+        places = await places_by_id(session, ids)
+        folder_ids = {p[2] for p in places.values()}  # folder_id (actions.PLACE_WHERE)
+        found = {f.id: f for f in await session.scalars(select(Folder).where(Folder.id.in_(folder_ids)))}
+        return places, found
     rows = await session.execute(
         select(*actions.PLACE_WHERE, Folder)
         .outerjoin(Folder, Folder.id == MessagePlace.folder_id)
