@@ -36,13 +36,13 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
-from schema import actions, blobs, drafts, folders, messages
+from schema import actions, blobs, bulk, drafts, folders, messages
 from schema.actions import ActionKind, Queued
 from schema.crypto import CredentialBox
 from schema.messages import PlaceFlags
 from schema.models import Folder, MessagePlace
 from schema.retry import retry_deadlocks
-from schema.unit import Store
+from schema.unit import Store, UnitOfWork
 from synccore import gmail, planning
 from synccore.backoff import Backoff, raise_if_cancelled
 from synccore.identity import IdentityMode, account_mode, identity_at
@@ -201,8 +201,12 @@ class ActionExecutor:
             self.backoff.reset()
             # The server did it: losing a deadlock here must not throw that away (the account's sync would
             # restart and perform the batch again).
-            await retry_deadlocks(partial(self._record, outcome))
-            if outcome.flags:
+            # A large run's answers (100 places or more) are written in a unit after the one that ends the actions
+            # (`_record_answers` says why); a small run's in the same unit, one commit.
+            answers = sum(len(by_uid) for _, by_uid in outcome.flags.values())
+            apart = answers >= bulk.MANY
+            await retry_deadlocks(partial(self._record, outcome, with_answers=not apart))
+            if apart:
                 await retry_deadlocks(partial(self._record_answers, outcome))
             self.performed += len(outcome.done) + len(outcome.failed)
             if self.ended is not None and (outcome.done or outcome.failed):
@@ -212,12 +216,14 @@ class ActionExecutor:
         async with self.store.unit(self.account_id) as uow:
             await actions.retry_later(uow, action, delay, reason)
 
-    async def _record(self, outcome: Outcome) -> None:
+    async def _record(self, outcome: Outcome, *, with_answers: bool) -> None:
         """The actions' ends: done (with what follows from a move, an expunge, a folder's deletion, a draft) or
-        failed (undone). The flags a STORE answered are written after, by `_record_answers`."""
+        failed (undone); with the flags the STORE answered, or without (`_record_answers` writes them after)."""
         async with self.store.unit(self.account_id) as uow:
             flags = [action for action, _ in outcome.done if action.kind == ActionKind.FLAGS]
             await actions.complete_flags(uow, flags)
+            if with_answers:
+                await self._answers(uow, outcome)
             for action, moved_to in outcome.done:
                 if action.kind == ActionKind.FLAGS:
                     continue
@@ -237,16 +243,20 @@ class ActionExecutor:
                     await drafts.refused(uow, action)
 
     async def _record_answers(self, outcome: Outcome) -> None:
-        """The flags and MODSEQs the STORE answered, in a unit of their own after the actions are marked done: the
-        server has done them once it answered, and a client waiting for that (a 1,000-message change) no longer
-        waits for 1,000 places to be compared and written (BENCHMARKS.md, write-back (b)). Those flags are what
+        """The flags and MODSEQs a large run's STOREs answered, in a unit of their own after the actions are marked
+        done: the server has done them once it answered, and a client waiting for that (a 1,000-message change) no
+        longer waits for 1,000 places to be compared and written (BENCHMARKS.md, write-back (b)). Those flags are what
         the mirror holds already unless another client changed the messages meanwhile; if the process stops
         between the two units, the folder's next pass learns them from the server (its HIGHESTMODSEQ was not
         moved)."""
         async with self.store.unit(self.account_id) as uow:
-            for folder_id, (uidvalidity, by_uid) in outcome.flags.items():
-                changes = [PlaceFlags(uid, found, modseq) for uid, (found, modseq) in by_uid.items()]
-                await messages.set_flags(uow, folder_id, uidvalidity, changes)
+            await self._answers(uow, outcome)
+
+    @staticmethod
+    async def _answers(uow: UnitOfWork, outcome: Outcome) -> None:
+        for folder_id, (uidvalidity, by_uid) in outcome.flags.items():
+            changes = [PlaceFlags(uid, found, modseq) for uid, (found, modseq) in by_uid.items()]
+            await messages.set_flags(uow, folder_id, uidvalidity, changes)
 
     # -- the server ----------------------------------------------------------------------------------
     async def _client(self) -> ImapClient:
