@@ -135,7 +135,7 @@ async def refresh_messages(uow: UnitOfWork, ids: Sequence[int]) -> None:
             wanted = wanted_names.get(rid)
             want = {label_ids[name] for name in wanted} if wanted else nothing
             have = current_labels.get(rid, nothing)
-            # The logged state (message_state, by position: the same keys, the same values).
+            # The logged state, as schema.states.message_states reads it from the stored rows.
             logged[(ObjectType.MESSAGE, rid)] = {
                 "thread_id": tid,
                 "subject": subject,
