@@ -3,14 +3,16 @@
 ```
 run(bell)                      woken by the account's action bell (Redis, and the sync process's sweep), or a timer
   drain()                      every due action, oldest first
-    flags runs    ->  UID STORE +FLAGS/-FLAGS .SILENT over UID ranges, per folder and flag set (coalesced)
+    flags runs    ->  UID STORE +FLAGS/-FLAGS over UID ranges, per folder and flag set (coalesced); a refused
+                      STORE fails only the actions that asked for it
     move          ->  UID MOVE (RFC 6851); COPYUID (RFC 4315) names the new UID, so the message keeps its id
     expunge       ->  UID STORE +FLAGS \\Deleted, UID EXPUNGE (RFC 4315: only these UIDs)
     folders       ->  CREATE, RENAME, DELETE
     draft_save    ->  APPEND the version (APPENDUID), UID EXPUNGE the older copies carrying the draft's Message-ID;
                       the draft's place takes the new UID and identity, so the message keeps its id
     gmail_labels  ->  UID STORE +X-GM-LABELS / -X-GM-LABELS on the message's All Mail UID (Gmail)
-  complete / fail / retry_later in a unit of work each batch
+  complete / fail / retry_later in a unit of work each batch; a flags run of 100 places or more writes
+                               the flags and MODSEQs its STOREs answered in a second unit, after its actions are done
   then the outbox (synccore.outbox): SMTP submission, the Sent copy APPENDed
 ```
 
