@@ -151,10 +151,15 @@ class Listed(NamedTuple):
 async def accounts(store: Store, only: Sequence[int] | None = None) -> list[Listed]:
     """The accounts to sync, by id (those of `only`, when given)."""
     async with store.sessions() as s:
-        query = select(Account.id, Account.sync_state, Account.lease_group).order_by(Account.id)
-        if only:
-            query = query.where(Account.id.in_(only))
-        return [Listed(*row) for row in await s.execute(query)]
+        return await listed(s, only)
+
+
+async def listed(s: AsyncSession, only: Sequence[int] | None = None) -> list[Listed]:
+    """`accounts`, in a session of the caller's."""
+    query = select(Account.id, Account.sync_state, Account.lease_group).order_by(Account.id)
+    if only:
+        query = query.where(Account.id.in_(only))
+    return [Listed(*row) for row in await s.execute(query)]
 
 
 async def _hand_over(s: AsyncSession, ids: list[int], owner: str, seconds: float) -> dict[int, int]:
@@ -232,13 +237,15 @@ async def renew(store: Store, owner: str, seconds: float) -> dict[int, int]:
 
     async def step() -> dict[int, int]:
         async with store.sessions() as s, s.begin():
-            await s.execute(
-                update(Account).where(Account.lease_owner == owner).values(lease_expires_at=_after(seconds))
-            )
-            rows = await s.execute(select(Account.id, Account.lease_epoch).where(Account.lease_owner == owner))
-            return {i: e for i, e in rows}
+            return await _renew(s, owner, seconds)
 
     return await retry_deadlocks(step)
+
+
+async def _renew(s: AsyncSession, owner: str, seconds: float) -> dict[int, int]:
+    await s.execute(update(Account).where(Account.lease_owner == owner).values(lease_expires_at=_after(seconds)))
+    rows = await s.execute(select(Account.id, Account.lease_epoch).where(Account.lease_owner == owner))
+    return {i: e for i, e in rows}
 
 
 async def release(store: Store, owner: str, ids: Sequence[int]) -> None:
@@ -259,16 +266,20 @@ async def release(store: Store, owner: str, ids: Sequence[int]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """What a heartbeat learns: whether an operator asked this process to drain, and how many live processes
-    (this one included, draining ones not) serve its group."""
+    """What a heartbeat learns: whether an operator asked this process to drain, how many live processes (this
+    one included, draining ones not) serve its group, and the leases the beat renewed, with their epochs."""
 
     draining: bool
     live: int
+    held: dict[int, int]
 
 
 async def heartbeat(store: Store, owner: str, group: str | None, seconds: float, *, forget: bool = True) -> Beat:
-    """Record that `owner` is alive; a process is live while its last beat is younger than `seconds`. With
-    `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute, not every time)."""
+    """Record that `owner` is alive and renew every lease it holds for `seconds` (as `renew`), in one transaction
+    (a sync process's round, synccore.supervisor, costs one round trip per statement and a ping and a commit per
+    transaction: the beat and the renewal were two). A process is live while its last beat is younger than
+    `seconds`. With `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute,
+    not every time)."""
     live = (
         select(func.count())
         .select_from(SyncProcess)
@@ -289,8 +300,9 @@ async def heartbeat(store: Store, owner: str, group: str | None, seconds: float,
             )
             if forget:
                 await s.execute(delete(SyncProcess).where(SyncProcess.heartbeat_at < _after(-FORGET_SECONDS)))
+            held = await _renew(s, owner, seconds)
             row = (await s.execute(select(SyncProcess.draining, live).where(SyncProcess.owner == owner))).one()
-            return Beat(bool(row[0]), int(row[1] or 0))
+            return Beat(bool(row[0]), int(row[1] or 0), held)
 
     return await retry_deadlocks(step)
 
