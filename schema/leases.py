@@ -326,10 +326,14 @@ async def drain(store: Store, owner: str) -> bool:
 
 async def pin(store: Store, account_id: int, group: str | None) -> bool:
     """Pin the account to a process group (None: any process without a group); False when there is no such
-    account. Its holder, if of another group, lets it go at its next round."""
+    account. The accounts bell rings (with the store's Redis): its holder, if of another group, lets it go at once,
+    and the group's processes take it; without a ring, within a few rounds (synccore.supervisor.LIST_ROUNDS)."""
     async with store.sessions() as s, s.begin():
         found = await s.execute(update(Account).where(Account.id == account_id).values(lease_group=group))
-        return bool(getattr(found, "rowcount", 0))
+        pinned = bool(getattr(found, "rowcount", 0))
+    if pinned and store.redis is not None:
+        await store.doorbells.ring_accounts(store.redis)
+    return pinned
 
 
 @dataclass(frozen=True, slots=True)

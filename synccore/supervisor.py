@@ -7,6 +7,14 @@ rounded up. It takes at most a step of them a round (a third of its share, at le
 free leases and skipping rows another process is taking, and gives surplus back a step at a time when another
 process joins: hand-overs are gradual, never a stampede.
 
+An idle round costs one transaction: the heartbeat with the renewal (4 statements). The account list (with the
+queue depths) is read and balanced only when something may have changed: the accounts bell rang, the count of live
+processes changed (one joined, drained or died), the leases held changed, the last balance left this process off
+its share or gave something back, an account task ended; and every LIST_ROUNDS rounds in any case (a pin, which
+rings no bell, a lost ring, and the gauges of accounts by state and of the queues). An idle sync process's CPU
+went mostly to its rounds' statements (bench.empty_idle_bench; a round read the list, renewed and beat in four
+sessions, 7 statements).
+
 Liveness is renewal only: a process that stops renewing (killed, paused, cut off) loses its leases LEASE_SECONDS
 after its last renewal, and the others take its accounts over within a round or a few after that (failover
 within LEASE_SECONDS + 3 rounds = 16 s at most, 10-12 s in practice). Writes are fenced (schema.leases): a unit of
