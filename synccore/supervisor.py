@@ -10,10 +10,10 @@ process joins: hand-overs are gradual, never a stampede.
 An idle round costs one transaction: the heartbeat with the renewal (4 statements). The account list (with the
 queue depths) is read and balanced only when something may have changed: the accounts bell rang, the count of live
 processes changed (one joined, drained or died), the leases held changed, the last balance left this process off
-its share or gave something back, an account task ended; and every LIST_ROUNDS rounds in any case (a pin, which
-rings no bell, a lost ring, and the gauges of accounts by state and of the queues). An idle sync process's CPU
-went mostly to its rounds' statements (bench.empty_idle_bench; a round read the list, renewed and beat in four
-sessions, 7 statements).
+its share or gave something back, an account task ended; and every LIST_ROUNDS rounds in any case (a ring lost,
+or a change made without Redis, is seen within 10 s; the gauges of accounts by state and of the queues too). An
+idle sync process's CPU went mostly to its rounds' statements (bench.empty_idle_bench; a round read the list,
+renewed and beat in four sessions, 7 statements).
 
 Liveness is renewal only: a process that stops renewing (killed, paused, cut off) loses its leases LEASE_SECONDS
 after its last renewal, and the others take its accounts over within a round or a few after that (failover
@@ -562,7 +562,7 @@ class Supervisor:
             taken = await leases.claim(lane.rounds, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
             held.update(taken)
             # Short of its share with accounts left to take (free, or held elsewhere: one may come free any time).
-            settled = not candidates
+            settled = settled and not candidates
         metrics.LEASES_HELD.set(self._held())
         return settled
 
