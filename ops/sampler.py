@@ -12,11 +12,14 @@ does not beat with them): about 0.3% of a core in the initial sync and under 1% 
 has the figures. The sampler reports its own CPU time (`stats()`, and a log line when it stops).
 
 An idle loop is sampled at an eighth of the rate (IDLE_STRIDE): after IDLE_AFTER samples in a row found the loop
-waiting, the thread wakes every eighth tick, and each sample then counts for the ticks since the one before it
-(its weight, decided before it is taken, so the shares stay unbiased); the first busy sample brings the full rate
-back. The wake-ups were the cost (an idle sync process's sampler used 0.3% of a core, as much as the process's
-rounds; bench.empty_idle_bench): idle, they are an eighth. What is lost is detail within a stride, not shares: a
-burst shorter than a stride (276 ms at 29 Hz) after a quiet spell is seen by chance, at eight times its weight.
+waiting, the thread wakes every 4th to 12th tick (drawn at random, 8 on average: a fixed stride would beat with
+the sync process's 2 s rounds, and see them always or never), and each sample then counts for the ticks since the
+one before it (its weight, decided before it is taken, so the shares stay unbiased); the first busy sample brings
+the full rate back. The wake-ups were the cost (an idle sync process's sampler used 0.3% of a core, as much as the
+process's rounds; bench.empty_idle_bench): idle, they are an eighth. What is lost is detail within a stride, not
+shares: a burst shorter than a stride (276 ms at 29 Hz) after a quiet spell is seen by chance, at its stride's
+weight, so an idle process's profile holds an eighth as many samples of its busy moments (bench.thousand_bench's
+idle profile of 90 s found none in one run).
 Only the loop's thread is sampled so (`threads="loop"`); with "all", other threads may work while the loop waits.
 
 What it cannot see: time inside C code shows on the Python function that called it (a compiled driver, zlib, the
@@ -60,6 +63,7 @@ import gc
 import inspect
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -279,7 +283,8 @@ class Sampler:
                 idle = False
             self._cpu = time.thread_time() - cpu_start
             idle_run = idle_run + 1 if idle else 0
-            weight = IDLE_STRIDE if idle_run >= IDLE_AFTER and self.config.threads == "loop" else 1
+            slow = idle_run >= IDLE_AFTER and self.config.threads == "loop"
+            weight = random.randint(IDLE_STRIDE // 2, IDLE_STRIDE * 3 // 2) if slow else 1
             deadline += interval * weight
             now = time.monotonic()
             if deadline < now:  # fell behind (a GIL held for long): skip, never catch up in a burst

@@ -200,7 +200,7 @@ def test_a_bad_setting_stops_the_command_with_its_name(command: list[str], tmp_p
 
 
 async def test_an_idle_loop_is_sampled_at_a_stride_and_busy_work_after_it_at_the_full_rate() -> None:
-    """Idle, the thread wakes every IDLE_STRIDE-th tick (its wake-ups were its cost) and each sample counts for
+    """Idle, the thread wakes every IDLE_STRIDE-th tick on average (its wake-ups were its cost), each sample counts for
     the ticks it stands for; the first busy sample brings the full rate back."""
     sampler = Sampler(ProfilerConfig(hz=100))
     sampler.start()
