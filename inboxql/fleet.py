@@ -10,7 +10,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from redis.asyncio import Redis
+
 from schema import leases
+from schema.redisconn import connect
 from schema.settings import Settings
 from schema.shards import ShardError, Shards, shard_of
 from schema.unit import Store
@@ -18,12 +21,14 @@ from schema.unit import Store
 T = TypeVar("T")
 
 
-async def _on_shards(settings: Settings, work: Callable[[Store], Awaitable[T]], shard: int | None = None) -> list[T]:
-    """`work` done on every shard in turn (or on `shard` alone)."""
+async def _on_shards(
+    settings: Settings, work: Callable[[Store], Awaitable[T]], shard: int | None = None, redis: Redis | None = None
+) -> list[T]:
+    """`work` done on every shard in turn (or on `shard` alone), its stores ringing through `redis` if given."""
     shards = Shards.of(settings, pool_size=1)
     try:
         numbers = shards.numbers if shard is None else [shard]
-        return [await work(shards.store(n)) for n in numbers]
+        return [await work(shards.store(n, redis)) for n in numbers]
     finally:
         await shards.dispose()
 
@@ -56,11 +61,14 @@ async def account_pin(settings: Settings, account_id: int, group: str | None) ->
     async def pin(store: Store) -> bool:
         return await leases.pin(store, account_id, group)
 
+    redis = connect(settings.redis_url)  # the accounts bell: the sync processes look at once
     try:
-        pinned = await _on_shards(settings, pin, shard_of(account_id))
+        pinned = await _on_shards(settings, pin, shard_of(account_id), redis)
     except ShardError as exc:
         print(f"inboxql: {exc}", file=sys.stderr)
         return 2
+    finally:
+        await redis.aclose()
     if not any(pinned):
         print(f"inboxql: no account {account_id}", file=sys.stderr)
         return 2

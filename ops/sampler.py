@@ -11,6 +11,17 @@ waking the waiting sampler for nothing). Hence the default of 29 Hz (not a divis
 does not beat with them): about 0.3% of a core in the initial sync and under 1% in that worst loop; BENCHMARKS.md
 has the figures. The sampler reports its own CPU time (`stats()`, and a log line when it stops).
 
+An idle loop is sampled at an eighth of the rate (IDLE_STRIDE): after IDLE_AFTER samples in a row found the loop
+waiting, the thread wakes every 4th to 12th tick (drawn at random, 8 on average: a fixed stride would beat with
+the sync process's 2 s rounds, and see them always or never), and each sample then counts for the ticks since the
+one before it (its weight, decided before it is taken, so the shares stay unbiased); the first busy sample brings
+the full rate back. The wake-ups were the cost (an idle sync process's sampler used 0.3% of a core, as much as the
+process's rounds; bench.empty_idle_bench): idle, they are an eighth. What is lost is detail within a stride, not
+shares: a burst shorter than a stride (276 ms at 29 Hz) after a quiet spell is seen by chance, at its stride's
+weight, so an idle process's profile holds an eighth as many samples of its busy moments (bench.thousand_bench's
+idle profile of 90 s found none in one run).
+Only the loop's thread is sampled so (`threads="loop"`); with "all", other threads may work while the loop waits.
+
 What it cannot see: time inside C code shows on the Python function that called it (a compiled driver, zlib, the
 kernel's send). And it is biased where samples *end*: the sampler needs the GIL to read the frames, so it reads
 them when the loop's thread lets go of it, which a busy asyncio loop does at every socket call (or after the 5 ms
@@ -52,6 +63,7 @@ import gc
 import inspect
 import logging
 import os
+import random
 import sys
 import threading
 import time
@@ -66,6 +78,9 @@ log = logging.getLogger(__name__)
 TASK_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("inboxql_profile_label", default=None)
 
 IDLE = "(idle)"
+# An idle loop's stride (module docstring): after IDLE_AFTER idle samples in a row, every IDLE_STRIDE-th tick.
+IDLE_AFTER = 10
+IDLE_STRIDE = 8
 OTHER = "(other stacks)"
 TRUNCATED = "(truncated)"
 GREENLET = "(greenlet)"
@@ -147,7 +162,8 @@ class Profile:
 class SamplerStats:
     running: bool
     hz: float
-    samples: int  # since start
+    samples: int  # ticks counted since start (an idle loop's sample counts for its stride)
+    taken: int  # samples taken since start
     cpu_seconds: float  # the sampler thread's own CPU time since start
     stacks: int  # distinct stacks held, summed over the window's buckets
     buckets: int
@@ -167,6 +183,7 @@ class Sampler:
         # Frame names by code object: bounded by the program's code, cleared past MAX_NAMES (code made by exec).
         self._labels: dict[CodeType, str] = {}
         self._samples = 0
+        self._taken = 0
         self._cpu = 0.0
         # The Python frame the loop's C code runs tasks under (uvloop: whoever called run_until_complete).
         self._entry: CodeType | None = None
@@ -209,12 +226,14 @@ class Sampler:
         elapsed = max(time.monotonic() - self._started, 1e-9)
         # What the always-on profiler cost this process, said once at the end (and read by bench/profiler_bench.py).
         log.info(
-            "profile sampler: %d samples in %.1f s at %g Hz; its thread used %.3f s CPU (%.2f%% of a core)",
+            "profile sampler: %d samples in %.1f s at %g Hz; its thread used %.3f s CPU (%.2f%% of a core);"
+            " %d taken (an idle loop's at a stride)",
             self._samples,
             elapsed,
             self.config.hz,
             self._cpu,
             100 * self._cpu / elapsed,
+            self._taken,
         )
         if self.config.dump:
             self._write_dump(self.config.dump)
@@ -247,27 +266,34 @@ class Sampler:
         with self._lock:
             stacks = sum(len(b.stacks) for b in self._buckets)
             buckets = len(self._buckets)
-        return SamplerStats(self.running, self.config.hz, self._samples, self._cpu, stacks, buckets)
+        return SamplerStats(self.running, self.config.hz, self._samples, self._taken, self._cpu, stacks, buckets)
 
     # -- the sampling thread -------------------------------------------------------------------------------------
     def _run(self) -> None:
         interval = 1.0 / self.config.hz
         cpu_start = time.thread_time()
         deadline = time.monotonic()
+        weight = 1  # the ticks this sample stands for: those since the previous one
+        idle_run = 0  # idle samples in a row
         while not self._stopping:
             try:
-                self.sample()
+                idle = self.sample(weight)
             except Exception:  # a sampler that dies silently would look like an idle process: say so, go on
                 log.exception("profile sample failed")
+                idle = False
             self._cpu = time.thread_time() - cpu_start
-            deadline += interval
+            idle_run = idle_run + 1 if idle else 0
+            slow = idle_run >= IDLE_AFTER and self.config.threads == "loop"
+            weight = random.randint(IDLE_STRIDE // 2, IDLE_STRIDE * 3 // 2) if slow else 1
+            deadline += interval * weight
             now = time.monotonic()
             if deadline < now:  # fell behind (a GIL held for long): skip, never catch up in a burst
                 deadline = now
             time.sleep(deadline - now)  # costs less CPU per wake-up than Event.wait here (measured: 60 vs 100 us)
 
-    def sample(self) -> None:
-        """Take one sample now (the thread calls this; tests may too)."""
+    def sample(self, weight: int = 1) -> bool:
+        """Take one sample now, counted `weight` times (the thread calls this; tests may too). True when the
+        loop's thread was waiting (idle)."""
         before = self._current_label()
         frames = sys._current_frames()
         after = self._current_label()
@@ -288,7 +314,8 @@ class Sampler:
             if loop_frame is not None:
                 taken.append(self._stack(loop_frame, label, idle_marks=True))
         del frames
-        self._record(taken)
+        self._record(taken, weight)
+        return bool(taken) and all(stack[-1] == IDLE for stack in taken)
 
     def _current_label(self) -> str | None:
         if _current_tasks is None or self._loop is None:
@@ -326,7 +353,7 @@ class Sampler:
         names.reverse()
         return tuple(names)
 
-    def _record(self, stacks: list[Stack]) -> None:
+    def _record(self, stacks: list[Stack], weight: int = 1) -> None:
         now = time.monotonic()
         size = self.config.bucket_seconds
         with self._lock:
@@ -339,9 +366,10 @@ class Sampler:
             for stack in stacks:
                 if stack not in bucket.stacks and len(bucket.stacks) >= self.config.max_stacks:
                     stack = (OTHER,)
-                bucket.stacks[stack] = bucket.stacks.get(stack, 0) + 1
-            bucket.samples += 1
-            self._samples += 1
+                bucket.stacks[stack] = bucket.stacks.get(stack, 0) + weight
+            bucket.samples += weight
+            self._samples += weight
+            self._taken += 1
 
 
 # The selector calls an idle loop waits in (asyncio's selector loop on Linux, macOS and elsewhere).

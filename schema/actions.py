@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Text, bindparam, case, delete, func, insert, select, union, update
+from sqlalchemy import ScalarSelect, Text, bindparam, case, delete, func, insert, select, union, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -578,12 +578,10 @@ async def accounts_pending(session: AsyncSession) -> set[int]:
     return set(found)
 
 
-async def pending_count(session: AsyncSession) -> int:
-    """Pending actions of every account: the write-back queue's depth (ops.metrics)."""
-    found = await session.scalar(
-        select(func.count()).select_from(Action).where(Action.state == ActionState.PENDING.value)
-    )
-    return int(found or 0)
+def pending_count() -> ScalarSelect[int]:
+    """Pending actions of every account, the write-back queue's depth (ops.metrics): a scalar subquery, which a
+    sync process's round reads in one statement with others."""
+    return select(func.count()).select_from(Action).where(Action.state == ActionState.PENDING.value).scalar_subquery()
 
 
 async def pending_messages(session: AsyncSession, account_id: int, message_ids: Iterable[int]) -> set[int]:

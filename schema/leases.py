@@ -27,6 +27,7 @@ Each statement runs again when InnoDB picks it as a deadlock's loser (schema.ret
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,20 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from sqlalchemy import ColumnElement, delete, event, func, insert, literal, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects.mysql import Insert
 from sqlalchemy.dialects.mysql import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -151,10 +165,15 @@ class Listed(NamedTuple):
 async def accounts(store: Store, only: Sequence[int] | None = None) -> list[Listed]:
     """The accounts to sync, by id (those of `only`, when given)."""
     async with store.sessions() as s:
-        query = select(Account.id, Account.sync_state, Account.lease_group).order_by(Account.id)
-        if only:
-            query = query.where(Account.id.in_(only))
-        return [Listed(*row) for row in await s.execute(query)]
+        return await listed(s, only)
+
+
+async def listed(s: AsyncSession, only: Sequence[int] | None = None) -> list[Listed]:
+    """`accounts`, in a session of the caller's."""
+    query = select(Account.id, Account.sync_state, Account.lease_group).order_by(Account.id)
+    if only:
+        query = query.where(Account.id.in_(only))
+    return [Listed(*row) for row in await s.execute(query)]
 
 
 async def _hand_over(s: AsyncSession, ids: list[int], owner: str, seconds: float) -> dict[int, int]:
@@ -232,13 +251,45 @@ async def renew(store: Store, owner: str, seconds: float) -> dict[int, int]:
 
     async def step() -> dict[int, int]:
         async with store.sessions() as s, s.begin():
-            await s.execute(
-                update(Account).where(Account.lease_owner == owner).values(lease_expires_at=_after(seconds))
-            )
-            rows = await s.execute(select(Account.id, Account.lease_epoch).where(Account.lease_owner == owner))
-            return {i: e for i, e in rows}
+            return await _renew(s, owner, seconds)
 
     return await retry_deadlocks(step)
+
+
+async def _renew(s: AsyncSession, owner: str, seconds: float) -> dict[int, int]:
+    extend, read = _renewal(owner, seconds)
+    await s.execute(extend)
+    return {i: e for i, e in await s.execute(read)}
+
+
+# A process renews (and beats) with the same statements every round: built once, not every 2 s (building them
+# cost a round about a fifth of its CPU; bench.empty_idle_bench).
+@functools.lru_cache(maxsize=64)
+def _renewal(owner: str, seconds: float) -> tuple[Update, Select[int, int]]:
+    return (
+        update(Account).where(Account.lease_owner == owner).values(lease_expires_at=_after(seconds)),
+        select(Account.id, Account.lease_epoch).where(Account.lease_owner == owner),
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _beat(owner: str, group: str | None, seconds: float) -> tuple[Insert, Select[bool, int]]:
+    live = (
+        select(func.count())
+        .select_from(SyncProcess)
+        .where(
+            SyncProcess.group_name.is_not_distinct_from(group),
+            SyncProcess.heartbeat_at > _after(-seconds),
+            SyncProcess.draining.is_(False),
+        )
+        .scalar_subquery()
+    )
+    return (
+        upsert(SyncProcess)
+        .values(owner=owner, group_name=group, started_at=_now(), heartbeat_at=_now())
+        .on_duplicate_key_update(heartbeat_at=_now()),
+        select(SyncProcess.draining, live).where(SyncProcess.owner == owner),
+    )
 
 
 async def release(store: Store, owner: str, ids: Sequence[int]) -> None:
@@ -259,38 +310,30 @@ async def release(store: Store, owner: str, ids: Sequence[int]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Beat:
-    """What a heartbeat learns: whether an operator asked this process to drain, and how many live processes
-    (this one included, draining ones not) serve its group."""
+    """What a heartbeat learns: whether an operator asked this process to drain, how many live processes (this
+    one included, draining ones not) serve its group, and the leases the beat renewed, with their epochs."""
 
     draining: bool
     live: int
+    held: dict[int, int]
 
 
 async def heartbeat(store: Store, owner: str, group: str | None, seconds: float, *, forget: bool = True) -> Beat:
-    """Record that `owner` is alive; a process is live while its last beat is younger than `seconds`. With
-    `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute, not every time)."""
-    live = (
-        select(func.count())
-        .select_from(SyncProcess)
-        .where(
-            SyncProcess.group_name.is_not_distinct_from(group),
-            SyncProcess.heartbeat_at > _after(-seconds),
-            SyncProcess.draining.is_(False),
-        )
-        .scalar_subquery()
-    )
+    """Record that `owner` is alive and renew every lease it holds for `seconds` (as `renew`), in one transaction
+    (a sync process's round, synccore.supervisor, costs one round trip per statement and a ping and a commit per
+    transaction: the beat and the renewal were two). A process is live while its last beat is younger than
+    `seconds`. With `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute,
+    not every time)."""
+    beat, read = _beat(owner, group, seconds)
 
     async def step() -> Beat:
         async with store.sessions() as s, s.begin():
-            await s.execute(
-                upsert(SyncProcess)
-                .values(owner=owner, group_name=group, started_at=_now(), heartbeat_at=_now())
-                .on_duplicate_key_update(heartbeat_at=_now())
-            )
+            await s.execute(beat)
             if forget:
                 await s.execute(delete(SyncProcess).where(SyncProcess.heartbeat_at < _after(-FORGET_SECONDS)))
-            row = (await s.execute(select(SyncProcess.draining, live).where(SyncProcess.owner == owner))).one()
-            return Beat(bool(row[0]), int(row[1] or 0))
+            held = await _renew(s, owner, seconds)
+            row = (await s.execute(read)).one()
+            return Beat(bool(row[0]), int(row[1] or 0), held)
 
     return await retry_deadlocks(step)
 
@@ -314,10 +357,14 @@ async def drain(store: Store, owner: str) -> bool:
 
 async def pin(store: Store, account_id: int, group: str | None) -> bool:
     """Pin the account to a process group (None: any process without a group); False when there is no such
-    account. Its holder, if of another group, lets it go at its next round."""
+    account. The accounts bell rings (with the store's Redis): its holder, if of another group, lets it go at once,
+    and the group's processes take it; without a ring, within a few rounds (synccore.supervisor.LIST_ROUNDS)."""
     async with store.sessions() as s, s.begin():
         found = await s.execute(update(Account).where(Account.id == account_id).values(lease_group=group))
-        return bool(getattr(found, "rowcount", 0))
+        pinned = bool(getattr(found, "rowcount", 0))
+    if pinned and store.redis is not None:
+        await store.doorbells.ring_accounts(store.redis)
+    return pinned
 
 
 @dataclass(frozen=True, slots=True)

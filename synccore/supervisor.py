@@ -7,6 +7,14 @@ rounded up. It takes at most a step of them a round (a third of its share, at le
 free leases and skipping rows another process is taking, and gives surplus back a step at a time when another
 process joins: hand-overs are gradual, never a stampede.
 
+An idle round costs one transaction: the heartbeat with the renewal (4 statements). The account list (with the
+queue depths) is read and balanced only when something may have changed: the accounts bell rang, the count of live
+processes changed (one joined, drained or died), the leases held changed, the last balance left this process off
+its share or gave something back, an account task ended; and every LIST_ROUNDS rounds in any case (a ring lost,
+or a change made without Redis, is seen within 10 s; the gauges of accounts by state and of the queues too). An
+idle sync process's CPU went mostly to its rounds' statements (bench.empty_idle_bench; a round read the list,
+renewed and beat in four sessions, 7 statements).
+
 Liveness is renewal only: a process that stops renewing (killed, paused, cut off) loses its leases LEASE_SECONDS
 after its last renewal, and the others take its accounts over within a round or a few after that (failover
 within LEASE_SECONDS + 3 rounds = 16 s at most, 10-12 s in practice). Writes are fenced (schema.leases): a unit of
@@ -51,8 +59,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from ops import metrics
 from schema import actions, changelog, idempotency, leases, outbox
@@ -74,7 +83,10 @@ from synccore.tokens import TokenKeeper
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
-RESCAN_SECONDS = 2  # a round: heartbeat, renewal, balance
+RESCAN_SECONDS = 2  # a round: heartbeat and renewal (one transaction), then the balance when something changed
+# A round reads the account list (and the queue depths) when something may have changed (module docstring), and
+# at least every LIST_ROUNDS rounds in any case: the gauges' and a pin's delay, and the net under a lost ring.
+LIST_ROUNDS = 5
 # Accounts connecting and running their first pass at once (the ramp), and passes after the first at once (a change
 # told of, a poll): together below the database pool's size (10 + 10).
 START_SLOTS = 8
@@ -96,7 +108,7 @@ def step_of(share: int) -> int:
 class Lane:
     """One shard as this process serves it: the rounds' own connections, the fenced store its accounts' tasks
     write through (it holds the epochs of the leases taken on that shard), its OAuth2 token keeper, its round
-    bell and timers, and what its last round read (the gauges add the shards up)."""
+    bell and timers, and what its last listing read (the gauges add the shards up) and left as it was."""
 
     shard: int
     rounds: Store
@@ -108,6 +120,10 @@ class Lane:
     expire_due: float = 0.0  # the loop time of the next change-log expiry
     sweep_due: float = 0.0  # ... and of the next sweep of the write-back queues
     forget_due: float = 0.0  # ... and of the next heartbeat that forgets processes long silent
+    unlisted: int = 0  # rounds since the account list was last read
+    # The live processes, the leases held and the tasks ended (left so) when it was.
+    listed: tuple[int, frozenset[int], frozenset[int]] | None = None
+    settled: bool = False  # ... and whether its balance left this process at its share, with nothing to let go
 
 
 def _end_idle(engine: AsyncEngine) -> None:
@@ -226,7 +242,11 @@ class Supervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _renew(self, lane: Lane) -> None:
-        held = await leases.renew(lane.rounds, self.owner, LEASE_SECONDS)
+        await self._renewed(lane, await leases.renew(lane.rounds, self.owner, LEASE_SECONDS))
+
+    async def _renewed(self, lane: Lane, held: dict[int, int]) -> None:
+        """After a renewal that found these leases held by this process: let go of the accounts whose lease it
+        lost, give back the leases it did not know it held."""
         # A lease that expired (this process paused, or MySQL away) may have been taken by another process: its
         # account is theirs. Its units are refused already (fencing); the task is stopped here too.
         lost = [i for i, epoch in lane.store.held.items() if held.get(i) != epoch]
@@ -296,9 +316,32 @@ class Supervisor:
     async def _depths(self, lane: Lane) -> None:
         try:
             async with lane.rounds.sessions() as s:
-                lane.depths = (await actions.pending_count(s), await outbox.waiting_count(s))
+                lane.depths = await _queue_depths(s)
         except DATABASE_DOWN as exc:
             log.info("shard %s: queue depths not measured: %s", lane.shard, _short(exc))
+
+    async def _list(self, lane: Lane, only: Sequence[int] | None) -> list[leases.Listed]:
+        """The shard's accounts (those of `only`) and its queue depths, in one session."""
+        mine = [i for i in only or () if shard_of(i) == lane.shard]
+        async with lane.rounds.sessions() as s:
+            present = [] if only and not mine else await leases.listed(s, mine)
+            lane.depths = await _queue_depths(s)
+        return present
+
+    def _must_list(self, lane: Lane, live: int, rung: bool) -> bool:
+        """Whether this round reads the account list: when the accounts bell rang (an account added, removed or
+        re-authorized), the live processes changed (one joined, left or died: shares move, leases come free),
+        the leases held changed (one lost or refused), the last balance left this process off its share (it
+        takes or gives a step a round), an account task ended (its account's state decides whether it starts
+        again), and at least every LIST_ROUNDS rounds. An idle round otherwise is the heartbeat alone: the
+        balance of an unchanged list and unchanged live count would do nothing."""
+        if rung or lane.unlisted + 1 >= LIST_ROUNDS or not lane.settled:
+            return True
+        return lane.listed != (live, frozenset(lane.store.held), self._ended(lane))
+
+    def _ended(self, lane: Lane) -> frozenset[int]:
+        """The shard's accounts whose task ended and was not started again (their account is stopped)."""
+        return frozenset(i for i, task in self._tasks.items() if task.done() and shard_of(i) == lane.shard)
 
     def _gauges(self) -> None:
         lanes = self.lanes.values()
@@ -414,7 +457,6 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         while True:
             began = loop.time()
-            lane.bell.clear()  # a ring from now on is for the next round
             try:
                 if not await self._round(lane, only):
                     return
@@ -437,22 +479,29 @@ class Supervisor:
         """Beat, renew the shard's leases, take or give up its accounts toward this process's share, start a task
         for each account held that has none, expire the log. False when an operator asked this process to drain."""
         loop = asyncio.get_running_loop()
-        # Renewal first: a round of a busy process can take seconds, and the lease must not wait for the rest.
+        rung = lane.bell.is_set()
+        lane.bell.clear()  # a ring from now on is for the next round
+        # Renewal first (with the heartbeat): a round of a busy process can take seconds, and the lease must not
+        # wait for the rest.
         forget = loop.time() >= lane.forget_due
         beat = await leases.heartbeat(lane.rounds, self.owner, self.group, LEASE_SECONDS, forget=forget)
         if forget:
             lane.forget_due = loop.time() + FORGET_EVERY
         if beat.draining:
             return False
-        await self._renew(lane)
-        present = await self._accounts(lane, only)
-        await self._let_go(lane, present)
-        lane.present = present
-        await self._depths(lane)
-        self._gauges()
-        await self._balance(lane, present, beat.live, everything=bool(only))
+        await self._renewed(lane, beat.held)
+        listing = self._must_list(lane, beat.live, rung)
+        if listing:
+            lane.unlisted = 0
+            present = await self._list(lane, only)
+            await self._let_go(lane, present)
+            lane.present = present
+            self._gauges()
+            lane.settled = await self._balance(lane, present, beat.live, everything=bool(only))
+        else:
+            lane.unlisted += 1
         started = False
-        for account in present:
+        for account in lane.present:
             if account.id not in lane.store.held or account.sync_state in STOPPED:
                 continue
             task = self._tasks.get(account.id)
@@ -475,6 +524,8 @@ class Supervisor:
             self._tasks[account.id] = asyncio.create_task(sync.run_forever(), name=f"account-{account.id}")
             started = True
             log.info("account %s: syncing (lease epoch %s)", account.id, lane.store.held[account.id])
+        if listing:
+            lane.listed = (beat.live, frozenset(lane.store.held), self._ended(lane))
         if started or loop.time() >= lane.sweep_due:  # an executor started looks at its queue when rung
             await self._sweep(lane)
             lane.sweep_due = loop.time() + SAFETY_WAKE
@@ -486,10 +537,11 @@ class Supervisor:
             lane.expire_due = loop.time() + EXPIRE_SECONDS
         return True
 
-    async def _balance(self, lane: Lane, present: Sequence[leases.Listed], live: int, *, everything: bool) -> None:
+    async def _balance(self, lane: Lane, present: Sequence[leases.Listed], live: int, *, everything: bool) -> bool:
         """Take free leases of the shard up to this process's share of it, or give surplus back, a step a round.
         Accounts pinned to another group are given back at once. With `everything` (`--account`), the share is all
-        of them. (Each shard is balanced on its own: its live processes are those beating on it.)"""
+        of them. (Each shard is balanced on its own: its live processes are those beating on it.) True when this
+        process holds its share (or every account it could) and gave nothing back: settled."""
         held = lane.store.held
         ours = [a for a in present if a.lease_group == self.group and a.sync_state != REMOVING]
         foreign = [a.id for a in present if a.lease_group != self.group and a.id in held]
@@ -499,15 +551,26 @@ class Supervisor:
         share = len(ours) if everything else math.ceil(len(ours) / max(1, live))
         step = len(ours) if everything else step_of(share)
         mine = sorted(a.id for a in ours if a.id in held)
+        settled = not foreign
         if len(mine) > share:
             surplus = mine[share:][:step]
             await self._release(lane, surplus)
             log.info("accounts %s: handed over (share %d of %d live processes)", surplus, share, live)
+            settled = False
         elif len(mine) < share:
             candidates = [a.id for a in ours if a.id not in held and a.sync_state not in STOPPED]
             taken = await leases.claim(lane.rounds, self.owner, candidates, LEASE_SECONDS, min(step, share - len(mine)))
             held.update(taken)
+            # Short of its share with accounts left to take (free, or held elsewhere: one may come free any time).
+            settled = settled and not candidates
         metrics.LEASES_HELD.set(self._held())
+        return settled
+
+
+async def _queue_depths(s: AsyncSession) -> tuple[int, int]:
+    """The write-back queue's and the outbox's depths (ops.metrics), in one statement."""
+    row = (await s.execute(select(actions.pending_count(), outbox.waiting_count()))).one()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def _short(exc: BaseException) -> str:

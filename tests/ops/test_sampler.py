@@ -17,6 +17,7 @@ from ops.flame import parse_collapsed
 from ops.sampler import (
     GREENLET,
     IDLE,
+    IDLE_STRIDE,
     OTHER,
     TRUNCATED,
     ConfigError,
@@ -196,3 +197,29 @@ def test_a_bad_setting_stops_the_command_with_its_name(command: list[str], tmp_p
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "inboxql: INBOXQL_PROFILE_HZ must be a number, not 'fast'"
+
+
+async def test_an_idle_loop_is_sampled_at_a_stride_and_busy_work_after_it_at_the_full_rate() -> None:
+    """Idle, the thread wakes every IDLE_STRIDE-th tick on average (its wake-ups were its cost), each sample counts for
+    the ticks it stands for; the first busy sample brings the full rate back."""
+    sampler = Sampler(ProfilerConfig(hz=100))
+    sampler.start()
+    try:
+        await asyncio.sleep(2.0)
+        idle = sampler.stats()
+        spin_in_a_known_function(0.5)
+        await asyncio.sleep(0.05)
+    finally:
+        sampler.stop()
+    # 2 s at 100 Hz: 200 ticks, counted by about 10 + 190 / IDLE_STRIDE samples (the thread may fall behind).
+    assert idle.taken <= 10 + 200 // IDLE_STRIDE + 5, idle
+    assert 150 <= idle.samples <= 210, idle
+    stacks = sampler.profile().stacks
+    assert stacks[(IDLE,)] >= 150, stacks
+    spinning = sum(n for stack, n in stacks.items() if stack[-1] == SPIN)
+    # 0.5 s at 100 Hz is 50 ticks; the busy loop is seen within a stride, then at the full rate (the GIL's
+    # switch interval lets the sampler in).
+    assert spinning >= 25, stacks
+    stats = sampler.stats()
+    assert stats.samples == sampler.profile().samples == sum(stacks.values())
+    assert stats.taken - idle.taken >= 20

@@ -87,6 +87,15 @@ async def test_loop_lag_is_observed_by_the_heartbeat() -> None:
     assert (REGISTRY.get_sample_value("inboxql_loop_lag_seconds_count") or 0.0) - seen >= dog.beats
 
 
+async def test_the_thread_of_an_idle_loop_wakes_about_once_a_threshold() -> None:
+    """It sleeps until the heartbeat would be late, not a fixed half threshold: 10 looks a second, not 20."""
+    async with watching(0.1) as dog:
+        assert dog is not None
+        await asyncio.sleep(1.0)
+    assert 5 <= dog.looks <= 13, dog.looks
+    assert dog.stalls == 0
+
+
 async def test_a_loop_that_never_comes_back_is_logged_while_it_lasts(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,15 +155,15 @@ async def test_a_stall_says_whether_the_loop_computed_or_waited(caplog: pytest.L
 
 
 async def test_a_stall_too_short_for_its_stack_is_still_logged_and_counted(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The heartbeat counts every stall; the thread, which looks only every threshold / 2, may miss the stack of a
+    """The heartbeat counts every stall; the thread, which looks only now and then, may miss the stack of a
     short one: it is logged all the same, once, saying so."""
     caplog.set_level(logging.WARNING, logger="ops.watchdog")
     async with watching(0.1) as dog:
         assert dog is not None
-        dog.check = 10.0  # a thread that never looks in time
-        await asyncio.sleep(0.1)
+        monkeypatch.setattr(dog, "_until_next_look", lambda _stall: 10.0)  # a thread that never looks in time
+        await asyncio.sleep(0.2)  # its last wait before that one ends
         hash_passwords_on_the_loop(0.2)
         await asyncio.sleep(0.1)
     assert len(_blocked_records(caplog, "ended before its stack could be taken")) == 1

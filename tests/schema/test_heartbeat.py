@@ -25,7 +25,7 @@ async def test_a_heartbeat_counts_the_live_and_forgets_the_long_silent_only_when
         s.add(SyncProcess(owner="other-group", group_name="g", started_at=utcnow(), heartbeat_at=utcnow()))
 
     beat = await leases.heartbeat(store, "me", None, 10, forget=False)
-    assert beat == leases.Beat(draining=False, live=2)  # me and busy: not the silent one, not another group's
+    assert beat == leases.Beat(draining=False, live=2, held={})  # me and busy: not the silent one, not another group's
     assert await _owners(store) == {"silent", "busy", "other-group", "me"}
 
     async with store.sessions() as s, s.begin():
@@ -33,5 +33,5 @@ async def test_a_heartbeat_counts_the_live_and_forgets_the_long_silent_only_when
         assert row is not None
         row.draining = True
     beat = await leases.heartbeat(store, "me", None, 10, forget=True)
-    assert beat == leases.Beat(draining=True, live=1)  # a draining process is not counted among the live
+    assert beat == leases.Beat(draining=True, live=1, held={})  # a draining process is not counted among the live
     assert await _owners(store) == {"busy", "other-group", "me"}

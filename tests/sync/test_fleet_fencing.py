@@ -114,6 +114,26 @@ async def test_a_lease_is_extended_by_its_holder_without_a_new_epoch_and_free_on
     assert await leases.renew(store, "one:1:aa", 10) == {}
 
 
+async def test_the_heartbeat_renews_the_holders_leases_in_its_own_transaction(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    """A round's heartbeat is also its renewal (one transaction, not two): it extends every lease of its
+    process, says which with their epochs, and leaves another process's lease and an expired one taken over alone."""
+    mine, taken = await _account(store, credential_box, dovecot), await _account(store, credential_box, dovecot)
+    assert await leases.acquire(store, mine, "one:1:aa", 10) == 1
+    assert await leases.acquire(store, taken, "one:1:aa", 10) == 1
+    await _expire(store, mine)
+    await _expire(store, taken)
+    assert await leases.claim(store, "two:2:bb", [taken], 10, 5) == {taken: 2}
+
+    beat = await leases.heartbeat(store, "one:1:aa", None, 10, forget=False)
+    assert beat.held == {mine: 1}
+    assert await leases.acquire(store, mine, "two:2:bb", 10) is None  # renewed: not free for another process
+    await leases.release(store, "one:1:aa", [mine])
+    await leases.release(store, "two:2:bb", [taken])
+    await leases.leave(store, "one:1:aa")  # the beat's process row: other tests count the live processes
+
+
 async def test_old_hand_overs_are_forgotten_but_the_current_one_stays(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer
 ) -> None:

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select
 
 from inboxql.devmail import DovecotServer
+from schema import accounts
 from schema.crypto import CredentialBox
 from schema.models import Account
 from schema.settings import Settings
@@ -117,3 +119,23 @@ async def test_a_drained_process_hands_its_accounts_over_and_returns(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await first.close()
+
+
+async def test_a_pin_rings_the_accounts_bell(
+    settings: Settings, store: Store, credential_box: CredentialBox, redis: Redis
+) -> None:
+    """A running process reads the account list when the bell rings, else only every few rounds: `account pin`
+    rings it, as adding or removing an account does, so the holder lets go at once."""
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 1, "none", "nobody")
+    account_id = await accounts.create(store, credential_box, "pinned-bell@example.test", endpoint, "pw")
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(store.doorbells.accounts_channel)
+    try:
+        assert await pubsub.get_message(timeout=1.0) is None  # the subscription's confirmation, left out
+        assert await _cli(settings, "account", "pin", str(account_id), "eu") == (0, "")
+        async with asyncio.timeout(10):
+            while (message := await pubsub.get_message(timeout=1.0)) is None:
+                pass
+        assert message["channel"] in (store.doorbells.accounts_channel, store.doorbells.accounts_channel.encode())
+    finally:
+        await pubsub.aclose()
