@@ -85,6 +85,8 @@ OUTBOX_COLUMNS = tuple(c for c in Outbox.__table__.c if c.name not in {"message"
 # up to 1,000 actions.
 ACTION_COLUMNS = tuple(c for c in Action.__table__.c if c.name != "payload")
 
+# Lists of messages, newest first (by when the server received them).
+MESSAGE_KEYS = (pages.Key(Message.received_at, True, "received_at"), pages.Key(Message.id, True, "id"))
 # A thread's messages read oldest first, by the same time the thread's aggregates use.
 MESSAGE_TIME = func.coalesce(Message.date, Message.received_at)
 THREAD_MESSAGE_KEYS = (pages.Key(MESSAGE_TIME, False, "sort_at"), pages.Key(Message.id, False, "id"))
@@ -221,8 +223,8 @@ class Reader:
             with contextlib.suppress(Exception):
                 await failed.invalidate()
 
-    async def scalar(self, stmt: Executable, *, shard: int = HOME) -> Any:
-        found = await self.rows(stmt, shard=shard)
+    async def scalar(self, stmt: Executable, params: dict[str, Any] | None = None, *, shard: int = HOME) -> Any:
+        found = await self.rows(stmt, params, shard=shard)
         return found[0][0] if found else None
 
     async def close(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_
+from sqlalchemy import ColumnElement, Select, and_, bindparam, false, or_
 from sqlalchemy.orm import QueryableAttribute
 
 from gateway.errors import BadUserInput
@@ -74,6 +74,28 @@ def conditions(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[bool]]
     if page.before is not None:
         found.append(_beyond(keys, decode_page_cursor(page.before, len(keys)), False))
     return found
+
+
+def bound_conditions(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[bool]]:
+    """The cursor conditions of a page as `conditions` makes them, with the cursor's values as bound parameters
+    (`after_0`, `after_1`, ... and `before_0`, ...) whose values `cursor_values` reads: for a statement built once
+    for every page of its shape."""
+    found = []
+    if page.after is not None:
+        found.append(_beyond(keys, [bindparam(f"after_{i}") for i in range(len(keys))], True))
+    if page.before is not None:
+        found.append(_beyond(keys, [bindparam(f"before_{i}") for i in range(len(keys))], False))
+    return found
+
+
+def cursor_values(keys: Sequence[Key], page: PageArgs) -> dict[str, Any]:
+    """The values of `bound_conditions`' parameters: the page's cursors, decoded (BAD_USER_INPUT when one is not
+    a cursor of this order)."""
+    values: dict[str, Any] = {}
+    for side, cursor in (("after", page.after), ("before", page.before)):
+        if cursor is not None:
+            values.update((f"{side}_{i}", v) for i, v in enumerate(decode_page_cursor(cursor, len(keys))))
+    return values
 
 
 def ordering(keys: Sequence[Key], page: PageArgs) -> list[ColumnElement[Any]]:

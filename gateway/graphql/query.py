@@ -17,7 +17,7 @@ from gateway.graphql import pages
 from gateway.graphql import search as searching
 from gateway.graphql.context import Info
 from gateway.graphql.filters import MessageFilter, ThreadFilter, message_conditions, thread_conditions
-from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, OUTBOX_COLUMNS, THREAD_COLUMNS
+from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, MESSAGE_KEYS, OUTBOX_COLUMNS, THREAD_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
@@ -52,7 +52,6 @@ LABEL_KEYS = (pages.Key(LabelRow.name, False, "name"), pages.Key(LabelRow.id, Fa
 THREAD_KEYS = (pages.Key(ThreadRow.last_message_at, True, "last_message_at"), pages.Key(ThreadRow.id, True, "id"))
 ACTION_KEYS = (pages.Key(ActionRow.id, True, "id"),)
 OUTBOX_KEYS = (pages.Key(OutboxRow.id, True, "id"),)
-MESSAGE_KEYS = (pages.Key(MessageRow.received_at, True, "received_at"), pages.Key(MessageRow.id, True, "id"))
 
 
 async def _page(
@@ -241,25 +240,22 @@ class Query:
         # account is NOT_FOUND, as it always was: its messages went with it, so a search that finds one had it).
         shard = shard_of(pk)
         vocabulary = await info.context.services.vocabulary.get(shard, lambda: info.context.db.connection(shard))
+        me: str | None = None
         try:
-            found = searching.plan(query, vocabulary, None)
+            searching.checked(query, vocabulary)
         except searching.NeedsMe:
-            found = searching.plan(query, vocabulary, await address())
+            me = await address()
         except Exception:
             await address()
             raise
-        conditions = [
-            *found.conditions,
-            MessageRow.account_id == pk,
-            MessageRow.orphaned_at.is_(None),
-            *message_conditions(filter),
-        ]
-        if found.score is None:
-            stmt, keys = select(*MESSAGE_COLUMNS), MESSAGE_KEYS
-        else:
-            keys = (pages.Key(found.score, True, "score"), pages.Key(MessageRow.id, True, "id"))
-            stmt = select(*MESSAGE_COLUMNS, found.score.label("score"))
-        results = await _page(info, stmt, conditions, keys, page, Message.of, shard)
+        found = searching.statement(query, vocabulary, me, filter, page)
+        db = info.context.db
+        rows = await db.rows(found.rows, {"account": pk, **pages.cursor_values(found.keys, page)}, shard=shard)
+
+        async def count() -> int:
+            return int(await db.scalar(found.counted, {"account": pk}, shard=shard) or 0)
+
+        results = connection(pages.cut(rows, found.keys, page), Message.of, count)
         if not results.edges:
             await address()
         return results

@@ -25,6 +25,7 @@ nothing. A search left with nothing to search for is an error, never every messa
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Sequence
@@ -32,10 +33,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, assert_never
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, not_, or_, select
 from sqlalchemy.dialects.mysql import match as fulltext_match
 
-from gateway.graphql.filters import address_matches, text_contains
+from gateway.graphql import pages
+from gateway.graphql.filters import MessageFilter, address_matches, message_conditions, text_contains
+from gateway.graphql.loaders import MESSAGE_COLUMNS, MESSAGE_KEYS
 from gateway.graphql.searchquery import (
     AllOf,
     AnyOf,
@@ -233,3 +236,79 @@ def plan(query: str, vocabulary: Vocabulary, me: str | None) -> SearchPlan:
     ranking = [m for m, ranks in matches if ranks]
     score = functools.reduce(operator.add, ranking) if ranking else None
     return SearchPlan([*(m for m, _ in matches), *top.other], score)
+
+
+@functools.lru_cache(maxsize=256)
+def _planned(query: str, vocabulary: Vocabulary) -> SearchPlan:
+    return plan(query, vocabulary, None)
+
+
+def checked(query: str, vocabulary: Vocabulary) -> None:
+    """Raises what `plan(query, vocabulary, None)` raises (NeedsMe when the search names `me`); a search that
+    plans is kept, for `statement`."""
+    _planned(query, vocabulary)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStatement:
+    """A page of a search as SQL, built once for every account and page of its shape: the account (`account`)
+    and the page's cursor (pages.cursor_values) are bound parameters."""
+
+    rows: Select[Any]
+    # How many messages the search finds on all pages (totalCount), bound by `account` too.
+    counted: Select[Any]
+    keys: tuple[pages.Key, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Filter:
+    """A filter input as part of a cache key: its values (every field's is a str, bool, time or None)."""
+
+    key: tuple[Any, ...] | None
+    filter: MessageFilter | None = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, f: MessageFilter | None) -> _Filter:
+        return cls(None if f is None else tuple(getattr(f, x.name) for x in dataclasses.fields(f)), f)
+
+
+# A page's shape: its size, whether it reads backward, whether it has an after and a before cursor.
+Shape = tuple[int, bool, bool, bool]
+
+
+def statement(
+    query: str, vocabulary: Vocabulary, me: str | None, filter: MessageFilter | None, page: pages.PageArgs
+) -> SearchStatement:
+    """The statement of a search's page, with the filter's conditions (BAD_USER_INPUT for a filter's bad id).
+    `me`: None for a search that does not name `me` (`checked` passed), whose statement is built once per
+    search text, filter and page shape and kept (256 at most); else the account's address, which makes it the
+    account's own: built anew."""
+    shape = (page.size, page.backward, page.after is not None, page.before is not None)
+    if me is not None:
+        return _statement(plan(query, vocabulary, me), _Filter.of(filter), shape)
+    return _kept_statement(query, vocabulary, _Filter.of(filter), shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_statement(query: str, vocabulary: Vocabulary, filter: _Filter, shape: Shape) -> SearchStatement:
+    return _statement(_planned(query, vocabulary), filter, shape)
+
+
+def _statement(found: SearchPlan, filter: _Filter, shape: Shape) -> SearchStatement:
+    conditions = [
+        *found.conditions,
+        Message.account_id == bindparam("account"),
+        Message.orphaned_at.is_(None),
+        *message_conditions(filter.filter),
+    ]
+    if found.score is None:
+        base, keys = select(*MESSAGE_COLUMNS), MESSAGE_KEYS
+    else:
+        keys = (pages.Key(found.score, True, "score"), pages.Key(Message.id, True, "id"))
+        base = select(*MESSAGE_COLUMNS, found.score.label("score"))
+    base = base.where(*conditions)
+    size, backward, after, before = shape
+    # The page's arguments as far as its statement goes: a cursor's value is a parameter.
+    page = pages.PageArgs(size, backward, "" if after else None, "" if before else None)
+    rows = base.where(*pages.bound_conditions(keys, page)).order_by(*pages.ordering(keys, page)).limit(size + 1)
+    return SearchStatement(rows, select(func.count()).select_from(base.subquery()), keys)

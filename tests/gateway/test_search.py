@@ -317,3 +317,108 @@ async def test_a_removed_account_is_not_found_whatever_it_searches(
     for query in ("fox", "from:me", "zebras", '"unbalanced'):
         answer = (await box.client.post(SEARCH, {"a": box.account, "q": query})).json()
         assert [e["extensions"]["code"] for e in answer["errors"]] == ["NOT_FOUND"], (query, answer)
+
+
+PAGED = """query($a: ID!, $q: String!, $f: MessageFilter, $first: Int, $after: String, $last: Int, $before: String) {
+    search(accountId: $a, query: $q, filter: $f, first: $first, after: $after, last: $last, before: $before) {
+        totalCount edges { cursor node { subject } } pageInfo { hasNextPage hasPreviousPage } } }"""
+
+
+async def pages_of(box: Mailbox, query: str, backward: bool, f: dict[str, Any] | None = None) -> list[list[str]]:
+    """The short names of a search's results, a page of one at a time, by cursors: forward from the first, or
+    backward from the last."""
+    names = {subject: key for key, subject in SUBJECTS.items()}
+    found: list[list[str]] = []
+    cursor: str | None = None
+    while True:
+        side = {"last": 1, "before": cursor} if backward else {"first": 1, "after": cursor}
+        data = await box.client.data(PAGED, {"a": box.account, "q": query, "f": f, **side})
+        page = data["search"]
+        found.append([names[e["node"]["subject"]] for e in page["edges"]])
+        more = page["pageInfo"]["hasPreviousPage" if backward else "hasNextPage"]
+        if not more:
+            return found
+        cursor = page["edges"][0]["cursor"]
+
+
+@pytest.mark.parametrize(
+    ("query", "f", "expected"),
+    [
+        ("quick OR lunch", None, ["fable", "lunch", "notes"]),  # by relevance: the cursors hold a score
+        ("to:me", None, ["notes", "fable", "lunch", "invoice"]),  # newest first: the cursors hold a time
+        ("to:me", {"unread": False}, ["fable", "lunch"]),
+    ],
+)
+async def test_pages_by_cursor_read_the_whole_search_in_its_order(
+    dana: Mailbox, query: str, f: dict[str, Any] | None, expected: list[str]
+) -> None:
+    whole = await dana.client.data(PAGED, {"a": dana.account, "q": query, "f": f, "first": 50})
+    names = {subject: key for key, subject in SUBJECTS.items()}
+    assert [names[e["node"]["subject"]] for e in whole["search"]["edges"]] == expected
+    assert await pages_of(dana, query, False, f) == [[n] for n in expected]
+    assert await pages_of(dana, query, True, f) == [[n] for n in reversed(expected)]
+
+
+async def test_the_same_search_of_another_account_finds_only_its_mail(
+    dana: Mailbox, http: httpx.AsyncClient, gw_store: Store, credential_box: CredentialBox
+) -> None:
+    """A search's statement is kept for the next one of the same text, filter and page (whoever asks): the
+    account is a parameter of it, never part of what is kept."""
+    endpoint = accounts.ImapEndpoint("127.0.0.1", 143, "none", "frank")
+    account = await accounts.create(gw_store, credential_box, "frank@example.test", endpoint, "pw")
+    inbox = await add_folder(gw_store, account, "INBOX", "inbox")
+    await deliver(gw_store, account, inbox, [(MAILS["fable"].raw(), []), (MAILS["lunch"].raw(), [])])
+    async with gw_store.sessions() as session, session.begin():
+        token = await tokens.create_token(session, [account])
+    frank = Mailbox(Client(http, token), to_global("Account", account))
+    names = {subject: key for key, subject in SUBJECTS.items()}
+    expected = {  # (query, only unread): what dana finds, what frank finds (all his mail is unread)
+        ("fox", False): ({"fable", "notes"}, {"fable"}),
+        ("fox", True): ({"notes"}, {"fable"}),
+        ("quick OR lunch", False): ({"fable", "lunch", "notes"}, {"fable", "lunch"}),
+        ("quick OR lunch", True): ({"notes"}, {"fable", "lunch"}),
+        ("is:unread", False): ({"invoice", "notes"}, {"fable", "lunch"}),
+        ("from:me OR fox", False): ({"reply", "fable", "notes"}, {"fable"}),
+    }
+    for turn in range(2):  # dana first, then frank first
+        for (query, unread), wanted in expected.items():
+            f = {"unread": True} if unread else None
+            boxes = [dana, frank] if turn == 0 else [frank, dana]
+            for box in boxes:
+                data = await box.client.data(PAGED, {"a": box.account, "q": query, "f": f, "first": 50})
+                got = {names[e["node"]["subject"]] for e in data["search"]["edges"]}
+                assert got == wanted[0 if box is dana else 1], (query, unread, box.account)
+                assert data["search"]["totalCount"] == len(got)
+    assert sorted(name for page in await pages_of(frank, "fox OR lunch", False) for name in page) == ["fable", "lunch"]
+
+
+async def test_a_search_asked_again_runs_the_statement_built_the_first_time(
+    gateway: ServerThread, dana: Mailbox
+) -> None:
+    """Building a search's statement, and SQLAlchemy's work on a statement it has not met (its cache key, its
+    result columns), cost more CPU than running it: a search of the same text, filter and page shape runs the
+    statement built the first time, with its account and cursor as parameters."""
+    ran: list[Any] = []
+
+    def watch(conn: Any, clause: Any, *args: Any) -> None:
+        if "MATCH" in str(clause.compile(dialect=conn.dialect)):
+            ran.append(clause)
+
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_execute", watch)
+    try:
+        for _ in range(2):
+            assert await found(dana, "quick brown") == ["fable", "notes"]
+        page = await dana.client.data(PAGED, {"a": dana.account, "q": "quick brown", "first": 1})
+        after = page["search"]["edges"][0]["cursor"]
+        for _ in range(2):
+            await dana.client.data(PAGED, {"a": dana.account, "q": "quick brown", "first": 1, "after": after})
+    finally:
+        event.remove(engine, "before_execute", watch)
+    # Both queries ask for totalCount: a page's statement, then its count's, each time.
+    first, first_count, again, again_count, one, _, second, _, second_again, _ = ran
+    assert again is first
+    assert again_count is first_count
+    assert one is not first  # a page of another size
+    assert second_again is second  # a page after a cursor, whatever the cursor
+    assert second is not one
