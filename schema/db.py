@@ -8,13 +8,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import Boolean, ColumnElement, Table, make_url, text
+from sqlalchemy import ColumnElement, Table, make_url, text
 from sqlalchemy.dialects.mysql import Insert
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.sqltypes import NullType
 
 
 @functools.cache
@@ -35,7 +36,9 @@ MANY_IDS = 100
 
 class _IdsIn(ColumnElement[bool]):
     inherit_cache = False  # the ids are in the text: a statement holding them is compiled each time, not cached
-    type = Boolean()
+    # Not Boolean: MySQL's compiler writes a Boolean expression that is no comparison as `(...) = 1` in a WHERE,
+    # which no index serves (a full scan of the table per statement: 4x slower initial sync at 100,000 messages).
+    type = NullType()  # type: ignore[assignment]
 
     def __init__(self, column: ColumnElement[Any], ids: list[int]) -> None:
         self.column = column
