@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import common
+from bench import common, thousand_bench
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,20 +32,6 @@ class ThreadTime:
     name: str
     cpu: float  # seconds on the CPU
     wakes: int  # voluntary context switches
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def threads(pid: int) -> dict[int, ThreadTime]:
@@ -87,7 +73,7 @@ def measure(tree: str, url: str, seconds: float, settle: float) -> float:
             if proc.poll() is not None:
                 log.seek(0)
                 raise SystemExit(f"inboxql sync exited {proc.returncode}:\n{log.read().decode()[-3000:]}")
-            kids = _children(proc.pid)
+            kids = thousand_bench._children().get(proc.pid, [])
             load_before = common.load_average()
             before = threads(proc.pid)
             kids_before = sum(process_cpu(k) for k in kids)
