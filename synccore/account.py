@@ -333,20 +333,28 @@ class AccountSync:
 
     async def _follow_notices(self, client: ImapClient, previous_pass: datetime | None) -> None:
         """Follow every folder on the one connection NOTIFY watches: idle until the server tells of a change anywhere
-        (or an action ended, or a failed folder's retry is due), then pass over the folders. A pass asks each folder's
-        STATUS in one round trip and selects only those that changed (_unchanged). What the server tells of while a
-        pass runs is counted (ImapClient.notices) and starts another pass at once, so nothing told is left for later.
-        With nothing told for `quiet` seconds, a pass all the same: a folder's full compare comes due (FolderContext),
-        and a notice the server never sent is caught."""
+        (or an action ended, or a failed folder's retry is due), then sync what changed. What the server tells of
+        while a pass runs is counted (ImapClient.notices) and starts another pass at once, so nothing told is left for
+        later.
+
+        A notice names its folder (Dovecot's STATUS, about half a second after the change): when every notice since
+        the last pass named a folder mirrored here, only those are synced (_told_pass), without the LIST and the
+        STATUS of every folder that a pass over all of them asks first. A pass over every folder (full_pass) instead
+        when a notice named no folder known (one created, deleted or renamed), an action ended (write-back may have
+        changed any folder), a failed folder's retry is due, orphans wait for the passes that place or collect them
+        (a message moved away is an orphan until its arrival is seen), and at least every `quiet` seconds: a folder's
+        full compare comes due (FolderContext), and a notice the server never sent is caught."""
         quiet = min(self.tuning.idle_restart, self.tuning.full_compare_seconds)
         last_start = previous_pass
-        # A pass first: a folder that changed after the first pass looked at it and before NOTIFY SET is told of by
-        # nobody.
-        told: int | None = None
         loop = asyncio.get_running_loop()
+        last_full = loop.time()
+        # A full pass first: a folder that changed after the first pass looked at it and before NOTIFY SET is told of
+        # by nobody.
+        told: int | None = None
+        orphans = True
         while True:
             if told == client.notices and not self.actions_ended.is_set():
-                wait = quiet
+                wait = max(0.0, last_full + quiet - loop.time())
                 if self.folder_retries:
                     wait = max(0.0, min(wait, min(r.due for r in self.folder_retries.values()) - loop.time()))
                 # Nothing selected while idling: Dovecot tells of the selected folder's new mail only within IDLE or a
@@ -355,15 +363,60 @@ class AccountSync:
                 async with client.idle() as events:
                     await self._push_or_ended(events, wait)
             async with self._pass_slot():
+                named = client.take_told() if told is not None else None
                 told = client.notices
+                ended = self.actions_ended.is_set()
                 self.actions_ended.clear()  # what ends from now on, the next pass looks at
+                if (
+                    named
+                    and not ended
+                    and not orphans
+                    and loop.time() - last_full < quiet
+                    and not any(r.due <= loop.time() for r in self.folder_retries.values())
+                    and await self._told_pass(client, named)
+                ):
+                    orphans = await self._has_orphans()
+                    continue
                 start = utcnow()
+                last_full = loop.time()
                 if not await self.full_pass(client):
+                    orphans = True
                     continue  # an orphan may have moved into the folder that failed: keep it (and its id)
                 # Orphans from before the previous complete pass were looked for in every folder since: gone for good.
                 if last_start is not None:
                     await self._collect_orphans(last_start)
                 last_start = start
+                orphans = await self._has_orphans()
+
+    async def _told_pass(self, client: ImapClient, names: frozenset[str]) -> bool:
+        """Sync the folders of `names` as a pass would; False, with nothing done, when one of them is not a folder
+        mirrored here as it is (new, or held by a pending folder action): a pass over every folder finds out."""
+        async with self.store.sessions() as s:
+            rows = await folders.of_account(s, self.account_id)
+            waiting = await actions.pending_folders(s, self.account_id) if rows else {}
+        involved = set().union(*waiting.values()) if waiting else set()
+        by_name = {
+            f.name: f
+            for f in rows
+            if f.id not in waiting and f.name not in involved and f.sync_state != "deleting" and f.name in names
+        }
+        if by_name.keys() != names:
+            return False
+        ctx = self._ctx()
+        synced: list[int] = []
+        for folder in sorted(by_name.values(), key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name)):
+            if not self._folder_due(folder):
+                continue
+            try:
+                await FolderSync(ctx, folder).run(client)
+            except _FOLDER_FAILURES as exc:
+                await self._folder_failed(folder, exc)
+            else:
+                await self._folder_synced(folder)
+                synced.append(folder.id)
+        await self._mark_synced(synced)
+        self.passes += 1
+        return True
 
     def _watched_role(self) -> str:
         """The folder the IDLE connection watches: the inbox; on Gmail All Mail, where every message is (new mail,

@@ -77,6 +77,9 @@ class ImapClient(Connection):
         self.selected: SelectedMailbox | None = None
         self._search_lock = asyncio.Lock()
 
+    def _selected_name(self) -> str | None:
+        return None if self.selected is None else self.selected.name
+
     # ------------------------------------------------------------------ any state
 
     async def noop(self, *, timeout: float | None = None) -> None:

@@ -103,8 +103,11 @@ class Connection:
         self._enabled: set[str] = set()
         self._unsolicited: list[Untagged] = []
         self.unsolicited_dropped = 0  # how many undrained unsolicited responses were discarded
-        # Mailbox changes the server told of unasked, counted (see `notices`).
+        # Mailbox changes the server told of unasked, counted (see `notices`), and which mailboxes they named (see
+        # `take_told`).
         self._notices = 0
+        self._told: set[str] = set()
+        self._told_unnamed = False
         self._read_task: asyncio.Task[None] | None = None
         self._lost: ImapError | None = None
         self._bye: StatusResponse | None = None
@@ -143,6 +146,29 @@ class Connection:
         Never drained: a caller compares the count before and after its work to know whether something changed
         meanwhile (a STATUS of another mailbox arriving between two commands is answered to nobody)."""
         return self._notices
+
+    def take_told(self) -> frozenset[str] | None:
+        """The mailboxes that the notices since the last call named, and forget them: a STATUS names its mailbox, an
+        EXISTS, EXPUNGE, FETCH or VANISHED the one selected when it came. None when one of them named no mailbox known
+        here (a LIST: a mailbox created, deleted or renamed; a change that came while no mailbox was known selected)."""
+        told = None if self._told_unnamed else frozenset(self._told)
+        self._told.clear()
+        self._told_unnamed = False
+        return told
+
+    def _note_told(self, resp: Untagged) -> None:
+        if isinstance(resp, MailboxStatus):
+            self._told.add(resp.name)
+            return
+        name = self._selected_name() if isinstance(resp, _CHANGES) else None
+        if name is None:
+            self._told_unnamed = True
+        else:
+            self._told.add(name)
+
+    def _selected_name(self) -> str | None:
+        """The mailbox selected now, where a subclass keeps track of it."""
+        return None
 
     def drain_unsolicited(self) -> list[Untagged]:
         """Return and forget the queued unsolicited responses."""
@@ -299,6 +325,7 @@ class Connection:
                 owner.event.set()
         if not solicited and isinstance(resp, _NOTICES):
             self._notices += 1
+            self._note_told(resp)
         if not solicited and isinstance(resp, _CHANGES):
             self._unsolicited.append(resp)
             if len(self._unsolicited) > MAX_UNSOLICITED:

@@ -185,3 +185,102 @@ async def test_a_pass_after_the_first_waits_for_a_slot_of_the_process(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await assert_identical(store, credential_box, account_id)
+
+
+async def _idling(proxy: ImapProxy) -> None:
+    """Until the connection's pass has ended and it idles (the last command sent is an IDLE)."""
+    async with asyncio.timeout(30):
+        while not (proxy.exchanges and proxy.exchanges[-1].verb == "IDLE"):
+            await asyncio.sleep(0.02)
+
+
+def _selected(proxy: ImapProxy) -> list[str]:
+    return [e.mailbox or "" for e in proxy.commands("SELECT")]
+
+
+async def _places(store: Store, account_id: int) -> dict[str, set[int]]:
+    async with store.sessions() as s:
+        rows = await s.execute(
+            select(Folder.name, MessagePlace.message_id)
+            .join(Folder, Folder.id == MessagePlace.folder_id)
+            .where(Folder.account_id == account_id)
+        )
+        out: dict[str, set[int]] = {}
+        for name, message_id in rows:
+            out.setdefault(name, set()).add(message_id)
+        return out
+
+
+async def test_a_notice_has_only_the_folder_it_names_synced(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    """A STATUS notice names its folder: that folder alone is selected, with no LIST and no STATUS of the others
+    first. A folder created on the server (a LIST notice, naming no folder mirrored) has every folder passed over:
+    it is discovered and synced."""
+    user, password = new_user(dovecot)
+    mail = generate(20, seed=94)
+    dovecot.append(user, password, "INBOX", [next(mail) for _ in range(3)])
+    dovecot.append(user, password, "Archive", [next(mail) for _ in range(2)])
+    async with ImapProxy(dovecot.host, dovecot.port) as proxy:
+        account_id = await add_account(store, credential_box, dovecot, user, password, via=proxy)
+        async with following(store, credential_box, account_id, NO_POLLING):
+            await wait_for_messages(store, account_id, 5)
+            async with asyncio.timeout(30):
+                while not proxy.commands("NOTIFY"):
+                    await asyncio.sleep(0.02)
+            await _idling(proxy)
+            other = await connect(dovecot, user, password)
+            try:
+                for n, folder in enumerate(["Archive", "INBOX", "Archive"], start=6):
+                    proxy.clear()
+                    await other.append(folder, next(mail))
+                    await wait_for_messages(store, account_id, n)
+                    await _idling(proxy)
+                    assert _selected(proxy) == [folder], proxy.exchanges
+                    assert not proxy.commands("LIST"), proxy.exchanges
+                    assert not proxy.commands("STATUS"), proxy.exchanges
+                proxy.clear()
+                await other.create("Projects")
+                await other.append("Projects", next(mail))
+                await wait_for_messages(store, account_id, 9)
+                assert proxy.commands("LIST")
+                assert "Projects" in _selected(proxy)
+            finally:
+                await other.logout()
+        await assert_identical(store, credential_box, account_id)
+
+
+async def test_a_move_told_by_notices_keeps_its_id_and_a_deletion_is_collected(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer
+) -> None:
+    """A message moved by another client is an expunge in one folder and an arrival in another, each told by a notice
+    of its own: it keeps its id. A message deleted leaves an orphan, which the passes over every folder that follow
+    collect (here within the full compare's few seconds, with no other change to set a pass off)."""
+    user, password = new_user(dovecot)
+    mail = generate(10, seed=95)
+    dovecot.append(user, password, "INBOX", [next(mail) for _ in range(3)])
+    dovecot.append(user, password, "Archive", [next(mail) for _ in range(2)])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    tuning = Tuning(poll_interval=3600, notify=True, full_compare_seconds=3.0)
+    async with following(store, credential_box, account_id, tuning):
+        await wait_for_messages(store, account_id, 5)
+        before = await _places(store, account_id)
+        other = await connect(dovecot, user, password)
+        try:
+            await other.select("INBOX")
+            await other.uid_move("1", "Archive")
+            async with asyncio.timeout(30):
+                while len((await _places(store, account_id)).get("Archive", set())) != 3:
+                    await asyncio.sleep(0.05)
+            after = await _places(store, account_id)
+            moved = before["INBOX"] - after["INBOX"]
+            assert len(moved) == 1
+            assert moved <= after["Archive"]
+            assert before["INBOX"] | before["Archive"] == after["INBOX"] | after["Archive"]
+            await other.select("Archive")
+            await other.uid_store("1", "add", ["\\Deleted"])
+            await other.uid_expunge("1")
+            await wait_for_messages(store, account_id, 4)
+        finally:
+            await other.logout()
+    await assert_identical(store, credential_box, account_id)
