@@ -173,10 +173,10 @@ class FolderSync:
             )
             await self._resync(sel.uidvalidity)
             sel = await self._select(client)
-        await self._record_count(sel.exists)
         if self.folder.sync_state == "follow":
-            await self._follow(client, sel)
+            await self._follow(client, sel)  # the count with the cursor, after the new mail: nobody waits on it
         else:
+            await self._record_count(sel.exists)
             await self._initial(client, sel)
 
     # -- states ----------------------------------------------------------------------------------
@@ -217,6 +217,7 @@ class FolderSync:
             f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held
         )
         if unchanged and not full:
+            await self._record_count(sel.exists)
             return
         if full:
             self.ctx.compared[f.id] = time.monotonic()
@@ -255,7 +256,9 @@ class FolderSync:
             await self._reconcile(client, sel.uidvalidity, remote)
             top = max(remote, default=0)
         await self._set_cursor(
-            uidnext=max(sel.uidnext or 0, top + 1, uidnext), highestmodseq=None if self.skipped else sel.highestmodseq
+            uidnext=max(sel.uidnext or 0, top + 1, uidnext),
+            highestmodseq=None if self.skipped else sel.highestmodseq,
+            server_count=sel.exists,
         )
 
     async def _forget_other_uidvalidities(self, uidvalidity: int) -> None:
@@ -556,7 +559,9 @@ class FolderSync:
 
     async def _record_count(self, exists: int) -> None:
         """The server's count of the folder, before any batch is downloaded: an initial sync reads "x of N" from
-        its start (schema.status). Written only when it moved (schema.folders.record_server_counts)."""
+        its start (schema.status). Written only when it moved (schema.folders.record_server_counts). A followed
+        folder's is written with its cursor at the end of the run instead: a commit less before new mail is
+        committed (and its doorbell rung)."""
         if self.folder.server_count == exists:
             return
 

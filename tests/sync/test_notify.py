@@ -239,6 +239,14 @@ async def test_a_notice_has_only_the_folder_it_names_synced(
                     assert _selected(proxy) == [folder], proxy.exchanges
                     assert not proxy.commands("LIST"), proxy.exchanges
                     assert not proxy.commands("STATUS"), proxy.exchanges
+                    # The server's count, written with the cursor once the new mail is in (the operator's "x of N").
+                    async with store.sessions() as s:
+                        rows = await s.execute(
+                            select(Folder.name, Folder.server_count).where(Folder.account_id == account_id)
+                        )
+                        counts = {name: count for name, count in rows}
+                    assert counts["INBOX"] == 3 + (n >= 7)
+                    assert counts["Archive"] == 2 + (n >= 6) + (n >= 8)
                 proxy.clear()
                 await other.create("Projects")
                 await other.append("Projects", next(mail))
