@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -156,3 +158,19 @@ async def test_answers_compact_utf8_json(alice: Client, world: World) -> None:
 )
 def test_dumps_writes_json_for_anything_a_result_holds(value: object, text: str) -> None:
     assert dumps(value) == text
+
+
+async def test_every_http_response_says_how_long_the_gateway_took(http: httpx.AsyncClient) -> None:
+    """`server-timing: app;dur=<ms>` (W3C Server Timing) on answers of every kind, never more than the client waited."""
+    for method, path, body in [
+        ("POST", "/graphql", TYPENAME),
+        ("POST", "/graphql", {"query": "{ nope "}),
+        ("GET", "/healthz", None),
+        ("GET", "/no-such-page", None),
+    ]:
+        started = time.perf_counter()
+        r = await http.request(method, path, json=body)
+        waited = (time.perf_counter() - started) * 1000
+        name, _, duration = r.headers["server-timing"].partition(";dur=")
+        assert name == "app", r.headers["server-timing"]
+        assert 0 <= float(duration) <= waited, (path, duration, waited)
