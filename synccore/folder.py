@@ -209,12 +209,20 @@ class FolderSync:
         f = self.folder
         assert sel.uidvalidity is not None
         uidnext = f.uidnext or 1
-        # The places under this UIDVALIDITY, not the folder's total_count alone: that one counts the optimistic
-        # placeholders of pending moves, which the server does not hold yet (_held subtracts them).
-        held = await self._held(sel.uidvalidity, sel.exists)
         full = self.ctx.full_compare_due(f.id)
+        # The places under this UIDVALIDITY, not the folder's total_count alone: that one counts the optimistic
+        # placeholders of pending moves, which the server does not hold yet (_held subtracts them). Counted only when
+        # HIGHESTMODSEQ and UIDNEXT say nothing changed: new mail moves UIDNEXT, and then the count (which new mail
+        # makes differ from EXISTS, so _held would count the places one by one) decides nothing.
         unchanged = planning.nothing_changed(
-            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, held
+            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, sel.exists
+        ) and planning.nothing_changed(
+            f.highestmodseq,
+            f.uidnext,
+            sel.highestmodseq,
+            sel.uidnext,
+            sel.exists,
+            await self._held(sel.uidvalidity, sel.exists),
         )
         if unchanged and not full:
             await self._record_count(sel.exists)

@@ -97,6 +97,30 @@ async def test_a_pass_reads_only_what_changed(
     await assert_identical(store, credential_box, account_id)
 
 
+async def test_a_pass_that_finds_new_mail_counts_no_place_of_the_folder(
+    store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
+) -> None:
+    """New mail moves UIDNEXT: the pass knows the folder changed without counting what it holds (a count that new
+    mail makes differ from EXISTS, which was then recounted place by place on every push)."""
+    user, password = mail_user
+    mail = generate(40, seed=152)
+    dovecot.append(user, password, "INBOX", [(next(mail), ("\\Seen",)) for _ in range(30)])
+    account_id = await add_account(store, credential_box, dovecot, user, password)
+    await sync_once(store, credential_box, account_id)
+    other = await connect(dovecot, user, password)
+    try:
+        await other.append("INBOX", next(mail))
+        await other.append("INBOX", next(mail))
+    finally:
+        await other.logout()
+    with recorded(store) as arrivals:
+        await sync_once(store, credential_box, account_id)
+    assert arrivals, "no statement recorded"
+    assert whole_folder_reads(arrivals) == []
+    assert await _counts(store, account_id) == (32, 2)
+    await assert_identical(store, credential_box, account_id)
+
+
 async def test_a_threads_flag_count_reads_the_index_not_the_messages(
     store: Store, credential_box: CredentialBox, dovecot: DovecotServer, mail_user: tuple[str, str]
 ) -> None:
