@@ -320,10 +320,10 @@ class Beat:
 
 async def heartbeat(store: Store, owner: str, group: str | None, seconds: float, *, forget: bool = True) -> Beat:
     """Record that `owner` is alive and renew every lease it holds for `seconds` (as `renew`), in one transaction
-    (a sync process's round, synccore.supervisor, costs one round trip per statement and a ping and a commit per
-    transaction: the beat and the renewal were two). A process is live while its last beat is younger than
-    `seconds`. With `forget`, rows of processes silent for FORGET_SECONDS go too (a round asks it once a minute,
-    not every time)."""
+    (a sync process's round, synccore.supervisor, costs one round trip per statement and a commit per transaction,
+    and a ping when its connection sat idle a second (schema.db): the beat and the renewal were two). A process is
+    live while its last beat is younger than `seconds`. With `forget`, rows of processes silent for FORGET_SECONDS
+    go too (a round asks it once a minute, not every time)."""
     beat, read = _beat(owner, group, seconds)
 
     async def step() -> Beat:
