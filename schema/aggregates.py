@@ -192,14 +192,17 @@ _MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
 
 def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabelled: bool) -> None:
     """What a member's change of flags (read under its lock: `row` before, `values` after) does to its thread's
-    unread count and star, where that is known without counting the members: not when its labels changed or it
-    lost its star (another member may have one). An orphaned message is no member: it changes nothing."""
+    unread count and star, where that is known without counting the members: not when it lost its star (another
+    member may have one). A member whose labels changed has its thread's labels listed again (relabelled_threads);
+    its counts still move by what its flags did. An orphaned message is no member: it changes nothing."""
     tid = row.thread_id
     before = uow.thread_moves.get(tid, (0, False))
     if before is None or row.orphaned_at is not None:
         uow.thread_moves.setdefault(tid, before)
         return
-    if relabelled or (row.starred and not values[1]):
+    if relabelled:
+        uow.relabelled_threads.add(tid)
+    if row.starred and not values[1]:
         uow.thread_moves[tid] = None
         return
     gained = int(bool(values[0])) - int(bool(row.unread))
@@ -374,30 +377,40 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
         # counts by that (as a folder's counts move, move_folder_counts): its row, locked and read as committed,
         # holds the counts of its members as committed, since every unit that changes a member's flags moves or
         # counts them again under this lock. The others are counted.
-        thread_moves = uow.thread_moves
+        # A thread whose members' labels changed has its labels listed again; counted, it has them listed with the
+        # counts. Listing labels reads no member's row (ix_messages_thread holds thread_id and orphaned_at, and the
+        # message id as every index of the table does), where a count reads the members' rows: the index no longer
+        # holds their flags (migration 0020), so that a flag change's UPDATE of messages writes no index entry.
+        thread_moves, relabelled = uow.thread_moves, uow.relabelled_threads
         moved = {t[1]: m for t in threads if (m := thread_moves.get(t[1])) is not None}  # t[1]: the thread's id
         counted = [t[1] for t in threads if t[1] not in moved]
+        listed = {t[1] for t in threads if t[1] not in moved or t[1] in relabelled}
         # The counts and the labels in one statement: a count row has no label (NULL), a label row counts nothing.
         counts: dict[int, tuple[int, bool]] = {}
         thread_labels: dict[int, set[int]] = defaultdict(set)
-        counting = (
-            select(
-                Message.thread_id,
-                func.sum(case((Message.unread.is_(True), 1), else_=0)),
-                func.max(case((Message.starred.is_(True), 1), else_=0)),
-                null().label("label_id"),
-            )
-            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
-            .group_by(Message.thread_id)
-        )
-        labelled = (
-            select(Message.thread_id, null(), null(), MessageLabel.label_id)
-            .join(MessageLabel, MessageLabel.message_id == Message.id)
-            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
-            .distinct()
-        )
+        parts: list[Select[int, Any, Any, Any]] = []
         if counted:
-            found: Result[int, Any, Any, int | None] = await s.execute(union_all(counting, labelled))
+            parts.append(
+                select(
+                    Message.thread_id,
+                    func.sum(case((Message.unread.is_(True), 1), else_=0)),
+                    func.max(case((Message.starred.is_(True), 1), else_=0)),
+                    null().label("label_id"),
+                )
+                .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
+                .group_by(Message.thread_id)
+            )
+        if listed:
+            parts.append(
+                select(Message.thread_id, null(), null(), MessageLabel.label_id)
+                .join(MessageLabel, MessageLabel.message_id == Message.id)
+                .where(ids_in(Message.thread_id, sorted(listed)), Message.orphaned_at.is_(None))
+                .distinct()
+            )
+        if parts:
+            found: Result[int, Any, Any, int | None] = await s.execute(
+                union_all(*parts) if len(parts) > 1 else parts[0]
+            )
             for tid, unread, starred, lid in found:
                 if lid is None:
                     counts[tid] = (int(unread or 0), bool(starred))
@@ -412,10 +425,9 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
             if tid in moved:
                 gained, starred_now = moved[tid]
                 unread, star = max(0, unread_count + gained), bool(starred) or starred_now
-                new_labels = label_ids
             else:
                 unread, star = counts.get(tid, (0, False))
-                new_labels = sorted(thread_labels.get(tid, set()))
+            new_labels = sorted(thread_labels.get(tid, set())) if tid in listed else label_ids
             if (unread, star, new_labels) == (unread_count, bool(starred), label_ids):
                 continue
             # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).
