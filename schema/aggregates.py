@@ -192,9 +192,11 @@ _MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
 
 def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabelled: bool) -> None:
     """What a member's change of flags (read under its lock: `row` before, `values` after) does to its thread's
-    unread count and star, where that is known without counting the members: not when it lost its star (another
-    member may have one). A member whose labels changed has its thread's labels listed again (relabelled_threads);
-    its counts still move by what its flags did. An orphaned message is no member: it changes nothing."""
+    unread count and star, where that is known without counting the members. A member that lost its star marks its
+    thread (unstarred_threads): another member may have one, so the thread is counted unless it has no other member
+    (refresh_thread_flags reads that under the thread's lock). A member whose labels changed has its thread's labels
+    listed again (relabelled_threads); its counts still move by what its flags did. An orphaned message is no
+    member: it changes nothing."""
     tid = row.thread_id
     before = uow.thread_moves.get(tid, (0, False))
     if before is None or row.orphaned_at is not None:
@@ -203,8 +205,7 @@ def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabell
     if relabelled:
         uow.relabelled_threads.add(tid)
     if row.starred and not values[1]:
-        uow.thread_moves[tid] = None
-        return
+        uow.unstarred_threads.add(tid)
     gained = int(bool(values[0])) - int(bool(row.unread))
     uow.thread_moves[tid] = (before[0] + gained, before[1] or (bool(values[1]) and not row.starred))
 
@@ -373,16 +374,21 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 .with_for_update()  # before the members are counted (refresh_threads says why)
             )
         ).all()
-        # A thread whose members only gained or lost unread flags, or gained a star, keeping their labels, moves its
-        # counts by that (as a folder's counts move, move_folder_counts): its row, locked and read as committed,
-        # holds the counts of its members as committed, since every unit that changes a member's flags moves or
-        # counts them again under this lock. The others are counted.
-        # A thread whose members' labels changed has its labels listed again; counted, it has them listed with the
-        # counts. Listing labels reads no member's row (ix_messages_thread holds thread_id and orphaned_at, and the
-        # message id as every index of the table does), where a count reads the members' rows: the index no longer
-        # holds their flags (migration 0020), so that a flag change's UPDATE of messages writes no index entry.
-        thread_moves, relabelled = uow.thread_moves, uow.relabelled_threads
-        moved = {t[1]: m for t in threads if (m := thread_moves.get(t[1])) is not None}  # t[1]: the thread's id
+        # A thread whose members only gained or lost unread flags or stars moves its counts by that (as a folder's
+        # counts move, move_folder_counts): its row, locked and read as committed, holds the counts of its members as
+        # committed, since every unit that changes a member's flags moves or counts them again under this lock. A
+        # member's lost star has its thread counted (another member may have one), but a thread of one member
+        # (t[5], as locked): that member's star is the thread's. A thread whose members' labels changed has its
+        # labels listed again (t[1]: the thread's id); a counted one has them listed with its counts. Listing labels
+        # reads no member's row (ix_messages_thread holds thread_id and orphaned_at, and the message id as every
+        # index of the table does), where a count reads the members' rows: the index holds no flag (migration 0020),
+        # so that a flag change's UPDATE of messages writes no index entry.
+        thread_moves, relabelled, unstarred = uow.thread_moves, uow.relabelled_threads, uow.unstarred_threads
+        moved = {
+            t[1]: m
+            for t in threads
+            if (m := thread_moves.get(t[1])) is not None and (t[1] not in unstarred or t[5] <= 1)
+        }
         counted = [t[1] for t in threads if t[1] not in moved]
         listed = {t[1] for t in threads if t[1] not in moved or t[1] in relabelled}
         # The counts and the labels in one statement: a count row has no label (NULL), a label row counts nothing.
@@ -424,7 +430,9 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
             label_ids = list(lids or ())
             if tid in moved:
                 gained, starred_now = moved[tid]
-                unread, star = max(0, unread_count + gained), bool(starred) or starred_now
+                # Unstarred, its only member has no star now; else a star gained shows, and none lost.
+                star = starred_now if tid in unstarred else bool(starred) or starred_now
+                unread = max(0, unread_count + gained)
             else:
                 unread, star = counts.get(tid, (0, False))
             new_labels = sorted(thread_labels.get(tid, set())) if tid in listed else label_ids

@@ -228,6 +228,60 @@ async def test_a_threads_counts_move_with_its_members_flags_and_are_counted_when
         await _assert_threads_counted(store, account_id)
 
 
+async def test_a_thread_of_one_message_unstarred_takes_its_star_without_a_count(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """A lost star has a thread counted (another member may have one), but not a thread of a single member: its star
+    goes with that member's, and its unread count moves. Threads of several members are still counted; each unit
+    logs what a count of the members finds."""
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 8)  # eight threads of one message
+    root_reply = await _messages_in_one_thread(store, account_id, inbox)
+    # (messages, flags added, flags removed, a thread counted)
+    steps: list[tuple[list[int], list[str], list[str], bool]] = [
+        (ids[:4], ["\\Flagged"], [], False),  # starred: moved
+        (ids[:2], [], ["\\Flagged"], False),  # unstarred, alone in their threads: moved
+        (ids[2:4], ["\\Seen"], ["\\Flagged"], False),  # read and unstarred: moved
+        (root_reply, ["\\Flagged"], [], False),  # both of a thread of two starred: moved
+        (root_reply[:1], [], ["\\Flagged"], True),  # one of them unstarred: counted, the other keeps the star
+    ]
+    for mids, add, remove, counts_again in steps:
+        cursor = await newest(store, account_id)
+        with statements(store) as sent:
+            async with store.unit(account_id) as uow:
+                await actions.set_flags(uow, mids, add=add, remove=remove)
+        assert any("sum(CASE" in q for q in sent) == counts_again, (add, remove)
+        await assert_logged_as_stored(store, await log_after(store, account_id, cursor))
+        await _assert_threads_counted(store, account_id)
+
+
+async def _messages_in_one_thread(store: Store, account_id: int, folder_id: int) -> list[int]:
+    """A message and its reply (UIDs 101 and 102): one thread of two; their ids."""
+    when = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    root = f"pair.{secrets.token_hex(4)}@example.org"
+    async with store.unit(account_id) as uow:
+        await messages.add(
+            uow,
+            folder_id,
+            UIDVALIDITY,
+            [
+                fetched(101, mail(root, "Pair", when=when)),
+                fetched(102, reply(root, "Pair", when + timedelta(minutes=1))),
+            ],
+        )
+    async with store.sessions() as s:
+        found = list(
+            await s.scalars(
+                select(MessagePlace.message_id)
+                .where(MessagePlace.folder_id == folder_id, MessagePlace.uid > 100)
+                .order_by(MessagePlace.uid)
+            )
+        )
+        assert len(set(await s.scalars(select(Message.thread_id).where(Message.id.in_(found))))) == 1
+    return found
+
+
 async def test_flag_actions_recorded_as_done_are_logged_without_reading_them_back(
     store: Store, credential_box: CredentialBox
 ) -> None:
