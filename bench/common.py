@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from sqlalchemy import text
+
 from inboxql.devmail import DovecotServer, ensure_dovecot_installed
 from inboxql.mailgen import generate
-from schema.db import drop_database
+from schema.db import create_engine, drop_database
 
 DB_SERVER = os.environ.get("INBOXQL_BENCH_DATABASE_SERVER", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_URL = os.environ.get("INBOXQL_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -190,20 +192,57 @@ def new_user(server: DovecotServer) -> tuple[str, str]:
 # -- the database and the CLI -------------------------------------------------------------------------------
 
 
-def database_url(name: str) -> str:
-    return f"{DB_SERVER}/{name}?charset=utf8mb4"
+def database_url(name: str, server: str = DB_SERVER) -> str:
+    return f"{server}/{name}?charset=utf8mb4"
 
 
 @contextmanager
-def throwaway_database(prefix: str = "inboxql_bench") -> Iterator[str]:
-    """A fresh, migrated database (through `inboxql db upgrade`), dropped on the way out."""
+def throwaway_database(prefix: str = "inboxql_bench", server: str = DB_SERVER) -> Iterator[str]:
+    """A fresh, migrated database (through `inboxql db upgrade`) on `server` (a URL naming no database), dropped on
+    the way out."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    url = database_url(name)
+    url = database_url(name, server)
     try:
         run_cli(["db", "upgrade"], cli_env(url), timeout=120)
         yield url
     finally:
         asyncio.run(drop_database(url))
+
+
+def buffer_pool_size(server: str = DB_SERVER) -> int:
+    """The server's innodb_buffer_pool_size, bytes."""
+
+    async def ask() -> int:
+        engine = create_engine(database_url("mysql", server))
+        try:
+            async with engine.connect() as conn:
+                return int((await conn.execute(text("SELECT @@innodb_buffer_pool_size"))).scalar_one())
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(ask())
+
+
+@contextmanager
+def private_mariadb(buffer_pool: str) -> Iterator[str]:
+    """A private mariadbd (tests.mariadb: its own datadir and port, no config file read) whose InnoDB buffer pool is
+    `buffer_pool` (a mariadbd size: 2G, 1536M), with the shared server's character set; yields its URL (no database
+    named), and takes it away, datadir and all, on the way out."""
+    from tests.mariadb import PrivateMariaDB  # here: only this bench option needs the tests' server
+
+    server = PrivateMariaDB(
+        Path(tempfile.mkdtemp(prefix="inboxql-bench-mariadb-")),
+        options=(
+            f"--innodb-buffer-pool-size={buffer_pool}",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+        ),
+    )
+    try:
+        server.start()
+        yield f"mysql+asyncmy://root@{server.host}:{server.port}"
+    finally:
+        server.remove()
 
 
 def inboxql_command() -> list[str]:

@@ -2,6 +2,7 @@
 a 1,000-message INBOX and on a 100,000-message one (issue 12: the larger within 1.5x of the smaller).
 
     .venv/bin/python -m bench.resync_bench [--messages 1000 100000] [--passes 7] [--rounds 3] [--folder Archive]
+                                          [--buffer-pool 2G]
 
 For each size: a private Dovecot gets that many generated messages (`inboxql.mailgen`), all in INBOX (or in
 `--folder`: in `inboxql sync` the inbox has an IDLE connection of its own, and the passes go over the others); a fresh
@@ -13,7 +14,13 @@ the time spent in them, the baseline measured beside each pass (a bare client on
 pass asks of Dovecot from the same state: the STATUS of every folder in one round trip, and after flag changes the
 SELECT of the folder with QRESYNC; what Dovecot takes to answer, which grows with the mailbox for any client), and the
 ratio of the largest size to the smallest, with and without that server share. `inboxql verify` must then say
-identical.
+identical. The statements counted include the bulk commands of schema.bulk (the change log's rows, a flag change's
+places and threads), and each pass after flag changes prints its slowest statements.
+With `--buffer-pool SIZE` each mailbox is mirrored a second time, into a private mariadbd (no config file read, its
+own datadir) whose InnoDB buffer pool is SIZE, and the same passes are timed there, after the shared server's, on
+the same Dovecot and mailbox: what a server whose pool holds the mirror's hot part gives, reported beside the shared
+server's (128 MiB by default: a pass after flag changes reads and writes random message, thread and place rows of a
+mirror several times that size).
 Process start-up is left out: it is the same at every size (bench.sync_bench times whole `sync --once` processes).
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import time
@@ -35,6 +43,7 @@ from bench import common
 from bench.common import BenchError
 from bench.sync_bench import change_flags
 from inboxql.mailgen import generate
+from schema import bulk
 from schema.crypto import CredentialBox
 from schema.db import create_engine
 from schema.settings import Settings
@@ -44,6 +53,7 @@ from synccore.planning import STATUS_ITEMS
 from synccore.verify import verify
 
 FLAG_CHANGES = 1000
+SLOWEST = 8  # statements of each pass after flag changes printed, slowest first (--slowest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,38 +62,60 @@ class Pass:
     statements: int
     sql: float  # seconds inside statements (cursor execute)
     server: float = 0.0  # a bare client asking what the pass asks, from the same state on another connection: Dovecot's
+    slowest: tuple[tuple[float, str], ...] = ()  # its slowest statements (seconds, head), slowest first
 
 
 @dataclass(frozen=True, slots=True)
 class Sized:
     messages: int
+    database: str  # which MariaDB held the mirror: the shared server, or a private one and its buffer pool
     initial: float  # the `inboxql sync --once` that mirrored it, wall s
     noop: list[Pass]
     flags: list[Pass]
 
 
 class Statements:
-    """Counts the statements an engine runs, and the time inside them."""
+    """Counts the statements an engine runs, and the time inside them, each one's kept (`timed`: seconds, the
+    statement's head) since `timed` was last cleared. The bulk commands of schema.bulk (the change log's rows, a
+    flag change's places and threads), which the driver sends without a cursor, are counted too: their time is
+    SQL time."""
 
     def __init__(self) -> None:
         self.count = 0
         self.seconds = 0.0
+        self.timed: list[tuple[float, str]] = []
         self._started: list[float] = []
 
     def before(self, *args: Any) -> None:
         self._started.append(time.perf_counter())
 
-    def after(self, *args: Any) -> None:
+    def after(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self._done(time.perf_counter() - self._started.pop(), statement)
+
+    def _done(self, seconds: float, statement: str) -> None:
         self.count += 1
-        self.seconds += time.perf_counter() - self._started.pop()
+        self.seconds += seconds
+        self.timed.append((seconds, " ".join(statement.split())[:150]))
 
     @contextmanager
     def on(self, engine: Any) -> Iterator[None]:
         event.listen(engine, "before_cursor_execute", self.before)
         event.listen(engine, "after_cursor_execute", self.after)
+        insert = bulk.insert
+
+        async def timed_insert(session: Any, table: Any, rows: Any, **options: Any) -> bool:
+            start = time.perf_counter()
+            try:
+                return await insert(session, table, rows, **options)
+            finally:
+                update = f" ON DUPLICATE KEY UPDATE {', '.join(options['update'])}" if options.get("update") else ""
+                self._done(time.perf_counter() - start, f"(bulk) INSERT INTO {table.name}: {len(rows)} rows{update}")
+
+        bulk.insert = timed_insert  # schema's callers look it up on the module
         try:
             yield
         finally:
+            bulk.insert = insert
             event.remove(engine, "before_cursor_execute", self.before)
             event.remove(engine, "after_cursor_execute", self.after)
 
@@ -109,10 +141,13 @@ async def _passes(
 
         async def timed() -> Pass:
             before_count, before_sql = counter.count, counter.seconds
+            counter.timed.clear()
             start = time.perf_counter()
             if not await sync.full_pass(client):
                 raise BenchError("a pass did not reach every folder")
-            return Pass(time.perf_counter() - start, counter.count - before_count, counter.seconds - before_sql)
+            wall = time.perf_counter() - start
+            slowest = tuple(sorted(counter.timed, reverse=True)[:SLOWEST])
+            return Pass(wall, counter.count - before_count, counter.seconds - before_sql, slowest=slowest)
 
         bare = await sync._connect()
         names = [m.name for m in await bare.list_folders() if "\\Noselect" not in m.flags]
@@ -158,28 +193,44 @@ async def _passes(
         await engine.dispose()
 
 
-def measure(messages: int, seed: int, passes: int, rounds: int, folder: str) -> Sized:
+SHARED = "the shared server"
+
+
+def measure(messages: int, seed: int, passes: int, rounds: int, folder: str, databases: dict[str, str]) -> list[Sized]:
+    """One mailbox of `messages`, mirrored into a fresh database on each of `databases` (what to call it -> the
+    server's URL, no database named) in turn, and the passes over each mirror: the same Dovecot and mailbox."""
+    found = []
     with common.private_dovecot() as server:
         user, password = common.new_user(server)
         start = time.perf_counter()
         server.append(user, password, folder, generate(messages, seed))
         print(f"seeded {messages} messages in {folder} in {time.perf_counter() - start:.1f} s", flush=True)
-        with common.throwaway_database("inboxql_resync") as url:
-            env = common.cli_env(url)
-            account_id = common.add_account(server, user, password, env)
-            initial = common.timed_run(
-                [*common.inboxql_command(), "sync", "--once", "--account", str(account_id)], env=env, timeout=3600
-            )
-            if initial.returncode != 0:
-                raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
-            print(f"initial sync of {messages}: {initial.wall:.1f} s; load average {common.load_average()}", flush=True)
-            noop, flags = asyncio.run(_passes(url, env, account_id, server, user, password, passes, rounds, folder))
-            print(
-                f"{messages}: no-op passes (ms) {[round(1000 * p.wall) for p in noop]}, after flag changes"
-                f" {[round(1000 * p.wall) for p in flags]}; load average {common.load_average()}",
-                flush=True,
-            )
-    return Sized(messages, initial.wall, noop, flags)
+        for database, db_server in databases.items():
+            with common.throwaway_database("inboxql_resync", db_server) as url:
+                env = common.cli_env(url)
+                account_id = common.add_account(server, user, password, env)
+                initial = common.timed_run(
+                    [*common.inboxql_command(), "sync", "--once", "--account", str(account_id)], env=env, timeout=3600
+                )
+                if initial.returncode != 0:
+                    raise BenchError(f"initial sync failed: {initial.stderr[-2000:]}")
+                print(
+                    f"initial sync of {messages} into {database}: {initial.wall:.1f} s;"
+                    f" load average {common.load_average()}",
+                    flush=True,
+                )
+                noop, flags = asyncio.run(_passes(url, env, account_id, server, user, password, passes, rounds, folder))
+                print(
+                    f"{messages}, {database}: no-op passes (ms) {[round(1000 * p.wall) for p in noop]}, after flag"
+                    f" changes {[round(1000 * p.wall) for p in flags]}; load average {common.load_average()}",
+                    flush=True,
+                )
+                for n, flag_pass in enumerate(flags, 1):
+                    print(f"  slowest statements of flag pass {n} ({1000 * flag_pass.wall:.0f} ms):")
+                    for seconds, head in flag_pass.slowest:
+                        print(f"    {1000 * seconds:8.1f} ms  {head}")
+                found.append(Sized(messages, database, initial.wall, noop, flags))
+    return found
 
 
 def _median(passes: list[Pass]) -> Pass:
@@ -191,9 +242,11 @@ def _median(passes: list[Pass]) -> Pass:
     )
 
 
-def report(results: list[Sized], folder: str) -> None:
+def report(results: list[Sized], folder: str, database: str) -> None:
     print()
-    print(f"== a pass over a followed {folder} (in-process AccountSync.full_pass; medians) ==")
+    print(
+        f"== a pass over a followed {folder}, the mirror on {database} (in-process AccountSync.full_pass; medians) =="
+    )
     head = (
         "messages",
         "no-op ms",
@@ -239,12 +292,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--folder", default="INBOX", help="the folder that holds the messages (one of the test Dovecot's)"
     )
+    parser.add_argument(
+        "--buffer-pool",
+        metavar="SIZE",
+        help="also mirror each mailbox into a private mariadbd whose innodb_buffer_pool_size is SIZE (e.g. 2G) and"
+        " time the same passes there, reported beside the shared server's (whose pool is what its configuration says)",
+    )
     args = parser.parse_args(argv)
     common.check_services()
     print(f"machine: {common.machine()}")
     print(f"load average at start: {common.load_average()}", flush=True)
-    results = [measure(n, args.seed, args.passes, args.rounds, args.folder) for n in args.messages]
-    report(results, args.folder)
+    with contextlib.ExitStack() as stack:
+        pool = common.buffer_pool_size(common.DB_SERVER)
+        databases = {f"{SHARED} (buffer pool {pool // common.MIB} MiB)": common.DB_SERVER}
+        if args.buffer_pool:
+            private = stack.enter_context(common.private_mariadb(args.buffer_pool))
+            databases[f"a private mariadbd (buffer pool {args.buffer_pool})"] = private
+        results = [
+            sized
+            for n in args.messages
+            for sized in measure(n, args.seed, args.passes, args.rounds, args.folder, databases)
+        ]
+    for database in databases:
+        report([r for r in results if r.database == database], args.folder, database)
     print(f"load average at the end: {common.load_average()}")
     return 0
 

@@ -192,16 +192,20 @@ _MESSAGE_FLAG_KEYS = ("unread", "starred", "answered", "draft", "orphaned_at")
 
 def _move_thread(uow: UnitOfWork, row: Any, values: tuple[Any, ...], *, relabelled: bool) -> None:
     """What a member's change of flags (read under its lock: `row` before, `values` after) does to its thread's
-    unread count and star, where that is known without counting the members: not when its labels changed or it
-    lost its star (another member may have one). An orphaned message is no member: it changes nothing."""
+    unread count and star, where that is known without counting the members. A member that lost its star marks its
+    thread (unstarred_threads): another member may have one, so the thread is counted unless it has no other member
+    (refresh_thread_flags reads that under the thread's lock). A member whose labels changed has its thread's labels
+    listed again (relabelled_threads); its counts still move by what its flags did. An orphaned message is no
+    member: it changes nothing."""
     tid = row.thread_id
     before = uow.thread_moves.get(tid, (0, False))
     if before is None or row.orphaned_at is not None:
         uow.thread_moves.setdefault(tid, before)
         return
-    if relabelled or (row.starred and not values[1]):
-        uow.thread_moves[tid] = None
-        return
+    if relabelled:
+        uow.relabelled_threads.add(tid)
+    if row.starred and not values[1]:
+        uow.unstarred_threads.add(tid)
     gained = int(bool(values[0])) - int(bool(row.unread))
     uow.thread_moves[tid] = (before[0] + gained, before[1] or (bool(values[1]) and not row.starred))
 
@@ -370,34 +374,49 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
                 .with_for_update()  # before the members are counted (refresh_threads says why)
             )
         ).all()
-        # A thread whose members only gained or lost unread flags, or gained a star, keeping their labels, moves its
-        # counts by that (as a folder's counts move, move_folder_counts): its row, locked and read as committed,
-        # holds the counts of its members as committed, since every unit that changes a member's flags moves or
-        # counts them again under this lock. The others are counted.
-        thread_moves = uow.thread_moves
-        moved = {t[1]: m for t in threads if (m := thread_moves.get(t[1])) is not None}  # t[1]: the thread's id
+        # A thread whose members only gained or lost unread flags or stars moves its counts by that (as a folder's
+        # counts move, move_folder_counts): its row, locked and read as committed, holds the counts of its members as
+        # committed, since every unit that changes a member's flags moves or counts them again under this lock. A
+        # member's lost star has its thread counted (another member may have one), but a thread of one member
+        # (t[5], as locked): that member's star is the thread's. A thread whose members' labels changed has its
+        # labels listed again (t[1]: the thread's id); a counted one has them listed with its counts. Listing labels
+        # reads no member's row (ix_messages_thread holds thread_id and orphaned_at, and the message id as every
+        # index of the table does), where a count reads the members' rows: the index holds no flag (migration 0020),
+        # so that a flag change's UPDATE of messages writes no index entry.
+        thread_moves, relabelled, unstarred = uow.thread_moves, uow.relabelled_threads, uow.unstarred_threads
+        moved = {
+            t[1]: m
+            for t in threads
+            if (m := thread_moves.get(t[1])) is not None and (t[1] not in unstarred or t[5] <= 1)
+        }
         counted = [t[1] for t in threads if t[1] not in moved]
+        listed = {t[1] for t in threads if t[1] not in moved or t[1] in relabelled}
         # The counts and the labels in one statement: a count row has no label (NULL), a label row counts nothing.
         counts: dict[int, tuple[int, bool]] = {}
         thread_labels: dict[int, set[int]] = defaultdict(set)
-        counting = (
-            select(
-                Message.thread_id,
-                func.sum(case((Message.unread.is_(True), 1), else_=0)),
-                func.max(case((Message.starred.is_(True), 1), else_=0)),
-                null().label("label_id"),
-            )
-            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
-            .group_by(Message.thread_id)
-        )
-        labelled = (
-            select(Message.thread_id, null(), null(), MessageLabel.label_id)
-            .join(MessageLabel, MessageLabel.message_id == Message.id)
-            .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
-            .distinct()
-        )
+        parts: list[Select[int, Any, Any, Any]] = []
         if counted:
-            found: Result[int, Any, Any, int | None] = await s.execute(union_all(counting, labelled))
+            parts.append(
+                select(
+                    Message.thread_id,
+                    func.sum(case((Message.unread.is_(True), 1), else_=0)),
+                    func.max(case((Message.starred.is_(True), 1), else_=0)),
+                    null().label("label_id"),
+                )
+                .where(ids_in(Message.thread_id, counted), Message.orphaned_at.is_(None))
+                .group_by(Message.thread_id)
+            )
+        if listed:
+            parts.append(
+                select(Message.thread_id, null(), null(), MessageLabel.label_id)
+                .join(MessageLabel, MessageLabel.message_id == Message.id)
+                .where(ids_in(Message.thread_id, sorted(listed)), Message.orphaned_at.is_(None))
+                .distinct()
+            )
+        if parts:
+            found: Result[int, Any, Any, int | None] = await s.execute(
+                union_all(*parts) if len(parts) > 1 else parts[0]
+            )
             for tid, unread, starred, lid in found:
                 if lid is None:
                     counts[tid] = (int(unread or 0), bool(starred))
@@ -411,11 +430,12 @@ async def refresh_thread_flags(uow: UnitOfWork, ids: Sequence[int]) -> None:
             label_ids = list(lids or ())
             if tid in moved:
                 gained, starred_now = moved[tid]
-                unread, star = max(0, unread_count + gained), bool(starred) or starred_now
-                new_labels = label_ids
+                # Unstarred, its only member has no star now; else a star gained shows, and none lost.
+                star = starred_now if tid in unstarred else bool(starred) or starred_now
+                unread = max(0, unread_count + gained)
             else:
                 unread, star = counts.get(tid, (0, False))
-                new_labels = sorted(thread_labels.get(tid, set()))
+            new_labels = sorted(thread_labels.get(tid, set())) if tid in listed else label_ids
             if (unread, star, new_labels) == (unread_count, bool(starred), label_ids):
                 continue
             # Only these three are updated; the rest of the row is for the INSERT half, never used (it exists).

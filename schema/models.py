@@ -294,8 +294,8 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("account_id", "identity", name="uq_messages_identity"),
-        # Covering for the thread flag counts (schema.aggregates.refresh_thread_flags; migration 0017).
-        Index("ix_messages_thread", "thread_id", "orphaned_at", "unread", "starred"),
+        # No flag column: a flag change's UPDATE would write its entries too (migration 0020 undid 0017's).
+        Index("ix_messages_thread", "thread_id", "orphaned_at"),
         Index("ix_messages_account_received", "account_id", "received_at", "id"),
         Index("ix_messages_msgid", "account_id", "message_id_header"),
         Index("ix_messages_blob", "blob_sha256"),

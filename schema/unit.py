@@ -70,6 +70,8 @@ class UnitOfWork:
         # Of those, what their members' changes did to their counts when that is known without a recount
         # (schema.aggregates): thread id -> (unread members gained, a member starred), None: a recount will tell.
         self.thread_moves: dict[int, tuple[int, bool] | None] = {}
+        self.relabelled_threads: set[int] = set()  # of those, threads whose labels are to be listed again
+        self.unstarred_threads: set[int] = set()  # of those, threads a member of which lost its star
         self.dirty_folders: set[int] = set()  # their places changed in any way: counted again
         # Folders whose places were only added (schema.messages.add) or changed only in their flags (set_flags):
         # folder id -> (total, unread) gained (negative: lost), moved on the counts the folder's row holds unless the

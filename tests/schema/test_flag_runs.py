@@ -174,12 +174,14 @@ async def _assert_threads_counted(store: Store, account_id: int) -> None:
     assert threads == counted
 
 
-async def test_a_threads_counts_move_with_its_members_flags_and_are_counted_when_a_star_or_label_goes(
+async def test_a_threads_counts_move_with_its_members_flags_and_are_counted_when_a_star_goes(
     store: Store, credential_box: CredentialBox
 ) -> None:
     """A thread of three: its unread count moves with each member read or unread, its star with a member starred;
-    a member unstarred (another may be starred) or relabelled has the thread counted again. Each unit logs what a
-    count of the members finds."""
+    a member unstarred (another may be starred) has the thread counted again. A member relabelled has the thread's
+    labels listed again, not its members counted: a count reads the members' rows (ix_messages_thread holds no
+    flag, migration 0020), the labels come from the index and message_labels. Each unit logs what a count of the
+    members finds."""
     account_id = await new_account(store, credential_box)
     inbox = await new_folder(store, account_id)
     when = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -202,14 +204,47 @@ async def test_a_threads_counts_move_with_its_members_flags_and_are_counted_when
             )
         )
         assert len({t for t in await s.scalars(select(Message.thread_id).where(Message.id.in_(ids)))}) == 1
+    # (messages, flags added, flags removed, the thread counted, its labels listed)
+    steps: list[tuple[list[int], list[str], list[str], bool, bool]] = [
+        (ids[:1], ["\\Seen"], [], False, False),  # read: moved
+        (ids[1:2], [], ["\\Seen"], False, False),  # unread: moved
+        (ids[:2], ["\\Flagged"], [], False, False),  # two starred: moved
+        (ids[:1], [], ["\\Flagged"], True, True),  # one unstarred: counted (the other keeps the thread starred)
+        (ids[1:2], [], ["\\Flagged"], True, True),  # the last unstarred: counted
+        (ids[2:3], ["\\Seen"], ["$Work"], False, True),  # read and a label gone: moved, the labels listed
+        (ids[:1], ["$Later", "\\Flagged"], [], False, True),  # starred and labelled: moved, the labels listed
+        (ids[:1], [], ["$Later", "\\Flagged"], True, True),  # unstarred and unlabelled: counted
+        (ids[1:2], ["$Work"], ["\\Seen"], False, True),  # unread and labelled: moved, the labels listed
+        (ids, [], ["\\Seen"], False, False),  # all unread: moved
+    ]
+    for mids, add, remove, counts_again, listed in steps:
+        cursor = await newest(store, account_id)
+        with statements(store) as sent:
+            async with store.unit(account_id) as uow:
+                await actions.set_flags(uow, mids, add=add, remove=remove)
+        assert any("sum(CASE" in q for q in sent) == counts_again, (add, remove)
+        assert any("messages.thread_id" in q and "message_labels.label_id" in q for q in sent) == listed, (add, remove)
+        await assert_logged_as_stored(store, await log_after(store, account_id, cursor))
+        await _assert_threads_counted(store, account_id)
+
+
+async def test_a_thread_of_one_message_unstarred_takes_its_star_without_a_count(
+    store: Store, credential_box: CredentialBox
+) -> None:
+    """A lost star has a thread counted (another member may have one), but not a thread of a single member: its star
+    goes with that member's, and its unread count moves. Threads of several members are still counted; each unit
+    logs what a count of the members finds."""
+    account_id = await new_account(store, credential_box)
+    inbox = await new_folder(store, account_id)
+    ids = await _messages(store, account_id, inbox, 8)  # eight threads of one message
+    root_reply = await _messages_in_one_thread(store, account_id, inbox)
+    # (messages, flags added, flags removed, a thread counted)
     steps: list[tuple[list[int], list[str], list[str], bool]] = [
-        (ids[:1], ["\\Seen"], [], False),  # read: moved
-        (ids[1:2], [], ["\\Seen"], False),  # unread: moved
-        (ids[:2], ["\\Flagged"], [], False),  # two starred: moved
-        (ids[:1], [], ["\\Flagged"], True),  # one unstarred: counted (the other keeps the thread starred)
-        (ids[1:2], [], ["\\Flagged"], True),  # the last unstarred: counted
-        (ids[2:3], ["\\Seen"], ["$Work"], True),  # a label gone: counted
-        (ids, [], ["\\Seen"], False),  # all unread: moved
+        (ids[:4], ["\\Flagged"], [], False),  # starred: moved
+        (ids[:2], [], ["\\Flagged"], False),  # unstarred, alone in their threads: moved
+        (ids[2:4], ["\\Seen"], ["\\Flagged"], False),  # read and unstarred: moved
+        (root_reply, ["\\Flagged"], [], False),  # both of a thread of two starred: moved
+        (root_reply[:1], [], ["\\Flagged"], True),  # one of them unstarred: counted, the other keeps the star
     ]
     for mids, add, remove, counts_again in steps:
         cursor = await newest(store, account_id)
@@ -219,6 +254,32 @@ async def test_a_threads_counts_move_with_its_members_flags_and_are_counted_when
         assert any("sum(CASE" in q for q in sent) == counts_again, (add, remove)
         await assert_logged_as_stored(store, await log_after(store, account_id, cursor))
         await _assert_threads_counted(store, account_id)
+
+
+async def _messages_in_one_thread(store: Store, account_id: int, folder_id: int) -> list[int]:
+    """A message and its reply (UIDs 101 and 102): one thread of two; their ids."""
+    when = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+    root = f"pair.{secrets.token_hex(4)}@example.org"
+    async with store.unit(account_id) as uow:
+        await messages.add(
+            uow,
+            folder_id,
+            UIDVALIDITY,
+            [
+                fetched(101, mail(root, "Pair", when=when)),
+                fetched(102, reply(root, "Pair", when + timedelta(minutes=1))),
+            ],
+        )
+    async with store.sessions() as s:
+        found = list(
+            await s.scalars(
+                select(MessagePlace.message_id)
+                .where(MessagePlace.folder_id == folder_id, MessagePlace.uid > 100)
+                .order_by(MessagePlace.uid)
+            )
+        )
+        assert len(set(await s.scalars(select(Message.thread_id).where(Message.id.in_(found))))) == 1
+    return found
 
 
 async def test_flag_actions_recorded_as_done_are_logged_without_reading_them_back(
