@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import strawberry
 from sqlalchemy.engine import Row
@@ -115,23 +115,26 @@ class Message(Node):
 
     @classmethod
     def of(cls, row: Row[Any]) -> Message:
-        """The message of a row, with its id; its other fields are made from the row when first read
-        (`__getattr__`): a page of search results shows 5 of a message's 16 fields."""
-        message = cls.__new__(cls)
-        message.id = strawberry.ID(to_global("Message", row._mapping["id"]))
-        message.row = row
-        return message
-
-    if not TYPE_CHECKING:  # to the type checker, Message has its declared fields only
-
-        def __getattr__(self, name: str) -> Any:
-            """A field not read yet (Python asks only for attributes the object does not hold): made from the row
-            as the message's constructor would have been given it, and kept."""
-            make = _MESSAGE_FIELDS.get(name)
-            if make is None:
-                raise AttributeError(name)
-            value = self.__dict__[name] = make(self.row._mapping)  # a row's mapping: see pages.cut
-            return value
+        c = row._mapping  # several times faster to read than the row's attributes (see pages.cut)
+        return cls(
+            id=strawberry.ID(to_global("Message", c["id"])),
+            subject=c["subject"],
+            date=utc(c["date"]),
+            received_at=utc(c["received_at"]) or datetime.now(UTC),
+            unread=bool(c["unread"]),
+            starred=bool(c["starred"]),
+            answered=bool(c["answered"]),
+            draft=bool(c["draft"]),
+            snippet=c["snippet"],
+            size=c["size"],
+            message_id_header=c["message_id_header"],
+            in_reply_to=c["in_reply_to"],
+            references=(c["references"] or "").split(),
+            has_attachments=bool(c["has_attachments"]),
+            malformed=bool(c["malformed"]),
+            defects=(c["defects"] or "").split(),
+            row=row,
+        )
 
     @strawberry.field
     async def text_body(self, info: Info) -> str:
@@ -169,26 +172,6 @@ class Message(Node):
     @described("Where the raw RFC 5322 bytes stream from: a signed link, valid for a while.")
     def raw_url(self, info: Info) -> str:
         return download_url(info, f"/messages/{self.id}/raw")
-
-
-# A message's fields as Message.of's row makes them, by attribute.
-_MESSAGE_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "subject": lambda c: c["subject"],
-    "date": lambda c: utc(c["date"]),
-    "received_at": lambda c: utc(c["received_at"]) or datetime.now(UTC),
-    "unread": lambda c: bool(c["unread"]),
-    "starred": lambda c: bool(c["starred"]),
-    "answered": lambda c: bool(c["answered"]),
-    "draft": lambda c: bool(c["draft"]),
-    "snippet": lambda c: c["snippet"],
-    "size": lambda c: c["size"],
-    "message_id_header": lambda c: c["message_id_header"],
-    "in_reply_to": lambda c: c["in_reply_to"],
-    "references": lambda c: (c["references"] or "").split(),
-    "has_attachments": lambda c: bool(c["has_attachments"]),
-    "malformed": lambda c: bool(c["malformed"]),
-    "defects": lambda c: (c["defects"] or "").split(),
-}
 
 
 @strawberry.type(description="A conversation.")
