@@ -4,7 +4,11 @@ and the ratio to the floor (the same data fetched by hand-written SQL in one pro
     python -m bench.gateway_bench [--messages 10000] [--seconds 10] [--concurrency 4] [--runs 3] [--profile FILE]
 
 Each run measures the gateway and then the floor, scenario by scenario, so both see the same load on the machine;
-the ratios are per run, and the summary gives each ratio's median and worst over the runs. With --profile the
+the ratios are per run, and the summary gives each ratio's median and worst over the runs. Each run also measures
+what each process burns idle (--idle-seconds with no request: the gateway's timers, its stack sampler), and the
+summary gives the CPU ratios net of it too: each measure's CPU less its process's idle rate times its duration.
+The search's floor is measured twice: with its statement built on each call, and built once (the account a bound
+parameter), as the gateway keeps its search statements. With --profile the
 gateway process runs under cProfile (slower: its figures are not comparable), writes its stats to FILE and the
 bench prints where its time went by layer (the package of each function, by own time).
 
@@ -37,7 +41,7 @@ from typing import Any, cast
 
 import httpx
 import strawberry
-from sqlalchemy import event, func, select
+from sqlalchemy import Executable, bindparam, event, func, select
 from sqlalchemy.dialects.mysql import match
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -76,6 +80,7 @@ class Figures:
     seconds: float
     latencies: list[float]
     cpu_seconds: float = 0.0  # CPU of the process that answered (gateway process, or this one for the floor)
+    idle_rate: float = 0.0  # CPU seconds per second the answering process burns with no request (this run's)
 
     @property
     def rps(self) -> float:
@@ -85,7 +90,16 @@ class Figures:
         p50 = percentile(self.latencies, 50) * 1000
         p99 = percentile(self.latencies, 99) * 1000
         cpu = self.cpu_seconds / self.requests * 1000
-        return f"{self.name:<44} {self.rps:8.1f} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   CPU {cpu:6.2f} ms/req"
+        net = self.net_cpu / self.requests * 1000
+        return (
+            f"{self.name:<44} {self.rps:8.1f} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   CPU {cpu:6.2f} ms/req"
+            f" ({net:.2f} net of idle)"
+        )
+
+    @property
+    def net_cpu(self) -> float:
+        """The CPU less what the process would have burnt idle over the measure."""
+        return self.cpu_seconds - self.idle_rate * self.seconds
 
 
 # -- seeding -----------------------------------------------------------------------------------------------
@@ -191,19 +205,35 @@ async def floor_threads(engine: AsyncEngine, account: int) -> bytes:
     return json.dumps(out).encode()
 
 
-async def floor_search(engine: AsyncEngine, account: int) -> bytes:
+def search_statement(account: Any) -> Executable:
     against = " ".join(f"+{w}*" for w in SEARCH_WORDS.split())
     columns = (Message.subject.expression, Message.search_addresses.expression, Message.text_body.expression)
     score = match(*columns, against=against).in_boolean_mode()
+    return (
+        select(Message.id, Message.subject, Message.snippet, Message.date, Message.unread, Message.from_addrs)
+        .where(score, Message.account_id == account, Message.orphaned_at.is_(None), Message.unread.is_(True))
+        .order_by(score.desc(), Message.id.desc())
+        .limit(51)
+    )
+
+
+# The same statement, built once: the account a bound parameter (as the gateway keeps its search statements).
+SEARCH_ONCE = search_statement(bindparam("account"))
+
+
+async def floor_search(engine: AsyncEngine, account: int) -> bytes:
     async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(Message.id, Message.subject, Message.snippet, Message.date, Message.unread, Message.from_addrs)
-                .where(score, Message.account_id == account, Message.orphaned_at.is_(None), Message.unread.is_(True))
-                .order_by(score.desc(), Message.id.desc())
-                .limit(51)
-            )
-        ).all()
+        rows = (await conn.execute(search_statement(account))).all()
+    return _search_answer(rows)
+
+
+async def floor_search_once(engine: AsyncEngine, account: int) -> bytes:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(SEARCH_ONCE, {"account": account})).all()
+    return _search_answer(rows)
+
+
+def _search_answer(rows: Sequence[Any]) -> bytes:
     out = [
         {
             "id": r.id,
@@ -422,17 +452,37 @@ class Ratios:
     p50: float
     cpu: float
     throughput: float
+    net_cpu: float  # both CPUs net of their process's idle CPU
+    # The search only: against the floor whose statement is built once (raw CPU, net CPU).
+    cpu_once: float | None = None
+    net_cpu_once: float | None = None
 
 
-def ratios(gql: Figures, low: Figures) -> Ratios:
+def ratios(gql: Figures, low: Figures, once: Figures | None = None) -> Ratios:
+    def per(f: Figures, net: bool) -> float:
+        return (f.net_cpu if net else f.cpu_seconds) / f.requests
+
     return Ratios(
         p50=percentile(gql.latencies, 50) / percentile(low.latencies, 50),
-        cpu=(gql.cpu_seconds / gql.requests) / (low.cpu_seconds / low.requests),
+        cpu=per(gql, False) / per(low, False),
         throughput=low.rps / gql.rps,
+        net_cpu=per(gql, True) / per(low, True),
+        cpu_once=None if once is None else per(gql, False) / per(once, False),
+        net_cpu_once=None if once is None else per(gql, True) / per(once, True),
     )
 
 
-async def run(total: int, seconds: float, concurrency: int, runs: int, profile: str | None) -> None:
+async def idle_rates(seconds: float, gateway_cpu: Callable[[], float]) -> tuple[float, float]:
+    """CPU seconds per second that the gateway process and this one burn with no request over `seconds`."""
+    started, gateway, ours = time.perf_counter(), gateway_cpu(), time.process_time()
+    await asyncio.sleep(seconds)
+    wall = time.perf_counter() - started
+    return (gateway_cpu() - gateway) / wall, (time.process_time() - ours) / wall
+
+
+async def run(
+    total: int, seconds: float, concurrency: int, runs: int, profile: str | None, idle_seconds: float
+) -> None:
     url = database_url(f"inboxql_gwbench_{os.getpid()}_{secrets.token_hex(3)}")
     await create_database(url)
     await asyncio.to_thread(upgrade, url)
@@ -455,16 +505,28 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"authorization": f"Bearer {token}"}, timeout=60
         ) as client:
-            scenarios: list[tuple[str, str, dict[str, Any], Callable[[AsyncEngine, int], Awaitable[bytes]]]] = [
-                ("threads: 50 with last message, participants, labels", THREADS_QUERY, {}, floor_threads),
-                ("search: 'project review', unread only, first 50", SEARCH_QUERY, {"q": SEARCH_WORDS}, floor_search),
+            Floor = Callable[[AsyncEngine, int], Awaitable[bytes]]
+            scenarios: list[tuple[str, str, dict[str, Any], Floor, Floor | None]] = [
+                ("threads: 50 with last message, participants, labels", THREADS_QUERY, {}, floor_threads, None),
+                (
+                    "search: 'project review', unread only, first 50",
+                    SEARCH_QUERY,
+                    {"q": SEARCH_WORDS},
+                    floor_search,
+                    floor_search_once,
+                ),
             ]
             gateway_cpu = partial(_cpu_seconds, proc.pid)
             if profile is not None:
                 proc.send_signal(signal.SIGUSR1)
             for number in range(1, runs + 1):
                 print(f"run {number} of {runs} (load average {load_average()})")
-                for name, query, extra, floor in scenarios:
+                gateway_idle, our_idle = await idle_rates(idle_seconds, gateway_cpu)
+                print(
+                    f"idle over {idle_seconds:.0f} s: the gateway process {gateway_idle * 1000:.2f} ms CPU per s,"
+                    f" this one (the floor's) {our_idle * 1000:.2f} ms per s"
+                )
+                for name, query, extra, floor, floor_once in scenarios:
                     call = graphql_call(client, query, {**variables, **extra})
                     gateway_started = time.perf_counter()
                     gql = await measure("  gateway, 1 client", call, seconds, 1, gateway_cpu)
@@ -473,8 +535,22 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
                     low = await measure(
                         "  floor: hand-written SQL in-process", floor_call, seconds, 1, time.process_time
                     )
+                    once = None
+                    if floor_once is not None:
+                        once = await measure(
+                            "  floor, its statement built once",
+                            partial(floor_once, engine, account),
+                            seconds,
+                            1,
+                            time.process_time,
+                        )
+                    for f in (gql, gql_c):
+                        f.idle_rate = gateway_idle
+                    for floor_figures in (low, once):
+                        if floor_figures is not None:
+                            floor_figures.idle_rate = our_idle
                     served += gql.requests + gql_c.requests + 40
-                    found.setdefault(name, []).append(ratios(gql, low))
+                    found.setdefault(name, []).append(ratios(gql, low, once))
                     samples.setdefault(name, Counter()).update(
                         await sampled_layers(f"http://127.0.0.1:{port}", time.perf_counter() - gateway_started)
                     )
@@ -482,6 +558,8 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
                     print(gql.line())
                     print(gql_c.line())
                     print(low.line())
+                    if once is not None:
+                        print(once.line())
                 # What every request costs whatever it reads: HTTP, auth, the extensions, the rate limit's
                 # round trip to Redis, the response.
                 fixed = await measure(
@@ -501,11 +579,18 @@ async def run(total: int, seconds: float, concurrency: int, runs: int, profile: 
         for name, found_ratios in found.items():
             n = statements[name.split(":")[0]]
             print(f"{name}: {n} SQL statements per request; over the floor, per run (median, worst of {runs}):")
-            for label, values in (
+            rows: list[tuple[str, list[float]]] = [
                 ("p50 latency", [r.p50 for r in found_ratios]),
                 ("CPU per request", [r.cpu for r in found_ratios]),
-                ("throughput (below)", [r.throughput for r in found_ratios]),
-            ):
+                ("  net of idle", [r.net_cpu for r in found_ratios]),
+            ]
+            if all(r.cpu_once is not None for r in found_ratios):
+                rows += [
+                    ("CPU, floor built once", [cast(float, r.cpu_once) for r in found_ratios]),
+                    ("  net of idle", [cast(float, r.net_cpu_once) for r in found_ratios]),
+                ]
+            rows.append(("throughput (below)", [r.throughput for r in found_ratios]))
+            for label, values in rows:
                 each = " ".join(f"{v:.2f}x" for v in values)
                 print(f"  {label:<20} {each}   median {statistics.median(values):.2f}x, worst {max(values):.2f}x")
         stock, ours = execution["stock"], execution["ours"]
@@ -536,9 +621,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--profile", metavar="FILE", help="run the gateway under cProfile, its stats to FILE")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="how long each run measures the processes' idle CPU"
+    )
     args = parser.parse_args()
     profile = os.path.abspath(args.profile) if args.profile else None
-    asyncio.run(run(args.messages, args.seconds, args.concurrency, args.runs, profile))
+    asyncio.run(run(args.messages, args.seconds, args.concurrency, args.runs, profile, args.idle_seconds))
 
 
 if __name__ == "__main__":

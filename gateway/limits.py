@@ -20,7 +20,10 @@ The cost model is Shopify's, on our connections:
   resumes from the last cursor it saw once the window resets.
 
 Arguments are read from the operation's coerced variables, defaults included: a query sent without variables
-is costed at the size it runs at. Fragments are added up whatever their type condition, so the figure is an
+is costed at the size it runs at. The cost is a function of the document, the operation's name and the variables
+sent, so it is kept per document (`costed`: the document cached by Strawberry's ParserCache comes back as the same
+object) by operation name and variables, for variables of plain JSON values; a document sent again with the same
+variables is not costed again. Fragments are added up whatever their type condition, so the figure is an
 upper bound. A query above `max_cost` is refused before it runs. Each token spends its queries' costs from a
 budget per fixed window (GitHub's points per hour, in small): Redis counts, one INCRBY and EXPIRE in one round
 trip, bounded by a short timeout and the client's circuit breaker (schema.redisconn). Without Redis the gateway
@@ -31,8 +34,10 @@ refuses with RATE_LIMITED.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 
@@ -192,6 +197,63 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
     coerced = get_variable_values(schema, operation.variable_definitions or (), given)
     values = given if isinstance(coerced, list) else coerced.coerced  # a list of errors: execution refuses them
     return _Costing(schema, fragments, values).selections(root, operation.selection_set, DEFAULT_PAGE)
+
+
+# Costs kept per document: at most this many (operation name, variables) each, the oldest dropped first; only
+# variables of at most KEPT_VALUES plain JSON values (a mutation of 1,000 ids is costed each time).
+KEPT_COSTS = 64
+KEPT_VALUES = 256
+_COSTS: dict[int, tuple[weakref.ref[DocumentNode], dict[tuple[GraphQLSchema, str | None, str], int]]] = {}
+
+
+def _plain(value: Any, budget: list[int]) -> bool:
+    """Whether `value` is made of JSON's own types only (exact types: no subclass, such as an enum, whose JSON
+    text would be another value's), and at most budget[0] values."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is float or kind is bool:
+        return True
+    if kind is list:
+        return all(_plain(v, budget) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _plain(v, budget) for k, v in value.items())
+    return False
+
+
+def _variables_key(given: dict[str, Any]) -> str | None:
+    """The variables as text that names them exactly; None when they are not plain JSON or too many."""
+    if not _plain(given, [KEPT_VALUES]):
+        return None
+    return json.dumps(given, sort_keys=True, separators=(",", ":"))
+
+
+def costed(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None, variables: Any) -> int:
+    """`query_cost`, kept per document by operation name and variables (see the module)."""
+    given = variables if isinstance(variables, dict) else {}
+    key = _variables_key(given)
+    if key is None:
+        return query_cost(schema, document, operation_name, given)
+    entry = _COSTS.get(id(document))
+    if entry is None or entry[0]() is not document:
+        address = id(document)
+
+        def forget(ref: weakref.ref[DocumentNode]) -> None:
+            if _COSTS.get(address, (None, None))[0] is ref:
+                del _COSTS[address]
+
+        entry = _COSTS[address] = (weakref.ref(document, forget), {})
+    kept = entry[1]
+    # A schema's types are part of the cost: kept per schema too (tests build several).
+    name = (schema, operation_name, key)
+    cost = kept.get(name)
+    if cost is None:
+        cost = query_cost(schema, document, operation_name, given)
+        if len(kept) >= KEPT_COSTS:
+            del kept[next(iter(kept))]
+        kept[name] = cost
+    return cost
 
 
 class _Charges:
@@ -423,7 +485,7 @@ class CostLimiter(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         ec = self.execution_context
         if ec.graphql_document is not None and ec.result is None:
-            cost = query_cost(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
+            cost = costed(ec.schema._schema, ec.graphql_document, ec.operation_name, ec.variables)
             self.report = {"requested": cost, "maximum": self.config.max_cost}
             viewer = getattr(ec.context, "viewer", None)
             await self._by_address(ec.graphql_document, ec.operation_name, ec.context)

@@ -23,7 +23,10 @@ messages, addresses and labels), is answered by one function made once per selec
 and checks each field as above and builds the object's answer without a path, a field lookup or a call per
 field. Whatever it does not answer itself (an error, a null where none may be, a value that does not coerce,
 an object to await or not of the field's type) sends that object, and only it, down graphql-core's path, which
-reads it again and reports it as before.
+reads it again and reports it as before. A render depends only on the selection, the types and the schema, and
+the selection on the variables only through directives: for an operation with no directive and no fragment
+variables anywhere, each render is made once for every execution of the operation (`_operation_renders`: the
+document cached by Strawberry's ParserCache comes back as the same nodes), not once per execution.
 
 A field with a resolver is read like a plain one when a list resolver loaded its answer for the whole page
 beforehand (`field_of(..., prefetched=(attribute, sentinel))`: a thread's `lastMessage` and `labels` on a page of
@@ -41,12 +44,14 @@ resolver (graphql middleware) switch the short path off.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from types import GeneratorType
 from typing import Any, NamedTuple, cast
 from weakref import WeakKeyDictionary
 
 from graphql import (
+    FragmentSpreadNode,
     GraphQLBoolean,
     GraphQLID,
     GraphQLLeafType,
@@ -56,8 +61,12 @@ from graphql import (
     GraphQLOutputType,
     GraphQLSchema,
     GraphQLString,
+    OperationDefinitionNode,
+    Visitor,
     is_leaf_type,
+    visit,
 )
+from graphql.language import BREAK
 from graphql.pyutils import Path, Undefined, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
@@ -277,6 +286,66 @@ def _renderer(steps: tuple[Step, ...], settled: tuple[set[type], Callable[[Any],
     return render
 
 
+# The renders of an operation's selections, shared by its executions: by the selection's object type, whether
+# an extension wraps every resolver, and its field nodes' identities; each with those nodes, kept alive so that
+# their identities are not reused while the entry lives.
+SharedRenders = dict[tuple[Any, ...], tuple[tuple[Any, ...], "Render | None"]]
+# Per operation node, by identity while it lives (a weak reference drops the entry with it): its shared renders,
+# or None when its selections may depend on the variables (a directive or fragment variables).
+_OPERATIONS: dict[int, tuple[weakref.ref[OperationDefinitionNode], SharedRenders | None]] = {}
+# Per is_awaitable predicate: the types known not to be awaitable, and the check that learns them (_settled).
+_SETTLED: dict[Callable[[Any], bool], tuple[set[type], Callable[[Any], bool]]] = {}
+
+
+class _FindsVariableSelections(Visitor):
+    """Finds what makes a selection depend on the variables: a directive (@skip, @include, @defer, or any other),
+    or fragment arguments."""
+
+    found = False
+
+    def enter_directive(self, *_args: Any) -> Any:
+        self.found = True
+        return BREAK
+
+    def enter_fragment_spread(self, node: FragmentSpreadNode, *_args: Any) -> Any:
+        if getattr(node, "arguments", None):
+            self.found = True
+            return BREAK
+        return None
+
+    def enter_fragment_definition(self, node: Any, *_args: Any) -> Any:
+        if getattr(node, "variable_definitions", None):
+            self.found = True
+            return BREAK
+        return None
+
+
+def _varies(operation: OperationDefinitionNode, fragments: Mapping[str, Any]) -> bool:
+    for node in (operation, *(f.definition for f in fragments.values())):
+        finder = _FindsVariableSelections()
+        visit(node, finder)
+        if finder.found:
+            return True
+    return False
+
+
+def _operation_renders(operation: OperationDefinitionNode, fragments: Mapping[str, Any]) -> SharedRenders | None:
+    """The renders shared by every execution of `operation` (None when its selections may vary with the
+    variables). Its fragments are its document's: the same for every execution of the operation."""
+    key = id(operation)
+    entry = _OPERATIONS.get(key)
+    if entry is not None and entry[0]() is operation:
+        return entry[1]
+
+    def forget(ref: weakref.ref[OperationDefinitionNode]) -> None:
+        if _OPERATIONS.get(key, (None, None))[0] is ref:
+            del _OPERATIONS[key]
+
+    renders: SharedRenders | None = None if _varies(operation, fragments) else {}
+    _OPERATIONS[key] = (weakref.ref(operation, forget), renders)
+    return renders
+
+
 def _kept(cache: dict[int, tuple[Any, GraphQLObjectType, Any]], key: Any, parent_type: GraphQLObjectType) -> Any:
     """What `cache` keeps for a selection graphql-core collected once per parent type and hands to every object of a
     page, by the selection's identity and the parent type (stored with the selection, so that its identity is not
@@ -293,7 +362,8 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
     _plain_fields: dict[int, tuple[Any, GraphQLObjectType, Plain | None]] | None = None
     _plans: dict[int, tuple[Any, GraphQLObjectType, Plan]] | None = None
     _renderers: dict[int, tuple[Any, GraphQLObjectType, Render | None]] | None = None
-    _settled: tuple[set[type], Callable[[Any], bool]] | None = None
+    # The operation's renders shared by its executions (_operation_renders); False until looked up.
+    _shared_renders: SharedRenders | bool | None = False
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """graphql-core's copy for one subscription event, with memos of its own.
@@ -340,9 +410,25 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
             renderers = self._renderers = {}
         render: Render | None = _kept(renderers, field_details_list, object_type)
         if render is _MISSING:
-            render = self._make_render(object_type, field_details_list)
+            shared = self._shared_renders
+            if shared is False:
+                shared = self._shared_renders = _operation_renders(self.operation, self.fragments)
+            if isinstance(shared, dict):
+                nodes = tuple(d.node for d in field_details_list)
+                key = (object_type, self._wrapped(), *map(id, nodes))
+                found = shared.get(key)
+                if found is None:
+                    found = shared[key] = (nodes, self._make_render(object_type, field_details_list))
+                render = found[1]
+            else:
+                render = self._make_render(object_type, field_details_list)
             renderers[id(field_details_list)] = (field_details_list, object_type, render)
         return render
+
+    def _wrapped(self) -> bool:
+        """Whether an extension wraps every resolver (graphql middleware): the short path is off then."""
+        manager = self.middleware_manager
+        return manager is not None and bool(manager.middlewares)
 
     def _make_render(self, object_type: GraphQLObjectType, field_details_list: Any) -> Render | None:
         grouped_field_set, new_defer_usages, forbidden = self.collect_subfields(object_type, field_details_list)
@@ -373,9 +459,10 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
                 items_non_null = isinstance(plain.item_type, GraphQLNonNull)
                 kind = (non_null, items_non_null, plain.check)
                 steps.append((response_name, _OBJECTS, plain.read, plain.name, kind, inner))
-        if self._settled is None:
-            self._settled = _settled(self.is_awaitable)
-        return _renderer(tuple(steps), self._settled)
+        settled = _SETTLED.get(self.is_awaitable)
+        if settled is None:
+            settled = _SETTLED[self.is_awaitable] = _settled(self.is_awaitable)
+        return _renderer(tuple(steps), settled)
 
     def execute_fields(
         self,
@@ -483,10 +570,8 @@ class PlainFieldExecutor(StrawberryGraphQLCoreExecutionContext):
         plain: Plain | None = _kept(known, field_details_list, parent_type)
         if plain is _MISSING:
             node = field_details_list[0].node
-            manager = self.middleware_manager
-            wrapped = manager is not None and bool(manager.middlewares)  # an extension wraps every resolver
             plain = None
-            if not wrapped and not node.arguments and not any(d.node.directives for d in field_details_list):
+            if not self._wrapped() and not node.arguments and not any(d.node.directives for d in field_details_list):
                 plain = plain_field(self.schema, parent_type, node.name.value)
             known[id(field_details_list)] = (field_details_list, parent_type, plain)
         return plain

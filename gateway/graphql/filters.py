@@ -7,18 +7,25 @@ never the keys). Ids of other accounts' folders or labels simply match nothing: 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 from sqlalchemy import ColumnElement, exists, func, literal, or_, select
 from sqlalchemy.orm import QueryableAttribute
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.arguments import InputContext
+from strawberry.types.base import StrawberryOptional
 
 from gateway.errors import BadUserInput
 from gateway.ids import pk_of
 from schema.models import Message, MessageLabel, MessagePlace, Thread
 
 MAX_NEEDLE = 200
+T = TypeVar("T")
+# Scalars whose input value graphql-core has already coerced to the value Strawberry passes on unchanged.
+LEAVES: tuple[object, ...] = (str, bool, int, float, datetime, strawberry.ID)
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -40,6 +47,34 @@ def text_contains(column: QueryableAttribute[str], needle: str) -> ColumnElement
     return column.like(_like_pattern(needle), escape="\\")
 
 
+def of_leaves(cls: type[T]) -> type[T]:
+    """An input type whose fields are all nullable scalars, built from its input value directly.
+
+    Strawberry converts an input value field by field (`convert_argument`: the optional, then the scalar, each
+    a call with its checks), and graphql-core fills every field a client left out with its null default: a
+    search's filter took 26 of its request's 38 conversions. Scalars need no conversion (graphql-core's
+    coercion made them, and reported bad values as typed errors before any resolver ran), so the input
+    value's fields are passed to the class as they are: the same value the conversion made. Types whose fields
+    are not all such scalars are refused here, when the module is imported."""
+    definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+    for f in definition.fields:
+        if not isinstance(f.type, StrawberryOptional) or f.type.of_type not in LEAVES:
+            raise TypeError(f"{cls.__name__}.{f.python_name} is not a nullable scalar")
+    names: dict[int, tuple[StrawberryConfig, tuple[tuple[str, str], ...]]] = {}
+
+    def from_input(target: type[T], value: Mapping[str, Any], context: InputContext) -> T:
+        config = context.config
+        known = names.get(id(config))
+        if known is None or known[0] is not config:
+            convert = config.name_converter.from_field
+            known = names[id(config)] = (config, tuple((convert(f), f.python_name) for f in definition.fields))
+        return target(**{python: value[name] for name, python in known[1] if name in value})
+
+    definition.from_input = from_input
+    return cls
+
+
+@of_leaves
 @strawberry.input(description="Conditions on messages; all given conditions must hold.")
 class MessageFilter:
     folder_id: strawberry.ID | None = None
@@ -57,6 +92,7 @@ class MessageFilter:
     received_before: datetime | None = None
 
 
+@of_leaves
 @strawberry.input(description="Conditions on threads; all given conditions must hold.")
 class ThreadFilter:
     folder_id: strawberry.ID | None = None

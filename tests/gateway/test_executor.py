@@ -15,7 +15,7 @@ import strawberry
 from graphql import GraphQLObjectType, GraphQLResolveInfo
 from graphql.pyutils import Path
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.unset import UNSET
 
@@ -202,9 +202,12 @@ class Upper(SchemaExtension):
 
 @cache
 def schemas(*extensions: Any) -> tuple[strawberry.Schema, strawberry.Schema]:
-    """Built once per set of extensions: a schema is thousands of objects, and each query below runs on both."""
+    """Built once per set of extensions: a schema is thousands of objects, and each query below runs on both.
+    Ours caches parsed documents, as the gateway's does: its executions of a document share their renders."""
     stock = strawberry.Schema(query=Query, extensions=list(extensions))
-    ours = strawberry.Schema(query=Query, extensions=list(extensions), execution_context_class=PlainFieldExecutor)
+    ours = strawberry.Schema(
+        query=Query, extensions=[ParserCache, *extensions], execution_context_class=PlainFieldExecutor
+    )
     return stock, ours
 
 
@@ -256,13 +259,70 @@ def schemas(*extensions: Any) -> tuple[strawberry.Schema, strawberry.Schema]:
 async def test_plain_fields_answer_as_graphql_core_does(query: str, extensions: list[Any]) -> None:
     stock, ours = schemas(*extensions)
     expected = await stock.execute(query)
-    got = await ours.execute(query)
-    assert got.data == expected.data
+    for _ in range(2):  # the second execution runs the renders the first one made
+        got = await ours.execute(query)
+        assert got.data == expected.data
+        assert errors(got) == errors(expected)
 
-    def errors(result: Any) -> list[tuple[str, str, str]]:
-        return sorted((e.message, repr(e.path), repr(e.locations)) for e in result.errors or ())
 
-    assert errors(got) == errors(expected)
+def errors(result: Any) -> list[tuple[str, str, str]]:
+    return sorted((e.message, repr(e.path), repr(e.locations)) for e in result.errors or ())
+
+
+@pytest.fixture
+def renders_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The renders the executor makes, by the name of their object type."""
+    made: list[str] = []
+    original = PlainFieldExecutor._make_render
+
+    def counting(self: Any, object_type: GraphQLObjectType, fields: Any) -> Any:
+        made.append(object_type.name)
+        return original(self, object_type, fields)
+
+    monkeypatch.setattr(PlainFieldExecutor, "_make_render", counting)
+    return made
+
+
+async def test_the_executions_of_a_document_share_its_renders(renders_made: list[str]) -> None:
+    _, ours = schemas()
+    query = (
+        "{ items { name owner { name } pets { label owner { name } } } first { ...F } } fragment F on Item { count }"
+    )
+    first = await ours.execute(query)
+    assert not first.errors
+    assert sorted(renders_made) == ["Item", "Item", "Owner", "Owner", "Pet"]
+    renders_made.clear()
+    again = await ours.execute(query)
+    assert again.data == first.data
+    assert renders_made == []
+    # Another document of the same selections makes its own (a render is kept with its document's nodes).
+    await ours.execute(query + " ")
+    assert len(renders_made) == 5
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "query($x: Boolean!) { items { name owner @include(if: $x) { name } friends { name @skip(if: $x) later } } }",
+        "query($x: Boolean!) { items { name ... on Item @include(if: $x) { count owner { name } } } }",
+        "query($x: Boolean!) { items { name ...F @skip(if: $x) } } fragment F on Item { colour owner { name } }",
+        "query($x: Boolean!) { items { name ...F } } fragment F on Item { colour @include(if: $x) }",
+    ],
+)
+async def test_selections_that_vary_with_the_variables_follow_each_executions(
+    query: str, renders_made: list[str]
+) -> None:
+    """A directive makes a selection depend on the variables: such an operation's renders are made per execution,
+    never shared between executions with other values."""
+    stock, ours = schemas()
+    for x in (True, False, True, False):
+        expected = await stock.execute(query, variable_values={"x": x})
+        got = await ours.execute(query, variable_values={"x": x})
+        assert got.data == expected.data, x
+        assert errors(got) == errors(expected)
+    made = len(renders_made)
+    await ours.execute(query, variable_values={"x": True})
+    assert len(renders_made) > made
 
 
 @pytest.fixture

@@ -13,11 +13,12 @@ import httpx
 import pytest
 from graphql import GraphQLError, parse
 
+from gateway import limits
 from gateway.config import GatewayConfig
 from gateway.errors import INTERNAL_MESSAGE, NotFound, coded
 from gateway.graphql.schema import build_schema
 from gateway.ids import to_global
-from gateway.limits import query_cost
+from gateway.limits import costed, query_cost
 from gateway.testing import Client, ServerThread, World, deliver, start_gateway
 from schema import changelog, tokens
 from schema.crypto import CredentialBox
@@ -105,6 +106,82 @@ async def test_the_cost_is_reported_and_a_costly_query_refused(alice: Client, wo
 def test_the_cost_model(query: str, variables: dict[str, object], expected: int) -> None:
     schema = build_schema()._schema
     assert query_cost(schema, parse(query), None, variables) == expected
+
+
+@pytest.fixture
+def costings(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The variables of each cost analysis actually run (not taken from what was kept)."""
+    ran: list[Any] = []
+
+    def counting(schema: Any, document: Any, operation_name: str | None, variables: Any) -> int:
+        ran.append(variables)
+        return query_cost(schema, document, operation_name, variables)
+
+    monkeypatch.setattr(limits, "query_cost", counting)
+    return ran
+
+
+PAGED = "query($n: Int, $m: Int = 2) { accounts(first: $n) { nodes { id } } a2: accounts(first: $m) { totalCount } }"
+
+
+def test_a_document_sent_again_with_the_same_variables_is_costed_once(costings: list[Any]) -> None:
+    schema = build_schema()._schema
+    document = parse(PAGED)
+    assert costed(schema, document, None, {"n": 7}) == 2 + 7 + 2 + 1
+    assert costed(schema, document, None, {"n": 7}) == 2 + 7 + 2 + 1
+    assert costings == [{"n": 7}]
+    # Other variables, another operation name, another schema, another document: costed anew, each right.
+    assert costed(schema, document, None, {"n": 9}) == 2 + 9 + 2 + 1
+    assert costed(schema, document, None, {"n": 7, "m": 50}) == 2 + 7 + 2 + 1
+    assert costed(schema, document, None, {"n": 7.0}) == 2 + 7 + 2 + 1  # coerced to the Int 7
+    assert costed(schema, document, None, None) == 2 + 20 + 2 + 1
+    assert costed(schema, document, "Other", {"n": 7}) == 0  # no operation of that name
+    assert costed(build_schema()._schema, document, None, {"n": 7}) == 2 + 7 + 2 + 1
+    assert costed(schema, parse(PAGED), None, {"n": 7}) == 2 + 7 + 2 + 1
+    assert len(costings) == 8
+
+
+class Size(int):
+    """An int of another type: its JSON text is an int's, but it is not plain JSON."""
+
+
+def test_variables_that_are_not_plain_json_are_costed_each_time(costings: list[Any]) -> None:
+    schema = build_schema()._schema
+    document = parse(PAGED)
+    for variables in ({"n": Size(5)}, {"n": 5, "x": {"when": object()}}, {"n": 5, "x": list(range(300))}):
+        assert costed(schema, document, None, variables) == 2 + 5 + 2 + 1
+        assert costed(schema, document, None, variables) == 2 + 5 + 2 + 1
+    assert len(costings) == 6
+
+
+def test_what_is_kept_per_document_is_bounded(costings: list[Any]) -> None:
+    schema = build_schema()._schema
+    document = parse(PAGED)
+    for n in range(limits.KEPT_COSTS + 10):
+        assert costed(schema, document, None, {"n": n}) == 2 + n + 2 + 1
+    address = id(document)
+    assert len(limits._COSTS[address][1]) == limits.KEPT_COSTS
+    del document
+    assert address not in limits._COSTS  # dropped with its document
+
+
+NESTED = """query($a: ID!, $n: Int) { threads(accountId: $a, first: $n) { nodes {
+    messages(first: $n) { nodes { subject } } } } }"""
+
+
+async def test_a_kept_cost_does_not_let_a_costly_query_through(alice: Client, world: World) -> None:
+    """The same document, costed once with small pages, is refused with pages too large."""
+    account = to_global("Account", world.alice.id)
+    for _ in range(2):
+        cheap = await alice.run(NESTED, {"a": account, "n": 5})
+        assert "errors" not in cheap, cheap
+        assert cheap["extensions"]["cost"]["requested"] == 2 + 5 * (1 + 2 + 5)
+    costly = await alice.run(NESTED, {"a": account, "n": 100})
+    assert codes(costly) == ["BAD_USER_INPUT"]
+    assert "data" not in costly
+    assert costly["extensions"]["cost"]["requested"] == 2 + 100 * (1 + 2 + 100)
+    again = await alice.run(NESTED, {"a": account, "n": 5})
+    assert again["extensions"]["cost"]["requested"] == 2 + 5 * (1 + 2 + 5)
 
 
 # A page of 500 changes, each nesting its thread's 100 messages and their bodies: 500 * (1 + 1 + 1 + 2 + 100).
