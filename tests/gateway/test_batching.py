@@ -46,10 +46,19 @@ def statements(gateway: ServerThread) -> Iterator[Statements]:
 
 
 async def count(client: Client, statements: Statements, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
-    await client.data(query, variables)  # warm: the token's grant is cached after its first use
-    statements.seen.clear()
-    data = await client.data(query, variables)
-    return len(statements.seen), data
+    """The fewest statements of three runs of the query, after a warm-up (the token's grant is cached after its
+    first use): a run that also re-read the token (its cache period ran out on a slow machine) or met another
+    socket's token check counts more, never fewer, so the fewest is the query's own."""
+    await client.data(query, variables)
+    fewest: list[str] | None = None
+    for _ in range(3):
+        statements.seen.clear()
+        data = await client.data(query, variables)
+        if fewest is None or len(statements.seen) < len(fewest):
+            fewest = list(statements.seen)
+    assert fewest is not None
+    statements.seen[:] = fewest
+    return len(fewest), data
 
 
 async def test_a_page_of_threads_costs_the_same_statements_at_any_size(

@@ -112,7 +112,9 @@ async def test_an_account_syncs_after_the_shared_worker_was_killed(
 
 async def test_a_batch_that_kills_the_new_worker_too_fails_alone_and_the_pool_goes_on(pool: ParsePool) -> None:
     """As a message that exhausts memory would: the batch fails (its folder is retried later), the others parse."""
-    raws = list(generate(1500, seed=75))
+    # Large enough that each worker is still parsing it when killed (0.3 s after it got it) on a quiet machine too:
+    # 1,500 messages could be done by then, and with no retry to run, no second worker came.
+    raws = list(generate(5000, seed=75))
     await pool.prepare(raws[:8])
     (first,) = _workers()
     batch = asyncio.create_task(pool.prepare(raws))
