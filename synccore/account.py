@@ -404,7 +404,7 @@ class AccountSync:
             return False
         ctx = self._ctx()
         synced: list[int] = []
-        for folder in sorted(by_name.values(), key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name)):
+        for folder in sorted(by_name.values(), key=_pass_order):
             if not self._folder_due(folder):
                 continue
             try:
@@ -767,7 +767,7 @@ class AccountSync:
         async with self.store.sessions() as s:
             rows = await folders.of_account(s, self.account_id)
         rows = [f for f in rows if f.id not in waiting and f.sync_state != "deleting"]
-        return sorted(rows, key=lambda f: (f.role != "inbox", _LAST.get(f.role or "", 1), f.name))
+        return sorted(rows, key=_pass_order)
 
     async def _match_renames(
         self, client: ImapClient, gone: list[Folder], arrived: list[Discovered]
@@ -912,6 +912,11 @@ class AccountSync:
                 await messages.collect_orphans(uow, bound)
 
         await retry_deadlocks(step)
+
+
+def _pass_order(f: Folder) -> tuple[bool, int, str]:
+    """The order a pass syncs folders in: the inbox first, the least urgent roles (_LAST) last."""
+    return f.role != "inbox", _LAST.get(f.role or "", 1), f.name
 
 
 def _listing(d: Discovered) -> tuple[str | None, str | None, str]:

@@ -214,15 +214,9 @@ class FolderSync:
         # placeholders of pending moves, which the server does not hold yet (_held subtracts them). Counted only when
         # HIGHESTMODSEQ and UIDNEXT say nothing changed: new mail moves UIDNEXT, and then the count (which new mail
         # makes differ from EXISTS, so _held would count the places one by one) decides nothing.
-        unchanged = planning.nothing_changed(
-            f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, sel.exists
-        ) and planning.nothing_changed(
-            f.highestmodseq,
-            f.uidnext,
-            sel.highestmodseq,
-            sel.uidnext,
-            sel.exists,
-            await self._held(sel.uidvalidity, sel.exists),
+        unchanged = (
+            planning.nothing_changed(f.highestmodseq, f.uidnext, sel.highestmodseq, sel.uidnext, sel.exists, sel.exists)
+            and await self._held(sel.uidvalidity, sel.exists) == sel.exists
         )
         if unchanged and not full:
             await self._record_count(sel.exists)

@@ -31,6 +31,15 @@ async def _connection_id(engine: Any) -> int:
         return int(await conn.scalar(text("SELECT CONNECTION_ID()")))
 
 
+async def _kill(database_url: str, connection_id: int) -> None:
+    killer = create_engine(database_url, pool_size=1)
+    try:
+        async with killer.connect() as conn:
+            await conn.execute(text(f"KILL CONNECTION {connection_id}"))
+    finally:
+        await killer.dispose()
+
+
 async def test_a_connection_back_in_the_pool_a_moment_ago_is_not_pinged(database_url: str) -> None:
     engine = create_engine(database_url, pool_size=1, ping_after=0.5)
     try:
@@ -48,29 +57,23 @@ async def test_a_connection_back_in_the_pool_a_moment_ago_is_not_pinged(database
 
 async def test_a_connection_killed_while_idle_is_replaced_before_use(database_url: str) -> None:
     engine = create_engine(database_url, pool_size=1, ping_after=0.2)
-    killer = create_engine(database_url, pool_size=1)
     try:
         victim = await _connection_id(engine)
-        async with killer.connect() as conn:
-            await conn.execute(text(f"KILL CONNECTION {victim}"))
+        await _kill(database_url, victim)
         await asyncio.sleep(0.3)
         assert await _connection_id(engine) != victim  # the ping found it dead: a new connection, no error
     finally:
         await engine.dispose()
-        await killer.dispose()
 
 
 async def test_a_connection_killed_within_the_window_fails_once_then_the_pool_reconnects(database_url: str) -> None:
     engine = create_engine(database_url, pool_size=1, ping_after=60)
-    killer = create_engine(database_url, pool_size=1)
     try:
         victim = await _connection_id(engine)
-        async with killer.connect() as conn:
-            await conn.execute(text(f"KILL CONNECTION {victim}"))
+        await _kill(database_url, victim)
         with pytest.raises(DBAPIError) as failed:
             await _connection_id(engine)
         assert failed.value.connection_invalidated
         assert await _connection_id(engine) != victim
     finally:
         await engine.dispose()
-        await killer.dispose()
