@@ -106,10 +106,16 @@ class LinesView:
         # Per account (folder None) and folder: what was printed last, and when (monotonic).
         self.printed: dict[tuple[int, int | None], tuple[str, int, float]] = {}
         self.started: dict[tuple[int, int | None], tuple[int, float]] = {}
+        # When the first snapshot was shown: an account or folder first seen after it appeared during the run
+        # (discovered, added) and had nothing mirrored before, however far its sync got before it was first seen.
+        self.began = 0.0
+        self.first_snapshot = True
 
     def _line(self, key: tuple[int, int | None], label: str, text: str, mirrored: int, *, final: bool) -> None:
         now = time.monotonic()
-        first, since = self.started.setdefault(key, (mirrored, now))
+        if key not in self.started:
+            self.started[key] = (mirrored, now) if self.first_snapshot else (0, self.began)
+        first, since = self.started[key]
         before = self.printed.get(key)
         if final:
             # The last word on what moved during the run (with its rate over the whole run), and on what changed
@@ -131,6 +137,9 @@ class LinesView:
         self.printed[key] = (text, mirrored, now)
 
     def _all(self, snap: status.Snapshot, *, final: bool) -> None:
+        self.first_snapshot = not self.began
+        if self.first_snapshot:
+            self.began = time.monotonic()
         for a in snap.accounts:
             label = f"account {a.id} {a.address}"
             error = f": {' '.join(a.sync_error.split())}" if a.sync_error else ""
