@@ -1,7 +1,10 @@
 """Bearer tokens: `Authorization: Bearer iqt_...` -> the accounts the request may read, and its admin scope.
 
 Grants are cached in the process for `token_cache_seconds` (a revocation takes effect within that time), so
-a busy client costs no token query per request. The cache is keyed by the token's hash: no plaintext token
+a busy client costs no token query per request. A grant used when it is past half that period is looked up
+again in the background while the request goes on with it: a busy token's requests never wait for its lookup
+(a lookup writes the token's `last_used_at` and commits, 9-14 ms under the soak's load, and every cache period
+one request of each token waited for it: the soak's p99). The cache is keyed by the token's hash: no plaintext token
 is kept or logged. Refusals (unknown or revoked tokens) are cached apart, in a bounded cache of their own, so
 a flood of random tokens never evicts a valid one; and a client address that keeps sending unknown tokens is
 throttled (gateway.caps.AuthFailures): 429 without a token query. Websockets and event streams outlive a
@@ -13,6 +16,7 @@ revoked meanwhile) and a token never seen is answered 503 SHARD_UNAVAILABLE (gat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -82,6 +86,7 @@ class TokenCache:
         self._grants: dict[bytes, tuple[float, Viewer]] = {}
         self._refused: dict[bytes, tuple[float, None]] = {}
         self._lookups: Shared[bytes, Viewer | None] = Shared()
+        self._refreshes: dict[bytes, asyncio.Task[None]] = {}  # grants looked up again in the background
         # Per watched token (by hash): its one watcher task, and what to call once it is revoked (`watch`).
         self._watches: dict[bytes, tuple[asyncio.Task[None], set[Callable[[], Awaitable[None]]]]] = {}
 
@@ -94,6 +99,9 @@ class TokenCache:
         key = tokens.token_hash(token)
         cached = self._grants.get(key)
         if cached is not None and cached[0] > now:
+            if cached[0] - now < self.ttl / 2 and key not in self._refreshes:
+                self._refreshes[key] = task = asyncio.create_task(self._refresh(token, key, now), name="token-refresh")
+                task.add_done_callback(lambda _: self._refreshes.pop(key, None))
             return cached[1]
         self.failures.check(client)
         refused = self._refused.get(key)
@@ -114,6 +122,19 @@ class TokenCache:
         if found is None:
             self.failures.failed(client)
         return found
+
+    async def close(self) -> None:
+        """Ends the background lookups (the process is stopping; its engine goes next)."""
+        running = list(self._refreshes.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+    async def _refresh(self, token: str, key: bytes, now: float) -> None:
+        """Looks a cached grant up again (the grant is replaced, or dropped once revoked). When the database does
+        not answer, the grant runs out at its time as it would have; the next request then looks it up itself."""
+        with contextlib.suppress(TokensUnavailable):
+            await self._lookups.run(key, partial(self._lookup, token, key, now))
 
     async def _lookup(self, token: str, key: bytes, now: float) -> Viewer | None:
         try:

@@ -133,3 +133,75 @@ async def test_many_sockets_rechecking_one_token_at_once_send_one_query(
     assert all(v == viewers[0] for v in viewers)
     assert refused == [None] * 200
     assert sorted(looked_up) == sorted([live, unknown])
+
+
+async def test_a_grant_past_half_its_period_answers_at_once_and_is_looked_up_again_behind_the_request(
+    gw_settings: Settings, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy token's requests never wait for its lookup (which writes `last_used_at` and commits): past half the
+    cache period the cached grant answers and a lookup runs beside it, renewing the grant; a revocation still
+    shows within one period."""
+    from schema import tokens as token_store
+
+    token = await new_token(gw_settings, [world.bob.id])
+    gate = asyncio.Event()
+    looked_up: list[str] = []
+    real_lookup = token_store.lookup
+
+    async def held(session: Any, token: str) -> Any:
+        looked_up.append(token)
+        if len(looked_up) > 1:
+            await gate.wait()  # the lookup behind the request: as slow as the test says
+        return await real_lookup(session, token)
+
+    monkeypatch.setattr(token_store, "lookup", held)
+    engine = create_engine(gw_settings.database_url, pool_size=2)
+    ttl = 10.0
+    try:
+        cache = TokenCache(engine, ttl=ttl)
+        first = await cache.viewer(token, now=0.0)
+        assert first is not None and looked_up == [token]
+        # Young: no lookup at all.
+        assert await cache.viewer(token, now=ttl / 2 - 0.1) == first
+        await asyncio.sleep(0)
+        assert len(looked_up) == 1
+        # Past half the period: answered from the cache while the lookup it started is held.
+        assert await asyncio.wait_for(cache.viewer(token, now=ttl / 2 + 0.1), 1) == first
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            if len(looked_up) == 2:
+                break
+        assert len(looked_up) == 2
+        # Many requests meanwhile start no second lookup.
+        assert all(v == first for v in await asyncio.gather(*(cache.viewer(token, now=ttl / 2 + 1) for _ in range(50))))
+        await asyncio.sleep(0.05)
+        assert len(looked_up) == 2
+        # Revoked, then the held lookup goes on: the grant is dropped, and the next request is refused (looked up
+        # itself, as the cache no longer holds it).
+        async with session_factory(engine)() as session, session.begin():
+            assert await token_store.revoke(session, token)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*cache._refreshes.values()), 10)
+        assert await cache.viewer(token, now=ttl / 2 + 2) is None
+        await cache.close()
+    finally:
+        await engine.dispose()
+
+
+async def test_a_grant_looked_up_again_in_the_background_lives_a_new_period(
+    gw_settings: Settings, world: World
+) -> None:
+    token = await new_token(gw_settings, [world.bob.id])
+    engine = create_engine(gw_settings.database_url, pool_size=2)
+    try:
+        cache = TokenCache(engine, ttl=10.0)
+        assert await cache.viewer(token, now=0.0) is not None
+        expires = cache._grants[token_hash(token)][0]
+        assert await cache.viewer(token, now=6.0) is not None
+        await asyncio.wait_for(asyncio.gather(*cache._refreshes.values()), 10)
+        # A period from the request that started the lookup.
+        assert expires == 10.0
+        assert cache._grants[token_hash(token)][0] == 16.0
+        await cache.close()
+    finally:
+        await engine.dispose()
