@@ -26,6 +26,11 @@ Set-up (bench.common.synced_mailbox): a private Dovecot with a seeded mailbox, a
 3. Drain: the mail stops; once the change log holds a create per appended message, every subscriber must have
    received each of those messages, exactly once.
 
+`--gateway-cpu N` gives the gateway CPU N of its own, as a gateway host would have: the gateway's threads are
+pinned to it, and this process (so its clients, Dovecot and the sync, all started from it) and the MariaDB server
+to the other CPUs for the run (MariaDB's affinity is put back at the end). Both the idle baseline and the load are
+measured so.
+
 Goals (issue 9): no error (HTTP, GraphQL, websocket, or in the gateway's and the sync's logs); the plain query's
 p99 under load within 2x of its idle p99; the gateway's RSS growing less than 5% from the end of the warm-up
 (the first quarter of the run, at most a minute) to the end; every subscriber's feed exactly once.
@@ -46,13 +51,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -339,6 +345,49 @@ async def watch_lag(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(time.monotonic() - started - 0.05)
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process on these CPUs."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+@contextlib.contextmanager
+def gateway_core(cpu: int | None, url: str) -> Iterator[Callable[[int], None]]:
+    """With a CPU: this process and the MariaDB server of `url` kept off it for the block, which yields the
+    function that pins a process (the gateway) onto it. Without one: nothing changes."""
+    if cpu is None:
+        yield lambda _pid: None
+        return
+    everything = os.sched_getaffinity(0)
+    rest = everything - {cpu}
+    if cpu not in everything or not rest:
+        raise BenchError(f"--gateway-cpu {cpu}: this process may run on CPUs {sorted(everything)}")
+    server = _mariadb_pid(url)
+    before = os.sched_getaffinity(server)
+    os.sched_setaffinity(0, rest)
+    pin(server, rest)
+    print(
+        f"pinned: the gateway on CPU {cpu}; this process, its clients, Dovecot, the sync and MariaDB on {sorted(rest)}"
+    )
+    try:
+        yield lambda pid: pin(pid, {cpu})
+    finally:
+        pin(server, before)
+        os.sched_setaffinity(0, everything)
+
+
+def _mariadb_pid(url: str) -> int:
+    """The pid of the MariaDB server behind `url` (it runs on this machine: its pid file)."""
+    engine = create_engine(make_url(url).set(drivername="mysql+pymysql"))
+    try:
+        with engine.connect() as conn:
+            pid_file = str(conn.execute(text("SELECT @@pid_file")).scalar_one())
+    finally:
+        engine.dispose()
+    return int(Path(pid_file).read_text().strip())
+
+
 def log_errors(log: IO[bytes]) -> list[str]:
     """The lines of a process's log that report an error (the log stays open)."""
     log.seek(0)
@@ -397,6 +446,7 @@ async def run_async(
     rate: float,
     think: float,
     logs: str | None = None,
+    onto_its_core: Callable[[int], None] = lambda _pid: None,
 ) -> int:
     env = common.cli_env(synced.url)
     account = to_global("Account", synced.account_id)
@@ -423,6 +473,7 @@ async def run_async(
         stdout=gateway_log,
         stderr=gateway_log,
     )
+    onto_its_core(gateway.pid)
     errors = Errors()
     stop = asyncio.Event()
     listeners: SubscriberProcess | None = None
@@ -431,6 +482,7 @@ async def run_async(
     try:
         await _wait_ready(engine, synced.account_id, follower, 120)
         await _wait_healthy(port, gateway, 60)
+        onto_its_core(gateway.pid)  # and the threads it started meanwhile
         token_list = []
         for _ in range(tokens):
             out = await asyncio.to_thread(common.run_cli, ["token", "create", "--account", str(synced.account_id)], env)
@@ -598,9 +650,13 @@ def run(
     think: float,
     messages: int,
     logs: str | None = None,
+    gateway_cpu: int | None = None,
 ) -> int:
-    with common.synced_mailbox(messages, "inboxql_soak") as synced:
-        work = run_async(synced, minutes, ws_clients, http_clients, tokens, rate, think, logs)
+    with (
+        gateway_core(gateway_cpu, common.database_url("mysql")) as onto_its_core,
+        common.synced_mailbox(messages, "inboxql_soak") as synced,
+    ):
+        work = run_async(synced, minutes, ws_clients, http_clients, tokens, rate, think, logs, onto_its_core)
         return asyncio.run(asyncio.wait_for(work, minutes * 60 + 900))
 
 
@@ -614,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--think", type=float, default=1.0, help="mean seconds between an HTTP client's requests")
     parser.add_argument("--messages", type=int, default=500, help="size of the mailbox synced first")
     parser.add_argument("--logs", help="a directory to keep the gateway's and the sync's logs in (else dropped)")
+    parser.add_argument("--gateway-cpu", type=int, help="a CPU for the gateway alone (everything else off it)")
     args = parser.parse_args(argv)
     try:
         return run(
@@ -625,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
             args.think,
             args.messages,
             args.logs,
+            args.gateway_cpu,
         )
     except (BenchError, TimeoutError) as exc:
         print(f"soak_bench: {type(exc).__name__}: {exc}", file=sys.stderr)

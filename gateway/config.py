@@ -32,7 +32,8 @@ class GatewayConfig:
     anonymous_introspection: bool = True
     # Anonymous requests and introspection queries (anyone's) per client address and rate-limit window.
     address_rate_limit: int = 300
-    # A token's grant is cached this long in the process: a revocation takes effect within it.
+    # A token's grant is cached this long in the process: a revocation takes effect within it. A grant used past
+    # half of it is looked up again in the background (gateway.auth), so a busy token's requests never wait for it.
     token_cache_seconds: float = 10.0
     download_link_seconds: int = 3600
     # Webhooks (gateway.delivery): delivered by this process unless switched off.
