@@ -16,7 +16,6 @@ revoked meanwhile) and a token never seen is answered 503 SHARD_UNAVAILABLE (gat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -133,8 +132,12 @@ class TokenCache:
     async def _refresh(self, token: str, key: bytes, now: float) -> None:
         """Looks a cached grant up again (the grant is replaced, or dropped once revoked). When the database does
         not answer, the grant runs out at its time as it would have; the next request then looks it up itself."""
-        with contextlib.suppress(TokensUnavailable):
+        try:
             await self._lookups.run(key, partial(self._lookup, token, key, now))
+        except TokensUnavailable:
+            pass  # said by _lookup
+        except Exception:
+            log.exception("token not looked up again")
 
     async def _lookup(self, token: str, key: bytes, now: float) -> Viewer | None:
         try:
