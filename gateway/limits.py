@@ -37,7 +37,6 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 
@@ -69,6 +68,7 @@ from gateway.auth import client_address
 from gateway.config import GatewayConfig
 from gateway.errors import CostExceeded, Forbidden, RateLimited
 from gateway.graphql.pages import DEFAULT_CHANGES, DEFAULT_PAGE, MAX_CHANGES, MAX_PAGE
+from gateway.identity import ByIdentity
 from schema.actions import MAX_IDS
 from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 
@@ -203,7 +203,7 @@ def query_cost(schema: GraphQLSchema, document: DocumentNode, operation_name: st
 # variables of at most KEPT_VALUES plain JSON values (a mutation of 1,000 ids is costed each time).
 KEPT_COSTS = 64
 KEPT_VALUES = 256
-_COSTS: dict[int, tuple[weakref.ref[DocumentNode], dict[tuple[GraphQLSchema, str | None, str], int]]] = {}
+_COSTS: ByIdentity[DocumentNode, dict[tuple[GraphQLSchema, str | None, str], int]] = ByIdentity()
 
 
 def _plain(value: Any, budget: list[int]) -> bool:
@@ -235,16 +235,7 @@ def costed(schema: GraphQLSchema, document: DocumentNode, operation_name: str | 
     key = _variables_key(given)
     if key is None:
         return query_cost(schema, document, operation_name, given)
-    entry = _COSTS.get(id(document))
-    if entry is None or entry[0]() is not document:
-        address = id(document)
-
-        def forget(ref: weakref.ref[DocumentNode]) -> None:
-            if _COSTS.get(address, (None, None))[0] is ref:
-                del _COSTS[address]
-
-        entry = _COSTS[address] = (weakref.ref(document, forget), {})
-    kept = entry[1]
+    kept = _COSTS.kept(document, dict)
     # A schema's types are part of the cost: kept per schema too (tests build several).
     name = (schema, operation_name, key)
     cost = kept.get(name)

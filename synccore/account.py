@@ -390,7 +390,11 @@ class AccountSync:
 
     async def _told_pass(self, client: ImapClient, names: frozenset[str]) -> bool:
         """Sync the folders of `names` as a pass would; False, with nothing done, when one of them is not a folder
-        mirrored here as it is (new, or held by a pending folder action): a pass over every folder finds out."""
+        mirrored here as it is (new, or held by a pending folder action): a pass over every folder finds out. Never
+        on Gmail: its label folders are views derived from All Mail's labels (_gmail_views), which only a pass over
+        every folder keeps right."""
+        if self._gmail():
+            return False
         async with self.store.sessions() as s:
             rows = await folders.of_account(s, self.account_id)
             waiting = await actions.pending_folders(s, self.account_id) if rows else {}
@@ -402,18 +406,11 @@ class AccountSync:
         }
         if by_name.keys() != names:
             return False
-        ctx = self._ctx()
-        synced: list[int] = []
-        for folder in sorted(by_name.values(), key=_pass_order):
-            if not self._folder_due(folder):
-                continue
-            try:
-                await FolderSync(ctx, folder).run(client)
-            except _FOLDER_FAILURES as exc:
-                await self._folder_failed(folder, exc)
-            else:
-                await self._folder_synced(folder)
-                synced.append(folder.id)
+        synced = [
+            folder.id
+            for folder in sorted(by_name.values(), key=_pass_order)
+            if self._folder_due(folder) and await self._sync_folder(client, folder)
+        ]
         await self._mark_synced(synced)
         self.passes += 1
         return True
@@ -521,14 +518,10 @@ class AccountSync:
                 continue
             if folder.id in unchanged:
                 continue
-            try:
-                await FolderSync(self._ctx(), folder).run(client)
-            except _FOLDER_FAILURES as exc:
-                complete = False
-                await self._folder_failed(folder, exc)
-            else:
-                await self._folder_synced(folder)
+            if await self._sync_folder(client, folder):
                 synced.append(folder.id)
+            else:
+                complete = False
         if stored is not None and complete:
             await self._views_caught_up(found)
             synced += [f.id for f in found if f.role not in gmail.STORED_ROLES]  # derived from those synced
@@ -537,6 +530,16 @@ class AccountSync:
         if complete:
             self.first_message.stop()  # every folder looked at: an account with no mail is not waiting for any
         return complete
+
+    async def _sync_folder(self, client: ImapClient, folder: Folder) -> bool:
+        """Sync one folder of a pass; False when it failed (its error recorded and its retry set by _folder_failed)."""
+        try:
+            await FolderSync(self._ctx(), folder).run(client)
+        except _FOLDER_FAILURES as exc:
+            await self._folder_failed(folder, exc)
+            return False
+        await self._folder_synced(folder)
+        return True
 
     async def _count_unselected(self, client: ImapClient, found: list[Folder]) -> None:
         """Ask STATUS (RFC 3501 §6.3.10) for the message count of each folder never selected yet, so the account's

@@ -44,7 +44,6 @@ resolver (graphql middleware) switch the short path off.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from types import GeneratorType
 from typing import Any, NamedTuple, cast
@@ -71,6 +70,8 @@ from graphql.pyutils import Path, Undefined, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
+
+from gateway.identity import ByIdentity
 
 
 class PlainLeaf(NamedTuple):
@@ -290,9 +291,9 @@ def _renderer(steps: tuple[Step, ...], settled: tuple[set[type], Callable[[Any],
 # an extension wraps every resolver, and its field nodes' identities; each with those nodes, kept alive so that
 # their identities are not reused while the entry lives.
 SharedRenders = dict[tuple[Any, ...], tuple[tuple[Any, ...], "Render | None"]]
-# Per operation node, by identity while it lives (a weak reference drops the entry with it): its shared renders,
-# or None when its selections may depend on the variables (a directive or fragment variables).
-_OPERATIONS: dict[int, tuple[weakref.ref[OperationDefinitionNode], SharedRenders | None]] = {}
+# Per operation node while it lives (gateway.identity): its shared renders, or None when its selections may depend
+# on the variables (a directive or fragment variables).
+_OPERATIONS: ByIdentity[OperationDefinitionNode, SharedRenders | None] = ByIdentity()
 # Per is_awaitable predicate: the types known not to be awaitable, and the check that learns them (_settled).
 _SETTLED: dict[Callable[[Any], bool], tuple[set[type], Callable[[Any], bool]]] = {}
 
@@ -332,18 +333,7 @@ def _varies(operation: OperationDefinitionNode, fragments: Mapping[str, Any]) ->
 def _operation_renders(operation: OperationDefinitionNode, fragments: Mapping[str, Any]) -> SharedRenders | None:
     """The renders shared by every execution of `operation` (None when its selections may vary with the
     variables). Its fragments are its document's: the same for every execution of the operation."""
-    key = id(operation)
-    entry = _OPERATIONS.get(key)
-    if entry is not None and entry[0]() is operation:
-        return entry[1]
-
-    def forget(ref: weakref.ref[OperationDefinitionNode]) -> None:
-        if _OPERATIONS.get(key, (None, None))[0] is ref:
-            del _OPERATIONS[key]
-
-    renders: SharedRenders | None = None if _varies(operation, fragments) else {}
-    _OPERATIONS[key] = (weakref.ref(operation, forget), renders)
-    return renders
+    return _OPERATIONS.kept(operation, lambda: None if _varies(operation, fragments) else {})
 
 
 def _kept(cache: dict[int, tuple[Any, GraphQLObjectType, Any]], key: Any, parent_type: GraphQLObjectType) -> Any:

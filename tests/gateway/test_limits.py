@@ -160,9 +160,9 @@ def test_what_is_kept_per_document_is_bounded(costings: list[Any]) -> None:
     for n in range(limits.KEPT_COSTS + 10):
         assert costed(schema, document, None, {"n": n}) == 2 + n + 2 + 1
     address = id(document)
-    assert len(limits._COSTS[address][1]) == limits.KEPT_COSTS
+    assert len(limits._COSTS._entries[address][1]) == limits.KEPT_COSTS
     del document
-    assert address not in limits._COSTS  # dropped with its document
+    assert address not in limits._COSTS._entries  # dropped with its document
 
 
 NESTED = """query($a: ID!, $n: Int) { threads(accountId: $a, first: $n) { nodes {
