@@ -5,7 +5,7 @@ What it adds to the stock view:
 * ``application/graphql-response+json`` when the client accepts it (the spec's media type), with 4xx status
   codes for requests that fail before execution; ``application/json`` and status 200 otherwise;
 * no ``data`` entry in a response to a request that failed before execution;
-* one context per request (viewer, connection, loaders), closed when the response is ready;
+* one context per request (viewer, connection, loaders), closed once the response is sent;
 * 401 for a token that is present but not valid; without a token only introspection and ``__typename``
   answer, and every field says UNAUTHENTICATED;
 * persisted queries: a hash in place of a document registered before (gateway.graphql.persisted).
@@ -104,6 +104,8 @@ class GatewayView(GraphQL[Context, None]):
         context = self.new_context(request, viewer)
         request.state.media_type = preferred_media_type(request.headers.get("accept"))
         request.state.status = 200
+        # The answer leaves before the reader gives its connection back: that ends the connection's transaction,
+        # a round trip to the server (ROLLBACK) that the client need not wait for.
         try:
             try:
                 response = await self.run(request, context=context)
@@ -111,15 +113,15 @@ class GatewayView(GraphQL[Context, None]):
                 response = PlainTextResponse(e.reason, status_code=e.status_code)
             except GatewayError as e:  # the request failed before execution (a persisted query's hash)
                 response = self._request_error(request, e)
+            if response.media_type == JSON or response.headers.get("content-type", "").startswith(JSON):
+                response.headers["content-type"] = f"{request.state.media_type}; charset=utf-8"
+                response.status_code = request.state.status
+                retry = getattr(request.state, "retry_after", None)
+                if retry is not None:
+                    response.headers["retry-after"] = str(retry)
+            await response(scope, receive, send)
         finally:
             await context.close()
-        if response.media_type == JSON or response.headers.get("content-type", "").startswith(JSON):
-            response.headers["content-type"] = f"{request.state.media_type}; charset=utf-8"
-            response.status_code = request.state.status
-            retry = getattr(request.state, "retry_after", None)
-            if retry is not None:
-                response.headers["retry-after"] = str(retry)
-        await response(scope, receive, send)
 
     def _request_error(self, request: Request, error: GatewayError) -> Response:
         """A request that failed before execution, as process_result shapes one: no data, a coded error."""

@@ -317,17 +317,27 @@ class RateLimiter:
         return self.points - spent, reset
 
     async def charge(self, rate_key: str, cost: int) -> None:
-        """Spends `cost`: RATE_LIMITED once the window's budget is spent. The charges of one key made in one turn
-        of the loop (a doorbell hands an event to every subscriber of a token at once) are summed into one
-        Redis round trip, whose answer they share: the same points are spent as one call each would spend.
+        """Spends `cost` (as `take`): RATE_LIMITED once the window's budget is spent."""
+        spent = await self.take(rate_key, cost)
+        if spent is not None and spent[0] < 0:
+            raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
+
+    async def take(self, rate_key: str, cost: int) -> tuple[int, int] | None:
+        """Spends `cost`: (points left, seconds until the window resets), below 0 once the window's budget is
+        spent; None when Redis is out of reach and the limiter fails open (RateLimited when it fails closed).
+
+        The charges of one key made in one turn of the loop (a doorbell hands an event to every subscriber of a
+        token at once) are summed into one Redis round trip, whose answer they share: the same points are spent
+        as one call each would spend.
 
         A charge that the key's credit covers does not wait for that answer: the credit is the points Redis
-        said were left at the key's last answer in this window, less what was charged since (`_Credit`). So a
-        subscriber's event is sent without a Redis round trip (and without one more wake-up of every
+        said were left at the key's last answer in this window, less what was charged since. So a query or a
+        subscriber's event goes on without a Redis round trip (for an event, without one more wake-up of every
         subscriber) while the budget plainly holds; once the credit runs out, each charge waits for Redis's
-        answer again, and RATE_LIMITED comes exactly where it did. Only spending elsewhere (another process, a
-        query of the same token) between two answers can make the credit too generous, by what was spent
-        meanwhile: every charge still reaches Redis, and the next answer corrects it."""
+        answer again, and RATE_LIMITED comes exactly where it did. Only spending elsewhere (another gateway
+        process) between two answers can make the credit too generous, by what was spent meanwhile: every
+        charge still reaches Redis, and the next answer corrects it. Redis gone quiet ends the credit with the
+        first answer that fails (the breaker then answers at once, open or closed)."""
         together = self._charges.get(rate_key)
         if together is None:
             together = self._charges[rate_key] = _Charges()
@@ -335,17 +345,16 @@ class RateLimiter:
             together.answer.add_done_callback(_retrieved)  # charges paid from credit do not wait for it
         together.cost += cost
         self._outstanding[rate_key] = self._outstanding.get(rate_key, 0) + cost
-        window = int(time.time() // self.window)
+        now = time.time()
+        window = int(now // self.window)
         if window != self._credit_window:
             self._credit.clear()  # a new window: what was left in the last one says nothing
             self._credit_window = window
         left = self._credit.get(rate_key)
         if left is not None and left >= cost:
             self._credit[rate_key] = left - cost
-            return
-        spent = await asyncio.shield(together.answer)
-        if spent is not None and spent[0] < 0:
-            raise RateLimited(f"rate limit exceeded: try again in {spent[1]} s", retryAfter=spent[1])
+            return left - cost, int((window + 1) * self.window - now) + 1
+        return await asyncio.shield(together.answer)
 
     async def _spend_together(self, rate_key: str, together: _Charges) -> tuple[int, int] | None:
         await asyncio.sleep(0)  # the other charges of this turn join in
@@ -487,7 +496,7 @@ class CostLimiter(SchemaExtension):
             if cost > self.config.max_cost:
                 self._refuse(CostExceeded(f"query cost {cost} is above the maximum of {self.config.max_cost}"))
             elif viewer is not None:
-                spent = await self.limiter.spend(viewer.rate_key, max(cost, 1))
+                spent = await self.limiter.take(viewer.rate_key, max(cost, 1))
                 if spent is not None:
                     remaining, reset = spent
                     self.report.update(

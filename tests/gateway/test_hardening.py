@@ -554,6 +554,37 @@ async def test_a_silent_redis_costs_an_http_query_one_short_wait(
         server.stop()
 
 
+async def test_a_query_its_credit_covers_does_not_wait_for_redis(gw_settings: Settings, world: World) -> None:
+    """Once Redis has said what a token has left in the window, a query that this covers goes on without a Redis
+    round trip (its cost still reaches Redis behind it): with Redis gone quiet just after, the next query is
+    answered at once with the budget it was charged against; then the failed answer ends the credit and the
+    limiter fails closed as configured."""
+    redis = PrivateRedis()
+    redis.start()
+    settings = dataclasses.replace(gw_settings, redis_url=redis.url)
+    server = start_gateway(settings, GatewayConfig(rate_limit_fail_open=False, webhooks=False))
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            _, first = await timed_query(http, world.token_alice)
+            assert first.status_code == 200, first.text
+            cost = first.json()["extensions"]["cost"]
+            assert redis.proc is not None
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            try:
+                took, covered = await timed_query(http, world.token_alice)
+                assert covered.status_code == 200, covered.text
+                assert took < 0.5
+                assert covered.json()["extensions"]["cost"]["remaining"] == cost["remaining"] - cost["requested"]
+                await asyncio.sleep(2)  # the charge behind it times out: no credit, and the breaker is open
+                _, refused = await timed_query(http, world.token_alice)
+                assert refused.status_code == 429, refused.text
+            finally:
+                os.kill(redis.proc.pid, signal.SIGCONT)
+    finally:
+        server.stop()
+        redis.stop()
+
+
 async def test_a_unit_of_work_commits_and_returns_while_redis_never_answers(
     gw_engine: AsyncEngine, credential_box: CredentialBox, client: httpx.AsyncClient, stopped_redis: PrivateRedis
 ) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import httpx
 import pytest
 
 from gateway import graphiql
+from gateway.graphql.loaders import Reader
 from gateway.http import GRAPHQL_RESPONSE, preferred_media_type
 from gateway.ids import to_global
 from gateway.render import dumps
@@ -177,3 +180,28 @@ async def test_every_http_response_says_how_long_the_gateway_took(http: httpx.As
         assert 0 <= float(timings["app"]) <= waited, (path, timings, waited)
         # A thread cannot use more CPU than time passes (the two clocks are read a moment apart: a hair's room).
         assert 0 <= float(timings["cpu"]) <= float(timings["app"]) + 0.1, (path, timings)
+
+
+async def test_the_answer_leaves_before_the_request_gives_back_its_connection(
+    alice: Client, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Giving the reader's connection back ends its transaction (a ROLLBACK, a round trip to the server): the
+    client has its answer first, and the connection still goes back once the answer is out."""
+    may_close = threading.Event()
+    closed = threading.Event()
+    give_back = Reader.close
+
+    async def held_close(self: Reader) -> None:
+        await asyncio.to_thread(may_close.wait, 10)
+        await give_back(self)
+        closed.set()
+
+    monkeypatch.setattr(Reader, "close", held_close)
+    query = "query($a: ID!) { messages(accountId: $a, first: 2) { nodes { subject } } }"
+    try:
+        answer = await asyncio.wait_for(alice.data(query, {"a": to_global("Account", world.alice.id)}), 5)
+        assert len(answer["messages"]["nodes"]) == 2
+        assert not closed.is_set()
+    finally:
+        may_close.set()
+    assert await asyncio.to_thread(closed.wait, 10)
