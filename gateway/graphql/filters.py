@@ -7,9 +7,11 @@ never the keys). Ids of other accounts' folders or labels simply match nothing: 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 from sqlalchemy import ColumnElement, exists, func, literal, or_, select
@@ -106,6 +108,22 @@ class ThreadFilter:
     subject: str | None = None
     received_after: datetime | None = strawberry.field(default=None, description="Last message after this time.")
     received_before: datetime | None = strawberry.field(default=None, description="Last message before this time.")
+
+
+F = TypeVar("F", MessageFilter, ThreadFilter)
+
+
+@dataclass(frozen=True, slots=True)
+class FilterKey(Generic[F]):
+    """A filter input as part of a cache key (a statement kept per filter): its values, every field's a str,
+    bool, time or None (`of_leaves` makes sure), and the input itself, which the key does not compare."""
+
+    key: tuple[Any, ...] | None
+    filter: F | None = field(compare=False, hash=False)
+
+    @classmethod
+    def of(cls, f: F | None) -> FilterKey[F]:
+        return cls(None if f is None else tuple(getattr(f, x.name) for x in dataclasses.fields(f)), f)
 
 
 def message_conditions(f: MessageFilter | None) -> list[ColumnElement[bool]]:

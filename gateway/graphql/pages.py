@@ -108,6 +108,23 @@ def apply(stmt: Select[Any], keys: Sequence[Key], page: PageArgs) -> Select[Any]
     return stmt.where(*conditions(keys, page)).order_by(*ordering(keys, page)).limit(page.size + 1)
 
 
+# A page's shape, as far as its statement goes: its size, whether it reads backward, whether it has an after and
+# a before cursor (their values are bound parameters: `cursor_values`).
+Shape = tuple[int, bool, bool, bool]
+
+
+def shape_of(page: PageArgs) -> Shape:
+    return (page.size, page.backward, page.after is not None, page.before is not None)
+
+
+def kept(stmt: Select[Any], keys: Sequence[Key], shape: Shape) -> Select[Any]:
+    """`apply` for a statement built once for every page of its shape: the cursors' values are the bound
+    parameters of `bound_conditions`, given at each execution by `cursor_values`."""
+    size, backward, after, before = shape
+    page = PageArgs(size, backward, "" if after else None, "" if before else None)
+    return stmt.where(*bound_conditions(keys, page)).order_by(*ordering(keys, page)).limit(size + 1)
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """The rows of one page in display order, their cursors, and whether more lie beyond either end."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import strawberry
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.engine import Row
 from strawberry.dataloader import DataLoader
 
@@ -16,7 +18,7 @@ from gateway.graphql import changes as feed
 from gateway.graphql import pages
 from gateway.graphql import search as searching
 from gateway.graphql.context import Info
-from gateway.graphql.filters import MessageFilter, ThreadFilter, message_conditions, thread_conditions
+from gateway.graphql.filters import FilterKey, MessageFilter, ThreadFilter, message_conditions, thread_conditions
 from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, MESSAGE_KEYS, OUTBOX_COLUMNS, THREAD_COLUMNS
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
@@ -72,6 +74,54 @@ async def _page(
         return int(await db.scalar(select(func.count()).select_from(subquery), shard=shard) or 0)
 
     return connection(pages.cut(rows, keys, page), make, count)
+
+
+@dataclass(frozen=True, slots=True)
+class KeptPage:
+    """A list's page as SQL, built once for every account and page of its shape (`_kept_messages`,
+    `_kept_threads`): the account (`account`) and the page's cursor (pages.cursor_values) are bound parameters,
+    so a request builds no statement, and SQLAlchemy's key for its compiled form is made once."""
+
+    rows: Select[Any]
+    counted: Select[Any]  # totalCount, bound by `account` too
+
+
+async def _kept_page(
+    info: Info, kept: KeptPage, pk: int, keys: Sequence[pages.Key], page: pages.PageArgs, make: Callable[[Row[Any]], T]
+) -> Connection[T]:
+    """A page of an account's rows by a kept statement (its account's shard)."""
+    db = info.context.db
+    shard = shard_of(pk)
+    rows = await db.rows(kept.rows, {"account": pk, **pages.cursor_values(keys, page)}, shard=shard)
+
+    async def count() -> int:
+        return int(await db.scalar(kept.counted, {"account": pk}, shard=shard) or 0)
+
+    return connection(pages.cut(rows, keys, page), make, count)
+
+
+def _kept(base: Select[Any], keys: Sequence[pages.Key], shape: pages.Shape) -> KeptPage:
+    return KeptPage(pages.kept(base, keys, shape), select(func.count()).select_from(base.subquery()))
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_messages(filter: FilterKey[MessageFilter], shape: pages.Shape) -> KeptPage:
+    """`messages`' page, per filter and page shape (256 kept); BAD_USER_INPUT for a filter's bad id."""
+    account = MessageRow.account_id == bindparam("account")
+    base = select(*MESSAGE_COLUMNS).where(account, MessageRow.orphaned_at.is_(None), *message_conditions(filter.filter))
+    return _kept(base, MESSAGE_KEYS, shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_threads(filter: FilterKey[ThreadFilter], shape: pages.Shape) -> KeptPage:
+    """`threads`' page, per filter and page shape (256 kept); BAD_USER_INPUT for a filter's bad id."""
+    conditions = [
+        ThreadRow.account_id == bindparam("account"),
+        ThreadRow.message_count > 0,
+        ThreadRow.last_message_at.is_not(None),
+        *thread_conditions(filter.filter),
+    ]
+    return _kept(select(*THREAD_COLUMNS).where(*conditions), THREAD_KEYS, shape)
 
 
 async def _merged_page(
@@ -178,13 +228,8 @@ class Query:
     ) -> Connection[Thread]:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
-        conditions = [
-            ThreadRow.account_id == pk,
-            ThreadRow.message_count > 0,
-            ThreadRow.last_message_at.is_not(None),
-            *thread_conditions(filter),
-        ]
-        found = await _page(info, select(*THREAD_COLUMNS), conditions, THREAD_KEYS, page, Thread.of, shard_of(pk))
+        kept = _kept_threads(FilterKey.of(filter), pages.shape_of(page))
+        found = await _kept_page(info, kept, pk, THREAD_KEYS, page, Thread.of)
         await prefetch_threads(info, [edge.node for edge in found.edges])
         return found
 
@@ -201,8 +246,8 @@ class Query:
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
-        conditions = [MessageRow.account_id == pk, MessageRow.orphaned_at.is_(None), *message_conditions(filter)]
-        return await _page(info, select(*MESSAGE_COLUMNS), conditions, MESSAGE_KEYS, page, Message.of, shard_of(pk))
+        kept = _kept_messages(FilterKey.of(filter), pages.shape_of(page))
+        return await _kept_page(info, kept, pk, MESSAGE_KEYS, page, Message.of)
 
     @described(
         "Search the account's mail (the local mirror) as a mail user types it. Words: all required, each matching"

@@ -25,7 +25,6 @@ nothing. A search left with nothing to search for is an error, never every messa
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import operator
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, lit
 from sqlalchemy.dialects.mysql import match as fulltext_match
 
 from gateway.graphql import pages
-from gateway.graphql.filters import MessageFilter, address_matches, message_conditions, text_contains
+from gateway.graphql.filters import FilterKey, MessageFilter, address_matches, message_conditions, text_contains
 from gateway.graphql.loaders import MESSAGE_COLUMNS, MESSAGE_KEYS
 from gateway.graphql.searchquery import (
     AllOf,
@@ -260,22 +259,6 @@ class SearchStatement:
     keys: tuple[pages.Key, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Filter:
-    """A filter input as part of a cache key: its values (every field's is a str, bool, time or None)."""
-
-    key: tuple[Any, ...] | None
-    filter: MessageFilter | None = field(compare=False, hash=False)
-
-    @classmethod
-    def of(cls, f: MessageFilter | None) -> _Filter:
-        return cls(None if f is None else tuple(getattr(f, x.name) for x in dataclasses.fields(f)), f)
-
-
-# A page's shape: its size, whether it reads backward, whether it has an after and a before cursor.
-Shape = tuple[int, bool, bool, bool]
-
-
 def statement(
     query: str, vocabulary: Vocabulary, me: str | None, filter: MessageFilter | None, page: pages.PageArgs
 ) -> SearchStatement:
@@ -283,18 +266,20 @@ def statement(
     `me`: None for a search that does not name `me` (`checked` passed), whose statement is built once per
     search text, filter and page shape and kept (256 at most); else the account's address, which makes it the
     account's own: built anew."""
-    shape = (page.size, page.backward, page.after is not None, page.before is not None)
+    shape = pages.shape_of(page)
     if me is not None:
-        return _statement(plan(query, vocabulary, me), _Filter.of(filter), shape)
-    return _kept_statement(query, vocabulary, _Filter.of(filter), shape)
+        return _statement(plan(query, vocabulary, me), FilterKey.of(filter), shape)
+    return _kept_statement(query, vocabulary, FilterKey.of(filter), shape)
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_statement(query: str, vocabulary: Vocabulary, filter: _Filter, shape: Shape) -> SearchStatement:
+def _kept_statement(
+    query: str, vocabulary: Vocabulary, filter: FilterKey[MessageFilter], shape: pages.Shape
+) -> SearchStatement:
     return _statement(_planned(query, vocabulary), filter, shape)
 
 
-def _statement(found: SearchPlan, filter: _Filter, shape: Shape) -> SearchStatement:
+def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages.Shape) -> SearchStatement:
     conditions = [
         *found.conditions,
         Message.account_id == bindparam("account"),
@@ -307,8 +292,4 @@ def _statement(found: SearchPlan, filter: _Filter, shape: Shape) -> SearchStatem
         keys = (pages.Key(found.score, True, "score"), pages.Key(Message.id, True, "id"))
         base = select(*MESSAGE_COLUMNS, found.score.label("score"))
     base = base.where(*conditions)
-    size, backward, after, before = shape
-    # The page's arguments as far as its statement goes: a cursor's value is a parameter.
-    page = pages.PageArgs(size, backward, "" if after else None, "" if before else None)
-    rows = base.where(*pages.bound_conditions(keys, page)).order_by(*pages.ordering(keys, page)).limit(size + 1)
-    return SearchStatement(rows, select(func.count()).select_from(base.subquery()), keys)
+    return SearchStatement(pages.kept(base, keys, shape), select(func.count()).select_from(base.subquery()), keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from gateway.ids import to_global
 from gateway.testing import (
@@ -14,6 +15,7 @@ from gateway.testing import (
     Client,
     Mail,
     SeededAccount,
+    ServerThread,
     World,
     add_folder,
     deliver,
@@ -343,3 +345,42 @@ async def test_prefetched_and_loaded_relations_agree(alice: Client, world: World
     assert looked == threads
     assert any(t["labels"] for t in threads)
     assert all(t["lastMessage"] for t in threads)
+
+
+@pytest.mark.parametrize("field", ["messages", "threads"])
+async def test_a_list_page_asked_again_runs_the_statement_built_the_first_time(
+    gateway: ServerThread, alice: Client, bob: Client, world: World, field: str
+) -> None:
+    """A page of messages or threads runs a statement built once per filter and page shape, whoever asks, with
+    the account and the cursor as parameters: a request builds no statement, and SQLAlchemy keys it once."""
+    order = "ORDER BY messages.received_at DESC" if field == "messages" else "ORDER BY threads.last_message_at DESC"
+    ran: list[Any] = []
+
+    def watch(conn: Any, clause: Any, *args: Any) -> None:
+        if order in str(clause.compile(dialect=conn.dialect)):
+            ran.append(clause)
+
+    kind = "MessageFilter" if field == "messages" else "ThreadFilter"
+    query = f"""query($a: ID!, $f: {kind}, $after: String) {{
+        {field}(accountId: $a, filter: $f, first: 2, after: $after) {{ edges {{ cursor node {{ id }} }} }} }}"""
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_execute", watch)
+    try:
+        first = await alice.data(query, {"a": acc(world)})
+        await bob.data(query, {"a": to_global("Account", world.bob.id)})
+        again = await alice.data(query, {"a": acc(world)})
+        assert again == first
+        await alice.data(query, {"a": acc(world), "f": {"unread": True}})
+        after = [first[field]["edges"][0]["cursor"], first[field]["edges"][1]["cursor"]]
+        pages = [await alice.data(query, {"a": acc(world), "after": cursor}) for cursor in after]
+    finally:
+        event.remove(engine, "before_execute", watch)
+    alices, bobs, alices_again, unread, beyond_one, beyond_two = ran
+    assert bobs is alices
+    assert alices_again is alices
+    assert unread is not alices  # another filter
+    assert beyond_one is not alices  # a page after a cursor
+    assert beyond_two is beyond_one  # whatever the cursor
+    # The cursor is a parameter, not a part of the statement: each page goes on from its own cursor.
+    assert pages[0][field]["edges"][0] == first[field]["edges"][1]
+    assert pages[1][field]["edges"][0] != pages[0][field]["edges"][0]
