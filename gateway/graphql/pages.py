@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, false, or_
+from sqlalchemy import ColumnElement, Select, and_, bindparam, false, func, or_, select
 from sqlalchemy.orm import QueryableAttribute
 
 from gateway.errors import BadUserInput
@@ -117,12 +117,24 @@ def shape_of(page: PageArgs) -> Shape:
     return (page.size, page.backward, page.after is not None, page.before is not None)
 
 
-def kept(stmt: Select[Any], keys: Sequence[Key], shape: Shape) -> Select[Any]:
+@dataclass(frozen=True, slots=True)
+class KeptPage:
+    """A list's page as SQL, built once for every account and page of its shape (`kept_page`): the account
+    (`account`) and the page's cursor (`cursor_values`) are bound parameters, so a request builds no statement,
+    and SQLAlchemy's key for its compiled form is made once."""
+
+    rows: Select[Any]
+    counted: Select[Any]  # how many rows all pages hold (totalCount), bound by `account` too
+    keys: tuple[Key, ...]
+
+
+def kept_page(stmt: Select[Any], keys: Sequence[Key], shape: Shape) -> KeptPage:
     """`apply` for a statement built once for every page of its shape: the cursors' values are the bound
     parameters of `bound_conditions`, given at each execution by `cursor_values`."""
     size, backward, after, before = shape
     page = PageArgs(size, backward, "" if after else None, "" if before else None)
-    return stmt.where(*bound_conditions(keys, page)).order_by(*ordering(keys, page)).limit(size + 1)
+    rows = stmt.where(*bound_conditions(keys, page)).order_by(*ordering(keys, page)).limit(size + 1)
+    return KeptPage(rows, select(func.count()).select_from(stmt.subquery()), tuple(keys))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 import strawberry
@@ -76,44 +75,30 @@ async def _page(
     return connection(pages.cut(rows, keys, page), make, count)
 
 
-@dataclass(frozen=True, slots=True)
-class KeptPage:
-    """A list's page as SQL, built once for every account and page of its shape (`_kept_messages`,
-    `_kept_threads`): the account (`account`) and the page's cursor (pages.cursor_values) are bound parameters,
-    so a request builds no statement, and SQLAlchemy's key for its compiled form is made once."""
-
-    rows: Select[Any]
-    counted: Select[Any]  # totalCount, bound by `account` too
-
-
 async def _kept_page(
-    info: Info, kept: KeptPage, pk: int, keys: Sequence[pages.Key], page: pages.PageArgs, make: Callable[[Row[Any]], T]
+    info: Info, kept: pages.KeptPage, pk: int, page: pages.PageArgs, make: Callable[[Row[Any]], T]
 ) -> Connection[T]:
     """A page of an account's rows by a kept statement (its account's shard)."""
     db = info.context.db
     shard = shard_of(pk)
-    rows = await db.rows(kept.rows, {"account": pk, **pages.cursor_values(keys, page)}, shard=shard)
+    rows = await db.rows(kept.rows, {"account": pk, **pages.cursor_values(kept.keys, page)}, shard=shard)
 
     async def count() -> int:
         return int(await db.scalar(kept.counted, {"account": pk}, shard=shard) or 0)
 
-    return connection(pages.cut(rows, keys, page), make, count)
-
-
-def _kept(base: Select[Any], keys: Sequence[pages.Key], shape: pages.Shape) -> KeptPage:
-    return KeptPage(pages.kept(base, keys, shape), select(func.count()).select_from(base.subquery()))
+    return connection(pages.cut(rows, kept.keys, page), make, count)
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_messages(filter: FilterKey[MessageFilter], shape: pages.Shape) -> KeptPage:
+def _kept_messages(filter: FilterKey[MessageFilter], shape: pages.Shape) -> pages.KeptPage:
     """`messages`' page, per filter and page shape (256 kept); BAD_USER_INPUT for a filter's bad id."""
     account = MessageRow.account_id == bindparam("account")
     base = select(*MESSAGE_COLUMNS).where(account, MessageRow.orphaned_at.is_(None), *message_conditions(filter.filter))
-    return _kept(base, MESSAGE_KEYS, shape)
+    return pages.kept_page(base, MESSAGE_KEYS, shape)
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_threads(filter: FilterKey[ThreadFilter], shape: pages.Shape) -> KeptPage:
+def _kept_threads(filter: FilterKey[ThreadFilter], shape: pages.Shape) -> pages.KeptPage:
     """`threads`' page, per filter and page shape (256 kept); BAD_USER_INPUT for a filter's bad id."""
     conditions = [
         ThreadRow.account_id == bindparam("account"),
@@ -121,7 +106,7 @@ def _kept_threads(filter: FilterKey[ThreadFilter], shape: pages.Shape) -> KeptPa
         ThreadRow.last_message_at.is_not(None),
         *thread_conditions(filter.filter),
     ]
-    return _kept(select(*THREAD_COLUMNS).where(*conditions), THREAD_KEYS, shape)
+    return pages.kept_page(select(*THREAD_COLUMNS).where(*conditions), THREAD_KEYS, shape)
 
 
 async def _merged_page(
@@ -229,7 +214,7 @@ class Query:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
         kept = _kept_threads(FilterKey.of(filter), pages.shape_of(page))
-        found = await _kept_page(info, kept, pk, THREAD_KEYS, page, Thread.of)
+        found = await _kept_page(info, kept, pk, page, Thread.of)
         await prefetch_threads(info, [edge.node for edge in found.edges])
         return found
 
@@ -247,7 +232,7 @@ class Query:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
         kept = _kept_messages(FilterKey.of(filter), pages.shape_of(page))
-        return await _kept_page(info, kept, pk, MESSAGE_KEYS, page, Message.of)
+        return await _kept_page(info, kept, pk, page, Message.of)
 
     @described(
         "Search the account's mail (the local mirror) as a mail user types it. Words: all required, each matching"
@@ -294,13 +279,7 @@ class Query:
             await address()
             raise
         found = searching.statement(query, vocabulary, me, filter, page)
-        db = info.context.db
-        rows = await db.rows(found.rows, {"account": pk, **pages.cursor_values(found.keys, page)}, shard=shard)
-
-        async def count() -> int:
-            return int(await db.scalar(found.counted, {"account": pk}, shard=shard) or 0)
-
-        results = connection(pages.cut(rows, found.keys, page), Message.of, count)
+        results = await _kept_page(info, found, pk, page, Message.of)
         if not results.edges:
             await address()
         return results

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, assert_never
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, literal, not_, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, func, literal, not_, or_, select
 from sqlalchemy.dialects.mysql import match as fulltext_match
 
 from gateway.graphql import pages
@@ -248,20 +248,9 @@ def checked(query: str, vocabulary: Vocabulary) -> None:
     _planned(query, vocabulary)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchStatement:
-    """A page of a search as SQL, built once for every account and page of its shape: the account (`account`)
-    and the page's cursor (pages.cursor_values) are bound parameters."""
-
-    rows: Select[Any]
-    # How many messages the search finds on all pages (totalCount), bound by `account` too.
-    counted: Select[Any]
-    keys: tuple[pages.Key, ...]
-
-
 def statement(
     query: str, vocabulary: Vocabulary, me: str | None, filter: MessageFilter | None, page: pages.PageArgs
-) -> SearchStatement:
+) -> pages.KeptPage:
     """The statement of a search's page, with the filter's conditions (BAD_USER_INPUT for a filter's bad id).
     `me`: None for a search that does not name `me` (`checked` passed), whose statement is built once per
     search text, filter and page shape and kept (256 at most); else the account's address, which makes it the
@@ -275,11 +264,11 @@ def statement(
 @functools.lru_cache(maxsize=256)
 def _kept_statement(
     query: str, vocabulary: Vocabulary, filter: FilterKey[MessageFilter], shape: pages.Shape
-) -> SearchStatement:
+) -> pages.KeptPage:
     return _statement(_planned(query, vocabulary), filter, shape)
 
 
-def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages.Shape) -> SearchStatement:
+def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages.Shape) -> pages.KeptPage:
     conditions = [
         *found.conditions,
         Message.account_id == bindparam("account"),
@@ -292,4 +281,4 @@ def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages
         keys = (pages.Key(found.score, True, "score"), pages.Key(Message.id, True, "id"))
         base = select(*MESSAGE_COLUMNS, found.score.label("score"))
     base = base.where(*conditions)
-    return SearchStatement(pages.kept(base, keys, shape), select(func.count()).select_from(base.subquery()), keys)
+    return pages.kept_page(base, keys, shape)
