@@ -232,6 +232,8 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Starl
             sampler.stop()
         await services.tokens.close()
         await fanout.stop()
+        await limiter.flush()
+        await per_address.flush()
         await redis.aclose()
         await shards.dispose()
 

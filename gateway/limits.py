@@ -75,6 +75,9 @@ from schema.redisconn import COOLDOWN, RedisUnavailable, guarded
 log = logging.getLogger(__name__)
 
 MUTATION_COST = 10
+# How long a charge that its token's credit covers may wait before it is counted in Redis, gathered with the
+# token's other charges of that time (RateLimiter.take).
+COUNT_DELAY = 0.1
 # What a list of a row's parts is assumed to hold, for what each item nests (its own fields are read with the
 # list): a message is in a few folders and labels and carries a few attachments. What items nest is mostly a
 # back-reference that the loaders read once (a folder's account, an attachment's message), so this charges the
@@ -248,13 +251,14 @@ def costed(schema: GraphQLSchema, document: DocumentNode, operation_name: str | 
 
 
 class _Charges:
-    """The charges of one key made in one turn of the loop, and their shared answer (`RateLimiter.charge`)."""
+    """The charges of one key not yet sent to Redis, and their shared answer (`RateLimiter.take`)."""
 
-    __slots__ = ("answer", "cost")
-    answer: asyncio.Future[tuple[int, int] | None]  # set by the first charge, once the object exists
+    __slots__ = ("answer", "cost", "timer")
 
     def __init__(self) -> None:
         self.cost = 0
+        self.answer: asyncio.Future[tuple[int, int] | None] | None = None  # the round trip, once it started
+        self.timer: asyncio.TimerHandle | None = None  # the deferred start, while only credit-paid charges wait
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -326,23 +330,23 @@ class RateLimiter:
         """Spends `cost`: (points left, seconds until the window resets), below 0 once the window's budget is
         spent; None when Redis is out of reach and the limiter fails open (RateLimited when it fails closed).
 
-        The charges of one key made in one turn of the loop (a doorbell hands an event to every subscriber of a
-        token at once) are summed into one Redis round trip, whose answer they share: the same points are spent
-        as one call each would spend.
+        The charges of one key are summed into one Redis round trip, whose answer they share: the same points
+        are spent as one call each would spend. Charges made in one turn of the loop (a doorbell hands an event
+        to every subscriber of a token at once) go together at the end of that turn when one of them waits.
 
         A charge that the key's credit covers does not wait for that answer: the credit is the points Redis
         said were left at the key's last answer in this window, less what was charged since. So a query or a
         subscriber's event goes on without a Redis round trip (for an event, without one more wake-up of every
-        subscriber) while the budget plainly holds; once the credit runs out, each charge waits for Redis's
-        answer again, and RATE_LIMITED comes exactly where it did. Only spending elsewhere (another gateway
-        process) between two answers can make the credit too generous, by what was spent meanwhile: every
-        charge still reaches Redis, and the next answer corrects it. Redis gone quiet ends the credit with the
-        first answer that fails (the breaker then answers at once, open or closed)."""
+        subscriber) while the budget plainly holds, and its cost is sent at most `COUNT_DELAY` later, with
+        whatever the key spends meanwhile: a busy token costs a round trip per `COUNT_DELAY`, not one per
+        request. Once the credit runs out, a charge sends what is pending at once and waits for the answer, and
+        RATE_LIMITED comes exactly where it did. Only spending elsewhere (another gateway process) between two
+        answers, or in the last `COUNT_DELAY` before them, can make the credit too generous, by what was spent
+        meanwhile: every charge still reaches Redis, and the next answer corrects it. Redis gone quiet ends the
+        credit with the first answer that fails (the breaker then answers at once, open or closed)."""
         together = self._charges.get(rate_key)
         if together is None:
             together = self._charges[rate_key] = _Charges()
-            together.answer = asyncio.ensure_future(self._spend_together(rate_key, together))
-            together.answer.add_done_callback(_retrieved)  # charges paid from credit do not wait for it
         together.cost += cost
         self._outstanding[rate_key] = self._outstanding.get(rate_key, 0) + cost
         now = time.time()
@@ -353,8 +357,26 @@ class RateLimiter:
         left = self._credit.get(rate_key)
         if left is not None and left >= cost:
             self._credit[rate_key] = left - cost
+            if together.answer is None and together.timer is None:
+                together.timer = asyncio.get_running_loop().call_later(COUNT_DELAY, self._send, rate_key, together)
             return left - cost, int((window + 1) * self.window - now) + 1
-        return await asyncio.shield(together.answer)
+        return await asyncio.shield(self._send(rate_key, together))
+
+    async def flush(self) -> None:
+        """Sends every charge still deferred and waits for the answers (a gateway stopping: what it spent reaches
+        Redis)."""
+        pending = [self._send(key, together) for key, together in list(self._charges.items())]
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def _send(self, rate_key: str, together: _Charges) -> asyncio.Future[tuple[int, int] | None]:
+        """Starts the round trip of `together`'s charges, once: later charges of the key gather anew."""
+        if together.answer is None:
+            if together.timer is not None:
+                together.timer.cancel()  # sent before its time: a charge needs the answer now
+                together.timer = None
+            together.answer = asyncio.ensure_future(self._spend_together(rate_key, together))
+            together.answer.add_done_callback(_retrieved)  # charges paid from credit do not wait for it
+        return together.answer
 
     async def _spend_together(self, rate_key: str, together: _Charges) -> tuple[int, int] | None:
         await asyncio.sleep(0)  # the other charges of this turn join in
@@ -372,7 +394,7 @@ class RateLimiter:
             else:
                 self._outstanding.pop(rate_key, None)
         if spent is not None and int(time.time() // self.window) == self._credit_window:
-            # Left after this turn's charges, less those charged since (sent with later turns, not answered).
+            # Left after these charges, less those charged since (sent later, not answered).
             self._credit[rate_key] = spent[0] - self._outstanding.get(rate_key, 0)
         else:
             self._credit.pop(rate_key, None)  # Redis out of reach: every charge asks it again

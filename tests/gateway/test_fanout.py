@@ -29,7 +29,7 @@ from gateway import heap
 from gateway.errors import RateLimited
 from gateway.fanout import WAKE_SLICE, Batch, Fanout, _Gate, _Waiter
 from gateway.graphql import subscriptions
-from gateway.limits import RateLimiter
+from gateway.limits import COUNT_DELAY, RateLimiter
 from gateway.testing import ServerThread, add_folder, deliver
 from schema.unit import Store
 from tests.conftest import REDIS_URL
@@ -411,6 +411,45 @@ async def test_a_charge_the_credit_covers_does_not_wait_for_redis(redis: Redis) 
     left = await spend("token:1", 0)
     assert left is not None
     assert left[0] == 10 - 11
+
+
+async def test_a_busy_tokens_credit_paid_charges_reach_redis_together_and_none_is_lost(redis: Redis) -> None:
+    """A token answering requests one after another paid each from credit but still made a Redis round trip for
+    each (about 0.2 ms of the gateway's CPU, a tenth of a search's). Charges its credit covers now wait up to
+    COUNT_DELAY and go in one round trip with what the token spent meanwhile; every point reaches Redis, and
+    `flush` (a gateway stopping) sends what is still waiting at once."""
+    prefix = f"batch-test-{secrets.token_hex(4)}:"
+    limiter = RateLimiter(redis, points=1000, window=3600, prefix=prefix)
+    calls: list[int] = []
+    spend = limiter.spend
+
+    async def counted(rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
+        calls.append(cost)
+        return await spend(rate_key, cost, now)
+
+    limiter.spend = counted  # type: ignore[method-assign]
+
+    async def in_redis() -> int:
+        keys = await redis.keys(f"inboxql:ratelimit:{prefix}token:1:*")
+        return sum([int(await redis.get(key) or 0) for key in keys])
+
+    await limiter.charge("token:1", 5)  # no credit yet: waits for Redis's answer
+    for _ in range(20):  # a request each turn, all paid from credit
+        await limiter.charge("token:1", 2)
+        await asyncio.sleep(0)
+    assert calls == [5]  # none sent yet
+    async with asyncio.timeout(COUNT_DELAY + 2):
+        while await in_redis() != 45:
+            await asyncio.sleep(0.01)
+    assert calls == [5, 40]  # the twenty in one round trip
+    for _ in range(3):
+        await limiter.charge("token:1", 1)
+    await limiter.flush()
+    assert calls == [5, 40, 3]
+    assert await in_redis() == 48
+    left = await limiter.take("token:1", 0)
+    assert left is not None
+    assert left[0] == 1000 - 48
 
 
 class _Node:
