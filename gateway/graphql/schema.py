@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -16,8 +18,18 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.context import (
+    ExecutingContextManager,
+    ExtensionContextManagerBase,
+    OperationContextManager,
+    ParsingContextManager,
+    StreamResultContextManager,
+    ValidationContextManager,
+    WrappedHook,
+)
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
 from strawberry.types.execution import ExecutionResult, StreamExecutionResult
 
@@ -64,9 +76,110 @@ class NoIntrospection(ValidationRule):
             )
 
 
+# Per extension class and hook name: what makes the hook's context manager for an extension, and whether it is
+# async; None where the class does not define the hook.
+HookMaker = tuple[Callable[[SchemaExtension], Any], bool]
+_HOOKS: dict[tuple[type[SchemaExtension], str], HookMaker | None] = {}
+
+
+def _hook_maker(cls: type[SchemaExtension], name: str) -> HookMaker | None:
+    """What Strawberry's `ExtensionContextManagerBase.get_hook` works out for every extension of every request
+    (whether the class overrides the hook, and of which kind), worked out once per class: a generator is wrapped
+    once as a context manager function, a plain or async function once in one that calls it. (A stream
+    result's hooks take the result too: the made context manager passes on what it is called with.)"""
+    hook = getattr(cls, name)
+    if hook is getattr(SchemaExtension, name):
+        return None
+    if inspect.isgeneratorfunction(hook):
+        return contextlib.contextmanager(hook), False
+    if inspect.isasyncgenfunction(hook):
+        return contextlib.asynccontextmanager(hook), True
+    if inspect.iscoroutinefunction(hook):
+
+        @contextlib.asynccontextmanager
+        async def awaited(extension: SchemaExtension, *args: Any) -> AsyncIterator[None]:
+            await hook(extension, *args)
+            yield
+
+        return awaited, True
+    if callable(hook):
+
+        @contextlib.contextmanager
+        def called(extension: SchemaExtension, *args: Any) -> Iterator[None]:
+            hook(extension, *args)
+            yield
+
+        return called, False
+    raise ValueError(f"Hook {name} on {cls} must be callable, received {hook!r}")
+
+
+class _KeptHooks(ExtensionContextManagerBase):
+    """Strawberry's context manager of one stage, with each class's hooks worked out once: per request (and per
+    subscription event) it wrapped every hook of every extension anew (`contextlib.contextmanager` and its
+    `functools.wraps`, and the `inspect` checks: a tenth of a small query's CPU)."""
+
+    __slots__ = ()
+
+    def get_hook(self, extension: SchemaExtension) -> WrappedHook | None:
+        key = (type(extension), self.HOOK_NAME)
+        try:
+            made = _HOOKS[key]
+        except KeyError:
+            made = _HOOKS[key] = _hook_maker(type(extension), self.HOOK_NAME)
+        if made is None:
+            return None
+        maker, is_async = made
+        return WrappedHook(extension=extension, hook=partial(maker, extension), is_async=is_async)
+
+
+class _Operation(_KeptHooks, OperationContextManager):
+    __slots__ = ()
+
+
+class _Validation(_KeptHooks, ValidationContextManager):
+    __slots__ = ()
+
+
+class _Parsing(_KeptHooks, ParsingContextManager):
+    __slots__ = ()
+
+
+class _Executing(_KeptHooks, ExecutingContextManager):
+    __slots__ = ()
+
+
+class _StreamResult(_KeptHooks, StreamResultContextManager):
+    __slots__ = ()
+
+
+class _Runner(SchemaExtensionsRunner):
+    """Strawberry's runner with the stages' hooks kept per class (`_KeptHooks`): a subscription's every event
+    goes through the stream result's stage."""
+
+    def operation(self) -> OperationContextManager:
+        return _Operation(self.extensions)
+
+    def validation(self) -> ValidationContextManager:
+        return _Validation(self.extensions)
+
+    def parsing(self) -> ParsingContextManager:
+        return _Parsing(self.extensions)
+
+    def executing(self) -> ExecutingContextManager:
+        return _Executing(self.extensions)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
+        return _StreamResult(self.extensions, result)
+
+
 class GatewaySchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         """Strawberry logs every error with its traceback; we log only the unexpected ones (see errors.coded)."""
+
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return _Runner(execution_context=execution_context, extensions=extensions)
 
 
 def build_schema(
