@@ -116,7 +116,7 @@ def _hook_maker(cls: type[SchemaExtension], name: str) -> HookMaker | None:
 class _KeptHooks(ExtensionContextManagerBase):
     """Strawberry's context manager of one stage, with each class's hooks worked out once: per request (and per
     subscription event) it wrapped every hook of every extension anew (`contextlib.contextmanager` and its
-    `functools.wraps`, and the `inspect` checks: a tenth of a small query's CPU)."""
+    `functools.wraps`, and the `inspect` checks: 7% of `{ __typename }`'s CPU)."""
 
     __slots__ = ()
 

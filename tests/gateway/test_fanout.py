@@ -357,10 +357,8 @@ async def test_the_events_a_subscription_renders_leave_nothing_behind(
     assert after - warm < 10, (warm, after)
 
 
-async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
-    """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
-    same points spent as one call each; past the budget, each charge the points left do not cover is refused."""
-    limiter = RateLimiter(redis, points=1000, window=60, prefix=f"fanout-test-{secrets.token_hex(4)}:")
+def _counting(limiter: RateLimiter) -> list[int]:
+    """The cost of each Redis call `limiter` makes from now on."""
     calls: list[int] = []
     spend = limiter.spend
 
@@ -369,6 +367,14 @@ async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) 
         return await spend(rate_key, cost, now)
 
     limiter.spend = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_charges_of_one_turn_cost_one_round_trip_and_add_up(redis: Redis) -> None:
+    """Thousands of subscribers of one token spend their event's cost at the same moment: one Redis call, the
+    same points spent as one call each; past the budget, each charge the points left do not cover is refused."""
+    limiter = RateLimiter(redis, points=1000, window=60, prefix=f"fanout-test-{secrets.token_hex(4)}:")
+    calls = _counting(limiter)
     await asyncio.gather(*(limiter.charge("token:1", 3) for _ in range(300)))
     assert calls == [900]
     outcomes = await asyncio.gather(*(limiter.charge("token:1", 1) for _ in range(200)), return_exceptions=True)
@@ -415,19 +421,12 @@ async def test_a_charge_the_credit_covers_does_not_wait_for_redis(redis: Redis) 
 
 async def test_a_busy_tokens_credit_paid_charges_reach_redis_together_and_none_is_lost(redis: Redis) -> None:
     """A token answering requests one after another paid each from credit but still made a Redis round trip for
-    each (about 0.2 ms of the gateway's CPU, a tenth of a search's). Charges its credit covers now wait up to
+    each (about 0.2 ms of redis-py's CPU). Charges its credit covers now wait up to
     COUNT_DELAY and go in one round trip with what the token spent meanwhile; every point reaches Redis, and
     `flush` (a gateway stopping) sends what is still waiting at once."""
     prefix = f"batch-test-{secrets.token_hex(4)}:"
     limiter = RateLimiter(redis, points=1000, window=3600, prefix=prefix)
-    calls: list[int] = []
-    spend = limiter.spend
-
-    async def counted(rate_key: str, cost: int, now: float | None = None) -> tuple[int, int] | None:
-        calls.append(cost)
-        return await spend(rate_key, cost, now)
-
-    limiter.spend = counted  # type: ignore[method-assign]
+    calls = _counting(limiter)
 
     async def in_redis() -> int:
         keys = await redis.keys(f"inboxql:ratelimit:{prefix}token:1:*")
