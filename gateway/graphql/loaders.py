@@ -74,6 +74,17 @@ _ADDRESSES = {"from_addrs", "to_addrs", "cc_addrs", "bcc_addrs", "reply_to_addrs
 MESSAGE_COLUMNS = tuple(
     _as_text(c) if c.name in _ADDRESSES else c for c in Message.__table__.c if c.name not in _NOT_SHOWN
 )
+
+
+def message_columns_of(names: frozenset[str] | None, keys: Sequence[pages.Key]) -> tuple[Any, ...]:
+    """MESSAGE_COLUMNS narrowed to the `names` a page's selection reads (None: all), with the columns of the
+    page's sort `keys` that are message columns (its cursors read them from the row)."""
+    if names is None:
+        return MESSAGE_COLUMNS
+    wanted = names | {k.name for k in keys}
+    return tuple(c for c in MESSAGE_COLUMNS if c.name in wanted)
+
+
 # A thread, its folder ids as text (decoded only by `folders`).
 THREAD_COLUMNS = tuple(_as_text(c) if c.name == "folder_ids" else c for c in Thread.__table__.c)
 # An account without its sealed secrets: passwords and OAuth2 tokens are never read into a request.

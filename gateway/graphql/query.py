@@ -18,13 +18,19 @@ from gateway.graphql import pages
 from gateway.graphql import search as searching
 from gateway.graphql.context import Info
 from gateway.graphql.filters import FilterKey, MessageFilter, ThreadFilter, message_conditions, thread_conditions
-from gateway.graphql.loaders import ACCOUNT_COLUMNS, MESSAGE_COLUMNS, MESSAGE_KEYS, OUTBOX_COLUMNS, THREAD_COLUMNS
+from gateway.graphql.loaders import (
+    ACCOUNT_COLUMNS,
+    MESSAGE_KEYS,
+    OUTBOX_COLUMNS,
+    THREAD_COLUMNS,
+    message_columns_of,
+)
 from gateway.graphql.types.accounts import Account
 from gateway.graphql.types.actions import Action
 from gateway.graphql.types.changes import ChangePage
 from gateway.graphql.types.fields import described
 from gateway.graphql.types.folders import Folder, Label
-from gateway.graphql.types.messages import Message, Thread, prefetch_threads
+from gateway.graphql.types.messages import Message, Thread, message_columns, prefetch_threads
 from gateway.graphql.types.nodes import NODE_CLASSES
 from gateway.graphql.types.operator import MANAGED_KEYS, ManagedAccount
 from gateway.graphql.types.outbox import OutboxConnection, outbox_connection
@@ -90,10 +96,14 @@ async def _kept_page(
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_messages(filter: FilterKey[MessageFilter], shape: pages.Shape) -> pages.KeptPage:
-    """`messages`' page, per filter and page shape (256 kept); BAD_USER_INPUT for a filter's bad id."""
+def _kept_messages(
+    filter: FilterKey[MessageFilter], shape: pages.Shape, columns: frozenset[str] | None
+) -> pages.KeptPage:
+    """`messages`' page, per filter, page shape and the columns its selection reads (256 kept); BAD_USER_INPUT
+    for a filter's bad id."""
     account = MessageRow.account_id == bindparam("account")
-    base = select(*MESSAGE_COLUMNS).where(account, MessageRow.orphaned_at.is_(None), *message_conditions(filter.filter))
+    base = select(*message_columns_of(columns, MESSAGE_KEYS))
+    base = base.where(account, MessageRow.orphaned_at.is_(None), *message_conditions(filter.filter))
     return pages.kept_page(base, MESSAGE_KEYS, shape)
 
 
@@ -231,7 +241,7 @@ class Query:
     ) -> Connection[Message]:
         page = pages.PageArgs.of(first, after, last, before)
         pk = info.context.account_pk(account_id)
-        kept = _kept_messages(FilterKey.of(filter), pages.shape_of(page))
+        kept = _kept_messages(FilterKey.of(filter), pages.shape_of(page), message_columns(info))
         return await _kept_page(info, kept, pk, page, Message.of)
 
     @described(
@@ -278,7 +288,7 @@ class Query:
         except Exception:
             await address()
             raise
-        found = searching.statement(query, vocabulary, me, filter, page)
+        found = searching.statement(query, vocabulary, me, filter, page, message_columns(info))
         results = await _kept_page(info, found, pk, page, Message.of)
         if not results.edges:
             await address()

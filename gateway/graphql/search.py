@@ -37,7 +37,7 @@ from sqlalchemy.dialects.mysql import match as fulltext_match
 
 from gateway.graphql import pages
 from gateway.graphql.filters import FilterKey, MessageFilter, address_matches, message_conditions, text_contains
-from gateway.graphql.loaders import MESSAGE_COLUMNS, MESSAGE_KEYS
+from gateway.graphql.loaders import MESSAGE_KEYS, message_columns_of
 from gateway.graphql.searchquery import (
     AllOf,
     AnyOf,
@@ -249,26 +249,38 @@ def checked(query: str, vocabulary: Vocabulary) -> None:
 
 
 def statement(
-    query: str, vocabulary: Vocabulary, me: str | None, filter: MessageFilter | None, page: pages.PageArgs
+    query: str,
+    vocabulary: Vocabulary,
+    me: str | None,
+    filter: MessageFilter | None,
+    page: pages.PageArgs,
+    columns: frozenset[str] | None = None,
 ) -> pages.KeptPage:
-    """The statement of a search's page, with the filter's conditions (BAD_USER_INPUT for a filter's bad id).
-    `me`: None for a search that does not name `me` (`checked` passed), whose statement is built once per
-    search text, filter and page shape and kept (256 at most); else the account's address, which makes it the
-    account's own: built anew."""
+    """The statement of a search's page, with the filter's conditions (BAD_USER_INPUT for a filter's bad id),
+    reading the `columns` of messages its selection reads (None: every column the API shows; see
+    gateway.graphql.types.messages.message_columns). `me`: None for a search that does not name `me` (`checked`
+    passed), whose statement is built once per search text, filter, page shape and columns and kept (256 at
+    most); else the account's address, which makes it the account's own: built anew."""
     shape = pages.shape_of(page)
     if me is not None:
-        return _statement(plan(query, vocabulary, me), FilterKey.of(filter), shape)
-    return _kept_statement(query, vocabulary, FilterKey.of(filter), shape)
+        return _statement(plan(query, vocabulary, me), FilterKey.of(filter), shape, columns)
+    return _kept_statement(query, vocabulary, FilterKey.of(filter), shape, columns)
 
 
 @functools.lru_cache(maxsize=256)
 def _kept_statement(
-    query: str, vocabulary: Vocabulary, filter: FilterKey[MessageFilter], shape: pages.Shape
+    query: str,
+    vocabulary: Vocabulary,
+    filter: FilterKey[MessageFilter],
+    shape: pages.Shape,
+    columns: frozenset[str] | None,
 ) -> pages.KeptPage:
-    return _statement(_planned(query, vocabulary), filter, shape)
+    return _statement(_planned(query, vocabulary), filter, shape, columns)
 
 
-def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages.Shape) -> pages.KeptPage:
+def _statement(
+    found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages.Shape, columns: frozenset[str] | None
+) -> pages.KeptPage:
     conditions = [
         *found.conditions,
         Message.account_id == bindparam("account"),
@@ -276,9 +288,9 @@ def _statement(found: SearchPlan, filter: FilterKey[MessageFilter], shape: pages
         *message_conditions(filter.filter),
     ]
     if found.score is None:
-        base, keys = select(*MESSAGE_COLUMNS), MESSAGE_KEYS
+        base, keys = select(*message_columns_of(columns, MESSAGE_KEYS)), MESSAGE_KEYS
     else:
         keys = (pages.Key(found.score, True, "score"), pages.Key(Message.id, True, "id"))
-        base = select(*MESSAGE_COLUMNS, found.score.label("score"))
+        base = select(*message_columns_of(columns, keys), found.score.label("score"))
     base = base.where(*conditions)
     return pages.kept_page(base, keys, shape)

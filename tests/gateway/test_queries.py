@@ -384,3 +384,65 @@ async def test_a_list_page_asked_again_runs_the_statement_built_the_first_time(
     # The cursor is a parameter, not a part of the statement: each page goes on from its own cursor.
     assert pages[0][field]["edges"][0] == first[field]["edges"][1]
     assert pages[1][field]["edges"][0] != pages[0][field]["edges"][0]
+
+
+# A subselection for each object field of Message (any other object field: its __typename).
+_SUBSELECTIONS = {
+    "from": "{ name address }",
+    "to": "{ name address }",
+    "cc": "{ name address }",
+    "bcc": "{ name address }",
+    "replyTo": "{ name address }",
+    "attachments": "{ id filename }",
+    "folders": "{ id }",
+    "labels": "{ id }",
+    "thread": "{ id }",
+    "account": "{ id }",
+}
+
+
+@pytest.mark.parametrize("field", ["messages", "search"])
+async def test_a_page_of_messages_reads_the_columns_its_selection_asks_for_and_answers_as_a_lookup(
+    gateway: ServerThread, alice: Client, world: World, field: str
+) -> None:
+    """A page of messages (or a search's) reads only the columns of `messages` its selection asks for; each
+    field of Message, asked for alone or by a fragment, answers as `nodes(ids:)` does, which reads whole rows."""
+    described = await alice.data('{ __type(name: "Message") { fields { name type { kind ofType { kind } } } } }')
+    names = [f["name"] for f in described["__type"]["fields"]]
+    assert len(names) >= 29
+    arguments = 'query: "quarterly", first: 5' if field == "search" else "first: 5"
+    listing = f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ nodes {{ id }} }} }}"
+    ids = [n["id"] for n in (await alice.data(listing, {"a": acc(world)}))[field]["nodes"]]
+    assert len(ids) >= 3
+    statements: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM messages" in statement and "LIMIT" in statement:
+            statements.append(statement)
+
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        for name in names:
+            selection = f"{name} {_SUBSELECTIONS.get(name, '')}"
+            page = (
+                f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ edges {{ node {{ id {selection} }} }} }} }}"
+            )
+            listed = [e["node"] for e in (await alice.data(page, {"a": acc(world)}))[field]["edges"]]
+            lookup = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Message {{ id {selection} }} }} }}"
+            assert listed == (await alice.data(lookup, {"ids": ids}))["nodes"], name
+        statements.clear()
+        narrow = f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ nodes {{ id subject }} }} }}"
+        await alice.data(narrow, {"a": acc(world)})
+        by_fragment = f"""query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ ...Page }} }}
+            fragment Page on MessageConnection {{ edges {{ node {{ ... on Message {{ ...Addressed }} }} }} }}
+            fragment Addressed on Message {{ to {{ address }} }}"""
+        await alice.data(by_fragment, {"a": acc(world)})
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+    narrow_sql, fragment_sql = statements
+    assert "messages.subject" in narrow_sql
+    for unasked in ("to_addrs", "from_addrs", "snippet"):
+        assert unasked not in narrow_sql
+    assert "to_addrs" in fragment_sql
+    assert "snippet" not in fragment_sql
