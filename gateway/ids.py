@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -106,7 +107,20 @@ _CURSOR_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode_page_cursor(values: Sequence[Any]) -> str:
-    return _b64encode(_CURSOR_JSON.encode([_jsonable(v) for v in values]).encode())
+    # The JSON of the usual values (ints, finite floats, datetimes) is written directly: a page makes up to a
+    # hundred cursors, and the encoder's call took half of each. The text is the encoder's, to the byte.
+    parts: list[str] = []
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            parts.append(int.__repr__(value))
+        elif kind is float and math.isfinite(value):
+            parts.append(float.__repr__(value))
+        elif kind is datetime:
+            parts.append('{"t":"' + value.isoformat() + '"}')
+        else:
+            return _b64encode(_CURSOR_JSON.encode([_jsonable(v) for v in values]).encode())
+    return _b64encode(("[" + ",".join(parts) + "]").encode())
 
 
 def decode_page_cursor(cursor: str, arity: int) -> tuple[Any, ...]:

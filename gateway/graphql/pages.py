@@ -147,15 +147,26 @@ class Window:
     has_previous: bool
 
 
+def _key_values(rows: Sequence[Any], keys: Sequence[Key]) -> list[list[Any]]:
+    """Each row's values of the sort keys. A result row (SQLAlchemy's Row) is read by position, found once per
+    page: its attribute is looked up only after the class's own attributes failed, and its mapping is an object
+    made anew at each access."""
+    if not rows:
+        return []
+    fields = getattr(rows[0], "_fields", None)
+    names = [k.name for k in keys]
+    if fields is None:
+        return [[getattr(r, name) for name in names] for r in rows]
+    positions = [fields.index(name) for name in names]
+    return [[r[p] for p in positions] for r in rows]
+
+
 def cut(rows: Sequence[Any], keys: Sequence[Key], page: PageArgs) -> Window:
     more = len(rows) > page.size
     kept = list(rows[: page.size])
     if page.backward:
         kept.reverse()
-    names = [k.name for k in keys]
-    # A row's mapping reads a column several times faster than its attribute (which SQLAlchemy looks up only
-    # after the class's own attributes failed).
-    cursors = [encode_page_cursor([r._mapping[name] for name in names]) for r in kept]
+    cursors = [encode_page_cursor(values) for values in _key_values(kept, keys)]
     if page.backward:
         return Window(kept, cursors, has_next=page.before is not None, has_previous=more)
     return Window(kept, cursors, has_next=more, has_previous=page.after is not None)
