@@ -103,7 +103,9 @@ def machine() -> str:
     except OSError:
         pass
     return (
-        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {model}{mem}, Python {sys.version.split()[0]}"
+        # The process's own CPUs are named apart: a bench that pins itself (soak_bench --gateway-cpu) has fewer.
+        f"{os.cpu_count()} CPUs (this process may run on {len(os.sched_getaffinity(0))}), {model}{mem},"
+        f" Python {sys.version.split()[0]}"
     )
 
 
