@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import zlib
 from collections import defaultdict
@@ -104,9 +105,11 @@ THREAD_MESSAGE_KEYS = (pages.Key(MESSAGE_TIME, False, "sort_at"), pages.Key(Mess
 NEWEST = pages.PageArgs(1, True, None, None)  # the last of a thread's messages: its newest
 
 
-def _newest_messages() -> Select[Any]:
-    """Each thread's newest message: the `threads` given, of the `accounts` given (expanding parameters). Built
-    once: building it per request (a subquery, then its column collection) cost more CPU than running it.
+@functools.lru_cache(maxsize=64)
+def newest_messages(columns: frozenset[str] | None = None) -> Select[Any]:
+    """Each thread's newest message: the `threads` given, of the `accounts` given (expanding parameters), reading
+    the message `columns` (None: all; see message_columns_of). Built once per column set: building it per request
+    (a subquery, then its column collection) cost more CPU than running it.
 
     The window numbers ids only, and the message columns are joined to the winners: a window over every column
     made the server materialize the text columns in an on-disk (Aria) temporary table for each page, and MariaDB
@@ -125,10 +128,8 @@ def _newest_messages() -> Select[Any]:
         )
         .subquery("ranked")
     )
-    return select(*MESSAGE_COLUMNS).join_from(Message, ranked, ranked.c.id == Message.id).where(ranked.c.rn == 1)
-
-
-NEWEST_MESSAGES = _newest_messages()
+    chosen = message_columns_of(columns, ())
+    return select(*chosen).join_from(Message, ranked, ranked.c.id == Message.id).where(ranked.c.rn == 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,7 +561,7 @@ class Loaders:
             groups[page].append(thread_id)
         found: dict[tuple[int, pages.PageArgs], pages.Window] = {}
         for page, thread_ids in groups.items():
-            # Ids numbered, the columns joined to those kept (see _newest_messages).
+            # Ids numbered, the columns joined to those kept (see newest_messages).
             numbered = (
                 select(
                     Message.id,
@@ -590,11 +591,29 @@ class Loaders:
                 found[(thread_id, page)] = pages.cut(per_thread.get(thread_id, []), THREAD_MESSAGE_KEYS, page)
         return [found[k] for k in keys]
 
-    async def _last_messages(self, shard: int, keys: list[int]) -> list[Row[Any] | None]:
+    async def _last_messages(
+        self, shard: int, keys: list[int], columns: frozenset[str] | None = None
+    ) -> list[Row[Any] | None]:
         """Each thread's newest message (a thread's messages in reverse), or None: one row per thread, where a
         page of one (thread_messages) reads two to tell whether more follow, and makes a cursor."""
-        rows = await self._rows(shard, NEWEST_MESSAGES, {"threads": keys, "accounts": self.on(shard)})
+        rows = await self._rows(shard, newest_messages(columns), {"threads": keys, "accounts": self.on(shard)})
         return _by_id(rows, keys, "thread_id")
+
+    async def newest_of(self, thread_ids: list[int], columns: frozenset[str] | None) -> list[Row[Any] | None]:
+        """What `batch(self.last_messages, thread_ids)` answers, reading only the message `columns` (None: all):
+        for a page of threads whose selection of `lastMessage` is known (prefetch_threads)."""
+        if not thread_ids:
+            return []
+
+        async def load(shard: int, keys: list[int]) -> list[Row[Any] | None]:
+            return await self._last_messages(shard, keys, columns)
+
+        found: list[Row[Any] | None] = []
+        for value in await self._sharded(load, _none)(thread_ids):
+            if isinstance(value, BaseException):  # as batch raises the first key's error
+                raise value
+            found.append(value)
+        return found
 
     async def _progress(self, shard: int, keys: list[int]) -> list[Progress]:
         rows = await self._rows(

@@ -446,3 +446,43 @@ async def test_a_page_of_messages_reads_the_columns_its_selection_asks_for_and_a
         assert unasked not in narrow_sql
     assert "to_addrs" in fragment_sql
     assert "snippet" not in fragment_sql
+
+
+async def test_a_page_of_threads_reads_the_last_messages_columns_its_selection_asks_for(
+    gateway: ServerThread, alice: Client, world: World
+) -> None:
+    """A page of threads reads its last messages' columns as its selection of `lastMessage` asks for them; each
+    field of Message answers as a thread looked up alone (its loader reads whole rows) answers it."""
+    described = await alice.data('{ __type(name: "Message") { fields { name } } }')
+    names = [f["name"] for f in described["__type"]["fields"]]
+    listing = "query($a: ID!) { threads(accountId: $a, first: 8) { nodes { id } } }"
+    ids = [n["id"] for n in (await alice.data(listing, {"a": acc(world)}))["threads"]["nodes"]]
+    statements: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "row_number()" in statement.lower():
+            statements.append(statement)
+
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        for name in names:
+            selection = f"lastMessage {{ id {name} {_SUBSELECTIONS.get(name, '')} }}"
+            page = f"query($a: ID!) {{ threads(accountId: $a, first: 8) {{ edges {{ node {{ id {selection} }} }} }} }}"
+            listed = [e["node"] for e in (await alice.data(page, {"a": acc(world)}))["threads"]["edges"]]
+            lookup = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Thread {{ id {selection} }} }} }}"
+            assert listed == (await alice.data(lookup, {"ids": ids}))["nodes"], name
+        statements.clear()
+        narrow = "query($a: ID!) { threads(accountId: $a, first: 8) { nodes { lastMessage { id subject } } } }"
+        await alice.data(narrow, {"a": acc(world)})
+        by_fragment = """query($a: ID!) { threads(accountId: $a, first: 8) { nodes { ...Last } } }
+            fragment Last on Thread { lastMessage { ... on Message { cc { address } } } }"""
+        await alice.data(by_fragment, {"a": acc(world)})
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+    narrow_sql, fragment_sql = statements
+    assert "messages.subject" in narrow_sql
+    for unasked in ("to_addrs", "from_addrs", "snippet"):
+        assert unasked not in narrow_sql
+    assert "cc_addrs" in fragment_sql
+    assert "messages.subject" not in fragment_sql

@@ -234,8 +234,10 @@ def _field_columns() -> dict[str, frozenset[str]]:
 
 
 FIELD_COLUMNS = _field_columns()
-# Per list field's nodes in a parsed document (gateway.identity): the columns its messages' selection reads.
+# Per list field's nodes in a parsed document (gateway.identity): the columns its messages' selection reads; the
+# same for a page of threads' last messages.
 _SELECTIONS: ByIdentity[FieldNode, frozenset[str] | None] = ByIdentity()
+_LAST_SELECTIONS: ByIdentity[FieldNode, frozenset[str] | None] = ByIdentity()
 
 
 def message_columns(info: Info) -> frozenset[str] | None:
@@ -244,36 +246,66 @@ def message_columns(info: Info) -> frozenset[str] | None:
     Directives are not read (a field under @skip counts): the set is made once per list field of a parsed
     document and kept while the document lives (Strawberry's parser cache hands the same nodes back)."""
     raw = info._raw_info
-    return _SELECTIONS.kept(raw.field_nodes[0], lambda: _columns_of(raw.field_nodes, raw.fragments))
+
+    def make() -> frozenset[str] | None:
+        return _columns_of(_page_nodes(raw.field_nodes, raw.fragments), raw.fragments)
+
+    return _SELECTIONS.kept(raw.field_nodes[0], make)
 
 
-def _columns_of(nodes: Sequence[FieldNode], fragments: dict[str, FragmentDefinitionNode]) -> frozenset[str] | None:
-    def fields(selections: Sequence[SelectionNode]) -> list[FieldNode]:
-        found: list[FieldNode] = []
-        for selection in selections:
-            if isinstance(selection, FieldNode):
-                found.append(selection)
-            elif isinstance(selection, InlineFragmentNode):
-                found.extend(fields(selection.selection_set.selections))
-            elif isinstance(selection, FragmentSpreadNode) and selection.name.value in fragments:
-                found.extend(fields(fragments[selection.name.value].selection_set.selections))
-        return found
+def last_message_columns(info: Info) -> frozenset[str] | None:
+    """message_columns for the `lastMessage` of a connection of threads' nodes."""
+    raw = info._raw_info
 
-    def below(parents: list[FieldNode], name: str) -> list[FieldNode]:
-        return [
+    def make() -> frozenset[str] | None:
+        threads = _page_nodes(raw.field_nodes, raw.fragments)
+        return _columns_of(_below(threads, ("lastMessage",), raw.fragments), raw.fragments)
+
+    return _LAST_SELECTIONS.kept(raw.field_nodes[0], make)
+
+
+def _fields(selections: Sequence[SelectionNode], fragments: dict[str, FragmentDefinitionNode]) -> list[FieldNode]:
+    """The fields of a selection set, through inline fragments and fragment spreads."""
+    found: list[FieldNode] = []
+    for selection in selections:
+        if isinstance(selection, FieldNode):
+            found.append(selection)
+        elif isinstance(selection, InlineFragmentNode):
+            found.extend(_fields(selection.selection_set.selections, fragments))
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value in fragments:
+            found.extend(_fields(fragments[selection.name.value].selection_set.selections, fragments))
+    return found
+
+
+def _below(
+    parents: Sequence[FieldNode], path: Sequence[str], fragments: dict[str, FragmentDefinitionNode]
+) -> list[FieldNode]:
+    """The fields at `path` below the `parents` (each step: the fields of that name among the selections)."""
+    found = list(parents)
+    for name in path:
+        found = [
             child
-            for parent in parents
+            for parent in found
             if parent.selection_set is not None
-            for child in fields(parent.selection_set.selections)
+            for child in _fields(parent.selection_set.selections, fragments)
             if child.name.value == name
         ]
+    return found
 
-    connection = list(nodes)
+
+def _page_nodes(connection: Sequence[FieldNode], fragments: dict[str, FragmentDefinitionNode]) -> list[FieldNode]:
+    """A connection field's objects: its edges' nodes and its nodes."""
+    return [*_below(connection, ("edges", "node"), fragments), *_below(connection, ("nodes",), fragments)]
+
+
+def _columns_of(messages: Sequence[FieldNode], fragments: dict[str, FragmentDefinitionNode]) -> frozenset[str] | None:
+    """The columns the selections of these message fields read; None when one names a field FIELD_COLUMNS does
+    not know."""
     columns = set(ALWAYS_READ)
-    for message in (*below(below(connection, "edges"), "node"), *below(connection, "nodes")):
+    for message in messages:
         if message.selection_set is None:
             continue
-        for field in fields(message.selection_set.selections):
+        for field in _fields(message.selection_set.selections, fragments):
             reads = FIELD_COLUMNS.get(field.name.value)
             if reads is None:
                 return None
@@ -377,7 +409,7 @@ def _selects(selections: Sequence[Any], path: Sequence[str]) -> bool:
 async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
     """Load a page's last messages and labels in the list resolver, so the fields answer synchronously: the
     same statements as the loaders would run, by their batch functions called directly (no future or task per
-    thread)."""
+    thread); the last messages read only the columns their selection asks for (last_message_columns)."""
     fields = info.selected_fields[0].selections if info.selected_fields else []
 
     def wanted(name: str) -> bool:
@@ -385,7 +417,7 @@ async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
 
     loaders = info.context.loaders
     if threads and wanted("lastMessage"):
-        newest = await batch(loaders.last_messages, [t.row.id for t in threads])
+        newest = await loaders.newest_of([t.row.id for t in threads], last_message_columns(info))
         for thread, row in zip(threads, newest, strict=True):
             thread.last = Message.of(row) if row is not None else None
     if threads and wanted("labels"):
