@@ -106,7 +106,7 @@ NEWEST = pages.PageArgs(1, True, None, None)  # the last of a thread's messages:
 
 
 @functools.lru_cache(maxsize=64)
-def newest_messages(columns: frozenset[str] | None = None) -> Select[Any]:
+def newest_messages(columns: frozenset[str] | None) -> Select[Any]:
     """Each thread's newest message: the `threads` given, of the `accounts` given (expanding parameters), reading
     the message `columns` (None: all; see message_columns_of). Built once per column set: building it per request
     (a subquery, then its column collection) cost more CPU than running it.
@@ -256,10 +256,15 @@ async def batch(loader: DataLoader[K, V], keys: list[K]) -> list[V]:
     """What `loader.load_many(keys)` answers (distinct keys), by one call of its batch function: no future, task
     and cache entry per key. For a list resolver that loads its whole page at once (prefetch_threads): the
     values go to the page's objects, and nothing else of the request asks for these keys again."""
+    return await called(loader.load_fn, keys)
+
+
+async def called(fn: Callable[[list[K]], Awaitable[Sequence[V | BaseException]]], keys: list[K]) -> list[V]:
+    """`batch` for a batch function of no loader."""
     if not keys:
         return []
     found: list[V] = []
-    for value in await loader.load_fn(keys):
+    for value in await fn(keys):
         if isinstance(value, BaseException):  # as load_many raises the first key's error
             raise value
         found.append(value)
@@ -602,18 +607,12 @@ class Loaders:
     async def newest_of(self, thread_ids: list[int], columns: frozenset[str] | None) -> list[Row[Any] | None]:
         """What `batch(self.last_messages, thread_ids)` answers, reading only the message `columns` (None: all):
         for a page of threads whose selection of `lastMessage` is known (prefetch_threads)."""
-        if not thread_ids:
-            return []
 
         async def load(shard: int, keys: list[int]) -> list[Row[Any] | None]:
             return await self._last_messages(shard, keys, columns)
 
-        found: list[Row[Any] | None] = []
-        for value in await self._sharded(load, _none)(thread_ids):
-            if isinstance(value, BaseException):  # as batch raises the first key's error
-                raise value
-            found.append(value)
-        return found
+        sharded = self._sharded(load, _none)
+        return await called(sharded, thread_ids)
 
     async def _progress(self, shard: int, keys: list[int]) -> list[Progress]:
         rows = await self._rows(

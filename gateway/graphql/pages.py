@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, false, func, or_, select
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import QueryableAttribute
 
 from gateway.errors import BadUserInput
@@ -147,21 +148,16 @@ class Window:
     has_previous: bool
 
 
-def _key_values(rows: Sequence[Any], keys: Sequence[Key]) -> list[list[Any]]:
-    """Each row's values of the sort keys. A result row (SQLAlchemy's Row) is read by position, found once per
-    page: its attribute is looked up only after the class's own attributes failed, and its mapping is an object
-    made anew at each access."""
+def _key_values(rows: Sequence[Row[Any]], keys: Sequence[Key]) -> list[list[Any]]:
+    """Each row's values of the sort keys, read by position, found once per page: a row's attribute is looked up
+    only after the class's own attributes failed, and its mapping is an object made anew at each access."""
     if not rows:
         return []
-    fields = getattr(rows[0], "_fields", None)
-    names = [k.name for k in keys]
-    if fields is None:
-        return [[getattr(r, name) for name in names] for r in rows]
-    positions = [fields.index(name) for name in names]
+    positions = [rows[0]._fields.index(k.name) for k in keys]
     return [[r[p] for p in positions] for r in rows]
 
 
-def cut(rows: Sequence[Any], keys: Sequence[Key], page: PageArgs) -> Window:
+def cut(rows: Sequence[Row[Any]], keys: Sequence[Key], page: PageArgs) -> Window:
     more = len(rows) > page.size
     kept = list(rows[: page.size])
     if page.backward:

@@ -254,7 +254,7 @@ def statement(
     me: str | None,
     filter: MessageFilter | None,
     page: pages.PageArgs,
-    columns: frozenset[str] | None = None,
+    columns: frozenset[str] | None,
 ) -> pages.KeptPage:
     """The statement of a search's page, with the filter's conditions (BAD_USER_INPUT for a filter's bad id),
     reading the `columns` of messages its selection reads (None: every column the API shows; see

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -401,45 +403,61 @@ _SUBSELECTIONS = {
 }
 
 
+async def _message_fields(alice: Client) -> list[str]:
+    described = await alice.data('{ __type(name: "Message") { fields { name } } }')
+    return [f["name"] for f in described["__type"]["fields"]]
+
+
+async def _listed_as_looked_up(
+    alice: Client, world: World, field: str, arguments: str, kind: str, ids: list[str], selection: str
+) -> None:
+    """A page's objects with `selection` answer as the same objects looked up by `nodes(ids:)`."""
+    page = f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ edges {{ node {{ id {selection} }} }} }} }}"
+    listed = [e["node"] for e in (await alice.data(page, {"a": acc(world)}))[field]["edges"]]
+    lookup = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on {kind} {{ id {selection} }} }} }}"
+    assert listed == (await alice.data(lookup, {"ids": ids}))["nodes"], selection
+
+
+@contextlib.contextmanager
+def _statements(gateway: ServerThread, matches: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The SQL the gateway runs meanwhile that `matches`."""
+    statements: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if matches(statement):
+            statements.append(statement)
+
+    engine = gateway.app.state.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", watch)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", watch)
+
+
 @pytest.mark.parametrize("field", ["messages", "search"])
 async def test_a_page_of_messages_reads_the_columns_its_selection_asks_for_and_answers_as_a_lookup(
     gateway: ServerThread, alice: Client, world: World, field: str
 ) -> None:
     """A page of messages (or a search's) reads only the columns of `messages` its selection asks for; each
     field of Message, asked for alone or by a fragment, answers as `nodes(ids:)` does, which reads whole rows."""
-    described = await alice.data('{ __type(name: "Message") { fields { name type { kind ofType { kind } } } } }')
-    names = [f["name"] for f in described["__type"]["fields"]]
+    names = await _message_fields(alice)
     assert len(names) >= 29
     arguments = 'query: "quarterly", first: 5' if field == "search" else "first: 5"
     listing = f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ nodes {{ id }} }} }}"
     ids = [n["id"] for n in (await alice.data(listing, {"a": acc(world)}))[field]["nodes"]]
     assert len(ids) >= 3
-    statements: list[str] = []
-
-    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "FROM messages" in statement and "LIMIT" in statement:
-            statements.append(statement)
-
-    engine = gateway.app.state.services.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", watch)
-    try:
-        for name in names:
-            selection = f"{name} {_SUBSELECTIONS.get(name, '')}"
-            page = (
-                f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ edges {{ node {{ id {selection} }} }} }} }}"
-            )
-            listed = [e["node"] for e in (await alice.data(page, {"a": acc(world)}))[field]["edges"]]
-            lookup = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Message {{ id {selection} }} }} }}"
-            assert listed == (await alice.data(lookup, {"ids": ids}))["nodes"], name
-        statements.clear()
+    for name in names:
+        await _listed_as_looked_up(
+            alice, world, field, arguments, "Message", ids, f"{name} {_SUBSELECTIONS.get(name, '')}"
+        )
+    with _statements(gateway, lambda sql: "FROM messages" in sql and "LIMIT" in sql) as statements:
         narrow = f"query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ nodes {{ id subject }} }} }}"
         await alice.data(narrow, {"a": acc(world)})
         by_fragment = f"""query($a: ID!) {{ {field}(accountId: $a, {arguments}) {{ ...Page }} }}
             fragment Page on MessageConnection {{ edges {{ node {{ ... on Message {{ ...Addressed }} }} }} }}
             fragment Addressed on Message {{ to {{ address }} }}"""
         await alice.data(by_fragment, {"a": acc(world)})
-    finally:
-        event.remove(engine, "before_cursor_execute", watch)
     narrow_sql, fragment_sql = statements
     assert "messages.subject" in narrow_sql
     for unasked in ("to_addrs", "from_addrs", "snippet"):
@@ -453,33 +471,19 @@ async def test_a_page_of_threads_reads_the_last_messages_columns_its_selection_a
 ) -> None:
     """A page of threads reads its last messages' columns as its selection of `lastMessage` asks for them; each
     field of Message answers as a thread looked up alone (its loader reads whole rows) answers it."""
-    described = await alice.data('{ __type(name: "Message") { fields { name } } }')
-    names = [f["name"] for f in described["__type"]["fields"]]
-    listing = "query($a: ID!) { threads(accountId: $a, first: 8) { nodes { id } } }"
+    names = await _message_fields(alice)
+    arguments = "first: 8"
+    listing = f"query($a: ID!) {{ threads(accountId: $a, {arguments}) {{ nodes {{ id }} }} }}"
     ids = [n["id"] for n in (await alice.data(listing, {"a": acc(world)}))["threads"]["nodes"]]
-    statements: list[str] = []
-
-    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "row_number()" in statement.lower():
-            statements.append(statement)
-
-    engine = gateway.app.state.services.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", watch)
-    try:
-        for name in names:
-            selection = f"lastMessage {{ id {name} {_SUBSELECTIONS.get(name, '')} }}"
-            page = f"query($a: ID!) {{ threads(accountId: $a, first: 8) {{ edges {{ node {{ id {selection} }} }} }} }}"
-            listed = [e["node"] for e in (await alice.data(page, {"a": acc(world)}))["threads"]["edges"]]
-            lookup = f"query($ids: [ID!]!) {{ nodes(ids: $ids) {{ ... on Thread {{ id {selection} }} }} }}"
-            assert listed == (await alice.data(lookup, {"ids": ids}))["nodes"], name
-        statements.clear()
+    for name in names:
+        selection = f"lastMessage {{ id {name} {_SUBSELECTIONS.get(name, '')} }}"
+        await _listed_as_looked_up(alice, world, "threads", arguments, "Thread", ids, selection)
+    with _statements(gateway, lambda sql: "row_number()" in sql.lower()) as statements:
         narrow = "query($a: ID!) { threads(accountId: $a, first: 8) { nodes { lastMessage { id subject } } } }"
         await alice.data(narrow, {"a": acc(world)})
         by_fragment = """query($a: ID!) { threads(accountId: $a, first: 8) { nodes { ...Last } } }
             fragment Last on Thread { lastMessage { ... on Message { cc { address } } } }"""
         await alice.data(by_fragment, {"a": acc(world)})
-    finally:
-        event.remove(engine, "before_cursor_execute", watch)
     narrow_sql, fragment_sql = statements
     assert "messages.subject" in narrow_sql
     for unasked in ("to_addrs", "from_addrs", "snippet"):

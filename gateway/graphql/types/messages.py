@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import strawberry
 from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, InlineFragmentNode, SelectionNode
 from sqlalchemy.engine import Row, RowMapping
 from strawberry.types.base import get_object_definition
-from strawberry.types.nodes import FragmentSpread, InlineFragment, SelectedField
 from strawberry.utils.str_converters import to_camel_case
 
 from gateway.graphql import pages
@@ -234,10 +233,8 @@ def _field_columns() -> dict[str, frozenset[str]]:
 
 
 FIELD_COLUMNS = _field_columns()
-# Per list field's nodes in a parsed document (gateway.identity): the columns its messages' selection reads; the
-# same for a page of threads' last messages.
+# Per list field's nodes in a parsed document (gateway.identity): the columns its messages' selection reads.
 _SELECTIONS: ByIdentity[FieldNode, frozenset[str] | None] = ByIdentity()
-_LAST_SELECTIONS: ByIdentity[FieldNode, frozenset[str] | None] = ByIdentity()
 
 
 def message_columns(info: Info) -> frozenset[str] | None:
@@ -251,17 +248,6 @@ def message_columns(info: Info) -> frozenset[str] | None:
         return _columns_of(_page_nodes(raw.field_nodes, raw.fragments), raw.fragments)
 
     return _SELECTIONS.kept(raw.field_nodes[0], make)
-
-
-def last_message_columns(info: Info) -> frozenset[str] | None:
-    """message_columns for the `lastMessage` of a connection of threads' nodes."""
-    raw = info._raw_info
-
-    def make() -> frozenset[str] | None:
-        threads = _page_nodes(raw.field_nodes, raw.fragments)
-        return _columns_of(_below(threads, ("lastMessage",), raw.fragments), raw.fragments)
-
-    return _LAST_SELECTIONS.kept(raw.field_nodes[0], make)
 
 
 def _fields(selections: Sequence[SelectionNode], fragments: dict[str, FragmentDefinitionNode]) -> list[FieldNode]:
@@ -393,34 +379,42 @@ class Thread(Node):
         return Account.of(existing(row))
 
 
-def _selects(selections: Sequence[Any], path: Sequence[str]) -> bool:
-    """Whether a selection set (with its fragments) selects the field path, e.g. ("edges", "node", "labels")."""
-    if not path:
-        return True
-    for sel in selections:
-        if isinstance(sel, InlineFragment | FragmentSpread):
-            if _selects(sel.selections, path):
-                return True
-        elif isinstance(sel, SelectedField) and sel.name == path[0] and _selects(sel.selections, path[1:]):
-            return True
-    return False
+class _ThreadPage(NamedTuple):
+    """What a connection of threads' selection asks of its threads that a list resolver loads beforehand."""
+
+    last_message: bool
+    labels: bool
+    last_message_columns: frozenset[str] | None  # as message_columns, for its `lastMessage`
+
+
+# Per list field's nodes in a parsed document (gateway.identity), as _SELECTIONS.
+_THREAD_PAGES: ByIdentity[FieldNode, _ThreadPage] = ByIdentity()
+
+
+def _thread_page(info: Info) -> _ThreadPage:
+    raw = info._raw_info
+
+    def make() -> _ThreadPage:
+        threads = _page_nodes(raw.field_nodes, raw.fragments)
+        last = _below(threads, ("lastMessage",), raw.fragments)
+        labels = _below(threads, ("labels",), raw.fragments)
+        return _ThreadPage(bool(last), bool(labels), _columns_of(last, raw.fragments))
+
+    return _THREAD_PAGES.kept(raw.field_nodes[0], make)
 
 
 async def prefetch_threads(info: Info, threads: Sequence[Thread]) -> None:
     """Load a page's last messages and labels in the list resolver, so the fields answer synchronously: the
     same statements as the loaders would run, by their batch functions called directly (no future or task per
-    thread); the last messages read only the columns their selection asks for (last_message_columns)."""
-    fields = info.selected_fields[0].selections if info.selected_fields else []
-
-    def wanted(name: str) -> bool:
-        return _selects(fields, ("edges", "node", name)) or _selects(fields, ("nodes", name))
-
+    thread); the last messages read only the columns their selection asks for. What the selection asks is
+    found once per parsed document (_thread_page)."""
+    wanted = _thread_page(info)
     loaders = info.context.loaders
-    if threads and wanted("lastMessage"):
-        newest = await loaders.newest_of([t.row.id for t in threads], last_message_columns(info))
+    if threads and wanted.last_message:
+        newest = await loaders.newest_of([t.row.id for t in threads], wanted.last_message_columns)
         for thread, row in zip(threads, newest, strict=True):
             thread.last = Message.of(row) if row is not None else None
-    if threads and wanted("labels"):
+    if threads and wanted.labels:
         ids = sorted({lid for t in threads for lid in t.row.label_ids or ()})
         rows = {r.id: r for r in await batch(loaders.labels, ids) if r is not None}
         for thread in threads:
